@@ -1,0 +1,411 @@
+//! Apps and their volumes: what Cairn backs up. A volume is a Docker volume
+//! of the app (`{app}-blue_{volume}` / `{app}-green_{volume}`); a `postgres`
+//! volume is dumped with `pg_dump` using the connection settings stored with
+//! it (the password sealed under the master key).
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
+    TransactionTrait,
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use cairn_entity::{app, volume};
+
+use crate::error::{is_unique_violation, Error, Result, Validator};
+use crate::secrets::MasterKey;
+use crate::validate::{check_host, check_resource_name, check_username};
+use crate::Cairn;
+
+/// How a volume is backed up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeKind {
+    /// Files, archived with `tar`.
+    #[default]
+    Generic,
+    /// A PostgreSQL database, dumped with `pg_dump`.
+    Postgres,
+}
+
+impl VolumeKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            VolumeKind::Generic => "generic",
+            VolumeKind::Postgres => "postgres",
+        }
+    }
+}
+
+/// `POST`/`PUT` body of an app.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AppRequest {
+    /// Unique within the organization: `^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`.
+    pub name: String,
+    /// The app's volumes. On update, the list replaces the stored one
+    /// (matched by name); backup history of removed volumes is kept.
+    #[serde(default)]
+    pub volumes: Vec<VolumeRequest>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VolumeRequest {
+    /// Unique within the app: `^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`.
+    pub name: String,
+    /// Only persistent volumes are backed up (default true).
+    #[serde(default = "default_true")]
+    pub persistent: bool,
+    #[serde(default)]
+    pub kind: VolumeKind,
+    /// Required for `postgres` volumes, refused for `generic` ones.
+    pub postgres: Option<PostgresRequest>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PostgresRequest {
+    pub host: String,
+    /// Default 5432.
+    pub port: Option<u16>,
+    pub database: String,
+    pub username: String,
+    /// Required on create; on update, omit it to keep the stored one.
+    /// Never returned.
+    #[schema(value_type = Option<String>, write_only)]
+    pub password: Option<SecretString>,
+}
+
+/// Stored (and returned) PostgreSQL settings, without the password.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresSettings {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub username: String,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresView {
+    #[serde(flatten)]
+    pub settings: PostgresSettings,
+    /// Whether a password is stored.
+    pub password_set: bool,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeView {
+    pub id: Uuid,
+    pub name: String,
+    pub persistent: bool,
+    pub kind: VolumeKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresView>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppView {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub name: String,
+    pub volumes: Vec<VolumeView>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A validated volume, ready to store.
+struct VolumeSpec {
+    name: String,
+    persistent: bool,
+    kind: VolumeKind,
+    postgres: Option<(PostgresSettings, Option<String>)>,
+}
+
+fn validate(request: &AppRequest, stored_passwords: &HashMap<String, String>) -> Result<Vec<VolumeSpec>> {
+    let mut v = Validator::new();
+    v.check_result("name", check_resource_name(&request.name));
+    let mut seen = HashSet::new();
+    let mut specs = Vec::with_capacity(request.volumes.len());
+    for (i, volume) in request.volumes.iter().enumerate() {
+        let field = |name: &str| format!("volumes[{i}].{name}");
+        v.check_result(field("name"), check_resource_name(&volume.name));
+        if !seen.insert(volume.name.as_str()) {
+            v.add(field("name"), format!("volume '{}' is listed twice", volume.name));
+        }
+        let postgres = match (volume.kind, &volume.postgres) {
+            (VolumeKind::Generic, Some(_)) => {
+                v.add(field("postgres"), "is only used by volumes of kind postgres");
+                None
+            }
+            (VolumeKind::Generic, None) => None,
+            (VolumeKind::Postgres, None) => {
+                v.add(field("postgres"), "is required for volumes of kind postgres");
+                None
+            }
+            (VolumeKind::Postgres, Some(pg)) => {
+                v.check_result(field("postgres.host"), check_host(&pg.host));
+                v.check_result(field("postgres.username"), check_username(&pg.username));
+                let database_ok = !pg.database.is_empty()
+                    && pg.database.len() <= 63
+                    && !pg.database.starts_with('-')
+                    && !pg.database.contains('=')
+                    && !pg.database.chars().any(char::is_control);
+                v.check(
+                    database_ok,
+                    field("postgres.database"),
+                    "must be 1–63 characters, not start with '-' and not contain '=' or control characters",
+                );
+                v.check(pg.port != Some(0), field("postgres.port"), "must be between 1 and 65535");
+                let password = match &pg.password {
+                    Some(password) => Some(password.expose_secret().to_owned()),
+                    None => stored_passwords.get(&volume.name).cloned(),
+                };
+                if password.is_none() {
+                    v.add(field("postgres.password"), "is required");
+                }
+                Some((
+                    PostgresSettings {
+                        host: pg.host.clone(),
+                        port: pg.port.unwrap_or(5432),
+                        database: pg.database.clone(),
+                        username: pg.username.clone(),
+                    },
+                    password,
+                ))
+            }
+        };
+        specs.push(VolumeSpec {
+            name: volume.name.clone(),
+            persistent: volume.persistent,
+            kind: volume.kind,
+            postgres,
+        });
+    }
+    v.finish()?;
+    Ok(specs)
+}
+
+fn volume_view(model: volume::Model) -> Result<VolumeView> {
+    let kind = match model.kind.as_str() {
+        "postgres" => VolumeKind::Postgres,
+        _ => VolumeKind::Generic,
+    };
+    let postgres = match model.postgres_config {
+        Some(config) => Some(PostgresView {
+            settings: serde_json::from_value(config).map_err(anyhow::Error::from)?,
+            password_set: model.postgres_password_ciphertext.is_some(),
+        }),
+        None => None,
+    };
+    Ok(VolumeView {
+        id: model.id,
+        name: model.name,
+        persistent: model.persistent,
+        kind,
+        postgres,
+    })
+}
+
+fn app_view(model: app::Model, volumes: Vec<volume::Model>) -> Result<AppView> {
+    Ok(AppView {
+        id: model.id,
+        organization_id: model.organization_id,
+        name: model.name,
+        volumes: volumes.into_iter().map(volume_view).collect::<Result<_>>()?,
+        created_at: model.created_at,
+        updated_at: model.updated_at,
+    })
+}
+
+async fn find_model(db: &impl ConnectionTrait, organization_id: Uuid, id: Uuid) -> Result<app::Model> {
+    app::Entity::find_by_id(id)
+        .filter(app::Column::OrganizationId.eq(organization_id))
+        .one(db)
+        .await?
+        .ok_or(Error::NotFound("app"))
+}
+
+async fn volumes_of(db: &impl ConnectionTrait, app_ids: &[Uuid]) -> Result<Vec<volume::Model>> {
+    Ok(volume::Entity::find()
+        .filter(volume::Column::AppId.is_in(app_ids.iter().copied()))
+        .order_by_asc(volume::Column::Name)
+        .all(db)
+        .await?)
+}
+
+fn name_taken(name: &str) -> Error {
+    Error::conflict("name", format!("an app named '{name}' already exists"))
+}
+
+pub async fn list(cairn: &Cairn, organization_id: Uuid) -> Result<Vec<AppView>> {
+    let apps = app::Entity::find()
+        .filter(app::Column::OrganizationId.eq(organization_id))
+        .order_by_asc(app::Column::Name)
+        .all(&cairn.db)
+        .await?;
+    let ids: Vec<Uuid> = apps.iter().map(|a| a.id).collect();
+    let mut by_app: HashMap<Uuid, Vec<volume::Model>> = HashMap::new();
+    for volume in volumes_of(&cairn.db, &ids).await? {
+        by_app.entry(volume.app_id).or_default().push(volume);
+    }
+    apps.into_iter()
+        .map(|a| {
+            let volumes = by_app.remove(&a.id).unwrap_or_default();
+            app_view(a, volumes)
+        })
+        .collect()
+}
+
+pub async fn get(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<AppView> {
+    let model = find_model(&cairn.db, organization_id, id).await?;
+    let volumes = volumes_of(&cairn.db, &[id]).await?;
+    app_view(model, volumes)
+}
+
+pub async fn create(cairn: &Cairn, organization_id: Uuid, request: AppRequest, now: DateTime<Utc>) -> Result<AppView> {
+    let specs = validate(&request, &HashMap::new())?;
+    let txn = cairn.db.begin().await?;
+    let id = Uuid::now_v7();
+    let inserted = app::ActiveModel {
+        id: Set(id),
+        organization_id: Set(organization_id),
+        name: Set(request.name.clone()),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(&txn)
+    .await;
+    match inserted {
+        Ok(_) => {}
+        Err(error) if is_unique_violation(&error) => return Err(name_taken(&request.name)),
+        Err(error) => return Err(error.into()),
+    }
+    for spec in specs {
+        insert_volume(&txn, &cairn.master_key, id, spec, now).await?;
+    }
+    txn.commit().await?;
+    get(cairn, organization_id, id).await
+}
+
+async fn insert_volume(
+    db: &impl ConnectionTrait,
+    key: &MasterKey,
+    app_id: Uuid,
+    spec: VolumeSpec,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let id = Uuid::now_v7();
+    let (config, password) = split_postgres(key, id, spec.postgres)?;
+    volume::ActiveModel {
+        id: Set(id),
+        app_id: Set(app_id),
+        name: Set(spec.name),
+        persistent: Set(spec.persistent),
+        kind: Set(spec.kind.as_str().to_owned()),
+        postgres_config: Set(config),
+        postgres_password_ciphertext: Set(password),
+        created_at: Set(now),
+    }
+    .insert(db)
+    .await?;
+    Ok(())
+}
+
+type SealedPostgres = (Option<serde_json::Value>, Option<String>);
+
+fn split_postgres(
+    key: &MasterKey,
+    volume_id: Uuid,
+    postgres: Option<(PostgresSettings, Option<String>)>,
+) -> Result<SealedPostgres> {
+    Ok(match postgres {
+        None => (None, None),
+        Some((settings, password)) => (
+            Some(serde_json::to_value(settings).map_err(anyhow::Error::from)?),
+            password.map(|p| key.seal(volume_id, p.as_bytes())),
+        ),
+    })
+}
+
+pub async fn update(
+    cairn: &Cairn,
+    organization_id: Uuid,
+    id: Uuid,
+    request: AppRequest,
+    now: DateTime<Utc>,
+) -> Result<AppView> {
+    let txn = cairn.db.begin().await?;
+    let existing = find_model(&txn, organization_id, id).await?;
+    let stored = volumes_of(&txn, &[id]).await?;
+    let mut stored_passwords = HashMap::new();
+    for volume in &stored {
+        if let Some(sealed) = &volume.postgres_password_ciphertext {
+            let password = cairn.master_key.open(volume.id, sealed)?;
+            let password = String::from_utf8(password).map_err(anyhow::Error::from)?;
+            stored_passwords.insert(volume.name.clone(), password);
+        }
+    }
+    let specs = validate(&request, &stored_passwords)?;
+
+    let mut model: app::ActiveModel = existing.into();
+    model.name = Set(request.name.clone());
+    model.updated_at = Set(now);
+    match model.update(&txn).await {
+        Ok(_) => {}
+        Err(error) if is_unique_violation(&error) => return Err(name_taken(&request.name)),
+        Err(error) => return Err(error.into()),
+    }
+    let mut stored_by_name: HashMap<String, volume::Model> =
+        stored.into_iter().map(|v| (v.name.clone(), v)).collect();
+    for spec in specs {
+        match stored_by_name.remove(&spec.name) {
+            Some(current) => {
+                let (config, password) = split_postgres(&cairn.master_key, current.id, spec.postgres)?;
+                let mut volume: volume::ActiveModel = current.into();
+                volume.persistent = Set(spec.persistent);
+                volume.kind = Set(spec.kind.as_str().to_owned());
+                volume.postgres_config = Set(config);
+                volume.postgres_password_ciphertext = Set(password);
+                volume.update(&txn).await?;
+            }
+            None => insert_volume(&txn, &cairn.master_key, id, spec, now).await?,
+        }
+    }
+    let removed: Vec<Uuid> = stored_by_name.values().map(|v| v.id).collect();
+    if !removed.is_empty() {
+        volume::Entity::delete_many()
+            .filter(volume::Column::Id.is_in(removed))
+            .exec(&txn)
+            .await?;
+    }
+    txn.commit().await?;
+    get(cairn, organization_id, id).await
+}
+
+/// Deletes an app and its volumes; jobs stop covering it. Its backup history
+/// is kept (the records keep the app's name).
+pub async fn delete(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<()> {
+    let result = app::Entity::delete_many()
+        .filter(app::Column::Id.eq(id))
+        .filter(app::Column::OrganizationId.eq(organization_id))
+        .exec(&cairn.db)
+        .await?;
+    if result.rows_affected == 0 {
+        return Err(Error::NotFound("app"));
+    }
+    Ok(())
+}

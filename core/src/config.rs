@@ -1,0 +1,317 @@
+//! Configuration: built-in defaults < `cairn.yml` < `CAIRN_*` environment
+//! variables, loaded once into [`Config`] and passed explicitly.
+//!
+//! Keys are snake_case in the file (`database_url`) and upper-case with the
+//! `CAIRN_` prefix in the environment (`CAIRN_DATABASE_URL`); keys of the
+//! `backup:` section take a double underscore (`CAIRN_BACKUP__BUCKET`).
+//! Unknown keys — in the file or among `CAIRN_*` variables — are an error
+//! that names the key, so a typo never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Yaml};
+use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// Environment variables that are read by the `cairn` binary itself rather
+/// than by the configuration loader.
+const NON_CONFIG_VARIABLES: &[&str] = &["CONFIG", "LOG"];
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (coloured on a terminal).
+    #[default]
+    Pretty,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Every setting of a Cairn process.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the API listens on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Where the embedded default keeps its database, master key and backups.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; defaults to `<data_dir>/cairn.db`.
+    #[serde(default)]
+    pub database_url: Option<SecretString>,
+    /// Apply pending migrations when a process starts.
+    #[serde(default = "default_true")]
+    pub run_migrations: bool,
+    /// 32 bytes, base64: the key that seals secrets at rest. Without it,
+    /// `cairn serve` uses (or creates) `<data_dir>/master.key`.
+    #[serde(default)]
+    pub master_key: Option<SecretString>,
+    /// Accepted as a system administrator token when set.
+    #[serde(default)]
+    pub admin_token: Option<SecretString>,
+    /// Whether targets of type `local` may be created.
+    #[serde(default = "default_true")]
+    pub allow_local_backups: bool,
+    /// The directory under which organizations' local targets must lie;
+    /// defaults to `<data_dir>/backups`.
+    #[serde(default)]
+    pub local_backup_root: Option<PathBuf>,
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Largest accepted request body, in bytes.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// The system-level target "System default", created or updated at
+    /// start-up.
+    #[serde(default)]
+    pub backup: Option<SystemTargetConfig>,
+}
+
+/// The `backup:` section: the system-level target "System default".
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemTargetConfig {
+    #[serde(rename = "type")]
+    pub target_type: String,
+    pub bucket: Option<String>,
+    pub region: Option<String>,
+    pub access_key: Option<String>,
+    pub secret_key: Option<SecretString>,
+    pub endpoint: Option<String>,
+    pub prefix: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub username: Option<String>,
+    pub path: Option<String>,
+    pub private_key: Option<SecretString>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./cairn-data")
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_max_body_bytes() -> usize {
+    256 * 1024
+}
+
+/// A configuration that could not be loaded, with the offending key named.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Loads defaults, then the YAML file at `file` (when given; a missing
+    /// file is an error), then `CAIRN_*` variables from the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_from(file, Env::prefixed("CAIRN_"))
+    }
+
+    /// Loads defaults and the YAML file only, ignoring the environment; for
+    /// tests and tools that build a configuration by hand.
+    pub fn load_file(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_from(file, Env::prefixed("CAIRN_").filter(|_| false))
+    }
+
+    fn load_from(file: Option<&Path>, env: Env) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(serde_json::json!({})));
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(ConfigError(format!(
+                    "configuration file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Yaml::file_exact(file));
+        }
+        let env = env
+            .filter(|key| {
+                !NON_CONFIG_VARIABLES
+                    .iter()
+                    .any(|reserved| key.as_str().eq_ignore_ascii_case(reserved))
+            })
+            .split("__");
+        figment = figment.merge(env);
+        figment.extract::<Config>().map_err(|error| {
+            let messages: Vec<String> = error
+                .into_iter()
+                .map(|e| {
+                    let key = e.path.join(".");
+                    let source = e
+                        .metadata
+                        .as_ref()
+                        .map(|m| m.name.to_string())
+                        .unwrap_or_default();
+                    let kind = describe_kind(&e.kind);
+                    if key.is_empty() {
+                        format!("{kind} ({source})")
+                    } else {
+                        format!("key `{key}`: {kind} ({source})")
+                    }
+                })
+                .collect();
+            ConfigError(messages.join("; "))
+        })
+    }
+
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.expose_secret().to_owned(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("cairn.db").display()
+            ),
+        }
+    }
+
+    /// The directory under which organizations' local targets must lie.
+    pub fn local_backup_root(&self) -> PathBuf {
+        let root = self
+            .local_backup_root
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("backups"));
+        absolute(&root)
+    }
+
+    /// A configuration with every default and nothing from file or
+    /// environment, rooted at `data_dir`.
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Config {
+        let mut config = Self::load_file(None).expect("the built-in defaults are valid");
+        config.data_dir = data_dir.into();
+        config
+    }
+}
+
+/// Describes a figment error kind without echoing the offending value, which
+/// may be a secret.
+fn describe_kind(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind;
+    match kind {
+        Kind::UnknownField(field, _) => format!("unknown key `{field}`"),
+        Kind::MissingField(field) => format!("missing key `{field}`"),
+        Kind::InvalidType(actual, expected) => {
+            format!("expected {expected}, found {}", actual.to_string().split(' ').next().unwrap_or("value"))
+        }
+        Kind::InvalidValue(_, expected) => format!("invalid value, expected {expected}"),
+        Kind::UnknownVariant(variant, expected) => {
+            format!("unknown value `{variant}`, expected one of {}", expected.join(", "))
+        }
+        Kind::InvalidLength(len, expected) => format!("invalid length {len}, expected {expected}"),
+        Kind::DuplicateField(field) => format!("duplicate key `{field}`"),
+        other => other.to_string(),
+    }
+}
+
+/// Makes `path` absolute against the current directory without touching the
+/// file system, and removes `.` components.
+pub fn absolute(path: &Path) -> PathBuf {
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|cwd| cwd.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    };
+    joined
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let path = dir.join("cairn.yml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_setup() {
+        let config = Config::load_file(None).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.data_dir, PathBuf::from("./cairn-data"));
+        assert!(config.database_url().starts_with("sqlite://./cairn-data/cairn.db"));
+        assert!(config.allow_local_backups);
+        assert!(config.backup.is_none());
+    }
+
+    #[test]
+    fn file_values_override_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "listen: 127.0.0.1:9999\nallow_local_backups: false\nbackup:\n  type: s3\n  bucket: b\n",
+        );
+        let config = Config::load_file(Some(&file)).unwrap();
+        assert_eq!(config.listen.port(), 9999);
+        assert!(!config.allow_local_backups);
+        assert_eq!(config.backup.unwrap().bucket.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "listen: 127.0.0.1:9999\ndatabse_url: x\n");
+        let error = Config::load_file(Some(&file)).unwrap_err().to_string();
+        assert!(error.contains("databse_url"), "{error}");
+
+        let file = write(dir.path(), "backup:\n  type: s3\n  buckt: x\n");
+        let error = Config::load_file(Some(&file)).unwrap_err().to_string();
+        assert!(error.contains("buckt"), "{error}");
+    }
+
+    #[test]
+    fn environment_overrides_file_and_unknown_variables_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "listen: 127.0.0.1:9999\nbackup:\n  type: s3\n");
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CAIRN_LISTEN", "127.0.0.1:7777");
+            jail.set_env("CAIRN_BACKUP__BUCKET", "from-env");
+            jail.set_env("CAIRN_CONFIG", "ignored.yml");
+            let config = Config::load(Some(&file)).map_err(|e| e.to_string())?;
+            assert_eq!(config.listen.port(), 7777);
+            assert_eq!(config.backup.unwrap().bucket.as_deref(), Some("from-env"));
+
+            jail.set_env("CAIRN_LISTNE", "127.0.0.1:1");
+            let error = Config::load(Some(&file)).unwrap_err().to_string();
+            assert!(error.contains("listne"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CAIRN_ADMIN_TOKEN", "very-secret-admin-token");
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert!(!format!("{config:?}").contains("very-secret-admin-token"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn invalid_values_do_not_echo_the_value() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CAIRN_MAX_BODY_BYTES", "secret-looking-value");
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(error.contains("max_body_bytes"), "{error}");
+            assert!(!error.contains("secret-looking-value"), "{error}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,254 @@
+//! Backup history: one record per volume per run, newest first, with
+//! cursor pagination (the cursor is the id of the last record of a page;
+//! ids are UUID v7, so id order is creation order).
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use cairn_entity::backup;
+
+use crate::error::{Error, Result, Validator};
+use crate::Cairn;
+
+pub const DEFAULT_PAGE: u64 = 50;
+pub const MAX_PAGE: u64 = 200;
+
+/// The state of one backup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupStatus {
+    Pending,
+    Running,
+    Success,
+    Failed,
+    Pruned,
+}
+
+impl BackupStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupStatus::Pending => "pending",
+            BackupStatus::Running => "running",
+            BackupStatus::Success => "success",
+            BackupStatus::Failed => "failed",
+            BackupStatus::Pruned => "pruned",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<BackupStatus> {
+        Some(match text {
+            "pending" => BackupStatus::Pending,
+            "running" => BackupStatus::Running,
+            "success" => BackupStatus::Success,
+            "failed" => BackupStatus::Failed,
+            "pruned" => BackupStatus::Pruned,
+            _ => return None,
+        })
+    }
+}
+
+/// Query parameters of the history listing. Values arrive as text and are
+/// checked here so that each bad one is named.
+#[derive(Clone, Debug, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Only backups of this job.
+    #[param(value_type = Option<Uuid>)]
+    pub job_id: Option<String>,
+    /// Only backups of this app.
+    #[param(value_type = Option<Uuid>)]
+    pub app_id: Option<String>,
+    /// Only backups in this state.
+    #[param(value_type = Option<BackupStatus>)]
+    pub status: Option<String>,
+    /// Only backups created at or after this time (RFC 3339).
+    #[param(value_type = Option<DateTime<Utc>>)]
+    pub from: Option<String>,
+    /// Only backups created before this time (RFC 3339).
+    #[param(value_type = Option<DateTime<Utc>>)]
+    pub to: Option<String>,
+    /// Page size, 1–200 (default 50).
+    #[param(value_type = Option<u64>)]
+    pub limit: Option<String>,
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One log line of a backup.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct LogLine {
+    pub at: DateTime<Utc>,
+    pub level: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupView {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub run_id: Option<Uuid>,
+    pub job_id: Option<Uuid>,
+    pub app_id: Option<Uuid>,
+    pub target_id: Option<Uuid>,
+    pub app_name: String,
+    pub volume_name: String,
+    pub status: BackupStatus,
+    /// Bytes stored, once the archive is complete.
+    pub archive_size: Option<i64>,
+    pub storage_path: Option<String>,
+    pub sha256: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A backup with its timestamped log.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupDetailView {
+    #[serde(flatten)]
+    pub backup: BackupView,
+    pub log: Vec<LogLine>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryPage {
+    pub items: Vec<BackupView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+fn view(model: &backup::Model) -> Result<BackupView> {
+    let status = BackupStatus::parse(&model.status)
+        .ok_or_else(|| anyhow::anyhow!("backup {} has unknown status {}", model.id, model.status))?;
+    Ok(BackupView {
+        id: model.id,
+        organization_id: model.organization_id,
+        run_id: model.run_id,
+        job_id: model.job_id,
+        app_id: model.app_id,
+        target_id: model.target_id,
+        app_name: model.app_name.clone(),
+        volume_name: model.volume_name.clone(),
+        status,
+        archive_size: model.archive_size,
+        storage_path: model.storage_path.clone(),
+        sha256: model.sha256.clone(),
+        error_code: model.error_code.clone(),
+        error_message: model.error_message.clone(),
+        created_at: model.created_at,
+        started_at: model.started_at,
+        finished_at: model.finished_at,
+    })
+}
+
+fn parse_uuid(v: &mut Validator, field: &str, value: Option<&str>) -> Option<Uuid> {
+    let value = value?;
+    match Uuid::parse_str(value) {
+        Ok(id) => Some(id),
+        Err(_) => {
+            v.add(field, "is not a valid id");
+            None
+        }
+    }
+}
+
+fn parse_time(v: &mut Validator, field: &str, value: Option<&str>) -> Option<DateTime<Utc>> {
+    let value = value?;
+    match DateTime::parse_from_rfc3339(value) {
+        Ok(time) => Some(time.with_timezone(&Utc)),
+        Err(_) => {
+            v.add(field, "is not an RFC 3339 timestamp (e.g. 2024-01-15T02:00:00Z)");
+            None
+        }
+    }
+}
+
+/// One page of an organization's backups, newest first.
+pub async fn list(cairn: &Cairn, organization_id: Uuid, query: &HistoryQuery) -> Result<HistoryPage> {
+    let mut v = Validator::new();
+    let job_id = parse_uuid(&mut v, "jobId", query.job_id.as_deref());
+    let app_id = parse_uuid(&mut v, "appId", query.app_id.as_deref());
+    let cursor = parse_uuid(&mut v, "cursor", query.cursor.as_deref());
+    let from = parse_time(&mut v, "from", query.from.as_deref());
+    let to = parse_time(&mut v, "to", query.to.as_deref());
+    let status = query.status.as_deref().and_then(|s| {
+        let parsed = BackupStatus::parse(s);
+        v.check(
+            parsed.is_some(),
+            "status",
+            "must be one of pending, running, success, failed, pruned",
+        );
+        parsed
+    });
+    let limit = match query.limit.as_deref() {
+        None => DEFAULT_PAGE,
+        Some(text) => match text.parse::<u64>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+            _ => {
+                v.add("limit", format!("must be a whole number from 1 to {MAX_PAGE}"));
+                DEFAULT_PAGE
+            }
+        },
+    };
+    if let (Some(from), Some(to)) = (from, to) {
+        v.check(from < to, "to", "must be later than from");
+    }
+    v.finish()?;
+
+    let mut select = backup::Entity::find().filter(backup::Column::OrganizationId.eq(organization_id));
+    if let Some(job_id) = job_id {
+        select = select.filter(backup::Column::JobId.eq(job_id));
+    }
+    if let Some(app_id) = app_id {
+        select = select.filter(backup::Column::AppId.eq(app_id));
+    }
+    if let Some(status) = status {
+        select = select.filter(backup::Column::Status.eq(status.as_str()));
+    }
+    if let Some(from) = from {
+        select = select.filter(backup::Column::CreatedAt.gte(from));
+    }
+    if let Some(to) = to {
+        select = select.filter(backup::Column::CreatedAt.lt(to));
+    }
+    if let Some(cursor) = cursor {
+        select = select.filter(backup::Column::Id.lt(cursor));
+    }
+    let mut rows = select
+        .order_by_desc(backup::Column::Id)
+        .limit(limit + 1)
+        .all(&cairn.db)
+        .await?;
+    let next_cursor = if rows.len() as u64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|last| last.id.to_string())
+    } else {
+        None
+    };
+    Ok(HistoryPage {
+        items: rows.iter().map(view).collect::<Result<_>>()?,
+        next_cursor,
+    })
+}
+
+pub async fn get(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<BackupDetailView> {
+    let model = backup::Entity::find_by_id(id)
+        .filter(backup::Column::OrganizationId.eq(organization_id))
+        .one(&cairn.db)
+        .await?
+        .ok_or(Error::NotFound("backup"))?;
+    let log: Vec<LogLine> = serde_json::from_value(model.log.clone()).map_err(anyhow::Error::from)?;
+    Ok(BackupDetailView {
+        backup: view(&model)?,
+        log,
+    })
+}

@@ -1,0 +1,379 @@
+//! Backup jobs: which apps, when (cron), where (target) and how long to keep
+//! the archives (GFS retention).
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, Set, TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use cairn_entity::{app, backup_job, backup_job_app, backup_target};
+
+use crate::error::{is_unique_violation, Error, Result, Validator};
+use crate::validate::check_display_name;
+use crate::Cairn;
+
+/// The largest count a keep rule accepts.
+const MAX_KEEP: u32 = 10_000;
+
+/// `POST`/`PUT` body of a job.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobRequest {
+    /// Unique within the organization (1–200 characters).
+    pub name: String,
+    /// Five-field cron expression (minute hour day-of-month month
+    /// day-of-week), evaluated in UTC.
+    pub schedule: String,
+    /// Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The target to write to. When absent: the organization's default
+    /// target, else any of its targets, else the system-level target.
+    pub target_id: Option<Uuid>,
+    /// The apps whose persistent volumes the job backs up.
+    #[serde(default)]
+    pub app_ids: Vec<Uuid>,
+    /// Keep every archive (no pruning).
+    #[serde(default)]
+    pub keep_all: bool,
+    /// Keep the newest N archives.
+    pub keep_last: Option<u32>,
+    /// Keep the newest archive of each of the last N hours.
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest archive of each of the last N days.
+    pub keep_daily: Option<u32>,
+    /// Keep the newest archive of each of the last N weeks.
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest archive of each of the last N months.
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest archive of each of the last N years.
+    pub keep_yearly: Option<u32>,
+    /// Default false.
+    #[serde(default)]
+    pub notify_on_success: bool,
+    /// Default true.
+    #[serde(default = "default_true")]
+    pub notify_on_failure: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobView {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub name: String,
+    pub schedule: String,
+    pub enabled: bool,
+    pub target_id: Option<Uuid>,
+    pub app_ids: Vec<Uuid>,
+    pub keep_all: bool,
+    pub keep_last: Option<u32>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_yearly: Option<u32>,
+    pub notify_on_success: bool,
+    pub notify_on_failure: bool,
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// When the job fires next; `null` while it is disabled.
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub auto_created: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Parses a cron expression.
+pub fn parse_schedule(expression: &str) -> Result<cron_parser::Schedule, String> {
+    cron_parser::Schedule::parse(expression.trim()).map_err(|e| format!("is not a valid cron expression: {e}"))
+}
+
+/// The first time strictly after `now` at which `schedule` fires.
+pub fn next_run_after(schedule: &cron_parser::Schedule, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    schedule.next_after(&now)
+}
+
+fn view(model: backup_job::Model, app_ids: Vec<Uuid>) -> JobView {
+    let count = |n: Option<i32>| n.map(|n| n.max(0) as u32);
+    JobView {
+        id: model.id,
+        organization_id: model.organization_id,
+        name: model.name,
+        schedule: model.schedule,
+        enabled: model.enabled,
+        target_id: model.target_id,
+        app_ids,
+        keep_all: model.keep_all,
+        keep_last: count(model.keep_last),
+        keep_hourly: count(model.keep_hourly),
+        keep_daily: count(model.keep_daily),
+        keep_weekly: count(model.keep_weekly),
+        keep_monthly: count(model.keep_monthly),
+        keep_yearly: count(model.keep_yearly),
+        notify_on_success: model.notify_on_success,
+        notify_on_failure: model.notify_on_failure,
+        last_run_at: model.last_run_at,
+        next_run_at: model.next_run_at,
+        auto_created: model.auto_created,
+        created_at: model.created_at,
+        updated_at: model.updated_at,
+    }
+}
+
+/// Validates a request against the organization's targets and apps; returns
+/// the parsed schedule.
+async fn validate(
+    db: &impl ConnectionTrait,
+    organization_id: Uuid,
+    request: &JobRequest,
+) -> Result<cron_parser::Schedule> {
+    let mut v = Validator::new();
+    v.check_result("name", check_display_name(&request.name));
+    let schedule = match parse_schedule(&request.schedule) {
+        Ok(schedule) => Some(schedule),
+        Err(message) => {
+            v.add("schedule", message);
+            None
+        }
+    };
+    let rules = [
+        ("keepLast", request.keep_last),
+        ("keepHourly", request.keep_hourly),
+        ("keepDaily", request.keep_daily),
+        ("keepWeekly", request.keep_weekly),
+        ("keepMonthly", request.keep_monthly),
+        ("keepYearly", request.keep_yearly),
+    ];
+    for (field, value) in rules {
+        if let Some(n) = value {
+            v.check(n <= MAX_KEEP, field, format!("must be at most {MAX_KEEP}"));
+        }
+    }
+    let any_rule = rules.iter().any(|(_, n)| n.is_some_and(|n| n > 0));
+    if !request.keep_all && !any_rule {
+        v.add(
+            "keepLast",
+            "a job needs a retention rule: set keepAll, or at least one of keepLast, keepHourly, keepDaily, keepWeekly, keepMonthly, keepYearly above 0",
+        );
+    }
+    if let Some(target_id) = request.target_id {
+        let found = backup_target::Entity::find_by_id(target_id)
+            .filter(backup_target::Column::OrganizationId.eq(organization_id))
+            .count(db)
+            .await?;
+        v.check(found == 1, "targetId", "no target with this id in the organization");
+    }
+    let mut seen = HashSet::new();
+    let wanted: Vec<Uuid> = request.app_ids.iter().copied().filter(|id| seen.insert(*id)).collect();
+    if wanted.len() != request.app_ids.len() {
+        v.add("appIds", "lists an app more than once");
+    }
+    if !wanted.is_empty() {
+        let found: HashSet<Uuid> = app::Entity::find()
+            .filter(app::Column::OrganizationId.eq(organization_id))
+            .filter(app::Column::Id.is_in(wanted.clone()))
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
+        for (i, id) in request.app_ids.iter().enumerate() {
+            v.check(found.contains(id), format!("appIds[{i}]"), "no app with this id in the organization");
+        }
+    }
+    v.finish()?;
+    // The validator has accepted the schedule, so it parsed.
+    schedule.ok_or_else(|| Error::invalid("schedule", "is not a valid cron expression"))
+}
+
+fn apply(
+    model: &mut backup_job::ActiveModel,
+    request: &JobRequest,
+    schedule: &cron_parser::Schedule,
+    now: DateTime<Utc>,
+) {
+    let count = |n: Option<u32>| n.map(|n| n as i32);
+    model.name = Set(request.name.trim().to_owned());
+    model.schedule = Set(request.schedule.trim().to_owned());
+    model.enabled = Set(request.enabled);
+    model.target_id = Set(request.target_id);
+    model.keep_all = Set(request.keep_all);
+    model.keep_last = Set(count(request.keep_last));
+    model.keep_hourly = Set(count(request.keep_hourly));
+    model.keep_daily = Set(count(request.keep_daily));
+    model.keep_weekly = Set(count(request.keep_weekly));
+    model.keep_monthly = Set(count(request.keep_monthly));
+    model.keep_yearly = Set(count(request.keep_yearly));
+    model.notify_on_success = Set(request.notify_on_success);
+    model.notify_on_failure = Set(request.notify_on_failure);
+    model.next_run_at = Set(if request.enabled {
+        next_run_after(schedule, now)
+    } else {
+        None
+    });
+    model.updated_at = Set(now);
+}
+
+async fn set_apps(db: &impl ConnectionTrait, job_id: Uuid, app_ids: &[Uuid]) -> Result<()> {
+    backup_job_app::Entity::delete_many()
+        .filter(backup_job_app::Column::JobId.eq(job_id))
+        .exec(db)
+        .await?;
+    let mut seen = HashSet::new();
+    let rows: Vec<backup_job_app::ActiveModel> = app_ids
+        .iter()
+        .filter(|id| seen.insert(**id))
+        .map(|app_id| backup_job_app::ActiveModel {
+            job_id: Set(job_id),
+            app_id: Set(*app_id),
+        })
+        .collect();
+    if !rows.is_empty() {
+        backup_job_app::Entity::insert_many(rows).exec(db).await?;
+    }
+    Ok(())
+}
+
+async fn apps_of(db: &impl ConnectionTrait, job_ids: &[Uuid]) -> Result<HashMap<Uuid, Vec<Uuid>>> {
+    let mut by_job: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    let rows = backup_job_app::Entity::find()
+        .filter(backup_job_app::Column::JobId.is_in(job_ids.iter().copied()))
+        .order_by_asc(backup_job_app::Column::AppId)
+        .all(db)
+        .await?;
+    for row in rows {
+        by_job.entry(row.job_id).or_default().push(row.app_id);
+    }
+    Ok(by_job)
+}
+
+async fn find_model(db: &impl ConnectionTrait, organization_id: Uuid, id: Uuid) -> Result<backup_job::Model> {
+    backup_job::Entity::find_by_id(id)
+        .filter(backup_job::Column::OrganizationId.eq(organization_id))
+        .one(db)
+        .await?
+        .ok_or(Error::NotFound("job"))
+}
+
+fn name_taken(name: &str) -> Error {
+    Error::conflict("name", format!("a job named '{}' already exists", name.trim()))
+}
+
+pub async fn list(cairn: &Cairn, organization_id: Uuid) -> Result<Vec<JobView>> {
+    let jobs = backup_job::Entity::find()
+        .filter(backup_job::Column::OrganizationId.eq(organization_id))
+        .order_by_asc(backup_job::Column::Name)
+        .all(&cairn.db)
+        .await?;
+    let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
+    let mut apps = apps_of(&cairn.db, &ids).await?;
+    Ok(jobs
+        .into_iter()
+        .map(|job| {
+            let app_ids = apps.remove(&job.id).unwrap_or_default();
+            view(job, app_ids)
+        })
+        .collect())
+}
+
+pub async fn get(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<JobView> {
+    let job = find_model(&cairn.db, organization_id, id).await?;
+    let app_ids = apps_of(&cairn.db, &[id]).await?.remove(&id).unwrap_or_default();
+    Ok(view(job, app_ids))
+}
+
+pub async fn create(cairn: &Cairn, organization_id: Uuid, request: JobRequest, now: DateTime<Utc>) -> Result<JobView> {
+    let txn = cairn.db.begin().await?;
+    let schedule = validate(&txn, organization_id, &request).await?;
+    let id = Uuid::now_v7();
+    let mut model = backup_job::ActiveModel {
+        id: Set(id),
+        organization_id: Set(organization_id),
+        last_run_at: Set(None),
+        auto_created: Set(false),
+        created_at: Set(now),
+        ..Default::default()
+    };
+    apply(&mut model, &request, &schedule, now);
+    match model.insert(&txn).await {
+        Ok(_) => {}
+        Err(error) if is_unique_violation(&error) => return Err(name_taken(&request.name)),
+        Err(error) => return Err(error.into()),
+    }
+    set_apps(&txn, id, &request.app_ids).await?;
+    txn.commit().await?;
+    get(cairn, organization_id, id).await
+}
+
+pub async fn update(
+    cairn: &Cairn,
+    organization_id: Uuid,
+    id: Uuid,
+    request: JobRequest,
+    now: DateTime<Utc>,
+) -> Result<JobView> {
+    let txn = cairn.db.begin().await?;
+    let existing = find_model(&txn, organization_id, id).await?;
+    let schedule = validate(&txn, organization_id, &request).await?;
+    let mut model: backup_job::ActiveModel = existing.into();
+    apply(&mut model, &request, &schedule, now);
+    match model.update(&txn).await {
+        Ok(_) => {}
+        Err(error) if is_unique_violation(&error) => return Err(name_taken(&request.name)),
+        Err(error) => return Err(error.into()),
+    }
+    set_apps(&txn, id, &request.app_ids).await?;
+    txn.commit().await?;
+    get(cairn, organization_id, id).await
+}
+
+/// Deletes a job; its runs go with it, its backup records stay in history.
+pub async fn delete(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<()> {
+    let result = backup_job::Entity::delete_many()
+        .filter(backup_job::Column::Id.eq(id))
+        .filter(backup_job::Column::OrganizationId.eq(organization_id))
+        .exec(&cairn.db)
+        .await?;
+    if result.rows_affected == 0 {
+        return Err(Error::NotFound("job"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn next_run_is_strictly_after_now() {
+        let schedule = parse_schedule("0 2 * * *").unwrap();
+        let now = Utc.with_ymd_and_hms(2024, 1, 15, 2, 0, 0).unwrap();
+        let next = next_run_after(&schedule, now).unwrap();
+        assert_eq!(next, Utc.with_ymd_and_hms(2024, 1, 16, 2, 0, 0).unwrap());
+        let month_end = Utc.with_ymd_and_hms(2024, 1, 31, 23, 59, 30).unwrap();
+        let schedule = parse_schedule("*/15 * * * *").unwrap();
+        assert_eq!(
+            next_run_after(&schedule, month_end).unwrap(),
+            Utc.with_ymd_and_hms(2024, 2, 1, 0, 0, 0).unwrap()
+        );
+    }
+
+    #[test]
+    fn invalid_schedules_are_refused() {
+        assert!(parse_schedule("not cron").is_err());
+        assert!(parse_schedule("61 * * * *").is_err());
+        assert!(parse_schedule("* * * *").is_err());
+        assert!(parse_schedule("0 0 31 2 *").is_err());
+    }
+}

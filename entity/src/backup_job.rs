@@ -1,0 +1,32 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "backup_jobs")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub name: String,
+    pub schedule: String,
+    pub enabled: bool,
+    pub target_id: Option<Uuid>,
+    pub keep_all: bool,
+    pub keep_last: Option<i32>,
+    pub keep_hourly: Option<i32>,
+    pub keep_daily: Option<i32>,
+    pub keep_weekly: Option<i32>,
+    pub keep_monthly: Option<i32>,
+    pub keep_yearly: Option<i32>,
+    pub notify_on_success: bool,
+    pub notify_on_failure: bool,
+    pub last_run_at: Option<DateTimeUtc>,
+    pub next_run_at: Option<DateTimeUtc>,
+    pub auto_created: bool,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

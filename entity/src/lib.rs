@@ -1,0 +1,18 @@
+//! sea-orm entities, one module per table, in the plain generated style.
+//!
+//! Entities are data only: no behaviour, no validation, no queries. The code
+//! that reads and writes them lives in `cairn-core`, next to its rules. Ids
+//! are UUID v7 (time-ordered) and every timestamp is UTC.
+
+pub mod api_token;
+pub mod app;
+pub mod backup;
+pub mod backup_job;
+pub mod backup_job_app;
+pub mod backup_run;
+pub mod backup_target;
+pub mod notification_channel;
+pub mod notification_delivery;
+pub mod organization;
+pub mod restore;
+pub mod volume;

@@ -1,0 +1,23 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "volumes")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub app_id: Uuid,
+    pub name: String,
+    pub persistent: bool,
+    /// `generic` or `postgres`.
+    pub kind: String,
+    /// Connection settings of a `postgres` volume, without the password.
+    pub postgres_config: Option<Json>,
+    /// The PostgreSQL password, sealed with AES-256-GCM under the master key.
+    pub postgres_password_ciphertext: Option<String>,
+    pub created_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,22 @@
+//! Cairn's schema migrations.
+//!
+//! Migrations are append-only: once one has shipped it is never edited, only
+//! followed by a newer one. They name tables and columns through their own
+//! `DeriveIden` enums instead of importing `cairn-entity`, so an old migration
+//! still compiles after the entities change. The same migrations run on
+//! SQLite and PostgreSQL; anything the schema builder cannot express portably
+//! (partial unique indexes) is written as SQL that both accept.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261121_000001_create_schema;
+
+/// Every migration, oldest first.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261121_000001_create_schema::Migration)]
+    }
+}

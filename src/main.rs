@@ -1,1 +1,183 @@
-fn main() {}
+//! The `cairn` binary: argument parsing and role wiring only. Every role
+//! lives in its own crate with a small entry point.
+
+use std::io::IsTerminal;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use cairn_api::{Application, ApplicationOptions};
+use cairn_core::auth::{self, CreateTokenRequest, Role};
+use cairn_core::config::LogFormat;
+use cairn_core::{Cairn, Config, MasterKeyPolicy};
+use clap::{Parser, Subcommand, ValueEnum};
+use uuid::Uuid;
+
+/// Cairn: a multi-tenant backup service.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (YAML). Also `CAIRN_CONFIG`.
+    #[arg(long, global = true, env = "CAIRN_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run Cairn on one machine: the embedded default (SQLite, local
+    /// storage, a generated master key and administrator token on first start).
+    Serve {
+        /// Address to listen on (default 127.0.0.1:8080). Also `CAIRN_LISTEN`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Run the stateless REST API only (scaled-out deployments: requires
+    /// CAIRN_MASTER_KEY or an existing key file).
+    Api {
+        /// Address to listen on (default 127.0.0.1:8080). Also `CAIRN_LISTEN`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage API tokens from the command line.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it once. Without `--org`: a system
+    /// administrator token.
+    Create {
+        /// The organization the token belongs to.
+        #[arg(long)]
+        org: Option<Uuid>,
+        /// The token's role in the organization (with `--org`).
+        #[arg(long, value_enum, default_value = "admin", requires = "org")]
+        role: RoleArg,
+        /// What the token is for.
+        #[arg(long, default_value = "created by cairn token create")]
+        name: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Admin,
+    Operator,
+    Viewer,
+}
+
+impl From<RoleArg> for Role {
+    fn from(role: RoleArg) -> Role {
+        match role {
+            RoleArg::Admin => Role::Admin,
+            RoleArg::Operator => Role::Operator,
+            RoleArg::Viewer => Role::Viewer,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("cairn: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_format);
+    match run(cli.command, config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "cairn stopped with an error");
+            eprintln!("cairn: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+        LogFormat::Pretty => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { listen } => {
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
+            let cairn = Cairn::open(config, MasterKeyPolicy::GenerateIfMissing).await?;
+            if let Some(token) = cairn.bootstrap_admin_token().await? {
+                // Printed, not logged: the token must not reach log storage.
+                println!(
+                    "Created a system administrator token. It is shown once; store it now:\n\n    {token}\n"
+                );
+            }
+            serve_api(cairn).await
+        }
+        Command::Api { listen } => {
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
+            let cairn = Cairn::open(config, MasterKeyPolicy::Require).await?;
+            serve_api(cairn).await
+        }
+        Command::Migrate => {
+            let db = cairn_core::connect(&config).await?;
+            cairn_core::migrate(&db).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Token {
+            command: TokenCommand::Create { org, role, name },
+        } => {
+            let db = cairn_core::connect(&config).await?;
+            if config.run_migrations {
+                cairn_core::migrate(&db).await?;
+            }
+            if let Some(org) = org {
+                cairn_core::orgs::get(&db, org)
+                    .await
+                    .map_err(|_| anyhow::anyhow!("no organization with id {org}"))?;
+            }
+            let created = auth::create_token(
+                &db,
+                org,
+                CreateTokenRequest {
+                    name,
+                    role: if org.is_some() { role.into() } else { Role::Admin },
+                },
+                chrono::Utc::now(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", created.token);
+            Ok(())
+        }
+    }
+}
+
+async fn serve_api(cairn: Cairn) -> anyhow::Result<()> {
+    let listen = cairn.config.listen;
+    let listener = TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
+    let app = Application::build(cairn, listener, ApplicationOptions { workers: None })?;
+    tracing::info!(%listen, "Cairn API listening; OpenAPI at /api/v1/openapi.json, docs at /docs/");
+    app.run_until_stopped().await?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,1 +1,123 @@
+//! Cairn's REST API: actix-web routes under `/api/v1`, bearer-token
+//! authentication, `application/problem+json` errors, the OpenAPI document
+//! (`/api/v1/openapi.json`, Swagger UI at `/docs/`), `/healthz`, `/readyz`
+//! and Prometheus `/metrics`.
+//!
+//! The API is stateless: every request reads and writes the database through
+//! `cairn-core`, so any number of replicas can run behind a load balancer.
+//! It never runs a backup; work for a worker is recorded and answered with
+//! `202 Accepted`. actix-web runs one single-threaded runtime per worker
+//! thread (`ApplicationOptions::workers`); handlers never block.
 
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod routes;
+
+use std::net::TcpListener;
+
+use actix_web::dev::{Server, Service};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::ErrorHandlers;
+use actix_web::{web, App, HttpMessage, HttpServer};
+use actix_web_prom::PrometheusMetricsBuilder;
+use anyhow::Context;
+use cairn_core::Cairn;
+use tracing_actix_web::{RequestId, TracingLogger};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::error::{problem_for_plain_errors, ApiError};
+
+/// Settings of the HTTP server.
+#[derive(Clone, Debug)]
+pub struct ApplicationOptions {
+    /// actix worker threads; `None`: one per core.
+    pub workers: Option<usize>,
+}
+
+/// A bound, not yet running API server.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Binds the routes to `listener`. The server starts when
+    /// [`Application::run_until_stopped`] is awaited and stops gracefully
+    /// on SIGTERM or SIGINT.
+    pub fn build(cairn: Cairn, listener: TcpListener, options: ApplicationOptions) -> anyhow::Result<Application> {
+        let port = listener.local_addr()?.port();
+        let max_body = cairn.config.max_body_bytes;
+        let cairn = web::Data::new(cairn);
+        let openapi = openapi::document();
+        let metrics = PrometheusMetricsBuilder::new("cairn")
+            .endpoint("/metrics")
+            .mask_unmatched_patterns("UNMATCHED")
+            .build()
+            .map_err(|e| anyhow::anyhow!("building the metrics middleware: {e}"))?;
+        let request_id_header = HeaderName::from_static("x-request-id");
+        let mut server = HttpServer::new(move || {
+            let request_id_header = request_id_header.clone();
+            App::new()
+                .app_data(cairn.clone())
+                .app_data(web::PayloadConfig::new(max_body))
+                .app_data(web::PathConfig::default().error_handler(extract::path_error))
+                .app_data(web::QueryConfig::default().error_handler(extract::query_error))
+                .configure(routes::configure)
+                .service(SwaggerUi::new("/docs/{_:.*}").url("/api/v1/openapi.json", openapi.clone()))
+                .default_service(web::to(|request: actix_web::HttpRequest| async move {
+                    Err::<actix_web::HttpResponse, _>(ApiError::RouteNotFound(format!(
+                        "{} {}",
+                        request.method(),
+                        request.path()
+                    )))
+                }))
+                .wrap(ErrorHandlers::new().default_handler(problem_for_plain_errors))
+                .wrap(metrics.clone())
+                // Echo the request id that every log line of the request
+                // carries, so a user can quote it, and log one line per
+                // request (inside the request's span: method, route, id).
+                .wrap_fn(move |request, service| {
+                    let request_id = request.extensions().get::<RequestId>().map(|id| id.to_string());
+                    let header = request_id_header.clone();
+                    let started = std::time::Instant::now();
+                    let response = service.call(request);
+                    async move {
+                        let mut response = response.await?;
+                        if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+                            response.headers_mut().insert(header, id);
+                        }
+                        tracing::info!(
+                            status = response.status().as_u16(),
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "request finished"
+                        );
+                        Ok(response)
+                    }
+                })
+                .wrap(TracingLogger::default())
+        })
+        .listen(listener)
+        .context("listening")?;
+        if let Some(workers) = options.workers {
+            server = server.workers(workers);
+        }
+        Ok(Application {
+            port,
+            server: server.shutdown_timeout(30).run(),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle that stops the server.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

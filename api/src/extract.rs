@@ -1,0 +1,218 @@
+//! Extractors: authentication (`Auth`), JSON bodies with per-field errors
+//! (`Body`), and the error handlers of actix's own extractors.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::error::{PayloadError, QueryPayloadError};
+use actix_web::http::header;
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
+use cairn_core::auth::{self, Principal};
+use cairn_core::{Cairn, Error, FieldError};
+use chrono::Utc;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
+/// The authenticated caller: a valid `Authorization: Bearer <token>`.
+pub struct Auth(pub Principal);
+
+impl FromRequest for Auth {
+    type Error = ApiError;
+    type Future = LocalFuture<Result<Auth, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let cairn = request.app_data::<web::Data<Cairn>>().cloned();
+        let bearer = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| {
+                let (scheme, token) = value.split_once(' ')?;
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then(|| token.trim().to_owned())
+            });
+        Box::pin(async move {
+            let cairn = cairn.ok_or_else(|| {
+                ApiError::Core(Error::Unexpected(anyhow::anyhow!("the application state is missing")))
+            })?;
+            let bearer = bearer
+                .filter(|token| !token.is_empty())
+                .ok_or(ApiError::Unauthorized("send Authorization: Bearer <token>"))?;
+            let principal = auth::authenticate(
+                &cairn.db,
+                cairn.config.admin_token.as_ref(),
+                &bearer,
+                Utc::now(),
+            )
+            .await?
+            .ok_or(ApiError::Unauthorized("the bearer token is not valid"))?;
+            Ok(Auth(principal))
+        })
+    }
+}
+
+/// A JSON body, deserialized with the path of the offending field in every
+/// error (`config.bucket`, `volumes[1].name`).
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
+    type Error = ApiError;
+    type Future = LocalFuture<Result<Body<T>, ApiError>>;
+
+    fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let is_json = matches!(
+            request.mime_type(),
+            Ok(Some(mime)) if mime.essence_str() == "application/json"
+                || mime.suffix().is_some_and(|suffix| suffix == "json")
+        );
+        let limit = request
+            .app_data::<web::Data<Cairn>>()
+            .map(|cairn| cairn.config.max_body_bytes)
+            .unwrap_or_default();
+        let bytes = web::Bytes::from_request(request, payload);
+        Box::pin(async move {
+            if !is_json {
+                return Err(ApiError::UnsupportedMediaType);
+            }
+            let bytes = bytes.await.map_err(|error| match error.as_error::<PayloadError>() {
+                Some(PayloadError::Overflow) => ApiError::PayloadTooLarge(limit),
+                _ => ApiError::MalformedBody("the request body could not be read".into()),
+            })?;
+            parse_json(&bytes).map(Body)
+        })
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize::<_, T>(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::MalformedBody(format!("the body is not valid JSON: {inner}"));
+        }
+        let message = strip_position(&inner.to_string());
+        let (field, message) = field_of(&path, &message);
+        ApiError::Core(Error::Validation(vec![FieldError::new(field, message)]))
+    })?;
+    deserializer
+        .end()
+        .map_err(|error| ApiError::MalformedBody(format!("the body is not valid JSON: {error}")))?;
+    Ok(value)
+}
+
+/// serde_json appends " at line L column C" to data errors; the field path
+/// says more.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(index) => message[..index].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// Names the field of a data error: its path, plus the field named in a
+/// "missing field"/"unknown field" message.
+fn field_of(path: &str, message: &str) -> (String, String) {
+    let named = ["missing field `", "unknown field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
+        .and_then(|rest| rest.split('`').next());
+    let base = if path == "." { "" } else { path };
+    match named {
+        Some(name) if !base.ends_with(name) => {
+            let field = if base.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{base}.{name}")
+            };
+            let message = if message.starts_with("missing") {
+                "is required".to_owned()
+            } else {
+                message
+                    .split_once(", expected")
+                    .map(|(_, expected)| format!("is not a known field; expected{expected}"))
+                    .unwrap_or_else(|| "is not a known field".to_owned())
+            };
+            (field, message)
+        }
+        _ => (
+            if base.is_empty() { "body".to_owned() } else { base.to_owned() },
+            message.to_owned(),
+        ),
+    }
+}
+
+/// Errors of `web::Path`: names each `…Id` segment that is not a UUID.
+pub fn path_error(error: actix_web::error::PathError, request: &HttpRequest) -> actix_web::Error {
+    let errors: Vec<FieldError> = request
+        .match_info()
+        .iter()
+        .filter(|(name, value)| name.ends_with("Id") && Uuid::parse_str(value).is_err())
+        .map(|(name, _)| FieldError::new(name, "is not a valid id (a UUID)"))
+        .collect();
+    if errors.is_empty() {
+        return ApiError::MalformedBody(format!("the URL could not be parsed: {error}")).into();
+    }
+    ApiError::BadPathId(errors).into()
+}
+
+/// Errors of `web::Query`: an unknown or malformed parameter.
+pub fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    let QueryPayloadError::Deserialize(inner) = &error else {
+        return ApiError::MalformedBody(error.to_string()).into();
+    };
+    let message = inner.to_string();
+    let (field, message) = field_of("", &message);
+    ApiError::Core(Error::Validation(vec![FieldError::new(field, message)])).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        name: String,
+        inner: Inner,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        port: u16,
+    }
+
+    fn field(body: &str) -> String {
+        match parse_json::<Outer>(body.as_bytes()) {
+            Err(ApiError::Core(Error::Validation(errors))) => errors[0].field.clone(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(field(r#"{"inner": {"port": 1}}"#), "name");
+        assert_eq!(field(r#"{"name": "x", "inner": {"port": "x"}}"#), "inner.port");
+        assert_eq!(field(r#"{"name": "x", "inner": {}}"#), "inner.port");
+        assert_eq!(field(r#"{"name": "x", "inner": {"port": 1, "porr": 2}}"#), "inner.porr");
+        assert_eq!(field(r#"{"name": 5, "inner": {"port": 1}}"#), "name");
+        assert!(matches!(
+            parse_json::<Outer>(b"{not json"),
+            Err(ApiError::MalformedBody(_))
+        ));
+        assert!(matches!(
+            parse_json::<Outer>(br#"{"name": "x", "inner": {"port": 1}} trailing"#),
+            Err(ApiError::MalformedBody(_))
+        ));
+    }
+}

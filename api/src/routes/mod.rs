@@ -1,0 +1,89 @@
+//! One module per resource. Each handler authenticates (`Auth`), checks the
+//! caller's role for the organization in the path, calls `cairn-core` and
+//! returns a view.
+
+pub mod apps;
+pub mod history;
+pub mod jobs;
+pub mod ops;
+pub mod orgs;
+pub mod targets;
+pub mod tokens;
+
+use actix_web::web;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    ops::configure(cfg);
+    orgs::configure(cfg);
+    tokens::configure(cfg);
+    targets::configure(cfg);
+    apps::configure(cfg);
+    jobs::configure(cfg);
+    history::configure(cfg);
+}
+
+/// `{orgId}`
+#[derive(Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Path, rename_all = "camelCase")]
+pub struct OrgPath {
+    /// The organization's id.
+    pub org_id: Uuid,
+}
+
+/// `{orgId}/…/{id}` for a resource of an organization.
+macro_rules! org_resource_path {
+    ($name:ident, $field:ident, $what:literal) => {
+        #[derive(serde::Deserialize, utoipa::IntoParams)]
+        #[serde(rename_all = "camelCase")]
+        #[into_params(parameter_in = Path, rename_all = "camelCase")]
+        pub struct $name {
+            /// The organization's id.
+            pub org_id: uuid::Uuid,
+            #[doc = concat!("The ", $what, "'s id.")]
+            pub $field: uuid::Uuid,
+        }
+    };
+}
+
+org_resource_path!(OrgTokenPath, token_id, "token");
+org_resource_path!(OrgTargetPath, target_id, "target");
+org_resource_path!(OrgAppPath, app_id, "app");
+org_resource_path!(OrgJobPath, job_id, "job");
+org_resource_path!(OrgBackupPath, backup_id, "backup");
+
+/// `{targetId}` of a system-level target.
+#[derive(Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Path, rename_all = "camelCase")]
+pub struct SystemTargetPath {
+    /// The target's id.
+    pub target_id: Uuid,
+}
+
+/// `{ "items": [...] }`
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Items<T> {
+    pub items: Vec<T>,
+}
+
+/// Allows the call when the caller may act on `org_id` with `role`; for a
+/// system administrator, also checks that the organization exists, so that
+/// every route under a missing organization answers 404.
+pub async fn authorize(
+    principal: &cairn_core::auth::Principal,
+    cairn: &cairn_core::Cairn,
+    org_id: Uuid,
+    role: cairn_core::auth::Role,
+    action: &'static str,
+) -> Result<(), crate::error::ApiError> {
+    principal.require(org_id, role, action)?;
+    if principal.is_system_admin() {
+        cairn_core::orgs::get(&cairn.db, org_id).await?;
+    }
+    Ok(())
+}

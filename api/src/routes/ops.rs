@@ -1,0 +1,43 @@
+//! Liveness and readiness. (`/metrics` is served by the metrics middleware.)
+
+use actix_web::{get, web, HttpResponse};
+use cairn_core::Cairn;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(healthz).service(readyz);
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` (alive) or `ready`.
+    pub status: &'static str,
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(tag = "operations", security(()), responses((status = 200, body = Health)))]
+#[get("/healthz")]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Health { status: "ok" })
+}
+
+/// Readiness: the database answers.
+#[utoipa::path(
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, body = Health),
+        (status = 503, description = "A dependency does not answer", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/readyz")]
+pub async fn readyz(cairn: web::Data<Cairn>) -> Result<HttpResponse, ApiError> {
+    cairn
+        .ping()
+        .await
+        .map_err(|_| ApiError::Unavailable("the database does not answer".into()))?;
+    Ok(HttpResponse::Ok().json(Health { status: "ready" }))
+}

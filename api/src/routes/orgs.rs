@@ -1,0 +1,79 @@
+//! `/api/v1/organizations`
+
+use actix_web::{delete, get, post, web, HttpResponse};
+use cairn_core::auth::Role;
+use cairn_core::orgs::{self, CreateOrganizationRequest, OrganizationView};
+use cairn_core::Cairn;
+use chrono::Utc;
+
+use super::{Items, OrgPath};
+use crate::error::ApiError;
+use crate::extract::{Auth, Body};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(create).service(list).service(get).service(remove);
+}
+
+/// Create an organization.
+///
+/// System administrators only.
+#[utoipa::path(
+    tag = "organizations",
+    request_body = CreateOrganizationRequest,
+    responses(
+        (status = 201, body = OrganizationView),
+        (status = 409, description = "The slug is taken", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/api/v1/organizations")]
+pub async fn create(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+    Body(request): Body<CreateOrganizationRequest>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require_system_admin("creating organizations")?;
+    let created = orgs::create(&cairn.db, request, Utc::now()).await?;
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/v1/organizations/{}", created.id)))
+        .json(created))
+}
+
+/// List organizations.
+///
+/// A system administrator sees every organization; an organization token
+/// sees its own.
+#[utoipa::path(tag = "organizations", responses((status = 200, body = Items<OrganizationView>)))]
+#[get("/api/v1/organizations")]
+pub async fn list(Auth(principal): Auth, cairn: web::Data<Cairn>) -> Result<HttpResponse, ApiError> {
+    let items = orgs::list(&cairn.db, &principal).await?;
+    Ok(HttpResponse::Ok().json(Items { items }))
+}
+
+/// Get an organization.
+#[utoipa::path(tag = "organizations", params(OrgPath), responses((status = 200, body = OrganizationView)))]
+#[get("/api/v1/organizations/{orgId}")]
+pub async fn get(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+    path: web::Path<OrgPath>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require(path.org_id, Role::Viewer, "reading the organization")?;
+    Ok(HttpResponse::Ok().json(orgs::get(&cairn.db, path.org_id).await?))
+}
+
+/// Delete an organization and every record it owns.
+///
+/// System administrators only. Archives already written to storage targets
+/// are not deleted.
+#[utoipa::path(tag = "organizations", params(OrgPath), responses((status = 204, description = "Deleted")))]
+#[delete("/api/v1/organizations/{orgId}")]
+pub async fn remove(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+    path: web::Path<OrgPath>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require(path.org_id, Role::Admin, "deleting the organization")?;
+    principal.require_system_admin("deleting organizations")?;
+    orgs::delete(&cairn.db, path.org_id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

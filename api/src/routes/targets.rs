@@ -1,0 +1,222 @@
+//! `/api/v1/organizations/{orgId}/backups/targets` and the system-level
+//! twin `/api/v1/system/backups/targets` (administrators).
+
+use actix_web::{delete, get, post, put, web, HttpResponse};
+use cairn_core::auth::Role;
+use cairn_core::targets::{self, TargetRequest, TargetView};
+use cairn_core::Cairn;
+use chrono::Utc;
+
+use super::{authorize, Items, OrgPath, OrgTargetPath, SystemTargetPath};
+use crate::error::ApiError;
+use crate::extract::{Auth, Body};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(list)
+        .service(create)
+        .service(get)
+        .service(update)
+        .service(remove)
+        .service(system_list)
+        .service(system_create)
+        .service(system_get)
+        .service(system_update)
+        .service(system_remove);
+}
+
+/// List the organization's storage targets.
+///
+/// Secrets are never returned: `secretAccessKeySet` and `privateKeySet` say
+/// whether they are stored.
+#[utoipa::path(tag = "targets", params(OrgPath), responses((status = 200, body = Items<TargetView>)))]
+#[get("/api/v1/organizations/{orgId}/backups/targets")]
+pub async fn list(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+    path: web::Path<OrgPath>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&principal, &cairn, path.org_id, Role::Viewer, "reading targets").await?;
+    let items = targets::list(&cairn, Some(path.org_id)).await?;
+    Ok(HttpResponse::Ok().json(Items { items }))
+}
+
+/// Create a storage target.
+///
+/// Organization admins. Local targets must lie under the server's local
+/// backup root and can be disabled by the operator.
+#[utoipa::path(
+    tag = "targets",
+    params(OrgPath),
+    request_body = TargetRequest,
+    responses(
+        (status = 201, body = TargetView),
+        (status = 409, description = "The name is taken", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/api/v1/organizations/{orgId}/backups/targets")]
+pub async fn create(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+    path: web::Path<OrgPath>,
+    Body(request): Body<TargetRequest>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&principal, &cairn, path.org_id, Role::Admin, "creating targets").await?;
+    let created = targets::create(&cairn, Some(path.org_id), request, Utc::now()).await?;
+    Ok(HttpResponse::Created()
+        .insert_header((
+            "Location",
+            format!("/api/v1/organizations/{}/backups/targets/{}", path.org_id, created.id),
+        ))
+        .json(created))
+}
+
+/// Get a storage target.
+#[utoipa::path(tag = "targets", params(OrgTargetPath), responses((status = 200, body = TargetView)))]
+#[get("/api/v1/organizations/{orgId}/backups/targets/{targetId}")]
+pub async fn get(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+    path: web::Path<OrgTargetPath>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&principal, &cairn, path.org_id, Role::Viewer, "reading targets").await?;
+    Ok(HttpResponse::Ok().json(targets::get(&cairn, Some(path.org_id), path.target_id).await?))
+}
+
+/// Replace a storage target's settings.
+///
+/// Omitted secrets keep their stored values.
+#[utoipa::path(
+    tag = "targets",
+    params(OrgTargetPath),
+    request_body = TargetRequest,
+    responses(
+        (status = 200, body = TargetView),
+        (status = 409, description = "The name is taken", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+#[put("/api/v1/organizations/{orgId}/backups/targets/{targetId}")]
+pub async fn update(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+    path: web::Path<OrgTargetPath>,
+    Body(request): Body<TargetRequest>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&principal, &cairn, path.org_id, Role::Admin, "changing targets").await?;
+    let updated = targets::update(&cairn, Some(path.org_id), path.target_id, request, Utc::now()).await?;
+    Ok(HttpResponse::Ok().json(updated))
+}
+
+/// Delete a storage target.
+///
+/// Refused (409) while a job uses it or backup records point at it.
+#[utoipa::path(
+    tag = "targets",
+    params(OrgTargetPath),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 409, description = "The target is in use", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/api/v1/organizations/{orgId}/backups/targets/{targetId}")]
+pub async fn remove(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+    path: web::Path<OrgTargetPath>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&principal, &cairn, path.org_id, Role::Admin, "deleting targets").await?;
+    targets::delete(&cairn, Some(path.org_id), path.target_id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// List the system-level targets.
+///
+/// System administrators only.
+#[utoipa::path(tag = "system", responses((status = 200, body = Items<TargetView>)))]
+#[get("/api/v1/system/backups/targets")]
+pub async fn system_list(Auth(principal): Auth, cairn: web::Data<Cairn>) -> Result<HttpResponse, ApiError> {
+    principal.require_system_admin("reading system targets")?;
+    let items = targets::list(&cairn, None).await?;
+    Ok(HttpResponse::Ok().json(Items { items }))
+}
+
+/// Create a system-level target.
+///
+/// System administrators only. Used when an organization has no target of
+/// its own.
+#[utoipa::path(
+    tag = "system",
+    request_body = TargetRequest,
+    responses(
+        (status = 201, body = TargetView),
+        (status = 409, description = "The name is taken", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/api/v1/system/backups/targets")]
+pub async fn system_create(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+    Body(request): Body<TargetRequest>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require_system_admin("creating system targets")?;
+    let created = targets::create(&cairn, None, request, Utc::now()).await?;
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/v1/system/backups/targets/{}", created.id)))
+        .json(created))
+}
+
+/// Get a system-level target.
+#[utoipa::path(tag = "system", params(SystemTargetPath), responses((status = 200, body = TargetView)))]
+#[get("/api/v1/system/backups/targets/{targetId}")]
+pub async fn system_get(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+    path: web::Path<SystemTargetPath>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require_system_admin("reading system targets")?;
+    Ok(HttpResponse::Ok().json(targets::get(&cairn, None, path.target_id).await?))
+}
+
+/// Replace a system-level target's settings.
+///
+/// "System default" is rewritten from `cairn.yml` at every start when the
+/// file has a `backup:` section.
+#[utoipa::path(
+    tag = "system",
+    params(SystemTargetPath),
+    request_body = TargetRequest,
+    responses(
+        (status = 200, body = TargetView),
+        (status = 409, description = "The name is taken", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+#[put("/api/v1/system/backups/targets/{targetId}")]
+pub async fn system_update(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+    path: web::Path<SystemTargetPath>,
+    Body(request): Body<TargetRequest>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require_system_admin("changing system targets")?;
+    let updated = targets::update(&cairn, None, path.target_id, request, Utc::now()).await?;
+    Ok(HttpResponse::Ok().json(updated))
+}
+
+/// Delete a system-level target.
+#[utoipa::path(
+    tag = "system",
+    params(SystemTargetPath),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 409, description = "The target is in use", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/api/v1/system/backups/targets/{targetId}")]
+pub async fn system_remove(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+    path: web::Path<SystemTargetPath>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require_system_admin("deleting system targets")?;
+    targets::delete(&cairn, None, path.target_id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

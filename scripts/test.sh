@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The test command of the README: installs and starts the real services the
+# tests need (PostgreSQL, from Debian's packages, on loopback), runs every
+# test of the workspace against them, stops them, and ends with one summary
+# line. Extra arguments go to `cargo test` (e.g. a test name filter).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# shellcheck source=scripts/services.sh
+source scripts/services.sh
+trap stop_services EXIT
+
+ensure_packages
+start_postgres
+
+output="$CAIRN_SERVICES_DIR/cargo-test.log"
+set +e
+cargo test --workspace --all-targets --no-fail-fast "$@" 2>&1 | tee "$output"
+status=${PIPESTATUS[0]}
+set -e
+
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i-1); if ($(i) ~ /^failed/) f += $(i-1); if ($(i) ~ /^ignored/) s += $(i-1) } }
+     END { printf "cairn tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$output"
+exit "$status"

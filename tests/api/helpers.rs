@@ -1,0 +1,326 @@
+//! `spawn_app()`: the real API, built by the same `Application::build` that
+//! `cairn serve` uses, on port 0, against a fresh database of its own — a
+//! new SQLite file, or a new database on the PostgreSQL server that
+//! `scripts/test.sh` starts (`TEST_POSTGRES_URL`).
+
+use std::net::TcpListener;
+
+use cairn_api::{Application, ApplicationOptions};
+use cairn_core::{Cairn, Config, MasterKeyPolicy};
+use reqwest::{Method, Response, StatusCode};
+use sea_orm::{ConnectionTrait, Database};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use uuid::Uuid;
+
+/// The database a test runs against.
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs an async test body once on SQLite and once on PostgreSQL:
+/// `both_backends!(name)` for `async fn name(backend: Backend)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+                #[tokio::test]
+                async fn postgres() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    /// A system administrator token (`CAIRN_ADMIN_TOKEN`).
+    pub admin_token: String,
+    pub cairn: Cairn,
+    /// Holds the SQLite file and master key; removed when the app is dropped.
+    _data_dir: TempDir,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        // Stopping is asynchronous; the runtime of the test ends right after.
+        drop(tokio::spawn(async move { handle.stop(false).await }));
+    }
+}
+
+/// A fresh, empty database URL for `backend`.
+pub async fn fresh_database(backend: Backend, data_dir: &std::path::Path) -> String {
+    match backend {
+        Backend::Sqlite => format!("sqlite://{}?mode=rwc", data_dir.join("cairn.db").display()),
+        Backend::Postgres => {
+            let server = std::env::var("TEST_POSTGRES_URL").expect(
+                "TEST_POSTGRES_URL is not set: run the tests with scripts/test.sh, which starts PostgreSQL",
+            );
+            let name = format!("cairn_test_{}", Uuid::now_v7().simple());
+            let admin = Database::connect(server.as_str())
+                .await
+                .expect("connect to the test PostgreSQL server");
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                .await
+                .expect("create a test database");
+            admin.close().await.ok();
+            let mut url = url::Url::parse(&server).expect("TEST_POSTGRES_URL is a URL");
+            url.set_path(&name);
+            url.to_string()
+        }
+    }
+}
+
+/// The configuration of a test app: every default, rooted in `data_dir`.
+pub fn test_config(data_dir: &std::path::Path, database_url: String, admin_token: &str) -> Config {
+    let mut config = Config::with_data_dir(data_dir);
+    config.database_url = Some(SecretString::from(database_url));
+    config.admin_token = Some(SecretString::from(admin_token.to_owned()));
+    config
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Config)) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("a temporary directory");
+    let database_url = fresh_database(backend, data_dir.path()).await;
+    let admin_token = format!("test-admin-{}", Uuid::now_v7().simple());
+    let mut config = test_config(data_dir.path(), database_url, &admin_token);
+    customize(&mut config);
+    let cairn = Cairn::open(config, MasterKeyPolicy::GenerateIfMissing)
+        .await
+        .expect("open Cairn");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let app = Application::build(cairn.clone(), listener, ApplicationOptions { workers: Some(1) })
+        .expect("build the application");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("an HTTP client"),
+        admin_token,
+        cairn,
+        _data_dir: data_dir,
+        handle,
+    }
+}
+
+/// A response read whole: status, headers and JSON body (`Value::Null`
+/// when the body is empty).
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub async fn from(response: Response) -> Reply {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("a response body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::Null)
+        };
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    /// Asserts the status, and that every error is a problem document.
+    #[track_caller]
+    pub fn expect(&self, status: u16) -> &Value {
+        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.text);
+        if status >= 400 {
+            self.assert_problem();
+        }
+        &self.body
+    }
+
+    #[track_caller]
+    pub fn assert_problem(&self) {
+        let content_type = self
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert_eq!(content_type, "application/problem+json", "body: {}", self.text);
+        assert_eq!(self.body["status"].as_u64(), Some(u64::from(self.status.as_u16())));
+        assert!(self.body["type"].as_str().is_some_and(|t| !t.is_empty()), "{}", self.text);
+        assert!(self.body["title"].as_str().is_some_and(|t| !t.is_empty()), "{}", self.text);
+        assert!(self.body["detail"].as_str().is_some_and(|t| !t.is_empty()), "{}", self.text);
+    }
+
+    /// Asserts a failure with `status` whose `errors` name `field`.
+    #[track_caller]
+    pub fn expect_field_error(&self, status: u16, field: &str) {
+        self.expect(status);
+        let fields: Vec<&str> = self.body["errors"]
+            .as_array()
+            .map(|errors| errors.iter().filter_map(|e| e["field"].as_str()).collect())
+            .unwrap_or_default();
+        assert!(
+            fields.contains(&field),
+            "expected an error for `{field}`, got {fields:?}: {}",
+            self.text
+        );
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<&Value>) -> Reply {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        Reply::from(request.send().await.expect("the request is sent")).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.request(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: &Value) -> Reply {
+        self.request(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, token: &str, body: &Value) -> Reply {
+        self.request(Method::PUT, path, Some(token), Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Reply {
+        self.request(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// Creates an organization as the administrator; returns its id.
+    pub async fn create_org(&self, slug: &str) -> String {
+        let reply = self
+            .post(
+                "/api/v1/organizations",
+                &self.admin_token,
+                &json!({ "slug": slug, "name": format!("Org {slug}") }),
+            )
+            .await;
+        reply.expect(201)["id"].as_str().expect("an id").to_owned()
+    }
+
+    /// Creates a token of `role` for the organization; returns the token.
+    pub async fn org_token(&self, org_id: &str, role: &str) -> String {
+        let reply = self
+            .post(
+                &format!("/api/v1/organizations/{org_id}/tokens"),
+                &self.admin_token,
+                &json!({ "name": format!("{role} token"), "role": role }),
+            )
+            .await;
+        reply.expect(201)["token"].as_str().expect("a token").to_owned()
+    }
+
+    /// Two organizations with an admin, operator and viewer token each.
+    pub async fn two_orgs(&self) -> (Org, Org) {
+        (self.org("alpha").await, self.org("beta").await)
+    }
+
+    pub async fn org(&self, slug: &str) -> Org {
+        let id = self.create_org(slug).await;
+        Org {
+            admin: self.org_token(&id, "admin").await,
+            operator: self.org_token(&id, "operator").await,
+            viewer: self.org_token(&id, "viewer").await,
+            id,
+        }
+    }
+}
+
+/// An organization and a token for each role.
+pub struct Org {
+    pub id: String,
+    pub admin: String,
+    pub operator: String,
+    pub viewer: String,
+}
+
+impl Org {
+    pub fn path(&self, rest: &str) -> String {
+        format!("/api/v1/organizations/{}{}", self.id, rest)
+    }
+}
+
+/// An S3 target request with `secret` as its secret key.
+pub fn s3_target(name: &str, secret: &str) -> Value {
+    json!({
+        "name": name,
+        "type": "s3",
+        "config": {
+            "bucket": "cairn-backups",
+            "region": "eu-west-1",
+            "accessKeyId": "AKIATESTKEY",
+            "secretAccessKey": secret,
+            "endpoint": "http://127.0.0.1:9000",
+            "prefix": "prod/"
+        }
+    })
+}
+
+/// A job request covering `app_ids`.
+pub fn job(name: &str, app_ids: &[&str]) -> Value {
+    json!({
+        "name": name,
+        "schedule": "0 2 * * *",
+        "appIds": app_ids,
+        "keepLast": 1,
+        "keepDaily": 7
+    })
+}
+
+/// An unencrypted ed25519 key made for these tests only (it opens nothing).
+pub const TEST_PRIVATE_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----
+b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW
+QyNTUxOQAAACC6K3Agg//YDp+QJ7IZRZitZQKU+ZIm/JDskMReA+lSbwAAAJCGXBU+hlwV
+PgAAAAtzc2gtZWQyNTUxOQAAACC6K3Agg//YDp+QJ7IZRZitZQKU+ZIm/JDskMReA+lSbw
+AAAECmIRigy3ZbcNpuVWbNoCPOjfzw+7su1zNMgVbFDOOq7borcCCD/9gOn5AnshlFmK1l
+ApT5kib8kOyQxF4D6VJvAAAACmNhaXJuLXRlc3QBAgM=
+-----END OPENSSH PRIVATE KEY-----
+";
+
+/// The same kind of key, encrypted with a passphrase.
+pub const TEST_ENCRYPTED_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----
+b3BlbnNzaC1rZXktdjEAAAAACmFlczI1Ni1jdHIAAAAGYmNyeXB0AAAAGAAAABDR/DIXkW
+Ega1BFoL5+VnVzAAAAEAAAAAEAAAAzAAAAC3NzaC1lZDI1NTE5AAAAIIdXPLGDMKciKbng
+trgOw1QjhIyez6aH+NbiIQaKjw+gAAAAkDkbqp2rauhlghEOiWhNLiYzHQYeIq0nEPQEPb
+rbQHCv+sGXa1u0YyM7K8e5LRLwiByyRv0QQp2YndAMPvEZuqCjitokm6fN1NLZ1j0qPf+0
+GZq9cyA3Vk6O/LJ707QQiFgWtqZaL3z6J6XBf1iRYHjgsn3f2DFrSCMogGvPhY3xYzdGgS
+b90ay6pDZGHHEybQ==
+-----END OPENSSH PRIVATE KEY-----
+";

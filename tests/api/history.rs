@@ -1,0 +1,189 @@
+//! History is written by workers; until they exist, the tests write the
+//! records the way a worker will (through the entities) and read them back
+//! through the API.
+
+use cairn_entity::backup;
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use sea_orm::{ActiveModelTrait, Set};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::both_backends;
+use crate::helpers::{job, spawn_app, Backend, TestApp};
+
+both_backends!(
+    history_pages_filters_and_details,
+    invalid_history_queries_are_refused_with_the_field,
+    history_of_other_organizations_is_not_found,
+);
+
+struct Seed<'a> {
+    org: &'a str,
+    job: Option<&'a str>,
+    app: Option<&'a str>,
+    status: &'a str,
+    created_at: DateTime<Utc>,
+}
+
+async fn seed(app: &TestApp, seed: Seed<'_>) -> Uuid {
+    let id = Uuid::now_v7();
+    let log = json!([
+        { "at": seed.created_at, "level": "info", "message": "archiving volume data" },
+        { "at": seed.created_at + Duration::seconds(3), "level": "info", "message": "uploaded 1024 bytes" }
+    ]);
+    let id_of = |s: Option<&str>| s.map(|s| Uuid::parse_str(s).unwrap());
+    backup::ActiveModel {
+        id: Set(id),
+        organization_id: Set(Uuid::parse_str(seed.org).unwrap()),
+        run_id: Set(None),
+        job_id: Set(id_of(seed.job)),
+        app_id: Set(id_of(seed.app)),
+        target_id: Set(None),
+        app_name: Set("shop".into()),
+        volume_name: Set("data".into()),
+        status: Set(seed.status.into()),
+        archive_size: Set((seed.status == "success").then_some(1024)),
+        storage_path: Set(None),
+        sha256: Set(None),
+        log: Set(log),
+        error_code: Set((seed.status == "failed").then(|| "volume_missing".to_owned())),
+        error_message: Set(None),
+        attempt: Set(1),
+        lease_owner: Set(None),
+        lease_expires_at: Set(None),
+        created_at: Set(seed.created_at),
+        started_at: Set(Some(seed.created_at)),
+        finished_at: Set(Some(seed.created_at + Duration::seconds(3))),
+    }
+    .insert(&app.cairn.db)
+    .await
+    .unwrap();
+    id
+}
+
+fn ids(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn history_pages_filters_and_details(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let org = app.org("acme").await;
+    let job_reply = app.post(&org.path("/backups/jobs"), &org.admin, &job("nightly", &[])).await;
+    let job_id = job_reply.expect(201)["id"].as_str().unwrap().to_owned();
+    let shop = app
+        .post(&org.path("/apps"), &org.admin, &json!({ "name": "shop" }))
+        .await;
+    let shop = shop.expect(201)["id"].as_str().unwrap().to_owned();
+
+    let day = |d: u32| Utc.with_ymd_and_hms(2024, 1, d, 2, 0, 0).unwrap();
+    let statuses = ["success", "failed", "success", "pending", "success"];
+    let mut seeded = Vec::new();
+    for (i, status) in statuses.iter().enumerate() {
+        let job = (i % 2 == 0).then_some(job_id.as_str());
+        let app_id = (i < 3).then_some(shop.as_str());
+        seeded.push(seed(&app, Seed { org: &org.id, job, app: app_id, status, created_at: day(10 + i as u32) }).await);
+    }
+    let newest_first: Vec<String> = seeded.iter().rev().map(Uuid::to_string).collect();
+
+    // Every record exactly once, newest first, across pages of two.
+    let mut collected = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut path = org.path("/backups/history?limit=2");
+        if let Some(cursor) = &cursor {
+            path.push_str(&format!("&cursor={cursor}"));
+        }
+        let reply = app.get(&path, &org.viewer).await;
+        let page = reply.expect(200).clone();
+        pages += 1;
+        assert!(page["items"].as_array().unwrap().len() <= 2);
+        collected.extend(ids(&page));
+        match page["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(collected, newest_first);
+
+    let query = |q: &str| org.path(&format!("/backups/history?{q}"));
+    let page = app.get(&query("status=success"), &org.viewer).await;
+    assert_eq!(ids(page.expect(200)), [newest_first[0].clone(), newest_first[2].clone(), newest_first[4].clone()]);
+    let page = app.get(&query(&format!("jobId={job_id}")), &org.viewer).await;
+    assert_eq!(ids(page.expect(200)), [newest_first[0].clone(), newest_first[2].clone(), newest_first[4].clone()]);
+    let page = app.get(&query(&format!("appId={shop}&status=failed")), &org.viewer).await;
+    assert_eq!(ids(page.expect(200)), [newest_first[3].clone()]);
+    let page = app
+        .get(&query("from=2024-01-11T00:00:00Z&to=2024-01-13T00:00:00Z"), &org.viewer)
+        .await;
+    assert_eq!(ids(page.expect(200)), [newest_first[2].clone(), newest_first[3].clone()]);
+    let page = app.get(&query("status=pruned"), &org.viewer).await;
+    assert!(ids(page.expect(200)).is_empty());
+    assert!(page.body["nextCursor"].is_null());
+
+    // One record with its log.
+    let detail = app
+        .get(&org.path(&format!("/backups/history/{}", seeded[1])), &org.viewer)
+        .await;
+    let detail = detail.expect(200);
+    assert_eq!(detail["status"], "failed");
+    assert_eq!(detail["errorCode"], "volume_missing");
+    assert_eq!(detail["appName"], "shop");
+    assert_eq!(detail["volumeName"], "data");
+    assert_eq!(detail["log"].as_array().unwrap().len(), 2);
+    assert_eq!(detail["log"][1]["message"], "uploaded 1024 bytes");
+    assert_eq!(detail["log"][0]["at"], "2024-01-11T02:00:00Z");
+
+    // Deleting the job keeps its history.
+    app.delete(&org.path(&format!("/backups/jobs/{job_id}")), &org.admin).await.expect(204);
+    let page = app.get(&org.path("/backups/history"), &org.viewer).await;
+    assert_eq!(ids(page.expect(200)).len(), 5);
+    assert!(page.body["items"][0]["jobId"].is_null());
+}
+
+async fn invalid_history_queries_are_refused_with_the_field(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let org = app.org("acme").await;
+    let cases = [
+        ("status=done", "status"),
+        ("limit=0", "limit"),
+        ("limit=201", "limit"),
+        ("limit=ten", "limit"),
+        ("cursor=abc", "cursor"),
+        ("jobId=abc", "jobId"),
+        ("appId=1", "appId"),
+        ("from=yesterday", "from"),
+        ("from=2024-01-02T00:00:00Z&to=2024-01-01T00:00:00Z", "to"),
+        ("sort=asc", "sort"),
+    ];
+    for (query, field) in cases {
+        app.get(&org.path(&format!("/backups/history?{query}")), &org.viewer)
+            .await
+            .expect_field_error(422, field);
+    }
+}
+
+async fn history_of_other_organizations_is_not_found(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (alpha, beta) = app.two_orgs().await;
+    let id = seed(
+        &app,
+        Seed { org: &beta.id, job: None, app: None, status: "success", created_at: Utc::now() },
+    )
+    .await;
+    app.get(&beta.path("/backups/history"), &alpha.admin).await.expect(404);
+    app.get(&beta.path(&format!("/backups/history/{id}")), &alpha.admin).await.expect(404);
+    app.get(&alpha.path(&format!("/backups/history/{id}")), &alpha.admin).await.expect(404);
+    let own = app.get(&alpha.path("/backups/history"), &alpha.admin).await;
+    assert!(ids(own.expect(200)).is_empty());
+    app.get(&alpha.path("/backups/history/zzz"), &alpha.admin)
+        .await
+        .expect_field_error(404, "backupId");
+    app.get(&beta.path(&format!("/backups/history/{id}")), &beta.viewer).await.expect(200);
+}

@@ -1,0 +1,14 @@
+//! Black-box tests of Cairn: the real API on a real port, against SQLite
+//! and a real PostgreSQL (started by `scripts/test.sh`). One test binary.
+
+mod helpers;
+
+mod apps;
+mod binary;
+mod history;
+mod jobs;
+mod ops;
+mod orgs;
+mod startup;
+mod targets;
+mod tokens;

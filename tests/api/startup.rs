@@ -1,0 +1,136 @@
+//! Start-up: the `backup:` section of `cairn.yml`, the bootstrap
+//! administrator token, and migrations on an existing database.
+
+use cairn_core::{Cairn, Config, MasterKeyPolicy};
+use cairn_entity::backup_target;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use secrecy::SecretString;
+
+use crate::both_backends;
+use crate::helpers::{fresh_database, Backend};
+
+both_backends!(
+    backup_section_creates_system_default_once_and_updates_it,
+    invalid_backup_section_names_the_key,
+    bootstrap_token_is_created_once,
+);
+
+fn config_from_file(dir: &std::path::Path, yaml: &str, database_url: &str) -> Config {
+    let file = dir.join("cairn.yml");
+    std::fs::write(&file, yaml).unwrap();
+    let mut config = Config::load_file(Some(&file)).expect("a valid cairn.yml");
+    config.data_dir = dir.to_path_buf();
+    config.database_url = Some(SecretString::from(database_url.to_owned()));
+    config
+}
+
+async fn system_targets(cairn: &Cairn) -> Vec<backup_target::Model> {
+    backup_target::Entity::find()
+        .filter(backup_target::Column::OrganizationId.is_null())
+        .all(&cairn.db)
+        .await
+        .unwrap()
+}
+
+async fn backup_section_creates_system_default_once_and_updates_it(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database(backend, dir.path()).await;
+    let yaml = "backup:\n  type: s3\n  bucket: system-backups\n  region: eu-central-1\n  access_key: AKIASYSTEM\n  secret_key: system-Secret-Value\n  endpoint: http://127.0.0.1:9000\n  prefix: cairn/\n";
+    let first = Cairn::open(config_from_file(dir.path(), yaml, &url), MasterKeyPolicy::GenerateIfMissing)
+        .await
+        .unwrap();
+    let targets = system_targets(&first).await;
+    assert_eq!(targets.len(), 1);
+    assert_eq!(targets[0].name, "System default");
+    assert_eq!(targets[0].target_type, "s3");
+    assert_eq!(targets[0].config["bucket"], "system-backups");
+    assert_eq!(targets[0].config["accessKeyId"], "AKIASYSTEM");
+    assert!(!targets[0].config.to_string().contains("system-Secret-Value"));
+    let opened = first
+        .master_key
+        .open_json(targets[0].id, targets[0].secrets_ciphertext.as_ref().unwrap())
+        .unwrap();
+    assert_eq!(opened["secretAccessKey"], "system-Secret-Value");
+    first.db.close().await.unwrap();
+
+    // A second start with the same file: still one, same id.
+    let second = Cairn::open(config_from_file(dir.path(), yaml, &url), MasterKeyPolicy::GenerateIfMissing)
+        .await
+        .unwrap();
+    let again = system_targets(&second).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, targets[0].id);
+    second.db.close().await.unwrap();
+
+    // A changed section updates it in place.
+    let changed = yaml.replace("system-backups", "moved-backups");
+    let third = Cairn::open(config_from_file(dir.path(), &changed, &url), MasterKeyPolicy::GenerateIfMissing)
+        .await
+        .unwrap();
+    let moved = system_targets(&third).await;
+    assert_eq!(moved.len(), 1);
+    assert_eq!(moved[0].id, targets[0].id);
+    assert_eq!(moved[0].config["bucket"], "moved-backups");
+}
+
+async fn invalid_backup_section_names_the_key(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database(backend, dir.path()).await;
+    let yaml = "backup:\n  type: s3\n  access_key: AKIA\n  secret_key: hunter2-secret\n";
+    let error = Cairn::open(config_from_file(dir.path(), yaml, &url), MasterKeyPolicy::GenerateIfMissing)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("backup.bucket"), "{error}");
+    assert!(!error.contains("hunter2-secret"), "{error}");
+
+    let yaml = "backup:\n  type: ftp\n";
+    let error = Cairn::open(config_from_file(dir.path(), yaml, &url), MasterKeyPolicy::GenerateIfMissing)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("backup.type"), "{error}");
+}
+
+async fn bootstrap_token_is_created_once(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database(backend, dir.path()).await;
+    let mut config = Config::with_data_dir(dir.path());
+    config.database_url = Some(SecretString::from(url.clone()));
+    let cairn = Cairn::open(config, MasterKeyPolicy::GenerateIfMissing).await.unwrap();
+    let token = cairn.bootstrap_admin_token().await.unwrap().expect("a first token");
+    let principal = cairn_core::auth::authenticate(&cairn.db, None, &token, chrono::Utc::now())
+        .await
+        .unwrap()
+        .expect("the token is valid");
+    assert!(principal.is_system_admin());
+    assert_eq!(cairn.bootstrap_admin_token().await.unwrap(), None);
+
+    // With CAIRN_ADMIN_TOKEN set, none is created.
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database(backend, dir.path()).await;
+    let mut config = Config::with_data_dir(dir.path());
+    config.database_url = Some(SecretString::from(url));
+    config.admin_token = Some(SecretString::from("configured-admin".to_owned()));
+    let cairn = Cairn::open(config, MasterKeyPolicy::GenerateIfMissing).await.unwrap();
+    assert_eq!(cairn.bootstrap_admin_token().await.unwrap(), None);
+    assert!(cairn_core::auth::authenticate(
+        &cairn.db,
+        cairn.config.admin_token.as_ref(),
+        "configured-admin",
+        chrono::Utc::now()
+    )
+    .await
+    .unwrap()
+    .is_some());
+}
+
+#[tokio::test]
+async fn replicas_refuse_to_start_without_a_shared_master_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database(Backend::Sqlite, dir.path()).await;
+    let mut config = Config::with_data_dir(dir.path());
+    config.database_url = Some(SecretString::from(url));
+    let error = Cairn::open(config, MasterKeyPolicy::Require).await.unwrap_err().to_string();
+    assert!(error.contains("CAIRN_MASTER_KEY"), "{error}");
+}

@@ -108,7 +108,9 @@ async fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().with_current_span(true).init(),
         LogFormat::Pretty => builder.with_ansi(std::io::stderr().is_terminal()).init(),
@@ -160,7 +162,11 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
                 org,
                 CreateTokenRequest {
                     name,
-                    role: if org.is_some() { role.into() } else { Role::Admin },
+                    role: if org.is_some() {
+                        role.into()
+                    } else {
+                        Role::Admin
+                    },
                 },
                 chrono::Utc::now(),
             )

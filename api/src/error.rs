@@ -87,8 +87,13 @@ impl ApiError {
             other => other.to_string(),
         };
         let errors = match self {
-            ApiError::Core(Error::Validation(errors)) | ApiError::BadPathId(errors) => errors.clone(),
-            ApiError::Core(Error::Conflict { field: Some(field), message }) => {
+            ApiError::Core(Error::Validation(errors)) | ApiError::BadPathId(errors) => {
+                errors.clone()
+            }
+            ApiError::Core(Error::Conflict {
+                field: Some(field),
+                message,
+            }) => {
                 vec![FieldError::new(*field, message.clone())]
             }
             _ => Vec::new(),
@@ -153,7 +158,9 @@ pub fn problem_for_plain_errors<B>(
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with(PROBLEM_JSON));
     if is_problem {
-        return Ok(ErrorHandlerResponse::Response(response.map_into_left_body()));
+        return Ok(ErrorHandlerResponse::Response(
+            response.map_into_left_body(),
+        ));
     }
     let status = response.status();
     let (request, original) = response.into_parts();
@@ -169,11 +176,9 @@ pub fn problem_for_plain_errors<B>(
         title: status.canonical_reason().unwrap_or("Error").to_owned(),
         status: status.as_u16(),
         detail: match status {
-            StatusCode::METHOD_NOT_ALLOWED => format!(
-                "{} is not allowed on {}",
-                request.method(),
-                request.path()
-            ),
+            StatusCode::METHOD_NOT_ALLOWED => {
+                format!("{} is not allowed on {}", request.method(), request.path())
+            }
             _ => status.canonical_reason().unwrap_or("error").to_owned(),
         },
         errors: Vec::new(),

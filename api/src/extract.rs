@@ -39,7 +39,9 @@ impl FromRequest for Auth {
             });
         Box::pin(async move {
             let cairn = cairn.ok_or_else(|| {
-                ApiError::Core(Error::Unexpected(anyhow::anyhow!("the application state is missing")))
+                ApiError::Core(Error::Unexpected(anyhow::anyhow!(
+                    "the application state is missing"
+                )))
             })?;
             let bearer = bearer
                 .filter(|token| !token.is_empty())
@@ -80,10 +82,12 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
             if !is_json {
                 return Err(ApiError::UnsupportedMediaType);
             }
-            let bytes = bytes.await.map_err(|error| match error.as_error::<PayloadError>() {
-                Some(PayloadError::Overflow) => ApiError::PayloadTooLarge(limit),
-                _ => ApiError::MalformedBody("the request body could not be read".into()),
-            })?;
+            let bytes = bytes
+                .await
+                .map_err(|error| match error.as_error::<PayloadError>() {
+                    Some(PayloadError::Overflow) => ApiError::PayloadTooLarge(limit),
+                    _ => ApiError::MalformedBody("the request body could not be read".into()),
+                })?;
             parse_json(&bytes).map(Body)
         })
     }
@@ -142,7 +146,11 @@ fn field_of(path: &str, message: &str) -> (String, String) {
             (field, message)
         }
         _ => (
-            if base.is_empty() { "body".to_owned() } else { base.to_owned() },
+            if base.is_empty() {
+                "body".to_owned()
+            } else {
+                base.to_owned()
+            },
             message.to_owned(),
         ),
     }
@@ -202,9 +210,15 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         assert_eq!(field(r#"{"inner": {"port": 1}}"#), "name");
-        assert_eq!(field(r#"{"name": "x", "inner": {"port": "x"}}"#), "inner.port");
+        assert_eq!(
+            field(r#"{"name": "x", "inner": {"port": "x"}}"#),
+            "inner.port"
+        );
         assert_eq!(field(r#"{"name": "x", "inner": {}}"#), "inner.port");
-        assert_eq!(field(r#"{"name": "x", "inner": {"port": 1, "porr": 2}}"#), "inner.porr");
+        assert_eq!(
+            field(r#"{"name": "x", "inner": {"port": 1, "porr": 2}}"#),
+            "inner.porr"
+        );
         assert_eq!(field(r#"{"name": 5, "inner": {"port": 1}}"#), "name");
         assert!(matches!(
             parse_json::<Outer>(b"{not json"),

@@ -45,7 +45,11 @@ impl Application {
     /// Binds the routes to `listener`. The server starts when
     /// [`Application::run_until_stopped`] is awaited and stops gracefully
     /// on SIGTERM or SIGINT.
-    pub fn build(cairn: Cairn, listener: TcpListener, options: ApplicationOptions) -> anyhow::Result<Application> {
+    pub fn build(
+        cairn: Cairn,
+        listener: TcpListener,
+        options: ApplicationOptions,
+    ) -> anyhow::Result<Application> {
         let port = listener.local_addr()?.port();
         let max_body = cairn.config.max_body_bytes;
         let cairn = web::Data::new(cairn);
@@ -64,7 +68,9 @@ impl Application {
                 .app_data(web::PathConfig::default().error_handler(extract::path_error))
                 .app_data(web::QueryConfig::default().error_handler(extract::query_error))
                 .configure(routes::configure)
-                .service(SwaggerUi::new("/docs/{_:.*}").url("/api/v1/openapi.json", openapi.clone()))
+                .service(
+                    SwaggerUi::new("/docs/{_:.*}").url("/api/v1/openapi.json", openapi.clone()),
+                )
                 .default_service(web::to(|request: actix_web::HttpRequest| async move {
                     Err::<actix_web::HttpResponse, _>(ApiError::RouteNotFound(format!(
                         "{} {}",
@@ -78,13 +84,17 @@ impl Application {
                 // carries, so a user can quote it, and log one line per
                 // request (inside the request's span: method, route, id).
                 .wrap_fn(move |request, service| {
-                    let request_id = request.extensions().get::<RequestId>().map(|id| id.to_string());
+                    let request_id = request
+                        .extensions()
+                        .get::<RequestId>()
+                        .map(|id| id.to_string());
                     let header = request_id_header.clone();
                     let started = std::time::Instant::now();
                     let response = service.call(request);
                     async move {
                         let mut response = response.await?;
-                        if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+                        if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(&id).ok())
+                        {
                             response.headers_mut().insert(header, id);
                         }
                         tracing::info!(

@@ -77,7 +77,9 @@ fn problem(description: &str) -> utoipa::openapi::Response {
         .description(description)
         .content(
             PROBLEM_JSON,
-            ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
         )
         .build()
 }
@@ -111,11 +113,18 @@ impl Modify for ErrorsAndSecurity {
                 item.delete.as_mut(),
             ];
             for operation in operations.into_iter().flatten() {
-                add_response(operation, "500", "An unexpected error; logged with the request id");
+                add_response(
+                    operation,
+                    "500",
+                    "An unexpected error; logged with the request id",
+                );
                 if !path.starts_with("/api/v1/") {
                     continue;
                 }
-                operation.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+                operation.security = Some(vec![SecurityRequirement::new(
+                    "bearer",
+                    Vec::<String>::new(),
+                )]);
                 add_response(operation, "401", "No valid bearer token");
                 add_response(operation, "403", "The token's role does not allow this");
                 if has_path_ids {

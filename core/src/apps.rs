@@ -135,7 +135,10 @@ struct VolumeSpec {
     postgres: Option<(PostgresSettings, Option<String>)>,
 }
 
-fn validate(request: &AppRequest, stored_passwords: &HashMap<String, String>) -> Result<Vec<VolumeSpec>> {
+fn validate(
+    request: &AppRequest,
+    stored_passwords: &HashMap<String, String>,
+) -> Result<Vec<VolumeSpec>> {
     let mut v = Validator::new();
     v.check_result("name", check_resource_name(&request.name));
     let mut seen = HashSet::new();
@@ -144,16 +147,25 @@ fn validate(request: &AppRequest, stored_passwords: &HashMap<String, String>) ->
         let field = |name: &str| format!("volumes[{i}].{name}");
         v.check_result(field("name"), check_resource_name(&volume.name));
         if !seen.insert(volume.name.as_str()) {
-            v.add(field("name"), format!("volume '{}' is listed twice", volume.name));
+            v.add(
+                field("name"),
+                format!("volume '{}' is listed twice", volume.name),
+            );
         }
         let postgres = match (volume.kind, &volume.postgres) {
             (VolumeKind::Generic, Some(_)) => {
-                v.add(field("postgres"), "is only used by volumes of kind postgres");
+                v.add(
+                    field("postgres"),
+                    "is only used by volumes of kind postgres",
+                );
                 None
             }
             (VolumeKind::Generic, None) => None,
             (VolumeKind::Postgres, None) => {
-                v.add(field("postgres"), "is required for volumes of kind postgres");
+                v.add(
+                    field("postgres"),
+                    "is required for volumes of kind postgres",
+                );
                 None
             }
             (VolumeKind::Postgres, Some(pg)) => {
@@ -169,7 +181,11 @@ fn validate(request: &AppRequest, stored_passwords: &HashMap<String, String>) ->
                     field("postgres.database"),
                     "must be 1–63 characters, not start with '-' and not contain '=' or control characters",
                 );
-                v.check(pg.port != Some(0), field("postgres.port"), "must be between 1 and 65535");
+                v.check(
+                    pg.port != Some(0),
+                    field("postgres.port"),
+                    "must be between 1 and 65535",
+                );
                 let password = match &pg.password {
                     Some(password) => Some(password.expose_secret().to_owned()),
                     None => stored_passwords.get(&volume.name).cloned(),
@@ -225,13 +241,20 @@ fn app_view(model: app::Model, volumes: Vec<volume::Model>) -> Result<AppView> {
         id: model.id,
         organization_id: model.organization_id,
         name: model.name,
-        volumes: volumes.into_iter().map(volume_view).collect::<Result<_>>()?,
+        volumes: volumes
+            .into_iter()
+            .map(volume_view)
+            .collect::<Result<_>>()?,
         created_at: model.created_at,
         updated_at: model.updated_at,
     })
 }
 
-async fn find_model(db: &impl ConnectionTrait, organization_id: Uuid, id: Uuid) -> Result<app::Model> {
+async fn find_model(
+    db: &impl ConnectionTrait,
+    organization_id: Uuid,
+    id: Uuid,
+) -> Result<app::Model> {
     app::Entity::find_by_id(id)
         .filter(app::Column::OrganizationId.eq(organization_id))
         .one(db)
@@ -276,7 +299,12 @@ pub async fn get(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<AppVi
     app_view(model, volumes)
 }
 
-pub async fn create(cairn: &Cairn, organization_id: Uuid, request: AppRequest, now: DateTime<Utc>) -> Result<AppView> {
+pub async fn create(
+    cairn: &Cairn,
+    organization_id: Uuid,
+    request: AppRequest,
+    now: DateTime<Utc>,
+) -> Result<AppView> {
     let specs = validate(&request, &HashMap::new())?;
     let txn = cairn.db.begin().await?;
     let id = Uuid::now_v7();
@@ -374,7 +402,8 @@ pub async fn update(
     for spec in specs {
         match stored_by_name.remove(&spec.name) {
             Some(current) => {
-                let (config, password) = split_postgres(&cairn.master_key, current.id, spec.postgres)?;
+                let (config, password) =
+                    split_postgres(&cairn.master_key, current.id, spec.postgres)?;
                 let mut volume: volume::ActiveModel = current.into();
                 volume.persistent = Set(spec.persistent);
                 volume.kind = Set(spec.kind.as_str().to_owned());

@@ -185,7 +185,10 @@ pub async fn create_token(
 }
 
 /// The tokens of an organization, oldest first.
-pub async fn list_tokens(db: &impl ConnectionTrait, organization_id: Uuid) -> Result<Vec<TokenView>> {
+pub async fn list_tokens(
+    db: &impl ConnectionTrait,
+    organization_id: Uuid,
+) -> Result<Vec<TokenView>> {
     let models = api_token::Entity::find()
         .filter(api_token::Column::OrganizationId.eq(organization_id))
         .order_by_asc(api_token::Column::Id)
@@ -195,7 +198,11 @@ pub async fn list_tokens(db: &impl ConnectionTrait, organization_id: Uuid) -> Re
 }
 
 /// Revokes a token of an organization.
-pub async fn delete_token(db: &impl ConnectionTrait, organization_id: Uuid, token_id: Uuid) -> Result<()> {
+pub async fn delete_token(
+    db: &impl ConnectionTrait,
+    organization_id: Uuid,
+    token_id: Uuid,
+) -> Result<()> {
     let result = api_token::Entity::delete_many()
         .filter(api_token::Column::Id.eq(token_id))
         .filter(api_token::Column::OrganizationId.eq(organization_id))
@@ -239,7 +246,10 @@ pub async fn authenticate(
         .is_none_or(|last| now - last > Duration::minutes(1))
     {
         api_token::Entity::update_many()
-            .col_expr(api_token::Column::LastUsedAt, sea_orm::sea_query::Expr::value(now))
+            .col_expr(
+                api_token::Column::LastUsedAt,
+                sea_orm::sea_query::Expr::value(now),
+            )
             .filter(api_token::Column::Id.eq(model.id))
             .exec(db)
             .await?;
@@ -284,8 +294,14 @@ mod tests {
             role: Role::Viewer,
         };
         assert!(viewer.require(org, Role::Viewer, "x").is_ok());
-        assert!(matches!(viewer.require(org, Role::Admin, "x"), Err(Error::Forbidden(_))));
-        assert!(matches!(viewer.require(other, Role::Viewer, "x"), Err(Error::NotFound(_))));
+        assert!(matches!(
+            viewer.require(org, Role::Admin, "x"),
+            Err(Error::Forbidden(_))
+        ));
+        assert!(matches!(
+            viewer.require(other, Role::Viewer, "x"),
+            Err(Error::NotFound(_))
+        ));
         let admin = Principal {
             token_id: None,
             organization_id: None,

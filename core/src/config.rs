@@ -188,6 +188,7 @@ impl Config {
     /// A configuration with every default and nothing from file or
     /// environment, rooted at `data_dir`.
     pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Config {
+        // Nothing but the built-in defaults is read, and every field has one.
         let mut config = Self::load_file(None).expect("the built-in defaults are valid");
         config.data_dir = data_dir.into();
         config
@@ -202,11 +203,17 @@ fn describe_kind(kind: &figment::error::Kind) -> String {
         Kind::UnknownField(field, _) => format!("unknown key `{field}`"),
         Kind::MissingField(field) => format!("missing key `{field}`"),
         Kind::InvalidType(actual, expected) => {
-            format!("expected {expected}, found {}", actual.to_string().split(' ').next().unwrap_or("value"))
+            format!(
+                "expected {expected}, found {}",
+                actual.to_string().split(' ').next().unwrap_or("value")
+            )
         }
         Kind::InvalidValue(_, expected) => format!("invalid value, expected {expected}"),
         Kind::UnknownVariant(variant, expected) => {
-            format!("unknown value `{variant}`, expected one of {}", expected.join(", "))
+            format!(
+                "unknown value `{variant}`, expected one of {}",
+                expected.join(", ")
+            )
         }
         Kind::InvalidLength(len, expected) => format!("invalid length {len}, expected {expected}"),
         Kind::DuplicateField(field) => format!("duplicate key `{field}`"),
@@ -231,6 +238,8 @@ pub fn absolute(path: &Path) -> PathBuf {
 }
 
 #[cfg(test)]
+// figment's `Jail` dictates the closures' error type (`figment::Error`).
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
@@ -245,7 +254,9 @@ mod tests {
         let config = Config::load_file(None).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.data_dir, PathBuf::from("./cairn-data"));
-        assert!(config.database_url().starts_with("sqlite://./cairn-data/cairn.db"));
+        assert!(config
+            .database_url()
+            .starts_with("sqlite://./cairn-data/cairn.db"));
         assert!(config.allow_local_backups);
         assert!(config.backup.is_none());
     }

@@ -127,8 +127,9 @@ pub struct HistoryPage {
 }
 
 fn view(model: &backup::Model) -> Result<BackupView> {
-    let status = BackupStatus::parse(&model.status)
-        .ok_or_else(|| anyhow::anyhow!("backup {} has unknown status {}", model.id, model.status))?;
+    let status = BackupStatus::parse(&model.status).ok_or_else(|| {
+        anyhow::anyhow!("backup {} has unknown status {}", model.id, model.status)
+    })?;
     Ok(BackupView {
         id: model.id,
         organization_id: model.organization_id,
@@ -166,14 +167,21 @@ fn parse_time(v: &mut Validator, field: &str, value: Option<&str>) -> Option<Dat
     match DateTime::parse_from_rfc3339(value) {
         Ok(time) => Some(time.with_timezone(&Utc)),
         Err(_) => {
-            v.add(field, "is not an RFC 3339 timestamp (e.g. 2024-01-15T02:00:00Z)");
+            v.add(
+                field,
+                "is not an RFC 3339 timestamp (e.g. 2024-01-15T02:00:00Z)",
+            );
             None
         }
     }
 }
 
 /// One page of an organization's backups, newest first.
-pub async fn list(cairn: &Cairn, organization_id: Uuid, query: &HistoryQuery) -> Result<HistoryPage> {
+pub async fn list(
+    cairn: &Cairn,
+    organization_id: Uuid,
+    query: &HistoryQuery,
+) -> Result<HistoryPage> {
     let mut v = Validator::new();
     let job_id = parse_uuid(&mut v, "jobId", query.job_id.as_deref());
     let app_id = parse_uuid(&mut v, "appId", query.app_id.as_deref());
@@ -194,7 +202,10 @@ pub async fn list(cairn: &Cairn, organization_id: Uuid, query: &HistoryQuery) ->
         Some(text) => match text.parse::<u64>() {
             Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
             _ => {
-                v.add("limit", format!("must be a whole number from 1 to {MAX_PAGE}"));
+                v.add(
+                    "limit",
+                    format!("must be a whole number from 1 to {MAX_PAGE}"),
+                );
                 DEFAULT_PAGE
             }
         },
@@ -204,7 +215,8 @@ pub async fn list(cairn: &Cairn, organization_id: Uuid, query: &HistoryQuery) ->
     }
     v.finish()?;
 
-    let mut select = backup::Entity::find().filter(backup::Column::OrganizationId.eq(organization_id));
+    let mut select =
+        backup::Entity::find().filter(backup::Column::OrganizationId.eq(organization_id));
     if let Some(job_id) = job_id {
         select = select.filter(backup::Column::JobId.eq(job_id));
     }
@@ -246,7 +258,8 @@ pub async fn get(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<Backu
         .one(&cairn.db)
         .await?
         .ok_or(Error::NotFound("backup"))?;
-    let log: Vec<LogLine> = serde_json::from_value(model.log.clone()).map_err(anyhow::Error::from)?;
+    let log: Vec<LogLine> =
+        serde_json::from_value(model.log.clone()).map_err(anyhow::Error::from)?;
     Ok(BackupDetailView {
         backup: view(&model)?,
         log,

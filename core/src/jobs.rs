@@ -95,11 +95,15 @@ pub struct JobView {
 
 /// Parses a cron expression.
 pub fn parse_schedule(expression: &str) -> Result<cron_parser::Schedule, String> {
-    cron_parser::Schedule::parse(expression.trim()).map_err(|e| format!("is not a valid cron expression: {e}"))
+    cron_parser::Schedule::parse(expression.trim())
+        .map_err(|e| format!("is not a valid cron expression: {e}"))
 }
 
 /// The first time strictly after `now` at which `schedule` fires.
-pub fn next_run_after(schedule: &cron_parser::Schedule, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+pub fn next_run_after(
+    schedule: &cron_parser::Schedule,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
     schedule.next_after(&now)
 }
 
@@ -171,10 +175,19 @@ async fn validate(
             .filter(backup_target::Column::OrganizationId.eq(organization_id))
             .count(db)
             .await?;
-        v.check(found == 1, "targetId", "no target with this id in the organization");
+        v.check(
+            found == 1,
+            "targetId",
+            "no target with this id in the organization",
+        );
     }
     let mut seen = HashSet::new();
-    let wanted: Vec<Uuid> = request.app_ids.iter().copied().filter(|id| seen.insert(*id)).collect();
+    let wanted: Vec<Uuid> = request
+        .app_ids
+        .iter()
+        .copied()
+        .filter(|id| seen.insert(*id))
+        .collect();
     if wanted.len() != request.app_ids.len() {
         v.add("appIds", "lists an app more than once");
     }
@@ -188,7 +201,11 @@ async fn validate(
             .map(|a| a.id)
             .collect();
         for (i, id) in request.app_ids.iter().enumerate() {
-            v.check(found.contains(id), format!("appIds[{i}]"), "no app with this id in the organization");
+            v.check(
+                found.contains(id),
+                format!("appIds[{i}]"),
+                "no app with this id in the organization",
+            );
         }
     }
     v.finish()?;
@@ -257,7 +274,11 @@ async fn apps_of(db: &impl ConnectionTrait, job_ids: &[Uuid]) -> Result<HashMap<
     Ok(by_job)
 }
 
-async fn find_model(db: &impl ConnectionTrait, organization_id: Uuid, id: Uuid) -> Result<backup_job::Model> {
+async fn find_model(
+    db: &impl ConnectionTrait,
+    organization_id: Uuid,
+    id: Uuid,
+) -> Result<backup_job::Model> {
     backup_job::Entity::find_by_id(id)
         .filter(backup_job::Column::OrganizationId.eq(organization_id))
         .one(db)
@@ -266,7 +287,10 @@ async fn find_model(db: &impl ConnectionTrait, organization_id: Uuid, id: Uuid) 
 }
 
 fn name_taken(name: &str) -> Error {
-    Error::conflict("name", format!("a job named '{}' already exists", name.trim()))
+    Error::conflict(
+        "name",
+        format!("a job named '{}' already exists", name.trim()),
+    )
 }
 
 pub async fn list(cairn: &Cairn, organization_id: Uuid) -> Result<Vec<JobView>> {
@@ -288,11 +312,19 @@ pub async fn list(cairn: &Cairn, organization_id: Uuid) -> Result<Vec<JobView>> 
 
 pub async fn get(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<JobView> {
     let job = find_model(&cairn.db, organization_id, id).await?;
-    let app_ids = apps_of(&cairn.db, &[id]).await?.remove(&id).unwrap_or_default();
+    let app_ids = apps_of(&cairn.db, &[id])
+        .await?
+        .remove(&id)
+        .unwrap_or_default();
     Ok(view(job, app_ids))
 }
 
-pub async fn create(cairn: &Cairn, organization_id: Uuid, request: JobRequest, now: DateTime<Utc>) -> Result<JobView> {
+pub async fn create(
+    cairn: &Cairn,
+    organization_id: Uuid,
+    request: JobRequest,
+    now: DateTime<Utc>,
+) -> Result<JobView> {
     let txn = cairn.db.begin().await?;
     let schedule = validate(&txn, organization_id, &request).await?;
     let id = Uuid::now_v7();

@@ -64,7 +64,10 @@ pub async fn create(
         Ok(model) => Ok(model.into()),
         Err(error) if is_unique_violation(&error) => Err(Error::conflict(
             "slug",
-            format!("an organization with slug '{}' already exists", request.slug),
+            format!(
+                "an organization with slug '{}' already exists",
+                request.slug
+            ),
         )),
         Err(error) => Err(error.into()),
     }
@@ -72,7 +75,10 @@ pub async fn create(
 
 /// The organizations the caller can see: all of them for a system
 /// administrator, its own for an organization token.
-pub async fn list(db: &impl ConnectionTrait, principal: &Principal) -> Result<Vec<OrganizationView>> {
+pub async fn list(
+    db: &impl ConnectionTrait,
+    principal: &Principal,
+) -> Result<Vec<OrganizationView>> {
     let models = match principal.organization_id {
         None => {
             organization::Entity::find()
@@ -80,9 +86,7 @@ pub async fn list(db: &impl ConnectionTrait, principal: &Principal) -> Result<Ve
                 .all(db)
                 .await?
         }
-        Some(own) => organization::Entity::find_by_id(own)
-            .all(db)
-            .await?,
+        Some(own) => organization::Entity::find_by_id(own).all(db).await?,
     };
     Ok(models.into_iter().map(Into::into).collect())
 }

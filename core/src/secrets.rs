@@ -79,9 +79,7 @@ impl MasterKey {
                 return Ok((key, KeySource::KeyFile));
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => {
-                return Err(error).with_context(|| format!("reading {}", path.display()))
-            }
+            Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
         }
         if !may_generate {
             bail!(

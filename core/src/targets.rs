@@ -267,8 +267,14 @@ fn validate(
             }
             match c.access_key_id.as_deref() {
                 None | Some("") => v.add("config.accessKeyId", "is required"),
-                Some(id) if id.len() > 128 || id.chars().any(|c| c.is_whitespace() || c.is_control()) => {
-                    v.add("config.accessKeyId", "must be at most 128 characters without whitespace")
+                Some(id)
+                    if id.len() > 128
+                        || id.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+                {
+                    v.add(
+                        "config.accessKeyId",
+                        "must be at most 128 characters without whitespace",
+                    )
                 }
                 Some(id) => settings.access_key_id = Some(id.to_owned()),
             }
@@ -287,9 +293,10 @@ fn validate(
                 },
             }
             match c.endpoint.as_deref() {
-                None if matches!(t, TargetType::R2 | TargetType::B2) => {
-                    v.add("config.endpoint", format!("is required for {} targets", t.as_str()))
-                }
+                None if matches!(t, TargetType::R2 | TargetType::B2) => v.add(
+                    "config.endpoint",
+                    format!("is required for {} targets", t.as_str()),
+                ),
                 None => {}
                 Some(endpoint) => {
                     v.check_result("config.endpoint", check_endpoint(endpoint));
@@ -303,7 +310,10 @@ fn validate(
                 (None, _) => c.endpoint.as_deref().and_then(b2_region_of),
             };
             match region {
-                None => v.add("config.region", "is required (it could not be taken from the endpoint)"),
+                None => v.add(
+                    "config.region",
+                    "is required (it could not be taken from the endpoint)",
+                ),
                 Some(region)
                     if region.is_empty()
                         || region.len() > 32
@@ -311,7 +321,10 @@ fn validate(
                             .chars()
                             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') =>
                 {
-                    v.add("config.region", "must be 1–32 lower-case letters, digits or dashes")
+                    v.add(
+                        "config.region",
+                        "must be 1–32 lower-case letters, digits or dashes",
+                    )
                 }
                 Some(region) => settings.region = Some(region),
             }
@@ -355,8 +368,14 @@ fn validate(
                 // An empty key removes the stored one: the SSH agent is used.
                 Some(key) if key.expose_secret().is_empty() => {}
                 Some(key) => {
-                    v.check_result("config.privateKey", check_private_key_pem(key.expose_secret()));
-                    secrets.insert(PRIVATE_KEY.into(), key.expose_secret().trim().to_owned() + "\n");
+                    v.check_result(
+                        "config.privateKey",
+                        check_private_key_pem(key.expose_secret()),
+                    );
+                    secrets.insert(
+                        PRIVATE_KEY.into(),
+                        key.expose_secret().trim().to_owned() + "\n",
+                    );
                 }
                 None => {
                     if let Some(kept) = stored_secrets.get(PRIVATE_KEY) {
@@ -412,9 +431,16 @@ fn b2_region_of(endpoint: &str) -> Option<String> {
 /// Resolves the directory of a local target. An organization's directory
 /// must lie under the local backup root (relative paths are taken under
 /// it); `..` is refused everywhere.
-fn local_path(config: &Config, organization_id: Option<Uuid>, path: &str) -> Result<PathBuf, String> {
+fn local_path(
+    config: &Config,
+    organization_id: Option<Uuid>,
+    path: &str,
+) -> Result<PathBuf, String> {
     let given = Path::new(path);
-    if given.components().any(|c| matches!(c, Component::ParentDir)) {
+    if given
+        .components()
+        .any(|c| matches!(c, Component::ParentDir))
+    {
         return Err("must not contain '..' segments".into());
     }
     if path.chars().any(char::is_control) {
@@ -451,7 +477,10 @@ async fn find_model(
 }
 
 fn name_taken(name: &str) -> Error {
-    Error::conflict("name", format!("a target named '{}' already exists", name.trim()))
+    Error::conflict(
+        "name",
+        format!("a target named '{}' already exists", name.trim()),
+    )
 }
 
 /// The targets of an organization (`None`: the system-level targets), by name.
@@ -467,7 +496,10 @@ pub async fn list(cairn: &Cairn, organization_id: Option<Uuid>) -> Result<Vec<Ta
 }
 
 pub async fn get(cairn: &Cairn, organization_id: Option<Uuid>, id: Uuid) -> Result<TargetView> {
-    view(&cairn.master_key, find_model(&cairn.db, organization_id, id).await?)
+    view(
+        &cairn.master_key,
+        find_model(&cairn.db, organization_id, id).await?,
+    )
 }
 
 pub async fn create(
@@ -630,7 +662,9 @@ pub async fn ensure_system_default(
         .one(&cairn.db)
         .await?;
     let outcome = match existing {
-        Some(model) => update(cairn, None, model.id, request, now).await.map(|_| false),
+        Some(model) => update(cairn, None, model.id, request, now)
+            .await
+            .map(|_| false),
         None => create(cairn, None, request, now).await.map(|_| true),
     };
     outcome.map_err(|error| match error {

@@ -75,7 +75,9 @@ pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
         return Err("must not contain credentials; use accessKeyId and secretAccessKey".into());
     }
     if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-        return Err("must be scheme, host and optional port only (no path, query or fragment)".into());
+        return Err(
+            "must be scheme, host and optional port only (no path, query or fragment)".into(),
+        );
     }
     Ok(())
 }
@@ -168,8 +170,8 @@ const PRIVATE_KEY_LABELS: &[&str] = &[
 
 /// An unencrypted SSH private key in PEM form.
 pub fn check_private_key_pem(text: &str) -> Result<(), String> {
-    let parsed = pem::parse(text.trim())
-        .map_err(|_| "is not a PEM-encoded private key".to_string())?;
+    let parsed =
+        pem::parse(text.trim()).map_err(|_| "is not a PEM-encoded private key".to_string())?;
     if parsed.tag() == "ENCRYPTED PRIVATE KEY"
         || parsed
             .headers()
@@ -261,8 +263,13 @@ mod tests {
     fn private_keys() {
         assert!(check_private_key_pem("not a key").is_err());
         let certificate = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
-        assert!(check_private_key_pem(certificate).unwrap_err().contains("CERTIFICATE"));
-        let encrypted = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
-        assert!(check_private_key_pem(encrypted).unwrap_err().contains("passphrase"));
+        assert!(check_private_key_pem(certificate)
+            .unwrap_err()
+            .contains("CERTIFICATE"));
+        let encrypted =
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        assert!(check_private_key_pem(encrypted)
+            .unwrap_err()
+            .contains("passphrase"));
     }
 }

@@ -528,7 +528,10 @@ impl MigrationTrait for Migration {
             )
             .await?;
         for (name, cols) in [
-            ("ix_backups_organization_id", vec![Backups::OrganizationId, Backups::Id]),
+            (
+                "ix_backups_organization_id",
+                vec![Backups::OrganizationId, Backups::Id],
+            ),
             ("ix_backups_status", vec![Backups::Status]),
             ("ix_backups_job", vec![Backups::JobId]),
             ("ix_backups_run", vec![Backups::RunId]),

@@ -29,12 +29,17 @@ fn app_body(name: &str) -> Value {
 async fn apps_and_volumes_round_trip_without_revealing_passwords(backend: Backend) {
     let app = spawn_app(backend).await;
     let org = app.org("acme").await;
-    let reply = app.post(&org.path("/apps"), &org.admin, &app_body("shop")).await;
+    let reply = app
+        .post(&org.path("/apps"), &org.admin, &app_body("shop"))
+        .await;
     let created = reply.expect(201).clone();
     assert!(!reply.text.contains(PASSWORD));
     let id = created["id"].as_str().unwrap().to_owned();
     let volumes = created["volumes"].as_array().unwrap();
-    let names: Vec<&str> = volumes.iter().map(|v| v["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = volumes
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["cache", "data", "db"]);
     assert_eq!(volumes[0]["persistent"], false);
     assert_eq!(volumes[1]["persistent"], true);
@@ -49,7 +54,10 @@ async fn apps_and_volumes_round_trip_without_revealing_passwords(backend: Backen
         .unwrap();
     assert!(!format!("{rows:?}").contains(PASSWORD));
     let sealed = rows[0].postgres_password_ciphertext.as_ref().unwrap();
-    assert_eq!(app.cairn.master_key.open(rows[0].id, sealed).unwrap(), PASSWORD.as_bytes());
+    assert_eq!(
+        app.cairn.master_key.open(rows[0].id, sealed).unwrap(),
+        PASSWORD.as_bytes()
+    );
 
     // Update: drop `cache`, add `uploads`, keep the password by omitting it.
     let update = json!({
@@ -62,7 +70,9 @@ async fn apps_and_volumes_round_trip_without_revealing_passwords(backend: Backen
             }}
         ]
     });
-    let reply = app.put(&org.path(&format!("/apps/{id}")), &org.admin, &update).await;
+    let reply = app
+        .put(&org.path(&format!("/apps/{id}")), &org.admin, &update)
+        .await;
     let names: Vec<String> = reply.expect(200)["volumes"]
         .as_array()
         .unwrap()
@@ -72,19 +82,38 @@ async fn apps_and_volumes_round_trip_without_revealing_passwords(backend: Backen
     assert_eq!(names, ["data", "db", "uploads"]);
     assert_eq!(reply.body["volumes"][1]["postgres"]["host"], "db.internal");
     assert_eq!(reply.body["volumes"][1]["postgres"]["passwordSet"], true);
-    let row = volume::Entity::find_by_id(rows[0].id).one(&app.cairn.db).await.unwrap().unwrap();
+    let row = volume::Entity::find_by_id(rows[0].id)
+        .one(&app.cairn.db)
+        .await
+        .unwrap()
+        .unwrap();
     let sealed = row.postgres_password_ciphertext.as_ref().unwrap();
-    assert_eq!(app.cairn.master_key.open(row.id, sealed).unwrap(), PASSWORD.as_bytes());
+    assert_eq!(
+        app.cairn.master_key.open(row.id, sealed).unwrap(),
+        PASSWORD.as_bytes()
+    );
 
     let list = app.get(&org.path("/apps"), &org.viewer).await;
-    assert_eq!(list.expect(200)["items"][0]["volumes"].as_array().unwrap().len(), 3);
-    app.post(&org.path("/apps"), &org.viewer, &app_body("x")).await.expect(403);
+    assert_eq!(
+        list.expect(200)["items"][0]["volumes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    app.post(&org.path("/apps"), &org.viewer, &app_body("x"))
+        .await
+        .expect(403);
     app.post(&org.path("/apps"), &org.admin, &app_body("shop"))
         .await
         .expect_field_error(409, "name");
 
-    app.delete(&org.path(&format!("/apps/{id}")), &org.admin).await.expect(204);
-    app.get(&org.path(&format!("/apps/{id}")), &org.admin).await.expect(404);
+    app.delete(&org.path(&format!("/apps/{id}")), &org.admin)
+        .await
+        .expect(204);
+    app.get(&org.path(&format!("/apps/{id}")), &org.admin)
+        .await
+        .expect(404);
     let left = volume::Entity::find().all(&app.cairn.db).await.unwrap();
     assert!(left.is_empty(), "volumes go with their app");
 }
@@ -96,10 +125,22 @@ async fn invalid_apps_are_refused_with_the_field(backend: Backend) {
     let cases = [
         (json!({ "name": "bad name" }), "name"),
         (json!({ "name": "-x" }), "name"),
-        (json!({ "name": "ok", "volumes": [{ "name": "a" }, { "name": "a" }] }), "volumes[1].name"),
-        (json!({ "name": "ok", "volumes": [{ "name": "a/b" }] }), "volumes[0].name"),
-        (json!({ "name": "ok", "volumes": [{ "name": "db", "kind": "postgres" }] }), "volumes[0].postgres"),
-        (json!({ "name": "ok", "volumes": [{ "name": "v", "kind": "mysql" }] }), "volumes[0].kind"),
+        (
+            json!({ "name": "ok", "volumes": [{ "name": "a" }, { "name": "a" }] }),
+            "volumes[1].name",
+        ),
+        (
+            json!({ "name": "ok", "volumes": [{ "name": "a/b" }] }),
+            "volumes[0].name",
+        ),
+        (
+            json!({ "name": "ok", "volumes": [{ "name": "db", "kind": "postgres" }] }),
+            "volumes[0].postgres",
+        ),
+        (
+            json!({ "name": "ok", "volumes": [{ "name": "v", "kind": "mysql" }] }),
+            "volumes[0].kind",
+        ),
         (
             json!({ "name": "ok", "volumes": [{ "name": "v", "postgres": { "host": "h", "database": "d", "username": "u", "password": "p" } }] }),
             "volumes[0].postgres",
@@ -114,7 +155,9 @@ async fn invalid_apps_are_refused_with_the_field(backend: Backend) {
         ),
     ];
     for (body, field) in cases {
-        app.post(&path, &org.admin, &body).await.expect_field_error(422, field);
+        app.post(&path, &org.admin, &body)
+            .await
+            .expect_field_error(422, field);
     }
     let list = app.get(&path, &org.admin).await;
     assert!(list.expect(200)["items"].as_array().unwrap().is_empty());
@@ -123,17 +166,32 @@ async fn invalid_apps_are_refused_with_the_field(backend: Backend) {
 async fn apps_of_other_organizations_are_not_found(backend: Backend) {
     let app = spawn_app(backend).await;
     let (alpha, beta) = app.two_orgs().await;
-    let reply = app.post(&beta.path("/apps"), &beta.admin, &app_body("shop")).await;
+    let reply = app
+        .post(&beta.path("/apps"), &beta.admin, &app_body("shop"))
+        .await;
     let id = reply.expect(201)["id"].as_str().unwrap().to_owned();
     app.get(&beta.path("/apps"), &alpha.admin).await.expect(404);
-    app.post(&beta.path("/apps"), &alpha.admin, &app_body("x")).await.expect(404);
-    for path in [beta.path(&format!("/apps/{id}")), alpha.path(&format!("/apps/{id}"))] {
+    app.post(&beta.path("/apps"), &alpha.admin, &app_body("x"))
+        .await
+        .expect(404);
+    for path in [
+        beta.path(&format!("/apps/{id}")),
+        alpha.path(&format!("/apps/{id}")),
+    ] {
         app.get(&path, &alpha.admin).await.expect(404);
-        app.put(&path, &alpha.admin, &app_body("x")).await.expect(404);
+        app.put(&path, &alpha.admin, &app_body("x"))
+            .await
+            .expect(404);
         app.delete(&path, &alpha.admin).await.expect(404);
     }
-    app.get(&alpha.path("/apps/123"), &alpha.admin).await.expect_field_error(404, "appId");
-    app.get(&beta.path(&format!("/apps/{id}")), &beta.viewer).await.expect(200);
+    app.get(&alpha.path("/apps/123"), &alpha.admin)
+        .await
+        .expect_field_error(404, "appId");
+    app.get(&beta.path(&format!("/apps/{id}")), &beta.viewer)
+        .await
+        .expect(200);
     // The same name is free in another organization.
-    app.post(&alpha.path("/apps"), &alpha.admin, &app_body("shop")).await.expect(201);
+    app.post(&alpha.path("/apps"), &alpha.admin, &app_body("shop"))
+        .await
+        .expect(201);
 }

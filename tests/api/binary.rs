@@ -16,7 +16,11 @@ const S3_SECRET: &str = "S3-secret-that-must-never-be-logged-5b1f";
 const PG_PASSWORD: &str = "pg-password-that-must-never-be-logged-77c2";
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// `cairn` with a clean `CAIRN_*` environment, run in `dir`.
@@ -92,7 +96,13 @@ impl Server {
         }
     }
 
-    async fn send(&self, method: reqwest::Method, path: &str, token: &str, body: Option<&Value>) -> Reply {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> Reply {
         let mut request = reqwest::Client::new()
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(token);
@@ -119,7 +129,10 @@ async fn serve_prints_its_token_once_and_keeps_secrets_out_of_logs(backend: Back
         ("CAIRN_LOG", "debug".to_owned()),
     ];
     if let Backend::Postgres = backend {
-        envs.push(("CAIRN_DATABASE_URL", fresh_database(backend, dir.path()).await));
+        envs.push((
+            "CAIRN_DATABASE_URL",
+            fresh_database(backend, dir.path()).await,
+        ));
     }
     let mut server = Server::start(dir.path(), &envs);
     server.wait_ready(dir.path()).await;
@@ -134,69 +147,126 @@ async fn serve_prints_its_token_once_and_keeps_secrets_out_of_logs(backend: Back
 
     use reqwest::Method;
     let org = server
-        .send(Method::POST, "/api/v1/organizations", &token, Some(&json!({ "slug": "acme", "name": "Acme" })))
+        .send(
+            Method::POST,
+            "/api/v1/organizations",
+            &token,
+            Some(&json!({ "slug": "acme", "name": "Acme" })),
+        )
         .await;
     let org = org.expect(201)["id"].as_str().unwrap().to_owned();
     let targets = format!("/api/v1/organizations/{org}/backups/targets");
-    let reply = server.send(Method::POST, &targets, &token, Some(&s3_target("t", S3_SECRET))).await;
+    let reply = server
+        .send(
+            Method::POST,
+            &targets,
+            &token,
+            Some(&s3_target("t", S3_SECRET)),
+        )
+        .await;
     assert!(!reply.text.contains(S3_SECRET));
     reply.expect(201);
     // Refused requests that carry the secret, too.
     let mut bad = s3_target("t2", S3_SECRET);
     bad["config"]["endpoint"] = json!("not a url");
-    let reply = server.send(Method::POST, &targets, &token, Some(&bad)).await;
+    let reply = server
+        .send(Method::POST, &targets, &token, Some(&bad))
+        .await;
     assert!(!reply.text.contains(S3_SECRET));
     reply.expect(422);
-    let reply = server.send(Method::POST, &targets, &token, Some(&s3_target("t", S3_SECRET))).await;
+    let reply = server
+        .send(
+            Method::POST,
+            &targets,
+            &token,
+            Some(&s3_target("t", S3_SECRET)),
+        )
+        .await;
     assert!(!reply.text.contains(S3_SECRET));
     reply.expect(409);
     let app = json!({ "name": "shop", "volumes": [{ "name": "db", "kind": "postgres", "postgres": {
         "host": "127.0.0.1", "database": "shop", "username": "shop", "password": PG_PASSWORD }}]});
     let reply = server
-        .send(Method::POST, &format!("/api/v1/organizations/{org}/apps"), &token, Some(&app))
+        .send(
+            Method::POST,
+            &format!("/api/v1/organizations/{org}/apps"),
+            &token,
+            Some(&app),
+        )
         .await;
     assert!(!reply.text.contains(PG_PASSWORD));
     reply.expect(201);
     let request_id = reply.headers["x-request-id"].to_str().unwrap().to_owned();
 
     let status = server.terminate();
-    assert!(status.success(), "cairn serve exited with {status} on SIGTERM");
+    assert!(
+        status.success(),
+        "cairn serve exited with {status} on SIGTERM"
+    );
 
     let logs = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
     for secret in [S3_SECRET, PG_PASSWORD, token.as_str()] {
         assert!(!logs.contains(secret), "a secret reached the logs");
     }
     let key = std::fs::read_to_string(key).unwrap();
-    assert!(!logs.contains(key.trim()), "the master key reached the logs");
+    assert!(
+        !logs.contains(key.trim()),
+        "the master key reached the logs"
+    );
     // JSON lines, one per request at least, carrying the request id.
     let lines: Vec<Value> = logs
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
         .collect();
-    assert!(lines.iter().any(|line| line["fields"]["message"] == "request finished"
-        && line["span"]["request_id"] == request_id.as_str()
-        && line["fields"]["status"] == 201));
-    assert!(lines.iter().any(|line| line["fields"]["message"] == "stopped"));
+    assert!(lines
+        .iter()
+        .any(|line| line["fields"]["message"] == "request finished"
+            && line["span"]["request_id"] == request_id.as_str()
+            && line["fields"]["status"] == 201));
+    assert!(lines
+        .iter()
+        .any(|line| line["fields"]["message"] == "stopped"));
 }
 
 #[tokio::test]
 async fn token_create_and_migrate_prepare_a_database_for_serve() {
     let dir = tempfile::tempdir().unwrap();
     let migrate = cairn(dir.path()).arg("migrate").output().unwrap();
-    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
-    let created = cairn(dir.path()).args(["token", "create"]).output().unwrap();
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    let created = cairn(dir.path())
+        .args(["token", "create"])
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
     let token = String::from_utf8(created.stdout).unwrap().trim().to_owned();
     assert!(token.starts_with("cairn_"), "{token}");
 
     let mut server = Server::start(dir.path(), &[]);
     server.wait_ready(dir.path()).await;
     let stdout = std::fs::read_to_string(dir.path().join("stdout.log")).unwrap();
-    assert!(!stdout.contains("cairn_"), "no second administrator token: {stdout}");
-    let reply = server.send(reqwest::Method::GET, "/api/v1/organizations", &token, None).await;
+    assert!(
+        !stdout.contains("cairn_"),
+        "no second administrator token: {stdout}"
+    );
+    let reply = server
+        .send(reqwest::Method::GET, "/api/v1/organizations", &token, None)
+        .await;
     reply.expect(200);
     let org = server
-        .send(reqwest::Method::POST, "/api/v1/organizations", &token, Some(&json!({ "slug": "acme", "name": "A" })))
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/organizations",
+            &token,
+            Some(&json!({ "slug": "acme", "name": "A" })),
+        )
         .await;
     let org = org.expect(201)["id"].as_str().unwrap().to_owned();
     assert!(server.terminate().success());
@@ -206,16 +276,30 @@ async fn token_create_and_migrate_prepare_a_database_for_serve() {
         .args(["token", "create", "--org", &org, "--role", "viewer"])
         .output()
         .unwrap();
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
     let viewer = String::from_utf8(created.stdout).unwrap().trim().to_owned();
     let mut server = Server::start(dir.path(), &[]);
     server.wait_ready(dir.path()).await;
     server
-        .send(reqwest::Method::GET, &format!("/api/v1/organizations/{org}"), &viewer, None)
+        .send(
+            reqwest::Method::GET,
+            &format!("/api/v1/organizations/{org}"),
+            &viewer,
+            None,
+        )
         .await
         .expect(200);
     server
-        .send(reqwest::Method::POST, "/api/v1/organizations", &viewer, Some(&json!({ "slug": "b", "name": "B" })))
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/organizations",
+            &viewer,
+            Some(&json!({ "slug": "b", "name": "B" })),
+        )
         .await
         .expect(403);
     assert!(server.terminate().success());
@@ -233,10 +317,20 @@ fn unknown_configuration_keys_stop_the_start_with_the_key_named() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("listne"), "{stderr}");
 
-    std::fs::write(dir.path().join("cairn.yml"), "listen: 127.0.0.1:0\nbackup:\n  type: s3\n  bukket: x\n").unwrap();
-    let output = cairn(dir.path()).args(["--config", "cairn.yml", "serve"]).output().unwrap();
+    std::fs::write(
+        dir.path().join("cairn.yml"),
+        "listen: 127.0.0.1:0\nbackup:\n  type: s3\n  bukket: x\n",
+    )
+    .unwrap();
+    let output = cairn(dir.path())
+        .args(["--config", "cairn.yml", "serve"])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("bukket"), "{stderr}");
-    assert!(!dir.path().join("cairn-data").exists(), "nothing is created on a bad start");
+    assert!(
+        !dir.path().join("cairn-data").exists(),
+        "nothing is created on a bad start"
+    );
 }

@@ -106,8 +106,12 @@ pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Config
         .await
         .expect("open Cairn");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a port");
-    let app = Application::build(cairn.clone(), listener, ApplicationOptions { workers: Some(1) })
-        .expect("build the application");
+    let app = Application::build(
+        cairn.clone(),
+        listener,
+        ApplicationOptions { workers: Some(1) },
+    )
+    .expect("build the application");
     let address = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());
@@ -154,7 +158,12 @@ impl Reply {
     /// Asserts the status, and that every error is a problem document.
     #[track_caller]
     pub fn expect(&self, status: u16) -> &Value {
-        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.text);
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.text
+        );
         if status >= 400 {
             self.assert_problem();
         }
@@ -168,11 +177,30 @@ impl Reply {
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        assert_eq!(content_type, "application/problem+json", "body: {}", self.text);
-        assert_eq!(self.body["status"].as_u64(), Some(u64::from(self.status.as_u16())));
-        assert!(self.body["type"].as_str().is_some_and(|t| !t.is_empty()), "{}", self.text);
-        assert!(self.body["title"].as_str().is_some_and(|t| !t.is_empty()), "{}", self.text);
-        assert!(self.body["detail"].as_str().is_some_and(|t| !t.is_empty()), "{}", self.text);
+        assert_eq!(
+            content_type, "application/problem+json",
+            "body: {}",
+            self.text
+        );
+        assert_eq!(
+            self.body["status"].as_u64(),
+            Some(u64::from(self.status.as_u16()))
+        );
+        assert!(
+            self.body["type"].as_str().is_some_and(|t| !t.is_empty()),
+            "{}",
+            self.text
+        );
+        assert!(
+            self.body["title"].as_str().is_some_and(|t| !t.is_empty()),
+            "{}",
+            self.text
+        );
+        assert!(
+            self.body["detail"].as_str().is_some_and(|t| !t.is_empty()),
+            "{}",
+            self.text
+        );
     }
 
     /// Asserts a failure with `status` whose `errors` name `field`.
@@ -196,7 +224,13 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
-    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<&Value>) -> Reply {
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Reply {
         let mut request = self.client.request(method, self.url(path));
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -212,11 +246,13 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, token: &str, body: &Value) -> Reply {
-        self.request(Method::POST, path, Some(token), Some(body)).await
+        self.request(Method::POST, path, Some(token), Some(body))
+            .await
     }
 
     pub async fn put(&self, path: &str, token: &str, body: &Value) -> Reply {
-        self.request(Method::PUT, path, Some(token), Some(body)).await
+        self.request(Method::PUT, path, Some(token), Some(body))
+            .await
     }
 
     pub async fn delete(&self, path: &str, token: &str) -> Reply {
@@ -244,7 +280,10 @@ impl TestApp {
                 &json!({ "name": format!("{role} token"), "role": role }),
             )
             .await;
-        reply.expect(201)["token"].as_str().expect("a token").to_owned()
+        reply.expect(201)["token"]
+            .as_str()
+            .expect("a token")
+            .to_owned()
     }
 
     /// Two organizations with an admin, operator and viewer token each.

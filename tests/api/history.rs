@@ -73,7 +73,9 @@ fn ids(page: &Value) -> Vec<String> {
 async fn history_pages_filters_and_details(backend: Backend) {
     let app = spawn_app(backend).await;
     let org = app.org("acme").await;
-    let job_reply = app.post(&org.path("/backups/jobs"), &org.admin, &job("nightly", &[])).await;
+    let job_reply = app
+        .post(&org.path("/backups/jobs"), &org.admin, &job("nightly", &[]))
+        .await;
     let job_id = job_reply.expect(201)["id"].as_str().unwrap().to_owned();
     let shop = app
         .post(&org.path("/apps"), &org.admin, &json!({ "name": "shop" }))
@@ -86,7 +88,19 @@ async fn history_pages_filters_and_details(backend: Backend) {
     for (i, status) in statuses.iter().enumerate() {
         let job = (i % 2 == 0).then_some(job_id.as_str());
         let app_id = (i < 3).then_some(shop.as_str());
-        seeded.push(seed(&app, Seed { org: &org.id, job, app: app_id, status, created_at: day(10 + i as u32) }).await);
+        seeded.push(
+            seed(
+                &app,
+                Seed {
+                    org: &org.id,
+                    job,
+                    app: app_id,
+                    status,
+                    created_at: day(10 + i as u32),
+                },
+            )
+            .await,
+        );
     }
     let newest_first: Vec<String> = seeded.iter().rev().map(Uuid::to_string).collect();
 
@@ -114,22 +128,49 @@ async fn history_pages_filters_and_details(backend: Backend) {
 
     let query = |q: &str| org.path(&format!("/backups/history?{q}"));
     let page = app.get(&query("status=success"), &org.viewer).await;
-    assert_eq!(ids(page.expect(200)), [newest_first[0].clone(), newest_first[2].clone(), newest_first[4].clone()]);
-    let page = app.get(&query(&format!("jobId={job_id}")), &org.viewer).await;
-    assert_eq!(ids(page.expect(200)), [newest_first[0].clone(), newest_first[2].clone(), newest_first[4].clone()]);
-    let page = app.get(&query(&format!("appId={shop}&status=failed")), &org.viewer).await;
+    assert_eq!(
+        ids(page.expect(200)),
+        [
+            newest_first[0].clone(),
+            newest_first[2].clone(),
+            newest_first[4].clone()
+        ]
+    );
+    let page = app
+        .get(&query(&format!("jobId={job_id}")), &org.viewer)
+        .await;
+    assert_eq!(
+        ids(page.expect(200)),
+        [
+            newest_first[0].clone(),
+            newest_first[2].clone(),
+            newest_first[4].clone()
+        ]
+    );
+    let page = app
+        .get(&query(&format!("appId={shop}&status=failed")), &org.viewer)
+        .await;
     assert_eq!(ids(page.expect(200)), [newest_first[3].clone()]);
     let page = app
-        .get(&query("from=2024-01-11T00:00:00Z&to=2024-01-13T00:00:00Z"), &org.viewer)
+        .get(
+            &query("from=2024-01-11T00:00:00Z&to=2024-01-13T00:00:00Z"),
+            &org.viewer,
+        )
         .await;
-    assert_eq!(ids(page.expect(200)), [newest_first[2].clone(), newest_first[3].clone()]);
+    assert_eq!(
+        ids(page.expect(200)),
+        [newest_first[2].clone(), newest_first[3].clone()]
+    );
     let page = app.get(&query("status=pruned"), &org.viewer).await;
     assert!(ids(page.expect(200)).is_empty());
     assert!(page.body["nextCursor"].is_null());
 
     // One record with its log.
     let detail = app
-        .get(&org.path(&format!("/backups/history/{}", seeded[1])), &org.viewer)
+        .get(
+            &org.path(&format!("/backups/history/{}", seeded[1])),
+            &org.viewer,
+        )
         .await;
     let detail = detail.expect(200);
     assert_eq!(detail["status"], "failed");
@@ -141,7 +182,9 @@ async fn history_pages_filters_and_details(backend: Backend) {
     assert_eq!(detail["log"][0]["at"], "2024-01-11T02:00:00Z");
 
     // Deleting the job keeps its history.
-    app.delete(&org.path(&format!("/backups/jobs/{job_id}")), &org.admin).await.expect(204);
+    app.delete(&org.path(&format!("/backups/jobs/{job_id}")), &org.admin)
+        .await
+        .expect(204);
     let page = app.get(&org.path("/backups/history"), &org.viewer).await;
     assert_eq!(ids(page.expect(200)).len(), 5);
     assert!(page.body["items"][0]["jobId"].is_null());
@@ -174,16 +217,30 @@ async fn history_of_other_organizations_is_not_found(backend: Backend) {
     let (alpha, beta) = app.two_orgs().await;
     let id = seed(
         &app,
-        Seed { org: &beta.id, job: None, app: None, status: "success", created_at: Utc::now() },
+        Seed {
+            org: &beta.id,
+            job: None,
+            app: None,
+            status: "success",
+            created_at: Utc::now(),
+        },
     )
     .await;
-    app.get(&beta.path("/backups/history"), &alpha.admin).await.expect(404);
-    app.get(&beta.path(&format!("/backups/history/{id}")), &alpha.admin).await.expect(404);
-    app.get(&alpha.path(&format!("/backups/history/{id}")), &alpha.admin).await.expect(404);
+    app.get(&beta.path("/backups/history"), &alpha.admin)
+        .await
+        .expect(404);
+    app.get(&beta.path(&format!("/backups/history/{id}")), &alpha.admin)
+        .await
+        .expect(404);
+    app.get(&alpha.path(&format!("/backups/history/{id}")), &alpha.admin)
+        .await
+        .expect(404);
     let own = app.get(&alpha.path("/backups/history"), &alpha.admin).await;
     assert!(ids(own.expect(200)).is_empty());
     app.get(&alpha.path("/backups/history/zzz"), &alpha.admin)
         .await
         .expect_field_error(404, "backupId");
-    app.get(&beta.path(&format!("/backups/history/{id}")), &beta.viewer).await.expect(200);
+    app.get(&beta.path(&format!("/backups/history/{id}")), &beta.viewer)
+        .await
+        .expect(200);
 }

@@ -10,9 +10,17 @@ both_backends!(
     jobs_of_other_organizations_are_not_found,
 );
 
-async fn create_app(app: &crate::helpers::TestApp, org: &crate::helpers::Org, name: &str) -> String {
+async fn create_app(
+    app: &crate::helpers::TestApp,
+    org: &crate::helpers::Org,
+    name: &str,
+) -> String {
     let reply = app
-        .post(&org.path("/apps"), &org.admin, &json!({ "name": name, "volumes": [{ "name": "data" }] }))
+        .post(
+            &org.path("/apps"),
+            &org.admin,
+            &json!({ "name": name, "volumes": [{ "name": "data" }] }),
+        )
         .await;
     reply.expect(201)["id"].as_str().unwrap().to_owned()
 }
@@ -22,13 +30,21 @@ async fn jobs_round_trip_with_their_next_run(backend: Backend) {
     let org = app.org("acme").await;
     let shop = create_app(&app, &org, "shop").await;
     let blog = create_app(&app, &org, "blog").await;
-    let target = app.post(&org.path("/backups/targets"), &org.admin, &s3_target("t", "s")).await;
+    let target = app
+        .post(
+            &org.path("/backups/targets"),
+            &org.admin,
+            &s3_target("t", "s"),
+        )
+        .await;
     let target = target.expect(201)["id"].as_str().unwrap().to_owned();
 
     let before = Utc::now();
     let mut body = job("nightly", &[&shop, &blog]);
     body["targetId"] = json!(target);
-    let reply = app.post(&org.path("/backups/jobs"), &org.admin, &body).await;
+    let reply = app
+        .post(&org.path("/backups/jobs"), &org.admin, &body)
+        .await;
     let created = reply.expect(201).clone();
     assert_eq!(created["schedule"], "0 2 * * *");
     assert_eq!(created["enabled"], true);
@@ -71,7 +87,11 @@ async fn jobs_round_trip_with_their_next_run(backend: Backend) {
     let mut enabled = update.clone();
     enabled["enabled"] = json!(true);
     let reply = app.put(&path, &org.admin, &enabled).await;
-    let next: DateTime<Utc> = reply.expect(200)["nextRunAt"].as_str().unwrap().parse().unwrap();
+    let next: DateTime<Utc> = reply.expect(200)["nextRunAt"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(next.minute() % 15, 0);
     assert!(next - Utc::now() <= chrono::Duration::minutes(15));
 
@@ -80,21 +100,31 @@ async fn jobs_round_trip_with_their_next_run(backend: Backend) {
     app.put(&path, &org.operator, &enabled).await.expect(403);
 
     // An app that is deleted drops out of the job.
-    app.delete(&org.path(&format!("/apps/{shop}")), &org.admin).await.expect(204);
+    app.delete(&org.path(&format!("/apps/{shop}")), &org.admin)
+        .await
+        .expect(204);
     let reply = app.get(&path, &org.viewer).await;
     assert_eq!(reply.expect(200)["appIds"], json!([]));
 
     app.delete(&path, &org.admin).await.expect(204);
     app.get(&path, &org.admin).await.expect(404);
     // The target is free again.
-    app.delete(&org.path(&format!("/backups/targets/{target}")), &org.admin).await.expect(204);
+    app.delete(&org.path(&format!("/backups/targets/{target}")), &org.admin)
+        .await
+        .expect(204);
 }
 
 async fn invalid_jobs_are_refused_with_the_field(backend: Backend) {
     let app = spawn_app(backend).await;
     let (alpha, beta) = app.two_orgs().await;
     let beta_app = create_app(&app, &beta, "other").await;
-    let beta_target = app.post(&beta.path("/backups/targets"), &beta.admin, &s3_target("t", "s")).await;
+    let beta_target = app
+        .post(
+            &beta.path("/backups/targets"),
+            &beta.admin,
+            &s3_target("t", "s"),
+        )
+        .await;
     let beta_target = beta_target.expect(201)["id"].as_str().unwrap().to_owned();
     let alpha_app = create_app(&app, &alpha, "shop").await;
     let path = alpha.path("/backups/jobs");
@@ -110,9 +140,13 @@ async fn invalid_jobs_are_refused_with_the_field(backend: Backend) {
             .expect_field_error(422, "schedule");
     }
     let no_rule = json!({ "name": "j", "schedule": "0 2 * * *" });
-    app.post(&path, &alpha.admin, &no_rule).await.expect_field_error(422, "keepLast");
+    app.post(&path, &alpha.admin, &no_rule)
+        .await
+        .expect_field_error(422, "keepLast");
     let zero_rules = json!({ "name": "j", "schedule": "0 2 * * *", "keepLast": 0, "keepDaily": 0 });
-    app.post(&path, &alpha.admin, &zero_rules).await.expect_field_error(422, "keepLast");
+    app.post(&path, &alpha.admin, &zero_rules)
+        .await
+        .expect_field_error(422, "keepLast");
     app.post(&path, &alpha.admin, &with("keepDaily", json!(-1)))
         .await
         .expect_field_error(422, "keepDaily");
@@ -122,31 +156,58 @@ async fn invalid_jobs_are_refused_with_the_field(backend: Backend) {
     app.post(&path, &alpha.admin, &with("targetId", json!("nope")))
         .await
         .expect_field_error(422, "targetId");
-    app.post(&path, &alpha.admin, &with("appIds", json!([alpha_app, beta_app])))
-        .await
-        .expect_field_error(422, "appIds[1]");
+    app.post(
+        &path,
+        &alpha.admin,
+        &with("appIds", json!([alpha_app, beta_app])),
+    )
+    .await
+    .expect_field_error(422, "appIds[1]");
     app.post(&path, &alpha.admin, &with("name", json!("")))
         .await
         .expect_field_error(422, "name");
     let list = app.get(&path, &alpha.admin).await;
     assert!(list.expect(200)["items"].as_array().unwrap().is_empty());
 
-    app.post(&path, &alpha.admin, &job("j", &[])).await.expect(201);
-    app.post(&path, &alpha.admin, &job("j", &[])).await.expect_field_error(409, "name");
+    app.post(&path, &alpha.admin, &job("j", &[]))
+        .await
+        .expect(201);
+    app.post(&path, &alpha.admin, &job("j", &[]))
+        .await
+        .expect_field_error(409, "name");
 }
 
 async fn jobs_of_other_organizations_are_not_found(backend: Backend) {
     let app = spawn_app(backend).await;
     let (alpha, beta) = app.two_orgs().await;
-    let reply = app.post(&beta.path("/backups/jobs"), &beta.admin, &job("nightly", &[])).await;
+    let reply = app
+        .post(
+            &beta.path("/backups/jobs"),
+            &beta.admin,
+            &job("nightly", &[]),
+        )
+        .await;
     let id = reply.expect(201)["id"].as_str().unwrap().to_owned();
-    app.get(&beta.path("/backups/jobs"), &alpha.admin).await.expect(404);
-    app.post(&beta.path("/backups/jobs"), &alpha.admin, &job("x", &[])).await.expect(404);
-    for path in [beta.path(&format!("/backups/jobs/{id}")), alpha.path(&format!("/backups/jobs/{id}"))] {
+    app.get(&beta.path("/backups/jobs"), &alpha.admin)
+        .await
+        .expect(404);
+    app.post(&beta.path("/backups/jobs"), &alpha.admin, &job("x", &[]))
+        .await
+        .expect(404);
+    for path in [
+        beta.path(&format!("/backups/jobs/{id}")),
+        alpha.path(&format!("/backups/jobs/{id}")),
+    ] {
         app.get(&path, &alpha.admin).await.expect(404);
-        app.put(&path, &alpha.admin, &job("x", &[])).await.expect(404);
+        app.put(&path, &alpha.admin, &job("x", &[]))
+            .await
+            .expect(404);
         app.delete(&path, &alpha.admin).await.expect(404);
     }
-    app.get(&alpha.path("/backups/jobs/x"), &alpha.admin).await.expect_field_error(404, "jobId");
-    app.get(&beta.path(&format!("/backups/jobs/{id}")), &beta.viewer).await.expect(200);
+    app.get(&alpha.path("/backups/jobs/x"), &alpha.admin)
+        .await
+        .expect_field_error(404, "jobId");
+    app.get(&beta.path(&format!("/backups/jobs/{id}")), &beta.viewer)
+        .await
+        .expect(200);
 }

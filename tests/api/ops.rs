@@ -15,7 +15,9 @@ async fn health_readiness_metrics_and_request_ids(backend: Backend) {
     assert!(reply.headers.contains_key("x-request-id"));
 
     app.create_org("acme").await;
-    app.get("/api/v1/organizations/not-an-id", &app.admin_token).await.expect(404);
+    app.get("/api/v1/organizations/not-an-id", &app.admin_token)
+        .await
+        .expect(404);
     let metrics = app
         .client
         .get(app.url("/metrics"))
@@ -29,27 +31,41 @@ async fn health_readiness_metrics_and_request_ids(backend: Backend) {
         metrics.contains(r#"cairn_http_requests_total{endpoint="/api/v1/organizations",method="POST",status="201"} 1"#),
         "{metrics}"
     );
-    assert!(metrics.contains(r#"endpoint="/api/v1/organizations/{orgId}",method="GET",status="404""#), "{metrics}");
-    assert!(metrics.contains("cairn_http_requests_duration_seconds_bucket"), "{metrics}");
+    assert!(
+        metrics.contains(r#"endpoint="/api/v1/organizations/{orgId}",method="GET",status="404""#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cairn_http_requests_duration_seconds_bucket"),
+        "{metrics}"
+    );
 
     // Once the database is gone, the process is alive but not ready.
     app.cairn.db.clone().close().await.unwrap();
     let reply = app.request(Method::GET, "/readyz", None, None).await;
     reply.expect(503);
-    app.request(Method::GET, "/healthz", None, None).await.expect(200);
+    app.request(Method::GET, "/healthz", None, None)
+        .await
+        .expect(200);
 }
 
 #[tokio::test]
 async fn openapi_document_is_served_complete_with_swagger_ui() {
     let app = spawn_app(Backend::Sqlite).await;
-    let reply = app.request(Method::GET, "/api/v1/openapi.json", None, None).await;
+    let reply = app
+        .request(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
     let served = reply.expect(200).clone();
-    let generated: Value = serde_json::from_str(&cairn_api::openapi::document().to_json().unwrap()).unwrap();
+    let generated: Value =
+        serde_json::from_str(&cairn_api::openapi::document().to_json().unwrap()).unwrap();
     assert_eq!(served, generated);
 
     // The checked-in document is the generated one.
     let stored: Value = serde_json::from_str(include_str!("../../openapi/openapi.json")).unwrap();
-    assert_eq!(stored, generated, "run `cargo run -p cairn-openapi` and commit openapi/openapi.json");
+    assert_eq!(
+        stored, generated,
+        "run `cargo run -p cairn-openapi` and commit openapi/openapi.json"
+    );
 
     let mut operations = 0;
     for (path, item) in served["paths"].as_object().unwrap() {
@@ -60,16 +76,26 @@ async fn openapi_document_is_served_complete_with_swagger_ui() {
             let responses = operation["responses"].as_object().unwrap();
             assert!(responses.contains_key("500"), "{method} {path}");
             if path.starts_with("/api/v1/") {
-                assert_eq!(operation["security"][0]["bearer"], serde_json::json!([]), "{method} {path}");
+                assert_eq!(
+                    operation["security"][0]["bearer"],
+                    serde_json::json!([]),
+                    "{method} {path}"
+                );
                 for status in ["401", "403"] {
-                    assert!(responses.contains_key(status), "{method} {path} lacks {status}");
+                    assert!(
+                        responses.contains_key(status),
+                        "{method} {path} lacks {status}"
+                    );
                 }
                 if path.contains('{') {
                     assert!(responses.contains_key("404"), "{method} {path} lacks 404");
                 }
                 if operation.get("requestBody").is_some() {
                     for status in ["400", "413", "415", "422"] {
-                        assert!(responses.contains_key(status), "{method} {path} lacks {status}");
+                        assert!(
+                            responses.contains_key(status),
+                            "{method} {path} lacks {status}"
+                        );
                     }
                 }
             }
@@ -91,5 +117,8 @@ async fn openapi_document_is_served_complete_with_swagger_ui() {
         .text()
         .await
         .unwrap();
-    assert!(initializer.contains("/api/v1/openapi.json"), "{initializer}");
+    assert!(
+        initializer.contains("/api/v1/openapi.json"),
+        "{initializer}"
+    );
 }

@@ -36,27 +36,39 @@ async fn backup_section_creates_system_default_once_and_updates_it(backend: Back
     let dir = tempfile::tempdir().unwrap();
     let url = fresh_database(backend, dir.path()).await;
     let yaml = "backup:\n  type: s3\n  bucket: system-backups\n  region: eu-central-1\n  access_key: AKIASYSTEM\n  secret_key: system-Secret-Value\n  endpoint: http://127.0.0.1:9000\n  prefix: cairn/\n";
-    let first = Cairn::open(config_from_file(dir.path(), yaml, &url), MasterKeyPolicy::GenerateIfMissing)
-        .await
-        .unwrap();
+    let first = Cairn::open(
+        config_from_file(dir.path(), yaml, &url),
+        MasterKeyPolicy::GenerateIfMissing,
+    )
+    .await
+    .unwrap();
     let targets = system_targets(&first).await;
     assert_eq!(targets.len(), 1);
     assert_eq!(targets[0].name, "System default");
     assert_eq!(targets[0].target_type, "s3");
     assert_eq!(targets[0].config["bucket"], "system-backups");
     assert_eq!(targets[0].config["accessKeyId"], "AKIASYSTEM");
-    assert!(!targets[0].config.to_string().contains("system-Secret-Value"));
+    assert!(!targets[0]
+        .config
+        .to_string()
+        .contains("system-Secret-Value"));
     let opened = first
         .master_key
-        .open_json(targets[0].id, targets[0].secrets_ciphertext.as_ref().unwrap())
+        .open_json(
+            targets[0].id,
+            targets[0].secrets_ciphertext.as_ref().unwrap(),
+        )
         .unwrap();
     assert_eq!(opened["secretAccessKey"], "system-Secret-Value");
     first.db.close().await.unwrap();
 
     // A second start with the same file: still one, same id.
-    let second = Cairn::open(config_from_file(dir.path(), yaml, &url), MasterKeyPolicy::GenerateIfMissing)
-        .await
-        .unwrap();
+    let second = Cairn::open(
+        config_from_file(dir.path(), yaml, &url),
+        MasterKeyPolicy::GenerateIfMissing,
+    )
+    .await
+    .unwrap();
     let again = system_targets(&second).await;
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].id, targets[0].id);
@@ -64,9 +76,12 @@ async fn backup_section_creates_system_default_once_and_updates_it(backend: Back
 
     // A changed section updates it in place.
     let changed = yaml.replace("system-backups", "moved-backups");
-    let third = Cairn::open(config_from_file(dir.path(), &changed, &url), MasterKeyPolicy::GenerateIfMissing)
-        .await
-        .unwrap();
+    let third = Cairn::open(
+        config_from_file(dir.path(), &changed, &url),
+        MasterKeyPolicy::GenerateIfMissing,
+    )
+    .await
+    .unwrap();
     let moved = system_targets(&third).await;
     assert_eq!(moved.len(), 1);
     assert_eq!(moved[0].id, targets[0].id);
@@ -77,18 +92,24 @@ async fn invalid_backup_section_names_the_key(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let url = fresh_database(backend, dir.path()).await;
     let yaml = "backup:\n  type: s3\n  access_key: AKIA\n  secret_key: hunter2-secret\n";
-    let error = Cairn::open(config_from_file(dir.path(), yaml, &url), MasterKeyPolicy::GenerateIfMissing)
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = Cairn::open(
+        config_from_file(dir.path(), yaml, &url),
+        MasterKeyPolicy::GenerateIfMissing,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(error.contains("backup.bucket"), "{error}");
     assert!(!error.contains("hunter2-secret"), "{error}");
 
     let yaml = "backup:\n  type: ftp\n";
-    let error = Cairn::open(config_from_file(dir.path(), yaml, &url), MasterKeyPolicy::GenerateIfMissing)
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = Cairn::open(
+        config_from_file(dir.path(), yaml, &url),
+        MasterKeyPolicy::GenerateIfMissing,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(error.contains("backup.type"), "{error}");
 }
 
@@ -97,8 +118,14 @@ async fn bootstrap_token_is_created_once(backend: Backend) {
     let url = fresh_database(backend, dir.path()).await;
     let mut config = Config::with_data_dir(dir.path());
     config.database_url = Some(SecretString::from(url.clone()));
-    let cairn = Cairn::open(config, MasterKeyPolicy::GenerateIfMissing).await.unwrap();
-    let token = cairn.bootstrap_admin_token().await.unwrap().expect("a first token");
+    let cairn = Cairn::open(config, MasterKeyPolicy::GenerateIfMissing)
+        .await
+        .unwrap();
+    let token = cairn
+        .bootstrap_admin_token()
+        .await
+        .unwrap()
+        .expect("a first token");
     let principal = cairn_core::auth::authenticate(&cairn.db, None, &token, chrono::Utc::now())
         .await
         .unwrap()
@@ -112,7 +139,9 @@ async fn bootstrap_token_is_created_once(backend: Backend) {
     let mut config = Config::with_data_dir(dir.path());
     config.database_url = Some(SecretString::from(url));
     config.admin_token = Some(SecretString::from("configured-admin".to_owned()));
-    let cairn = Cairn::open(config, MasterKeyPolicy::GenerateIfMissing).await.unwrap();
+    let cairn = Cairn::open(config, MasterKeyPolicy::GenerateIfMissing)
+        .await
+        .unwrap();
     assert_eq!(cairn.bootstrap_admin_token().await.unwrap(), None);
     assert!(cairn_core::auth::authenticate(
         &cairn.db,
@@ -131,6 +160,9 @@ async fn replicas_refuse_to_start_without_a_shared_master_key() {
     let url = fresh_database(Backend::Sqlite, dir.path()).await;
     let mut config = Config::with_data_dir(dir.path());
     config.database_url = Some(SecretString::from(url));
-    let error = Cairn::open(config, MasterKeyPolicy::Require).await.unwrap_err().to_string();
+    let error = Cairn::open(config, MasterKeyPolicy::Require)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("CAIRN_MASTER_KEY"), "{error}");
 }

@@ -4,7 +4,9 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::both_backends;
-use crate::helpers::{job, s3_target, spawn_app, spawn_app_with, Backend, TEST_ENCRYPTED_KEY, TEST_PRIVATE_KEY};
+use crate::helpers::{
+    job, s3_target, spawn_app, spawn_app_with, Backend, TEST_ENCRYPTED_KEY, TEST_PRIVATE_KEY,
+};
 
 both_backends!(
     s3_targets_round_trip_without_revealing_the_secret,
@@ -21,7 +23,13 @@ const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY-0xC41RN";
 async fn s3_targets_round_trip_without_revealing_the_secret(backend: Backend) {
     let app = spawn_app(backend).await;
     let org = app.org("acme").await;
-    let reply = app.post(&org.path("/backups/targets"), &org.admin, &s3_target("offsite", SECRET)).await;
+    let reply = app
+        .post(
+            &org.path("/backups/targets"),
+            &org.admin,
+            &s3_target("offsite", SECRET),
+        )
+        .await;
     let created = reply.expect(201).clone();
     assert!(!reply.text.contains(SECRET));
     assert_eq!(created["type"], "s3");
@@ -43,7 +51,10 @@ async fn s3_targets_round_trip_without_revealing_the_secret(backend: Backend) {
     let opened = app.cairn.master_key.open_json(row.id, &sealed).unwrap();
     assert_eq!(opened["secretAccessKey"], SECRET);
 
-    for path in [org.path(&format!("/backups/targets/{id}")), org.path("/backups/targets")] {
+    for path in [
+        org.path(&format!("/backups/targets/{id}")),
+        org.path("/backups/targets"),
+    ] {
         let reply = app.get(&path, &org.viewer).await;
         reply.expect(200);
         assert!(!reply.text.contains(SECRET));
@@ -51,13 +62,26 @@ async fn s3_targets_round_trip_without_revealing_the_secret(backend: Backend) {
 
     // An update that omits the secret keeps it.
     let mut changed = s3_target("offsite-2", SECRET);
-    changed["config"].as_object_mut().unwrap().remove("secretAccessKey");
+    changed["config"]
+        .as_object_mut()
+        .unwrap()
+        .remove("secretAccessKey");
     changed["config"]["bucket"] = json!("other-bucket");
-    let reply = app.put(&org.path(&format!("/backups/targets/{id}")), &org.admin, &changed).await;
+    let reply = app
+        .put(
+            &org.path(&format!("/backups/targets/{id}")),
+            &org.admin,
+            &changed,
+        )
+        .await;
     assert_eq!(reply.expect(200)["config"]["bucket"], "other-bucket");
     assert_eq!(reply.body["name"], "offsite-2");
     assert_eq!(reply.body["config"]["secretAccessKeySet"], true);
-    let row = backup_target::Entity::find_by_id(row.id).one(&app.cairn.db).await.unwrap().unwrap();
+    let row = backup_target::Entity::find_by_id(row.id)
+        .one(&app.cairn.db)
+        .await
+        .unwrap()
+        .unwrap();
     let opened = app
         .cairn
         .master_key
@@ -66,15 +90,27 @@ async fn s3_targets_round_trip_without_revealing_the_secret(backend: Backend) {
     assert_eq!(opened["secretAccessKey"], SECRET);
 
     // A viewer reads but does not write.
-    app.put(&org.path(&format!("/backups/targets/{id}")), &org.viewer, &changed)
-        .await
-        .expect(403);
-    app.post(&org.path("/backups/targets"), &org.operator, &s3_target("x", SECRET))
-        .await
-        .expect(403);
+    app.put(
+        &org.path(&format!("/backups/targets/{id}")),
+        &org.viewer,
+        &changed,
+    )
+    .await
+    .expect(403);
+    app.post(
+        &org.path("/backups/targets"),
+        &org.operator,
+        &s3_target("x", SECRET),
+    )
+    .await
+    .expect(403);
 
-    app.delete(&org.path(&format!("/backups/targets/{id}")), &org.admin).await.expect(204);
-    app.get(&org.path(&format!("/backups/targets/{id}")), &org.admin).await.expect(404);
+    app.delete(&org.path(&format!("/backups/targets/{id}")), &org.admin)
+        .await
+        .expect(204);
+    app.get(&org.path(&format!("/backups/targets/{id}")), &org.admin)
+        .await
+        .expect(404);
 }
 
 async fn every_target_type_validates_its_config(backend: Backend) {
@@ -86,21 +122,39 @@ async fn every_target_type_validates_its_config(backend: Backend) {
         let path = path.clone();
         let token = org.admin.clone();
         async move {
-            app.post(&path, &token, &body).await.expect_field_error(status, field);
+            app.post(&path, &token, &body)
+                .await
+                .expect_field_error(status, field);
         }
     };
-    refuse(json!({ "name": "x", "type": "ftp", "config": {} }), 422, "type").await;
+    refuse(
+        json!({ "name": "x", "type": "ftp", "config": {} }),
+        422,
+        "type",
+    )
+    .await;
     refuse(json!({ "name": "x", "type": "s3" }), 422, "config").await;
     let mut no_bucket = s3_target("x", SECRET);
-    no_bucket["config"].as_object_mut().unwrap().remove("bucket");
+    no_bucket["config"]
+        .as_object_mut()
+        .unwrap()
+        .remove("bucket");
     refuse(no_bucket, 422, "config.bucket").await;
     let mut bad_bucket = s3_target("x", SECRET);
     bad_bucket["config"]["bucket"] = json!("Not_A_Bucket");
     refuse(bad_bucket, 422, "config.bucket").await;
     let mut no_secret = s3_target("x", SECRET);
-    no_secret["config"].as_object_mut().unwrap().remove("secretAccessKey");
+    no_secret["config"]
+        .as_object_mut()
+        .unwrap()
+        .remove("secretAccessKey");
     refuse(no_secret, 422, "config.secretAccessKey").await;
-    for endpoint in ["not a url", "ftp://host", "https://user:pw@host", "https://host/path"] {
+    for endpoint in [
+        "not a url",
+        "ftp://host",
+        "https://user:pw@host",
+        "https://host/path",
+    ] {
         let mut bad = s3_target("x", SECRET);
         bad["config"]["endpoint"] = json!(endpoint);
         refuse(bad, 422, "config.endpoint").await;
@@ -147,7 +201,9 @@ async fn every_target_type_validates_its_config(backend: Backend) {
     assert!(list.expect(200)["items"].as_array().unwrap().is_empty());
 
     // Valid ones of every remote type.
-    let reply = app.post(&path, &org.admin, &ssh(json!(TEST_PRIVATE_KEY))).await;
+    let reply = app
+        .post(&path, &org.admin, &ssh(json!(TEST_PRIVATE_KEY)))
+        .await;
     let created = reply.expect(201).clone();
     assert!(!reply.text.contains("OPENSSH PRIVATE KEY"));
     assert_eq!(created["config"]["port"], 22);
@@ -156,7 +212,14 @@ async fn every_target_type_validates_its_config(backend: Backend) {
     let mut without_key = ssh(json!(""));
     without_key["config"]["port"] = json!(2222);
     let updated = app
-        .put(&org.path(&format!("/backups/targets/{}", created["id"].as_str().unwrap())), &org.admin, &without_key)
+        .put(
+            &org.path(&format!(
+                "/backups/targets/{}",
+                created["id"].as_str().unwrap()
+            )),
+            &org.admin,
+            &without_key,
+        )
         .await;
     assert_eq!(updated.expect(200)["config"]["privateKeySet"], false);
     assert_eq!(updated.body["config"]["port"], 2222);
@@ -188,7 +251,9 @@ async fn at_most_one_default_target_per_organization(backend: Backend) {
     for (org, name) in [(&alpha, "a1"), (&alpha, "a2"), (&beta, "b1")] {
         let mut body = s3_target(name, SECRET);
         body["isDefault"] = json!(true);
-        let reply = app.post(&org.path("/backups/targets"), &org.admin, &body).await;
+        let reply = app
+            .post(&org.path("/backups/targets"), &org.admin, &body)
+            .await;
         ids.push(reply.expect(201)["id"].as_str().unwrap().to_owned());
     }
     let defaults = |items: &Value| -> Vec<String> {
@@ -200,7 +265,9 @@ async fn at_most_one_default_target_per_organization(backend: Backend) {
             .map(|t| t["name"].as_str().unwrap().to_owned())
             .collect()
     };
-    let list = app.get(&alpha.path("/backups/targets"), &alpha.viewer).await;
+    let list = app
+        .get(&alpha.path("/backups/targets"), &alpha.viewer)
+        .await;
     assert_eq!(defaults(list.expect(200)), ["a2"]);
     let list = app.get(&beta.path("/backups/targets"), &beta.viewer).await;
     assert_eq!(defaults(list.expect(200)), ["b1"]);
@@ -208,10 +275,16 @@ async fn at_most_one_default_target_per_organization(backend: Backend) {
     // Making a1 the default again moves the flag back.
     let mut body = s3_target("a1", SECRET);
     body["isDefault"] = json!(true);
-    app.put(&alpha.path(&format!("/backups/targets/{}", ids[0])), &alpha.admin, &body)
-        .await
-        .expect(200);
-    let list = app.get(&alpha.path("/backups/targets"), &alpha.viewer).await;
+    app.put(
+        &alpha.path(&format!("/backups/targets/{}", ids[0])),
+        &alpha.admin,
+        &body,
+    )
+    .await
+    .expect(200);
+    let list = app
+        .get(&alpha.path("/backups/targets"), &alpha.viewer)
+        .await;
     assert_eq!(defaults(list.expect(200)), ["a1"]);
 }
 
@@ -228,7 +301,9 @@ async fn local_targets_stay_under_the_root_and_can_be_disabled(backend: Backend)
         root.join("acme").to_string_lossy().as_ref()
     );
     let inside = root.join("nested/acme");
-    app.post(&path, &org.admin, &local(inside.to_str().unwrap())).await.expect(201);
+    app.post(&path, &org.admin, &local(inside.to_str().unwrap()))
+        .await
+        .expect(201);
     for outside in ["/etc", "../escape", "acme/../../escape"] {
         app.post(&path, &org.admin, &local(outside))
             .await
@@ -250,26 +325,55 @@ async fn local_targets_stay_under_the_root_and_can_be_disabled(backend: Backend)
 async fn targets_in_use_cannot_be_deleted(backend: Backend) {
     let app = spawn_app(backend).await;
     let org = app.org("acme").await;
-    let reply = app.post(&org.path("/backups/targets"), &org.admin, &s3_target("t", SECRET)).await;
+    let reply = app
+        .post(
+            &org.path("/backups/targets"),
+            &org.admin,
+            &s3_target("t", SECRET),
+        )
+        .await;
     let target = reply.expect(201)["id"].as_str().unwrap().to_owned();
     let mut body = job("nightly", &[]);
     body["targetId"] = json!(target);
-    app.post(&org.path("/backups/jobs"), &org.admin, &body).await.expect(201);
-    let reply = app.delete(&org.path(&format!("/backups/targets/{target}")), &org.admin).await;
+    app.post(&org.path("/backups/jobs"), &org.admin, &body)
+        .await
+        .expect(201);
+    let reply = app
+        .delete(&org.path(&format!("/backups/targets/{target}")), &org.admin)
+        .await;
     reply.expect(409);
-    assert!(reply.body["detail"].as_str().unwrap().contains("nightly"), "{}", reply.text);
-    app.get(&org.path(&format!("/backups/targets/{target}")), &org.admin).await.expect(200);
+    assert!(
+        reply.body["detail"].as_str().unwrap().contains("nightly"),
+        "{}",
+        reply.text
+    );
+    app.get(&org.path(&format!("/backups/targets/{target}")), &org.admin)
+        .await
+        .expect(200);
 }
 
 async fn targets_of_other_organizations_are_not_found(backend: Backend) {
     let app = spawn_app(backend).await;
     let (alpha, beta) = app.two_orgs().await;
-    let reply = app.post(&beta.path("/backups/targets"), &beta.admin, &s3_target("t", SECRET)).await;
+    let reply = app
+        .post(
+            &beta.path("/backups/targets"),
+            &beta.admin,
+            &s3_target("t", SECRET),
+        )
+        .await;
     let id = reply.expect(201)["id"].as_str().unwrap().to_owned();
     let body = s3_target("stolen", SECRET);
-    app.get(&beta.path("/backups/targets"), &alpha.admin).await.expect(404);
-    app.post(&beta.path("/backups/targets"), &alpha.admin, &body).await.expect(404);
-    for path in [beta.path(&format!("/backups/targets/{id}")), alpha.path(&format!("/backups/targets/{id}"))] {
+    app.get(&beta.path("/backups/targets"), &alpha.admin)
+        .await
+        .expect(404);
+    app.post(&beta.path("/backups/targets"), &alpha.admin, &body)
+        .await
+        .expect(404);
+    for path in [
+        beta.path(&format!("/backups/targets/{id}")),
+        alpha.path(&format!("/backups/targets/{id}")),
+    ] {
         app.get(&path, &alpha.admin).await.expect(404);
         app.put(&path, &alpha.admin, &body).await.expect(404);
         app.delete(&path, &alpha.admin).await.expect(404);
@@ -277,7 +381,9 @@ async fn targets_of_other_organizations_are_not_found(backend: Backend) {
     app.get(&alpha.path("/backups/targets/not-an-id"), &alpha.admin)
         .await
         .expect_field_error(404, "targetId");
-    let reply = app.get(&beta.path(&format!("/backups/targets/{id}")), &beta.viewer).await;
+    let reply = app
+        .get(&beta.path(&format!("/backups/targets/{id}")), &beta.viewer)
+        .await;
     assert_eq!(reply.expect(200)["name"], "t");
 }
 
@@ -285,7 +391,9 @@ async fn system_targets_are_for_administrators(backend: Backend) {
     let app = spawn_app(backend).await;
     let org = app.org("acme").await;
     let path = "/api/v1/system/backups/targets";
-    let reply = app.post(path, &app.admin_token, &s3_target("shared", SECRET)).await;
+    let reply = app
+        .post(path, &app.admin_token, &s3_target("shared", SECRET))
+        .await;
     let created = reply.expect(201).clone();
     assert!(created["organizationId"].is_null());
     assert!(!reply.text.contains(SECRET));
@@ -295,21 +403,37 @@ async fn system_targets_are_for_administrators(backend: Backend) {
     // System targets are not an organization's.
     let list = app.get(&org.path("/backups/targets"), &org.admin).await;
     assert!(list.expect(200)["items"].as_array().unwrap().is_empty());
-    app.get(&org.path(&format!("/backups/targets/{id}")), &org.admin).await.expect(404);
+    app.get(&org.path(&format!("/backups/targets/{id}")), &org.admin)
+        .await
+        .expect(404);
 
     app.get(path, &org.admin).await.expect(403);
-    app.post(path, &org.admin, &s3_target("x", SECRET)).await.expect(403);
-    app.get(&format!("{path}/{id}"), &org.admin).await.expect(403);
-    app.delete(&format!("{path}/{id}"), &org.admin).await.expect(403);
+    app.post(path, &org.admin, &s3_target("x", SECRET))
+        .await
+        .expect(403);
+    app.get(&format!("{path}/{id}"), &org.admin)
+        .await
+        .expect(403);
+    app.delete(&format!("{path}/{id}"), &org.admin)
+        .await
+        .expect(403);
 
     let mut default = s3_target("y", SECRET);
     default["isDefault"] = json!(true);
     app.post(path, &app.admin_token, &default)
         .await
         .expect_field_error(422, "isDefault");
-    app.put(&format!("{path}/{id}"), &app.admin_token, &s3_target("renamed", SECRET))
+    app.put(
+        &format!("{path}/{id}"),
+        &app.admin_token,
+        &s3_target("renamed", SECRET),
+    )
+    .await
+    .expect(200);
+    app.delete(&format!("{path}/{id}"), &app.admin_token)
         .await
-        .expect(200);
-    app.delete(&format!("{path}/{id}"), &app.admin_token).await.expect(204);
-    app.get(&format!("{path}/{id}"), &app.admin_token).await.expect(404);
+        .expect(204);
+    app.get(&format!("{path}/{id}"), &app.admin_token)
+        .await
+        .expect(404);
 }

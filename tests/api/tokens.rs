@@ -16,16 +16,25 @@ async fn tokens_are_shown_once_stored_hashed_and_revocable(backend: Backend) {
     let org = app.create_org("acme").await;
     let path = format!("/api/v1/organizations/{org}/tokens");
     let reply = app
-        .post(&path, &app.admin_token, &json!({ "name": "ci", "role": "operator" }))
+        .post(
+            &path,
+            &app.admin_token,
+            &json!({ "name": "ci", "role": "operator" }),
+        )
         .await;
     let created = reply.expect(201).clone();
     let token = created["token"].as_str().unwrap().to_owned();
-    assert!(token.starts_with("cairn_") && token.len() >= 6 + 43, "{token}");
+    assert!(
+        token.starts_with("cairn_") && token.len() >= 6 + 43,
+        "{token}"
+    );
     assert_eq!(created["role"], "operator");
     assert_eq!(created["organizationId"], org.as_str());
 
     // The token works, and nothing stores or lists it in the clear.
-    app.get(&format!("/api/v1/organizations/{org}"), &token).await.expect(200);
+    app.get(&format!("/api/v1/organizations/{org}"), &token)
+        .await
+        .expect(200);
     let rows = api_token::Entity::find().all(&app.cairn.db).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_ne!(rows[0].token_hash, token);
@@ -37,9 +46,15 @@ async fn tokens_are_shown_once_stored_hashed_and_revocable(backend: Backend) {
     assert!(list.body["items"][0]["lastUsedAt"].is_string());
 
     let id = created["id"].as_str().unwrap();
-    app.delete(&format!("{path}/{id}"), &app.admin_token).await.expect(204);
-    app.get(&format!("/api/v1/organizations/{org}"), &token).await.expect(401);
-    app.delete(&format!("{path}/{id}"), &app.admin_token).await.expect(404);
+    app.delete(&format!("{path}/{id}"), &app.admin_token)
+        .await
+        .expect(204);
+    app.get(&format!("/api/v1/organizations/{org}"), &token)
+        .await
+        .expect(401);
+    app.delete(&format!("{path}/{id}"), &app.admin_token)
+        .await
+        .expect(404);
 }
 
 async fn roles_limit_what_a_token_may_do(backend: Backend) {
@@ -63,17 +78,32 @@ async fn tokens_of_other_organizations_are_not_found(backend: Backend) {
     let app = spawn_app(backend).await;
     let (alpha, beta) = app.two_orgs().await;
     let list = app.get(&beta.path("/tokens"), &app.admin_token).await;
-    let beta_token_id = list.expect(200)["items"][0]["id"].as_str().unwrap().to_owned();
-    app.get(&beta.path("/tokens"), &alpha.admin).await.expect(404);
-    app.post(&beta.path("/tokens"), &alpha.admin, &json!({ "name": "x", "role": "admin" }))
+    let beta_token_id = list.expect(200)["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.get(&beta.path("/tokens"), &alpha.admin)
         .await
         .expect(404);
-    app.delete(&beta.path(&format!("/tokens/{beta_token_id}")), &alpha.admin)
-        .await
-        .expect(404);
+    app.post(
+        &beta.path("/tokens"),
+        &alpha.admin,
+        &json!({ "name": "x", "role": "admin" }),
+    )
+    .await
+    .expect(404);
+    app.delete(
+        &beta.path(&format!("/tokens/{beta_token_id}")),
+        &alpha.admin,
+    )
+    .await
+    .expect(404);
     // Through alpha's own path, beta's token id is not found either.
-    app.delete(&alpha.path(&format!("/tokens/{beta_token_id}")), &alpha.admin)
-        .await
-        .expect(404);
+    app.delete(
+        &alpha.path(&format!("/tokens/{beta_token_id}")),
+        &alpha.admin,
+    )
+    .await
+    .expect(404);
     app.get(&beta.path(""), &beta.viewer).await.expect(200);
 }

@@ -1,8 +1,8 @@
 //! `/api/v1/organizations/{orgId}/backups/jobs`
 
-use actix_web::{delete, get, post, put, web, HttpResponse};
-use cairn_core::jobs::{self, JobRequest, JobView};
+use actix_web::{web, HttpResponse};
 use cairn_core::auth::Role;
+use cairn_core::jobs::{self, JobRequest, JobView};
 use cairn_core::Cairn;
 use chrono::Utc;
 
@@ -11,22 +11,34 @@ use crate::error::ApiError;
 use crate::extract::{Auth, Body};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(list)
-        .service(create)
-        .service(get)
-        .service(update)
-        .service(remove);
+    cfg.service(
+        web::resource("/api/v1/organizations/{orgId}/backups/jobs")
+            .route(web::get().to(list))
+            .route(web::post().to(create)),
+    )
+    .service(
+        web::resource("/api/v1/organizations/{orgId}/backups/jobs/{jobId}")
+            .route(web::get().to(get))
+            .route(web::put().to(update))
+            .route(web::delete().to(remove)),
+    );
 }
 
 /// List the organization's backup jobs.
-#[utoipa::path(tag = "jobs", params(OrgPath), responses((status = 200, body = Items<JobView>)))]
-#[get("/api/v1/organizations/{orgId}/backups/jobs")]
+#[utoipa::path(get, path = "/api/v1/organizations/{orgId}/backups/jobs", tag = "jobs", params(OrgPath), responses((status = 200, body = Items<JobView>)))]
 pub async fn list(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&principal, &cairn, path.org_id, Role::Viewer, "reading jobs").await?;
+    authorize(
+        &principal,
+        &cairn,
+        path.org_id,
+        Role::Viewer,
+        "reading jobs",
+    )
+    .await?;
     let items = jobs::list(&cairn, path.org_id).await?;
     Ok(HttpResponse::Ok().json(Items { items }))
 }
@@ -35,40 +47,56 @@ pub async fn list(
 ///
 /// `nextRunAt` is computed from the schedule (UTC).
 #[utoipa::path(
+    post,
+    path = "/api/v1/organizations/{orgId}/backups/jobs",
     tag = "jobs",
     params(OrgPath),
     request_body = JobRequest,
     responses(
         (status = 201, body = JobView),
         (status = 409, description = "The name is taken", body = crate::error::Problem, content_type = "application/problem+json"),
-    )
-)]
-#[post("/api/v1/organizations/{orgId}/backups/jobs")]
+    ))]
 pub async fn create(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
     Body(request): Body<JobRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&principal, &cairn, path.org_id, Role::Admin, "creating jobs").await?;
+    authorize(
+        &principal,
+        &cairn,
+        path.org_id,
+        Role::Admin,
+        "creating jobs",
+    )
+    .await?;
     let created = jobs::create(&cairn, path.org_id, request, Utc::now()).await?;
     Ok(HttpResponse::Created()
         .insert_header((
             "Location",
-            format!("/api/v1/organizations/{}/backups/jobs/{}", path.org_id, created.id),
+            format!(
+                "/api/v1/organizations/{}/backups/jobs/{}",
+                path.org_id, created.id
+            ),
         ))
         .json(created))
 }
 
 /// Get a backup job.
-#[utoipa::path(tag = "jobs", params(OrgJobPath), responses((status = 200, body = JobView)))]
-#[get("/api/v1/organizations/{orgId}/backups/jobs/{jobId}")]
+#[utoipa::path(get, path = "/api/v1/organizations/{orgId}/backups/jobs/{jobId}", tag = "jobs", params(OrgJobPath), responses((status = 200, body = JobView)))]
 pub async fn get(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgJobPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&principal, &cairn, path.org_id, Role::Viewer, "reading jobs").await?;
+    authorize(
+        &principal,
+        &cairn,
+        path.org_id,
+        Role::Viewer,
+        "reading jobs",
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(jobs::get(&cairn, path.org_id, path.job_id).await?))
 }
 
@@ -76,35 +104,48 @@ pub async fn get(
 ///
 /// `nextRunAt` is recomputed from the schedule.
 #[utoipa::path(
+    put,
+    path = "/api/v1/organizations/{orgId}/backups/jobs/{jobId}",
     tag = "jobs",
     params(OrgJobPath),
     request_body = JobRequest,
     responses(
         (status = 200, body = JobView),
         (status = 409, description = "The name is taken", body = crate::error::Problem, content_type = "application/problem+json"),
-    )
-)]
-#[put("/api/v1/organizations/{orgId}/backups/jobs/{jobId}")]
+    ))]
 pub async fn update(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgJobPath>,
     Body(request): Body<JobRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&principal, &cairn, path.org_id, Role::Admin, "changing jobs").await?;
+    authorize(
+        &principal,
+        &cairn,
+        path.org_id,
+        Role::Admin,
+        "changing jobs",
+    )
+    .await?;
     let updated = jobs::update(&cairn, path.org_id, path.job_id, request, Utc::now()).await?;
     Ok(HttpResponse::Ok().json(updated))
 }
 
 /// Delete a backup job; its backup history is kept.
-#[utoipa::path(tag = "jobs", params(OrgJobPath), responses((status = 204, description = "Deleted")))]
-#[delete("/api/v1/organizations/{orgId}/backups/jobs/{jobId}")]
+#[utoipa::path(delete, path = "/api/v1/organizations/{orgId}/backups/jobs/{jobId}", tag = "jobs", params(OrgJobPath), responses((status = 204, description = "Deleted")))]
 pub async fn remove(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgJobPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&principal, &cairn, path.org_id, Role::Admin, "deleting jobs").await?;
+    authorize(
+        &principal,
+        &cairn,
+        path.org_id,
+        Role::Admin,
+        "deleting jobs",
+    )
+    .await?;
     jobs::delete(&cairn, path.org_id, path.job_id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

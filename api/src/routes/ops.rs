@@ -1,6 +1,6 @@
 //! Liveness and readiness. (`/metrics` is served by the metrics middleware.)
 
-use actix_web::{get, web, HttpResponse};
+use actix_web::{web, HttpResponse};
 use cairn_core::Cairn;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -8,7 +8,8 @@ use utoipa::ToSchema;
 use crate::error::ApiError;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(healthz).service(readyz);
+    cfg.service(web::resource("/healthz").route(web::get().to(healthz)))
+        .service(web::resource("/readyz").route(web::get().to(readyz)));
 }
 
 #[derive(Serialize, ToSchema)]
@@ -18,22 +19,21 @@ pub struct Health {
 }
 
 /// Liveness: the process answers.
-#[utoipa::path(tag = "operations", security(()), responses((status = 200, body = Health)))]
-#[get("/healthz")]
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()), responses((status = 200, body = Health)))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health { status: "ok" })
 }
 
 /// Readiness: the database answers.
 #[utoipa::path(
+    get,
+    path = "/readyz",
     tag = "operations",
     security(()),
     responses(
         (status = 200, body = Health),
         (status = 503, description = "A dependency does not answer", body = crate::error::Problem, content_type = "application/problem+json"),
-    )
-)]
-#[get("/readyz")]
+    ))]
 pub async fn readyz(cairn: web::Data<Cairn>) -> Result<HttpResponse, ApiError> {
     cairn
         .ping()

@@ -1,6 +1,6 @@
 //! `/api/v1/organizations`
 
-use actix_web::{delete, get, post, web, HttpResponse};
+use actix_web::{web, HttpResponse};
 use cairn_core::auth::Role;
 use cairn_core::orgs::{self, CreateOrganizationRequest, OrganizationView};
 use cairn_core::Cairn;
@@ -11,21 +11,30 @@ use crate::error::ApiError;
 use crate::extract::{Auth, Body};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(create).service(list).service(get).service(remove);
+    cfg.service(
+        web::resource("/api/v1/organizations")
+            .route(web::post().to(create))
+            .route(web::get().to(list)),
+    )
+    .service(
+        web::resource("/api/v1/organizations/{orgId}")
+            .route(web::get().to(get))
+            .route(web::delete().to(remove)),
+    );
 }
 
 /// Create an organization.
 ///
 /// System administrators only.
 #[utoipa::path(
+    post,
+    path = "/api/v1/organizations",
     tag = "organizations",
     request_body = CreateOrganizationRequest,
     responses(
         (status = 201, body = OrganizationView),
         (status = 409, description = "The slug is taken", body = crate::error::Problem, content_type = "application/problem+json"),
-    )
-)]
-#[post("/api/v1/organizations")]
+    ))]
 pub async fn create(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
@@ -42,16 +51,17 @@ pub async fn create(
 ///
 /// A system administrator sees every organization; an organization token
 /// sees its own.
-#[utoipa::path(tag = "organizations", responses((status = 200, body = Items<OrganizationView>)))]
-#[get("/api/v1/organizations")]
-pub async fn list(Auth(principal): Auth, cairn: web::Data<Cairn>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/api/v1/organizations", tag = "organizations", responses((status = 200, body = Items<OrganizationView>)))]
+pub async fn list(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+) -> Result<HttpResponse, ApiError> {
     let items = orgs::list(&cairn.db, &principal).await?;
     Ok(HttpResponse::Ok().json(Items { items }))
 }
 
 /// Get an organization.
-#[utoipa::path(tag = "organizations", params(OrgPath), responses((status = 200, body = OrganizationView)))]
-#[get("/api/v1/organizations/{orgId}")]
+#[utoipa::path(get, path = "/api/v1/organizations/{orgId}", tag = "organizations", params(OrgPath), responses((status = 200, body = OrganizationView)))]
 pub async fn get(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
@@ -65,8 +75,7 @@ pub async fn get(
 ///
 /// System administrators only. Archives already written to storage targets
 /// are not deleted.
-#[utoipa::path(tag = "organizations", params(OrgPath), responses((status = 204, description = "Deleted")))]
-#[delete("/api/v1/organizations/{orgId}")]
+#[utoipa::path(delete, path = "/api/v1/organizations/{orgId}", tag = "organizations", params(OrgPath), responses((status = 204, description = "Deleted")))]
 pub async fn remove(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,

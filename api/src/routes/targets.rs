@@ -1,7 +1,7 @@
 //! `/api/v1/organizations/{orgId}/backups/targets` and the system-level
 //! twin `/api/v1/system/backups/targets` (administrators).
 
-use actix_web::{delete, get, post, put, web, HttpResponse};
+use actix_web::{web, HttpResponse};
 use cairn_core::auth::Role;
 use cairn_core::targets::{self, TargetRequest, TargetView};
 use cairn_core::Cairn;
@@ -12,30 +12,48 @@ use crate::error::ApiError;
 use crate::extract::{Auth, Body};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(list)
-        .service(create)
-        .service(get)
-        .service(update)
-        .service(remove)
-        .service(system_list)
-        .service(system_create)
-        .service(system_get)
-        .service(system_update)
-        .service(system_remove);
+    cfg.service(
+        web::resource("/api/v1/organizations/{orgId}/backups/targets")
+            .route(web::get().to(list))
+            .route(web::post().to(create)),
+    )
+    .service(
+        web::resource("/api/v1/organizations/{orgId}/backups/targets/{targetId}")
+            .route(web::get().to(get))
+            .route(web::put().to(update))
+            .route(web::delete().to(remove)),
+    )
+    .service(
+        web::resource("/api/v1/system/backups/targets")
+            .route(web::get().to(system_list))
+            .route(web::post().to(system_create)),
+    )
+    .service(
+        web::resource("/api/v1/system/backups/targets/{targetId}")
+            .route(web::get().to(system_get))
+            .route(web::put().to(system_update))
+            .route(web::delete().to(system_remove)),
+    );
 }
 
 /// List the organization's storage targets.
 ///
 /// Secrets are never returned: `secretAccessKeySet` and `privateKeySet` say
 /// whether they are stored.
-#[utoipa::path(tag = "targets", params(OrgPath), responses((status = 200, body = Items<TargetView>)))]
-#[get("/api/v1/organizations/{orgId}/backups/targets")]
+#[utoipa::path(get, path = "/api/v1/organizations/{orgId}/backups/targets", tag = "targets", params(OrgPath), responses((status = 200, body = Items<TargetView>)))]
 pub async fn list(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&principal, &cairn, path.org_id, Role::Viewer, "reading targets").await?;
+    authorize(
+        &principal,
+        &cairn,
+        path.org_id,
+        Role::Viewer,
+        "reading targets",
+    )
+    .await?;
     let items = targets::list(&cairn, Some(path.org_id)).await?;
     Ok(HttpResponse::Ok().json(Items { items }))
 }
@@ -45,40 +63,56 @@ pub async fn list(
 /// Organization admins. Local targets must lie under the server's local
 /// backup root and can be disabled by the operator.
 #[utoipa::path(
+    post,
+    path = "/api/v1/organizations/{orgId}/backups/targets",
     tag = "targets",
     params(OrgPath),
     request_body = TargetRequest,
     responses(
         (status = 201, body = TargetView),
         (status = 409, description = "The name is taken", body = crate::error::Problem, content_type = "application/problem+json"),
-    )
-)]
-#[post("/api/v1/organizations/{orgId}/backups/targets")]
+    ))]
 pub async fn create(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
     Body(request): Body<TargetRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&principal, &cairn, path.org_id, Role::Admin, "creating targets").await?;
+    authorize(
+        &principal,
+        &cairn,
+        path.org_id,
+        Role::Admin,
+        "creating targets",
+    )
+    .await?;
     let created = targets::create(&cairn, Some(path.org_id), request, Utc::now()).await?;
     Ok(HttpResponse::Created()
         .insert_header((
             "Location",
-            format!("/api/v1/organizations/{}/backups/targets/{}", path.org_id, created.id),
+            format!(
+                "/api/v1/organizations/{}/backups/targets/{}",
+                path.org_id, created.id
+            ),
         ))
         .json(created))
 }
 
 /// Get a storage target.
-#[utoipa::path(tag = "targets", params(OrgTargetPath), responses((status = 200, body = TargetView)))]
-#[get("/api/v1/organizations/{orgId}/backups/targets/{targetId}")]
+#[utoipa::path(get, path = "/api/v1/organizations/{orgId}/backups/targets/{targetId}", tag = "targets", params(OrgTargetPath), responses((status = 200, body = TargetView)))]
 pub async fn get(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgTargetPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&principal, &cairn, path.org_id, Role::Viewer, "reading targets").await?;
+    authorize(
+        &principal,
+        &cairn,
+        path.org_id,
+        Role::Viewer,
+        "reading targets",
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(targets::get(&cairn, Some(path.org_id), path.target_id).await?))
 }
 
@@ -86,23 +120,37 @@ pub async fn get(
 ///
 /// Omitted secrets keep their stored values.
 #[utoipa::path(
+    put,
+    path = "/api/v1/organizations/{orgId}/backups/targets/{targetId}",
     tag = "targets",
     params(OrgTargetPath),
     request_body = TargetRequest,
     responses(
         (status = 200, body = TargetView),
         (status = 409, description = "The name is taken", body = crate::error::Problem, content_type = "application/problem+json"),
-    )
-)]
-#[put("/api/v1/organizations/{orgId}/backups/targets/{targetId}")]
+    ))]
 pub async fn update(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgTargetPath>,
     Body(request): Body<TargetRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&principal, &cairn, path.org_id, Role::Admin, "changing targets").await?;
-    let updated = targets::update(&cairn, Some(path.org_id), path.target_id, request, Utc::now()).await?;
+    authorize(
+        &principal,
+        &cairn,
+        path.org_id,
+        Role::Admin,
+        "changing targets",
+    )
+    .await?;
+    let updated = targets::update(
+        &cairn,
+        Some(path.org_id),
+        path.target_id,
+        request,
+        Utc::now(),
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(updated))
 }
 
@@ -110,20 +158,27 @@ pub async fn update(
 ///
 /// Refused (409) while a job uses it or backup records point at it.
 #[utoipa::path(
+    delete,
+    path = "/api/v1/organizations/{orgId}/backups/targets/{targetId}",
     tag = "targets",
     params(OrgTargetPath),
     responses(
         (status = 204, description = "Deleted"),
         (status = 409, description = "The target is in use", body = crate::error::Problem, content_type = "application/problem+json"),
-    )
-)]
-#[delete("/api/v1/organizations/{orgId}/backups/targets/{targetId}")]
+    ))]
 pub async fn remove(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgTargetPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&principal, &cairn, path.org_id, Role::Admin, "deleting targets").await?;
+    authorize(
+        &principal,
+        &cairn,
+        path.org_id,
+        Role::Admin,
+        "deleting targets",
+    )
+    .await?;
     targets::delete(&cairn, Some(path.org_id), path.target_id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -131,9 +186,11 @@ pub async fn remove(
 /// List the system-level targets.
 ///
 /// System administrators only.
-#[utoipa::path(tag = "system", responses((status = 200, body = Items<TargetView>)))]
-#[get("/api/v1/system/backups/targets")]
-pub async fn system_list(Auth(principal): Auth, cairn: web::Data<Cairn>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/api/v1/system/backups/targets", tag = "system", responses((status = 200, body = Items<TargetView>)))]
+pub async fn system_list(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+) -> Result<HttpResponse, ApiError> {
     principal.require_system_admin("reading system targets")?;
     let items = targets::list(&cairn, None).await?;
     Ok(HttpResponse::Ok().json(Items { items }))
@@ -144,14 +201,14 @@ pub async fn system_list(Auth(principal): Auth, cairn: web::Data<Cairn>) -> Resu
 /// System administrators only. Used when an organization has no target of
 /// its own.
 #[utoipa::path(
+    post,
+    path = "/api/v1/system/backups/targets",
     tag = "system",
     request_body = TargetRequest,
     responses(
         (status = 201, body = TargetView),
         (status = 409, description = "The name is taken", body = crate::error::Problem, content_type = "application/problem+json"),
-    )
-)]
-#[post("/api/v1/system/backups/targets")]
+    ))]
 pub async fn system_create(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
@@ -160,13 +217,15 @@ pub async fn system_create(
     principal.require_system_admin("creating system targets")?;
     let created = targets::create(&cairn, None, request, Utc::now()).await?;
     Ok(HttpResponse::Created()
-        .insert_header(("Location", format!("/api/v1/system/backups/targets/{}", created.id)))
+        .insert_header((
+            "Location",
+            format!("/api/v1/system/backups/targets/{}", created.id),
+        ))
         .json(created))
 }
 
 /// Get a system-level target.
-#[utoipa::path(tag = "system", params(SystemTargetPath), responses((status = 200, body = TargetView)))]
-#[get("/api/v1/system/backups/targets/{targetId}")]
+#[utoipa::path(get, path = "/api/v1/system/backups/targets/{targetId}", tag = "system", params(SystemTargetPath), responses((status = 200, body = TargetView)))]
 pub async fn system_get(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
@@ -181,15 +240,15 @@ pub async fn system_get(
 /// "System default" is rewritten from `cairn.yml` at every start when the
 /// file has a `backup:` section.
 #[utoipa::path(
+    put,
+    path = "/api/v1/system/backups/targets/{targetId}",
     tag = "system",
     params(SystemTargetPath),
     request_body = TargetRequest,
     responses(
         (status = 200, body = TargetView),
         (status = 409, description = "The name is taken", body = crate::error::Problem, content_type = "application/problem+json"),
-    )
-)]
-#[put("/api/v1/system/backups/targets/{targetId}")]
+    ))]
 pub async fn system_update(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
@@ -203,14 +262,14 @@ pub async fn system_update(
 
 /// Delete a system-level target.
 #[utoipa::path(
+    delete,
+    path = "/api/v1/system/backups/targets/{targetId}",
     tag = "system",
     params(SystemTargetPath),
     responses(
         (status = 204, description = "Deleted"),
         (status = 409, description = "The target is in use", body = crate::error::Problem, content_type = "application/problem+json"),
-    )
-)]
-#[delete("/api/v1/system/backups/targets/{targetId}")]
+    ))]
 pub async fn system_remove(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,

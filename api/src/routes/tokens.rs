@@ -1,6 +1,6 @@
 //! `/api/v1/organizations/{orgId}/tokens`
 
-use actix_web::{delete, get, post, web, HttpResponse};
+use actix_web::{web, HttpResponse};
 use cairn_core::auth::{self, CreateTokenRequest, CreatedTokenView, Role, TokenView};
 use cairn_core::Cairn;
 use chrono::Utc;
@@ -10,7 +10,15 @@ use crate::error::ApiError;
 use crate::extract::{Auth, Body};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(create).service(list).service(remove);
+    cfg.service(
+        web::resource("/api/v1/organizations/{orgId}/tokens")
+            .route(web::post().to(create))
+            .route(web::get().to(list)),
+    )
+    .service(
+        web::resource("/api/v1/organizations/{orgId}/tokens/{tokenId}")
+            .route(web::delete().to(remove)),
+    );
 }
 
 /// Create an API token for the organization.
@@ -18,45 +26,64 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// Organization admins and system administrators. The token is in the
 /// response, once; only its hash is stored.
 #[utoipa::path(
+    post,
+    path = "/api/v1/organizations/{orgId}/tokens",
     tag = "tokens",
     params(OrgPath),
     request_body = CreateTokenRequest,
-    responses((status = 201, body = CreatedTokenView))
-)]
-#[post("/api/v1/organizations/{orgId}/tokens")]
+    responses((status = 201, body = CreatedTokenView)))]
 pub async fn create(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
     Body(request): Body<CreateTokenRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&principal, &cairn, path.org_id, Role::Admin, "creating tokens").await?;
+    authorize(
+        &principal,
+        &cairn,
+        path.org_id,
+        Role::Admin,
+        "creating tokens",
+    )
+    .await?;
     let created = auth::create_token(&cairn.db, Some(path.org_id), request, Utc::now()).await?;
     Ok(HttpResponse::Created().json(created))
 }
 
 /// List the organization's tokens (never the tokens themselves).
-#[utoipa::path(tag = "tokens", params(OrgPath), responses((status = 200, body = Items<TokenView>)))]
-#[get("/api/v1/organizations/{orgId}/tokens")]
+#[utoipa::path(get, path = "/api/v1/organizations/{orgId}/tokens", tag = "tokens", params(OrgPath), responses((status = 200, body = Items<TokenView>)))]
 pub async fn list(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&principal, &cairn, path.org_id, Role::Admin, "listing tokens").await?;
+    authorize(
+        &principal,
+        &cairn,
+        path.org_id,
+        Role::Admin,
+        "listing tokens",
+    )
+    .await?;
     let items = auth::list_tokens(&cairn.db, path.org_id).await?;
     Ok(HttpResponse::Ok().json(Items { items }))
 }
 
 /// Revoke a token.
-#[utoipa::path(tag = "tokens", params(OrgTokenPath), responses((status = 204, description = "Revoked")))]
-#[delete("/api/v1/organizations/{orgId}/tokens/{tokenId}")]
+#[utoipa::path(delete, path = "/api/v1/organizations/{orgId}/tokens/{tokenId}", tag = "tokens", params(OrgTokenPath), responses((status = 204, description = "Revoked")))]
 pub async fn remove(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgTokenPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&principal, &cairn, path.org_id, Role::Admin, "revoking tokens").await?;
+    authorize(
+        &principal,
+        &cairn,
+        path.org_id,
+        Role::Admin,
+        "revoking tokens",
+    )
+    .await?;
     auth::delete_token(&cairn.db, path.org_id, path.token_id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -20,6 +20,8 @@ use crate::Cairn;
 
 /// The largest count a keep rule accepts.
 const MAX_KEEP: u32 = 10_000;
+/// The longest cron expression stored (the column's width).
+const MAX_SCHEDULE_LEN: usize = 200;
 
 /// `POST`/`PUT` body of a job.
 #[derive(Clone, Debug, Deserialize, ToSchema)]
@@ -144,6 +146,13 @@ async fn validate(
     let mut v = Validator::new();
     v.check_result("name", check_display_name(&request.name));
     let schedule = match parse_schedule(&request.schedule) {
+        Ok(_) if request.schedule.trim().len() > MAX_SCHEDULE_LEN => {
+            v.add(
+                "schedule",
+                format!("must be at most {MAX_SCHEDULE_LEN} characters"),
+            );
+            None
+        }
         Ok(schedule) => Some(schedule),
         Err(message) => {
             v.add("schedule", message);

@@ -75,6 +75,7 @@ impl Cairn {
             config: Arc::new(config),
             master_key,
         };
+        cairn.check_master_key().await?;
         if let Some(section) = &cairn.config.backup {
             let created = targets::ensure_system_default(&cairn, section, Utc::now()).await?;
             tracing::info!(
@@ -103,6 +104,27 @@ impl Cairn {
         )
         .await?;
         Ok(Some(created.token))
+    }
+
+    /// Refuses a master key that does not open the secrets already stored:
+    /// better a loud start-up failure than every later read failing.
+    async fn check_master_key(&self) -> anyhow::Result<()> {
+        use cairn_entity::backup_target;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        let sealed = backup_target::Entity::find()
+            .filter(backup_target::Column::SecretsCiphertext.is_not_null())
+            .one(&self.db)
+            .await?;
+        if let Some(target) = sealed {
+            let ciphertext = target.secrets_ciphertext.as_deref().unwrap_or_default();
+            if self.master_key.open(target.id, ciphertext).is_err() {
+                anyhow::bail!(
+                    "the master key does not open the secrets stored in this database; \
+                     start with the key they were sealed with (CAIRN_MASTER_KEY or <data_dir>/master.key)"
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Whether the database answers.

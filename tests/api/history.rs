@@ -244,3 +244,57 @@ async fn history_of_other_organizations_is_not_found(backend: Backend) {
         .await
         .expect(200);
 }
+
+both_backends!(deleting_an_organization_removes_its_records_only);
+
+async fn deleting_an_organization_removes_its_records_only(backend: Backend) {
+    use cairn_entity::{backup_job, backup_target};
+    use sea_orm::{EntityTrait, PaginatorTrait};
+    let app = spawn_app(backend).await;
+    let (alpha, beta) = app.two_orgs().await;
+    for org in [&alpha, &beta] {
+        let target = app
+            .post(
+                &org.path("/backups/targets"),
+                &org.admin,
+                &crate::helpers::s3_target("t", "s"),
+            )
+            .await;
+        let target = target.expect(201)["id"].as_str().unwrap().to_owned();
+        let mut body = job("nightly", &[]);
+        body["targetId"] = json!(target);
+        app.post(&org.path("/backups/jobs"), &org.admin, &body)
+            .await
+            .expect(201);
+        let id = seed(
+            &app,
+            Seed {
+                org: &org.id,
+                job: None,
+                app: None,
+                status: "success",
+                created_at: Utc::now(),
+            },
+        )
+        .await;
+        // The record points at the target, as a worker's would.
+        let mut record: backup::ActiveModel = backup::Entity::find_by_id(id)
+            .one(&app.cairn.db)
+            .await
+            .unwrap()
+            .unwrap()
+            .into();
+        record.target_id = Set(Some(Uuid::parse_str(&target).unwrap()));
+        record.update(&app.cairn.db).await.unwrap();
+    }
+    app.delete(&alpha.path(""), &app.admin_token)
+        .await
+        .expect(204);
+    let db = &app.cairn.db;
+    assert_eq!(backup::Entity::find().count(db).await.unwrap(), 1);
+    assert_eq!(backup_job::Entity::find().count(db).await.unwrap(), 1);
+    assert_eq!(backup_target::Entity::find().count(db).await.unwrap(), 1);
+    app.get(&alpha.path(""), &alpha.admin).await.expect(401);
+    let page = app.get(&beta.path("/backups/history"), &beta.viewer).await;
+    assert_eq!(ids(page.expect(200)).len(), 1);
+}

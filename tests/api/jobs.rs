@@ -134,7 +134,18 @@ async fn invalid_jobs_are_refused_with_the_field(backend: Backend) {
         body[key] = value;
         body
     };
-    for schedule in ["not cron", "61 * * * *", "* * * *", "0 0 31 2 *", ""] {
+    // Valid cron, but longer than the 200 characters a schedule may have.
+    let list = |n: u32| (0..n).map(|m| m.to_string()).collect::<Vec<_>>().join(",");
+    let long = format!("{} {} * * *", list(60), list(24));
+    assert!(long.len() > 200);
+    for schedule in [
+        "not cron",
+        "61 * * * *",
+        "* * * *",
+        "0 0 31 2 *",
+        "",
+        long.as_str(),
+    ] {
         app.post(&path, &alpha.admin, &with("schedule", json!(schedule)))
             .await
             .expect_field_error(422, "schedule");

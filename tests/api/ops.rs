@@ -104,6 +104,9 @@ async fn openapi_document_is_served_complete_with_swagger_ui() {
     assert!(operations >= 31, "{operations} operations");
     assert!(served["components"]["securitySchemes"]["bearer"].is_object());
 
+    let redirect = app.client.get(app.url("/docs")).send().await.unwrap();
+    assert!(redirect.status().is_redirection());
+    assert_eq!(redirect.headers()["location"], "/docs/");
     let page = app.client.get(app.url("/docs/")).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();

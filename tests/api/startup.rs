@@ -1,6 +1,7 @@
 //! Start-up: the `backup:` section of `cairn.yml`, the bootstrap
 //! administrator token, and migrations on an existing database.
 
+use base64::Engine;
 use cairn_core::{Cairn, Config, MasterKeyPolicy};
 use cairn_entity::backup_target;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
@@ -10,6 +11,7 @@ use crate::both_backends;
 use crate::helpers::{fresh_database, Backend};
 
 both_backends!(
+    a_wrong_master_key_stops_the_start,
     backup_section_creates_system_default_once_and_updates_it,
     invalid_backup_section_names_the_key,
     bootstrap_token_is_created_once,
@@ -165,4 +167,28 @@ async fn replicas_refuse_to_start_without_a_shared_master_key() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("CAIRN_MASTER_KEY"), "{error}");
+}
+
+async fn a_wrong_master_key_stops_the_start(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database(backend, dir.path()).await;
+    let yaml = "backup:\n  type: s3\n  bucket: system-backups\n  access_key: AKIA\n  secret_key: sealed-secret\n";
+    let cairn = Cairn::open(
+        config_from_file(dir.path(), yaml, &url),
+        MasterKeyPolicy::GenerateIfMissing,
+    )
+    .await
+    .unwrap();
+    cairn.db.close().await.unwrap();
+    let mut config = config_from_file(dir.path(), "listen: 127.0.0.1:0\n", &url);
+    let other = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    config.master_key = Some(SecretString::from(other));
+    let error = Cairn::open(config, MasterKeyPolicy::Require)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("master key"), "{error}");
+    // The right key (the generated file) still opens it.
+    let config = config_from_file(dir.path(), "listen: 127.0.0.1:0\n", &url);
+    Cairn::open(config, MasterKeyPolicy::Require).await.unwrap();
 }

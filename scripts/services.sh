@@ -51,12 +51,14 @@ start_postgres() {
     chown -R postgres "$dir" "$CAIRN_SERVICES_DIR/pgpass"
     run_as=(runuser -u postgres --)
   fi
-  "${run_as[@]}" "$bin/initdb" -D "$dir/data" -U cairn --pwfile="$CAIRN_SERVICES_DIR/pgpass" \
-    --auth=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
+  # Run from a directory the postgres user can enter: initdb and pg_ctl
+  # change back to the working directory, which may be under /root.
+  (cd "$dir" && "${run_as[@]}" "$bin/initdb" -D "$dir/data" -U cairn --pwfile="$CAIRN_SERVICES_DIR/pgpass" \
+    --auth=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1) \
     || { cat "$dir/initdb.log" >&2; return 1; }
-  "${run_as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+  (cd "$dir" && "${run_as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
     -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
-    start >/dev/null || { cat "$dir/server.log" >&2; return 1; }
+    start >/dev/null) || { cat "$dir/server.log" >&2; return 1; }
   CAIRN_STARTED_PG="$bin/pg_ctl -D $dir/data"
   CAIRN_PG_RUN_AS="${run_as[*]}"
   export TEST_POSTGRES_URL="postgres://cairn:$password@127.0.0.1:$port/postgres"
@@ -66,7 +68,7 @@ start_postgres() {
 stop_services() {
   if [ -n "$CAIRN_STARTED_PG" ]; then
     # shellcheck disable=SC2086
-    $CAIRN_PG_RUN_AS $CAIRN_STARTED_PG -m immediate stop >/dev/null 2>&1 || true
+    (cd / && $CAIRN_PG_RUN_AS $CAIRN_STARTED_PG -m immediate stop >/dev/null 2>&1) || true
     CAIRN_STARTED_PG=""
   fi
   rm -rf "$CAIRN_SERVICES_DIR"

@@ -10,7 +10,7 @@ use anyhow::Context;
 use cairn_api::{Application, ApplicationOptions};
 use cairn_core::auth::{self, CreateTokenRequest, Role};
 use cairn_core::config::LogFormat;
-use cairn_core::{Cairn, Config, MasterKeyPolicy};
+use cairn_core::{Cairn, Config, StartMode};
 use clap::{Parser, Subcommand, ValueEnum};
 use uuid::Uuid;
 
@@ -123,7 +123,7 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
             if let Some(listen) = listen {
                 config.listen = listen;
             }
-            let cairn = Cairn::open(config, MasterKeyPolicy::GenerateIfMissing).await?;
+            let cairn = Cairn::open(config, StartMode::Embedded).await?;
             if let Some(token) = cairn.bootstrap_admin_token().await? {
                 // Printed, not logged: the token must not reach log storage.
                 println!(
@@ -136,7 +136,7 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
             if let Some(listen) = listen {
                 config.listen = listen;
             }
-            let cairn = Cairn::open(config, MasterKeyPolicy::Require).await?;
+            let cairn = Cairn::open(config, StartMode::Replica).await?;
             serve_api(cairn).await
         }
         Command::Migrate => {

@@ -61,7 +61,19 @@ impl FromRequest for Auth {
 
 /// A JSON body, deserialized with the path of the offending field in every
 /// error (`config.bucket`, `volumes[1].name`).
-pub struct Body<T>(pub T);
+///
+/// Extraction itself never fails: the outcome is kept until the handler asks
+/// for it with [`Body::parse`] after checking the caller, so that a bad body
+/// sent without a valid token, or to another organization, still answers
+/// 401 or 404 rather than describing the body.
+pub struct Body<T>(Result<T, ApiError>);
+
+impl<T> Body<T> {
+    /// The request, or why the body was refused.
+    pub fn parse(self) -> Result<T, ApiError> {
+        self.0
+    }
+}
 
 impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
     type Error = ApiError;
@@ -80,44 +92,59 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
         let bytes = web::Bytes::from_request(request, payload);
         Box::pin(async move {
             if !is_json {
-                return Err(ApiError::UnsupportedMediaType);
+                return Ok(Body(Err(ApiError::UnsupportedMediaType)));
             }
-            let bytes = bytes
-                .await
-                .map_err(|error| match error.as_error::<PayloadError>() {
+            let parsed = match bytes.await {
+                Ok(bytes) => parse_json(&bytes),
+                Err(error) => Err(match error.as_error::<PayloadError>() {
                     Some(PayloadError::Overflow) => ApiError::PayloadTooLarge(limit),
                     _ => ApiError::MalformedBody("the request body could not be read".into()),
-                })?;
-            parse_json(&bytes).map(Body)
+                }),
+            };
+            Ok(Body(parsed))
         })
     }
 }
 
+/// Parses a body in two steps, so that the kind of failure is clear: first
+/// JSON syntax over the whole body (400), then the shape of the request
+/// (422, naming the field).
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize::<_, T>(&mut deserializer).map_err(|error| {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|error| ApiError::MalformedBody(format!("the body is not valid JSON: {error}")))?;
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|error| {
         let path = error.path().to_string();
-        let inner = error.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return ApiError::MalformedBody(format!("the body is not valid JSON: {inner}"));
-        }
-        let message = strip_position(&inner.to_string());
+        let message = strip_position(&error.into_inner().to_string());
         let (field, message) = field_of(&path, &message);
         ApiError::Core(Error::Validation(vec![FieldError::new(field, message)]))
-    })?;
-    deserializer
-        .end()
-        .map_err(|error| ApiError::MalformedBody(format!("the body is not valid JSON: {error}")))?;
-    Ok(value)
+    })
 }
 
-/// serde_json appends " at line L column C" to data errors; the field path
-/// says more.
+/// Rewrites a serde data error for the caller: without serde_json's " at
+/// line L column C" (the field path says more), and without the offending
+/// value, which may be a secret sent with the wrong type ("invalid type:
+/// integer `12345`" becomes "invalid type: integer").
 fn strip_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(index) => message[..index].to_owned(),
-        None => message.to_owned(),
+    let message = match message.rfind(" at line ") {
+        Some(index) => &message[..index],
+        None => message,
+    };
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            let (unexpected, expected) = rest.split_once(", expected ").unwrap_or((rest, ""));
+            let kind = unexpected
+                .split(['`', '"'])
+                .next()
+                .unwrap_or(unexpected)
+                .trim();
+            return if expected.is_empty() {
+                format!("{prefix}{kind}")
+            } else {
+                format!("{prefix}{kind}, expected {expected}")
+            };
+        }
     }
+    message.to_owned()
 }
 
 /// Names the field of a data error: its path, plus the field named in a
@@ -198,6 +225,29 @@ mod tests {
     #[allow(dead_code)]
     struct Inner {
         port: u16,
+    }
+
+    #[test]
+    fn messages_do_not_echo_values() {
+        match parse_json::<Outer>(br#"{"name": 12345678, "inner": {"port": 1}}"#) {
+            Err(ApiError::Core(Error::Validation(errors))) => {
+                assert_eq!(
+                    errors[0].message,
+                    "invalid type: integer, expected a string"
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match parse_json::<Outer>(br#"{"name": "x", "inner": {"port": "hunter2"}}"#) {
+            Err(ApiError::Core(Error::Validation(errors))) => {
+                assert!(
+                    !errors[0].message.contains("hunter2"),
+                    "{}",
+                    errors[0].message
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     fn field(body: &str) -> String {

@@ -72,7 +72,7 @@ pub struct Config {
 }
 
 /// The `backup:` section: the system-level target "System default".
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SystemTargetConfig {
     #[serde(rename = "type")]
@@ -88,6 +88,26 @@ pub struct SystemTargetConfig {
     pub username: Option<String>,
     pub path: Option<String>,
     pub private_key: Option<SecretString>,
+}
+
+impl SystemTargetConfig {
+    /// A local target writing under `path`.
+    pub fn local(path: &Path) -> SystemTargetConfig {
+        SystemTargetConfig {
+            target_type: "local".into(),
+            bucket: None,
+            region: None,
+            access_key: None,
+            secret_key: None,
+            endpoint: None,
+            prefix: None,
+            host: None,
+            port: None,
+            username: None,
+            path: Some(path.to_string_lossy().into_owned()),
+            private_key: None,
+        }
+    }
 }
 
 fn default_listen() -> SocketAddr {

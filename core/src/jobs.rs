@@ -95,10 +95,26 @@ pub struct JobView {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Parses a cron expression.
+/// Parses a five-field cron expression.
+///
+/// An expression that restricts both the day of the month and the day of
+/// the week is refused: classic cron fires when *either* matches, the
+/// parser only when both do, and a backup schedule must not be ambiguous.
 pub fn parse_schedule(expression: &str) -> Result<cron_parser::Schedule, String> {
-    cron_parser::Schedule::parse(expression.trim())
-        .map_err(|e| format!("is not a valid cron expression: {e}"))
+    let schedule = cron_parser::Schedule::parse(expression.trim())
+        .map_err(|e| format!("is not a valid cron expression: {e}"))?;
+    let fields: Vec<&str> = expression.split_whitespace().collect();
+    let unrestricted = |field: &str| field == "*" || field == "?";
+    if let [_, _, day_of_month, _, day_of_week] = fields.as_slice() {
+        if !unrestricted(day_of_month) && !unrestricted(day_of_week) {
+            return Err(
+                "restricts both the day of the month and the day of the week, which cron \
+                 implementations read differently (either or both); restrict only one of them"
+                    .into(),
+            );
+        }
+    }
+    Ok(schedule)
 }
 
 /// The first time strictly after `now` at which `schedule` fires.
@@ -416,5 +432,8 @@ mod tests {
         assert!(parse_schedule("61 * * * *").is_err());
         assert!(parse_schedule("* * * *").is_err());
         assert!(parse_schedule("0 0 31 2 *").is_err());
+        assert!(parse_schedule("0 2 1 * 1").is_err());
+        assert!(parse_schedule("0 2 1 * *").is_ok());
+        assert!(parse_schedule("0 2 * * 1-5").is_ok());
     }
 }

@@ -27,6 +27,7 @@ use chrono::Utc;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
 
 pub use config::Config;
+pub use config::SystemTargetConfig;
 pub use error::{Error, FieldError, Result};
 pub use secrets::{KeySource, MasterKey};
 
@@ -39,30 +40,34 @@ pub struct Cairn {
     pub master_key: MasterKey,
 }
 
-/// How [`Cairn::open`] treats a missing master key.
+/// How a process starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MasterKeyPolicy {
-    /// Generate `<data_dir>/master.key` when none is configured or stored
-    /// (the embedded default, `cairn serve`).
-    GenerateIfMissing,
-    /// Refuse to start without a key: replicas must share one.
-    Require,
+pub enum StartMode {
+    /// The embedded default (`cairn serve`): generate `<data_dir>/master.key`
+    /// when no key is configured or stored (and no secret is stored yet), and
+    /// without a `backup:` section make "System default" a local target
+    /// under `<data_dir>/backups`.
+    Embedded,
+    /// One replica of many (`cairn api`): refuse to start without a key, so
+    /// that every replica shares one; no implicit system target.
+    Replica,
 }
 
 impl Cairn {
     /// Connects to the database, applies migrations (unless disabled), loads
     /// the master key and creates or updates the system-level target of the
     /// `backup:` section.
-    pub async fn open(config: Config, key_policy: MasterKeyPolicy) -> anyhow::Result<Cairn> {
+    pub async fn open(config: Config, mode: StartMode) -> anyhow::Result<Cairn> {
         let db = connect(&config).await?;
         if config.run_migrations {
             migrate(&db).await?;
         }
-        let (master_key, source) = MasterKey::load(
-            config.master_key.as_ref(),
-            &config.data_dir,
-            key_policy == MasterKeyPolicy::GenerateIfMissing,
-        )?;
+        let sealed = one_sealed_secret(&db).await?;
+        // A new key next to existing secrets would only hide the real
+        // problem (a lost or wrong key) behind a second one.
+        let may_generate = mode == StartMode::Embedded && sealed.is_none();
+        let (master_key, source) =
+            MasterKey::load(config.master_key.as_ref(), &config.data_dir, may_generate)?;
         if source == KeySource::Generated {
             tracing::warn!(
                 path = %config.data_dir.join("master.key").display(),
@@ -75,11 +80,26 @@ impl Cairn {
             config: Arc::new(config),
             master_key,
         };
-        cairn.check_master_key().await?;
-        if let Some(section) = &cairn.config.backup {
-            let created = targets::ensure_system_default(&cairn, section, Utc::now()).await?;
+        if let Some((row_id, ciphertext)) = sealed {
+            if cairn.master_key.open(row_id, &ciphertext).is_err() {
+                anyhow::bail!(
+                    "the master key does not open the secrets stored in this database; start with the key \
+                     they were sealed with (CAIRN_MASTER_KEY or <data_dir>/master.key)"
+                );
+            }
+        }
+        let section = match (&cairn.config.backup, mode) {
+            (Some(section), _) => Some(section.clone()),
+            (None, StartMode::Embedded) if cairn.config.allow_local_backups => Some(
+                config::SystemTargetConfig::local(&cairn.config.local_backup_root()),
+            ),
+            (None, _) => None,
+        };
+        if let Some(section) = section {
+            let created = targets::ensure_system_default(&cairn, &section, Utc::now()).await?;
             tracing::info!(
                 created,
+                target_type = %section.target_type,
                 "system-level target \"{}\" is configured",
                 targets::SYSTEM_DEFAULT_NAME
             );
@@ -106,37 +126,49 @@ impl Cairn {
         Ok(Some(created.token))
     }
 
-    /// Refuses a master key that does not open the secrets already stored:
-    /// better a loud start-up failure than every later read failing.
-    async fn check_master_key(&self) -> anyhow::Result<()> {
-        use cairn_entity::backup_target;
-        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-        let sealed = backup_target::Entity::find()
-            .filter(backup_target::Column::SecretsCiphertext.is_not_null())
-            .one(&self.db)
-            .await?;
-        if let Some(target) = sealed {
-            let ciphertext = target.secrets_ciphertext.as_deref().unwrap_or_default();
-            if self.master_key.open(target.id, ciphertext).is_err() {
-                anyhow::bail!(
-                    "the master key does not open the secrets stored in this database; \
-                     start with the key they were sealed with (CAIRN_MASTER_KEY or <data_dir>/master.key)"
-                );
-            }
-        }
-        Ok(())
-    }
-
     /// Whether the database answers.
     pub async fn ping(&self) -> anyhow::Result<()> {
         self.db.ping().await.context("the database does not answer")
     }
 }
 
-/// Opens the database pool. A SQLite file's directory is created, and the
-/// file is put in WAL mode so that readers do not block the writer.
+/// One sealed value stored in the database, if any: `(row id, ciphertext)`.
+async fn one_sealed_secret(
+    db: &DatabaseConnection,
+) -> anyhow::Result<Option<(uuid::Uuid, String)>> {
+    use cairn_entity::{backup_target, volume};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let target = backup_target::Entity::find()
+        .filter(backup_target::Column::SecretsCiphertext.is_not_null())
+        .one(db)
+        .await?;
+    if let Some(target) = target {
+        return Ok(target.secrets_ciphertext.map(|c| (target.id, c)));
+    }
+    let volume = volume::Entity::find()
+        .filter(volume::Column::PostgresPasswordCiphertext.is_not_null())
+        .one(db)
+        .await?;
+    Ok(volume.and_then(|v| v.postgres_password_ciphertext.map(|c| (v.id, c))))
+}
+
+/// Opens the database pool.
+///
+/// SQLite (the embedded default) gets one connection: every statement and
+/// transaction runs in turn, so concurrent requests never meet "database is
+/// locked" errors, and the file is in WAL mode. PostgreSQL gets a pool.
 pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
     let url = config.database_url();
+    let parsed = url::Url::parse(&url).map_err(|e| {
+        anyhow::anyhow!("invalid configuration: key `database_url`: not a URL ({e})")
+    })?;
+    if !matches!(parsed.scheme(), "sqlite" | "postgres" | "postgresql") {
+        anyhow::bail!(
+            "invalid configuration: key `database_url`: unsupported scheme `{}` (use sqlite:// or postgres://)",
+            parsed.scheme()
+        );
+    }
+    let is_sqlite = parsed.scheme() == "sqlite";
     if let Some(path) = url.strip_prefix("sqlite://") {
         let path = path.split('?').next().unwrap_or(path);
         if let Some(parent) = std::path::Path::new(path).parent() {
@@ -146,17 +178,21 @@ pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
             }
         }
     }
-    let mut options = ConnectOptions::new(url);
+    let mut options = ConnectOptions::new(url.clone());
     options
-        .max_connections(10)
+        .max_connections(if is_sqlite { 1 } else { 10 })
         .connect_timeout(Duration::from_secs(10))
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(30))
         // Statement logging would print bound values; keep it off.
-        .sqlx_logging(false);
-    // The URL may carry a password: never put it in the error.
-    let db = Database::connect(options)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to the database: {}", redact_db_error(&e)))?;
+        .sqlx_logging(false)
+        // A new SQLite file is created, whether or not the URL says `mode=rwc`.
+        .map_sqlx_sqlite_opts(|sqlite| sqlite.create_if_missing(true));
+    let db = Database::connect(options).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot connect to the database: {}",
+            redact(&e.to_string(), &url, &parsed)
+        )
+    })?;
     if db.get_database_backend() == DbBackend::Sqlite {
         db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000;")
             .await?;
@@ -164,11 +200,18 @@ pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
     Ok(db)
 }
 
-fn redact_db_error(error: &sea_orm::DbErr) -> String {
-    match error {
-        sea_orm::DbErr::Conn(inner) => format!("connection failed ({inner})"),
-        other => other.to_string(),
+/// Removes the password (and the whole URL) from a message about the
+/// database, whatever the driver chose to put in it.
+fn redact(message: &str, original: &str, url: &url::Url) -> String {
+    let mut redacted = message
+        .replace(original, "<database_url>")
+        .replace(url.as_str(), "<database_url>");
+    if let Some(password) = url.password().filter(|p| !p.is_empty()) {
+        redacted = redacted.replace(password, "<password>");
+        let decoded = percent_encoding::percent_decode_str(password).decode_utf8_lossy();
+        redacted = redacted.replace(decoded.as_ref(), "<password>");
     }
+    redacted
 }
 
 /// Applies every pending migration.
@@ -176,4 +219,37 @@ pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
     Migrator::up(db, None)
         .await
         .context("applying database migrations")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_errors_lose_the_password() {
+        let original = "postgres://cairn:p%40ss%23word@db:5432/cairn";
+        let url = url::Url::parse(original).unwrap();
+        let message = format!("error with {original}: auth failed for p@ss#word and p%40ss%23word");
+        let redacted = redact(&message, original, &url);
+        assert!(!redacted.contains("p@ss#word"), "{redacted}");
+        assert!(!redacted.contains("p%40ss%23word"), "{redacted}");
+        assert!(redacted.contains("<database_url>"), "{redacted}");
+    }
+
+    #[tokio::test]
+    async fn unparseable_database_urls_are_named_without_their_value() {
+        let mut config = Config::with_data_dir("/nonexistent");
+        config.database_url = Some(secrecy::SecretString::from(
+            "postgres://u:pa ss#@/x".to_owned(),
+        ));
+        let error = connect(&config).await.unwrap_err().to_string();
+        assert!(error.contains("database_url"), "{error}");
+        assert!(!error.contains("pa ss"), "{error}");
+        config.database_url = Some(secrecy::SecretString::from(
+            "mysql://u:hunter2@db/x".to_owned(),
+        ));
+        let error = connect(&config).await.unwrap_err().to_string();
+        assert!(error.contains("mysql"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+    }
 }

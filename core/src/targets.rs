@@ -227,6 +227,7 @@ fn view(key: &MasterKey, model: backup_target::Model) -> Result<TargetView> {
 fn validate(
     config: &Config,
     organization_id: Option<Uuid>,
+    local_root: Option<&LocalRoot>,
     request: &TargetRequest,
     stored: Option<(TargetType, Secrets)>,
 ) -> Result<(TargetSettings, Secrets)> {
@@ -397,12 +398,17 @@ fn validate(
                     "local targets are disabled on this server (CAIRN_ALLOW_LOCAL_BACKUPS=false)",
                 );
             }
-            match c.path.as_deref() {
-                None | Some("") => v.add("config.path", "is required"),
-                Some(path) => match local_path(config, organization_id, path) {
+            match (c.path.as_deref(), local_root) {
+                (None | Some(""), _) => v.add("config.path", "is required"),
+                (Some(path), Some(root)) => match root.resolve(path) {
                     Ok(resolved) => settings.path = Some(resolved.to_string_lossy().into_owned()),
                     Err(message) => v.add("config.path", message),
                 },
+                (Some(_), None) => {
+                    return Err(
+                        anyhow::anyhow!("no local root was resolved for a local target").into(),
+                    )
+                }
             }
             unused(&mut v, c.bucket.is_some(), "bucket");
             unused(&mut v, c.region.is_some(), "region");
@@ -428,33 +434,69 @@ fn b2_region_of(endpoint: &str) -> Option<String> {
     Some(region.to_owned())
 }
 
-/// Resolves the directory of a local target. An organization's directory
-/// must lie under the local backup root (relative paths are taken under
-/// it); `..` is refused everywhere.
-fn local_path(
-    config: &Config,
+/// Where the local targets of a scope may write: an organization's under
+/// `<local backup root>/<org slug>/`, so that organizations never share a
+/// directory; system-level ones anywhere (relative paths under the root).
+struct LocalRoot {
+    dir: PathBuf,
+    confined: bool,
+}
+
+impl LocalRoot {
+    async fn of(
+        cairn: &Cairn,
+        db: &impl ConnectionTrait,
+        organization_id: Option<Uuid>,
+    ) -> Result<LocalRoot> {
+        let root = cairn.config.local_backup_root();
+        Ok(match organization_id {
+            Some(id) => LocalRoot {
+                dir: root.join(crate::orgs::get(db, id).await?.slug),
+                confined: true,
+            },
+            None => LocalRoot {
+                dir: root,
+                confined: false,
+            },
+        })
+    }
+
+    /// Resolves a target's directory: relative paths are taken under the
+    /// root's directory; `..` is refused everywhere.
+    fn resolve(&self, path: &str) -> Result<PathBuf, String> {
+        let given = Path::new(path);
+        if given
+            .components()
+            .any(|c| matches!(c, Component::ParentDir))
+        {
+            return Err("must not contain '..' segments".into());
+        }
+        if path.chars().any(char::is_control) {
+            return Err("must not contain control characters".into());
+        }
+        let resolved = crate::config::absolute(&self.dir.join(given));
+        if self.confined && !resolved.starts_with(&self.dir) {
+            return Err(format!(
+                "must lie under this organization's local backup directory {}",
+                self.dir.display()
+            ));
+        }
+        Ok(resolved)
+    }
+}
+
+/// Loads the local root only for local targets.
+async fn local_root_for(
+    cairn: &Cairn,
+    db: &impl ConnectionTrait,
     organization_id: Option<Uuid>,
-    path: &str,
-) -> Result<PathBuf, String> {
-    let given = Path::new(path);
-    if given
-        .components()
-        .any(|c| matches!(c, Component::ParentDir))
-    {
-        return Err("must not contain '..' segments".into());
+    request: &TargetRequest,
+) -> Result<Option<LocalRoot>> {
+    if request.target_type == TargetType::Local {
+        Ok(Some(LocalRoot::of(cairn, db, organization_id).await?))
+    } else {
+        Ok(None)
     }
-    if path.chars().any(char::is_control) {
-        return Err("must not contain control characters".into());
-    }
-    let root = config.local_backup_root();
-    let resolved = crate::config::absolute(&root.join(given));
-    if organization_id.is_some() && !resolved.starts_with(&root) {
-        return Err(format!(
-            "must lie under the server's local backup root {}",
-            root.display()
-        ));
-    }
-    Ok(resolved)
 }
 
 fn scoped(organization_id: Option<Uuid>) -> sea_orm::sea_query::SimpleExpr {
@@ -476,11 +518,22 @@ async fn find_model(
         .ok_or(Error::NotFound("target"))
 }
 
-fn name_taken(name: &str) -> Error {
-    Error::conflict(
-        "name",
-        format!("a target named '{}' already exists", name.trim()),
-    )
+/// Maps a unique violation to what the caller did: a duplicate name, or a
+/// concurrent change of the organization's default target.
+fn unique_conflict(error: &sea_orm::DbErr, name: &str) -> Error {
+    // Both databases name the violated index or its columns; only the name
+    // indexes mention `name`.
+    if error.to_string().contains("name") {
+        Error::conflict(
+            "name",
+            format!("a target named '{}' already exists", name.trim()),
+        )
+    } else {
+        Error::conflict(
+            "isDefault",
+            "another request changed the default target at the same time; retry",
+        )
+    }
 }
 
 /// The targets of an organization (`None`: the system-level targets), by name.
@@ -508,7 +561,14 @@ pub async fn create(
     request: TargetRequest,
     now: DateTime<Utc>,
 ) -> Result<TargetView> {
-    let (settings, secrets) = validate(&cairn.config, organization_id, &request, None)?;
+    let local_root = local_root_for(cairn, &cairn.db, organization_id, &request).await?;
+    let (settings, secrets) = validate(
+        &cairn.config,
+        organization_id,
+        local_root.as_ref(),
+        &request,
+        None,
+    )?;
     let id = Uuid::now_v7();
     let model = backup_target::ActiveModel {
         id: Set(id),
@@ -527,7 +587,9 @@ pub async fn create(
     }
     let inserted = match model.insert(&txn).await {
         Ok(model) => model,
-        Err(error) if is_unique_violation(&error) => return Err(name_taken(&request.name)),
+        Err(error) if is_unique_violation(&error) => {
+            return Err(unique_conflict(&error, &request.name))
+        }
         Err(error) => return Err(error.into()),
     };
     txn.commit().await?;
@@ -541,14 +603,21 @@ pub async fn update(
     request: TargetRequest,
     now: DateTime<Utc>,
 ) -> Result<TargetView> {
-    let existing = find_model(&cairn.db, organization_id, id).await?;
+    let txn = cairn.db.begin().await?;
+    let existing = find_model(&txn, organization_id, id).await?;
     let stored_type = TargetType::parse(&existing.target_type);
     let stored = match stored_type {
         Some(t) => Some((t, open_secrets(&cairn.master_key, &existing)?)),
         None => None,
     };
-    let (settings, secrets) = validate(&cairn.config, organization_id, &request, stored)?;
-    let txn = cairn.db.begin().await?;
+    let local_root = local_root_for(cairn, &txn, organization_id, &request).await?;
+    let (settings, secrets) = validate(
+        &cairn.config,
+        organization_id,
+        local_root.as_ref(),
+        &request,
+        stored,
+    )?;
     if request.is_default {
         clear_default(&txn, organization_id).await?;
     }
@@ -561,7 +630,9 @@ pub async fn update(
     model.updated_at = Set(now);
     let updated = match model.update(&txn).await {
         Ok(model) => model,
-        Err(error) if is_unique_violation(&error) => return Err(name_taken(&request.name)),
+        Err(error) if is_unique_violation(&error) => {
+            return Err(unique_conflict(&error, &request.name))
+        }
         Err(error) => return Err(error.into()),
     };
     txn.commit().await?;
@@ -602,7 +673,22 @@ pub async fn delete(cairn: &Cairn, organization_id: Option<Uuid>, id: Uuid) -> R
             ),
         });
     }
-    backup_target::Entity::delete_by_id(id).exec(&txn).await?;
+    match backup_target::Entity::delete_by_id(id).exec(&txn).await {
+        Ok(_) => {}
+        // A job or record that started pointing at the target meanwhile.
+        Err(error)
+            if matches!(
+                error.sql_err(),
+                Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_))
+            ) =>
+        {
+            return Err(Error::Conflict {
+                field: None,
+                message: "the target came into use while it was being deleted".into(),
+            })
+        }
+        Err(error) => return Err(error.into()),
+    }
     txn.commit().await?;
     Ok(())
 }
@@ -638,7 +724,52 @@ pub async fn ensure_system_default(
             section.target_type
         );
     };
-    let request = TargetRequest {
+    let request = system_default_request(section, target_type);
+    let existing = backup_target::Entity::find()
+        .filter(backup_target::Column::OrganizationId.is_null())
+        .filter(backup_target::Column::Name.eq(SYSTEM_DEFAULT_NAME))
+        .one(&cairn.db)
+        .await?;
+    let outcome = match existing {
+        Some(model) => update(cairn, None, model.id, request, now)
+            .await
+            .map(|_| false),
+        None => match create(cairn, None, request, now).await {
+            // Another replica created it at the same moment: update that one.
+            Err(Error::Conflict {
+                field: Some("name"),
+                ..
+            }) => {
+                let model = backup_target::Entity::find()
+                    .filter(backup_target::Column::OrganizationId.is_null())
+                    .filter(backup_target::Column::Name.eq(SYSTEM_DEFAULT_NAME))
+                    .one(&cairn.db)
+                    .await?
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("\"{SYSTEM_DEFAULT_NAME}\" vanished during start-up")
+                    })?;
+                let retry = system_default_request(section, target_type);
+                update(cairn, None, model.id, retry, now)
+                    .await
+                    .map(|_| false)
+            }
+            other => other.map(|_| true),
+        },
+    };
+    outcome.map_err(|error| match error {
+        Error::Validation(errors) => {
+            let described: Vec<String> = errors
+                .iter()
+                .map(|e| format!("key `backup.{}`: {}", config_key_of(&e.field), e.message))
+                .collect();
+            anyhow::anyhow!("invalid configuration: {}", described.join("; "))
+        }
+        other => anyhow::Error::new(other),
+    })
+}
+
+fn system_default_request(section: &SystemTargetConfig, target_type: TargetType) -> TargetRequest {
+    TargetRequest {
         name: SYSTEM_DEFAULT_NAME.to_owned(),
         target_type,
         is_default: false,
@@ -655,28 +786,7 @@ pub async fn ensure_system_default(
             path: section.path.clone(),
             private_key: section.private_key.clone(),
         },
-    };
-    let existing = backup_target::Entity::find()
-        .filter(backup_target::Column::OrganizationId.is_null())
-        .filter(backup_target::Column::Name.eq(SYSTEM_DEFAULT_NAME))
-        .one(&cairn.db)
-        .await?;
-    let outcome = match existing {
-        Some(model) => update(cairn, None, model.id, request, now)
-            .await
-            .map(|_| false),
-        None => create(cairn, None, request, now).await.map(|_| true),
-    };
-    outcome.map_err(|error| match error {
-        Error::Validation(errors) => {
-            let described: Vec<String> = errors
-                .iter()
-                .map(|e| format!("key `backup.{}`: {}", config_key_of(&e.field), e.message))
-                .collect();
-            anyhow::anyhow!("invalid configuration: {}", described.join("; "))
-        }
-        other => anyhow::Error::new(other),
-    })
+    }
 }
 
 /// The `cairn.yml` key of a target request field.

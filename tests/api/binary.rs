@@ -14,6 +14,7 @@ both_backends!(serve_prints_its_token_once_and_keeps_secrets_out_of_logs);
 
 const S3_SECRET: &str = "S3-secret-that-must-never-be-logged-5b1f";
 const PG_PASSWORD: &str = "pg-password-that-must-never-be-logged-77c2";
+const NUMERIC_SECRET: u64 = 918_273_645_546_372;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -184,6 +185,18 @@ async fn serve_prints_its_token_once_and_keeps_secrets_out_of_logs(backend: Back
         .await;
     assert!(!reply.text.contains(S3_SECRET));
     reply.expect(409);
+    // A secret of the wrong type is refused without being echoed.
+    let mut numeric = s3_target("t3", S3_SECRET);
+    numeric["config"]["secretAccessKey"] = json!(NUMERIC_SECRET);
+    let reply = server
+        .send(Method::POST, &targets, &token, Some(&numeric))
+        .await;
+    reply.expect(422);
+    assert!(
+        !reply.text.contains(&NUMERIC_SECRET.to_string()),
+        "{}",
+        reply.text
+    );
     let app = json!({ "name": "shop", "volumes": [{ "name": "db", "kind": "postgres", "postgres": {
         "host": "127.0.0.1", "database": "shop", "username": "shop", "password": PG_PASSWORD }}]});
     let reply = server
@@ -205,7 +218,12 @@ async fn serve_prints_its_token_once_and_keeps_secrets_out_of_logs(backend: Back
     );
 
     let logs = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
-    for secret in [S3_SECRET, PG_PASSWORD, token.as_str()] {
+    for secret in [
+        S3_SECRET,
+        PG_PASSWORD,
+        token.as_str(),
+        &NUMERIC_SECRET.to_string(),
+    ] {
         assert!(!logs.contains(secret), "a secret reached the logs");
     }
     let key = std::fs::read_to_string(key).unwrap();
@@ -333,4 +351,21 @@ fn unknown_configuration_keys_stop_the_start_with_the_key_named() {
         !dir.path().join("cairn-data").exists(),
         "nothing is created on a bad start"
     );
+
+    // A database that cannot be reached, or a URL that cannot be parsed:
+    // the error says so without the password.
+    for url in [
+        "postgres://cairn:db-Password-9f3e@127.0.0.1:1/cairn",
+        "postgres://cairn:db-Password-9f3e#@/cairn",
+    ] {
+        let output = cairn(dir.path())
+            .arg("serve")
+            .env("CAIRN_DATABASE_URL", url)
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("database"), "{stderr}");
+        assert!(!stderr.contains("db-Password-9f3e"), "{stderr}");
+    }
 }

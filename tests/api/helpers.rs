@@ -6,7 +6,7 @@
 use std::net::TcpListener;
 
 use cairn_api::{Application, ApplicationOptions};
-use cairn_core::{Cairn, Config, MasterKeyPolicy};
+use cairn_core::{Cairn, Config, StartMode};
 use reqwest::{Method, Response, StatusCode};
 use sea_orm::{ConnectionTrait, Database};
 use secrecy::SecretString;
@@ -102,7 +102,7 @@ pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Config
     let admin_token = format!("test-admin-{}", Uuid::now_v7().simple());
     let mut config = test_config(data_dir.path(), database_url, &admin_token);
     customize(&mut config);
-    let cairn = Cairn::open(config, MasterKeyPolicy::GenerateIfMissing)
+    let cairn = Cairn::open(config, StartMode::Embedded)
         .await
         .expect("open Cairn");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a port");

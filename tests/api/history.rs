@@ -17,15 +17,17 @@ both_backends!(
     history_of_other_organizations_is_not_found,
 );
 
-struct Seed<'a> {
-    org: &'a str,
-    job: Option<&'a str>,
-    app: Option<&'a str>,
-    status: &'a str,
-    created_at: DateTime<Utc>,
+/// A backup record as a worker writes it.
+pub(crate) struct Seed<'a> {
+    pub org: &'a str,
+    pub job: Option<&'a str>,
+    pub app: Option<&'a str>,
+    pub target: Option<&'a str>,
+    pub status: &'a str,
+    pub created_at: DateTime<Utc>,
 }
 
-async fn seed(app: &TestApp, seed: Seed<'_>) -> Uuid {
+pub(crate) async fn seed(app: &TestApp, seed: Seed<'_>) -> Uuid {
     let id = Uuid::now_v7();
     let log = json!([
         { "at": seed.created_at, "level": "info", "message": "archiving volume data" },
@@ -38,7 +40,7 @@ async fn seed(app: &TestApp, seed: Seed<'_>) -> Uuid {
         run_id: Set(None),
         job_id: Set(id_of(seed.job)),
         app_id: Set(id_of(seed.app)),
-        target_id: Set(None),
+        target_id: Set(id_of(seed.target)),
         app_name: Set("shop".into()),
         volume_name: Set("data".into()),
         status: Set(seed.status.into()),
@@ -95,6 +97,7 @@ async fn history_pages_filters_and_details(backend: Backend) {
                     org: &org.id,
                     job,
                     app: app_id,
+                    target: None,
                     status,
                     created_at: day(10 + i as u32),
                 },
@@ -221,6 +224,7 @@ async fn history_of_other_organizations_is_not_found(backend: Backend) {
             org: &beta.id,
             job: None,
             app: None,
+            target: None,
             status: "success",
             created_at: Utc::now(),
         },
@@ -249,7 +253,7 @@ both_backends!(deleting_an_organization_removes_its_records_only);
 
 async fn deleting_an_organization_removes_its_records_only(backend: Backend) {
     use cairn_entity::{backup_job, backup_target};
-    use sea_orm::{EntityTrait, PaginatorTrait};
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
     let app = spawn_app(backend).await;
     let (alpha, beta) = app.two_orgs().await;
     for org in [&alpha, &beta] {
@@ -266,26 +270,19 @@ async fn deleting_an_organization_removes_its_records_only(backend: Backend) {
         app.post(&org.path("/backups/jobs"), &org.admin, &body)
             .await
             .expect(201);
-        let id = seed(
+        // A record pointing at the target, as a worker's would.
+        seed(
             &app,
             Seed {
                 org: &org.id,
                 job: None,
                 app: None,
+                target: Some(&target),
                 status: "success",
                 created_at: Utc::now(),
             },
         )
         .await;
-        // The record points at the target, as a worker's would.
-        let mut record: backup::ActiveModel = backup::Entity::find_by_id(id)
-            .one(&app.cairn.db)
-            .await
-            .unwrap()
-            .unwrap()
-            .into();
-        record.target_id = Set(Some(Uuid::parse_str(&target).unwrap()));
-        record.update(&app.cairn.db).await.unwrap();
     }
     app.delete(&alpha.path(""), &app.admin_token)
         .await
@@ -293,7 +290,12 @@ async fn deleting_an_organization_removes_its_records_only(backend: Backend) {
     let db = &app.cairn.db;
     assert_eq!(backup::Entity::find().count(db).await.unwrap(), 1);
     assert_eq!(backup_job::Entity::find().count(db).await.unwrap(), 1);
-    assert_eq!(backup_target::Entity::find().count(db).await.unwrap(), 1);
+    let organization_targets = backup_target::Entity::find()
+        .filter(backup_target::Column::OrganizationId.is_not_null())
+        .count(db)
+        .await
+        .unwrap();
+    assert_eq!(organization_targets, 1);
     app.get(&alpha.path(""), &alpha.admin).await.expect(401);
     let page = app.get(&beta.path("/backups/history"), &beta.viewer).await;
     assert_eq!(ids(page.expect(200)).len(), 1);

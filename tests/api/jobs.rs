@@ -143,6 +143,7 @@ async fn invalid_jobs_are_refused_with_the_field(backend: Backend) {
         "61 * * * *",
         "* * * *",
         "0 0 31 2 *",
+        "0 2 1 * 1",
         "",
         long.as_str(),
     ] {

@@ -5,6 +5,7 @@ mod helpers;
 
 mod apps;
 mod binary;
+mod bodies;
 mod history;
 mod jobs;
 mod ops;

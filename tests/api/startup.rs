@@ -2,7 +2,7 @@
 //! administrator token, and migrations on an existing database.
 
 use base64::Engine;
-use cairn_core::{Cairn, Config, MasterKeyPolicy};
+use cairn_core::{Cairn, Config, StartMode};
 use cairn_entity::backup_target;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use secrecy::SecretString;
@@ -11,6 +11,7 @@ use crate::both_backends;
 use crate::helpers::{fresh_database, Backend};
 
 both_backends!(
+    the_embedded_default_has_a_local_system_target,
     a_wrong_master_key_stops_the_start,
     backup_section_creates_system_default_once_and_updates_it,
     invalid_backup_section_names_the_key,
@@ -40,7 +41,7 @@ async fn backup_section_creates_system_default_once_and_updates_it(backend: Back
     let yaml = "backup:\n  type: s3\n  bucket: system-backups\n  region: eu-central-1\n  access_key: AKIASYSTEM\n  secret_key: system-Secret-Value\n  endpoint: http://127.0.0.1:9000\n  prefix: cairn/\n";
     let first = Cairn::open(
         config_from_file(dir.path(), yaml, &url),
-        MasterKeyPolicy::GenerateIfMissing,
+        StartMode::Embedded,
     )
     .await
     .unwrap();
@@ -67,7 +68,7 @@ async fn backup_section_creates_system_default_once_and_updates_it(backend: Back
     // A second start with the same file: still one, same id.
     let second = Cairn::open(
         config_from_file(dir.path(), yaml, &url),
-        MasterKeyPolicy::GenerateIfMissing,
+        StartMode::Embedded,
     )
     .await
     .unwrap();
@@ -80,7 +81,7 @@ async fn backup_section_creates_system_default_once_and_updates_it(backend: Back
     let changed = yaml.replace("system-backups", "moved-backups");
     let third = Cairn::open(
         config_from_file(dir.path(), &changed, &url),
-        MasterKeyPolicy::GenerateIfMissing,
+        StartMode::Embedded,
     )
     .await
     .unwrap();
@@ -96,7 +97,7 @@ async fn invalid_backup_section_names_the_key(backend: Backend) {
     let yaml = "backup:\n  type: s3\n  access_key: AKIA\n  secret_key: hunter2-secret\n";
     let error = Cairn::open(
         config_from_file(dir.path(), yaml, &url),
-        MasterKeyPolicy::GenerateIfMissing,
+        StartMode::Embedded,
     )
     .await
     .unwrap_err()
@@ -107,7 +108,7 @@ async fn invalid_backup_section_names_the_key(backend: Backend) {
     let yaml = "backup:\n  type: ftp\n";
     let error = Cairn::open(
         config_from_file(dir.path(), yaml, &url),
-        MasterKeyPolicy::GenerateIfMissing,
+        StartMode::Embedded,
     )
     .await
     .unwrap_err()
@@ -120,9 +121,7 @@ async fn bootstrap_token_is_created_once(backend: Backend) {
     let url = fresh_database(backend, dir.path()).await;
     let mut config = Config::with_data_dir(dir.path());
     config.database_url = Some(SecretString::from(url.clone()));
-    let cairn = Cairn::open(config, MasterKeyPolicy::GenerateIfMissing)
-        .await
-        .unwrap();
+    let cairn = Cairn::open(config, StartMode::Embedded).await.unwrap();
     let token = cairn
         .bootstrap_admin_token()
         .await
@@ -141,9 +140,7 @@ async fn bootstrap_token_is_created_once(backend: Backend) {
     let mut config = Config::with_data_dir(dir.path());
     config.database_url = Some(SecretString::from(url));
     config.admin_token = Some(SecretString::from("configured-admin".to_owned()));
-    let cairn = Cairn::open(config, MasterKeyPolicy::GenerateIfMissing)
-        .await
-        .unwrap();
+    let cairn = Cairn::open(config, StartMode::Embedded).await.unwrap();
     assert_eq!(cairn.bootstrap_admin_token().await.unwrap(), None);
     assert!(cairn_core::auth::authenticate(
         &cairn.db,
@@ -162,7 +159,7 @@ async fn replicas_refuse_to_start_without_a_shared_master_key() {
     let url = fresh_database(Backend::Sqlite, dir.path()).await;
     let mut config = Config::with_data_dir(dir.path());
     config.database_url = Some(SecretString::from(url));
-    let error = Cairn::open(config, MasterKeyPolicy::Require)
+    let error = Cairn::open(config, StartMode::Replica)
         .await
         .unwrap_err()
         .to_string();
@@ -175,7 +172,7 @@ async fn a_wrong_master_key_stops_the_start(backend: Backend) {
     let yaml = "backup:\n  type: s3\n  bucket: system-backups\n  access_key: AKIA\n  secret_key: sealed-secret\n";
     let cairn = Cairn::open(
         config_from_file(dir.path(), yaml, &url),
-        MasterKeyPolicy::GenerateIfMissing,
+        StartMode::Embedded,
     )
     .await
     .unwrap();
@@ -183,12 +180,60 @@ async fn a_wrong_master_key_stops_the_start(backend: Backend) {
     let mut config = config_from_file(dir.path(), "listen: 127.0.0.1:0\n", &url);
     let other = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
     config.master_key = Some(SecretString::from(other));
-    let error = Cairn::open(config, MasterKeyPolicy::Require)
+    let error = Cairn::open(config, StartMode::Replica)
         .await
         .unwrap_err()
         .to_string();
     assert!(error.contains("master key"), "{error}");
     // The right key (the generated file) still opens it.
     let config = config_from_file(dir.path(), "listen: 127.0.0.1:0\n", &url);
-    Cairn::open(config, MasterKeyPolicy::Require).await.unwrap();
+    let reopened = Cairn::open(config, StartMode::Replica).await.unwrap();
+    let targets = system_targets(&reopened).await;
+    let opened = reopened
+        .master_key
+        .open_json(
+            targets[0].id,
+            targets[0].secrets_ciphertext.as_ref().unwrap(),
+        )
+        .unwrap();
+    assert_eq!(opened["secretAccessKey"], "sealed-secret");
+    reopened.db.close().await.unwrap();
+
+    // A lost key file is not silently replaced by a new key.
+    std::fs::remove_file(dir.path().join("master.key")).unwrap();
+    let config = config_from_file(dir.path(), "listen: 127.0.0.1:0\n", &url);
+    let error = Cairn::open(config, StartMode::Embedded)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("master key"), "{error}");
+    assert!(!dir.path().join("master.key").exists());
+}
+
+async fn the_embedded_default_has_a_local_system_target(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database(backend, dir.path()).await;
+    for _ in 0..2 {
+        let mut config = Config::with_data_dir(dir.path());
+        config.database_url = Some(SecretString::from(url.clone()));
+        let cairn = Cairn::open(config, StartMode::Embedded).await.unwrap();
+        let targets = system_targets(&cairn).await;
+        assert_eq!(targets.len(), 1);
+        assert_eq!(targets[0].name, "System default");
+        assert_eq!(targets[0].target_type, "local");
+        assert_eq!(
+            targets[0].config["path"],
+            dir.path().join("backups").to_string_lossy().as_ref()
+        );
+        cairn.db.close().await.unwrap();
+    }
+    // A replica gets no implicit target, and without local backups neither
+    // does the embedded default.
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database(backend, dir.path()).await;
+    let mut config = Config::with_data_dir(dir.path());
+    config.database_url = Some(SecretString::from(url));
+    config.allow_local_backups = false;
+    let cairn = Cairn::open(config, StartMode::Embedded).await.unwrap();
+    assert!(system_targets(&cairn).await.is_empty());
 }

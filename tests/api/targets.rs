@@ -290,30 +290,44 @@ async fn at_most_one_default_target_per_organization(backend: Backend) {
 
 async fn local_targets_stay_under_the_root_and_can_be_disabled(backend: Backend) {
     let app = spawn_app(backend).await;
-    let org = app.org("acme").await;
-    let path = org.path("/backups/targets");
+    let (acme, beta) = (app.org("acme").await, app.org("beta").await);
+    let path = acme.path("/backups/targets");
     let root = app.cairn.config.local_backup_root();
+    // Each organization writes under `<root>/<slug>/`.
+    let own = root.join("acme");
     let local = |dir: &str| json!({ "name": format!("local {dir}"), "type": "local", "config": { "path": dir } });
 
-    let reply = app.post(&path, &org.admin, &local("acme")).await;
+    let reply = app.post(&path, &acme.admin, &local("daily")).await;
     assert_eq!(
         reply.expect(201)["config"]["path"],
-        root.join("acme").to_string_lossy().as_ref()
+        own.join("daily").to_string_lossy().as_ref()
     );
-    let inside = root.join("nested/acme");
-    app.post(&path, &org.admin, &local(inside.to_str().unwrap()))
+    let inside = own.join("nested/daily");
+    app.post(&path, &acme.admin, &local(inside.to_str().unwrap()))
         .await
         .expect(201);
-    for outside in ["/etc", "../escape", "acme/../../escape"] {
-        app.post(&path, &org.admin, &local(outside))
+    let sibling = format!("{}-evil", own.display());
+    let beta_dir = root.join("beta/x");
+    for outside in [
+        "/etc",
+        "../escape",
+        "daily/../../escape",
+        root.to_str().unwrap(),
+        sibling.as_str(),
+        beta_dir.to_str().unwrap(),
+    ] {
+        app.post(&path, &acme.admin, &local(outside))
             .await
             .expect_field_error(422, "config.path");
     }
-    // A sibling directory that merely shares the root's name as a prefix.
-    let sibling = format!("{}-evil", root.display());
-    app.post(&path, &org.admin, &local(&sibling))
-        .await
-        .expect_field_error(422, "config.path");
+    // The other organization has a directory of its own.
+    let reply = app
+        .post(&beta.path("/backups/targets"), &beta.admin, &local("daily"))
+        .await;
+    assert_eq!(
+        reply.expect(201)["config"]["path"],
+        root.join("beta/daily").to_string_lossy().as_ref()
+    );
 
     let app = spawn_app_with(backend, |config| config.allow_local_backups = false).await;
     let org = app.org("acme").await;
@@ -344,6 +358,43 @@ async fn targets_in_use_cannot_be_deleted(backend: Backend) {
     reply.expect(409);
     assert!(
         reply.body["detail"].as_str().unwrap().contains("nightly"),
+        "{}",
+        reply.text
+    );
+    app.get(&org.path(&format!("/backups/targets/{target}")), &org.admin)
+        .await
+        .expect(200);
+
+    // Without the job, the archives recorded on it still hold it.
+    let jobs = app.get(&org.path("/backups/jobs"), &org.admin).await;
+    let job_id = jobs.expect(200)["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.delete(&org.path(&format!("/backups/jobs/{job_id}")), &org.admin)
+        .await
+        .expect(204);
+    crate::history::seed(
+        &app,
+        crate::history::Seed {
+            org: &org.id,
+            job: None,
+            app: None,
+            target: Some(&target),
+            status: "success",
+            created_at: chrono::Utc::now(),
+        },
+    )
+    .await;
+    let reply = app
+        .delete(&org.path(&format!("/backups/targets/{target}")), &org.admin)
+        .await;
+    reply.expect(409);
+    assert!(
+        reply.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("1 backup record"),
         "{}",
         reply.text
     );
@@ -399,7 +450,14 @@ async fn system_targets_are_for_administrators(backend: Backend) {
     assert!(!reply.text.contains(SECRET));
     let id = created["id"].as_str().unwrap();
     let list = app.get(path, &app.admin_token).await;
-    assert_eq!(list.expect(200)["items"].as_array().unwrap().len(), 1);
+    let names: Vec<&str> = list.expect(200)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    // "System default" is the embedded local target created at start-up.
+    assert_eq!(names, ["System default", "shared"]);
     // System targets are not an organization's.
     let list = app.get(&org.path("/backups/targets"), &org.admin).await;
     assert!(list.expect(200)["items"].as_array().unwrap().is_empty());

@@ -58,7 +58,7 @@ pub async fn create(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
-    Body(request): Body<AppRequest>,
+    body: Body<AppRequest>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(
         &principal,
@@ -68,6 +68,7 @@ pub async fn create(
         "creating apps",
     )
     .await?;
+    let request = body.parse()?;
     let created = apps::create(&cairn, path.org_id, request, Utc::now()).await?;
     Ok(HttpResponse::Created()
         .insert_header((
@@ -113,7 +114,7 @@ pub async fn update(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgAppPath>,
-    Body(request): Body<AppRequest>,
+    body: Body<AppRequest>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(
         &principal,
@@ -123,6 +124,7 @@ pub async fn update(
         "changing apps",
     )
     .await?;
+    let request = body.parse()?;
     let updated = apps::update(&cairn, path.org_id, path.app_id, request, Utc::now()).await?;
     Ok(HttpResponse::Ok().json(updated))
 }

@@ -60,7 +60,7 @@ pub async fn create(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
-    Body(request): Body<JobRequest>,
+    body: Body<JobRequest>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(
         &principal,
@@ -70,6 +70,7 @@ pub async fn create(
         "creating jobs",
     )
     .await?;
+    let request = body.parse()?;
     let created = jobs::create(&cairn, path.org_id, request, Utc::now()).await?;
     Ok(HttpResponse::Created()
         .insert_header((
@@ -117,7 +118,7 @@ pub async fn update(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgJobPath>,
-    Body(request): Body<JobRequest>,
+    body: Body<JobRequest>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(
         &principal,
@@ -127,6 +128,7 @@ pub async fn update(
         "changing jobs",
     )
     .await?;
+    let request = body.parse()?;
     let updated = jobs::update(&cairn, path.org_id, path.job_id, request, Utc::now()).await?;
     Ok(HttpResponse::Ok().json(updated))
 }

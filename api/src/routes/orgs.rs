@@ -38,9 +38,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 pub async fn create(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
-    Body(request): Body<CreateOrganizationRequest>,
+    body: Body<CreateOrganizationRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require_system_admin("creating organizations")?;
+    let request = body.parse()?;
     let created = orgs::create(&cairn.db, request, Utc::now()).await?;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/organizations/{}", created.id)))

@@ -76,7 +76,7 @@ pub async fn create(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
-    Body(request): Body<TargetRequest>,
+    body: Body<TargetRequest>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(
         &principal,
@@ -86,6 +86,7 @@ pub async fn create(
         "creating targets",
     )
     .await?;
+    let request = body.parse()?;
     let created = targets::create(&cairn, Some(path.org_id), request, Utc::now()).await?;
     Ok(HttpResponse::Created()
         .insert_header((
@@ -133,7 +134,7 @@ pub async fn update(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgTargetPath>,
-    Body(request): Body<TargetRequest>,
+    body: Body<TargetRequest>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(
         &principal,
@@ -143,6 +144,7 @@ pub async fn update(
         "changing targets",
     )
     .await?;
+    let request = body.parse()?;
     let updated = targets::update(
         &cairn,
         Some(path.org_id),
@@ -212,9 +214,10 @@ pub async fn system_list(
 pub async fn system_create(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
-    Body(request): Body<TargetRequest>,
+    body: Body<TargetRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require_system_admin("creating system targets")?;
+    let request = body.parse()?;
     let created = targets::create(&cairn, None, request, Utc::now()).await?;
     Ok(HttpResponse::Created()
         .insert_header((
@@ -253,9 +256,10 @@ pub async fn system_update(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
     path: web::Path<SystemTargetPath>,
-    Body(request): Body<TargetRequest>,
+    body: Body<TargetRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require_system_admin("changing system targets")?;
+    let request = body.parse()?;
     let updated = targets::update(&cairn, None, path.target_id, request, Utc::now()).await?;
     Ok(HttpResponse::Ok().json(updated))
 }

@@ -36,7 +36,7 @@ pub async fn create(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
-    Body(request): Body<CreateTokenRequest>,
+    body: Body<CreateTokenRequest>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(
         &principal,
@@ -46,6 +46,7 @@ pub async fn create(
         "creating tokens",
     )
     .await?;
+    let request = body.parse()?;
     let created = auth::create_token(&cairn.db, Some(path.org_id), request, Utc::now()).await?;
     Ok(HttpResponse::Created().json(created))
 }

@@ -1,14 +1,19 @@
 # shellcheck shell=bash
 # Real services for tests and benchmarks, on loopback only.
 #
-# Source this file, then call `ensure_packages` and `start_postgres`;
+# Source this file, then call `ensure_packages` and the `start_*` functions;
 # `stop_services` stops whatever was started (the callers trap it on EXIT).
 # Each service gets a fresh directory under $CAIRN_SERVICES_DIR (a new
-# temporary directory by default) and a free port.
+# temporary directory by default) and a free port, and exports the
+# variables the tests read (TEST_POSTGRES_URL, TEST_S3_*, TEST_SSH_*).
 
 CAIRN_SERVICES_DIR=${CAIRN_SERVICES_DIR:-$(mktemp -d /tmp/cairn-services.XXXXXX)}
 chmod 755 "$CAIRN_SERVICES_DIR"
 CAIRN_STARTED_PG=""
+CAIRN_STARTED_PIDS=()
+# Tools built from crates.io (the S3 server) are kept between runs here.
+CAIRN_TOOLS_DIR=${CAIRN_TOOLS_DIR:-$HOME/.cache/cairn-test-tools}
+S3S_FS_VERSION=0.14.1
 
 log() { printf '[services] %s\n' "$*" >&2; }
 
@@ -29,6 +34,9 @@ ensure_packages() {
   local missing=()
   [ -n "$(postgres_bin)" ] && [ -x "$(postgres_bin)/initdb" ] || missing+=(postgresql)
   command -v python3 >/dev/null || missing+=(python3)
+  [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+  command -v ssh-keygen >/dev/null && command -v sftp >/dev/null || missing+=(openssh-client)
+  command -v curl >/dev/null || missing+=(curl)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]} from Debian packages"
     as_root apt-get update -qq
@@ -65,7 +73,93 @@ start_postgres() {
   log "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port"
 }
 
+# Waits until something listens on 127.0.0.1:$1.
+wait_for_port() {
+  local port=$1 name=$2
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  log "$name did not start listening on port $port"
+  return 1
+}
+
+# The signature-checking S3 server s3s-fs (a Rust crate with a server
+# binary), built once into $CAIRN_TOOLS_DIR. Exports TEST_S3_ENDPOINT,
+# TEST_S3_ACCESS_KEY, TEST_S3_SECRET_KEY, TEST_S3_BUCKET (created empty)
+# and TEST_S3_ROOT (the server's data directory).
+start_s3() {
+  local bin="$CAIRN_TOOLS_DIR/bin/s3s-fs" dir="$CAIRN_SERVICES_DIR/s3" port
+  if ! "$bin" --version 2>/dev/null | grep -q "$S3S_FS_VERSION"; then
+    log "building s3s-fs $S3S_FS_VERSION (once)"
+    cargo install --quiet --locked s3s-fs --version "$S3S_FS_VERSION" --features binary \
+      --root "$CAIRN_TOOLS_DIR" >&2
+  fi
+  port=$(free_port)
+  mkdir -p "$dir/data/cairn-test"
+  export TEST_S3_ACCESS_KEY="cairn-test"
+  export TEST_S3_SECRET_KEY="s3-secret-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+  "$bin" --host 127.0.0.1 --port "$port" --access-key "$TEST_S3_ACCESS_KEY" \
+    --secret-key "$TEST_S3_SECRET_KEY" "$dir/data" >"$dir/server.log" 2>&1 &
+  CAIRN_STARTED_PIDS+=($!)
+  wait_for_port "$port" s3s-fs || { cat "$dir/server.log" >&2; return 1; }
+  export TEST_S3_ENDPOINT="http://127.0.0.1:$port"
+  export TEST_S3_BUCKET="cairn-test"
+  export TEST_S3_ROOT="$dir/data"
+  log "s3s-fs $S3S_FS_VERSION on 127.0.0.1:$port"
+}
+
+# An OpenSSH server on 127.0.0.1 with a generated host key, accepting a
+# generated user key for the current user. Exports TEST_SSH_HOST,
+# TEST_SSH_PORT, TEST_SSH_USER, TEST_SSH_KEY (the private key file),
+# TEST_SSH_OTHER_KEY (a key the server does not accept),
+# TEST_SSH_HOST_FINGERPRINT and TEST_SSH_ROOT (a writable directory).
+start_sshd() {
+  local dir="$CAIRN_SERVICES_DIR/sshd" port
+  port=$(free_port)
+  mkdir -p "$dir/data"
+  ssh-keygen -q -t ed25519 -N '' -C cairn-test-host -f "$dir/host_ed25519"
+  ssh-keygen -q -t ed25519 -N '' -C cairn-test-user -f "$dir/user_ed25519"
+  ssh-keygen -q -t ed25519 -N '' -C cairn-test-other -f "$dir/other_ed25519"
+  cp "$dir/user_ed25519.pub" "$dir/authorized_keys"
+  chmod 600 "$dir/authorized_keys"
+  cat >"$dir/sshd_config" <<CONFIG
+Port $port
+ListenAddress 127.0.0.1
+HostKey $dir/host_ed25519
+PidFile $dir/sshd.pid
+AuthorizedKeysFile $dir/authorized_keys
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+StrictModes no
+UsePAM no
+Subsystem sftp internal-sftp
+LogLevel VERBOSE
+CONFIG
+  [ "$(id -u)" = 0 ] && mkdir -p /run/sshd
+  /usr/sbin/sshd -f "$dir/sshd_config" -E "$dir/sshd.log" || { cat "$dir/sshd.log" >&2; return 1; }
+  wait_for_port "$port" sshd || { cat "$dir/sshd.log" >&2; return 1; }
+  CAIRN_STARTED_PIDS+=("$(cat "$dir/sshd.pid")")
+  export TEST_SSH_HOST=127.0.0.1
+  export TEST_SSH_PORT=$port
+  export TEST_SSH_USER
+  TEST_SSH_USER=$(id -un)
+  export TEST_SSH_KEY="$dir/user_ed25519"
+  export TEST_SSH_OTHER_KEY="$dir/other_ed25519"
+  export TEST_SSH_HOST_FINGERPRINT
+  TEST_SSH_HOST_FINGERPRINT=$(ssh-keygen -lf "$dir/host_ed25519.pub" | awk '{print $2}')
+  export TEST_SSH_ROOT="$dir/data"
+  log "sshd on 127.0.0.1:$port (host key $TEST_SSH_HOST_FINGERPRINT)"
+}
+
 stop_services() {
+  local pid
+  for pid in "${CAIRN_STARTED_PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  CAIRN_STARTED_PIDS=()
   if [ -n "$CAIRN_STARTED_PG" ]; then
     # shellcheck disable=SC2086
     (cd / && $CAIRN_PG_RUN_AS $CAIRN_STARTED_PG -m immediate stop >/dev/null 2>&1) || true

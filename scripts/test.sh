@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command of the README: installs and starts the real services the
-# tests need (PostgreSQL, from Debian's packages, on loopback), runs every
-# test of the workspace against them, stops them, and ends with one summary
-# line. Extra arguments go to `cargo test` (e.g. a test name filter).
+# tests need on loopback — PostgreSQL and OpenSSH from Debian's packages, the
+# S3 server s3s-fs from crates.io — runs every test of the workspace against
+# them, stops them, and ends with one summary line. Extra arguments go to
+# `cargo test` (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,8 @@ trap stop_services EXIT
 
 ensure_packages
 start_postgres
+start_s3
+start_sshd
 
 output="$CAIRN_SERVICES_DIR/cargo-test.log"
 set +e

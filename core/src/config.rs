@@ -60,6 +60,12 @@ pub struct Config {
     /// defaults to `<data_dir>/backups`.
     #[serde(default)]
     pub local_backup_root: Option<PathBuf>,
+    /// Whether user-supplied endpoints and SSH hosts may be loopback or
+    /// private addresses. On for the embedded default; multi-tenant
+    /// operators turn it off. Link-local and metadata addresses are refused
+    /// either way.
+    #[serde(default = "default_true")]
+    pub allow_private_endpoints: bool,
     #[serde(default)]
     pub log_format: LogFormat,
     /// Largest accepted request body, in bytes.
@@ -88,6 +94,7 @@ pub struct SystemTargetConfig {
     pub username: Option<String>,
     pub path: Option<String>,
     pub private_key: Option<SecretString>,
+    pub host_key_fingerprint: Option<String>,
 }
 
 impl SystemTargetConfig {
@@ -106,6 +113,7 @@ impl SystemTargetConfig {
             username: None,
             path: Some(path.to_string_lossy().into_owned()),
             private_key: None,
+            host_key_fingerprint: None,
         }
     }
 }

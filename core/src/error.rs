@@ -42,6 +42,10 @@ pub enum Error {
         field: Option<&'static str>,
         message: String,
     },
+    /// A storage target failed to serve the request (unreachable, refused,
+    /// missing archive). The message names the step, never credentials.
+    #[error("{0}")]
+    Upstream(String),
     /// Anything else: a bug or an unavailable database. Logged at the edge;
     /// callers see only that it happened.
     #[error(transparent)]

@@ -265,3 +265,102 @@ pub async fn get(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<Backu
         log,
     })
 }
+
+/// How long a pre-signed download URL stays valid.
+pub const DOWNLOAD_URL_VALIDITY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A pre-signed URL that downloads an archive without credentials.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DownloadUrlView {
+    pub url: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// How an archive is downloaded.
+pub enum Download {
+    /// From the storage directly (S3-family targets).
+    Presigned(DownloadUrlView),
+    /// Through the API (SSH and local targets).
+    Stream {
+        size: u64,
+        file_name: String,
+        content_type: &'static str,
+        body: crate::storage::ByteStream,
+    },
+}
+
+/// The content type of an archive, by its name.
+fn content_type_of(name: &str) -> &'static str {
+    if name.ends_with(".zst") {
+        "application/zstd"
+    } else if name.ends_with(".gz") {
+        "application/gzip"
+    } else if name.ends_with(".tar") {
+        "application/x-tar"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+/// Opens a successful backup's archive for download.
+pub async fn download(
+    cairn: &Cairn,
+    organization_id: Uuid,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Download> {
+    use cairn_entity::backup_target;
+    let model = backup::Entity::find_by_id(id)
+        .filter(backup::Column::OrganizationId.eq(organization_id))
+        .one(&cairn.db)
+        .await?
+        .ok_or(Error::NotFound("backup"))?;
+    if model.status != BackupStatus::Success.as_str() {
+        return Err(Error::Conflict {
+            field: None,
+            message: format!(
+                "only successful backups can be downloaded; this one is {}",
+                model.status
+            ),
+        });
+    }
+    let (Some(path), Some(target_id)) = (&model.storage_path, model.target_id) else {
+        return Err(Error::Conflict {
+            field: None,
+            message: "this backup has no stored archive".into(),
+        });
+    };
+    let target = backup_target::Entity::find_by_id(target_id)
+        .one(&cairn.db)
+        .await?
+        .ok_or_else(|| Error::Conflict {
+            field: None,
+            message: "the target that holds this backup no longer exists".into(),
+        })?;
+    let key = crate::storage::ObjectKey::parse(path)
+        .map_err(|e| anyhow::anyhow!("backup {id} has an invalid storage path: {e}"))?;
+    let storage = crate::storage::open(cairn, &target, crate::storage::Purpose::Transfer)?;
+    let storage_error = |e: crate::storage::StorageError| {
+        Error::Upstream(format!("the archive cannot be read from its target: {e}"))
+    };
+    if let Some(url) = storage
+        .presigned_get(&key, DOWNLOAD_URL_VALIDITY)
+        .await
+        .map_err(storage_error)?
+    {
+        return Ok(Download::Presigned(DownloadUrlView {
+            url: url.to_string(),
+            expires_at: now
+                + chrono::Duration::from_std(DOWNLOAD_URL_VALIDITY).map_err(anyhow::Error::from)?,
+        }));
+    }
+    let (size, body) = storage.get(&key).await.map_err(storage_error)?;
+    let file_name = path.rsplit('/').next().unwrap_or(path).to_owned();
+    Ok(Download::Stream {
+        size,
+        content_type: content_type_of(&file_name),
+        file_name,
+        body,
+    })
+}

@@ -13,8 +13,10 @@ pub mod config;
 pub mod error;
 pub mod history;
 pub mod jobs;
+pub mod netpolicy;
 pub mod orgs;
 pub mod secrets;
+pub mod storage;
 pub mod targets;
 pub mod validate;
 

@@ -125,6 +125,11 @@ pub struct TargetConfigRequest {
     /// `""` to remove it. Never returned.
     #[schema(value_type = Option<String>, write_only)]
     pub private_key: Option<SecretString>,
+    /// ssh: the server's host key, `SHA256:<base64>` as `ssh-keygen -lf`
+    /// prints it. When absent, the key seen at the first connection is
+    /// stored; a different key later fails loudly. Kept on update while the
+    /// host and port stay the same.
+    pub host_key_fingerprint: Option<String>,
 }
 
 /// The non-secret settings of a target, as stored and as returned.
@@ -149,6 +154,9 @@ pub struct TargetSettings {
     pub username: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// ssh: the trusted host key fingerprint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_key_fingerprint: Option<String>,
 }
 
 /// A target's settings as returned: secrets appear only as "is set".
@@ -185,7 +193,7 @@ type Secrets = BTreeMap<String, String>;
 const SECRET_ACCESS_KEY: &str = "secretAccessKey";
 const PRIVATE_KEY: &str = "privateKey";
 
-fn open_secrets(key: &MasterKey, model: &backup_target::Model) -> Result<Secrets> {
+pub(crate) fn open_secrets(key: &MasterKey, model: &backup_target::Model) -> Result<Secrets> {
     match &model.secrets_ciphertext {
         None => Ok(Secrets::new()),
         Some(sealed) => {
@@ -222,14 +230,15 @@ fn view(key: &MasterKey, model: backup_target::Model) -> Result<TargetView> {
 }
 
 /// Checks a request against the rules of its type and returns what to store.
-/// `stored` holds the secrets of the target being updated, kept when the
-/// request omits them and the type still uses them.
+/// `stored` is the target being updated: its secrets are kept when the
+/// request omits them and the type still uses them, and so is its trusted
+/// host key while the SSH host and port stay the same.
 fn validate(
     config: &Config,
     organization_id: Option<Uuid>,
     local_root: Option<&LocalRoot>,
     request: &TargetRequest,
-    stored: Option<(TargetType, Secrets)>,
+    stored: Option<Stored>,
 ) -> Result<(TargetSettings, Secrets)> {
     let mut v = Validator::new();
     v.check_result("name", check_display_name(&request.name));
@@ -240,13 +249,14 @@ fn validate(
     let c = &request.config;
     let mut settings = TargetSettings::default();
     let mut secrets = Secrets::new();
-    let stored_secrets = match stored {
-        Some((stored_type, secrets))
-            if stored_type == t || (stored_type.is_s3_family() && t.is_s3_family()) =>
+    let (stored_secrets, stored_settings) = match stored {
+        Some(stored)
+            if stored.target_type == t
+                || (stored.target_type.is_s3_family() && t.is_s3_family()) =>
         {
-            secrets
+            (stored.secrets, stored.settings)
         }
-        _ => Secrets::new(),
+        _ => (Secrets::new(), TargetSettings::default()),
     };
 
     let unused = |v: &mut Validator, present: bool, field: &str| {
@@ -338,6 +348,11 @@ fn validate(
             unused(&mut v, c.username.is_some(), "username");
             unused(&mut v, c.path.is_some(), "path");
             unused(&mut v, c.private_key.is_some(), "privateKey");
+            unused(
+                &mut v,
+                c.host_key_fingerprint.is_some(),
+                "hostKeyFingerprint",
+            );
         }
         TargetType::Ssh => {
             match c.host.as_deref() {
@@ -384,6 +399,18 @@ fn validate(
                     }
                 }
             }
+            match c.host_key_fingerprint.as_deref() {
+                Some(fingerprint) => {
+                    v.check_result("config.hostKeyFingerprint", check_fingerprint(fingerprint));
+                    settings.host_key_fingerprint = Some(fingerprint.to_owned());
+                }
+                None if stored_settings.host == settings.host
+                    && stored_settings.port == settings.port =>
+                {
+                    settings.host_key_fingerprint = stored_settings.host_key_fingerprint.clone();
+                }
+                None => {}
+            }
             unused(&mut v, c.bucket.is_some(), "bucket");
             unused(&mut v, c.region.is_some(), "region");
             unused(&mut v, c.access_key_id.is_some(), "accessKeyId");
@@ -420,10 +447,82 @@ fn validate(
             unused(&mut v, c.port.is_some(), "port");
             unused(&mut v, c.username.is_some(), "username");
             unused(&mut v, c.private_key.is_some(), "privateKey");
+            unused(
+                &mut v,
+                c.host_key_fingerprint.is_some(),
+                "hostKeyFingerprint",
+            );
         }
     }
     v.finish()?;
     Ok((settings, secrets))
+}
+
+/// The target being updated, as stored.
+struct Stored {
+    target_type: TargetType,
+    secrets: Secrets,
+    settings: TargetSettings,
+}
+
+/// `SHA256:` and the base64 of 32 bytes, as OpenSSH prints fingerprints.
+fn check_fingerprint(fingerprint: &str) -> Result<(), String> {
+    use base64::Engine;
+    let decoded = fingerprint.strip_prefix("SHA256:").and_then(|b64| {
+        base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(b64.trim_end_matches('='))
+            .ok()
+    });
+    match decoded {
+        Some(bytes) if bytes.len() == 32 => Ok(()),
+        _ => Err("must be a SHA-256 fingerprint as ssh-keygen -lf prints it (SHA256:…)".into()),
+    }
+}
+
+/// The address check made when a target is saved (and made again at
+/// every connection): an endpoint or SSH host must not be a link-local or
+/// metadata address, nor a private one unless this server allows it.
+async fn check_addresses(cairn: &Cairn, settings: &TargetSettings) -> Result<()> {
+    let policy = crate::storage::address_policy(cairn);
+    if let Some(endpoint) = &settings.endpoint {
+        if let Some(host) = url::Url::parse(endpoint)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+        {
+            if let Err(reason) = policy.check_host_on_save(&host).await {
+                return Err(Error::invalid("config.endpoint", reason));
+            }
+        }
+    }
+    if let Some(host) = &settings.host {
+        if let Err(reason) = policy.check_host_on_save(host).await {
+            return Err(Error::invalid("config.host", reason));
+        }
+    }
+    Ok(())
+}
+
+/// Stores the host key fingerprint a connection observed, unless one is
+/// stored already (the first key seen is trusted; later ones are checked).
+pub async fn record_host_key(cairn: &Cairn, target_id: Uuid, fingerprint: &str) -> Result<()> {
+    let txn = cairn.db.begin().await?;
+    let Some(model) = backup_target::Entity::find_by_id(target_id)
+        .one(&txn)
+        .await?
+    else {
+        return Ok(());
+    };
+    let mut settings: TargetSettings =
+        serde_json::from_value(model.config.clone()).map_err(anyhow::Error::from)?;
+    if settings.host_key_fingerprint.is_some() {
+        return Ok(());
+    }
+    settings.host_key_fingerprint = Some(fingerprint.to_owned());
+    let mut active: backup_target::ActiveModel = model.into();
+    active.config = Set(serde_json::to_value(&settings).map_err(anyhow::Error::from)?);
+    active.update(&txn).await?;
+    txn.commit().await?;
+    Ok(())
 }
 
 /// Backblaze endpoints name their region: `s3.<region>.backblazeb2.com`.
@@ -569,6 +668,7 @@ pub async fn create(
         &request,
         None,
     )?;
+    check_addresses(cairn, &settings).await?;
     let id = Uuid::now_v7();
     let model = backup_target::ActiveModel {
         id: Set(id),
@@ -605,9 +705,13 @@ pub async fn update(
 ) -> Result<TargetView> {
     let txn = cairn.db.begin().await?;
     let existing = find_model(&txn, organization_id, id).await?;
-    let stored_type = TargetType::parse(&existing.target_type);
-    let stored = match stored_type {
-        Some(t) => Some((t, open_secrets(&cairn.master_key, &existing)?)),
+    let stored = match TargetType::parse(&existing.target_type) {
+        Some(target_type) => Some(Stored {
+            target_type,
+            secrets: open_secrets(&cairn.master_key, &existing)?,
+            settings: serde_json::from_value(existing.config.clone())
+                .map_err(anyhow::Error::from)?,
+        }),
         None => None,
     };
     let local_root = local_root_for(cairn, &txn, organization_id, &request).await?;
@@ -618,6 +722,7 @@ pub async fn update(
         &request,
         stored,
     )?;
+    check_addresses(cairn, &settings).await?;
     if request.is_default {
         clear_default(&txn, organization_id).await?;
     }
@@ -785,6 +890,7 @@ fn system_default_request(section: &SystemTargetConfig, target_type: TargetType)
             username: section.username.clone(),
             path: section.path.clone(),
             private_key: section.private_key.clone(),
+            host_key_fingerprint: section.host_key_fingerprint.clone(),
         },
     }
 }
@@ -797,4 +903,28 @@ fn config_key_of(field: &str) -> &str {
         "privateKey" => "private_key",
         other => other,
     }
+}
+
+/// Tests a target: connects, writes, reads back, lists and deletes a probe
+/// object. A failing target is a report with `ok: false`, not an error. An
+/// SSH target without a stored host key keeps the one this test saw.
+pub async fn test(
+    cairn: &Cairn,
+    organization_id: Option<Uuid>,
+    id: Uuid,
+) -> Result<crate::storage::TestReport> {
+    let model = find_model(&cairn.db, organization_id, id).await?;
+    let storage = crate::storage::open(cairn, &model, crate::storage::Purpose::Probe)?;
+    let report = crate::storage::test_connection(storage.as_ref()).await;
+    if let Some(fingerprint) = storage.observed_host_key() {
+        let host_key_failed = report.checks.iter().any(|c| {
+            c.error
+                .as_deref()
+                .is_some_and(|e| e.contains("host key changed"))
+        });
+        if !host_key_failed {
+            record_host_key(cairn, id, &fingerprint).await?;
+        }
+    }
+    Ok(report)
 }

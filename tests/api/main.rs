@@ -11,5 +11,6 @@ mod jobs;
 mod ops;
 mod orgs;
 mod startup;
+mod storage;
 mod targets;
 mod tokens;

@@ -2,7 +2,9 @@
 
 use actix_web::{web, HttpResponse};
 use cairn_core::auth::Role;
-use cairn_core::history::{self, BackupDetailView, HistoryPage, HistoryQuery};
+use cairn_core::history::{
+    self, BackupDetailView, Download, DownloadUrlView, HistoryPage, HistoryQuery,
+};
 use cairn_core::Cairn;
 
 use super::{authorize, OrgBackupPath, OrgPath};
@@ -11,6 +13,10 @@ use crate::extract::Auth;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
+        web::resource("/api/v1/organizations/{orgId}/backups/history/{backupId}/download")
+            .route(web::get().to(download)),
+    )
+    .service(
         web::resource("/api/v1/organizations/{orgId}/backups/history").route(web::get().to(list)),
     )
     .service(
@@ -56,4 +62,68 @@ pub async fn get(
     )
     .await?;
     Ok(HttpResponse::Ok().json(history::get(&cairn, path.org_id, path.backup_id).await?))
+}
+
+/// `?redirect=true` answers with a redirect instead of a URL.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DownloadQuery {
+    /// For S3-family targets: answer `302` to the pre-signed URL.
+    #[serde(default)]
+    pub redirect: bool,
+}
+
+/// Download a backup's archive.
+///
+/// For S3-family targets, a pre-signed URL valid for one hour (or, with
+/// `?redirect=true`, a `302` to it). For SSH and local targets, the archive
+/// itself, streamed through the API. Only successful backups can be
+/// downloaded (409 otherwise).
+#[utoipa::path(
+    get,
+    path = "/api/v1/organizations/{orgId}/backups/history/{backupId}/download",
+    tag = "history",
+    params(OrgBackupPath, DownloadQuery),
+    responses(
+        (status = 200, description = "A pre-signed URL (S3-family targets)", body = DownloadUrlView),
+        (status = 200, description = "The archive (SSH and local targets)", content_type = "application/octet-stream"),
+        (status = 302, description = "Redirect to the pre-signed URL (`?redirect=true`)"),
+        (status = 409, description = "The backup is not a successful one", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The target cannot serve the archive", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn download(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+    path: web::Path<OrgBackupPath>,
+    query: web::Query<DownloadQuery>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(
+        &principal,
+        &cairn,
+        path.org_id,
+        Role::Viewer,
+        "downloading backups",
+    )
+    .await?;
+    match history::download(&cairn, path.org_id, path.backup_id, chrono::Utc::now()).await? {
+        Download::Presigned(view) if query.redirect => Ok(HttpResponse::Found()
+            .insert_header(("Location", view.url))
+            .finish()),
+        Download::Presigned(view) => Ok(HttpResponse::Ok().json(view)),
+        Download::Stream {
+            size,
+            file_name,
+            content_type,
+            body,
+        } => {
+            let disposition = actix_web::http::header::ContentDisposition::attachment(file_name);
+            Ok(HttpResponse::Ok()
+                .content_type(content_type)
+                .insert_header(disposition)
+                .no_chunking(size)
+                .streaming(body))
+        }
+    }
 }

@@ -3,6 +3,7 @@
 
 use actix_web::{web, HttpResponse};
 use cairn_core::auth::Role;
+use cairn_core::storage::TestReport;
 use cairn_core::targets::{self, TargetRequest, TargetView};
 use cairn_core::Cairn;
 use chrono::Utc;
@@ -22,6 +23,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(get))
             .route(web::put().to(update))
             .route(web::delete().to(remove)),
+    )
+    .service(
+        web::resource("/api/v1/organizations/{orgId}/backups/targets/{targetId}/test")
+            .route(web::post().to(test)),
+    )
+    .service(
+        web::resource("/api/v1/system/backups/targets/{targetId}/test")
+            .route(web::post().to(system_test)),
     )
     .service(
         web::resource("/api/v1/system/backups/targets")
@@ -282,4 +291,54 @@ pub async fn system_remove(
     principal.require_system_admin("deleting system targets")?;
     targets::delete(&cairn, None, path.target_id).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Test a storage target.
+///
+/// Connects, writes a probe object, reads it back, lists and deletes it.
+/// A target that fails is a `200` with `ok: false`; each failed check says
+/// which step or permission failed. An SSH target without a stored host
+/// key keeps the one this test saw. Admins and operators.
+#[utoipa::path(
+    post,
+    path = "/api/v1/organizations/{orgId}/backups/targets/{targetId}/test",
+    tag = "targets",
+    params(OrgTargetPath),
+    responses((status = 200, body = TestReport))
+)]
+pub async fn test(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+    path: web::Path<OrgTargetPath>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(
+        &principal,
+        &cairn,
+        path.org_id,
+        Role::Operator,
+        "testing targets",
+    )
+    .await?;
+    let report = targets::test(&cairn, Some(path.org_id), path.target_id).await?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+/// Test a system-level storage target.
+///
+/// As the organization route; system administrators only.
+#[utoipa::path(
+    post,
+    path = "/api/v1/system/backups/targets/{targetId}/test",
+    tag = "system",
+    params(SystemTargetPath),
+    responses((status = 200, body = TestReport))
+)]
+pub async fn system_test(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+    path: web::Path<SystemTargetPath>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require_system_admin("testing system targets")?;
+    let report = targets::test(&cairn, None, path.target_id).await?;
+    Ok(HttpResponse::Ok().json(report))
 }

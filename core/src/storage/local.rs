@@ -1,0 +1,355 @@
+//! Local directories: a temporary file in the destination directory,
+//! fsync, rename into place, fsync of the directory. Keys are confined to
+//! the target's directory: `..` and absolute keys are refused by
+//! [`ObjectKey`], and a symlink that leads outside is refused here.
+
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio_util::io::ReaderStream;
+
+use super::{ByteStream, ObjectInfo, ObjectKey, Storage, StorageError, StorageResult};
+
+/// Marks a file that is still being written; never listed, never read.
+const TEMP_MARKER: &str = ".cairn-tmp-";
+const READ_CHUNK: usize = 256 * 1024;
+
+pub struct LocalStorage {
+    root: PathBuf,
+}
+
+impl LocalStorage {
+    pub fn new(root: impl Into<PathBuf>) -> LocalStorage {
+        LocalStorage { root: root.into() }
+    }
+
+    /// The canonical root, created when missing.
+    async fn root(&self, create: bool) -> StorageResult<PathBuf> {
+        if create {
+            tokio::fs::create_dir_all(&self.root)
+                .await
+                .map_err(|e| StorageError::io(&format!("creating {}", self.root.display()), &e))?;
+        }
+        tokio::fs::canonicalize(&self.root)
+            .await
+            .map_err(|e| StorageError::io(&format!("the directory {}", self.root.display()), &e))
+    }
+
+    /// Resolves an existing path and refuses it when a symlink leads
+    /// outside the root.
+    async fn confined(&self, root: &Path, path: &Path) -> StorageResult<PathBuf> {
+        let real = tokio::fs::canonicalize(path)
+            .await
+            .map_err(|e| StorageError::io(&path.display().to_string(), &e))?;
+        if !real.starts_with(root) {
+            return Err(StorageError::InvalidKey(format!(
+                "{} leads outside the target's directory",
+                path.display()
+            )));
+        }
+        Ok(real)
+    }
+}
+
+/// Removes a temporary file unless the write completed.
+struct TempFile {
+    path: Option<PathBuf>,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Storage for LocalStorage {
+    async fn connect(&self) -> StorageResult<()> {
+        let root = self.root(true).await?;
+        let metadata = tokio::fs::metadata(&root)
+            .await
+            .map_err(|e| StorageError::io(&root.display().to_string(), &e))?;
+        if !metadata.is_dir() {
+            return Err(StorageError::Io(format!(
+                "{} is not a directory",
+                root.display()
+            )));
+        }
+        Ok(())
+    }
+
+    async fn put(&self, key: &ObjectKey, mut body: ByteStream) -> StorageResult<u64> {
+        let root = self.root(true).await?;
+        let destination = root.join(key.as_str());
+        let parent = destination
+            .parent()
+            .ok_or_else(|| StorageError::InvalidKey(key.to_string()))?;
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| StorageError::io(&format!("creating {}", parent.display()), &e))?;
+        let parent = self.confined(&root, parent).await?;
+        let name = destination
+            .file_name()
+            .ok_or_else(|| StorageError::InvalidKey(key.to_string()))?
+            .to_string_lossy()
+            .into_owned();
+        let temp_path = parent.join(format!(".{name}{TEMP_MARKER}{}", uuid::Uuid::now_v7()));
+        let mut temp = TempFile {
+            path: Some(temp_path.clone()),
+        };
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp_path)
+            .await
+            .map_err(|e| StorageError::io(&format!("writing in {}", parent.display()), &e))?;
+        let mut written = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| StorageError::SourceFailed(e.to_string()))?;
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| StorageError::io(&format!("writing {}", key), &e))?;
+            written += chunk.len() as u64;
+        }
+        file.sync_all()
+            .await
+            .map_err(|e| StorageError::io(&format!("syncing {}", key), &e))?;
+        drop(file);
+        let final_path = parent.join(&name);
+        tokio::fs::rename(&temp_path, &final_path)
+            .await
+            .map_err(|e| {
+                StorageError::io(&format!("renaming into {}", final_path.display()), &e)
+            })?;
+        temp.path = None;
+        // The rename is durable once the directory is.
+        let directory = tokio::fs::File::open(&parent)
+            .await
+            .map_err(|e| StorageError::io(&parent.display().to_string(), &e))?;
+        directory
+            .sync_all()
+            .await
+            .map_err(|e| StorageError::io(&format!("syncing {}", parent.display()), &e))?;
+        Ok(written)
+    }
+
+    async fn get(&self, key: &ObjectKey) -> StorageResult<(u64, ByteStream)> {
+        let root = self.root(false).await?;
+        let path = self.confined(&root, &root.join(key.as_str())).await?;
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| StorageError::io(key.as_str(), &e))?;
+        let size = file
+            .metadata()
+            .await
+            .map_err(|e| StorageError::io(key.as_str(), &e))?
+            .len();
+        Ok((
+            size,
+            Box::pin(ReaderStream::with_capacity(file, READ_CHUNK)),
+        ))
+    }
+
+    async fn head(&self, key: &ObjectKey) -> StorageResult<Option<u64>> {
+        let root = match self.root(false).await {
+            Ok(root) => root,
+            Err(StorageError::NotFound(_)) => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        let path = root.join(key.as_str());
+        match tokio::fs::symlink_metadata(&path).await {
+            Ok(_) => {
+                let real = self.confined(&root, &path).await?;
+                let metadata = tokio::fs::metadata(&real)
+                    .await
+                    .map_err(|e| StorageError::io(key.as_str(), &e))?;
+                Ok(Some(metadata.len()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageError::io(key.as_str(), &e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectInfo>> {
+        let root = match self.root(false).await {
+            Ok(root) => root,
+            Err(StorageError::NotFound(_)) => return Ok(Vec::new()),
+            Err(error) => return Err(error),
+        };
+        // Walk only the deepest directory the prefix names.
+        let start = match prefix.rfind('/') {
+            Some(index) => root.join(&prefix[..index]),
+            None => root.clone(),
+        };
+        let prefix = prefix.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut objects = Vec::new();
+            if !start.is_dir() {
+                return Ok(objects);
+            }
+            // Symlinks are not followed: a link cannot lead the listing
+            // outside the target's directory.
+            for entry in walkdir::WalkDir::new(&start).follow_links(false) {
+                let entry = entry.map_err(|e| StorageError::Io(format!("listing: {e}")))?;
+                if !entry.file_type().is_file() {
+                    continue;
+                }
+                let Ok(relative) = entry.path().strip_prefix(&root) else {
+                    continue;
+                };
+                let key = relative.to_string_lossy().replace('\\', "/");
+                if key.contains(TEMP_MARKER) || !key.starts_with(&prefix) {
+                    continue;
+                }
+                let size = entry
+                    .metadata()
+                    .map_err(|e| StorageError::Io(format!("listing: {e}")))?
+                    .len();
+                objects.push(ObjectInfo { key, size });
+            }
+            objects.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(objects)
+        })
+        .await
+        .map_err(|e| StorageError::Io(format!("listing: {e}")))?
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> StorageResult<()> {
+        let root = match self.root(false).await {
+            Ok(root) => root,
+            Err(StorageError::NotFound(_)) => return Ok(()),
+            Err(error) => return Err(error),
+        };
+        let path = root.join(key.as_str());
+        let parent = match path.parent() {
+            Some(parent) if tokio::fs::metadata(parent).await.is_ok() => parent.to_path_buf(),
+            _ => return Ok(()),
+        };
+        // The file itself is removed, not what a symlink points to; its
+        // directory must be inside the root.
+        let parent = self.confined(&root, &parent).await?;
+        let name = path.file_name().unwrap_or_default();
+        match tokio::fs::remove_file(parent.join(name)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StorageError::io(&format!("deleting {key}"), &e)),
+        }
+    }
+
+    async fn presigned_get(
+        &self,
+        _key: &ObjectKey,
+        _expires_in: std::time::Duration,
+    ) -> StorageResult<Option<url::Url>> {
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::single_chunk;
+    use bytes::Bytes;
+
+    fn key(text: &str) -> ObjectKey {
+        ObjectKey::parse(text).unwrap()
+    }
+
+    #[tokio::test]
+    async fn round_trip_list_and_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path().join("target"));
+        storage.connect().await.unwrap();
+        let written = storage
+            .put(
+                &key("acme/shop/data/1.tar.zst"),
+                single_chunk(Bytes::from_static(b"archive")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(written, 7);
+        let bytes = crate::storage::read_all(&storage, &key("acme/shop/data/1.tar.zst"), 100)
+            .await
+            .unwrap();
+        assert_eq!(&bytes[..], b"archive");
+        assert_eq!(
+            storage
+                .head(&key("acme/shop/data/1.tar.zst"))
+                .await
+                .unwrap(),
+            Some(7)
+        );
+        assert_eq!(storage.head(&key("acme/none")).await.unwrap(), None);
+        let listed = storage.list("acme/shop/").await.unwrap();
+        assert_eq!(
+            listed,
+            [ObjectInfo {
+                key: "acme/shop/data/1.tar.zst".into(),
+                size: 7
+            }]
+        );
+        assert!(storage.list("other/").await.unwrap().is_empty());
+        storage
+            .delete(&key("acme/shop/data/1.tar.zst"))
+            .await
+            .unwrap();
+        storage
+            .delete(&key("acme/shop/data/1.tar.zst"))
+            .await
+            .unwrap();
+        assert_eq!(
+            storage
+                .head(&key("acme/shop/data/1.tar.zst"))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_leaves_nothing_and_keeps_the_old_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path());
+        storage
+            .put(&key("a/b"), single_chunk(Bytes::from_static(b"old")))
+            .await
+            .unwrap();
+        let failing: ByteStream = Box::pin(futures::stream::iter(vec![
+            Ok(Bytes::from_static(b"partial new content")),
+            Err(std::io::Error::other("the archiver died")),
+        ]));
+        let error = storage.put(&key("a/b"), failing).await.unwrap_err();
+        assert!(matches!(error, StorageError::SourceFailed(_)), "{error}");
+        let bytes = crate::storage::read_all(&storage, &key("a/b"), 100)
+            .await
+            .unwrap();
+        assert_eq!(&bytes[..], b"old");
+        let entries: Vec<_> = std::fs::read_dir(dir.path().join("a")).unwrap().collect();
+        assert_eq!(entries.len(), 1, "no temporary file is left");
+    }
+
+    #[tokio::test]
+    async fn symlinks_cannot_lead_outside() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"outside").unwrap();
+        let root = dir.path().join("target");
+        std::fs::create_dir_all(&root).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("escape")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), root.join("file")).unwrap();
+        let storage = LocalStorage::new(&root);
+        assert!(storage.get(&key("escape/secret")).await.is_err());
+        assert!(storage.get(&key("file")).await.is_err());
+        let written = storage
+            .put(&key("escape/new"), single_chunk(Bytes::from_static(b"x")))
+            .await;
+        assert!(written.is_err());
+        assert!(!outside.path().join("new").exists());
+        assert!(storage.list("").await.unwrap().is_empty());
+        storage.delete(&key("escape/secret")).await.unwrap_err();
+        assert!(outside.path().join("secret").exists());
+    }
+}

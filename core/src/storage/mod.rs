@@ -1,0 +1,392 @@
+//! Storage targets: one interface ([`Storage`]) with an adapter per kind of
+//! target — S3-family ([`s3`], with `object_store`), SSH ([`ssh`], SFTP with
+//! `ssh2`) and local directories ([`local`]).
+//!
+//! Every adapter streams: `put` takes a stream of chunks and `get` returns
+//! one, so objects of any size pass with bounded memory and no temporary
+//! copy of the whole object. An object becomes visible only when complete
+//! (multipart completion, or a rename of a temporary file). Errors say which
+//! step or permission failed and never carry credentials.
+
+pub mod local;
+pub mod s3;
+pub mod ssh;
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use cairn_entity::backup_target;
+
+use crate::netpolicy::AddressPolicy;
+use crate::targets::{TargetSettings, TargetType};
+use crate::Cairn;
+
+/// A stream of chunks of an object.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// Why a storage operation failed. The message is safe to show: it never
+/// holds credentials or key material.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("no object at {0}")]
+    NotFound(String),
+    #[error("access denied: {0}")]
+    AccessDenied(String),
+    #[error("the bucket does not exist: {0}")]
+    BucketMissing(String),
+    #[error("the server cannot be reached: {0}")]
+    Unreachable(String),
+    #[error("authentication failed: {0}")]
+    AuthenticationFailed(String),
+    #[error("the server's host key changed: expected {expected}, got {actual}; if the change is intended, update hostKeyFingerprint")]
+    HostKeyMismatch { expected: String, actual: String },
+    #[error("refused by the outbound address policy: {0}")]
+    AddressRefused(String),
+    #[error("invalid object key: {0}")]
+    InvalidKey(String),
+    #[error("the source of the upload failed: {0}")]
+    SourceFailed(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+impl StorageError {
+    pub(crate) fn io(context: &str, error: &io::Error) -> StorageError {
+        match error.kind() {
+            io::ErrorKind::NotFound => StorageError::NotFound(context.to_owned()),
+            io::ErrorKind::PermissionDenied => {
+                StorageError::AccessDenied(format!("{context}: {error}"))
+            }
+            _ => StorageError::Io(format!("{context}: {error}")),
+        }
+    }
+}
+
+/// Result of storage operations.
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// A key inside a target: relative, `/`-separated, without empty, `.` or
+/// `..` segments.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ObjectKey(String);
+
+impl ObjectKey {
+    pub fn parse(key: &str) -> StorageResult<ObjectKey> {
+        let invalid = |why: &str| StorageError::InvalidKey(format!("{key:?} {why}"));
+        if key.is_empty() || key.len() > 1024 {
+            return Err(invalid("must be 1–1024 characters"));
+        }
+        if key.starts_with('/') {
+            return Err(invalid("must be relative"));
+        }
+        if key
+            .split('/')
+            .any(|segment| segment.is_empty() || segment == "." || segment == "..")
+        {
+            return Err(invalid("must not contain empty, '.' or '..' segments"));
+        }
+        if key.chars().any(|c| c.is_control() || c == '\\') {
+            return Err(invalid(
+                "must not contain control characters or backslashes",
+            ));
+        }
+        Ok(ObjectKey(key.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An object as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+}
+
+/// The interface every target kind implements.
+#[async_trait::async_trait]
+pub trait Storage: Send + Sync {
+    /// Reaches the target and checks it exists (bucket, directory, server).
+    async fn connect(&self) -> StorageResult<()>;
+
+    /// Writes `body` to `key`, replacing what was there; the object becomes
+    /// visible only when complete, and a failed write leaves nothing behind.
+    /// Returns the number of bytes written.
+    async fn put(&self, key: &ObjectKey, body: ByteStream) -> StorageResult<u64>;
+
+    /// Reads `key`: its size and its bytes.
+    async fn get(&self, key: &ObjectKey) -> StorageResult<(u64, ByteStream)>;
+
+    /// The size of `key`, or `None` when it does not exist.
+    async fn head(&self, key: &ObjectKey) -> StorageResult<Option<u64>>;
+
+    /// Every object whose key starts with `prefix`.
+    async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectInfo>>;
+
+    /// Deletes `key`; deleting a missing object is not an error.
+    async fn delete(&self, key: &ObjectKey) -> StorageResult<()>;
+
+    /// A URL that reads `key` without credentials until `expires_in` has
+    /// passed, where the backend supports it.
+    async fn presigned_get(
+        &self,
+        key: &ObjectKey,
+        expires_in: Duration,
+    ) -> StorageResult<Option<url::Url>>;
+
+    /// The SSH host key fingerprint the last connection saw, for targets
+    /// that have one.
+    fn observed_host_key(&self) -> Option<String> {
+        None
+    }
+}
+
+/// What a storage is opened for: a connection test gives up on an
+/// unreachable target within seconds; a transfer retries for minutes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    Probe,
+    Transfer,
+}
+
+/// One step of a connection test.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Check {
+    /// `connect`, `write`, `read`, `list` or `delete`.
+    pub name: &'static str,
+    pub ok: bool,
+    /// What failed, when it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The outcome of a connection test: every step, in order.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct TestReport {
+    pub ok: bool,
+    pub checks: Vec<Check>,
+}
+
+/// The probe object of a connection test.
+const PROBE_PREFIX: &str = ".cairn-probe/";
+
+/// Writes, reads back, lists and deletes a probe object, reporting each
+/// step; a failed step makes the later ones "not attempted".
+pub async fn test_connection(storage: &dyn Storage) -> TestReport {
+    let key = ObjectKey(format!("{PROBE_PREFIX}{}", uuid::Uuid::now_v7()));
+    let payload = Bytes::from(format!("cairn connection test {key}\n"));
+
+    let connect = storage.connect().await;
+    let write = match &connect {
+        Ok(()) => Some(
+            storage
+                .put(&key, single_chunk(payload.clone()))
+                .await
+                .map(|_| ()),
+        ),
+        Err(_) => None,
+    };
+    let wrote = matches!(write, Some(Ok(())));
+    let (read, list, delete) = if wrote {
+        let read = read_all(storage, &key, 1 << 20).await.and_then(|bytes| {
+            if bytes == payload {
+                Ok(())
+            } else {
+                Err(StorageError::Io(
+                    "the probe read back differs from what was written".into(),
+                ))
+            }
+        });
+        let list = storage.list(PROBE_PREFIX).await.and_then(|objects| {
+            if objects.iter().any(|o| o.key == key.as_str()) {
+                Ok(())
+            } else {
+                Err(StorageError::Io(
+                    "the probe is missing from the listing".into(),
+                ))
+            }
+        });
+        let delete = match storage.delete(&key).await {
+            Ok(()) => match storage.head(&key).await {
+                Ok(None) => Ok(()),
+                Ok(Some(_)) => Err(StorageError::Io(
+                    "the probe is still there after delete".into(),
+                )),
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error),
+        };
+        (Some(read), Some(list), Some(delete))
+    } else {
+        (None, None, None)
+    };
+
+    let checks: Vec<Check> = [
+        ("connect", Some(connect)),
+        ("write", write),
+        ("read", read),
+        ("list", list),
+        ("delete", delete),
+    ]
+    .into_iter()
+    .map(|(name, outcome)| match outcome {
+        None => Check {
+            name,
+            ok: false,
+            error: Some("not attempted: an earlier check failed".into()),
+        },
+        Some(Ok(())) => Check {
+            name,
+            ok: true,
+            error: None,
+        },
+        Some(Err(error)) => Check {
+            name,
+            ok: false,
+            error: Some(error.to_string()),
+        },
+    })
+    .collect();
+    TestReport {
+        ok: checks.iter().all(|c| c.ok),
+        checks,
+    }
+}
+
+/// A stream of one chunk.
+pub fn single_chunk(bytes: Bytes) -> ByteStream {
+    Box::pin(futures::stream::once(async move { Ok(bytes) }))
+}
+
+/// Reads a whole (small) object, refusing more than `limit` bytes.
+pub async fn read_all(
+    storage: &dyn Storage,
+    key: &ObjectKey,
+    limit: usize,
+) -> StorageResult<Bytes> {
+    let (_, mut stream) = storage.get(key).await?;
+    let mut buffer = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| StorageError::Io(format!("reading {key}: {e}")))?;
+        if buffer.len() + chunk.len() > limit {
+            return Err(StorageError::Io(format!(
+                "{key} is larger than {limit} bytes"
+            )));
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buffer))
+}
+
+/// The address policy of this server.
+pub fn address_policy(cairn: &Cairn) -> AddressPolicy {
+    AddressPolicy {
+        allow_private: cairn.config.allow_private_endpoints,
+    }
+}
+
+/// Opens the storage of a target, with its secrets.
+pub fn open(
+    cairn: &Cairn,
+    target: &backup_target::Model,
+    purpose: Purpose,
+) -> crate::Result<Arc<dyn Storage>> {
+    let target_type = TargetType::parse(&target.target_type).ok_or_else(|| {
+        anyhow::anyhow!(
+            "target {} has unknown type {}",
+            target.id,
+            target.target_type
+        )
+    })?;
+    let settings: TargetSettings =
+        serde_json::from_value(target.config.clone()).map_err(anyhow::Error::from)?;
+    let secrets = crate::targets::open_secrets(&cairn.master_key, target)?;
+    let policy = address_policy(cairn);
+    let missing = |field: &str| anyhow::anyhow!("target {} has no {field}", target.id);
+    Ok(match target_type {
+        TargetType::S3 | TargetType::R2 | TargetType::B2 => Arc::new(s3::S3Storage::new(
+            s3::S3Options {
+                bucket: settings.bucket.clone().ok_or_else(|| missing("bucket"))?,
+                region: settings
+                    .region
+                    .clone()
+                    .unwrap_or_else(|| "us-east-1".into()),
+                access_key_id: settings
+                    .access_key_id
+                    .clone()
+                    .ok_or_else(|| missing("accessKeyId"))?,
+                secret_access_key: secrecy::SecretString::from(
+                    secrets
+                        .get("secretAccessKey")
+                        .cloned()
+                        .ok_or_else(|| missing("secretAccessKey"))?,
+                ),
+                endpoint: settings.endpoint.clone(),
+                prefix: settings.prefix.clone(),
+                retry_budget: match purpose {
+                    Purpose::Probe => Duration::from_secs(10),
+                    Purpose::Transfer => s3::RETRY_BUDGET,
+                },
+            },
+            policy,
+        )?),
+        TargetType::Ssh => Arc::new(ssh::SshStorage::new(
+            ssh::SshOptions {
+                host: settings.host.clone().ok_or_else(|| missing("host"))?,
+                port: settings.port.unwrap_or(22),
+                username: settings
+                    .username
+                    .clone()
+                    .ok_or_else(|| missing("username"))?,
+                path: settings.path.clone().ok_or_else(|| missing("path"))?,
+                private_key: secrets
+                    .get("privateKey")
+                    .cloned()
+                    .map(secrecy::SecretString::from),
+                host_key_fingerprint: settings.host_key_fingerprint.clone(),
+            },
+            policy,
+        )),
+        TargetType::Local => Arc::new(local::LocalStorage::new(
+            settings.path.clone().ok_or_else(|| missing("path"))?,
+        )),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_relative_and_clean() {
+        assert!(ObjectKey::parse("acme/shop/data/2024-01-15T02-00-00-000Z.tar.zst").is_ok());
+        assert!(ObjectKey::parse(".cairn-probe/x").is_ok());
+        for bad in [
+            "",
+            "/etc/passwd",
+            "a/../b",
+            "../a",
+            "a//b",
+            "a/./b",
+            "a\\b",
+            "a\0b",
+        ] {
+            assert!(ObjectKey::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

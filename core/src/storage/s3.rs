@@ -1,0 +1,325 @@
+//! S3, R2, B2 and any S3-compatible endpoint, through `object_store`.
+//!
+//! A custom endpoint uses path-style addressing (as MinIO and most
+//! self-hosted servers need). Uploads go through `object_store`'s buffered
+//! writer: small objects as one PUT, larger ones as a multipart upload of
+//! [`PART_SIZE`] parts, at most [`PART_CONCURRENCY`] in flight — so memory
+//! stays bounded — and a failed upload is aborted so that no partial object
+//! or dangling multipart upload remains. Transient failures (timeouts,
+//! resets, 5xx, throttling) are retried by `object_store` with jittered
+//! exponential backoff inside [`RETRY_BUDGET`]. Every connection resolves
+//! its host through the outbound address policy.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::buffered::BufWriter;
+use object_store::client::{DnsFuture, DnsResolver};
+use object_store::path::Path;
+use object_store::signer::{Method, Signer};
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::io::AsyncWriteExt;
+
+use super::{ByteStream, ObjectInfo, ObjectKey, Storage, StorageError, StorageResult};
+use crate::netpolicy::AddressPolicy;
+
+/// Size of one part of a multipart upload (S3's minimum is 5 MiB).
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Parts uploaded at once.
+pub const PART_CONCURRENCY: usize = 4;
+/// How long a transfer's request may be retried before its failure is
+/// reported.
+pub const RETRY_BUDGET: Duration = Duration::from_secs(120);
+
+/// Settings of an S3-family target.
+pub struct S3Options {
+    pub bucket: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: SecretString,
+    pub endpoint: Option<String>,
+    pub prefix: Option<String>,
+    /// How long failed requests are retried.
+    pub retry_budget: Duration,
+}
+
+pub struct S3Storage {
+    store: Arc<AmazonS3>,
+    bucket: String,
+    /// `prefix/` or empty.
+    prefix: String,
+    /// Why the endpoint's literal address is refused, if it is.
+    refused: Option<String>,
+}
+
+/// Resolves endpoint host names and drops the addresses the policy refuses,
+/// at every connection (not only when the target was saved).
+#[derive(Debug)]
+struct PolicyResolver(AddressPolicy);
+
+impl DnsResolver for PolicyResolver {
+    fn resolve(&self, host: &str) -> DnsFuture {
+        let policy = self.0;
+        let host = host.to_owned();
+        Box::pin(async move {
+            let addresses = policy.resolve(&host, 0).await?;
+            Ok(addresses.into_iter().map(|a| a.ip()).collect())
+        })
+    }
+}
+
+impl S3Storage {
+    pub fn new(options: S3Options, policy: AddressPolicy) -> crate::Result<S3Storage> {
+        let client = ClientOptions::new()
+            .with_dns_resolver(Arc::new(PolicyResolver(policy)))
+            .with_connect_timeout(Duration::from_secs(10))
+            .with_timeout(Duration::from_secs(120));
+        let retry = RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(200),
+                max_backoff: Duration::from_secs(15),
+                base: 2.0,
+            },
+            max_retries: 10,
+            retry_timeout: options.retry_budget,
+        };
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(&options.bucket)
+            .with_region(&options.region)
+            .with_access_key_id(&options.access_key_id)
+            .with_secret_access_key(options.secret_access_key.expose_secret())
+            .with_retry(retry)
+            .with_client_options(client);
+        let mut refused = None;
+        if let Some(endpoint) = &options.endpoint {
+            // Literal addresses never reach the resolver: check them here.
+            if let Some(host) = url::Url::parse(endpoint)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+            {
+                let bare = host.trim_start_matches('[').trim_end_matches(']');
+                if let Ok(ip) = bare.parse::<IpAddr>() {
+                    refused = policy.check(ip).err();
+                }
+            }
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_virtual_hosted_style_request(false)
+                .with_allow_http(endpoint.starts_with("http://"));
+        }
+        let store = builder
+            .build()
+            .map_err(|e| anyhow::anyhow!("configuring the S3 client: {}", describe(&e)))?;
+        let prefix = match options.prefix.as_deref().map(|p| p.trim_matches('/')) {
+            Some(p) if !p.is_empty() => format!("{p}/"),
+            _ => String::new(),
+        };
+        Ok(S3Storage {
+            store: Arc::new(store),
+            bucket: options.bucket,
+            prefix,
+            refused,
+        })
+    }
+
+    fn path(&self, key: &ObjectKey) -> StorageResult<Path> {
+        if let Some(reason) = &self.refused {
+            return Err(StorageError::AddressRefused(reason.clone()));
+        }
+        Ok(Path::from(format!("{}{}", self.prefix, key.as_str())))
+    }
+
+    fn error(&self, what: &str, error: object_store::Error) -> StorageError {
+        classify(&self.bucket, what, error)
+    }
+}
+
+/// An error's message and the chain of its causes, which is where the
+/// transport says what failed (connection refused, DNS, policy).
+fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Sorts an `object_store` error into what the caller can act on.
+fn classify(bucket: &str, what: &str, error: object_store::Error) -> StorageError {
+    let text = describe(&error);
+    let detail = format!("{what}: {text}");
+    if text.contains("NoSuchBucket") || text.contains("bucket does not exist") {
+        return StorageError::BucketMissing(format!("bucket '{bucket}' ({what})"));
+    }
+    if text.contains("outbound address policy")
+        || text.contains("which targets may not use")
+        || text.contains("does not allow private endpoints")
+    {
+        return StorageError::AddressRefused(detail);
+    }
+    match error {
+        object_store::Error::NotFound { path, .. } => StorageError::NotFound(path),
+        object_store::Error::Unauthenticated { .. } => StorageError::AuthenticationFailed(detail),
+        object_store::Error::PermissionDenied { .. } => StorageError::AccessDenied(detail),
+        _ if text.contains("InvalidAccessKeyId") || text.contains("SignatureDoesNotMatch") => {
+            StorageError::AuthenticationFailed(detail)
+        }
+        _ if text.contains("AccessDenied") || text.contains("403") => {
+            StorageError::AccessDenied(detail)
+        }
+        _ if text.contains("error sending request")
+            || text.contains("onnect")
+            || text.contains("timed out")
+            || text.contains("dns")
+            || text.contains("resolve") =>
+        {
+            StorageError::Unreachable(detail)
+        }
+        _ => StorageError::Io(detail),
+    }
+}
+
+#[async_trait::async_trait]
+impl Storage for S3Storage {
+    async fn connect(&self) -> StorageResult<()> {
+        if let Some(reason) = &self.refused {
+            return Err(StorageError::AddressRefused(reason.clone()));
+        }
+        let prefix = (!self.prefix.is_empty()).then(|| Path::from(self.prefix.as_str()));
+        self.store
+            .list_with_delimiter(prefix.as_ref())
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error("listing the bucket", e))
+    }
+
+    async fn put(&self, key: &ObjectKey, mut body: ByteStream) -> StorageResult<u64> {
+        let path = self.path(key)?;
+        let store: Arc<dyn ObjectStore> = self.store.clone();
+        let mut writer =
+            BufWriter::with_capacity(store, path, PART_SIZE).with_max_concurrency(PART_CONCURRENCY);
+        let mut written = 0u64;
+        let outcome: StorageResult<()> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| StorageError::SourceFailed(e.to_string()))?;
+                writer
+                    .write_all(&chunk)
+                    .await
+                    .map_err(|e| StorageError::Io(format!("uploading {key}: {}", describe(&e))))?;
+                written += chunk.len() as u64;
+            }
+            writer
+                .shutdown()
+                .await
+                .map_err(|e| StorageError::Io(format!("completing {key}: {}", describe(&e))))
+        }
+        .await;
+        match outcome {
+            Ok(()) => Ok(written),
+            Err(error) => {
+                // No partial object, no dangling multipart upload.
+                if let Err(abort) = writer.abort().await {
+                    tracing::warn!(key = %key, error = %describe(&abort), "aborting a failed upload failed");
+                }
+                Err(match error {
+                    StorageError::Io(text) => reclassify(&self.bucket, text),
+                    other => other,
+                })
+            }
+        }
+    }
+
+    async fn get(&self, key: &ObjectKey) -> StorageResult<(u64, ByteStream)> {
+        let path = self.path(key)?;
+        let result = self
+            .store
+            .get(&path)
+            .await
+            .map_err(|e| self.error(&format!("reading {key}"), e))?;
+        let size = result.meta.size;
+        let stream = result
+            .into_stream()
+            .map_err(|e| std::io::Error::other(describe(&e)));
+        Ok((size, Box::pin(stream)))
+    }
+
+    async fn head(&self, key: &ObjectKey) -> StorageResult<Option<u64>> {
+        let path = self.path(key)?;
+        match self.store.head(&path).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error(&format!("reading {key}"), e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectInfo>> {
+        if let Some(reason) = &self.refused {
+            return Err(StorageError::AddressRefused(reason.clone()));
+        }
+        let full = format!("{}{prefix}", self.prefix);
+        // object_store lists whole path segments; narrow to the exact
+        // string prefix afterwards.
+        let directory = full.rfind('/').map(|i| Path::from(&full[..i]));
+        let mut objects = Vec::new();
+        let mut listing = self.store.list(directory.as_ref());
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(|e| self.error("listing", e))?;
+            let location = meta.location.to_string();
+            if let Some(key) = location.strip_prefix(&self.prefix) {
+                if location.starts_with(&full) {
+                    objects.push(ObjectInfo {
+                        key: key.to_owned(),
+                        size: meta.size,
+                    });
+                }
+            }
+        }
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(objects)
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> StorageResult<()> {
+        let path = self.path(key)?;
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.error(&format!("deleting {key}"), e)),
+        }
+    }
+
+    async fn presigned_get(
+        &self,
+        key: &ObjectKey,
+        expires_in: Duration,
+    ) -> StorageResult<Option<url::Url>> {
+        let path = self.path(key)?;
+        let url = self
+            .store
+            .signed_url(Method::GET, &path, expires_in)
+            .await
+            .map_err(|e| self.error(&format!("signing a URL for {key}"), e))?;
+        Ok(Some(url))
+    }
+}
+
+/// Errors that surfaced through the writer arrive as text; sort them the
+/// same way.
+fn reclassify(bucket: &str, text: String) -> StorageError {
+    classify(
+        bucket,
+        "uploading",
+        object_store::Error::Generic {
+            store: "S3",
+            source: text.into(),
+        },
+    )
+}

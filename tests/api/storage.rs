@@ -1,0 +1,428 @@
+//! The storage adapters against real servers on loopback: s3s-fs (an S3
+//! server that checks signatures) and OpenSSH's sshd, both started by
+//! `scripts/test.sh`; local directories on disk.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_core::netpolicy::AddressPolicy;
+use cairn_core::storage::s3::{S3Options, S3Storage};
+use cairn_core::storage::ssh::{SshOptions, SshStorage};
+use cairn_core::storage::{self, ByteStream, ObjectKey, Storage, StorageError};
+use futures::StreamExt;
+use secrecy::SecretString;
+use sha2::{Digest, Sha256};
+
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with scripts/test.sh, which starts the S3 server and sshd")
+    })
+}
+
+const OPEN: AddressPolicy = AddressPolicy {
+    allow_private: true,
+};
+
+fn key(text: &str) -> ObjectKey {
+    ObjectKey::parse(text).unwrap()
+}
+
+/// A unique prefix, so that tests sharing a bucket or directory never meet.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
+}
+
+pub fn s3(prefix: Option<&str>, secret: Option<&str>, bucket: Option<&str>) -> S3Storage {
+    S3Storage::new(
+        S3Options {
+            bucket: bucket
+                .map(str::to_owned)
+                .unwrap_or_else(|| env("TEST_S3_BUCKET")),
+            region: "us-east-1".into(),
+            access_key_id: env("TEST_S3_ACCESS_KEY"),
+            secret_access_key: SecretString::from(
+                secret
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| env("TEST_S3_SECRET_KEY")),
+            ),
+            endpoint: Some(env("TEST_S3_ENDPOINT")),
+            prefix: prefix.map(str::to_owned),
+            retry_budget: Duration::from_secs(5),
+        },
+        OPEN,
+    )
+    .unwrap()
+}
+
+pub fn ssh(path: &str, key_file: Option<&str>, fingerprint: Option<&str>) -> SshStorage {
+    let key_file = key_file
+        .map(str::to_owned)
+        .unwrap_or_else(|| env("TEST_SSH_KEY"));
+    SshStorage::new(
+        SshOptions {
+            host: env("TEST_SSH_HOST"),
+            port: env("TEST_SSH_PORT").parse().unwrap(),
+            username: env("TEST_SSH_USER"),
+            path: path.to_owned(),
+            private_key: Some(SecretString::from(
+                std::fs::read_to_string(key_file).unwrap(),
+            )),
+            host_key_fingerprint: fingerprint.map(str::to_owned),
+        },
+        OPEN,
+    )
+}
+
+/// `total` deterministic bytes in chunks of `chunk`, and their SHA-256.
+pub fn pattern(total: usize, chunk: usize) -> (ByteStream, String) {
+    let mut digest = Sha256::new();
+    let mut chunks = Vec::new();
+    let mut offset = 0;
+    while offset < total {
+        let n = chunk.min(total - offset);
+        let bytes: Vec<u8> = (offset..offset + n)
+            .map(|i| (i % 251) as u8 ^ (i / 4096) as u8)
+            .collect();
+        digest.update(&bytes);
+        chunks.push(Bytes::from(bytes));
+        offset += n;
+    }
+    let hex = format!("{:x}", digest.finalize());
+    (
+        Box::pin(futures::stream::iter(chunks.into_iter().map(Ok))),
+        hex,
+    )
+}
+
+/// Reads an object back: its size and SHA-256.
+pub async fn digest_of(storage: &dyn Storage, key: &ObjectKey) -> (u64, u64, String) {
+    let (announced, mut stream) = storage.get(key).await.unwrap();
+    let mut digest = Sha256::new();
+    let mut read = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        read += chunk.len() as u64;
+        digest.update(&chunk);
+    }
+    (announced, read, format!("{:x}", digest.finalize()))
+}
+
+/// A stream that fails after `good` bytes, as an archiver dying midway.
+fn failing_after(good: usize) -> ByteStream {
+    let (head, _) = pattern(good, 1 << 20);
+    Box::pin(head.chain(futures::stream::once(async {
+        Err(std::io::Error::other("the archiver died"))
+    })))
+}
+
+async fn exercise(storage: &dyn Storage, base: &str) {
+    storage.connect().await.unwrap();
+    let small = key(&format!("{base}/app/data/small.bin"));
+    let other = key(&format!("{base}/other/x.bin"));
+    let written = storage
+        .put(
+            &small,
+            storage::single_chunk(Bytes::from_static(b"hello, cairn")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(written, 12);
+    storage
+        .put(&other, storage::single_chunk(Bytes::from_static(b"x")))
+        .await
+        .unwrap();
+    assert_eq!(storage.head(&small).await.unwrap(), Some(12));
+    assert_eq!(
+        storage
+            .head(&key(&format!("{base}/missing")))
+            .await
+            .unwrap(),
+        None
+    );
+    let bytes = storage::read_all(storage, &small, 1024).await.unwrap();
+    assert_eq!(&bytes[..], b"hello, cairn");
+    let listed = storage.list(&format!("{base}/app/")).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key, small.as_str());
+    assert_eq!(listed[0].size, 12);
+    assert_eq!(storage.list(&format!("{base}/")).await.unwrap().len(), 2);
+    // A string prefix, not only whole segments.
+    assert_eq!(storage.list(&format!("{base}/ot")).await.unwrap().len(), 1);
+    storage.delete(&small).await.unwrap();
+    storage.delete(&small).await.unwrap();
+    assert_eq!(storage.head(&small).await.unwrap(), None);
+    assert!(matches!(
+        storage.get(&small).await,
+        Err(StorageError::NotFound(_))
+    ));
+    let report = storage::test_connection(storage).await;
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.checks.len(), 5);
+}
+
+#[tokio::test]
+async fn s3_round_trip_small_and_multipart_objects() {
+    let prefix = unique("prefix");
+    let storage = s3(Some(&prefix), None, None);
+    exercise(&storage, "a").await;
+
+    // Larger than 100 MiB: a multipart upload of several parts.
+    let big = key("a/big.bin");
+    let total = 101 * 1024 * 1024 + 12345;
+    let (stream, expected) = pattern(total, 1 << 20);
+    assert_eq!(storage.put(&big, stream).await.unwrap(), total as u64);
+    let (announced, read, digest) = digest_of(&storage, &big).await;
+    assert_eq!((announced, read), (total as u64, total as u64));
+    assert_eq!(digest, expected);
+    // The object is in the bucket, under the prefix, whole.
+    let on_disk = std::path::Path::new(&env("TEST_S3_ROOT"))
+        .join(env("TEST_S3_BUCKET"))
+        .join(&prefix)
+        .join("a/big.bin");
+    assert_eq!(std::fs::metadata(on_disk).unwrap().len(), total as u64);
+    storage.delete(&big).await.unwrap();
+}
+
+#[tokio::test]
+async fn s3_presigned_urls_work_and_wrong_signatures_are_refused() {
+    let prefix = unique("presign");
+    let storage = s3(Some(&prefix), None, None);
+    let object = key("archive.tar.zst");
+    storage
+        .put(
+            &object,
+            storage::single_chunk(Bytes::from_static(b"presigned bytes")),
+        )
+        .await
+        .unwrap();
+    let url = storage
+        .presigned_get(&object, Duration::from_secs(3600))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(url.as_str().contains("X-Amz-Signature="), "{url}");
+    let response = reqwest::get(url.clone()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(&response.bytes().await.unwrap()[..], b"presigned bytes");
+
+    let forged = s3(Some(&prefix), Some("not-the-secret"), None)
+        .presigned_get(&object, Duration::from_secs(3600))
+        .await
+        .unwrap()
+        .unwrap();
+    let response = reqwest::get(forged).await.unwrap();
+    assert_eq!(response.status(), 403);
+    // Tampering with a signed URL breaks it too.
+    let tampered = url.as_str().replace("archive.tar.zst", "other.tar.zst");
+    assert_eq!(reqwest::get(tampered).await.unwrap().status(), 403);
+}
+
+#[tokio::test]
+async fn s3_interrupted_upload_leaves_no_object_and_no_open_upload() {
+    let prefix = unique("interrupted");
+    let storage = s3(Some(&prefix), None, None);
+    let object = key("half.bin");
+    let error = storage
+        .put(&object, failing_after(20 * 1024 * 1024))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StorageError::SourceFailed(_)), "{error}");
+    assert_eq!(storage.head(&object).await.unwrap(), None);
+    // s3s-fs keeps multipart uploads as `.upload-*` files in its root (it
+    // has no ListMultipartUploads); an aborted upload leaves none.
+    let leftovers: Vec<String> = std::fs::read_dir(env("TEST_S3_ROOT"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".upload"))
+        .collect();
+    assert!(leftovers.is_empty(), "open uploads remain: {leftovers:?}");
+}
+
+#[tokio::test]
+async fn s3_wrong_credentials_and_missing_buckets_say_so() {
+    let error = s3(None, Some("wrong-secret"), None)
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StorageError::AuthenticationFailed(_) | StorageError::AccessDenied(_)
+        ),
+        "{error}"
+    );
+    assert!(!error.to_string().contains("wrong-secret"));
+    let error = s3(None, None, Some("no-such-bucket"))
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StorageError::BucketMissing(_)), "{error}");
+    assert!(error.to_string().contains("no-such-bucket"), "{error}");
+}
+
+#[tokio::test]
+async fn ssh_round_trip_and_connection_test() {
+    let root = format!("{}/{}", env("TEST_SSH_ROOT"), unique("ssh"));
+    let storage = ssh(&root, None, Some(&env("TEST_SSH_HOST_FINGERPRINT")));
+    exercise(&storage, "a").await;
+    // A few MiB in many chunks, verified byte for byte.
+    let object = key("a/medium.bin");
+    let total = 5 * 1024 * 1024 + 7;
+    let (stream, expected) = pattern(total, 64 * 1024);
+    assert_eq!(storage.put(&object, stream).await.unwrap(), total as u64);
+    let (announced, read, digest) = digest_of(&storage, &object).await;
+    assert_eq!((announced, read), (total as u64, total as u64));
+    assert_eq!(digest, expected);
+    assert_eq!(
+        std::fs::metadata(format!("{root}/a/medium.bin"))
+            .unwrap()
+            .len(),
+        total as u64
+    );
+}
+
+#[tokio::test]
+async fn ssh_writes_appear_only_when_complete() {
+    let root = format!("{}/{}", env("TEST_SSH_ROOT"), unique("atomic"));
+    let storage = ssh(&root, None, Some(&env("TEST_SSH_HOST_FINGERPRINT")));
+    let object = key("app/archive.bin");
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let (first, _) = pattern(1024 * 1024, 64 * 1024);
+    let (second, _) = pattern(1024 * 1024, 64 * 1024);
+    let paused: ByteStream = Box::pin(
+        first
+            .chain(futures::stream::once(async move {
+                released.await.ok();
+                Ok(Bytes::new())
+            }))
+            .chain(second),
+    );
+    let upload = tokio::spawn(async move {
+        let storage = storage;
+        let written = storage.put(&key("app/archive.bin"), paused).await;
+        (storage, written)
+    });
+    // Midway: the bytes are on the server, under a temporary name only.
+    let destination = std::path::PathBuf::from(format!("{root}/app/archive.bin"));
+    let directory = destination.parent().unwrap().to_path_buf();
+    let mut saw_temp = false;
+    for _ in 0..100 {
+        if let Ok(entries) = std::fs::read_dir(&directory) {
+            let names: Vec<String> = entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            if names.iter().any(|n| n.contains(".cairn-tmp-")) {
+                saw_temp = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(saw_temp, "the upload never started");
+    assert!(
+        !destination.exists(),
+        "a reader must never see a partial file"
+    );
+    release.send(()).unwrap();
+    let (storage, written) = upload.await.unwrap();
+    assert_eq!(written.unwrap(), 2 * 1024 * 1024);
+    assert_eq!(
+        std::fs::metadata(&destination).unwrap().len(),
+        2 * 1024 * 1024
+    );
+    assert_eq!(storage.head(&object).await.unwrap(), Some(2 * 1024 * 1024));
+    let leftovers: Vec<_> = std::fs::read_dir(&directory)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".cairn-tmp-")
+        })
+        .collect();
+    assert!(leftovers.is_empty());
+
+    // A failed upload leaves nothing, not even its temporary file.
+    let error = storage
+        .put(&key("app/failed.bin"), failing_after(3 * 1024 * 1024))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StorageError::SourceFailed(_)), "{error}");
+    let names: Vec<String> = std::fs::read_dir(&directory)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["archive.bin"]);
+}
+
+#[tokio::test]
+async fn ssh_refuses_a_changed_host_key_and_a_wrong_user_key() {
+    let root = format!("{}/{}", env("TEST_SSH_ROOT"), unique("refused"));
+    let wrong_fingerprint = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let storage = ssh(&root, None, Some(wrong_fingerprint));
+    let error = storage.connect().await.unwrap_err();
+    match &error {
+        StorageError::HostKeyMismatch { expected, actual } => {
+            assert_eq!(expected, wrong_fingerprint);
+            assert_eq!(actual, &env("TEST_SSH_HOST_FINGERPRINT"));
+        }
+        other => panic!("expected a host key mismatch, got {other}"),
+    }
+    assert!(!std::path::Path::new(&root).exists(), "nothing was written");
+
+    let other_key = env("TEST_SSH_OTHER_KEY");
+    let storage = ssh(&root, Some(&other_key), None);
+    let report = storage::test_connection(&storage).await;
+    assert!(!report.ok);
+    let connect = &report.checks[0];
+    assert_eq!(connect.name, "connect");
+    let message = connect.error.as_deref().unwrap();
+    assert!(
+        message.contains("authentication failed") && message.contains("refused user"),
+        "{message}"
+    );
+    assert!(!message.contains("PRIVATE KEY"), "{message}");
+    assert!(report.checks[1..].iter().all(|c| !c.ok));
+    // Trust on first use: the key it saw is reported for storing.
+    assert_eq!(
+        storage.observed_fingerprint().as_deref(),
+        Some(env("TEST_SSH_HOST_FINGERPRINT").as_str())
+    );
+}
+
+#[tokio::test]
+async fn unreachable_hosts_fail_the_connect_check() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let storage = SshStorage::new(
+        SshOptions {
+            host: "127.0.0.1".into(),
+            port,
+            username: "nobody".into(),
+            path: "/tmp".into(),
+            private_key: None,
+            host_key_fingerprint: None,
+        },
+        OPEN,
+    );
+    let error = storage.connect().await.unwrap_err();
+    assert!(matches!(error, StorageError::Unreachable(_)), "{error}");
+    let closed = SshStorage::new(
+        SshOptions {
+            host: "169.254.169.254".into(),
+            port: 22,
+            username: "nobody".into(),
+            path: "/tmp".into(),
+            private_key: None,
+            host_key_fingerprint: None,
+        },
+        OPEN,
+    );
+    assert!(matches!(
+        closed.connect().await,
+        Err(StorageError::AddressRefused(_))
+    ));
+}

@@ -12,5 +12,6 @@ mod ops;
 mod orgs;
 mod startup;
 mod storage;
+mod target_checks;
 mod targets;
 mod tokens;

@@ -381,6 +381,7 @@ async fn targets_in_use_cannot_be_deleted(backend: Backend) {
             job: None,
             app: None,
             target: Some(&target),
+            path: None,
             status: "success",
             created_at: chrono::Utc::now(),
         },

@@ -339,7 +339,7 @@ pub fn open(
                 endpoint: settings.endpoint.clone(),
                 prefix: settings.prefix.clone(),
                 retry_budget: match purpose {
-                    Purpose::Probe => Duration::from_secs(10),
+                    Purpose::Probe => Duration::from_secs(5),
                     Purpose::Transfer => s3::RETRY_BUDGET,
                 },
             },

@@ -167,6 +167,18 @@ fn classify(bucket: &str, what: &str, error: object_store::Error) -> StorageErro
     {
         return StorageError::AddressRefused(detail);
     }
+    // Transport failures first: their text can contain anything (ports,
+    // timings), so the status patterns below must not see them.
+    let transport = [
+        "error sending request",
+        "tcp connect error",
+        "dns error",
+        "Connection refused",
+        "timed out",
+    ];
+    if transport.iter().any(|pattern| text.contains(pattern)) {
+        return StorageError::Unreachable(detail);
+    }
     match error {
         object_store::Error::NotFound { path, .. } => StorageError::NotFound(path),
         object_store::Error::Unauthenticated { .. } => StorageError::AuthenticationFailed(detail),
@@ -174,16 +186,8 @@ fn classify(bucket: &str, what: &str, error: object_store::Error) -> StorageErro
         _ if text.contains("InvalidAccessKeyId") || text.contains("SignatureDoesNotMatch") => {
             StorageError::AuthenticationFailed(detail)
         }
-        _ if text.contains("AccessDenied") || text.contains("403") => {
+        _ if text.contains("AccessDenied") || text.contains("403 Forbidden") => {
             StorageError::AccessDenied(detail)
-        }
-        _ if text.contains("error sending request")
-            || text.contains("onnect")
-            || text.contains("timed out")
-            || text.contains("dns")
-            || text.contains("resolve") =>
-        {
-            StorageError::Unreachable(detail)
         }
         _ => StorageError::Io(detail),
     }

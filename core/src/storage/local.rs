@@ -5,15 +5,19 @@
 
 use std::path::{Path, PathBuf};
 
-use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
-use tokio_util::io::ReaderStream;
+use std::io::{Read, Write};
 
-use super::{ByteStream, ObjectInfo, ObjectKey, Storage, StorageError, StorageResult};
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+
+use super::{
+    feed, received, ByteStream, Chunk, ObjectInfo, ObjectKey, Storage, StorageError, StorageResult,
+    QUEUE,
+};
 
 /// Marks a file that is still being written; never listed, never read.
 const TEMP_MARKER: &str = ".cairn-tmp-";
-const READ_CHUNK: usize = 256 * 1024;
+const READ_CHUNK: usize = 1024 * 1024;
 
 pub struct LocalStorage {
     root: PathBuf,
@@ -81,7 +85,7 @@ impl Storage for LocalStorage {
         Ok(())
     }
 
-    async fn put(&self, key: &ObjectKey, mut body: ByteStream) -> StorageResult<u64> {
+    async fn put(&self, key: &ObjectKey, body: ByteStream) -> StorageResult<u64> {
         let root = self.root(true).await?;
         let destination = root.join(key.as_str());
         let parent = destination
@@ -96,61 +100,77 @@ impl Storage for LocalStorage {
             .ok_or_else(|| StorageError::InvalidKey(key.to_string()))?
             .to_string_lossy()
             .into_owned();
-        let temp_path = parent.join(format!(".{name}{TEMP_MARKER}{}", uuid::Uuid::now_v7()));
-        let mut temp = TempFile {
-            path: Some(temp_path.clone()),
-        };
-        let mut file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp_path)
-            .await
-            .map_err(|e| StorageError::io(&format!("writing in {}", parent.display()), &e))?;
-        let mut written = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| StorageError::SourceFailed(e.to_string()))?;
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| StorageError::io(&format!("writing {}", key), &e))?;
-            written += chunk.len() as u64;
-        }
-        file.sync_all()
-            .await
-            .map_err(|e| StorageError::io(&format!("syncing {}", key), &e))?;
-        drop(file);
-        let final_path = parent.join(&name);
-        tokio::fs::rename(&temp_path, &final_path)
-            .await
-            .map_err(|e| {
+        let what = key.to_string();
+        // The file is written on one blocking thread, chunks arriving
+        // through a bounded queue: no per-chunk task, no extra copy.
+        let (sender, mut receiver) = mpsc::channel::<Chunk>(QUEUE);
+        let writer = tokio::task::spawn_blocking(move || -> StorageResult<u64> {
+            let temp_path = parent.join(format!(".{name}{TEMP_MARKER}{}", uuid::Uuid::now_v7()));
+            let mut temp = TempFile {
+                path: Some(temp_path.clone()),
+            };
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temp_path)
+                .map_err(|e| StorageError::io(&format!("writing in {}", parent.display()), &e))?;
+            let mut written = 0u64;
+            while let Some(chunk) = receiver.blocking_recv() {
+                match chunk {
+                    Chunk::Data(bytes) => {
+                        file.write_all(&bytes)
+                            .map_err(|e| StorageError::io(&format!("writing {what}"), &e))?;
+                        written += bytes.len() as u64;
+                    }
+                    Chunk::Abort => return Err(StorageError::SourceFailed("aborted".into())),
+                }
+            }
+            file.sync_all()
+                .map_err(|e| StorageError::io(&format!("syncing {what}"), &e))?;
+            drop(file);
+            let final_path = parent.join(&name);
+            std::fs::rename(&temp_path, &final_path).map_err(|e| {
                 StorageError::io(&format!("renaming into {}", final_path.display()), &e)
             })?;
-        temp.path = None;
-        // The rename is durable once the directory is.
-        let directory = tokio::fs::File::open(&parent)
-            .await
-            .map_err(|e| StorageError::io(&parent.display().to_string(), &e))?;
-        directory
-            .sync_all()
-            .await
-            .map_err(|e| StorageError::io(&format!("syncing {}", parent.display()), &e))?;
-        Ok(written)
+            temp.path = None;
+            // The rename is durable once the directory is.
+            std::fs::File::open(&parent)
+                .and_then(|directory| directory.sync_all())
+                .map_err(|e| StorageError::io(&format!("syncing {}", parent.display()), &e))?;
+            Ok(written)
+        });
+        let (written, fed) = tokio::join!(writer, feed(body, sender));
+        fed?;
+        written.map_err(|e| StorageError::Io(format!("writer thread: {e}")))?
     }
 
     async fn get(&self, key: &ObjectKey) -> StorageResult<(u64, ByteStream)> {
         let root = self.root(false).await?;
         let path = self.confined(&root, &root.join(key.as_str())).await?;
-        let file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| StorageError::io(key.as_str(), &e))?;
+        let mut file =
+            std::fs::File::open(&path).map_err(|e| StorageError::io(key.as_str(), &e))?;
         let size = file
             .metadata()
-            .await
             .map_err(|e| StorageError::io(key.as_str(), &e))?
             .len();
-        Ok((
-            size,
-            Box::pin(ReaderStream::with_capacity(file, READ_CHUNK)),
-        ))
+        let (sender, receiver) = mpsc::channel::<std::io::Result<Bytes>>(QUEUE);
+        tokio::task::spawn_blocking(move || loop {
+            let mut buffer = BytesMut::zeroed(READ_CHUNK);
+            match file.read(&mut buffer) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buffer.truncate(n);
+                    if sender.blocking_send(Ok(buffer.freeze())).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = sender.blocking_send(Err(e));
+                    return;
+                }
+            }
+        });
+        Ok((size, received(receiver)))
     }
 
     async fn head(&self, key: &ObjectKey) -> StorageResult<Option<u64>> {

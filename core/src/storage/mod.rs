@@ -268,6 +268,47 @@ pub async fn test_connection(storage: &dyn Storage) -> TestReport {
     }
 }
 
+/// What the async side sends to a writer on a blocking thread.
+pub(crate) enum Chunk {
+    Data(Bytes),
+    /// The source failed: the writer discards what it wrote.
+    Abort,
+}
+
+/// Chunks queued between the async side and a blocking thread.
+pub(crate) const QUEUE: usize = 8;
+
+/// Sends `body` to a blocking writer; a failing source is reported as
+/// [`StorageError::SourceFailed`] after telling the writer to abort. When
+/// the writer stops early, feeding stops and the writer's result says why.
+pub(crate) async fn feed(
+    mut body: ByteStream,
+    sender: tokio::sync::mpsc::Sender<Chunk>,
+) -> StorageResult<()> {
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(bytes) => {
+                if sender.send(Chunk::Data(bytes)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            Err(error) => {
+                let _ = sender.send(Chunk::Abort).await;
+                return Err(StorageError::SourceFailed(error.to_string()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The stream of chunks a blocking reader sends.
+pub(crate) fn received(receiver: tokio::sync::mpsc::Receiver<io::Result<Bytes>>) -> ByteStream {
+    Box::pin(futures::stream::unfold(
+        receiver,
+        |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) },
+    ))
+}
+
 /// A stream of one chunk.
 pub fn single_chunk(bytes: Bytes) -> ByteStream {
     Box::pin(futures::stream::once(async move { Ok(bytes) }))

@@ -22,18 +22,18 @@ use backon::{ExponentialBuilder, Retryable};
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine;
 use bytes::Bytes;
-use futures::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use ssh2::{ErrorCode, HashType, Session, Sftp};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ByteStream, ObjectInfo, ObjectKey, Storage, StorageError, StorageResult};
+use super::{
+    feed, received, ByteStream, Chunk, ObjectInfo, ObjectKey, Storage, StorageError, StorageResult,
+    QUEUE,
+};
 use crate::netpolicy::AddressPolicy;
 
 const TEMP_MARKER: &str = ".cairn-tmp-";
 const CHUNK: usize = 256 * 1024;
-/// Chunks queued between the async side and the SFTP thread.
-const QUEUE: usize = 8;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// libssh2's timeout for any single blocking call.
 const SESSION_TIMEOUT_MS: u32 = 60_000;
@@ -260,13 +260,6 @@ fn create_dirs(sftp: &Sftp, directory: &Path) -> StorageResult<()> {
     Ok(())
 }
 
-/// What the async side sends to the writing thread.
-enum Chunk {
-    Data(Bytes),
-    /// The source failed: discard the temporary file.
-    Abort,
-}
-
 #[async_trait::async_trait]
 impl Storage for SshStorage {
     async fn connect(&self) -> StorageResult<()> {
@@ -275,7 +268,7 @@ impl Storage for SshStorage {
             .await
     }
 
-    async fn put(&self, key: &ObjectKey, mut body: ByteStream) -> StorageResult<u64> {
+    async fn put(&self, key: &ObjectKey, body: ByteStream) -> StorageResult<u64> {
         let destination = self.remote(key);
         let (sender, mut receiver) = mpsc::channel::<Chunk>(QUEUE);
         let what = key.to_string();
@@ -330,23 +323,7 @@ impl Storage for SshStorage {
             }
             Ok(written)
         });
-        let feeder = async move {
-            while let Some(chunk) = body.next().await {
-                match chunk {
-                    Ok(bytes) => {
-                        if sender.send(Chunk::Data(bytes)).await.is_err() {
-                            // The writer stopped; its result says why.
-                            return Ok(());
-                        }
-                    }
-                    Err(error) => {
-                        let _ = sender.send(Chunk::Abort).await;
-                        return Err(StorageError::SourceFailed(error.to_string()));
-                    }
-                }
-            }
-            Ok(())
-        };
+        let feeder = feed(body, sender);
         let (written, fed) = tokio::join!(writer, feeder);
         fed?;
         written
@@ -410,10 +387,7 @@ impl Storage for SshStorage {
                 })
             }
         };
-        let stream = futures::stream::unfold(receiver, |mut receiver| async move {
-            receiver.recv().await.map(|item| (item, receiver))
-        });
-        Ok((size, Box::pin(stream)))
+        Ok((size, received(receiver)))
     }
 
     async fn head(&self, key: &ObjectKey) -> StorageResult<Option<u64>> {

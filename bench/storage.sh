@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Storage benchmark: a generated object (1 GiB by default) written and read
+# back through each adapter on loopback — local, S3 (s3s-fs), SSH (sshd) —
+# next to the same bytes moved by a plain tool in the same run (cp, curl
+# with a SigV4-signed PUT/GET, sftp), with the adapter's peak memory.
+#
+#   bench/storage.sh                 # 1 GiB
+#   BENCH_BYTES=268435456 bench/storage.sh
+#
+# Targets (bench/README.md): >= 85% of the plain tool's throughput, peak
+# memory under 64 MiB.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BYTES=${BENCH_BYTES:-1073741824}
+
+# shellcheck source=scripts/services.sh
+source scripts/services.sh
+trap stop_services EXIT
+ensure_packages
+start_s3
+start_sshd
+
+echo "[bench] building cairn-bench (release)" >&2
+cargo build --quiet --release -p cairn-bench
+BIN=${CARGO_TARGET_DIR:-target}/release/cairn-bench
+
+work="$CAIRN_SERVICES_DIR/bench"
+mkdir -p "$work/local"
+export BENCH_LOCAL_DIR="$work/local"
+source_file="$work/source.bin"
+"$BIN" generate "$source_file" "$BYTES"
+
+now() { date +%s.%N; }
+mib_per_s() { awk -v b="$BYTES" -v s="$1" -v e="$2" 'BEGIN { printf "%.1f", b / 1048576 / (e - s) }'; }
+field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
+
+# Plain tools, one function per adapter and direction.
+plain_local_write() { cp "$source_file" "$work/plain.bin" && sync "$work/plain.bin"; }
+plain_local_read() { dd if="$work/plain.bin" of=/dev/null bs=1M status=none; }
+sigv4=(--fail --silent --show-error --aws-sigv4 "aws:amz:us-east-1:s3" --user "$TEST_S3_ACCESS_KEY:$TEST_S3_SECRET_KEY"
+  -H "x-amz-content-sha256: UNSIGNED-PAYLOAD")
+plain_s3_write() { curl "${sigv4[@]}" -T "$source_file" "$TEST_S3_ENDPOINT/$TEST_S3_BUCKET/plain.bin" >/dev/null; }
+plain_s3_read() { curl "${sigv4[@]}" -o /dev/null "$TEST_S3_ENDPOINT/$TEST_S3_BUCKET/plain.bin"; }
+sftp_batch() {
+  sftp -q -b - -i "$TEST_SSH_KEY" -P "$TEST_SSH_PORT" -o StrictHostKeyChecking=no \
+    -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR "$TEST_SSH_USER@$TEST_SSH_HOST" >/dev/null
+}
+plain_ssh_write() { echo "put $source_file $TEST_SSH_ROOT/plain.bin" | sftp_batch; }
+plain_ssh_read() { echo "get $TEST_SSH_ROOT/plain.bin $work/sftp-read.bin" | sftp_batch; rm -f "$work/sftp-read.bin"; }
+
+declare -A tool=([local]="cp+sync / dd" [s3]="curl (signed PUT/GET)" [ssh]="sftp")
+printf '\nStorage benchmark: %s MiB per transfer, loopback, %s\n\n' "$((BYTES / 1048576))" "$(nproc) cores"
+printf '%-6s %-6s %12s %12s %8s %14s  %s\n' adapter dir "cairn MiB/s" "tool MiB/s" ratio "cairn peak MiB" tool
+for adapter in local s3 ssh; do
+  for direction in write read; do
+    line=$("$BIN" storage "$adapter" "$direction" "$BYTES")
+    ours=$(field mib_per_s <<<"$line")
+    peak=$(field peak_rss_mib <<<"$line")
+    start=$(now)
+    "plain_${adapter}_${direction}"
+    end=$(now)
+    theirs=$(mib_per_s "$start" "$end")
+    ratio=$(awk -v a="$ours" -v b="$theirs" 'BEGIN { printf "%.0f%%", 100 * a / b }')
+    printf '%-6s %-6s %12s %12s %8s %14s  %s\n' "$adapter" "$direction" "$ours" "$theirs" "$ratio" "$peak" "${tool[$adapter]}"
+  done
+done

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Storage benchmark: a generated object (1 GiB by default) written and read
 # back through each adapter on loopback — local, S3 (s3s-fs), SSH (sshd) —
-# next to the same bytes moved by a plain tool in the same run (cp, curl
-# with a SigV4-signed PUT/GET, sftp), with the adapter's peak memory.
+# next to the same bytes moved by a plain tool in the same run (cp and dd,
+# the AWS CLI, sftp), with the adapter's peak memory. Page caches are
+# dropped before each read where the machine allows it (root).
 #
 #   bench/storage.sh                 # 1 GiB
 #   BENCH_BYTES=268435456 bench/storage.sh
@@ -38,10 +39,21 @@ field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
 # Plain tools, one function per adapter and direction.
 plain_local_write() { cp "$source_file" "$work/plain.bin" && sync "$work/plain.bin"; }
 plain_local_read() { dd if="$work/plain.bin" of=/dev/null bs=1M status=none; }
-sigv4=(--fail --silent --show-error --aws-sigv4 "aws:amz:us-east-1:s3" --user "$TEST_S3_ACCESS_KEY:$TEST_S3_SECRET_KEY"
-  -H "x-amz-content-sha256: UNSIGNED-PAYLOAD")
-plain_s3_write() { curl "${sigv4[@]}" -T "$source_file" "$TEST_S3_ENDPOINT/$TEST_S3_BUCKET/plain.bin" >/dev/null; }
-plain_s3_read() { curl "${sigv4[@]}" -o /dev/null "$TEST_S3_ENDPOINT/$TEST_S3_BUCKET/plain.bin"; }
+# The AWS CLI (from PyPI, in a virtualenv kept with the test tools): the
+# S3 client operators use, multipart and parallel like the adapter.
+aws_cli() {
+  local venv="$CAIRN_TOOLS_DIR/awscli"
+  if [ ! -x "$venv/bin/aws" ]; then
+    echo "[bench] installing the AWS CLI from PyPI (once)" >&2
+    python3 -m venv "$venv" && "$venv/bin/pip" install --quiet awscli >&2
+  fi
+  printf '[default]\ns3 =\n    addressing_style = path\n' >"$work/aws-config"
+  AWS_CONFIG_FILE="$work/aws-config" AWS_ACCESS_KEY_ID="$TEST_S3_ACCESS_KEY" \
+    AWS_SECRET_ACCESS_KEY="$TEST_S3_SECRET_KEY" AWS_DEFAULT_REGION=us-east-1 \
+    "$venv/bin/aws" --endpoint-url "$TEST_S3_ENDPOINT" "$@"
+}
+plain_s3_write() { aws_cli s3 cp --quiet "$source_file" "s3://$TEST_S3_BUCKET/plain.bin"; }
+plain_s3_read() { aws_cli s3 cp --quiet "s3://$TEST_S3_BUCKET/plain.bin" - >/dev/null; }
 sftp_batch() {
   sftp -q -b - -i "$TEST_SSH_KEY" -P "$TEST_SSH_PORT" -o StrictHostKeyChecking=no \
     -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR "$TEST_SSH_USER@$TEST_SSH_HOST" >/dev/null
@@ -49,14 +61,17 @@ sftp_batch() {
 plain_ssh_write() { echo "put $source_file $TEST_SSH_ROOT/plain.bin" | sftp_batch; }
 plain_ssh_read() { echo "get $TEST_SSH_ROOT/plain.bin $work/sftp-read.bin" | sftp_batch; rm -f "$work/sftp-read.bin"; }
 
-declare -A tool=([local]="cp+sync / dd" [s3]="curl (signed PUT/GET)" [ssh]="sftp")
+declare -A tool=([local]="cp+sync / dd" [s3]="aws s3 cp" [ssh]="sftp")
 printf '\nStorage benchmark: %s MiB per transfer, loopback, %s\n\n' "$((BYTES / 1048576))" "$(nproc) cores"
 printf '%-6s %-6s %12s %12s %8s %14s  %s\n' adapter dir "cairn MiB/s" "tool MiB/s" ratio "cairn peak MiB" tool
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
 for adapter in local s3 ssh; do
   for direction in write read; do
+    [ "$direction" = read ] && drop_caches
     line=$("$BIN" storage "$adapter" "$direction" "$BYTES")
     ours=$(field mib_per_s <<<"$line")
     peak=$(field peak_rss_mib <<<"$line")
+    [ "$direction" = read ] && drop_caches
     start=$(now)
     "plain_${adapter}_${direction}"
     end=$(now)

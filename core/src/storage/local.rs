@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use std::io::{Read, Write};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::{
@@ -155,12 +155,12 @@ impl Storage for LocalStorage {
             .len();
         let (sender, receiver) = mpsc::channel::<std::io::Result<Bytes>>(QUEUE);
         tokio::task::spawn_blocking(move || loop {
-            let mut buffer = BytesMut::zeroed(READ_CHUNK);
-            match file.read(&mut buffer) {
+            // `read_to_end` fills the spare capacity without zeroing it first.
+            let mut buffer = Vec::with_capacity(READ_CHUNK);
+            match (&mut file).take(READ_CHUNK as u64).read_to_end(&mut buffer) {
                 Ok(0) => return,
-                Ok(n) => {
-                    buffer.truncate(n);
-                    if sender.blocking_send(Ok(buffer.freeze())).is_err() {
+                Ok(_) => {
+                    if sender.blocking_send(Ok(Bytes::from(buffer))).is_err() {
                         return;
                     }
                 }

@@ -7,8 +7,9 @@
 //! stays bounded — and a failed upload is aborted so that no partial object
 //! or dangling multipart upload remains. Transient failures (timeouts,
 //! resets, 5xx, throttling) are retried by `object_store` with jittered
-//! exponential backoff inside [`RETRY_BUDGET`]. Every connection resolves
-//! its host through the outbound address policy.
+//! exponential backoff inside [`RETRY_BUDGET`]. Downloads are ranged GETs
+//! of [`READ_PART`] bytes, [`READ_CONCURRENCY`] at once, in order. Every
+//! connection resolves its host through the outbound address policy.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -20,7 +21,9 @@ use object_store::buffered::BufWriter;
 use object_store::client::{DnsFuture, DnsResolver};
 use object_store::path::Path;
 use object_store::signer::{Method, Signer};
-use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
+use object_store::{
+    BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, RetryConfig,
+};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::AsyncWriteExt;
 
@@ -31,6 +34,10 @@ use crate::netpolicy::AddressPolicy;
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts uploaded at once.
 pub const PART_CONCURRENCY: usize = 4;
+/// Size of one ranged GET of a download.
+pub const READ_PART: u64 = 4 * 1024 * 1024;
+/// Ranged GETs in flight (and so buffered) at once.
+pub const READ_CONCURRENCY: usize = 8;
 /// How long a transfer's request may be retried before its failure is
 /// reported.
 pub const RETRY_BUDGET: Duration = Duration::from_secs(120);
@@ -245,14 +252,31 @@ impl Storage for S3Storage {
 
     async fn get(&self, key: &ObjectKey) -> StorageResult<(u64, ByteStream)> {
         let path = self.path(key)?;
-        let result = self
+        let meta = self
             .store
-            .get(&path)
+            .head(&path)
             .await
             .map_err(|e| self.error(&format!("reading {key}"), e))?;
-        let size = result.meta.size;
-        let stream = result
-            .into_stream()
+        let size = meta.size;
+        // Ranged GETs, a few in flight, delivered in order; each is bound to
+        // the version that was measured (If-Match), so an object replaced
+        // midway fails the read instead of mixing two versions.
+        let store = self.store.clone();
+        let ranges = (0..size)
+            .step_by(READ_PART as usize)
+            .map(move |start| start..(start + READ_PART).min(size));
+        let stream = futures::stream::iter(ranges)
+            .map(move |range| {
+                let store = store.clone();
+                let path = path.clone();
+                let options = GetOptions {
+                    if_match: meta.e_tag.clone(),
+                    range: Some(GetRange::Bounded(range)),
+                    ..GetOptions::default()
+                };
+                async move { store.get_opts(&path, options).await?.bytes().await }
+            })
+            .buffered(READ_CONCURRENCY)
             .map_err(|e| std::io::Error::other(describe(&e)));
         Ok((size, Box::pin(stream)))
     }

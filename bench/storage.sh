@@ -62,21 +62,38 @@ plain_ssh_write() { echo "put $source_file $TEST_SSH_ROOT/plain.bin" | sftp_batc
 plain_ssh_read() { echo "get $TEST_SSH_ROOT/plain.bin $work/sftp-read.bin" | sftp_batch; rm -f "$work/sftp-read.bin"; }
 
 declare -A tool=([local]="cp+sync / dd" [s3]="aws s3 cp" [ssh]="sftp")
-printf '\nStorage benchmark: %s MiB per transfer, loopback, %s\n\n' "$((BYTES / 1048576))" "$(nproc) cores"
-printf '%-6s %-6s %12s %12s %8s %14s  %s\n' adapter dir "cairn MiB/s" "tool MiB/s" ratio "cairn peak MiB" tool
+printf '\nStorage benchmark: %s MiB per transfer, loopback, %s\n' "$((BYTES / 1048576))" "$(nproc) cores"
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
+# Every write starts from the same state: no earlier copy to replace, and
+# nothing left to write back from the previous transfer. $1: object.bin
+# (the adapter's) or plain.bin (the tool's).
+fresh_destinations() {
+  rm -f "$BENCH_LOCAL_DIR/bench/$1" "$work/$1" "$TEST_SSH_ROOT/bench/$1" "$TEST_SSH_ROOT/$1" \
+    "$TEST_S3_ROOT/$TEST_S3_BUCKET/bench/$1" "$TEST_S3_ROOT/$TEST_S3_BUCKET/$1"
+  sync
+}
+prepare() { if [ "$1" = read ]; then drop_caches; else fresh_destinations "$2"; fi; }
+median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+RUNS=${BENCH_RUNS:-3}
+printf '(median of %s runs each, ours and the tool alternating)\n\n' "$RUNS"
+printf '%-6s %-6s %12s %12s %8s %14s  %s\n' adapter dir "cairn MiB/s" "tool MiB/s" ratio "cairn peak MiB" tool
 for adapter in local s3 ssh; do
   for direction in write read; do
-    [ "$direction" = read ] && drop_caches
-    line=$("$BIN" storage "$adapter" "$direction" "$BYTES")
-    ours=$(field mib_per_s <<<"$line")
-    peak=$(field peak_rss_mib <<<"$line")
-    [ "$direction" = read ] && drop_caches
-    start=$(now)
-    "plain_${adapter}_${direction}"
-    end=$(now)
-    theirs=$(mib_per_s "$start" "$end")
-    ratio=$(awk -v a="$ours" -v b="$theirs" 'BEGIN { printf "%.0f%%", 100 * a / b }')
-    printf '%-6s %-6s %12s %12s %8s %14s  %s\n' "$adapter" "$direction" "$ours" "$theirs" "$ratio" "$peak" "${tool[$adapter]}"
+    ours=() theirs=() peak=0
+    for _ in $(seq "$RUNS"); do
+      prepare "$direction" object.bin
+      line=$("$BIN" storage "$adapter" "$direction" "$BYTES")
+      ours+=("$(field mib_per_s <<<"$line")")
+      peak=$(awk -v a="$peak" -v b="$(field peak_rss_mib <<<"$line")" 'BEGIN { print (b > a) ? b : a }')
+      prepare "$direction" plain.bin
+      start=$(now)
+      "plain_${adapter}_${direction}"
+      end=$(now)
+      theirs+=("$(mib_per_s "$start" "$end")")
+    done
+    a=$(printf '%s\n' "${ours[@]}" | median)
+    b=$(printf '%s\n' "${theirs[@]}" | median)
+    ratio=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.0f%%", 100 * a / b }')
+    printf '%-6s %-6s %12s %12s %8s %14s  %s\n' "$adapter" "$direction" "$a" "$b" "$ratio" "$peak" "${tool[$adapter]}"
   done
 done

@@ -36,6 +36,8 @@ const TEMP_MARKER: &str = ".cairn-tmp-";
 /// Read size: libssh2 keeps more SFTP read requests in flight for larger
 /// reads, which is what makes SFTP fast.
 const CHUNK: usize = 8 * 1024 * 1024;
+/// Uploads are written to SFTP in batches of this size.
+const WRITE_BATCH: usize = 4 * 1024 * 1024;
 /// Chunks of a download queued for the reader: with 8 MiB reads, two.
 const READ_QUEUE: usize = 2;
 const PREFERRED_CIPHERS: &str = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes256-ctr";
@@ -298,16 +300,35 @@ impl Storage for SshStorage {
                 .create(&temp)
                 .map_err(|e| sftp_error(&format!("writing in {}", parent.display()), &e))?;
             let mut written = 0u64;
+            // Small chunks are gathered into large writes: libssh2 keeps
+            // more SFTP write requests in flight for a larger write.
+            let mut pending: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
+            let mut write = |data: &[u8]| -> StorageResult<()> {
+                file.write_all(data)
+                    .map_err(|e| StorageError::Io(format!("writing {what}: {e}")))
+            };
             let outcome = loop {
                 match receiver.blocking_recv() {
                     Some(Chunk::Data(bytes)) => {
-                        if let Err(e) = file.write_all(&bytes) {
-                            break Err(StorageError::Io(format!("writing {what}: {e}")));
-                        }
                         written += bytes.len() as u64;
+                        let step = if pending.is_empty() && bytes.len() >= WRITE_BATCH {
+                            write(&bytes)
+                        } else {
+                            pending.extend_from_slice(&bytes);
+                            if pending.len() >= WRITE_BATCH {
+                                let flushed = write(&pending);
+                                pending.clear();
+                                flushed
+                            } else {
+                                Ok(())
+                            }
+                        };
+                        if let Err(error) = step {
+                            break Err(error);
+                        }
                     }
                     Some(Chunk::Abort) => break Err(StorageError::SourceFailed("aborted".into())),
-                    None => break Ok(()),
+                    None => break write(&pending),
                 }
             };
             let finished = outcome.and_then(|()| {

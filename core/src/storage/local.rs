@@ -17,7 +17,9 @@ use super::{
 
 /// Marks a file that is still being written; never listed, never read.
 const TEMP_MARKER: &str = ".cairn-tmp-";
-const READ_CHUNK: usize = 1024 * 1024;
+const READ_CHUNK: usize = 4 * 1024 * 1024;
+/// Chunks of a download queued for the reader.
+const READ_QUEUE: usize = 2;
 
 pub struct LocalStorage {
     root: PathBuf,
@@ -153,7 +155,7 @@ impl Storage for LocalStorage {
             .metadata()
             .map_err(|e| StorageError::io(key.as_str(), &e))?
             .len();
-        let (sender, receiver) = mpsc::channel::<std::io::Result<Bytes>>(QUEUE);
+        let (sender, receiver) = mpsc::channel::<std::io::Result<Bytes>>(READ_QUEUE);
         tokio::task::spawn_blocking(move || loop {
             // `read_to_end` fills the spare capacity without zeroing it first.
             let mut buffer = Vec::with_capacity(READ_CHUNK);

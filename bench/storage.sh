@@ -74,7 +74,7 @@ fresh_destinations() {
 }
 prepare() { if [ "$1" = read ]; then drop_caches; else fresh_destinations "$2"; fi; }
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-RUNS=${BENCH_RUNS:-3}
+RUNS=${BENCH_RUNS:-5}
 printf '(median of %s runs each, ours and the tool alternating)\n\n' "$RUNS"
 printf '%-6s %-6s %12s %12s %8s %14s  %s\n' adapter dir "cairn MiB/s" "tool MiB/s" ratio "cairn peak MiB" tool
 for adapter in local s3 ssh; do

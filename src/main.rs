@@ -48,6 +48,34 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Retention tools (no server needed).
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RetentionCommand {
+    /// Reads RFC 3339 backup times on stdin, one per line, and prints for
+    /// each a JSON line `{"time", "keep", "reasons"}` under the given
+    /// policy (restic's `forget --keep-*` semantics).
+    Plan {
+        #[arg(long, default_value_t = 0)]
+        keep_last: u32,
+        #[arg(long, default_value_t = 0)]
+        keep_hourly: u32,
+        #[arg(long, default_value_t = 0)]
+        keep_daily: u32,
+        #[arg(long, default_value_t = 0)]
+        keep_weekly: u32,
+        #[arg(long, default_value_t = 0)]
+        keep_monthly: u32,
+        #[arg(long, default_value_t = 0)]
+        keep_yearly: u32,
+        #[arg(long)]
+        keep_all: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -87,6 +115,41 @@ impl From<RoleArg> for Role {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Offline tools need no configuration.
+    if let Command::Retention {
+        command:
+            RetentionCommand::Plan {
+                keep_last,
+                keep_hourly,
+                keep_daily,
+                keep_weekly,
+                keep_monthly,
+                keep_yearly,
+                keep_all,
+            },
+    } = &cli.command
+    {
+        let policy = cairn_core::retention::Policy {
+            keep_all: *keep_all,
+            last: *keep_last,
+            hourly: *keep_hourly,
+            daily: *keep_daily,
+            weekly: *keep_weekly,
+            monthly: *keep_monthly,
+            yearly: *keep_yearly,
+        };
+        return match cairn_core::retention::plan(
+            &policy,
+            std::io::stdin().lock(),
+            std::io::stdout().lock(),
+        ) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("cairn: {error:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
@@ -145,6 +208,8 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             Ok(())
         }
+        // Handled before the configuration is loaded.
+        Command::Retention { .. } => Ok(()),
         Command::Token {
             command: TokenCommand::Create { org, role, name },
         } => {

@@ -15,6 +15,7 @@ pub mod history;
 pub mod jobs;
 pub mod netpolicy;
 pub mod orgs;
+pub mod retention;
 pub mod secrets;
 pub mod storage;
 pub mod targets;

@@ -369,3 +369,51 @@ fn unknown_configuration_keys_stop_the_start_with_the_key_named() {
         assert!(!stderr.contains("db-Password-9f3e"), "{stderr}");
     }
 }
+
+#[test]
+fn retention_plan_reads_times_and_prints_decisions() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = cairn(dir.path())
+        .args(["retention", "plan", "--keep-last", "1", "--keep-daily", "2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"2024-01-03T10:00:00Z\n2024-01-03T09:00:00Z\n2024-01-02T10:00:00Z\n2024-01-01T10:00:00Z\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let keep: Vec<bool> = lines.iter().map(|l| l["keep"].as_bool().unwrap()).collect();
+    assert_eq!(keep, [true, false, true, false]);
+    assert_eq!(lines[0]["reasons"], json!(["last", "daily"]));
+    assert_eq!(lines[2]["reasons"], json!(["daily"]));
+
+    let output = cairn(dir.path())
+        .args(["retention", "plan", "--keep-last", "1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child.stdin.take().unwrap().write_all(b"not a time\n")?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("line 1"));
+}

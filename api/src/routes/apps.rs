@@ -1,12 +1,12 @@
 //! `/api/v1/organizations/{orgId}/apps`
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use cairn_core::apps::{self, AppRequest, AppView};
 use cairn_core::auth::Role;
 use cairn_core::Cairn;
 use chrono::Utc;
 
-use super::{authorize, Items, OrgAppPath, OrgPath};
+use super::{authorize, created as created_response, Items, OrgAppPath, OrgPath};
 use crate::error::ApiError;
 use crate::extract::{Auth, Body};
 
@@ -55,6 +55,7 @@ pub async fn list(
         (status = 409, description = "The name is taken", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create(
+    http: HttpRequest,
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
@@ -70,12 +71,7 @@ pub async fn create(
     .await?;
     let request = body.parse()?;
     let created = apps::create(&cairn, path.org_id, request, Utc::now()).await?;
-    Ok(HttpResponse::Created()
-        .insert_header((
-            "Location",
-            format!("/api/v1/organizations/{}/apps/{}", path.org_id, created.id),
-        ))
-        .json(created))
+    Ok(created_response(&http, created.id, &created))
 }
 
 /// Get an app with its volumes.

@@ -1,12 +1,12 @@
 //! `/api/v1/organizations/{orgId}/backups/jobs`
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use cairn_core::auth::Role;
 use cairn_core::jobs::{self, JobRequest, JobView};
 use cairn_core::Cairn;
 use chrono::Utc;
 
-use super::{authorize, Items, OrgJobPath, OrgPath};
+use super::{authorize, created as created_response, Items, OrgJobPath, OrgPath};
 use crate::error::ApiError;
 use crate::extract::{Auth, Body};
 
@@ -57,6 +57,7 @@ pub async fn list(
         (status = 409, description = "The name is taken", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create(
+    http: HttpRequest,
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
@@ -72,15 +73,7 @@ pub async fn create(
     .await?;
     let request = body.parse()?;
     let created = jobs::create(&cairn, path.org_id, request, Utc::now()).await?;
-    Ok(HttpResponse::Created()
-        .insert_header((
-            "Location",
-            format!(
-                "/api/v1/organizations/{}/backups/jobs/{}",
-                path.org_id, created.id
-            ),
-        ))
-        .json(created))
+    Ok(created_response(&http, created.id, &created))
 }
 
 /// Get a backup job.

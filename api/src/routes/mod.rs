@@ -87,3 +87,18 @@ pub async fn authorize(
     }
     Ok(())
 }
+
+/// `201 Created` with `Location`: a new resource lives at the collection's
+/// path (the request's) followed by its id.
+pub fn created(
+    request: &actix_web::HttpRequest,
+    id: Uuid,
+    view: &impl serde::Serialize,
+) -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Created()
+        .insert_header((
+            "Location",
+            format!("{}/{id}", request.path().trim_end_matches('/')),
+        ))
+        .json(view)
+}

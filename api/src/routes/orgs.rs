@@ -1,12 +1,12 @@
 //! `/api/v1/organizations`
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use cairn_core::auth::Role;
 use cairn_core::orgs::{self, CreateOrganizationRequest, OrganizationView};
 use cairn_core::Cairn;
 use chrono::Utc;
 
-use super::{Items, OrgPath};
+use super::{created as created_response, Items, OrgPath};
 use crate::error::ApiError;
 use crate::extract::{Auth, Body};
 
@@ -36,6 +36,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         (status = 409, description = "The slug is taken", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create(
+    http: HttpRequest,
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
     body: Body<CreateOrganizationRequest>,
@@ -43,9 +44,7 @@ pub async fn create(
     principal.require_system_admin("creating organizations")?;
     let request = body.parse()?;
     let created = orgs::create(&cairn.db, request, Utc::now()).await?;
-    Ok(HttpResponse::Created()
-        .insert_header(("Location", format!("/api/v1/organizations/{}", created.id)))
-        .json(created))
+    Ok(created_response(&http, created.id, &created))
 }
 
 /// List organizations.

@@ -1,14 +1,16 @@
 //! `/api/v1/organizations/{orgId}/backups/targets` and the system-level
 //! twin `/api/v1/system/backups/targets` (administrators).
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use cairn_core::auth::Role;
 use cairn_core::storage::TestReport;
 use cairn_core::targets::{self, TargetRequest, TargetView};
 use cairn_core::Cairn;
 use chrono::Utc;
 
-use super::{authorize, Items, OrgPath, OrgTargetPath, SystemTargetPath};
+use super::{
+    authorize, created as created_response, Items, OrgPath, OrgTargetPath, SystemTargetPath,
+};
 use crate::error::ApiError;
 use crate::extract::{Auth, Body};
 
@@ -82,6 +84,7 @@ pub async fn list(
         (status = 409, description = "The name is taken", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create(
+    http: HttpRequest,
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
@@ -97,15 +100,7 @@ pub async fn create(
     .await?;
     let request = body.parse()?;
     let created = targets::create(&cairn, Some(path.org_id), request, Utc::now()).await?;
-    Ok(HttpResponse::Created()
-        .insert_header((
-            "Location",
-            format!(
-                "/api/v1/organizations/{}/backups/targets/{}",
-                path.org_id, created.id
-            ),
-        ))
-        .json(created))
+    Ok(created_response(&http, created.id, &created))
 }
 
 /// Get a storage target.
@@ -221,6 +216,7 @@ pub async fn system_list(
         (status = 409, description = "The name is taken", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn system_create(
+    http: HttpRequest,
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
     body: Body<TargetRequest>,
@@ -228,12 +224,7 @@ pub async fn system_create(
     principal.require_system_admin("creating system targets")?;
     let request = body.parse()?;
     let created = targets::create(&cairn, None, request, Utc::now()).await?;
-    Ok(HttpResponse::Created()
-        .insert_header((
-            "Location",
-            format!("/api/v1/system/backups/targets/{}", created.id),
-        ))
-        .json(created))
+    Ok(created_response(&http, created.id, &created))
 }
 
 /// Get a system-level target.

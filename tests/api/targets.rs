@@ -38,6 +38,10 @@ async fn s3_targets_round_trip_without_revealing_the_secret(backend: Backend) {
     assert_eq!(created["config"]["secretAccessKeySet"], true);
     assert!(created["config"].get("secretAccessKey").is_none());
     let id = created["id"].as_str().unwrap();
+    assert_eq!(
+        reply.headers["location"].to_str().unwrap(),
+        org.path(&format!("/backups/targets/{id}"))
+    );
 
     // Stored sealed: neither column holds the plaintext, and it opens to it.
     let row = backup_target::Entity::find_by_id(Uuid::parse_str(id).unwrap())

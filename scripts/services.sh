@@ -37,6 +37,8 @@ ensure_packages() {
   [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
   command -v ssh-keygen >/dev/null && command -v sftp >/dev/null || missing+=(openssh-client)
   command -v curl >/dev/null || missing+=(curl)
+  command -v zstd >/dev/null || missing+=(zstd)
+  command -v tar >/dev/null || missing+=(tar)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]} from Debian packages"
     as_root apt-get update -qq

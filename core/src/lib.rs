@@ -8,6 +8,7 @@
 //! own their loops. Functions that depend on the time take `now`.
 
 pub mod apps;
+pub mod archive;
 pub mod auth;
 pub mod config;
 pub mod error;

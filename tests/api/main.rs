@@ -4,6 +4,7 @@
 mod helpers;
 
 mod apps;
+mod archive;
 mod binary;
 mod bodies;
 mod history;

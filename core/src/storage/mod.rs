@@ -302,7 +302,7 @@ pub(crate) async fn feed(
 }
 
 /// The stream of chunks a blocking reader sends.
-pub(crate) fn received(receiver: tokio::sync::mpsc::Receiver<io::Result<Bytes>>) -> ByteStream {
+pub fn received(receiver: tokio::sync::mpsc::Receiver<io::Result<Bytes>>) -> ByteStream {
     Box::pin(futures::stream::unfold(
         receiver,
         |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) },

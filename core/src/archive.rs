@@ -1,0 +1,424 @@
+//! The tar archiving of a file volume, streamed: walk → tar → compression →
+//! SHA-256 → a stream of chunks for a storage target's `put`.
+//!
+//! Everything runs on one blocking thread, which hands 1 MiB chunks to the
+//! async side through a bounded queue, so memory stays bounded whatever the
+//! volume's size and nothing is copied to disk. Symlinks are stored as
+//! links and never followed; hard links are stored once and linked after;
+//! modes, ownership and mtimes are kept; sockets, FIFOs and devices are
+//! skipped with a log line; a file that changes while it is read is a
+//! warning; a file that cannot be read fails the archive, naming the file.
+//! Exclude patterns are globs relative to the volume root.
+
+use std::collections::HashMap;
+use std::fs::{File, Metadata};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tar::{EntryType, Header, HeaderMode};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::storage::{received, ByteStream};
+
+/// Chunks handed to the uploader.
+const CHUNK: usize = 1024 * 1024;
+/// Chunks queued between the archiver and the uploader.
+const QUEUE: usize = 8;
+
+/// How the tar stream is compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// zstd at `level`, on `threads` worker threads (0: single-threaded).
+    Zstd {
+        level: i32,
+        threads: u32,
+    },
+    Gzip {
+        level: u32,
+    },
+    None,
+}
+
+impl Compression {
+    /// The archive's file name extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::Zstd { .. } => "tar.zst",
+            Compression::Gzip { .. } => "tar.gz",
+            Compression::None => "tar",
+        }
+    }
+}
+
+/// Settings of one archive.
+#[derive(Clone, Debug)]
+pub struct TarOptions {
+    pub compression: Compression,
+    /// Globs relative to the volume root (`cache/**`, `*.tmp`).
+    pub excludes: Vec<String>,
+}
+
+/// What an archive holds, known when it is complete.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveSummary {
+    pub files: u64,
+    pub directories: u64,
+    pub symlinks: u64,
+    pub hard_links: u64,
+    /// Bytes of file content archived.
+    pub content_bytes: u64,
+    /// Bytes of the tar stream before compression.
+    pub tar_bytes: u64,
+    /// Bytes of the archive as stored.
+    pub stored_bytes: u64,
+    /// SHA-256 of the archive as stored, hex.
+    pub sha256: String,
+    /// Paths left out by the exclude patterns.
+    pub excluded: Vec<String>,
+    /// Log lines: skipped special files, files changed while read.
+    pub notes: Vec<String>,
+}
+
+/// Why an archive failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ArchiveError {
+    /// A stable code for the backup record (`volume_unreadable`, …).
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ArchiveError {
+    fn new(code: &'static str, message: impl Into<String>) -> ArchiveError {
+        ArchiveError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Archives the directory `root`. The stream yields the stored bytes; the
+/// receiver gets the summary (or the failure) once the stream has ended.
+pub fn tar_stream(
+    root: PathBuf,
+    options: TarOptions,
+) -> (
+    ByteStream,
+    oneshot::Receiver<Result<ArchiveSummary, ArchiveError>>,
+) {
+    let (sender, receiver) = mpsc::channel::<io::Result<Bytes>>(QUEUE);
+    let (summary_sender, summary_receiver) = oneshot::channel();
+    tokio::task::spawn_blocking(move || {
+        let error_sender = sender.clone();
+        let outcome = archive(&root, &options, ChunkSink::new(sender));
+        if let Err(error) = &outcome {
+            // The uploader must not take a truncated stream for a complete one.
+            let _ = error_sender.blocking_send(Err(io::Error::other(error.message.clone())));
+        }
+        let _ = summary_sender.send(outcome);
+    });
+    (received(receiver), summary_receiver)
+}
+
+/// Hashes, counts and queues the stored bytes in chunks.
+struct ChunkSink {
+    sender: mpsc::Sender<io::Result<Bytes>>,
+    buffer: Vec<u8>,
+    hasher: Sha256,
+    stored: u64,
+}
+
+impl ChunkSink {
+    fn new(sender: mpsc::Sender<io::Result<Bytes>>) -> ChunkSink {
+        ChunkSink {
+            sender,
+            buffer: Vec::with_capacity(CHUNK),
+            hasher: Sha256::new(),
+            stored: 0,
+        }
+    }
+
+    fn send_buffer(&mut self) -> io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK));
+        self.sender
+            .blocking_send(Ok(Bytes::from(chunk)))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped"))
+    }
+}
+
+impl Write for ChunkSink {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.hasher.update(data);
+        self.stored += data.len() as u64;
+        self.buffer.extend_from_slice(data);
+        if self.buffer.len() >= CHUNK {
+            self.send_buffer()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The compressor in front of the sink.
+enum Compressor {
+    Zstd(zstd::stream::write::Encoder<'static, ChunkSink>),
+    Gzip(flate2::write::GzEncoder<ChunkSink>),
+    Plain(ChunkSink),
+}
+
+impl Compressor {
+    fn new(compression: Compression, sink: ChunkSink) -> io::Result<Compressor> {
+        Ok(match compression {
+            Compression::Zstd { level, threads } => {
+                let mut encoder = zstd::stream::write::Encoder::new(sink, level)?;
+                if threads > 0 {
+                    encoder.multithread(threads)?;
+                }
+                Compressor::Zstd(encoder)
+            }
+            Compression::Gzip { level } => Compressor::Gzip(flate2::write::GzEncoder::new(
+                sink,
+                flate2::Compression::new(level),
+            )),
+            Compression::None => Compressor::Plain(sink),
+        })
+    }
+
+    fn finish(self) -> io::Result<ChunkSink> {
+        match self {
+            Compressor::Zstd(encoder) => encoder.finish(),
+            Compressor::Gzip(encoder) => encoder.finish(),
+            Compressor::Plain(sink) => Ok(sink),
+        }
+    }
+}
+
+impl Write for Compressor {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Compressor::Zstd(encoder) => encoder.write(data),
+            Compressor::Gzip(encoder) => encoder.write(data),
+            Compressor::Plain(sink) => sink.write(data),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Compressor::Zstd(encoder) => encoder.flush(),
+            Compressor::Gzip(encoder) => encoder.flush(),
+            Compressor::Plain(sink) => sink.flush(),
+        }
+    }
+}
+
+/// Counts the tar stream's bytes.
+struct Counted<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(data)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Reads exactly `remaining` bytes: a file that shrank while read is padded
+/// with zeros (and reported), one that grew is cut at its archived size.
+struct Exactly<R> {
+    inner: R,
+    remaining: u64,
+    short: bool,
+}
+
+impl<R: Read> Read for Exactly<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            return Ok(0);
+        }
+        let want = buffer.len().min(self.remaining as usize);
+        let mut n = if self.short {
+            0
+        } else {
+            self.inner.read(&mut buffer[..want])?
+        };
+        if n == 0 {
+            self.short = true;
+            buffer[..want].fill(0);
+            n = want;
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+fn excludes(patterns: &[String]) -> Result<GlobSet, ArchiveError> {
+    let mut builder = GlobSetBuilder::new();
+    for pattern in patterns {
+        let glob = Glob::new(pattern.trim_start_matches('/')).map_err(|e| {
+            ArchiveError::new(
+                "invalid_exclude",
+                format!("exclude pattern {pattern:?}: {e}"),
+            )
+        })?;
+        builder.add(glob);
+    }
+    builder
+        .build()
+        .map_err(|e| ArchiveError::new("invalid_exclude", e.to_string()))
+}
+
+fn header_for(metadata: &Metadata, entry_type: EntryType, size: u64) -> Header {
+    let mut header = Header::new_gnu();
+    header.set_metadata_in_mode(metadata, HeaderMode::Complete);
+    header.set_entry_type(entry_type);
+    header.set_size(size);
+    header
+}
+
+fn archive(
+    root: &Path,
+    options: &TarOptions,
+    sink: ChunkSink,
+) -> Result<ArchiveSummary, ArchiveError> {
+    let unreadable = |path: &Path, error: io::Error| {
+        ArchiveError::new(
+            "volume_unreadable",
+            format!("cannot read {}: {error}", path.display()),
+        )
+    };
+    let upload_stopped = |error: io::Error| {
+        ArchiveError::new("upload_failed", format!("the upload stopped: {error}"))
+    };
+    let excluded_set = excludes(&options.excludes)?;
+    let compressor = Compressor::new(options.compression, sink).map_err(upload_stopped)?;
+    let mut builder = tar::Builder::new(Counted {
+        inner: compressor,
+        bytes: 0,
+    });
+    builder.mode(HeaderMode::Complete);
+    builder.follow_symlinks(false);
+    let mut summary = ArchiveSummary::default();
+    let mut first_links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+
+    let mut walker = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter();
+    while let Some(entry) = walker.next() {
+        let entry = entry.map_err(|e| {
+            let path = e
+                .path()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| root.to_path_buf());
+            unreadable(&path, e.into())
+        })?;
+        let Ok(relative) = entry.path().strip_prefix(root) else {
+            continue;
+        };
+        if relative.as_os_str().is_empty() {
+            continue;
+        }
+        if excluded_set.is_match(relative) {
+            summary.excluded.push(relative.display().to_string());
+            if entry.file_type().is_dir() {
+                walker.skip_current_dir();
+            }
+            continue;
+        }
+        let metadata = entry
+            .metadata()
+            .map_err(|e| unreadable(entry.path(), e.into()))?;
+        let file_type = metadata.file_type();
+        if file_type.is_dir() {
+            let mut header = header_for(&metadata, EntryType::Directory, 0);
+            builder
+                .append_data(&mut header, relative, io::empty())
+                .map_err(upload_stopped)?;
+            summary.directories += 1;
+        } else if file_type.is_symlink() {
+            let target =
+                std::fs::read_link(entry.path()).map_err(|e| unreadable(entry.path(), e))?;
+            let mut header = header_for(&metadata, EntryType::Symlink, 0);
+            builder
+                .append_link(&mut header, relative, &target)
+                .map_err(upload_stopped)?;
+            summary.symlinks += 1;
+        } else if file_type.is_file() {
+            let identity = (metadata.dev(), metadata.ino());
+            if metadata.nlink() > 1 {
+                if let Some(first) = first_links.get(&identity) {
+                    let mut header = header_for(&metadata, EntryType::Link, 0);
+                    builder
+                        .append_link(&mut header, relative, first)
+                        .map_err(upload_stopped)?;
+                    summary.hard_links += 1;
+                    continue;
+                }
+                first_links.insert(identity, relative.to_path_buf());
+            }
+            let file = File::open(entry.path()).map_err(|e| unreadable(entry.path(), e))?;
+            let size = metadata.len();
+            let mut header = header_for(&metadata, EntryType::Regular, size);
+            let mut reader = Exactly {
+                inner: file,
+                remaining: size,
+                short: false,
+            };
+            builder
+                .append_data(&mut header, relative, &mut reader)
+                .map_err(|e| {
+                    if e.kind() == io::ErrorKind::BrokenPipe {
+                        upload_stopped(e)
+                    } else {
+                        unreadable(entry.path(), e)
+                    }
+                })?;
+            let after = std::fs::symlink_metadata(entry.path()).ok();
+            let changed = reader.short
+                || after.is_none_or(|after| {
+                    after.len() != size
+                        || after.mtime() != metadata.mtime()
+                        || after.mtime_nsec() != metadata.mtime_nsec()
+                });
+            if changed {
+                summary.notes.push(format!(
+                    "warning: {} changed while it was read",
+                    relative.display()
+                ));
+            }
+            summary.files += 1;
+            summary.content_bytes += size;
+        } else {
+            summary.notes.push(format!(
+                "skipped {}: sockets, FIFOs and devices are not archived",
+                relative.display()
+            ));
+        }
+    }
+    let counted = builder.into_inner().map_err(upload_stopped)?;
+    summary.tar_bytes = counted.bytes;
+    let mut sink = counted.inner.finish().map_err(upload_stopped)?;
+    sink.send_buffer().map_err(upload_stopped)?;
+    summary.stored_bytes = sink.stored;
+    summary.sha256 = format!("{:x}", sink.hasher.finalize());
+    Ok(summary)
+}

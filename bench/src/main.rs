@@ -20,7 +20,7 @@ use cairn_core::netpolicy::AddressPolicy;
 use cairn_core::storage::local::LocalStorage;
 use cairn_core::storage::s3::{S3Options, S3Storage, RETRY_BUDGET};
 use cairn_core::storage::ssh::{SshOptions, SshStorage};
-use cairn_core::storage::{ByteStream, ObjectKey, Storage};
+use cairn_core::storage::{ByteStream, ObjectKey, Purpose, Storage};
 use futures::StreamExt;
 use secrecy::SecretString;
 
@@ -78,6 +78,7 @@ fn storage(kind: &str) -> anyhow::Result<Box<dyn Storage>> {
                     "TEST_SSH_KEY",
                 )?)?)),
                 host_key_fingerprint: Some(env("TEST_SSH_HOST_FINGERPRINT")?),
+                purpose: Purpose::Transfer,
             },
             policy,
         )),

@@ -8,10 +8,12 @@
 //! modes, ownership and mtimes are kept; sockets, FIFOs and devices are
 //! skipped with a log line; a file that changes while it is read is a
 //! warning; a file that cannot be read fails the archive, naming the file.
-//! Exclude patterns are globs relative to the volume root.
+//! Exclude patterns are globs relative to the volume root. Files are opened
+//! with `O_NOFOLLOW` and checked against what was listed, so a file swapped
+//! for a link while the volume is archived is skipped, not followed.
 
 use std::collections::HashMap;
-use std::fs::{File, Metadata};
+use std::fs::Metadata;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -115,15 +117,34 @@ pub fn tar_stream(
     let (sender, receiver) = mpsc::channel::<io::Result<Bytes>>(QUEUE);
     let (summary_sender, summary_receiver) = oneshot::channel();
     tokio::task::spawn_blocking(move || {
-        let error_sender = sender.clone();
+        // The uploader must never take a cut-off stream for a complete one:
+        // unless the archive completes, the stream ends with an error, even
+        // when the archiver panics.
+        let mut guard = FailUnlessDone {
+            sender: Some(sender.clone()),
+        };
         let outcome = archive(&root, &options, ChunkSink::new(sender));
-        if let Err(error) = &outcome {
-            // The uploader must not take a truncated stream for a complete one.
-            let _ = error_sender.blocking_send(Err(io::Error::other(error.message.clone())));
+        if let (Err(error), Some(sender)) = (&outcome, guard.sender.take()) {
+            let _ = sender.blocking_send(Err(io::Error::other(error.message.clone())));
         }
+        guard.sender = None;
         let _ = summary_sender.send(outcome);
     });
     (received(receiver), summary_receiver)
+}
+
+/// Ends the stream with an error when dropped armed (a panic).
+struct FailUnlessDone {
+    sender: Option<mpsc::Sender<io::Result<Bytes>>>,
+}
+
+impl Drop for FailUnlessDone {
+    fn drop(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            let _ =
+                sender.blocking_send(Err(io::Error::other("the archiver stopped unexpectedly")));
+        }
+    }
 }
 
 /// Hashes, counts and queues the stored bytes in chunks.
@@ -373,9 +394,44 @@ fn archive(
                     summary.hard_links += 1;
                     continue;
                 }
+            }
+            // Open without following a link and check that what was opened
+            // is the file that was listed: a file swapped for a symlink (or a
+            // FIFO) between listing and opening is skipped, never followed.
+            let opened = {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                    .open(entry.path())
+            };
+            let file = match opened {
+                Ok(file) => file,
+                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                    summary.notes.push(format!(
+                        "skipped {}: it became a symlink while being archived",
+                        relative.display()
+                    ));
+                    continue;
+                }
+                Err(e) => return Err(unreadable(entry.path(), e)),
+            };
+            let same = file
+                .metadata()
+                .map(|now| {
+                    now.is_file() && now.dev() == metadata.dev() && now.ino() == metadata.ino()
+                })
+                .unwrap_or(false);
+            if !same {
+                summary.notes.push(format!(
+                    "skipped {}: it was replaced while being archived",
+                    relative.display()
+                ));
+                continue;
+            }
+            if metadata.nlink() > 1 {
                 first_links.insert(identity, relative.to_path_buf());
             }
-            let file = File::open(entry.path()).map_err(|e| unreadable(entry.path(), e))?;
             let size = metadata.len();
             let mut header = header_for(&metadata, EntryType::Regular, size);
             let mut reader = Exactly {

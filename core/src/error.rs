@@ -42,6 +42,9 @@ pub enum Error {
         field: Option<&'static str>,
         message: String,
     },
+    /// The server is at a limit for this kind of request; retry later.
+    #[error("{0}")]
+    Busy(String),
     /// A storage target failed to serve the request (unreachable, refused,
     /// missing archive). The message names the step, never credentials.
     #[error("{0}")]

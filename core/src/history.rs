@@ -332,6 +332,11 @@ pub async fn download(
         });
     };
     let target = backup_target::Entity::find_by_id(target_id)
+        .filter(
+            sea_orm::Condition::any()
+                .add(backup_target::Column::OrganizationId.eq(organization_id))
+                .add(backup_target::Column::OrganizationId.is_null()),
+        )
         .one(&cairn.db)
         .await?
         .ok_or_else(|| Error::Conflict {
@@ -355,7 +360,21 @@ pub async fn download(
                 + chrono::Duration::from_std(DOWNLOAD_URL_VALIDITY).map_err(anyhow::Error::from)?,
         }));
     }
+    // Each streamed download holds a blocking thread while the client
+    // reads; a bounded number of them may run at once.
+    let permit = cairn
+        .download_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| Error::Busy("too many downloads are in progress; retry shortly".into()))?;
     let (size, body) = storage.get(&key).await.map_err(storage_error)?;
+    if let Some(fingerprint) = storage.observed_host_key() {
+        crate::targets::record_host_key(cairn, &target, &fingerprint).await?;
+    }
+    let body: crate::storage::ByteStream = Box::pin(futures::StreamExt::map(body, move |chunk| {
+        let _held = &permit;
+        chunk
+    }));
     let file_name = path.rsplit('/').next().unwrap_or(path).to_owned();
     Ok(Download::Stream {
         size,

@@ -42,7 +42,13 @@ pub struct Cairn {
     pub db: DatabaseConnection,
     pub config: Arc<Config>,
     pub master_key: MasterKey,
+    /// Streamed downloads that may run at once (each holds a blocking
+    /// thread while its client reads).
+    pub download_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// Streamed downloads that may run at once per process.
+pub const DOWNLOAD_SLOTS: usize = 32;
 
 /// How a process starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +89,7 @@ impl Cairn {
             db,
             config: Arc::new(config),
             master_key,
+            download_slots: Arc::new(tokio::sync::Semaphore::new(DOWNLOAD_SLOTS)),
         };
         if let Some((row_id, ciphertext)) = sealed {
             if cairn.master_key.open(row_id, &ciphertext).is_err() {

@@ -20,7 +20,7 @@ impl AddressPolicy {
     pub fn check(&self, ip: IpAddr) -> Result<(), String> {
         let ip = match ip {
             // An IPv4 address in IPv6 clothing is judged as IPv4.
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            IpAddr::V6(v6) => embedded_ipv4(v6).map(IpAddr::V4).unwrap_or(ip),
             v4 => v4,
         };
         if is_never_allowed(ip) {
@@ -78,22 +78,55 @@ impl AddressPolicy {
     }
 }
 
+/// The IPv4 address an IPv6 address carries: IPv4-mapped (`::ffff:a.b.c.d`),
+/// IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::/96`) and 6to4
+/// (`2002::/16`). Such addresses reach the IPv4 host, so they are judged as
+/// it.
+fn embedded_ipv4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    let segments = v6.segments();
+    let octets = v6.octets();
+    let tail = Ipv4Addr::new(octets[12], octets[13], octets[14], octets[15]);
+    if let Some(mapped) = v6.to_ipv4_mapped() {
+        return Some(mapped);
+    }
+    if segments[..6] == [0, 0, 0, 0, 0, 0] && !v6.is_unspecified() && !v6.is_loopback() {
+        return Some(tail);
+    }
+    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return Some(tail);
+    }
+    if segments[0] == 0x2002 {
+        return Some(Ipv4Addr::new(octets[2], octets[3], octets[4], octets[5]));
+    }
+    None
+}
+
 fn is_never_allowed(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
+            let [a, ..] = v4.octets();
             v4.is_link_local()
-                || v4.is_unspecified()
+                // "This network", 0.0.0.0/8.
+                || a == 0
                 || v4.is_multicast()
                 || v4.is_broadcast()
-                // Alibaba Cloud's metadata service.
+                // Metadata services: Alibaba Cloud, Azure's wire server,
+                // Oracle Cloud.
                 || v4 == Ipv4Addr::new(100, 100, 100, 200)
+                || v4 == Ipv4Addr::new(168, 63, 129, 16)
+                || v4 == Ipv4Addr::new(192, 0, 0, 192)
         }
         IpAddr::V6(v6) => {
+            let [first, second, ..] = v6.segments();
             v6.is_unicast_link_local()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 // AWS's IPv6 metadata service.
                 || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+                // Local-use NAT64 (64:ff9b:1::/48) and Teredo (2001::/32)
+                // hide the IPv4 host they reach.
+                || (first == 0x64 && second == 0xff9b)
+                || (first == 0x2001 && second == 0)
         }
     }
 }
@@ -107,7 +140,10 @@ fn is_private(ip: IpAddr) -> bool {
                 // Shared address space (carrier-grade NAT), 100.64.0.0/10.
                 || (a == 100 && (64..128).contains(&b))
         }
-        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unique_local(),
+        IpAddr::V6(v6) => {
+            // Deprecated site-local fec0::/10 is private too.
+            v6.is_loopback() || v6.is_unique_local() || (v6.segments()[0] & 0xffc0) == 0xfec0
+        }
     }
 }
 
@@ -135,6 +171,13 @@ mod tests {
             "224.0.0.1",
             "255.255.255.255",
             "100.100.100.200",
+            "168.63.129.16",
+            "0.1.2.3",
+            "::169.254.169.254",
+            "64:ff9b::169.254.169.254",
+            "64:ff9b:1::a9fe:a9fe",
+            "2002:a9fe:a9fe::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
         ] {
             assert!(open.check(ip(refused)).is_err(), "{refused}");
         }
@@ -156,11 +199,19 @@ mod tests {
             "100.64.0.1",
             "::1",
             "fd12::1",
+            "fec0::1",
             "::ffff:10.0.0.1",
+            "64:ff9b::10.0.0.1",
+            "2002:0a00:0001::1",
         ] {
             assert!(closed.check(ip(private)).is_err(), "{private}");
         }
-        for public in ["8.8.8.8", "2606:4700::1111", "100.128.0.1"] {
+        for public in [
+            "8.8.8.8",
+            "2606:4700::1111",
+            "100.128.0.1",
+            "64:ff9b::8.8.8.8",
+        ] {
             assert!(closed.check(ip(public)).is_ok(), "{public}");
         }
     }

@@ -402,7 +402,9 @@ fn validate(
             match c.host_key_fingerprint.as_deref() {
                 Some(fingerprint) => {
                     v.check_result("config.hostKeyFingerprint", check_fingerprint(fingerprint));
-                    settings.host_key_fingerprint = Some(fingerprint.to_owned());
+                    // Stored as OpenSSH prints it: base64 without padding.
+                    settings.host_key_fingerprint =
+                        Some(fingerprint.trim_end_matches('=').to_owned());
                 }
                 None if stored_settings.host == settings.host
                     && stored_settings.port == settings.port =>
@@ -502,11 +504,19 @@ async fn check_addresses(cairn: &Cairn, settings: &TargetSettings) -> Result<()>
     Ok(())
 }
 
-/// Stores the host key fingerprint a connection observed, unless one is
-/// stored already (the first key seen is trusted; later ones are checked).
-pub async fn record_host_key(cairn: &Cairn, target_id: Uuid, fingerprint: &str) -> Result<()> {
+/// Stores the host key fingerprint a connection to `tested` (the target as
+/// it was when connecting) observed, unless one is stored already (the first
+/// key seen is trusted; later ones are checked) or the target's host or
+/// port changed meanwhile.
+pub async fn record_host_key(
+    cairn: &Cairn,
+    tested: &backup_target::Model,
+    fingerprint: &str,
+) -> Result<()> {
+    let tested_settings: TargetSettings =
+        serde_json::from_value(tested.config.clone()).map_err(anyhow::Error::from)?;
     let txn = cairn.db.begin().await?;
-    let Some(model) = backup_target::Entity::find_by_id(target_id)
+    let Some(model) = backup_target::Entity::find_by_id(tested.id)
         .one(&txn)
         .await?
     else {
@@ -514,7 +524,10 @@ pub async fn record_host_key(cairn: &Cairn, target_id: Uuid, fingerprint: &str) 
     };
     let mut settings: TargetSettings =
         serde_json::from_value(model.config.clone()).map_err(anyhow::Error::from)?;
-    if settings.host_key_fingerprint.is_some() {
+    if settings.host_key_fingerprint.is_some()
+        || settings.host != tested_settings.host
+        || settings.port != tested_settings.port
+    {
         return Ok(());
     }
     settings.host_key_fingerprint = Some(fingerprint.to_owned());
@@ -923,7 +936,7 @@ pub async fn test(
                 .is_some_and(|e| e.contains("host key changed"))
         });
         if !host_key_failed {
-            record_host_key(cairn, id, &fingerprint).await?;
+            record_host_key(cairn, &model, &fingerprint).await?;
         }
     }
     Ok(report)

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use cairn_core::netpolicy::AddressPolicy;
 use cairn_core::storage::s3::{S3Options, S3Storage};
 use cairn_core::storage::ssh::{SshOptions, SshStorage};
-use cairn_core::storage::{self, ByteStream, ObjectKey, Storage, StorageError};
+use cairn_core::storage::{self, ByteStream, ObjectKey, Purpose, Storage, StorageError};
 use futures::StreamExt;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
@@ -68,6 +68,7 @@ pub fn ssh(path: &str, key_file: Option<&str>, fingerprint: Option<&str>) -> Ssh
                 std::fs::read_to_string(key_file).unwrap(),
             )),
             host_key_fingerprint: fingerprint.map(str::to_owned),
+            purpose: Purpose::Transfer,
         },
         OPEN,
     )
@@ -357,6 +358,58 @@ async fn ssh_writes_appear_only_when_complete() {
 }
 
 #[tokio::test]
+async fn ssh_cancelled_and_replacing_writes() {
+    let root = format!("{}/{}", env("TEST_SSH_ROOT"), unique("cancel"));
+    let storage = ssh(&root, None, Some(&env("TEST_SSH_HOST_FINGERPRINT")));
+    let (head, _) = pattern(1024 * 1024, 64 * 1024);
+    let stalled: ByteStream = Box::pin(head.chain(futures::stream::pending()));
+    let cancelled = tokio::time::timeout(
+        Duration::from_secs(2),
+        storage.put(&key("app/x.bin"), stalled),
+    )
+    .await;
+    assert!(cancelled.is_err());
+    let directory = std::path::PathBuf::from(format!("{root}/app"));
+    for _ in 0..100 {
+        if std::fs::read_dir(&directory)
+            .map(|d| d.count() == 0)
+            .unwrap_or(true)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !directory.join("x.bin").exists(),
+        "a cancelled upload must not be published"
+    );
+    assert_eq!(
+        std::fs::read_dir(&directory)
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0
+    );
+
+    // Replacing an object keeps exactly one complete copy.
+    storage
+        .put(
+            &key("app/x.bin"),
+            storage::single_chunk(Bytes::from_static(b"first")),
+        )
+        .await
+        .unwrap();
+    storage
+        .put(
+            &key("app/x.bin"),
+            storage::single_chunk(Bytes::from_static(b"second")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(directory.join("x.bin")).unwrap(), b"second");
+    assert_eq!(std::fs::read_dir(&directory).unwrap().count(), 1);
+}
+
+#[tokio::test]
 async fn ssh_refuses_a_changed_host_key_and_a_wrong_user_key() {
     let root = format!("{}/{}", env("TEST_SSH_ROOT"), unique("refused"));
     let wrong_fingerprint = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
@@ -405,6 +458,7 @@ async fn unreachable_hosts_fail_the_connect_check() {
             path: "/tmp".into(),
             private_key: None,
             host_key_fingerprint: None,
+            purpose: Purpose::Transfer,
         },
         OPEN,
     );
@@ -418,6 +472,7 @@ async fn unreachable_hosts_fail_the_connect_check() {
             path: "/tmp".into(),
             private_key: None,
             host_key_fingerprint: None,
+            purpose: Purpose::Transfer,
         },
         OPEN,
     );

@@ -58,6 +58,59 @@ impl LocalStorage {
     }
 }
 
+/// Creates `directory` under `root` one component at a time, refusing any
+/// component that is a symlink, so that nothing is ever created outside the
+/// root (not even an empty directory).
+async fn create_confined_dirs(root: &Path, directory: &Path) -> StorageResult<PathBuf> {
+    let relative = directory
+        .strip_prefix(root)
+        .map_err(|_| StorageError::InvalidKey(directory.display().to_string()))?;
+    let mut current = root.to_path_buf();
+    for component in relative.components() {
+        current.push(component);
+        match tokio::fs::symlink_metadata(&current).await {
+            Ok(metadata) if metadata.file_type().is_symlink() => {
+                return Err(StorageError::InvalidKey(format!(
+                    "{} is a symlink; keys may not pass through links",
+                    current.display()
+                )))
+            }
+            Ok(metadata) if metadata.is_dir() => {}
+            Ok(_) => {
+                return Err(StorageError::Io(format!(
+                    "{} is not a directory",
+                    current.display()
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match tokio::fs::create_dir(&current).await {
+                    Ok(()) => {}
+                    // Created by a concurrent writer: checked on the next pass.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        let metadata = tokio::fs::symlink_metadata(&current)
+                            .await
+                            .map_err(|e| StorageError::io(&current.display().to_string(), &e))?;
+                        if !metadata.is_dir() {
+                            return Err(StorageError::Io(format!(
+                                "{} is not a directory",
+                                current.display()
+                            )));
+                        }
+                    }
+                    Err(e) => {
+                        return Err(StorageError::io(
+                            &format!("creating {}", current.display()),
+                            &e,
+                        ))
+                    }
+                }
+            }
+            Err(e) => return Err(StorageError::io(&current.display().to_string(), &e)),
+        }
+    }
+    Ok(current)
+}
+
 /// Removes a temporary file unless the write completed.
 struct TempFile {
     path: Option<PathBuf>,
@@ -93,10 +146,7 @@ impl Storage for LocalStorage {
         let parent = destination
             .parent()
             .ok_or_else(|| StorageError::InvalidKey(key.to_string()))?;
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(|e| StorageError::io(&format!("creating {}", parent.display()), &e))?;
-        let parent = self.confined(&root, parent).await?;
+        let parent = create_confined_dirs(&root, parent).await?;
         let name = destination
             .file_name()
             .ok_or_else(|| StorageError::InvalidKey(key.to_string()))?
@@ -117,14 +167,21 @@ impl Storage for LocalStorage {
                 .open(&temp_path)
                 .map_err(|e| StorageError::io(&format!("writing in {}", parent.display()), &e))?;
             let mut written = 0u64;
-            while let Some(chunk) = receiver.blocking_recv() {
-                match chunk {
-                    Chunk::Data(bytes) => {
+            loop {
+                match receiver.blocking_recv() {
+                    Some(Chunk::Data(bytes)) => {
                         file.write_all(&bytes)
                             .map_err(|e| StorageError::io(&format!("writing {what}"), &e))?;
                         written += bytes.len() as u64;
                     }
-                    Chunk::Abort => return Err(StorageError::SourceFailed("aborted".into())),
+                    Some(Chunk::End) => break,
+                    Some(Chunk::Abort) => return Err(StorageError::SourceFailed("aborted".into())),
+                    // Cancelled: the temporary file goes, nothing is published.
+                    None => {
+                        return Err(StorageError::SourceFailed(
+                            "the upload was cancelled".into(),
+                        ))
+                    }
                 }
             }
             file.sync_all()
@@ -149,12 +206,25 @@ impl Storage for LocalStorage {
     async fn get(&self, key: &ObjectKey) -> StorageResult<(u64, ByteStream)> {
         let root = self.root(false).await?;
         let path = self.confined(&root, &root.join(key.as_str())).await?;
-        let mut file =
-            std::fs::File::open(&path).map_err(|e| StorageError::io(key.as_str(), &e))?;
-        let size = file
+        // O_NOFOLLOW: the file checked above cannot be swapped for a link
+        // before it is opened; O_NONBLOCK: a FIFO cannot hang the open.
+        let mut file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(&path)
+                .map_err(|e| StorageError::io(key.as_str(), &e))?
+        };
+        let metadata = file
             .metadata()
-            .map_err(|e| StorageError::io(key.as_str(), &e))?
-            .len();
+            .map_err(|e| StorageError::io(key.as_str(), &e))?;
+        if !metadata.is_file() {
+            return Err(StorageError::InvalidKey(format!(
+                "{key} is not a regular file"
+            )));
+        }
+        let size = metadata.len();
         let (sender, receiver) = mpsc::channel::<std::io::Result<Bytes>>(READ_QUEUE);
         tokio::task::spawn_blocking(move || loop {
             // `read_to_end` fills the spare capacity without zeroing it first.
@@ -209,12 +279,17 @@ impl Storage for LocalStorage {
         let prefix = prefix.to_owned();
         tokio::task::spawn_blocking(move || {
             let mut objects = Vec::new();
-            if !start.is_dir() {
-                return Ok(objects);
+            // The prefix's directory itself must not lead outside.
+            match std::fs::canonicalize(&start) {
+                Ok(real) if real.starts_with(&root) && real.is_dir() => {}
+                _ => return Ok(objects),
             }
             // Symlinks are not followed: a link cannot lead the listing
             // outside the target's directory.
-            for entry in walkdir::WalkDir::new(&start).follow_links(false) {
+            for entry in walkdir::WalkDir::new(&start)
+                .follow_links(false)
+                .follow_root_links(false)
+            {
                 let entry = entry.map_err(|e| StorageError::Io(format!("listing: {e}")))?;
                 if !entry.file_type().is_file() {
                     continue;
@@ -275,6 +350,7 @@ mod tests {
     use super::*;
     use crate::storage::single_chunk;
     use bytes::Bytes;
+    use futures::StreamExt;
 
     fn key(text: &str) -> ObjectKey {
         ObjectKey::parse(text).unwrap()
@@ -354,6 +430,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_cancelled_write_publishes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path());
+        // One chunk, then a source that never ends: the put is cancelled.
+        let stalled: ByteStream = Box::pin(
+            futures::stream::iter(vec![Ok(Bytes::from_static(b"half of an archive"))])
+                .chain(futures::stream::pending()),
+        );
+        let cancelled = tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            storage.put(&key("a/b"), stalled),
+        )
+        .await;
+        assert!(cancelled.is_err());
+        // The writer notices the closed queue and removes its file.
+        for _ in 0..50 {
+            if std::fs::read_dir(dir.path().join("a"))
+                .unwrap()
+                .next()
+                .is_none()
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(
+            !dir.path().join("a/b").exists(),
+            "a cancelled upload must not be published"
+        );
+        assert_eq!(std::fs::read_dir(dir.path().join("a")).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
     async fn symlinks_cannot_lead_outside() {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
@@ -370,6 +479,16 @@ mod tests {
             .await;
         assert!(written.is_err());
         assert!(!outside.path().join("new").exists());
+        // Not even a directory is created through the link.
+        let deeper = storage
+            .put(
+                &key("escape/deeper/new"),
+                single_chunk(Bytes::from_static(b"x")),
+            )
+            .await;
+        assert!(deeper.is_err());
+        assert!(!outside.path().join("deeper").exists());
+        assert!(storage.list("escape/").await.unwrap().is_empty());
         assert!(storage.list("").await.unwrap().is_empty());
         storage.delete(&key("escape/secret")).await.unwrap_err();
         assert!(outside.path().join("secret").exists());

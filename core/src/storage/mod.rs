@@ -271,6 +271,10 @@ pub async fn test_connection(storage: &dyn Storage) -> TestReport {
 /// What the async side sends to a writer on a blocking thread.
 pub(crate) enum Chunk {
     Data(Bytes),
+    /// The source ended normally: the writer may make the object visible.
+    /// A channel that closes without it (the upload was cancelled or the
+    /// source failed) means discard.
+    End,
     /// The source failed: the writer discards what it wrote.
     Abort,
 }
@@ -298,6 +302,7 @@ pub(crate) async fn feed(
             }
         }
     }
+    let _ = sender.send(Chunk::End).await;
     Ok(())
 }
 
@@ -400,6 +405,7 @@ pub fn open(
                     .cloned()
                     .map(secrecy::SecretString::from),
                 host_key_fingerprint: settings.host_key_fingerprint.clone(),
+                purpose,
             },
             policy,
         )),

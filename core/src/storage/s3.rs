@@ -18,7 +18,7 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::buffered::BufWriter;
-use object_store::client::{DnsFuture, DnsResolver};
+use object_store::client::{HttpClient, HttpConnector};
 use object_store::path::Path;
 use object_store::signer::{Method, Signer};
 use object_store::{
@@ -65,24 +65,48 @@ pub struct S3Storage {
 
 /// Resolves endpoint host names and drops the addresses the policy refuses,
 /// at every connection (not only when the target was saved).
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 struct PolicyResolver(AddressPolicy);
 
-impl DnsResolver for PolicyResolver {
-    fn resolve(&self, host: &str) -> DnsFuture {
+impl reqwest::dns::Resolve for PolicyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let policy = self.0;
-        let host = host.to_owned();
+        let host = name.as_str().to_owned();
         Box::pin(async move {
             let addresses = policy.resolve(&host, 0).await?;
-            Ok(addresses.into_iter().map(|a| a.ip()).collect())
+            let addresses: Box<dyn Iterator<Item = std::net::SocketAddr> + Send> =
+                Box::new(addresses.into_iter());
+            Ok(addresses)
         })
+    }
+}
+
+/// The HTTP client of S3 targets: it follows no redirect (a redirect to a
+/// literal address would bypass the resolver's check) and ignores proxy
+/// settings of the environment (the policy must see the real host).
+#[derive(Debug)]
+struct PolicyConnector(AddressPolicy);
+
+impl HttpConnector for PolicyConnector {
+    fn connect(&self, _options: &ClientOptions) -> object_store::Result<HttpClient> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(PolicyResolver(self.0)))
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| object_store::Error::Generic {
+                store: "S3",
+                source: Box::new(e),
+            })?;
+        Ok(HttpClient::new(client))
     }
 }
 
 impl S3Storage {
     pub fn new(options: S3Options, policy: AddressPolicy) -> crate::Result<S3Storage> {
         let client = ClientOptions::new()
-            .with_dns_resolver(Arc::new(PolicyResolver(policy)))
             .with_connect_timeout(Duration::from_secs(10))
             .with_timeout(Duration::from_secs(120));
         let retry = RetryConfig {
@@ -100,7 +124,8 @@ impl S3Storage {
             .with_access_key_id(&options.access_key_id)
             .with_secret_access_key(options.secret_access_key.expose_secret())
             .with_retry(retry)
-            .with_client_options(client);
+            .with_client_options(client)
+            .with_http_connector(PolicyConnector(policy));
         let mut refused = None;
         if let Some(endpoint) = &options.endpoint {
             // Literal addresses never reach the resolver: check them here.
@@ -217,10 +242,12 @@ impl Storage for S3Storage {
     async fn put(&self, key: &ObjectKey, mut body: ByteStream) -> StorageResult<u64> {
         let path = self.path(key)?;
         let store: Arc<dyn ObjectStore> = self.store.clone();
-        let mut writer =
-            BufWriter::with_capacity(store, path, PART_SIZE).with_max_concurrency(PART_CONCURRENCY);
+        let mut upload = AbortOnDrop(Some(
+            BufWriter::with_capacity(store, path, PART_SIZE).with_max_concurrency(PART_CONCURRENCY),
+        ));
         let mut written = 0u64;
         let outcome: StorageResult<()> = async {
+            let writer = upload.writer();
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| StorageError::SourceFailed(e.to_string()))?;
                 writer
@@ -236,11 +263,16 @@ impl Storage for S3Storage {
         }
         .await;
         match outcome {
-            Ok(()) => Ok(written),
+            Ok(()) => {
+                upload.0 = None;
+                Ok(written)
+            }
             Err(error) => {
                 // No partial object, no dangling multipart upload.
-                if let Err(abort) = writer.abort().await {
-                    tracing::warn!(key = %key, error = %describe(&abort), "aborting a failed upload failed");
+                if let Some(mut writer) = upload.0.take() {
+                    if let Err(abort) = writer.abort().await {
+                        tracing::warn!(key = %key, error = %describe(&abort), "aborting a failed upload failed");
+                    }
                 }
                 Err(match error {
                     StorageError::Io(text) => reclassify(&self.bucket, text),
@@ -258,6 +290,18 @@ impl Storage for S3Storage {
             .await
             .map_err(|e| self.error(&format!("reading {key}"), e))?;
         let size = meta.size;
+        if meta.e_tag.is_none() {
+            // Without an ETag, ranges could mix two versions: one GET.
+            let result = self
+                .store
+                .get(&path)
+                .await
+                .map_err(|e| self.error(&format!("reading {key}"), e))?;
+            let stream = result
+                .into_stream()
+                .map_err(|e| std::io::Error::other(describe(&e)));
+            return Ok((size, Box::pin(stream)));
+        }
         // Ranged GETs, a few in flight, delivered in order; each is bound to
         // the version that was measured (If-Match), so an object replaced
         // midway fails the read instead of mixing two versions.
@@ -336,6 +380,30 @@ impl Storage for S3Storage {
             .await
             .map_err(|e| self.error(&format!("signing a URL for {key}"), e))?;
         Ok(Some(url))
+    }
+}
+
+/// An upload that is dropped before it completes or fails (its `put` was
+/// cancelled) is aborted in the background, so that no multipart upload is
+/// left open.
+struct AbortOnDrop(Option<BufWriter>);
+
+impl AbortOnDrop {
+    fn writer(&mut self) -> &mut BufWriter {
+        // Present until `put` completes or aborts, after which it is unused.
+        self.0.as_mut().expect("the upload is in progress")
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let (Some(mut writer), Ok(runtime)) =
+            (self.0.take(), tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn(async move {
+                let _ = writer.abort().await;
+            });
+        }
     }
 }
 

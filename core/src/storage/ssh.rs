@@ -27,12 +27,14 @@ use ssh2::{ErrorCode, HashType, MethodType, Session, Sftp};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    feed, received, ByteStream, Chunk, ObjectInfo, ObjectKey, Storage, StorageError, StorageResult,
-    QUEUE,
+    feed, received, ByteStream, Chunk, ObjectInfo, ObjectKey, Purpose, Storage, StorageError,
+    StorageResult, QUEUE,
 };
 use crate::netpolicy::AddressPolicy;
 
 const TEMP_MARKER: &str = ".cairn-tmp-";
+/// Marks an old object moved aside while it is being replaced.
+const OLD_MARKER: &str = ".cairn-old-";
 /// Read size: libssh2 keeps more SFTP read requests in flight for larger
 /// reads, which is what makes SFTP fast.
 const CHUNK: usize = 8 * 1024 * 1024;
@@ -42,6 +44,8 @@ const WRITE_BATCH: usize = 4 * 1024 * 1024;
 const READ_QUEUE: usize = 2;
 const PREFERRED_CIPHERS: &str = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes256-ctr";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection test's limit for connecting and for any single call.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// libssh2's timeout for any single blocking call.
 const SESSION_TIMEOUT_MS: u32 = 60_000;
 
@@ -61,6 +65,8 @@ pub struct SshOptions {
     pub private_key: Option<SecretString>,
     /// `SHA256:<base64>` of the server's host key, when known.
     pub host_key_fingerprint: Option<String>,
+    /// A connection test gives up fast; a transfer waits and retries.
+    pub purpose: Purpose,
 }
 
 pub struct SshStorage {
@@ -128,7 +134,10 @@ impl SshStorage {
                 ExponentialBuilder::default()
                     .with_min_delay(Duration::from_millis(200))
                     .with_max_delay(Duration::from_secs(2))
-                    .with_max_times(3)
+                    .with_max_times(match options.purpose {
+                        Purpose::Probe => 1,
+                        Purpose::Transfer => 3,
+                    })
                     .with_jitter(),
             )
             .when(|error| matches!(error, StorageError::Unreachable(_)))
@@ -163,7 +172,11 @@ fn connect(
     let mut last_error = None;
     let mut stream = None;
     for address in addresses {
-        match TcpStream::connect_timeout(address, CONNECT_TIMEOUT) {
+        let timeout = match options.purpose {
+            Purpose::Probe => PROBE_TIMEOUT,
+            Purpose::Transfer => CONNECT_TIMEOUT,
+        };
+        match TcpStream::connect_timeout(address, timeout) {
             Ok(connected) => {
                 stream = Some(connected);
                 break;
@@ -179,7 +192,10 @@ fn connect(
         ))
     })?;
     let mut session = Session::new().map_err(|e| StorageError::Io(format!("libssh2: {e}")))?;
-    session.set_timeout(SESSION_TIMEOUT_MS);
+    session.set_timeout(match options.purpose {
+        Purpose::Probe => PROBE_TIMEOUT.as_millis() as u32,
+        Purpose::Transfer => SESSION_TIMEOUT_MS,
+    });
     // Prefer the AEAD ciphers (hardware AES, no separate MAC); libssh2
     // keeps its defaults for anything the server does not offer.
     for direction in [MethodType::CryptCs, MethodType::CryptSc] {
@@ -327,8 +343,14 @@ impl Storage for SshStorage {
                             break Err(error);
                         }
                     }
+                    Some(Chunk::End) => break write(&pending),
                     Some(Chunk::Abort) => break Err(StorageError::SourceFailed("aborted".into())),
-                    None => break write(&pending),
+                    // Cancelled: the temporary file goes, nothing is published.
+                    None => {
+                        break Err(StorageError::SourceFailed(
+                            "the upload was cancelled".into(),
+                        ))
+                    }
                 }
             };
             let finished = outcome.and_then(|()| {
@@ -342,15 +364,26 @@ impl Storage for SshStorage {
                 let _ = sftp.unlink(&temp);
                 return Err(error);
             }
-            // SFTP v3 renames never replace: remove an existing object first.
+            // SFTP v3 renames never replace. To replace an object, move the
+            // old one aside, move the new one in, then remove the old one;
+            // if the second step fails, the old one is moved back. Neither
+            // copy is ever deleted before the other is in place.
             if let Err(first) = sftp.rename(&temp, &destination, None) {
-                let replaced = matches!(first.code(), ErrorCode::SFTP(SFTP_FAILURE))
-                    && sftp.unlink(&destination).is_ok()
-                    && sftp.rename(&temp, &destination, None).is_ok();
-                if !replaced {
+                let exists = matches!(first.code(), ErrorCode::SFTP(SFTP_FAILURE))
+                    && sftp.stat(&destination).is_ok();
+                if !exists {
                     let _ = sftp.unlink(&temp);
                     return Err(sftp_error(&format!("renaming {what} into place"), &first));
                 }
+                let aside = parent.join(format!(".{name}{OLD_MARKER}{}", uuid::Uuid::now_v7()));
+                sftp.rename(&destination, &aside, None)
+                    .map_err(|e| sftp_error(&format!("moving the old {what} aside"), &e))?;
+                if let Err(error) = sftp.rename(&temp, &destination, None) {
+                    let _ = sftp.rename(&aside, &destination, None);
+                    let _ = sftp.unlink(&temp);
+                    return Err(sftp_error(&format!("renaming {what} into place"), &error));
+                }
+                let _ = sftp.unlink(&aside);
             }
             Ok(written)
         });
@@ -460,7 +493,10 @@ impl Storage for SshStorage {
                         continue;
                     };
                     let key = relative.to_string_lossy().into_owned();
-                    if key.starts_with(&prefix) && !key.contains(TEMP_MARKER) {
+                    if key.starts_with(&prefix)
+                        && !key.contains(TEMP_MARKER)
+                        && !key.contains(OLD_MARKER)
+                    {
                         objects.push(ObjectInfo {
                             key,
                             size: stat.size.unwrap_or(0),

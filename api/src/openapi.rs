@@ -49,6 +49,7 @@ use crate::routes::{apps, history, jobs, ops, orgs, targets, tokens};
         jobs::get,
         jobs::update,
         jobs::remove,
+        jobs::retention,
         history::list,
         history::get,
         history::download,

@@ -407,6 +407,100 @@ pub async fn delete(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<()
     Ok(())
 }
 
+/// One backup of a series and what retention decides for it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetainedBackupView {
+    pub backup_id: Uuid,
+    /// When the backup started (its creation time if it never did).
+    pub taken_at: DateTime<Utc>,
+    pub keep: bool,
+    /// The rules that keep it (`last`, `hourly`, `daily`, `weekly`,
+    /// `monthly`, `yearly`, `all`, `newest`); empty when it would be pruned.
+    pub reasons: Vec<crate::retention::Reason>,
+}
+
+/// The successful backups of one volume of one app, newest first.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionSeriesView {
+    pub app_name: String,
+    pub volume_name: String,
+    pub backups: Vec<RetainedBackupView>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionView {
+    pub job_id: Uuid,
+    pub series: Vec<RetentionSeriesView>,
+}
+
+/// The job's retention policy as the pure policy function takes it.
+fn policy_of(job: &backup_job::Model) -> crate::retention::Policy {
+    let count = |n: Option<i32>| n.unwrap_or(0).max(0) as u32;
+    crate::retention::Policy {
+        keep_all: job.keep_all,
+        last: count(job.keep_last),
+        hourly: count(job.keep_hourly),
+        daily: count(job.keep_daily),
+        weekly: count(job.keep_weekly),
+        monthly: count(job.keep_monthly),
+        yearly: count(job.keep_yearly),
+    }
+}
+
+/// What the job's retention policy keeps and prunes today, per series
+/// (app and volume). Only successful backups count and can be pruned.
+pub async fn retention(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<RetentionView> {
+    use cairn_entity::backup;
+    let job = find_model(&cairn.db, organization_id, id).await?;
+    let policy = policy_of(&job);
+    let backups = backup::Entity::find()
+        .filter(backup::Column::OrganizationId.eq(organization_id))
+        .filter(backup::Column::JobId.eq(id))
+        .filter(backup::Column::Status.eq(crate::history::BackupStatus::Success.as_str()))
+        .order_by_asc(backup::Column::AppName)
+        .order_by_asc(backup::Column::VolumeName)
+        .order_by_desc(backup::Column::Id)
+        .all(&cairn.db)
+        .await?;
+    let mut series: Vec<RetentionSeriesView> = Vec::new();
+    let mut grouped: Vec<((String, String), Vec<backup::Model>)> = Vec::new();
+    for model in backups {
+        let key = (model.app_name.clone(), model.volume_name.clone());
+        match grouped.last_mut() {
+            Some((last, members)) if *last == key => members.push(model),
+            _ => grouped.push((key, vec![model])),
+        }
+    }
+    for ((app_name, volume_name), members) in grouped {
+        let times: Vec<DateTime<Utc>> = members
+            .iter()
+            .map(|m| m.started_at.unwrap_or(m.created_at))
+            .collect();
+        let decisions = crate::retention::apply(&policy, &times);
+        let mut backups: Vec<RetainedBackupView> = members
+            .iter()
+            .zip(times)
+            .zip(decisions)
+            .map(|((model, taken_at), decision)| RetainedBackupView {
+                backup_id: model.id,
+                taken_at,
+                keep: decision.keep,
+                reasons: decision.reasons,
+            })
+            .collect();
+        backups.sort_by_key(|b| std::cmp::Reverse(b.taken_at));
+        series.push(RetentionSeriesView {
+            app_name,
+            volume_name,
+            backups,
+        });
+    }
+    Ok(RetentionView { job_id: id, series })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

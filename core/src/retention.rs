@@ -26,7 +26,7 @@ pub struct Policy {
 }
 
 /// Why a backup is kept.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Reason {
     All,

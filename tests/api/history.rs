@@ -305,3 +305,97 @@ async fn deleting_an_organization_removes_its_records_only(backend: Backend) {
     let page = app.get(&beta.path("/backups/history"), &beta.viewer).await;
     assert_eq!(ids(page.expect(200)).len(), 1);
 }
+
+both_backends!(job_retention_shows_what_would_be_kept_and_pruned);
+
+async fn job_retention_shows_what_would_be_kept_and_pruned(backend: Backend) {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let app = spawn_app(backend).await;
+    let (org, other) = app.two_orgs().await;
+    let body = json!({ "name": "nightly", "schedule": "0 2 * * *", "keepLast": 1, "keepDaily": 2 });
+    let job_id = app
+        .post(&org.path("/backups/jobs"), &org.admin, &body)
+        .await;
+    let job_id = job_id.expect(201)["id"].as_str().unwrap().to_owned();
+    let other_job = app
+        .post(&org.path("/backups/jobs"), &org.admin, &job("other", &[]))
+        .await;
+    let other_job = other_job.expect(201)["id"].as_str().unwrap().to_owned();
+
+    let at = |day: u32, hour: u32| Utc.with_ymd_and_hms(2024, 3, day, hour, 0, 0).unwrap();
+    let mut ids = Vec::new();
+    for (time, status, job_ref) in [
+        (at(1, 10), "success", &job_id),
+        (at(2, 9), "success", &job_id),
+        (at(2, 10), "success", &job_id),
+        (at(3, 10), "success", &job_id),
+        (at(4, 10), "failed", &job_id),
+        (at(5, 10), "success", &other_job),
+        (at(3, 11), "success", &job_id),
+    ] {
+        ids.push(
+            seed(
+                &app,
+                Seed {
+                    org: &org.id,
+                    job: Some(job_ref),
+                    app: None,
+                    target: None,
+                    path: None,
+                    status,
+                    created_at: time,
+                },
+            )
+            .await,
+        );
+    }
+    // The last one belongs to another series of the same job.
+    backup::Entity::update_many()
+        .col_expr(
+            backup::Column::VolumeName,
+            sea_orm::sea_query::Expr::value("db"),
+        )
+        .filter(backup::Column::Id.eq(ids[6]))
+        .exec(&app.cairn.db)
+        .await
+        .unwrap();
+
+    let path = org.path(&format!("/backups/jobs/{job_id}/retention"));
+    let reply = app.get(&path, &org.viewer).await;
+    let view = reply.expect(200);
+    let series = view["series"].as_array().unwrap();
+    assert_eq!(series.len(), 2, "{view}");
+    let data = series.iter().find(|s| s["volumeName"] == "data").unwrap();
+    let decisions: Vec<(String, bool, Value)> = data["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["backupId"].as_str().unwrap().to_owned(),
+                b["keep"].as_bool().unwrap(),
+                b["reasons"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        decisions,
+        [
+            (ids[3].to_string(), true, json!(["last", "daily"])),
+            (ids[2].to_string(), true, json!(["daily"])),
+            (ids[1].to_string(), false, json!([])),
+            (ids[0].to_string(), false, json!([])),
+        ]
+    );
+    let db = series.iter().find(|s| s["volumeName"] == "db").unwrap();
+    assert_eq!(db["backups"][0]["keep"], true);
+    assert_eq!(db["backups"][0]["reasons"], json!(["last", "daily"]));
+
+    app.get(&path, &other.admin).await.expect(404);
+    app.get(
+        &other.path(&format!("/backups/jobs/{job_id}/retention")),
+        &other.admin,
+    )
+    .await
+    .expect(404);
+}

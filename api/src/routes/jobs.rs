@@ -2,7 +2,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use cairn_core::auth::Role;
-use cairn_core::jobs::{self, JobRequest, JobView};
+use cairn_core::jobs::{self, JobRequest, JobView, RetentionView};
 use cairn_core::Cairn;
 use chrono::Utc;
 
@@ -12,6 +12,10 @@ use crate::extract::{Auth, Body};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
+        web::resource("/api/v1/organizations/{orgId}/backups/jobs/{jobId}/retention")
+            .route(web::get().to(retention)),
+    )
+    .service(
         web::resource("/api/v1/organizations/{orgId}/backups/jobs")
             .route(web::get().to(list))
             .route(web::post().to(create)),
@@ -143,4 +147,32 @@ pub async fn remove(
     .await?;
     jobs::delete(&cairn, path.org_id, path.job_id).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Show what the job's retention policy keeps and prunes.
+///
+/// Per series (app and volume), every successful backup, newest first, with
+/// `keep` and the rules that keep it — or none, when the next prune would
+/// remove it.
+#[utoipa::path(
+    get,
+    path = "/api/v1/organizations/{orgId}/backups/jobs/{jobId}/retention",
+    tag = "jobs",
+    params(OrgJobPath),
+    responses((status = 200, body = RetentionView))
+)]
+pub async fn retention(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+    path: web::Path<OrgJobPath>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(
+        &principal,
+        &cairn,
+        path.org_id,
+        Role::Viewer,
+        "reading jobs",
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(jobs::retention(&cairn, path.org_id, path.job_id).await?))
 }

@@ -259,14 +259,6 @@ fn validate(
         _ => (Secrets::new(), TargetSettings::default()),
     };
 
-    let unused = |v: &mut Validator, present: bool, field: &str| {
-        v.check(
-            !present,
-            format!("config.{field}"),
-            format!("is not used by {} targets", t.as_str()),
-        );
-    };
-
     match t {
         TargetType::S3 | TargetType::R2 | TargetType::B2 => {
             match c.bucket.as_deref() {
@@ -343,16 +335,6 @@ fn validate(
                 v.check_result("config.prefix", check_key_prefix(prefix));
                 settings.prefix = Some(prefix.to_owned());
             }
-            unused(&mut v, c.host.is_some(), "host");
-            unused(&mut v, c.port.is_some(), "port");
-            unused(&mut v, c.username.is_some(), "username");
-            unused(&mut v, c.path.is_some(), "path");
-            unused(&mut v, c.private_key.is_some(), "privateKey");
-            unused(
-                &mut v,
-                c.host_key_fingerprint.is_some(),
-                "hostKeyFingerprint",
-            );
         }
         TargetType::Ssh => {
             match c.host.as_deref() {
@@ -413,12 +395,6 @@ fn validate(
                 }
                 None => {}
             }
-            unused(&mut v, c.bucket.is_some(), "bucket");
-            unused(&mut v, c.region.is_some(), "region");
-            unused(&mut v, c.access_key_id.is_some(), "accessKeyId");
-            unused(&mut v, c.secret_access_key.is_some(), "secretAccessKey");
-            unused(&mut v, c.endpoint.is_some(), "endpoint");
-            unused(&mut v, c.prefix.is_some(), "prefix");
         }
         TargetType::Local => {
             if !config.allow_local_backups {
@@ -439,20 +415,47 @@ fn validate(
                     )
                 }
             }
-            unused(&mut v, c.bucket.is_some(), "bucket");
-            unused(&mut v, c.region.is_some(), "region");
-            unused(&mut v, c.access_key_id.is_some(), "accessKeyId");
-            unused(&mut v, c.secret_access_key.is_some(), "secretAccessKey");
-            unused(&mut v, c.endpoint.is_some(), "endpoint");
-            unused(&mut v, c.prefix.is_some(), "prefix");
-            unused(&mut v, c.host.is_some(), "host");
-            unused(&mut v, c.port.is_some(), "port");
-            unused(&mut v, c.username.is_some(), "username");
-            unused(&mut v, c.private_key.is_some(), "privateKey");
-            unused(
-                &mut v,
-                c.host_key_fingerprint.is_some(),
-                "hostKeyFingerprint",
+        }
+    }
+    // A field another kind of target uses is a mistake worth naming.
+    let allowed: &[&str] = match t {
+        TargetType::S3 | TargetType::R2 | TargetType::B2 => &[
+            "bucket",
+            "region",
+            "accessKeyId",
+            "secretAccessKey",
+            "endpoint",
+            "prefix",
+        ],
+        TargetType::Ssh => &[
+            "host",
+            "port",
+            "username",
+            "path",
+            "privateKey",
+            "hostKeyFingerprint",
+        ],
+        TargetType::Local => &["path"],
+    };
+    let present = [
+        ("bucket", c.bucket.is_some()),
+        ("region", c.region.is_some()),
+        ("accessKeyId", c.access_key_id.is_some()),
+        ("secretAccessKey", c.secret_access_key.is_some()),
+        ("endpoint", c.endpoint.is_some()),
+        ("prefix", c.prefix.is_some()),
+        ("host", c.host.is_some()),
+        ("port", c.port.is_some()),
+        ("username", c.username.is_some()),
+        ("path", c.path.is_some()),
+        ("privateKey", c.private_key.is_some()),
+        ("hostKeyFingerprint", c.host_key_fingerprint.is_some()),
+    ];
+    for (field, given) in present {
+        if given && !allowed.contains(&field) {
+            v.add(
+                format!("config.{field}"),
+                format!("is not used by {} targets", t.as_str()),
             );
         }
     }

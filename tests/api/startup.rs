@@ -27,6 +27,23 @@ fn config_from_file(dir: &std::path::Path, yaml: &str, database_url: &str) -> Co
     config
 }
 
+/// Opens the embedded default with `yaml` as its `cairn.yml`.
+async fn open_from_file(dir: &std::path::Path, yaml: &str, database_url: &str) -> Cairn {
+    Cairn::open(
+        config_from_file(dir, yaml, database_url),
+        StartMode::Embedded,
+    )
+    .await
+    .expect("Cairn opens")
+}
+
+/// Every default, on `database_url`.
+fn plain_config(dir: &std::path::Path, database_url: &str) -> Config {
+    let mut config = Config::with_data_dir(dir);
+    config.database_url = Some(SecretString::from(database_url.to_owned()));
+    config
+}
+
 async fn system_targets(cairn: &Cairn) -> Vec<backup_target::Model> {
     backup_target::Entity::find()
         .filter(backup_target::Column::OrganizationId.is_null())
@@ -39,12 +56,7 @@ async fn backup_section_creates_system_default_once_and_updates_it(backend: Back
     let dir = tempfile::tempdir().unwrap();
     let url = fresh_database(backend, dir.path()).await;
     let yaml = "backup:\n  type: s3\n  bucket: system-backups\n  region: eu-central-1\n  access_key: AKIASYSTEM\n  secret_key: system-Secret-Value\n  endpoint: http://127.0.0.1:9000\n  prefix: cairn/\n";
-    let first = Cairn::open(
-        config_from_file(dir.path(), yaml, &url),
-        StartMode::Embedded,
-    )
-    .await
-    .unwrap();
+    let first = open_from_file(dir.path(), yaml, &url).await;
     let targets = system_targets(&first).await;
     assert_eq!(targets.len(), 1);
     assert_eq!(targets[0].name, "System default");
@@ -66,12 +78,7 @@ async fn backup_section_creates_system_default_once_and_updates_it(backend: Back
     first.db.close().await.unwrap();
 
     // A second start with the same file: still one, same id.
-    let second = Cairn::open(
-        config_from_file(dir.path(), yaml, &url),
-        StartMode::Embedded,
-    )
-    .await
-    .unwrap();
+    let second = open_from_file(dir.path(), yaml, &url).await;
     let again = system_targets(&second).await;
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].id, targets[0].id);
@@ -79,12 +86,7 @@ async fn backup_section_creates_system_default_once_and_updates_it(backend: Back
 
     // A changed section updates it in place.
     let changed = yaml.replace("system-backups", "moved-backups");
-    let third = Cairn::open(
-        config_from_file(dir.path(), &changed, &url),
-        StartMode::Embedded,
-    )
-    .await
-    .unwrap();
+    let third = open_from_file(dir.path(), &changed, &url).await;
     let moved = system_targets(&third).await;
     assert_eq!(moved.len(), 1);
     assert_eq!(moved[0].id, targets[0].id);
@@ -119,8 +121,7 @@ async fn invalid_backup_section_names_the_key(backend: Backend) {
 async fn bootstrap_token_is_created_once(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let url = fresh_database(backend, dir.path()).await;
-    let mut config = Config::with_data_dir(dir.path());
-    config.database_url = Some(SecretString::from(url.clone()));
+    let config = plain_config(dir.path(), &url);
     let cairn = Cairn::open(config, StartMode::Embedded).await.unwrap();
     let token = cairn
         .bootstrap_admin_token()
@@ -137,8 +138,7 @@ async fn bootstrap_token_is_created_once(backend: Backend) {
     // With CAIRN_ADMIN_TOKEN set, none is created.
     let dir = tempfile::tempdir().unwrap();
     let url = fresh_database(backend, dir.path()).await;
-    let mut config = Config::with_data_dir(dir.path());
-    config.database_url = Some(SecretString::from(url));
+    let mut config = plain_config(dir.path(), &url);
     config.admin_token = Some(SecretString::from("configured-admin".to_owned()));
     let cairn = Cairn::open(config, StartMode::Embedded).await.unwrap();
     assert_eq!(cairn.bootstrap_admin_token().await.unwrap(), None);
@@ -157,8 +157,7 @@ async fn bootstrap_token_is_created_once(backend: Backend) {
 async fn replicas_refuse_to_start_without_a_shared_master_key() {
     let dir = tempfile::tempdir().unwrap();
     let url = fresh_database(Backend::Sqlite, dir.path()).await;
-    let mut config = Config::with_data_dir(dir.path());
-    config.database_url = Some(SecretString::from(url));
+    let config = plain_config(dir.path(), &url);
     let error = Cairn::open(config, StartMode::Replica)
         .await
         .unwrap_err()
@@ -170,12 +169,7 @@ async fn a_wrong_master_key_stops_the_start(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let url = fresh_database(backend, dir.path()).await;
     let yaml = "backup:\n  type: s3\n  bucket: system-backups\n  access_key: AKIA\n  secret_key: sealed-secret\n";
-    let cairn = Cairn::open(
-        config_from_file(dir.path(), yaml, &url),
-        StartMode::Embedded,
-    )
-    .await
-    .unwrap();
+    let cairn = open_from_file(dir.path(), yaml, &url).await;
     cairn.db.close().await.unwrap();
     let mut config = config_from_file(dir.path(), "listen: 127.0.0.1:0\n", &url);
     let other = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
@@ -214,8 +208,7 @@ async fn the_embedded_default_has_a_local_system_target(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let url = fresh_database(backend, dir.path()).await;
     for _ in 0..2 {
-        let mut config = Config::with_data_dir(dir.path());
-        config.database_url = Some(SecretString::from(url.clone()));
+        let config = plain_config(dir.path(), &url);
         let cairn = Cairn::open(config, StartMode::Embedded).await.unwrap();
         let targets = system_targets(&cairn).await;
         assert_eq!(targets.len(), 1);
@@ -231,8 +224,7 @@ async fn the_embedded_default_has_a_local_system_target(backend: Backend) {
     // does the embedded default.
     let dir = tempfile::tempdir().unwrap();
     let url = fresh_database(backend, dir.path()).await;
-    let mut config = Config::with_data_dir(dir.path());
-    config.database_url = Some(SecretString::from(url));
+    let mut config = plain_config(dir.path(), &url);
     config.allow_local_backups = false;
     let cairn = Cairn::open(config, StartMode::Embedded).await.unwrap();
     assert!(system_targets(&cairn).await.is_empty());

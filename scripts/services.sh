@@ -39,6 +39,8 @@ ensure_packages() {
   command -v curl >/dev/null || missing+=(curl)
   command -v zstd >/dev/null || missing+=(zstd)
   command -v tar >/dev/null || missing+=(tar)
+  command -v gzip >/dev/null || missing+=(gzip)
+  command -v age >/dev/null && command -v age-keygen >/dev/null || missing+=(age)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]} from Debian packages"
     as_root apt-get update -qq
@@ -72,6 +74,8 @@ start_postgres() {
   CAIRN_STARTED_PG="$bin/pg_ctl -D $dir/data"
   CAIRN_PG_RUN_AS="${run_as[*]}"
   export TEST_POSTGRES_URL="postgres://cairn:$password@127.0.0.1:$port/postgres"
+  # The client tools of the same version: pg_dump, pg_restore, psql.
+  export TEST_PG_BIN="$bin"
   log "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port"
 }
 

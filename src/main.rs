@@ -11,6 +11,7 @@ use cairn_api::{Application, ApplicationOptions};
 use cairn_core::auth::{self, CreateTokenRequest, Role};
 use cairn_core::config::LogFormat;
 use cairn_core::{Cairn, Config, StartMode};
+use cairn_worker::{Worker, WorkerOptions};
 use clap::{Parser, Subcommand, ValueEnum};
 use uuid::Uuid;
 
@@ -40,6 +41,13 @@ enum Command {
         /// Address to listen on (default 127.0.0.1:8080). Also `CAIRN_LISTEN`.
         #[arg(long)]
         listen: Option<SocketAddr>,
+    },
+    /// Run a worker: claim pending backups and run them (scaled-out
+    /// deployments: requires CAIRN_MASTER_KEY or an existing key file).
+    Worker {
+        /// Backups run at once (default 2). Also `CAIRN_WORKER__CONCURRENCY`.
+        #[arg(long)]
+        concurrency: Option<usize>,
     },
     /// Apply database migrations and exit.
     Migrate,
@@ -193,7 +201,37 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
                     "Created a system administrator token. It is shown once; store it now:\n\n    {token}\n"
                 );
             }
-            serve_api(cairn).await
+            // The embedded default runs a worker beside the API; both stop
+            // on SIGTERM, the worker after its running backups are ended.
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let worker = Worker::new(
+                cairn.clone(),
+                WorkerOptions::from_config(&cairn.config.worker),
+            );
+            let worker = tokio::spawn(async move { worker.run(stopped).await });
+            let served = serve_api(cairn).await;
+            let _ = stop.send(true);
+            let _ = worker.await;
+            served
+        }
+        Command::Worker { concurrency } => {
+            if let Some(concurrency) = concurrency {
+                config.worker.concurrency = concurrency;
+            }
+            let cairn = Cairn::open(config, StartMode::Replica).await?;
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                tracing::info!("stopping: running backups are ended as interrupted");
+                let _ = stop.send(true);
+            });
+            Worker::new(
+                cairn.clone(),
+                WorkerOptions::from_config(&cairn.config.worker),
+            )
+            .run(stopped)
+            .await;
+            Ok(())
         }
         Command::Api { listen } => {
             if let Some(listen) = listen {
@@ -240,6 +278,25 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
             println!("{}", created.token);
             Ok(())
         }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!("cannot listen for SIGTERM: {error}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
 }
 

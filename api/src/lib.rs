@@ -54,7 +54,11 @@ impl Application {
         let max_body = cairn.config.max_body_bytes;
         let cairn = web::Data::new(cairn);
         let openapi = openapi::document();
+        let registry = prometheus::Registry::new();
+        cairn_core::metrics::register(&registry)
+            .map_err(|e| anyhow::anyhow!("registering the backup metrics: {e}"))?;
         let metrics = PrometheusMetricsBuilder::new("cairn")
+            .registry(registry)
             .endpoint("/metrics")
             .mask_unmatched_patterns("UNMATCHED")
             .build()

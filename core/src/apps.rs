@@ -66,6 +66,11 @@ pub struct VolumeRequest {
     pub kind: VolumeKind,
     /// Required for `postgres` volumes, refused for `generic` ones.
     pub postgres: Option<PostgresRequest>,
+    /// Globs relative to the volume root (`cache/**`, `*.tmp`) that are
+    /// left out of its archives; each archive's manifest lists what was
+    /// left out. Only for `generic` volumes; at most 100.
+    #[serde(default)]
+    pub exclude_patterns: Vec<String>,
 }
 
 fn default_true() -> bool {
@@ -114,6 +119,7 @@ pub struct VolumeView {
     pub kind: VolumeKind,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub postgres: Option<PostgresView>,
+    pub exclude_patterns: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -133,6 +139,25 @@ struct VolumeSpec {
     persistent: bool,
     kind: VolumeKind,
     postgres: Option<(PostgresSettings, Option<String>)>,
+    exclude_patterns: Vec<String>,
+}
+
+/// The most exclude patterns a volume takes.
+const MAX_EXCLUDES: usize = 100;
+
+fn check_exclude_pattern(pattern: &str) -> Result<(), String> {
+    if pattern.is_empty() || pattern.len() > 512 {
+        return Err("must be 1–512 characters".into());
+    }
+    if pattern.starts_with('/') || pattern.split('/').any(|s| s == "..") {
+        return Err("must be relative to the volume root, without '..'".into());
+    }
+    if pattern.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    globset::Glob::new(pattern)
+        .map(|_| ())
+        .map_err(|e| format!("is not a valid glob: {}", e.kind()))
 }
 
 fn validate(
@@ -204,11 +229,30 @@ fn validate(
                 ))
             }
         };
+        if volume.exclude_patterns.len() > MAX_EXCLUDES {
+            v.add(
+                field("excludePatterns"),
+                format!("takes at most {MAX_EXCLUDES} patterns"),
+            );
+        }
+        if volume.kind == VolumeKind::Postgres && !volume.exclude_patterns.is_empty() {
+            v.add(
+                field("excludePatterns"),
+                "is only used by volumes of kind generic",
+            );
+        }
+        for (j, pattern) in volume.exclude_patterns.iter().enumerate() {
+            v.check_result(
+                format!("volumes[{i}].excludePatterns[{j}]"),
+                check_exclude_pattern(pattern),
+            );
+        }
         specs.push(VolumeSpec {
             name: volume.name.clone(),
             persistent: volume.persistent,
             kind: volume.kind,
             postgres,
+            exclude_patterns: volume.exclude_patterns.clone(),
         });
     }
     v.finish()?;
@@ -233,7 +277,20 @@ fn volume_view(model: volume::Model) -> Result<VolumeView> {
         persistent: model.persistent,
         kind,
         postgres,
+        exclude_patterns: exclude_patterns_of(&model.exclude_patterns),
     })
+}
+
+/// The exclude patterns stored with a volume.
+pub fn exclude_patterns_of(stored: &Option<serde_json::Value>) -> Vec<String> {
+    stored
+        .as_ref()
+        .and_then(|value| serde_json::from_value(value.clone()).ok())
+        .unwrap_or_default()
+}
+
+fn patterns_value(patterns: &[String]) -> Option<serde_json::Value> {
+    (!patterns.is_empty()).then(|| serde_json::json!(patterns))
 }
 
 fn app_view(model: app::Model, volumes: Vec<volume::Model>) -> Result<AppView> {
@@ -346,6 +403,7 @@ async fn insert_volume(
         kind: Set(spec.kind.as_str().to_owned()),
         postgres_config: Set(config),
         postgres_password_ciphertext: Set(password),
+        exclude_patterns: Set(patterns_value(&spec.exclude_patterns)),
         created_at: Set(now),
     }
     .insert(db)
@@ -409,6 +467,7 @@ pub async fn update(
                 volume.kind = Set(spec.kind.as_str().to_owned());
                 volume.postgres_config = Set(config);
                 volume.postgres_password_ciphertext = Set(password);
+                volume.exclude_patterns = Set(patterns_value(&spec.exclude_patterns));
                 volume.update(&txn).await?;
             }
             None => insert_volume(&txn, &cairn.master_key, id, spec, now).await?,

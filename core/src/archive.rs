@@ -25,12 +25,13 @@ use sha2::{Digest, Sha256};
 use tar::{EntryType, Header, HeaderMode};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::encryption::Recipients;
 use crate::storage::{received, ByteStream};
 
 /// Chunks handed to the uploader.
 const CHUNK: usize = 1024 * 1024;
 /// Chunks queued between the archiver and the uploader.
-const QUEUE: usize = 8;
+pub(crate) const QUEUE: usize = 8;
 
 /// How the tar stream is compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +64,8 @@ pub struct TarOptions {
     pub compression: Compression,
     /// Globs relative to the volume root (`cache/**`, `*.tmp`).
     pub excludes: Vec<String>,
+    /// Encrypt with age to these recipients (after compression).
+    pub encryption: Option<Recipients>,
 }
 
 /// What an archive holds, known when it is complete.
@@ -97,7 +100,7 @@ pub struct ArchiveError {
 }
 
 impl ArchiveError {
-    fn new(code: &'static str, message: impl Into<String>) -> ArchiveError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> ArchiveError {
         ArchiveError {
             code,
             message: message.into(),
@@ -120,22 +123,32 @@ pub fn tar_stream(
         // The uploader must never take a cut-off stream for a complete one:
         // unless the archive completes, the stream ends with an error, even
         // when the archiver panics.
-        let mut guard = FailUnlessDone {
-            sender: Some(sender.clone()),
-        };
+        let mut guard = FailUnlessDone::new(sender.clone());
         let outcome = archive(&root, &options, ChunkSink::new(sender));
-        if let (Err(error), Some(sender)) = (&outcome, guard.sender.take()) {
+        if let (Err(error), Some(sender)) = (&outcome, guard.disarm()) {
             let _ = sender.blocking_send(Err(io::Error::other(error.message.clone())));
         }
-        guard.sender = None;
         let _ = summary_sender.send(outcome);
     });
     (received(receiver), summary_receiver)
 }
 
 /// Ends the stream with an error when dropped armed (a panic).
-struct FailUnlessDone {
+pub(crate) struct FailUnlessDone {
     sender: Option<mpsc::Sender<io::Result<Bytes>>>,
+}
+
+impl FailUnlessDone {
+    pub(crate) fn new(sender: mpsc::Sender<io::Result<Bytes>>) -> FailUnlessDone {
+        FailUnlessDone {
+            sender: Some(sender),
+        }
+    }
+
+    /// The work ended (well or with a reported error): nothing to add.
+    pub(crate) fn disarm(&mut self) -> Option<mpsc::Sender<io::Result<Bytes>>> {
+        self.sender.take()
+    }
 }
 
 impl Drop for FailUnlessDone {
@@ -148,7 +161,7 @@ impl Drop for FailUnlessDone {
 }
 
 /// Hashes, counts and queues the stored bytes in chunks.
-struct ChunkSink {
+pub(crate) struct ChunkSink {
     sender: mpsc::Sender<io::Result<Bytes>>,
     buffer: Vec<u8>,
     hasher: Sha256,
@@ -156,13 +169,20 @@ struct ChunkSink {
 }
 
 impl ChunkSink {
-    fn new(sender: mpsc::Sender<io::Result<Bytes>>) -> ChunkSink {
+    pub(crate) fn new(sender: mpsc::Sender<io::Result<Bytes>>) -> ChunkSink {
         ChunkSink {
             sender,
             buffer: Vec::with_capacity(CHUNK),
             hasher: Sha256::new(),
             stored: 0,
         }
+    }
+
+    /// Sends what is buffered and returns the bytes stored and their
+    /// SHA-256 (hex).
+    pub(crate) fn close(mut self) -> io::Result<(u64, String)> {
+        self.send_buffer()?;
+        Ok((self.stored, format!("{:x}", self.hasher.finalize())))
     }
 
     fn send_buffer(&mut self) -> io::Result<()> {
@@ -192,15 +212,59 @@ impl Write for ChunkSink {
     }
 }
 
-/// The compressor in front of the sink.
-enum Compressor {
-    Zstd(zstd::stream::write::Encoder<'static, ChunkSink>),
-    Gzip(flate2::write::GzEncoder<ChunkSink>),
+/// The optional age encryption in front of the sink.
+pub(crate) enum Sealed {
+    Age(age::stream::StreamWriter<ChunkSink>),
     Plain(ChunkSink),
 }
 
+impl Sealed {
+    pub(crate) fn new(encryption: Option<&Recipients>, sink: ChunkSink) -> io::Result<Sealed> {
+        Ok(match encryption {
+            None => Sealed::Plain(sink),
+            Some(recipients) => {
+                let encryptor = age::Encryptor::with_recipients(
+                    recipients
+                        .keys
+                        .iter()
+                        .map(|key| key.as_ref() as &dyn age::Recipient),
+                )
+                .map_err(io::Error::other)?;
+                Sealed::Age(encryptor.wrap_output(sink)?)
+            }
+        })
+    }
+
+    pub(crate) fn finish(self) -> io::Result<ChunkSink> {
+        match self {
+            Sealed::Age(writer) => writer.finish(),
+            Sealed::Plain(sink) => Ok(sink),
+        }
+    }
+}
+
+impl Write for Sealed {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Sealed::Age(writer) => writer.write(data),
+            Sealed::Plain(sink) => sink.write(data),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The compressor in front of the (optionally encrypted) sink.
+enum Compressor {
+    Zstd(zstd::stream::write::Encoder<'static, Sealed>),
+    Gzip(flate2::write::GzEncoder<Sealed>),
+    Plain(Sealed),
+}
+
 impl Compressor {
-    fn new(compression: Compression, sink: ChunkSink) -> io::Result<Compressor> {
+    fn new(compression: Compression, sink: Sealed) -> io::Result<Compressor> {
         Ok(match compression {
             Compression::Zstd { level, threads } => {
                 let mut encoder = zstd::stream::write::Encoder::new(sink, level)?;
@@ -219,9 +283,9 @@ impl Compressor {
 
     fn finish(self) -> io::Result<ChunkSink> {
         match self {
-            Compressor::Zstd(encoder) => encoder.finish(),
-            Compressor::Gzip(encoder) => encoder.finish(),
-            Compressor::Plain(sink) => Ok(sink),
+            Compressor::Zstd(encoder) => encoder.finish()?.finish(),
+            Compressor::Gzip(encoder) => encoder.finish()?.finish(),
+            Compressor::Plain(sink) => sink.finish(),
         }
     }
 }
@@ -330,7 +394,8 @@ fn archive(
         ArchiveError::new("upload_failed", format!("the upload stopped: {error}"))
     };
     let excluded_set = excludes(&options.excludes)?;
-    let compressor = Compressor::new(options.compression, sink).map_err(upload_stopped)?;
+    let sealed = Sealed::new(options.encryption.as_ref(), sink).map_err(upload_stopped)?;
+    let compressor = Compressor::new(options.compression, sealed).map_err(upload_stopped)?;
     let mut builder = tar::Builder::new(Counted {
         inner: compressor,
         bytes: 0,
@@ -472,9 +537,9 @@ fn archive(
     }
     let counted = builder.into_inner().map_err(upload_stopped)?;
     summary.tar_bytes = counted.bytes;
-    let mut sink = counted.inner.finish().map_err(upload_stopped)?;
-    sink.send_buffer().map_err(upload_stopped)?;
-    summary.stored_bytes = sink.stored;
-    summary.sha256 = format!("{:x}", sink.hasher.finalize());
+    let sink = counted.inner.finish().map_err(upload_stopped)?;
+    let (stored, sha256) = sink.close().map_err(upload_stopped)?;
+    summary.stored_bytes = stored;
+    summary.sha256 = sha256;
     Ok(summary)
 }

@@ -75,6 +75,64 @@ pub struct Config {
     /// start-up.
     #[serde(default)]
     pub backup: Option<SystemTargetConfig>,
+    /// Where Docker keeps volumes: `<volume_root>/<name>/_data`.
+    #[serde(default = "default_volume_root")]
+    pub volume_root: PathBuf,
+    /// The `pg_dump` program that dumps `postgres` volumes (a name looked
+    /// up in `PATH`, or a path); it must be at least as new as the servers.
+    #[serde(default = "default_pg_dump")]
+    pub pg_dump: PathBuf,
+    /// The worker role: `worker:` in the file, `CAIRN_WORKER__…` in the
+    /// environment.
+    #[serde(default)]
+    pub worker: WorkerConfig,
+}
+
+/// The `worker:` section.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Backups one worker process runs at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// How long a claim holds without renewal; a worker renews it every
+    /// third of this, and a backup whose lease ran out (its worker died)
+    /// is failed as `worker_lost`.
+    #[serde(default = "default_lease_seconds")]
+    pub lease_seconds: u64,
+    /// How often an idle worker looks for pending backups, in milliseconds.
+    #[serde(default = "default_poll_millis")]
+    pub poll_millis: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> WorkerConfig {
+        WorkerConfig {
+            concurrency: default_concurrency(),
+            lease_seconds: default_lease_seconds(),
+            poll_millis: default_poll_millis(),
+        }
+    }
+}
+
+fn default_volume_root() -> PathBuf {
+    PathBuf::from("/var/lib/docker/volumes")
+}
+
+fn default_pg_dump() -> PathBuf {
+    PathBuf::from("pg_dump")
+}
+
+fn default_concurrency() -> usize {
+    2
+}
+
+fn default_lease_seconds() -> u64 {
+    30
+}
+
+fn default_poll_millis() -> u64 {
+    1000
 }
 
 /// The `backup:` section: the system-level target "System default".

@@ -62,6 +62,89 @@ pub struct JobRequest {
     /// Default true.
     #[serde(default = "default_true")]
     pub notify_on_failure: bool,
+    /// How tar archives are compressed (default `zstd`). PostgreSQL dumps
+    /// use pg_dump's own compression whatever this says.
+    #[serde(default)]
+    pub compression: CompressionSetting,
+    /// `age` encrypts archives to the organization's key (see
+    /// `GET …/backups/encryption-key`) and to `extraRecipients`.
+    #[serde(default)]
+    pub encryption: EncryptionSetting,
+    /// Further age (`age1…`) or `ssh-ed25519` public keys that can decrypt
+    /// this job's archives, such as the owner's offline key. At most 20;
+    /// only with `encryption: age`.
+    #[serde(default)]
+    pub extra_recipients: Vec<String>,
+}
+
+/// How a job compresses tar archives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionSetting {
+    /// zstd level 3 on every core (`.tar.zst`).
+    #[default]
+    Zstd,
+    /// gzip level 6 (`.tar.gz`).
+    Gzip,
+    /// Plain tar (`.tar`).
+    None,
+}
+
+impl CompressionSetting {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompressionSetting::Zstd => "zstd",
+            CompressionSetting::Gzip => "gzip",
+            CompressionSetting::None => "none",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<CompressionSetting> {
+        Some(match text {
+            "zstd" => CompressionSetting::Zstd,
+            "gzip" => CompressionSetting::Gzip,
+            "none" => CompressionSetting::None,
+            _ => return None,
+        })
+    }
+}
+
+/// Whether a job encrypts its archives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EncryptionSetting {
+    #[default]
+    None,
+    /// age (age-encryption.org/v1), `+.age` on the archive's name.
+    Age,
+}
+
+impl EncryptionSetting {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EncryptionSetting::None => "none",
+            EncryptionSetting::Age => "age",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<EncryptionSetting> {
+        Some(match text {
+            "none" => EncryptionSetting::None,
+            "age" => EncryptionSetting::Age,
+            _ => return None,
+        })
+    }
+}
+
+/// The most extra recipients a job takes.
+const MAX_EXTRA_RECIPIENTS: usize = 20;
+
+/// The extra recipients stored with a job.
+pub fn extra_recipients_of(stored: &Option<serde_json::Value>) -> Vec<String> {
+    stored
+        .as_ref()
+        .and_then(|value| serde_json::from_value(value.clone()).ok())
+        .unwrap_or_default()
 }
 
 fn default_true() -> bool {
@@ -87,6 +170,9 @@ pub struct JobView {
     pub keep_yearly: Option<u32>,
     pub notify_on_success: bool,
     pub notify_on_failure: bool,
+    pub compression: CompressionSetting,
+    pub encryption: EncryptionSetting,
+    pub extra_recipients: Vec<String>,
     pub last_run_at: Option<DateTime<Utc>>,
     /// When the job fires next; `null` while it is disabled.
     pub next_run_at: Option<DateTime<Utc>>,
@@ -144,6 +230,9 @@ fn view(model: backup_job::Model, app_ids: Vec<Uuid>) -> JobView {
         keep_yearly: count(model.keep_yearly),
         notify_on_success: model.notify_on_success,
         notify_on_failure: model.notify_on_failure,
+        compression: CompressionSetting::parse(&model.compression).unwrap_or_default(),
+        encryption: EncryptionSetting::parse(&model.encryption).unwrap_or_default(),
+        extra_recipients: extra_recipients_of(&model.extra_recipients),
         last_run_at: model.last_run_at,
         next_run_at: model.next_run_at,
         auto_created: model.auto_created,
@@ -233,6 +322,21 @@ async fn validate(
             );
         }
     }
+    if request.extra_recipients.len() > MAX_EXTRA_RECIPIENTS {
+        v.add(
+            "extraRecipients",
+            format!("takes at most {MAX_EXTRA_RECIPIENTS} keys"),
+        );
+    }
+    if request.encryption == EncryptionSetting::None && !request.extra_recipients.is_empty() {
+        v.add("extraRecipients", "is only used with encryption: age");
+    }
+    for (i, recipient) in request.extra_recipients.iter().enumerate() {
+        v.check_result(
+            format!("extraRecipients[{i}]"),
+            crate::encryption::parse_recipient(recipient).map(|_| ()),
+        );
+    }
     v.finish()?;
     // The validator has accepted the schedule, so it parsed.
     schedule.ok_or_else(|| Error::invalid("schedule", "is not a valid cron expression"))
@@ -258,6 +362,15 @@ fn apply(
     model.keep_yearly = Set(count(request.keep_yearly));
     model.notify_on_success = Set(request.notify_on_success);
     model.notify_on_failure = Set(request.notify_on_failure);
+    model.compression = Set(request.compression.as_str().to_owned());
+    model.encryption = Set(request.encryption.as_str().to_owned());
+    model.extra_recipients = Set((!request.extra_recipients.is_empty()).then(|| {
+        serde_json::json!(request
+            .extra_recipients
+            .iter()
+            .map(|r| r.trim())
+            .collect::<Vec<_>>())
+    }));
     model.next_run_at = Set(if request.enabled {
         next_run_after(schedule, now)
     } else {
@@ -450,22 +563,37 @@ fn policy_of(job: &backup_job::Model) -> crate::retention::Policy {
     }
 }
 
-/// What the job's retention policy keeps and prunes today, per series
-/// (app and volume). Only successful backups count and can be pruned.
-pub async fn retention(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<RetentionView> {
+/// One series (a volume of an app) of a job's successful backups, with
+/// what the retention policy decides for each, newest first.
+pub struct Series {
+    pub app_name: String,
+    pub volume_name: String,
+    pub backups: Vec<(cairn_entity::backup::Model, crate::retention::Decision)>,
+}
+
+/// When a backup was taken, for retention: its start (its creation time
+/// if it never started).
+fn taken_at(model: &cairn_entity::backup::Model) -> DateTime<Utc> {
+    model.started_at.unwrap_or(model.created_at)
+}
+
+/// The job's successful backups grouped by series, with the retention
+/// decision for each. Only successful backups count and can be pruned.
+pub async fn retention_series(
+    db: &impl ConnectionTrait,
+    job: &backup_job::Model,
+) -> Result<Vec<Series>> {
     use cairn_entity::backup;
-    let job = find_model(&cairn.db, organization_id, id).await?;
-    let policy = policy_of(&job);
+    let policy = policy_of(job);
     let backups = backup::Entity::find()
-        .filter(backup::Column::OrganizationId.eq(organization_id))
-        .filter(backup::Column::JobId.eq(id))
+        .filter(backup::Column::OrganizationId.eq(job.organization_id))
+        .filter(backup::Column::JobId.eq(job.id))
         .filter(backup::Column::Status.eq(crate::history::BackupStatus::Success.as_str()))
         .order_by_asc(backup::Column::AppName)
         .order_by_asc(backup::Column::VolumeName)
         .order_by_desc(backup::Column::Id)
-        .all(&cairn.db)
+        .all(db)
         .await?;
-    let mut series: Vec<RetentionSeriesView> = Vec::new();
     let mut grouped: Vec<((String, String), Vec<backup::Model>)> = Vec::new();
     for model in backups {
         let key = (model.app_name.clone(), model.volume_name.clone());
@@ -474,30 +602,44 @@ pub async fn retention(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result
             _ => grouped.push((key, vec![model])),
         }
     }
-    for ((app_name, volume_name), members) in grouped {
-        let times: Vec<DateTime<Utc>> = members
-            .iter()
-            .map(|m| m.started_at.unwrap_or(m.created_at))
-            .collect();
-        let decisions = crate::retention::apply(&policy, &times);
-        let mut backups: Vec<RetainedBackupView> = members
-            .iter()
-            .zip(times)
-            .zip(decisions)
-            .map(|((model, taken_at), decision)| RetainedBackupView {
-                backup_id: model.id,
-                taken_at,
-                keep: decision.keep,
-                reasons: decision.reasons,
-            })
-            .collect();
-        backups.sort_by_key(|b| std::cmp::Reverse(b.taken_at));
-        series.push(RetentionSeriesView {
-            app_name,
-            volume_name,
-            backups,
-        });
-    }
+    Ok(grouped
+        .into_iter()
+        .map(|((app_name, volume_name), members)| {
+            let times: Vec<DateTime<Utc>> = members.iter().map(taken_at).collect();
+            let decisions = crate::retention::apply(&policy, &times);
+            let mut backups: Vec<_> = members.into_iter().zip(decisions).collect();
+            backups.sort_by_key(|(model, _)| std::cmp::Reverse(taken_at(model)));
+            Series {
+                app_name,
+                volume_name,
+                backups,
+            }
+        })
+        .collect())
+}
+
+/// What the job's retention policy keeps and prunes today, per series
+/// (app and volume). Only successful backups count and can be pruned.
+pub async fn retention(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<RetentionView> {
+    let job = find_model(&cairn.db, organization_id, id).await?;
+    let series = retention_series(&cairn.db, &job)
+        .await?
+        .into_iter()
+        .map(|series| RetentionSeriesView {
+            app_name: series.app_name,
+            volume_name: series.volume_name,
+            backups: series
+                .backups
+                .into_iter()
+                .map(|(model, decision)| RetainedBackupView {
+                    backup_id: model.id,
+                    taken_at: taken_at(&model),
+                    keep: decision.keep,
+                    reasons: decision.reasons,
+                })
+                .collect(),
+        })
+        .collect();
     Ok(RetentionView { job_id: id, series })
 }
 

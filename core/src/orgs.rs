@@ -57,6 +57,8 @@ pub async fn create(
         slug: Set(request.slug.clone()),
         name: Set(request.name.trim().to_owned()),
         created_at: Set(now),
+        age_recipient: Set(None),
+        age_identity_ciphertext: Set(None),
     }
     .insert(db)
     .await;

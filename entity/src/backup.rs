@@ -28,6 +28,12 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub started_at: Option<DateTimeUtc>,
     pub finished_at: Option<DateTimeUtc>,
+    /// `manual`, `schedule` or `safety`.
+    pub trigger: String,
+    /// `generic` or `postgres`, once known.
+    pub kind: Option<String>,
+    /// The manifest written beside the archive.
+    pub manifest: Option<Json>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -22,6 +22,12 @@ pub struct Model {
     pub last_run_at: Option<DateTimeUtc>,
     pub next_run_at: Option<DateTimeUtc>,
     pub auto_created: bool,
+    /// `zstd`, `gzip` or `none`.
+    pub compression: String,
+    /// `none` or `age`.
+    pub encryption: String,
+    /// age or ssh-ed25519 public keys that can decrypt too.
+    pub extra_recipients: Option<Json>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -9,6 +9,10 @@ pub struct Model {
     pub slug: String,
     pub name: String,
     pub created_at: DateTimeUtc,
+    /// The organization's age public key (`age1…`), created on first use.
+    pub age_recipient: Option<String>,
+    /// The matching age identity, sealed under the master key.
+    pub age_identity_ciphertext: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -14,6 +14,8 @@ pub struct Model {
     pub postgres_config: Option<Json>,
     /// The PostgreSQL password, sealed with AES-256-GCM under the master key.
     pub postgres_password_ciphertext: Option<String>,
+    /// Globs relative to the volume root that are left out of archives.
+    pub exclude_patterns: Option<Json>,
     pub created_at: DateTimeUtc,
 }
 

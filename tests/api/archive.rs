@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 /// What a tree holds, comparable: per path, its kind, mode, content hash or
 /// link target, and mtime.
-fn describe(root: &Path) -> BTreeMap<String, String> {
+pub(crate) fn describe(root: &Path) -> BTreeMap<String, String> {
     let mut tree = BTreeMap::new();
     for entry in walkdir::WalkDir::new(root)
         .follow_links(false)
@@ -53,7 +53,7 @@ fn describe(root: &Path) -> BTreeMap<String, String> {
     tree
 }
 
-fn build_volume(root: &Path, big: usize) {
+pub(crate) fn build_volume(root: &Path, big: usize) {
     use std::os::unix::fs::symlink;
     std::fs::create_dir_all(root.join("nested/deeper/deepest")).unwrap();
     std::fs::create_dir_all(root.join("empty")).unwrap();
@@ -103,6 +103,7 @@ async fn archive_to(
         TarOptions {
             compression,
             excludes: excludes.iter().map(|s| s.to_string()).collect(),
+            encryption: None,
         },
     );
     let mut file = std::fs::File::create(out).unwrap();
@@ -120,7 +121,7 @@ async fn archive_to(
     summary
 }
 
-fn extract(archive: &Path, flag: Option<&str>, into: &Path) {
+pub(crate) fn extract(archive: &Path, flag: Option<&str>, into: &Path) {
     std::fs::create_dir_all(into).unwrap();
     let mut command = Command::new("tar");
     if let Some(flag) = flag {
@@ -231,6 +232,7 @@ async fn a_missing_volume_fails_with_its_code() {
         TarOptions {
             compression: Compression::None,
             excludes: Vec::new(),
+            encryption: None,
         },
     );
     let mut saw_error = false;

@@ -92,6 +92,18 @@ pub fn test_config(data_dir: &std::path::Path, database_url: String, admin_token
     config
 }
 
+/// The database URL a test app runs on (for a second process).
+pub fn database_url_of(app: &TestApp) -> String {
+    use secrecy::ExposeSecret;
+    app.cairn
+        .config
+        .database_url
+        .as_ref()
+        .expect("test apps set a database URL")
+        .expose_secret()
+        .to_owned()
+}
+
 pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, |_| {}).await
 }
@@ -119,6 +131,10 @@ pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Config
         address,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // Well under the server's keep-alive (5 s): a test that blocks
+            // (extracting a large archive) must not reuse a connection the
+            // server has closed meanwhile.
+            .pool_idle_timeout(std::time::Duration::from_secs(1))
             .build()
             .expect("an HTTP client"),
         admin_token,

@@ -58,6 +58,9 @@ pub(crate) async fn seed(app: &TestApp, seed: Seed<'_>) -> Uuid {
         created_at: Set(seed.created_at),
         started_at: Set(Some(seed.created_at)),
         finished_at: Set(Some(seed.created_at + Duration::seconds(3))),
+        trigger: Set("manual".into()),
+        kind: Set(Some("generic".into())),
+        manifest: Set(None),
     }
     .insert(&app.cairn.db)
     .await

@@ -5,6 +5,7 @@ mod helpers;
 
 mod apps;
 mod archive;
+mod backups;
 mod binary;
 mod bodies;
 mod history;

@@ -1,8 +1,162 @@
-//! The worker role: claims pending backups and restores with a lease, runs
-//! them (`tar` or `pg_dump`, streamed to the storage target), prunes by
-//! retention and dispatches notifications.
+//! The worker role: claims pending backups with a lease, runs them (`tar`
+//! or `pg_dump`, streamed through compression, encryption and SHA-256 to
+//! the storage target), records the outcome, closes runs and prunes by
+//! retention.
 //!
-//! Not implemented yet. The crate exists so that the workspace has its final
-//! shape; it exports nothing, and `cairn` offers no `worker` subcommand until
-//! this crate does its job. Backups recorded through the API stay `pending`
-//! until a worker exists.
+//! # Tasks
+//!
+//! [`Worker::run`] drives `concurrency` loops; each repeats
+//! [`Worker::process_one`] and sleeps for the poll interval when there is
+//! nothing to do. A backup runs inside its loop's task, next to a lease
+//! renewal that fires every third of the lease; the archiver and uploads
+//! use blocking threads of their own (see `cairn_core::archive` and
+//! `cairn_core::storage`).
+//!
+//! # Leases and fencing
+//!
+//! A claim sets the backup `running`, increments its `attempt` and sets
+//! `lease_expires_at`. Every later write of that backup is conditional on
+//! `(id, attempt, status = 'running')`, so a worker whose lease expired —
+//! and whose backup another worker has since failed as `worker_lost` — can
+//! no longer change the record: its late success is refused and the
+//! objects it wrote are deleted. A worker that cannot renew its lease
+//! stops the backup (which aborts the upload).
+
+mod execute;
+pub mod lease;
+mod prune;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use cairn_core::config::WorkerConfig;
+use cairn_core::Cairn;
+
+pub use lease::reap;
+
+/// Settings of a worker.
+#[derive(Clone, Debug)]
+pub struct WorkerOptions {
+    /// Backups run at once.
+    pub concurrency: usize,
+    /// How long a claim holds without renewal.
+    pub lease: Duration,
+    /// How long an idle loop waits before looking again.
+    pub poll: Duration,
+    /// Names this worker in the records it claims.
+    pub owner: String,
+}
+
+impl WorkerOptions {
+    pub fn from_config(config: &WorkerConfig) -> WorkerOptions {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+        WorkerOptions {
+            concurrency: config.concurrency.max(1),
+            lease: Duration::from_secs(config.lease_seconds.max(1)),
+            poll: Duration::from_millis(config.poll_millis.max(10)),
+            owner: format!(
+                "{host}:{}:{}",
+                std::process::id(),
+                &Uuid::now_v7().simple().to_string()[24..]
+            ),
+        }
+    }
+}
+
+/// A worker: the context and its settings. Cheap to clone.
+#[derive(Clone)]
+pub struct Worker {
+    cairn: Cairn,
+    options: Arc<WorkerOptions>,
+}
+
+impl Worker {
+    pub fn new(cairn: Cairn, options: WorkerOptions) -> Worker {
+        Worker {
+            cairn,
+            options: Arc::new(options),
+        }
+    }
+
+    pub fn options(&self) -> &WorkerOptions {
+        &self.options
+    }
+
+    /// Runs `concurrency` loops until `stop` turns true. A backup running
+    /// when the worker is stopped is ended as `interrupted`.
+    pub async fn run(&self, stop: watch::Receiver<bool>) {
+        tracing::info!(
+            owner = %self.options.owner,
+            concurrency = self.options.concurrency,
+            lease_seconds = self.options.lease.as_secs(),
+            "worker started"
+        );
+        // Leases of workers that died while this one was down expire now,
+        // and their leftovers are removed before new work starts.
+        if let Err(error) = reap(&self.cairn, Utc::now()).await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "reaping expired leases failed"
+            );
+        }
+        let loops: Vec<_> = (0..self.options.concurrency)
+            .map(|_| {
+                let worker = self.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move { worker.drive(stop).await })
+            })
+            .collect();
+        for handle in loops {
+            let _ = handle.await;
+        }
+        tracing::info!(owner = %self.options.owner, "worker stopped");
+    }
+
+    async fn drive(&self, mut stop: watch::Receiver<bool>) {
+        while !*stop.borrow() {
+            match self.process_one(&stop, Utc::now()).await {
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::error!(error = format!("{error:#}"), "worker tick failed");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.options.poll) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// One unit of work:
+    /// 1. fail backups whose lease expired (`worker_lost`) and clean up
+    ///    after them;
+    /// 2. claim the oldest pending backup, if any;
+    /// 3. run it, renewing the lease, and record the outcome (fenced);
+    /// 4. close its run when it was the last, and prune by retention.
+    ///
+    /// Returns the id of the backup it ran.
+    pub async fn process_one(
+        &self,
+        stop: &watch::Receiver<bool>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<Uuid>> {
+        reap(&self.cairn, now).await?;
+        let Some(claimed) =
+            lease::claim(&self.cairn.db, &self.options.owner, self.options.lease, now).await?
+        else {
+            return Ok(None);
+        };
+        let id = claimed.id;
+        let run_id = claimed.run_id;
+        execute::run_backup(self, claimed, stop.clone()).await;
+        if let Some(run_id) = run_id {
+            prune::close_run(&self.cairn, run_id, Utc::now()).await?;
+        }
+        Ok(Some(id))
+    }
+}

@@ -2,7 +2,9 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use cairn_core::auth::Role;
+use cairn_core::encryption::{self, EncryptionKeyView, ExportedIdentityView};
 use cairn_core::jobs::{self, JobRequest, JobView, RetentionView};
+use cairn_core::runs::{self, RunView};
 use cairn_core::Cairn;
 use chrono::Utc;
 
@@ -12,6 +14,18 @@ use crate::extract::{Auth, Body};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
+        web::resource("/api/v1/organizations/{orgId}/backups/jobs/{jobId}/run")
+            .route(web::post().to(run)),
+    )
+    .service(
+        web::resource("/api/v1/organizations/{orgId}/backups/encryption-key")
+            .route(web::get().to(encryption_key)),
+    )
+    .service(
+        web::resource("/api/v1/organizations/{orgId}/backups/encryption-key/export")
+            .route(web::post().to(export_encryption_key)),
+    )
+    .service(
         web::resource("/api/v1/organizations/{orgId}/backups/jobs/{jobId}/retention")
             .route(web::get().to(retention)),
     )
@@ -175,4 +189,98 @@ pub async fn retention(
     )
     .await?;
     Ok(HttpResponse::Ok().json(jobs::retention(&cairn, path.org_id, path.job_id).await?))
+}
+
+/// Run the job now.
+///
+/// Records a manual run with one `pending` backup per persistent volume of
+/// every app the job covers; a worker runs them. When nothing can be
+/// backed up (no target resolves, no persistent volume) the run is
+/// recorded as `skipped` and the answer is `409` with the reason. A job
+/// whose previous run is still active also answers `409`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/organizations/{orgId}/backups/jobs/{jobId}/run",
+    tag = "jobs",
+    params(OrgJobPath),
+    responses(
+        (status = 202, body = RunView),
+        (status = 409, description = "A run is still active, or the run was skipped (the detail says why)", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn run(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+    path: web::Path<OrgJobPath>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(
+        &principal,
+        &cairn,
+        path.org_id,
+        Role::Operator,
+        "running jobs",
+    )
+    .await?;
+    let view = runs::start_manual(&cairn, path.org_id, path.job_id, Utc::now()).await?;
+    Ok(HttpResponse::Accepted().json(view))
+}
+
+/// The organization's age public key.
+///
+/// Archives of jobs with `encryption: age` are encrypted to it (and to the
+/// job's `extraRecipients`). The key pair is created on first use.
+#[utoipa::path(
+    get,
+    path = "/api/v1/organizations/{orgId}/backups/encryption-key",
+    tag = "jobs",
+    params(OrgPath),
+    responses((status = 200, body = EncryptionKeyView))
+)]
+pub async fn encryption_key(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+    path: web::Path<OrgPath>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(
+        &principal,
+        &cairn,
+        path.org_id,
+        Role::Viewer,
+        "reading the encryption key",
+    )
+    .await?;
+    let view = encryption::public_key(&cairn.db, &cairn.master_key, path.org_id).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Export the organization's age identity (admin only).
+///
+/// The secret key that decrypts every encrypted archive of the
+/// organization, for offline safekeeping: `age --decrypt -i key.txt`.
+/// The answer is not cached.
+#[utoipa::path(
+    post,
+    path = "/api/v1/organizations/{orgId}/backups/encryption-key/export",
+    tag = "jobs",
+    params(OrgPath),
+    responses((status = 200, body = ExportedIdentityView))
+)]
+pub async fn export_encryption_key(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+    path: web::Path<OrgPath>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(
+        &principal,
+        &cairn,
+        path.org_id,
+        Role::Admin,
+        "exporting the encryption key",
+    )
+    .await?;
+    let view = encryption::export_identity(&cairn.db, &cairn.master_key, path.org_id).await?;
+    tracing::info!(org_id = %path.org_id, "the organization's age identity was exported");
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(view))
 }

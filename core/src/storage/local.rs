@@ -336,6 +336,40 @@ impl Storage for LocalStorage {
         }
     }
 
+    async fn remove_incomplete(&self, key: &ObjectKey) -> StorageResult<usize> {
+        let root = match self.root(false).await {
+            Ok(root) => root,
+            Err(StorageError::NotFound(_)) => return Ok(0),
+            Err(error) => return Err(error),
+        };
+        let path = root.join(key.as_str());
+        let parent = match path.parent() {
+            Some(parent) if tokio::fs::metadata(parent).await.is_ok() => parent.to_path_buf(),
+            _ => return Ok(0),
+        };
+        let parent = self.confined(&root, &parent).await?;
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let leftover = format!(".{name}{TEMP_MARKER}");
+        let mut removed = 0;
+        let mut entries = tokio::fs::read_dir(&parent)
+            .await
+            .map_err(|e| StorageError::io(&parent.display().to_string(), &e))?;
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(|e| StorageError::io(&parent.display().to_string(), &e))?
+        {
+            if entry.file_name().to_string_lossy().starts_with(&leftover) {
+                match tokio::fs::remove_file(entry.path()).await {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StorageError::io(&format!("cleaning up {key}"), &e)),
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     async fn presigned_get(
         &self,
         _key: &ObjectKey,

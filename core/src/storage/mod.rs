@@ -149,6 +149,15 @@ pub trait Storage: Send + Sync {
         expires_in: Duration,
     ) -> StorageResult<Option<url::Url>>;
 
+    /// Removes what an interrupted `put` of `key` left behind (temporary
+    /// files of a writer that died before it could clean up) and returns
+    /// how many were removed. S3-family targets have nothing to remove
+    /// here: a multipart upload of a killed process is ended by the
+    /// bucket's `AbortIncompleteMultipartUpload` lifecycle rule.
+    async fn remove_incomplete(&self, _key: &ObjectKey) -> StorageResult<usize> {
+        Ok(0)
+    }
+
     /// The SSH host key fingerprint the last connection saw, for targets
     /// that have one.
     fn observed_host_key(&self) -> Option<String> {

@@ -242,9 +242,13 @@ impl Storage for S3Storage {
     async fn put(&self, key: &ObjectKey, mut body: ByteStream) -> StorageResult<u64> {
         let path = self.path(key)?;
         let store: Arc<dyn ObjectStore> = self.store.clone();
-        let mut upload = AbortOnDrop(Some(
-            BufWriter::with_capacity(store, path, PART_SIZE).with_max_concurrency(PART_CONCURRENCY),
-        ));
+        let mut upload = AbortOnDrop {
+            writer: Some(
+                BufWriter::with_capacity(store, path, PART_SIZE)
+                    .with_max_concurrency(PART_CONCURRENCY),
+            ),
+            finishing: false,
+        };
         let mut written = 0u64;
         let outcome: StorageResult<()> = async {
             let writer = upload.writer();
@@ -256,7 +260,9 @@ impl Storage for S3Storage {
                     .map_err(|e| StorageError::Io(format!("uploading {key}: {}", describe(&e))))?;
                 written += chunk.len() as u64;
             }
-            writer
+            upload.finishing = true;
+            upload
+                .writer()
                 .shutdown()
                 .await
                 .map_err(|e| StorageError::Io(format!("completing {key}: {}", describe(&e))))
@@ -264,12 +270,15 @@ impl Storage for S3Storage {
         .await;
         match outcome {
             Ok(()) => {
-                upload.0 = None;
+                upload.writer = None;
                 Ok(written)
             }
             Err(error) => {
-                // No partial object, no dangling multipart upload.
-                if let Some(mut writer) = upload.0.take() {
+                // No partial object, no dangling multipart upload. A failed
+                // completion has aborted its multipart upload itself (and a
+                // single PUT leaves nothing); anything earlier is aborted here.
+                let writer = upload.writer.take().filter(|_| !upload.finishing);
+                if let Some(mut writer) = writer {
                     if let Err(abort) = writer.abort().await {
                         tracing::warn!(key = %key, error = %describe(&abort), "aborting a failed upload failed");
                     }
@@ -386,20 +395,27 @@ impl Storage for S3Storage {
 /// An upload that is dropped before it completes or fails (its `put` was
 /// cancelled) is aborted in the background, so that no multipart upload is
 /// left open.
-struct AbortOnDrop(Option<BufWriter>);
+///
+/// Once completion has started (`finishing`) the writer can no longer be
+/// aborted: object_store's completion aborts a multipart upload that fails
+/// to complete, but one cancelled in the middle of completing is left to the
+/// bucket's `AbortIncompleteMultipartUpload` lifecycle rule.
+struct AbortOnDrop {
+    writer: Option<BufWriter>,
+    finishing: bool,
+}
 
 impl AbortOnDrop {
     fn writer(&mut self) -> &mut BufWriter {
         // Present until `put` completes or aborts, after which it is unused.
-        self.0.as_mut().expect("the upload is in progress")
+        self.writer.as_mut().expect("the upload is in progress")
     }
 }
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        if let (Some(mut writer), Ok(runtime)) =
-            (self.0.take(), tokio::runtime::Handle::try_current())
-        {
+        let writer = self.writer.take().filter(|_| !self.finishing);
+        if let (Some(mut writer), Ok(runtime)) = (writer, tokio::runtime::Handle::try_current()) {
             runtime.spawn(async move {
                 let _ = writer.abort().await;
             });

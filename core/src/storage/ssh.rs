@@ -521,6 +521,37 @@ impl Storage for SshStorage {
         .await
     }
 
+    async fn remove_incomplete(&self, key: &ObjectKey) -> StorageResult<usize> {
+        let path = self.remote(key);
+        let what = key.to_string();
+        self.with_sftp(move |sftp| {
+            let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+                return Ok(0);
+            };
+            let leftover = format!(".{}{TEMP_MARKER}", name.to_string_lossy());
+            let entries = match sftp.readdir(parent) {
+                Ok(entries) => entries,
+                Err(e) if is_missing(&e) => return Ok(0),
+                Err(e) => return Err(sftp_error(&format!("cleaning up {what}"), &e)),
+            };
+            let mut removed = 0;
+            for (entry, _) in entries {
+                let matches = entry
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&leftover));
+                if matches {
+                    match sftp.unlink(&entry) {
+                        Ok(()) => removed += 1,
+                        Err(e) if is_missing(&e) => {}
+                        Err(e) => return Err(sftp_error(&format!("cleaning up {what}"), &e)),
+                    }
+                }
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
     async fn presigned_get(
         &self,
         _key: &ObjectKey,

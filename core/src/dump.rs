@@ -1,0 +1,315 @@
+//! PostgreSQL dumps, streamed: `pg_dump --format=custom` → optional age
+//! encryption → SHA-256 → a stream of chunks for a storage target's `put`.
+//!
+//! `pg_dump` runs without a shell. Its connection is one `--dbname`
+//! argument holding a libpq connection string that Cairn builds with every
+//! value quoted, so a database name that starts with `-` cannot become an
+//! option and one holding `=` cannot become a connection string of its own.
+//! The password goes through `PGPASSWORD`, never argv, and the worker's own
+//! `PG*` variables are removed so they cannot redirect the dump. The dump is
+//! compressed by `pg_dump` itself (custom format), so no second compressor
+//! runs. A blocking thread reads `pg_dump`'s output into 1 MiB chunks on a
+//! bounded queue: memory stays bounded and nothing is written to disk.
+
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::apps::PostgresSettings;
+use crate::archive::{ArchiveError, ChunkSink, FailUnlessDone, Sealed};
+use crate::encryption::Recipients;
+use crate::storage::{received, ByteStream};
+
+/// How much of `pg_dump`'s stderr a failure message keeps.
+const STDERR_KEPT: usize = 4 * 1024;
+
+/// Settings of one dump.
+#[derive(Clone, Debug)]
+pub struct DumpOptions {
+    /// The `pg_dump` program.
+    pub program: PathBuf,
+    pub settings: PostgresSettings,
+    pub password: SecretString,
+    pub encryption: Option<Recipients>,
+}
+
+/// What a dump holds, known when it is complete.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DumpSummary {
+    /// Bytes `pg_dump` wrote.
+    pub dump_bytes: u64,
+    /// Bytes of the archive as stored.
+    pub stored_bytes: u64,
+    /// SHA-256 of the archive as stored, hex.
+    pub sha256: String,
+}
+
+/// Quotes a value for a libpq connection string.
+fn conninfo_value(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// The connection string of a dump (no password: that goes in the
+/// environment).
+pub fn conninfo(settings: &PostgresSettings) -> String {
+    format!(
+        "host={} port={} user={} dbname={} connect_timeout=15 application_name=cairn",
+        conninfo_value(&settings.host),
+        settings.port,
+        conninfo_value(&settings.username),
+        conninfo_value(&settings.database),
+    )
+}
+
+/// The major version of a `pg_dump --version` line
+/// (`pg_dump (PostgreSQL) 15.14 (Debian 15.14-0+deb12u1)` → 15).
+pub fn pg_dump_major(version_line: &str) -> Option<u32> {
+    let version = version_line.split_whitespace().nth(2)?;
+    version.split(['.', 'b', 'r']).next()?.parse().ok()
+}
+
+/// `pg_dump --version`: its full line and major version.
+pub async fn pg_dump_version(program: &PathBuf) -> Result<(String, u32), ArchiveError> {
+    let output = tokio::process::Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| {
+            ArchiveError::new(
+                "pg_dump_missing",
+                format!("pg_dump ({}) cannot be run: {e}", program.display()),
+            )
+        })?;
+    let line = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let major = pg_dump_major(&line).ok_or_else(|| {
+        ArchiveError::new(
+            "pg_dump_missing",
+            format!("{} does not report a pg_dump version", program.display()),
+        )
+    })?;
+    Ok((line, major))
+}
+
+/// Connects to the volume's server and returns its version
+/// (`server_version`, and the major version from `server_version_num`).
+pub async fn server_version(
+    settings: &PostgresSettings,
+    password: &SecretString,
+) -> Result<(String, u32), ArchiveError> {
+    use sea_orm::sqlx::{self, Connection};
+    let options = sqlx::postgres::PgConnectOptions::new()
+        .host(&settings.host)
+        .port(settings.port)
+        .username(&settings.username)
+        .password(password.expose_secret())
+        .database(&settings.database)
+        .application_name("cairn");
+    let failed = |error: sqlx::Error| {
+        ArchiveError::new(
+            "postgres_connection_failed",
+            format!(
+                "cannot connect to PostgreSQL at {}:{} (database {:?}, user {:?}): {}",
+                settings.host,
+                settings.port,
+                settings.database,
+                settings.username,
+                describe(&error)
+            ),
+        )
+    };
+    let mut connection = tokio::time::timeout(
+        Duration::from_secs(15),
+        sqlx::PgConnection::connect_with(&options),
+    )
+    .await
+    .map_err(|_| {
+        ArchiveError::new(
+            "postgres_connection_failed",
+            format!(
+                "PostgreSQL at {}:{} did not answer within 15 s",
+                settings.host, settings.port
+            ),
+        )
+    })?
+    .map_err(failed)?;
+    let (version, number): (String, String) = sqlx::query_as(
+        "SELECT current_setting('server_version'), current_setting('server_version_num')",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .map_err(failed)?;
+    let _ = connection.close().await;
+    let major = number.parse::<u32>().map(|n| n / 10_000).unwrap_or(0);
+    Ok((version, major))
+}
+
+/// A database error's message without the connection options.
+fn describe(error: &sea_orm::sqlx::Error) -> String {
+    match error {
+        sea_orm::sqlx::Error::Database(db) => db.message().to_owned(),
+        sea_orm::sqlx::Error::Io(io) => io.to_string(),
+        sea_orm::sqlx::Error::Tls(tls) => format!("TLS: {tls}"),
+        other => other.to_string(),
+    }
+}
+
+/// Runs `pg_dump`. The stream yields the stored bytes; the receiver gets
+/// the summary (or the failure) once the stream has ended.
+pub fn dump_stream(
+    options: DumpOptions,
+) -> (
+    ByteStream,
+    oneshot::Receiver<Result<DumpSummary, ArchiveError>>,
+) {
+    let (sender, receiver) = mpsc::channel::<io::Result<Bytes>>(crate::archive::QUEUE);
+    let (summary_sender, summary_receiver) = oneshot::channel();
+    tokio::task::spawn_blocking(move || {
+        let mut guard = FailUnlessDone::new(sender.clone());
+        let outcome = dump(&options, ChunkSink::new(sender));
+        if let (Err(error), Some(sender)) = (&outcome, guard.disarm()) {
+            let _ = sender.blocking_send(Err(io::Error::other(error.message.clone())));
+        }
+        let _ = summary_sender.send(outcome);
+    });
+    (received(receiver), summary_receiver)
+}
+
+fn dump(options: &DumpOptions, sink: ChunkSink) -> Result<DumpSummary, ArchiveError> {
+    let upload_stopped = |error: io::Error| {
+        ArchiveError::new("upload_failed", format!("the upload stopped: {error}"))
+    };
+    let mut command = Command::new(&options.program);
+    command
+        .arg("--format=custom")
+        .arg("--no-password")
+        .arg(format!("--dbname={}", conninfo(&options.settings)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("PG") {
+            command.env_remove(name);
+        }
+    }
+    command.env("PGPASSWORD", options.password.expose_secret());
+    let mut child = command.spawn().map_err(|e| {
+        ArchiveError::new(
+            "pg_dump_missing",
+            format!("pg_dump ({}) cannot be run: {e}", options.program.display()),
+        )
+    })?;
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| ArchiveError::new("pg_dump_failed", "pg_dump's output is not readable"))?;
+    let mut stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| ArchiveError::new("pg_dump_failed", "pg_dump's errors are not readable"))?;
+    // stderr is drained on its own thread so that a chatty pg_dump never
+    // blocks on a full pipe while stdout is read.
+    let errors = std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            kept.extend_from_slice(&buffer[..n]);
+            if kept.len() > STDERR_KEPT {
+                kept.drain(..kept.len() - STDERR_KEPT);
+            }
+        }
+        String::from_utf8_lossy(&kept).trim().to_owned()
+    });
+
+    let mut sealed = match Sealed::new(options.encryption.as_ref(), sink) {
+        Ok(sealed) => sealed,
+        Err(error) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(upload_stopped(error));
+        }
+    };
+    let mut dump_bytes = 0u64;
+    let mut buffer = vec![0u8; 256 * 1024];
+    let copied: io::Result<()> = loop {
+        match stdout.read(&mut buffer) {
+            Ok(0) => break Ok(()),
+            Ok(n) => {
+                dump_bytes += n as u64;
+                if let Err(error) = io::Write::write_all(&mut sealed, &buffer[..n]) {
+                    break Err(error);
+                }
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => break Err(error),
+        }
+    };
+    if let Err(error) = copied {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(upload_stopped(error));
+    }
+    let status = child
+        .wait()
+        .map_err(|e| ArchiveError::new("pg_dump_failed", format!("waiting for pg_dump: {e}")))?;
+    let stderr_text = errors.join().unwrap_or_default();
+    if !status.success() {
+        let detail = if stderr_text.is_empty() {
+            "no message".to_owned()
+        } else {
+            stderr_text
+        };
+        return Err(ArchiveError::new(
+            "pg_dump_failed",
+            format!("pg_dump failed ({status}): {detail}"),
+        ));
+    }
+    let sink = sealed.finish().map_err(upload_stopped)?;
+    let (stored_bytes, sha256) = sink.close().map_err(upload_stopped)?;
+    Ok(DumpSummary {
+        dump_bytes,
+        stored_bytes,
+        sha256,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_strings_quote_every_value() {
+        let settings = PostgresSettings {
+            host: "db.internal".into(),
+            port: 5433,
+            database: "-x dbname=evil host='other'".into(),
+            username: "o'brien\\".into(),
+        };
+        assert_eq!(
+            conninfo(&settings),
+            "host='db.internal' port=5433 user='o\\'brien\\\\' \
+             dbname='-x dbname=evil host=\\'other\\'' connect_timeout=15 application_name=cairn"
+        );
+    }
+
+    #[test]
+    fn pg_dump_versions() {
+        assert_eq!(
+            pg_dump_major("pg_dump (PostgreSQL) 15.14 (Debian 15.14-0+deb12u1)"),
+            Some(15)
+        );
+        assert_eq!(pg_dump_major("pg_dump (PostgreSQL) 17beta1"), Some(17));
+        assert_eq!(pg_dump_major("pg_dump (PostgreSQL) 9.6.24"), Some(9));
+        assert_eq!(pg_dump_major("something else"), None);
+    }
+}

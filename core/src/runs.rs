@@ -1,0 +1,376 @@
+//! Runs: one firing of a job, made of one backup per persistent volume of
+//! every app the job covers. This module creates runs (manual ones here;
+//! the scheduler makes scheduled ones the same way), resolves the target a
+//! run writes to, and closes a run exactly once when its last backup ends.
+//!
+//! A job has at most one run with status `running`: a partial unique index
+//! enforces it, so two requests racing to start a run cannot both win.
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, Query};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, Set, TransactionTrait,
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use cairn_entity::{app, backup, backup_job, backup_job_app, backup_run, backup_target, volume};
+
+use crate::error::{is_unique_violation, Error, Result};
+use crate::history::BackupStatus;
+use crate::Cairn;
+
+/// The state of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Some of its backups are pending or running.
+    Running,
+    /// Every backup succeeded.
+    Success,
+    /// Some backups failed, some succeeded.
+    Partial,
+    /// Every backup failed.
+    Failed,
+    /// Nothing was backed up; `reason` says why.
+    Skipped,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Success => "success",
+            RunStatus::Partial => "partial",
+            RunStatus::Failed => "failed",
+            RunStatus::Skipped => "skipped",
+        }
+    }
+}
+
+/// What made a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    Manual,
+    Schedule,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Manual => "manual",
+            Trigger::Schedule => "schedule",
+        }
+    }
+}
+
+/// One backup a run created.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunBackupView {
+    pub id: Uuid,
+    pub app_name: String,
+    pub volume_name: String,
+    pub status: BackupStatus,
+}
+
+/// `202` answer of `POST …/jobs/{jobId}/run`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunView {
+    pub run_id: Uuid,
+    pub status: RunStatus,
+    /// The target the run writes to.
+    pub target_id: Uuid,
+    pub backups: Vec<RunBackupView>,
+}
+
+/// The target a job writes to: its own, else the organization's default,
+/// else any target of the organization (the oldest), else the system-level
+/// default, else any system-level target.
+pub async fn resolve_target(
+    db: &impl ConnectionTrait,
+    job: &backup_job::Model,
+) -> Result<Option<backup_target::Model>> {
+    if let Some(target_id) = job.target_id {
+        return Ok(backup_target::Entity::find_by_id(target_id)
+            .filter(backup_target::Column::OrganizationId.eq(job.organization_id))
+            .one(db)
+            .await?);
+    }
+    let organization = backup_target::Entity::find()
+        .filter(backup_target::Column::OrganizationId.eq(job.organization_id))
+        .order_by_desc(backup_target::Column::IsDefault)
+        .order_by_asc(backup_target::Column::Id)
+        .one(db)
+        .await?;
+    if organization.is_some() {
+        return Ok(organization);
+    }
+    Ok(backup_target::Entity::find()
+        .filter(backup_target::Column::OrganizationId.is_null())
+        .order_by_desc(backup_target::Column::IsDefault)
+        .order_by_asc(backup_target::Column::Id)
+        .one(db)
+        .await?)
+}
+
+/// A persistent volume a run backs up.
+struct Planned {
+    app: app::Model,
+    volume: volume::Model,
+}
+
+async fn planned_volumes(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Vec<Planned>> {
+    let app_ids: Vec<Uuid> = backup_job_app::Entity::find()
+        .filter(backup_job_app::Column::JobId.eq(job_id))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|row| row.app_id)
+        .collect();
+    if app_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let apps = app::Entity::find()
+        .filter(app::Column::Id.is_in(app_ids.clone()))
+        .order_by_asc(app::Column::Name)
+        .all(db)
+        .await?;
+    let volumes = volume::Entity::find()
+        .filter(volume::Column::AppId.is_in(app_ids))
+        .filter(volume::Column::Persistent.eq(true))
+        .order_by_asc(volume::Column::Name)
+        .all(db)
+        .await?;
+    let mut planned = Vec::new();
+    for app in apps {
+        for volume in volumes.iter().filter(|v| v.app_id == app.id) {
+            planned.push(Planned {
+                app: app.clone(),
+                volume: volume.clone(),
+            });
+        }
+    }
+    Ok(planned)
+}
+
+/// What starting a run came to.
+pub enum Started {
+    Run(RunView),
+    /// The run was recorded as skipped, for this reason.
+    Skipped {
+        run_id: Uuid,
+        reason: String,
+    },
+}
+
+/// Records a run of `job` for the slot `scheduled_for` with one pending
+/// backup per persistent volume of its apps. A run that cannot back
+/// anything up (no target, no persistent volume) is recorded as skipped
+/// with the reason. A job with a run still active gets a conflict.
+pub async fn start(
+    db: &impl TransactionTrait,
+    job: &backup_job::Model,
+    trigger: Trigger,
+    scheduled_for: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Started> {
+    let txn = db.begin().await?;
+    let target = resolve_target(&txn, job).await?;
+    let planned = planned_volumes(&txn, job.id).await?;
+    let skip_reason = match (&target, planned.is_empty()) {
+        (None, _) => Some(
+            "no storage target resolves for this job: the organization has no target and \
+             there is no system-level target"
+                .to_owned(),
+        ),
+        (Some(_), true) => Some("the job covers no persistent volume".to_owned()),
+        (Some(_), false) => None,
+    };
+    let run_id = Uuid::now_v7();
+    let inserted = backup_run::ActiveModel {
+        id: Set(run_id),
+        job_id: Set(job.id),
+        trigger: Set(trigger.as_str().to_owned()),
+        scheduled_for: Set(scheduled_for),
+        status: Set(match skip_reason {
+            Some(_) => RunStatus::Skipped,
+            None => RunStatus::Running,
+        }
+        .as_str()
+        .to_owned()),
+        reason: Set(skip_reason.clone()),
+        created_at: Set(now),
+        finished_at: Set(skip_reason.as_ref().map(|_| now)),
+    }
+    .insert(&txn)
+    .await;
+    match inserted {
+        Ok(_) => {}
+        Err(error) if is_unique_violation(&error) => {
+            return Err(Error::Conflict {
+                field: None,
+                message: format!(
+                    "job '{}' already has a run in progress; wait for it to finish",
+                    job.name
+                ),
+            })
+        }
+        Err(error) => return Err(error.into()),
+    }
+    let (Some(target), None) = (target, &skip_reason) else {
+        txn.commit().await?;
+        return Ok(Started::Skipped {
+            run_id,
+            reason: skip_reason.unwrap_or_default(),
+        });
+    };
+    let mut backups = Vec::with_capacity(planned.len());
+    for Planned { app, volume } in planned {
+        let id = Uuid::now_v7();
+        backup::ActiveModel {
+            id: Set(id),
+            organization_id: Set(job.organization_id),
+            run_id: Set(Some(run_id)),
+            job_id: Set(Some(job.id)),
+            app_id: Set(Some(app.id)),
+            target_id: Set(Some(target.id)),
+            app_name: Set(app.name.clone()),
+            volume_name: Set(volume.name.clone()),
+            status: Set(BackupStatus::Pending.as_str().to_owned()),
+            archive_size: Set(None),
+            storage_path: Set(None),
+            sha256: Set(None),
+            log: Set(serde_json::json!([])),
+            error_code: Set(None),
+            error_message: Set(None),
+            attempt: Set(0),
+            lease_owner: Set(None),
+            lease_expires_at: Set(None),
+            created_at: Set(now),
+            started_at: Set(None),
+            finished_at: Set(None),
+            trigger: Set(trigger.as_str().to_owned()),
+            kind: Set(Some(volume.kind.clone())),
+            manifest: Set(None),
+        }
+        .insert(&txn)
+        .await?;
+        backups.push(RunBackupView {
+            id,
+            app_name: app.name,
+            volume_name: volume.name,
+            status: BackupStatus::Pending,
+        });
+    }
+    txn.commit().await?;
+    Ok(Started::Run(RunView {
+        run_id,
+        status: RunStatus::Running,
+        target_id: target.id,
+        backups,
+    }))
+}
+
+/// `POST …/jobs/{jobId}/run`: a manual run, now.
+pub async fn start_manual(
+    cairn: &Cairn,
+    organization_id: Uuid,
+    job_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<RunView> {
+    let job = backup_job::Entity::find_by_id(job_id)
+        .filter(backup_job::Column::OrganizationId.eq(organization_id))
+        .one(&cairn.db)
+        .await?
+        .ok_or(Error::NotFound("job"))?;
+    match start(&cairn.db, &job, Trigger::Manual, now, now).await? {
+        Started::Run(view) => Ok(view),
+        Started::Skipped { run_id, reason } => Err(Error::Conflict {
+            field: None,
+            message: format!(
+                "nothing to back up, the run {run_id} was recorded as skipped: {reason}"
+            ),
+        }),
+    }
+}
+
+/// How a closed run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Closed {
+    pub run_id: Uuid,
+    pub job_id: Uuid,
+    pub status: RunStatus,
+    pub succeeded: u64,
+    pub failed: u64,
+}
+
+/// Closes the run when none of its backups is pending or running any
+/// more. Exactly one caller gets `Some` for a run, however many race: the
+/// update is conditional on the run still being open and on no active
+/// backup remaining.
+pub async fn close_if_done(
+    db: &impl ConnectionTrait,
+    run_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Option<Closed>> {
+    let backups = backup::Entity::find()
+        .filter(backup::Column::RunId.eq(run_id))
+        .all(db)
+        .await?;
+    let active = |status: &str| {
+        status == BackupStatus::Pending.as_str() || status == BackupStatus::Running.as_str()
+    };
+    if backups.iter().any(|b| active(&b.status)) {
+        return Ok(None);
+    }
+    let failed = backups
+        .iter()
+        .filter(|b| b.status == BackupStatus::Failed.as_str())
+        .count() as u64;
+    let succeeded = backups.len() as u64 - failed;
+    let status = match (succeeded, failed) {
+        (_, 0) => RunStatus::Success,
+        (0, _) => RunStatus::Failed,
+        _ => RunStatus::Partial,
+    };
+    let reason = (failed > 0).then(|| format!("{failed} of {} backups failed", backups.len()));
+    let still_active = Query::select()
+        .expr(Expr::val(1))
+        .from(backup::Entity)
+        .and_where(Expr::col((backup::Entity, backup::Column::RunId)).eq(run_id))
+        .and_where(Expr::col((backup::Entity, backup::Column::Status)).is_in([
+            BackupStatus::Pending.as_str(),
+            BackupStatus::Running.as_str(),
+        ]))
+        .to_owned();
+    let updated = backup_run::Entity::update_many()
+        .set(backup_run::ActiveModel {
+            status: Set(status.as_str().to_owned()),
+            reason: Set(reason),
+            finished_at: Set(Some(now)),
+            ..Default::default()
+        })
+        .filter(backup_run::Column::Id.eq(run_id))
+        .filter(backup_run::Column::Status.eq(RunStatus::Running.as_str()))
+        .filter(Condition::all().add(Expr::exists(still_active).not()))
+        .exec(db)
+        .await?;
+    if updated.rows_affected != 1 {
+        return Ok(None);
+    }
+    let run = backup_run::Entity::find_by_id(run_id)
+        .one(db)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished while closing"))?;
+    Ok(Some(Closed {
+        run_id,
+        job_id: run.job_id,
+        status,
+        succeeded,
+        failed,
+    }))
+}

@@ -1,0 +1,920 @@
+//! Backup execution end to end: a run started through the API, executed by
+//! a real worker (in-process, or the `cairn worker` binary), checked the
+//! way a user would check it — GNU tar extracts the archive, `sha256sum`
+//! verifies it, `pg_restore` restores the dump, `age` decrypts it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cairn_entity::{backup, backup_run};
+use cairn_worker::{Worker, WorkerOptions};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::archive::{build_volume, describe, extract};
+use crate::both_backends;
+use crate::helpers::{spawn_app_with, Backend, Org, TestApp};
+use crate::storage::{env, unique};
+
+/// An app whose volume root is a directory of the test's own.
+struct Fixture {
+    app: TestApp,
+    volumes: tempfile::TempDir,
+    org: Org,
+}
+
+async fn fixture(backend: Backend, slug: &str) -> Fixture {
+    let volumes = tempfile::tempdir().unwrap();
+    let root = volumes.path().to_path_buf();
+    let app = spawn_app_with(backend, move |config| {
+        config.volume_root = root;
+        if let Ok(bin) = std::env::var("TEST_PG_BIN") {
+            config.pg_dump = PathBuf::from(bin).join("pg_dump");
+        }
+    })
+    .await;
+    let org = app.org(slug).await;
+    Fixture { app, volumes, org }
+}
+
+fn worker(app: &TestApp, lease: Duration) -> Worker {
+    Worker::new(
+        app.cairn.clone(),
+        WorkerOptions {
+            concurrency: 1,
+            lease,
+            poll: Duration::from_millis(50),
+            owner: format!("test-{}", unique("w")),
+        },
+    )
+}
+
+/// Runs pending backups until none is left; returns how many ran.
+async fn drain(worker: &Worker) -> usize {
+    let (_stop, stopped) = watch::channel(false);
+    let mut ran = 0;
+    while worker
+        .process_one(&stopped, chrono::Utc::now())
+        .await
+        .expect("a worker tick")
+        .is_some()
+    {
+        ran += 1;
+    }
+    ran
+}
+
+impl Fixture {
+    fn volume_dir(&self, app: &str, slot: &str, volume: &str) -> PathBuf {
+        let dir = self
+            .volumes
+            .path()
+            .join(format!("{app}-{slot}_{volume}"))
+            .join("_data");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    async fn create_app(&self, body: Value) -> String {
+        let reply = self
+            .app
+            .post(&self.org.path("/apps"), &self.org.admin, &body)
+            .await;
+        reply.expect(201)["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn create_job(&self, body: Value) -> String {
+        let reply = self
+            .app
+            .post(&self.org.path("/backups/jobs"), &self.org.admin, &body)
+            .await;
+        reply.expect(201)["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn run(&self, job: &str) -> Value {
+        let reply = self
+            .app
+            .post(
+                &self.org.path(&format!("/backups/jobs/{job}/run")),
+                &self.org.operator,
+                &json!({}),
+            )
+            .await;
+        reply.expect(202).clone()
+    }
+
+    async fn backup(&self, id: &str) -> Value {
+        self.app
+            .get(
+                &self.org.path(&format!("/backups/history/{id}")),
+                &self.org.viewer,
+            )
+            .await
+            .expect(200)
+            .clone()
+    }
+
+    /// Where the system default (local) target keeps `path`.
+    fn stored(&self, path: &str) -> PathBuf {
+        self.app.cairn.config.local_backup_root().join(path)
+    }
+}
+
+fn run_ok(command: &mut Command) -> Vec<u8> {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+async fn a_manual_run_archives_every_persistent_volume(backend: Backend) {
+    let f = fixture(backend, "acme").await;
+    let data = f.volume_dir("shop", "blue", "data");
+    build_volume(&data, 200);
+    // The green slot is only read when the blue one is missing.
+    f.volume_dir("shop", "green", "uploads");
+    std::fs::write(
+        f.volume_dir("shop", "green", "uploads").join("a.txt"),
+        b"green",
+    )
+    .unwrap();
+    let app_id = f
+        .create_app(json!({ "name": "shop", "volumes": [
+            { "name": "data", "excludePatterns": ["cache", "*.tmp"] },
+            { "name": "uploads" },
+            { "name": "scratch", "persistent": false },
+        ]}))
+        .await;
+    let job = f
+        .create_job(json!({ "name": "nightly", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 3 }))
+        .await;
+
+    let run = f.run(&job).await;
+    let backups = run["backups"].as_array().unwrap();
+    let volumes: Vec<&str> = backups
+        .iter()
+        .map(|b| b["volumeName"].as_str().unwrap())
+        .collect();
+    assert_eq!(volumes, ["data", "uploads"], "{run}");
+    assert!(backups.iter().all(|b| b["status"] == "pending"));
+    assert_eq!(run["status"], "running");
+    // One active run per job.
+    let again = f
+        .app
+        .post(
+            &f.org.path(&format!("/backups/jobs/{job}/run")),
+            &f.org.operator,
+            &json!({}),
+        )
+        .await;
+    again.expect(409);
+    assert!(again.body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("in progress"));
+    // Viewers cannot start runs.
+    f.app
+        .post(
+            &f.org.path(&format!("/backups/jobs/{job}/run")),
+            &f.org.viewer,
+            &json!({}),
+        )
+        .await
+        .expect(403);
+
+    assert_eq!(drain(&worker(&f.app, Duration::from_secs(30))).await, 2);
+
+    let id = backups[0]["id"].as_str().unwrap();
+    let record = f.backup(id).await;
+    assert_eq!(record["status"], "success", "{record}");
+    let path = record["storagePath"].as_str().unwrap();
+    let name = path.rsplit('/').next().unwrap();
+    assert!(path.starts_with("acme/shop/data/"), "{path}");
+    assert!(name.ends_with(".tar.zst") && name.len() == "2024-01-15T02-00-00-000Z.tar.zst".len());
+    let archive = f.stored(path);
+    assert_eq!(
+        std::fs::metadata(&archive).unwrap().len(),
+        record["archiveSize"].as_u64().unwrap()
+    );
+    // The sidecar verifies with sha256sum, as an operator would check it.
+    let sidecar = std::fs::read_to_string(f.stored(&format!("{path}.sha256"))).unwrap();
+    assert_eq!(
+        sidecar,
+        format!("{}  {name}\n", record["sha256"].as_str().unwrap())
+    );
+    run_ok(
+        Command::new("sha256sum")
+            .arg("-c")
+            .arg(format!("{name}.sha256"))
+            .current_dir(archive.parent().unwrap()),
+    );
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(f.stored(&format!("{path}.manifest.json"))).unwrap())
+            .unwrap();
+    assert_eq!(manifest["formatVersion"], 1);
+    assert_eq!(manifest["kind"], "tar");
+    assert_eq!(manifest["slot"], "blue");
+    assert_eq!(manifest["compression"], "zstd");
+    assert_eq!(manifest["sha256"], record["sha256"]);
+    assert_eq!(manifest["storedBytes"], record["archiveSize"]);
+    assert_eq!(manifest["excluded"], json!(["cache", "scratch.tmp"]));
+    assert_eq!(manifest["encryption"], Value::Null);
+    assert!(manifest["uncompressedBytes"].as_u64().unwrap() > 200 * 1024 * 1024);
+    assert_eq!(manifest["fileCount"], 6);
+    assert_eq!(manifest["hardLinkCount"], 1);
+    assert_eq!(manifest["symlinkCount"], 3);
+    // The log says what happened, with times.
+    let log = record["log"].as_array().unwrap();
+    assert!(
+        log.iter()
+            .any(|l| l["message"].as_str().unwrap().contains("skipped pipe")),
+        "{record}"
+    );
+    assert!(log.iter().all(|l| l["at"].is_string()));
+
+    // GNU tar gives back the tree, without what was excluded.
+    let mut expected = describe(&data);
+    for left_out in [
+        "cache",
+        "cache/tmp",
+        "cache/tmp/drop.bin",
+        "scratch.tmp",
+        "pipe",
+    ] {
+        expected.remove(left_out).unwrap();
+    }
+    let restored = tempfile::tempdir().unwrap();
+    extract(&archive, Some("--zstd"), restored.path());
+    assert_eq!(describe(restored.path()), expected);
+
+    // The green slot was used for the volume that has no blue one.
+    let uploads = f.backup(backups[1]["id"].as_str().unwrap()).await;
+    assert_eq!(uploads["status"], "success", "{uploads}");
+    let listing = run_ok(
+        Command::new("tar")
+            .arg("--zstd")
+            .arg("-tf")
+            .arg(f.stored(uploads["storagePath"].as_str().unwrap())),
+    );
+    assert_eq!(String::from_utf8_lossy(&listing), "a.txt\n");
+
+    // The run closed once, as a success; a new run may start.
+    let run_id = uuid::Uuid::parse_str(run["runId"].as_str().unwrap()).unwrap();
+    let closed = backup_run::Entity::find_by_id(run_id)
+        .one(&f.app.cairn.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(closed.status, "success");
+    assert!(closed.finished_at.is_some());
+    f.run(&job).await;
+}
+
+/// A volume missing from both slots, a refused pg_dump login and an
+/// unreachable target each fail with their own code, without secrets.
+async fn failures_have_their_own_codes(backend: Backend) {
+    let f = fixture(backend, "acme").await;
+    let server = url::Url::parse(&env("TEST_POSTGRES_URL")).unwrap();
+    let app_id = f
+        .create_app(json!({ "name": "shop", "volumes": [
+            { "name": "gone" },
+            { "name": "db", "kind": "postgres", "postgres": {
+                "host": "127.0.0.1", "port": server.port().unwrap(), "database": "postgres",
+                "username": server.username(), "password": "wrong-password-s3cr3t" } },
+        ]}))
+        .await;
+    let job = f
+        .create_job(json!({ "name": "nightly", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 3 }))
+        .await;
+    let run = f.run(&job).await;
+    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    let by_volume = |name: &str| {
+        run["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["volumeName"] == name)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let gone = f.backup(&by_volume("gone")).await;
+    assert_eq!(gone["status"], "failed");
+    assert_eq!(gone["errorCode"], "volume_not_found");
+    let message = gone["errorMessage"].as_str().unwrap();
+    assert!(
+        message.contains("shop-blue_gone/_data") && message.contains("shop-green_gone/_data"),
+        "{message}"
+    );
+
+    let db = f.backup(&by_volume("db")).await;
+    assert_eq!(db["status"], "failed");
+    assert_eq!(db["errorCode"], "postgres_connection_failed", "{db}");
+    let message = db["errorMessage"].as_str().unwrap();
+    assert!(
+        message.contains("password authentication failed"),
+        "{message}"
+    );
+    assert!(!db.to_string().contains("wrong-password-s3cr3t"));
+
+    let run_id = uuid::Uuid::parse_str(run["runId"].as_str().unwrap()).unwrap();
+    let closed = backup_run::Entity::find_by_id(run_id)
+        .one(&f.app.cairn.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(closed.status, "failed");
+    assert_eq!(closed.reason.as_deref(), Some("2 of 2 backups failed"));
+
+    // A target that does not answer: an S3 endpoint on a closed port.
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let target = f
+        .app
+        .post(
+            &f.org.path("/backups/targets"),
+            &f.org.admin,
+            &json!({ "name": "down", "type": "s3", "config": {
+                "bucket": "cairn-down", "accessKeyId": "AKIADOWN", "secretAccessKey": "down-secret-key-s3cr3t",
+                "endpoint": format!("http://127.0.0.1:{closed_port}") } }),
+        )
+        .await
+        .expect(201)["id"]
+        .clone();
+    std::fs::write(
+        f.volume_dir("web", "blue", "files").join("index.html"),
+        b"<html>",
+    )
+    .unwrap();
+    let web = f
+        .create_app(json!({ "name": "web", "volumes": [{ "name": "files" }] }))
+        .await;
+    let job = f
+        .create_job(json!({ "name": "web", "schedule": "0 2 * * *", "appIds": [web], "targetId": target, "keepLast": 3 }))
+        .await;
+    let run = f.run(&job).await;
+    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    let record = f.backup(run["backups"][0]["id"].as_str().unwrap()).await;
+    assert_eq!(record["status"], "failed");
+    assert_eq!(record["errorCode"], "target_unreachable", "{record}");
+    assert!(!record.to_string().contains("down-secret-key-s3cr3t"));
+}
+
+/// A run with nothing to back up is recorded as skipped, and the API says
+/// why instead of accepting a no-op.
+async fn a_run_with_nothing_to_back_up_is_skipped(backend: Backend) {
+    let f = fixture(backend, "acme").await;
+    let app_id = f
+        .create_app(json!({ "name": "shop", "volumes": [{ "name": "tmp", "persistent": false }] }))
+        .await;
+    let job = f
+        .create_job(json!({ "name": "nightly", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 3 }))
+        .await;
+    let reply = f
+        .app
+        .post(
+            &f.org.path(&format!("/backups/jobs/{job}/run")),
+            &f.org.operator,
+            &json!({}),
+        )
+        .await;
+    reply.expect(409);
+    let detail = reply.body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("skipped") && detail.contains("no persistent volume"),
+        "{detail}"
+    );
+    let runs = backup_run::Entity::find()
+        .filter(backup_run::Column::JobId.eq(uuid::Uuid::parse_str(&job).unwrap()))
+        .all(&f.app.cairn.db)
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, "skipped");
+    assert_eq!(
+        runs[0].reason.as_deref(),
+        Some("the job covers no persistent volume")
+    );
+}
+
+/// Concurrent workers claim each backup exactly once.
+async fn concurrent_workers_claim_each_backup_once(backend: Backend) {
+    let f = fixture(backend, "acme").await;
+    let mut volumes = Vec::new();
+    for i in 0..6 {
+        let name = format!("v{i}");
+        std::fs::write(
+            f.volume_dir("shop", "blue", &name).join("f"),
+            name.as_bytes(),
+        )
+        .unwrap();
+        volumes.push(json!({ "name": name }));
+    }
+    let app_id = f
+        .create_app(json!({ "name": "shop", "volumes": volumes }))
+        .await;
+    let job = f
+        .create_job(json!({ "name": "nightly", "schedule": "0 2 * * *", "appIds": [app_id], "keepAll": true }))
+        .await;
+    f.run(&job).await;
+    let workers: Vec<Worker> = (0..3)
+        .map(|_| worker(&f.app, Duration::from_secs(30)))
+        .collect();
+    let ran: usize = futures::future::join_all(workers.iter().map(drain))
+        .await
+        .into_iter()
+        .sum();
+    assert_eq!(ran, 6);
+    let records = backup::Entity::find().all(&f.app.cairn.db).await.unwrap();
+    assert_eq!(records.len(), 6);
+    for record in records {
+        assert_eq!(record.status, "success", "{record:?}");
+        assert_eq!(record.attempt, 1, "claimed more than once: {record:?}");
+    }
+}
+
+both_backends!(
+    a_manual_run_archives_every_persistent_volume,
+    failures_have_their_own_codes,
+    a_run_with_nothing_to_back_up_is_skipped,
+    concurrent_workers_claim_each_backup_once,
+);
+
+/// A PostgreSQL volume: `pg_restore` of the stored dump into a fresh
+/// database gives back the rows.
+#[tokio::test]
+async fn a_postgres_volume_restores_with_pg_restore() {
+    let f = fixture(Backend::Sqlite, "acme").await;
+    let server = url::Url::parse(&env("TEST_POSTGRES_URL")).unwrap();
+    let bin = PathBuf::from(env("TEST_PG_BIN"));
+    let psql = |database: &str, sql: &str| -> String {
+        let mut url = server.clone();
+        url.set_path(database);
+        String::from_utf8(run_ok(
+            Command::new(bin.join("psql"))
+                .arg("-XAtq")
+                .arg("-v")
+                .arg("ON_ERROR_STOP=1")
+                .arg("-d")
+                .arg(url.as_str())
+                .arg("-c")
+                .arg(sql),
+        ))
+        .unwrap()
+    };
+    // A database name that would split into several connection options if
+    // it reached pg_dump unquoted.
+    let source = format!("src {} 'q' host", unique("db").replace('-', "_"));
+    psql("postgres", &format!("CREATE DATABASE \"{source}\""));
+    psql(
+        &source,
+        "CREATE TABLE orders (id int PRIMARY KEY, item text NOT NULL); \
+         INSERT INTO orders SELECT n, 'item ' || n FROM generate_series(1, 5000) n;",
+    );
+    let app_id = f
+        .create_app(json!({ "name": "shop", "volumes": [
+            { "name": "db", "kind": "postgres", "postgres": {
+                "host": "127.0.0.1", "port": server.port().unwrap(), "database": source,
+                "username": server.username(), "password": server.password().unwrap() } },
+        ]}))
+        .await;
+    let job = f
+        .create_job(
+            json!({ "name": "db", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 3 }),
+        )
+        .await;
+    let run = f.run(&job).await;
+    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    let record = f.backup(run["backups"][0]["id"].as_str().unwrap()).await;
+    assert_eq!(record["status"], "success", "{record}");
+    let path = record["storagePath"].as_str().unwrap();
+    assert!(path.ends_with(".dump"), "{path}");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(f.stored(&format!("{path}.manifest.json"))).unwrap())
+            .unwrap();
+    assert_eq!(manifest["kind"], "pg_dump");
+    assert!(manifest["postgresVersion"]
+        .as_str()
+        .unwrap()
+        .starts_with(|c: char| c.is_ascii_digit()));
+    assert!(!manifest.to_string().contains(server.password().unwrap()));
+
+    let restored = unique("restored").replace('-', "_");
+    psql("postgres", &format!("CREATE DATABASE \"{restored}\""));
+    let mut url = server.clone();
+    url.set_path(&restored);
+    run_ok(
+        Command::new(bin.join("pg_restore"))
+            .arg("--no-owner")
+            .arg("--exit-on-error")
+            .arg("-d")
+            .arg(url.as_str())
+            .arg(f.stored(path)),
+    );
+    assert_eq!(
+        psql(&restored, "SELECT count(*), sum(id), max(item) FROM orders"),
+        psql(&source, "SELECT count(*), sum(id), max(item) FROM orders")
+    );
+    assert_eq!(
+        psql(&restored, "SELECT count(*) FROM orders").trim(),
+        "5000"
+    );
+}
+
+/// An encrypted archive opens with the `age` CLI and the exported identity,
+/// and with a job's extra recipient.
+#[tokio::test]
+async fn encrypted_archives_decrypt_with_the_age_cli() {
+    let f = fixture(Backend::Sqlite, "acme").await;
+    let keys = tempfile::tempdir().unwrap();
+    let offline = keys.path().join("offline.txt");
+    run_ok(Command::new("age-keygen").arg("-o").arg(&offline));
+    let offline_public =
+        String::from_utf8(run_ok(Command::new("age-keygen").arg("-y").arg(&offline)))
+            .unwrap()
+            .trim()
+            .to_owned();
+
+    let data = f.volume_dir("shop", "blue", "data");
+    std::fs::write(data.join("ledger.csv"), b"id,amount\n1,100\n").unwrap();
+    let app_id = f
+        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
+        .await;
+    // Bad recipients are refused with the field.
+    f.app
+        .post(
+            &f.org.path("/backups/jobs"),
+            &f.org.admin,
+            &json!({ "name": "bad", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 1,
+                     "encryption": "age", "extraRecipients": ["age1nope"] }),
+        )
+        .await
+        .expect_field_error(422, "extraRecipients[0]");
+    let job = f
+        .create_job(
+            json!({ "name": "sealed", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 3,
+                            "encryption": "age", "extraRecipients": [offline_public] }),
+        )
+        .await;
+    let run = f.run(&job).await;
+    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    let record = f.backup(run["backups"][0]["id"].as_str().unwrap()).await;
+    assert_eq!(record["status"], "success", "{record}");
+    let path = record["storagePath"].as_str().unwrap();
+    assert!(path.ends_with(".tar.zst.age"), "{path}");
+
+    let public = f
+        .app
+        .get(&f.org.path("/backups/encryption-key"), &f.org.viewer)
+        .await;
+    let recipient = public.expect(200)["recipient"].as_str().unwrap().to_owned();
+    assert!(recipient.starts_with("age1"));
+    // Only admins export the identity.
+    f.app
+        .post(
+            &f.org.path("/backups/encryption-key/export"),
+            &f.org.operator,
+            &json!({}),
+        )
+        .await
+        .expect(403);
+    let exported = f
+        .app
+        .post(
+            &f.org.path("/backups/encryption-key/export"),
+            &f.org.admin,
+            &json!({}),
+        )
+        .await;
+    let exported = exported.expect(200).clone();
+    assert_eq!(exported["recipient"], recipient.as_str());
+    let identity = keys.path().join("org.txt");
+    std::fs::write(&identity, exported["identity"].as_str().unwrap()).unwrap();
+
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(f.stored(&format!("{path}.manifest.json"))).unwrap())
+            .unwrap();
+    assert_eq!(manifest["encryption"]["type"], "age");
+    assert_eq!(
+        manifest["encryption"]["recipients"],
+        json!([recipient, offline_public])
+    );
+
+    for key in [&identity, &offline] {
+        let plain = keys.path().join("plain.tar.zst");
+        run_ok(
+            Command::new("age")
+                .arg("--decrypt")
+                .arg("-i")
+                .arg(key)
+                .arg("-o")
+                .arg(&plain)
+                .arg(f.stored(path)),
+        );
+        let listing = run_ok(
+            Command::new("tar")
+                .arg("--zstd")
+                .arg("-xOf")
+                .arg(&plain)
+                .arg("ledger.csv"),
+        );
+        assert_eq!(listing, b"id,amount\n1,100\n");
+    }
+    // The stored checksum is of the encrypted bytes, as stored.
+    run_ok(
+        Command::new("sha256sum")
+            .arg("-c")
+            .arg(format!("{}.sha256", path.rsplit('/').next().unwrap()))
+            .current_dir(f.stored(path).parent().unwrap()),
+    );
+}
+
+/// Retention after each run: with keepLast 1 on an S3 target, the older
+/// archive and its sidecars leave the bucket and the record is `pruned`.
+#[tokio::test]
+async fn retention_prunes_old_archives_from_the_bucket() {
+    let f = fixture(Backend::Sqlite, "acme").await;
+    let prefix = unique("prune");
+    let target = f
+        .app
+        .post(
+            &f.org.path("/backups/targets"),
+            &f.org.admin,
+            &json!({ "name": "s3", "type": "s3", "config": {
+                "bucket": env("TEST_S3_BUCKET"), "accessKeyId": env("TEST_S3_ACCESS_KEY"),
+                "secretAccessKey": env("TEST_S3_SECRET_KEY"), "endpoint": env("TEST_S3_ENDPOINT"),
+                "prefix": prefix } }),
+        )
+        .await
+        .expect(201)["id"]
+        .clone();
+    std::fs::write(f.volume_dir("shop", "blue", "data").join("f.txt"), b"v1").unwrap();
+    let app_id = f
+        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
+        .await;
+    let job = f
+        .create_job(
+            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "targetId": target,
+                            "keepLast": 1, "compression": "gzip" }),
+        )
+        .await;
+    let worker = worker(&f.app, Duration::from_secs(30));
+    let first = f.run(&job).await;
+    drain(&worker).await;
+    let first = f.backup(first["backups"][0]["id"].as_str().unwrap()).await;
+    assert_eq!(first["status"], "success", "{first}");
+    let first_path = first["storagePath"].as_str().unwrap().to_owned();
+    assert!(first_path.ends_with(".tar.gz"));
+    let bucket = PathBuf::from(env("TEST_S3_ROOT"))
+        .join(env("TEST_S3_BUCKET"))
+        .join(&prefix);
+    let objects = |bucket: &Path| -> Vec<String> {
+        let mut names: Vec<String> = walkdir::WalkDir::new(bucket)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file())
+            .map(|e| {
+                e.path()
+                    .strip_prefix(bucket)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    let before = objects(&bucket);
+    assert_eq!(before.len(), 3, "{before:?}");
+    assert!(before.contains(&first_path));
+    // The archive in the bucket is the one recorded.
+    let listing = run_ok(
+        Command::new("tar")
+            .arg("-xzOf")
+            .arg(bucket.join(&first_path))
+            .arg("f.txt"),
+    );
+    assert_eq!(listing, b"v1");
+
+    std::fs::write(f.volume_dir("shop", "blue", "data").join("f.txt"), b"v2").unwrap();
+    // Archive names have millisecond precision.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let second = f.run(&job).await;
+    drain(&worker).await;
+    let second = f.backup(second["backups"][0]["id"].as_str().unwrap()).await;
+    assert_eq!(second["status"], "success");
+    let after = objects(&bucket);
+    let second_path = second["storagePath"].as_str().unwrap();
+    assert_eq!(
+        after,
+        vec![
+            second_path.to_owned(),
+            format!("{second_path}.manifest.json"),
+            format!("{second_path}.sha256"),
+        ]
+    );
+    let pruned = f.backup(first["id"].as_str().unwrap()).await;
+    assert_eq!(pruned["status"], "pruned");
+    assert!(pruned["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["message"].as_str().unwrap().starts_with("pruned")));
+}
+
+/// An SSH target: the archive lands on the server, and the worker pins the
+/// host key it saw.
+#[tokio::test]
+async fn ssh_targets_receive_archives_and_pin_the_host_key() {
+    let f = fixture(Backend::Sqlite, "acme").await;
+    let remote = PathBuf::from(env("TEST_SSH_ROOT")).join(unique("worker"));
+    let target = f
+        .app
+        .post(
+            &f.org.path("/backups/targets"),
+            &f.org.admin,
+            &json!({ "name": "ssh", "type": "ssh", "config": {
+                "host": env("TEST_SSH_HOST"), "port": env("TEST_SSH_PORT").parse::<u16>().unwrap(),
+                "username": env("TEST_SSH_USER"), "path": remote.display().to_string(),
+                "privateKey": std::fs::read_to_string(env("TEST_SSH_KEY")).unwrap() } }),
+        )
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        f.volume_dir("shop", "blue", "data").join("f.txt"),
+        b"over ssh",
+    )
+    .unwrap();
+    let app_id = f
+        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
+        .await;
+    let job = f
+        .create_job(
+            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "targetId": target,
+                            "keepLast": 2, "compression": "none" }),
+        )
+        .await;
+    let run = f.run(&job).await;
+    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    let record = f.backup(run["backups"][0]["id"].as_str().unwrap()).await;
+    assert_eq!(record["status"], "success", "{record}");
+    let path = record["storagePath"].as_str().unwrap();
+    assert!(path.ends_with(".tar"));
+    let stored = remote.join(path);
+    let content = run_ok(Command::new("tar").arg("-xOf").arg(&stored).arg("f.txt"));
+    assert_eq!(content, b"over ssh");
+    run_ok(
+        Command::new("sha256sum")
+            .arg("-c")
+            .arg(format!("{}.sha256", path.rsplit('/').next().unwrap()))
+            .current_dir(stored.parent().unwrap()),
+    );
+    let target = f
+        .app
+        .get(
+            &f.org.path(&format!("/backups/targets/{target}")),
+            &f.org.viewer,
+        )
+        .await;
+    assert_eq!(
+        target.expect(200)["config"]["hostKeyFingerprint"],
+        env("TEST_SSH_HOST_FINGERPRINT")
+    );
+}
+
+/// A worker killed with SIGKILL in the middle of a large backup: within two
+/// lease periods the record is `failed`/`worker_lost`, nothing is left at
+/// the final key, a late write of the dead attempt changes nothing, and
+/// another worker runs new backups normally.
+#[tokio::test]
+async fn a_killed_worker_is_detected_and_fenced() {
+    let f = fixture(Backend::Postgres, "acme").await;
+    let data = f.volume_dir("shop", "blue", "data");
+    // 3 GiB of zeros, sparse: cheap to make, slow enough to archive
+    // uncompressed that the kill lands mid-upload.
+    let big = std::fs::File::create(data.join("big.img")).unwrap();
+    big.set_len(3 * 1024 * 1024 * 1024).unwrap();
+    let app_id = f
+        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
+        .await;
+    let job = f
+        .create_job(json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 3, "compression": "none" }))
+        .await;
+    let run = f.run(&job).await;
+    let id = run["backups"][0]["id"].as_str().unwrap().to_owned();
+
+    let lease_seconds = 2;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("worker")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env("CAIRN_DATA_DIR", f.app.cairn.config.data_dir.as_os_str())
+        .env(
+            "CAIRN_DATABASE_URL",
+            crate::helpers::database_url_of(&f.app),
+        )
+        .env("CAIRN_VOLUME_ROOT", f.volumes.path())
+        .env("CAIRN_WORKER__LEASE_SECONDS", lease_seconds.to_string())
+        .env("CAIRN_WORKER__POLL_MILLIS", "100")
+        .env("CAIRN_RUN_MIGRATIONS", "false")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // Wait until the upload is under way: running, and its temporary file
+    // exists beside the final key.
+    let started = Instant::now();
+    let (path, attempt) = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the worker never started the backup"
+        );
+        let record = backup::Entity::find_by_id(uuid::Uuid::parse_str(&id).unwrap())
+            .one(&f.app.cairn.db)
+            .await
+            .unwrap()
+            .unwrap();
+        if let (Some(path), "running") = (&record.storage_path, record.status.as_str()) {
+            let dir = f.stored(path).parent().unwrap().to_path_buf();
+            let writing = std::fs::read_dir(&dir)
+                .map(|entries| {
+                    entries
+                        .filter_map(Result::ok)
+                        .any(|e| e.file_name().to_string_lossy().contains(".cairn-tmp-"))
+                })
+                .unwrap_or(false);
+            if writing {
+                break (path.clone(), record.attempt);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = Instant::now();
+
+    // A second worker (in-process) notices within two lease periods.
+    let second = worker(&f.app, Duration::from_secs(lease_seconds));
+    loop {
+        cairn_worker::reap(&f.app.cairn, chrono::Utc::now())
+            .await
+            .unwrap();
+        let record = f.backup(&id).await;
+        if record["status"] == "failed" {
+            assert_eq!(record["errorCode"], "worker_lost", "{record}");
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(2 * lease_seconds),
+            "not failed within two lease periods: {record}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Nothing at the final key, no temporary file left.
+    let dir = f.stored(&path).parent().unwrap().to_path_buf();
+    let left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "left on the target: {left:?}");
+
+    // A late success of the dead attempt is refused by the fence.
+    let late = cairn_worker::lease::fenced_update(
+        &f.app.cairn.db,
+        uuid::Uuid::parse_str(&id).unwrap(),
+        attempt,
+        backup::ActiveModel {
+            status: sea_orm::ActiveValue::Set("success".into()),
+            sha256: sea_orm::ActiveValue::Set(Some("0".repeat(64))),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!late);
+    let record = f.backup(&id).await;
+    assert_eq!(record["status"], "failed");
+    assert_eq!(record["sha256"], Value::Null);
+
+    // The run closed as failed; the next one runs normally.
+    std::fs::remove_file(data.join("big.img")).unwrap();
+    std::fs::write(data.join("small.txt"), b"fine").unwrap();
+    let next = f.run(&job).await;
+    drain(&second).await;
+    let record = f.backup(next["backups"][0]["id"].as_str().unwrap()).await;
+    assert_eq!(record["status"], "success", "{record}");
+}

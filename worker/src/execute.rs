@@ -1,0 +1,721 @@
+//! Running one claimed backup: resolve what to read and where to write,
+//! stream it, write the sidecars, record the outcome.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use futures::FutureExt;
+use sea_orm::{ActiveValue, ColumnTrait, EntityTrait, QueryFilter};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use cairn_core::apps::{exclude_patterns_of, PostgresSettings};
+use cairn_core::archive::{self, ArchiveError, Compression, TarOptions};
+use cairn_core::dump::{self, DumpOptions};
+use cairn_core::encryption::{self, Recipients};
+use cairn_core::history::{BackupStatus, LogLine};
+use cairn_core::jobs::{extra_recipients_of, CompressionSetting, EncryptionSetting};
+use cairn_core::storage::{self, ObjectKey, Purpose, Storage, StorageError};
+use cairn_entity::{app, backup, backup_job, backup_target, organization, volume};
+
+use crate::lease::{self, line};
+use crate::Worker;
+
+/// The version of the archive layout (archive + `.sha256` +
+/// `.manifest.json`) that this Cairn writes; a restore refuses archives
+/// of a newer format.
+pub const ARCHIVE_FORMAT_VERSION: u32 = 1;
+
+/// Manifests list at most this many excluded paths.
+const MAX_EXCLUDED_LISTED: usize = 10_000;
+
+/// Why a backup failed: a stable code and a message without secrets.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub code: String,
+    pub message: String,
+}
+
+impl Failure {
+    fn new(code: &str, message: impl Into<String>) -> Failure {
+        Failure {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ArchiveError> for Failure {
+    fn from(error: ArchiveError) -> Failure {
+        Failure::new(error.code, error.message)
+    }
+}
+
+fn internal(error: impl std::fmt::Display) -> Failure {
+    Failure::new("internal", format!("{error:#}"))
+}
+
+/// The failure code of a storage error.
+fn storage_failure(step: &str, error: &StorageError) -> Failure {
+    let code = match error {
+        StorageError::Unreachable(_) => "target_unreachable",
+        StorageError::AuthenticationFailed(_) | StorageError::AccessDenied(_) => {
+            "target_access_denied"
+        }
+        StorageError::BucketMissing(_) => "target_bucket_missing",
+        StorageError::HostKeyMismatch { .. } => "target_host_key_mismatch",
+        StorageError::AddressRefused(_) => "target_address_refused",
+        _ => "upload_failed",
+    };
+    Failure::new(code, format!("{step}: {error}"))
+}
+
+/// A successful backup, ready to record.
+struct Stored {
+    size: u64,
+    sha256: String,
+    manifest: Value,
+}
+
+/// The backup as the running attempt knows it.
+struct Attempt {
+    model: backup::Model,
+    log: Vec<LogLine>,
+}
+
+impl Attempt {
+    fn note(&mut self, level: &str, message: impl Into<String>) {
+        let line = line(level, message);
+        tracing::info!(backup_id = %self.model.id, level, "{}", line.message);
+        self.log.push(line);
+    }
+
+    fn log_value(&self) -> Value {
+        serde_json::to_value(&self.log).unwrap_or_else(|_| json!([]))
+    }
+}
+
+/// Runs a claimed backup to its outcome.
+pub(crate) async fn run_backup(
+    worker: &Worker,
+    model: backup::Model,
+    mut stop: watch::Receiver<bool>,
+) {
+    let metrics = cairn_core::metrics::backup_metrics();
+    metrics.running.inc();
+    let started = Instant::now();
+    let id = model.id;
+    let attempt_no = model.attempt;
+    let mut attempt = Attempt {
+        log: serde_json::from_value(model.log.clone()).unwrap_or_default(),
+        model,
+    };
+    attempt.note(
+        "info",
+        format!(
+            "claimed by worker {} (attempt {attempt_no})",
+            worker.options.owner
+        ),
+    );
+    let mut written: Option<(Arc<dyn Storage>, String)> = None;
+    let outcome = {
+        let work = perform(worker, &mut attempt, &mut written).fuse();
+        let lease = keep_lease(worker, id, attempt_no).fuse();
+        tokio::pin!(work, lease);
+        tokio::select! {
+            outcome = &mut work => outcome,
+            () = &mut lease => Err(Failure::new(
+                "lease_lost",
+                "the worker lost its lease on this backup and stopped",
+            )),
+            _ = stop.wait_for(|stopped| *stopped) => Err(Failure::new(
+                "interrupted",
+                "the worker was stopped while the backup ran; run the job again",
+            )),
+        }
+    };
+    let now = Utc::now();
+    let kind = attempt
+        .model
+        .kind
+        .clone()
+        .unwrap_or_else(|| "generic".into());
+    let recorded = match outcome {
+        Ok(stored) => {
+            attempt.note(
+                "info",
+                format!("stored {} bytes, sha256 {}", stored.size, stored.sha256),
+            );
+            let changes = backup::ActiveModel {
+                status: ActiveValue::Set(BackupStatus::Success.as_str().to_owned()),
+                archive_size: ActiveValue::Set(Some(stored.size as i64)),
+                sha256: ActiveValue::Set(Some(stored.sha256.clone())),
+                manifest: ActiveValue::Set(Some(stored.manifest)),
+                log: ActiveValue::Set(attempt.log_value()),
+                finished_at: ActiveValue::Set(Some(now)),
+                lease_owner: ActiveValue::Set(None),
+                lease_expires_at: ActiveValue::Set(None),
+                ..Default::default()
+            };
+            let recorded = lease::fenced_update(&worker.cairn.db, id, attempt_no, changes).await;
+            if matches!(recorded, Ok(true)) {
+                metrics.bytes_written.inc_by(stored.size);
+                if let Some(job_id) = attempt.model.job_id {
+                    metrics
+                        .last_success
+                        .with_label_values(&[&job_id.to_string()])
+                        .set(now.timestamp() as f64);
+                }
+            }
+            (recorded, "success")
+        }
+        Err(failure) => {
+            tracing::warn!(backup_id = %id, code = %failure.code, "backup failed: {}", failure.message);
+            attempt.note("error", format!("{}: {}", failure.code, failure.message));
+            let changes = backup::ActiveModel {
+                status: ActiveValue::Set(BackupStatus::Failed.as_str().to_owned()),
+                error_code: ActiveValue::Set(Some(failure.code)),
+                error_message: ActiveValue::Set(Some(failure.message)),
+                log: ActiveValue::Set(attempt.log_value()),
+                finished_at: ActiveValue::Set(Some(now)),
+                lease_owner: ActiveValue::Set(None),
+                lease_expires_at: ActiveValue::Set(None),
+                ..Default::default()
+            };
+            (
+                lease::fenced_update(&worker.cairn.db, id, attempt_no, changes).await,
+                "failed",
+            )
+        }
+    };
+    metrics.running.dec();
+    match recorded {
+        (Ok(true), status) => {
+            metrics.finished.with_label_values(&[status]).inc();
+            metrics
+                .duration
+                .with_label_values(&[&kind, status])
+                .observe(started.elapsed().as_secs_f64());
+            if status == "failed" {
+                remove_written(id, written).await;
+            }
+        }
+        (Ok(false), _) => {
+            // Another worker failed this attempt as lost: its record stands,
+            // and what this attempt wrote must not outlive it.
+            tracing::warn!(backup_id = %id, attempt = attempt_no, "the outcome was not recorded: this attempt no longer holds the backup");
+            remove_written(id, written).await;
+        }
+        (Err(error), _) => {
+            tracing::error!(backup_id = %id, error = format!("{error:#}"), "recording the outcome failed; the lease will expire and the backup will be failed as worker_lost");
+        }
+    }
+}
+
+/// Deletes what an attempt that did not succeed wrote.
+async fn remove_written(id: uuid::Uuid, written: Option<(Arc<dyn Storage>, String)>) {
+    let Some((storage, path)) = written else {
+        return;
+    };
+    for object in lease::objects_of(&path) {
+        if let Ok(key) = ObjectKey::parse(&object) {
+            if let Err(error) = storage.delete(&key).await {
+                tracing::warn!(backup_id = %id, key = %object, "deleting an object of a failed attempt failed: {error}");
+            }
+        }
+    }
+}
+
+/// Renews the lease every third of its length; returns when it is lost.
+async fn keep_lease(worker: &Worker, id: uuid::Uuid, attempt: i32) {
+    let lease = worker.options.lease;
+    let period = lease / 3;
+    let mut last_renewed = Instant::now();
+    loop {
+        tokio::time::sleep(period).await;
+        match lease::renew(&worker.cairn.db, id, attempt, lease, Utc::now()).await {
+            Ok(true) => last_renewed = Instant::now(),
+            Ok(false) => return,
+            Err(error) => {
+                tracing::warn!(backup_id = %id, error = format!("{error:#}"), "renewing the lease failed");
+                // The lease is gone once its length has passed unrenewed.
+                if last_renewed.elapsed() >= lease {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The archive's name: `2024-01-15T02-00-00-000Z`.
+pub fn timestamp_name(time: DateTime<Utc>) -> String {
+    time.format("%Y-%m-%dT%H-%M-%S-%3fZ").to_string()
+}
+
+/// Where a volume's data is: the blue slot's directory, then the green
+/// one's. Only real directories count (a symlink is not followed).
+pub fn resolve_volume(
+    root: &Path,
+    app: &str,
+    volume: &str,
+) -> Result<(PathBuf, &'static str), Failure> {
+    let candidates = [
+        (
+            "blue",
+            root.join(format!("{app}-blue_{volume}")).join("_data"),
+        ),
+        (
+            "green",
+            root.join(format!("{app}-green_{volume}")).join("_data"),
+        ),
+    ];
+    for (slot, path) in &candidates {
+        let parent_ok = path
+            .parent()
+            .and_then(|p| std::fs::symlink_metadata(p).ok())
+            .is_some_and(|m| m.is_dir());
+        let data_ok = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+        if parent_ok && data_ok {
+            return Ok((path.clone(), slot));
+        }
+    }
+    Err(Failure::new(
+        "volume_not_found",
+        format!(
+            "neither {} nor {} exists",
+            candidates[0].1.display(),
+            candidates[1].1.display()
+        ),
+    ))
+}
+
+/// Everything a backup needs from the database.
+struct Context {
+    organization: organization::Model,
+    job: backup_job::Model,
+    target: backup_target::Model,
+    volume: volume::Model,
+}
+
+async fn context(worker: &Worker, model: &backup::Model) -> Result<Context, Failure> {
+    let db = &worker.cairn.db;
+    let organization = organization::Entity::find_by_id(model.organization_id)
+        .one(db)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| Failure::new("organization_deleted", "the organization no longer exists"))?;
+    let job = match model.job_id {
+        Some(job_id) => backup_job::Entity::find_by_id(job_id)
+            .one(db)
+            .await
+            .map_err(internal)?,
+        None => None,
+    }
+    .ok_or_else(|| Failure::new("job_deleted", "the job was deleted before the backup ran"))?;
+    let target = match model.target_id {
+        Some(target_id) => backup_target::Entity::find_by_id(target_id)
+            .one(db)
+            .await
+            .map_err(internal)?,
+        None => None,
+    }
+    .ok_or_else(|| {
+        Failure::new(
+            "target_missing",
+            "the backup's storage target no longer exists",
+        )
+    })?;
+    let volume = match model.app_id {
+        Some(app_id) => volume::Entity::find()
+            .filter(volume::Column::AppId.eq(app_id))
+            .filter(volume::Column::Name.eq(&model.volume_name))
+            .one(db)
+            .await
+            .map_err(internal)?,
+        None => None,
+    }
+    .ok_or_else(|| {
+        Failure::new(
+            "volume_removed",
+            format!(
+                "app {} no longer has a volume named {}",
+                model.app_name, model.volume_name
+            ),
+        )
+    })?;
+    // The app row is only needed to exist (its name is on the record).
+    if let Some(app_id) = model.app_id {
+        app::Entity::find_by_id(app_id)
+            .one(db)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| {
+                Failure::new("app_deleted", "the app was deleted before the backup ran")
+            })?;
+    }
+    Ok(Context {
+        organization,
+        job,
+        target,
+        volume,
+    })
+}
+
+/// The source of an archive: its byte stream and, once it ended, what it
+/// held (for the manifest).
+enum Source {
+    Tar {
+        directory: PathBuf,
+        slot: &'static str,
+        compression: Compression,
+        excludes: Vec<String>,
+    },
+    Dump {
+        settings: PostgresSettings,
+        password: SecretString,
+    },
+}
+
+async fn perform(
+    worker: &Worker,
+    attempt: &mut Attempt,
+    written: &mut Option<(Arc<dyn Storage>, String)>,
+) -> Result<Stored, Failure> {
+    let cairn = &worker.cairn;
+    let context = context(worker, &attempt.model).await?;
+    let started_at = attempt.model.started_at.unwrap_or_else(Utc::now);
+    let kind = context.volume.kind.clone();
+    let compression_setting =
+        CompressionSetting::parse(&context.job.compression).unwrap_or_default();
+    let encryption_setting = EncryptionSetting::parse(&context.job.encryption).unwrap_or_default();
+
+    let source = if kind == "postgres" {
+        let settings: PostgresSettings = context
+            .volume
+            .postgres_config
+            .clone()
+            .and_then(|c| serde_json::from_value(c).ok())
+            .ok_or_else(|| {
+                Failure::new(
+                    "volume_misconfigured",
+                    "the postgres volume has no connection settings",
+                )
+            })?;
+        let sealed = context
+            .volume
+            .postgres_password_ciphertext
+            .as_ref()
+            .ok_or_else(|| {
+                Failure::new(
+                    "volume_misconfigured",
+                    "the postgres volume has no password",
+                )
+            })?;
+        let password = cairn
+            .master_key
+            .open(context.volume.id, sealed)
+            .map_err(internal)?;
+        let password = String::from_utf8(password).map_err(internal)?;
+        Source::Dump {
+            settings,
+            password: SecretString::from(password),
+        }
+    } else {
+        let (directory, slot) = resolve_volume(
+            &cairn.config.volume_root,
+            &attempt.model.app_name,
+            &attempt.model.volume_name,
+        )?;
+        Source::Tar {
+            directory,
+            slot,
+            compression: match compression_setting {
+                CompressionSetting::Zstd => Compression::Zstd {
+                    level: 3,
+                    threads: std::thread::available_parallelism()
+                        .map(|n| n.get() as u32)
+                        .unwrap_or(1),
+                },
+                CompressionSetting::Gzip => Compression::Gzip { level: 6 },
+                CompressionSetting::None => Compression::None,
+            },
+            excludes: exclude_patterns_of(&context.volume.exclude_patterns),
+        }
+    };
+    let recipients: Option<Recipients> = match encryption_setting {
+        EncryptionSetting::None => None,
+        EncryptionSetting::Age => Some(
+            encryption::recipients(
+                &cairn.db,
+                &cairn.master_key,
+                context.organization.id,
+                &extra_recipients_of(&context.job.extra_recipients),
+            )
+            .await
+            .map_err(internal)?,
+        ),
+    };
+    let extension = match &source {
+        Source::Tar { compression, .. } => compression.extension(),
+        Source::Dump { .. } => "dump",
+    };
+    let file_name = format!(
+        "{}.{extension}{}",
+        timestamp_name(started_at),
+        if recipients.is_some() { ".age" } else { "" }
+    );
+    let path = format!(
+        "{}/{}/{}/{file_name}",
+        context.organization.slug, attempt.model.app_name, attempt.model.volume_name
+    );
+    let key = ObjectKey::parse(&path).map_err(internal)?;
+
+    // The path is on the record before anything is written, so whoever
+    // fails this attempt later knows what to clean up.
+    let description = match &source {
+        Source::Tar {
+            directory, slot, ..
+        } => {
+            format!("archiving {} ({slot} slot)", directory.display())
+        }
+        Source::Dump { settings, .. } => format!(
+            "dumping database {:?} at {}:{}",
+            settings.database, settings.host, settings.port
+        ),
+    };
+    attempt.note(
+        "info",
+        format!(
+            "{description} to target '{}' as {path}",
+            context.target.name
+        ),
+    );
+    let recorded = lease::fenced_update(
+        &cairn.db,
+        attempt.model.id,
+        attempt.model.attempt,
+        backup::ActiveModel {
+            storage_path: ActiveValue::Set(Some(path.clone())),
+            kind: ActiveValue::Set(Some(kind.clone())),
+            log: ActiveValue::Set(attempt.log_value()),
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(internal)?;
+    if !recorded {
+        return Err(Failure::new(
+            "lease_lost",
+            "this attempt no longer holds the backup",
+        ));
+    }
+
+    let storage = storage::open(cairn, &context.target, Purpose::Transfer).map_err(internal)?;
+    *written = Some((storage.clone(), path.clone()));
+    let mut manifest = json!({
+        "cairnVersion": env!("CARGO_PKG_VERSION"),
+        "formatVersion": ARCHIVE_FORMAT_VERSION,
+        "backupId": attempt.model.id,
+        "organization": context.organization.slug,
+        "app": attempt.model.app_name,
+        "volume": attempt.model.volume_name,
+        "archive": file_name,
+        "encryption": match &recipients {
+            Some(r) => json!({ "type": "age", "recipients": r.names }),
+            None => Value::Null,
+        },
+        "startedAt": started_at,
+    });
+
+    let (size, sha256) = match source {
+        Source::Tar {
+            directory,
+            slot,
+            compression,
+            excludes,
+        } => {
+            let (stream, summary) = archive::tar_stream(
+                directory.clone(),
+                TarOptions {
+                    compression,
+                    excludes: excludes.clone(),
+                    encryption: recipients.clone(),
+                },
+            );
+            let put = storage.put(&key, stream).await;
+            let summary = summary
+                .await
+                .map_err(|_| Failure::new("internal", "the archiver stopped without a summary"))?;
+            let summary = match (put, summary) {
+                (Ok(_), Ok(summary)) => summary,
+                (_, Err(error)) if error.code != "upload_failed" => return Err(error.into()),
+                (Err(error), _) => return Err(storage_failure("uploading the archive", &error)),
+                (Ok(_), Err(error)) => return Err(error.into()),
+            };
+            for note in &summary.notes {
+                attempt.note(
+                    if note.starts_with("warning") {
+                        "warn"
+                    } else {
+                        "info"
+                    },
+                    note.clone(),
+                );
+            }
+            attempt.note(
+                "info",
+                format!(
+                    "{} files, {} directories, {} symlinks, {} hard links; {} bytes of content",
+                    summary.files,
+                    summary.directories,
+                    summary.symlinks,
+                    summary.hard_links,
+                    summary.content_bytes
+                ),
+            );
+            let listed: Vec<&String> = summary.excluded.iter().take(MAX_EXCLUDED_LISTED).collect();
+            let object = manifest
+                .as_object_mut()
+                .ok_or_else(|| internal("manifest"))?;
+            object.insert("kind".into(), json!("tar"));
+            object.insert("slot".into(), json!(slot));
+            object.insert("source".into(), json!(directory.display().to_string()));
+            object.insert("compression".into(), json!(compression_setting.as_str()));
+            object.insert("uncompressedBytes".into(), json!(summary.tar_bytes));
+            object.insert("contentBytes".into(), json!(summary.content_bytes));
+            object.insert("fileCount".into(), json!(summary.files));
+            object.insert("directoryCount".into(), json!(summary.directories));
+            object.insert("symlinkCount".into(), json!(summary.symlinks));
+            object.insert("hardLinkCount".into(), json!(summary.hard_links));
+            object.insert("excludePatterns".into(), json!(excludes));
+            object.insert("excluded".into(), json!(listed));
+            object.insert(
+                "excludedTruncated".into(),
+                json!(summary.excluded.len() > MAX_EXCLUDED_LISTED),
+            );
+            (summary.stored_bytes, summary.sha256)
+        }
+        Source::Dump { settings, password } => {
+            let program = cairn.config.pg_dump.clone();
+            let (pg_dump_line, pg_dump_major) = dump::pg_dump_version(&program).await?;
+            let (server_version, server_major) = dump::server_version(&settings, &password).await?;
+            if pg_dump_major < server_major {
+                return Err(Failure::new(
+                    "pg_dump_too_old",
+                    format!(
+                        "the worker's pg_dump is version {pg_dump_major} but the server runs PostgreSQL {server_version}; \
+                         pg_dump must be at least as new as the server: install pg_dump {server_major} or newer on the worker \
+                         (or point CAIRN_PG_DUMP at it)"
+                    ),
+                ));
+            }
+            attempt.note(
+                "info",
+                format!("PostgreSQL {server_version}; using {pg_dump_line}"),
+            );
+            let (stream, summary) = dump::dump_stream(DumpOptions {
+                program,
+                settings: settings.clone(),
+                password,
+                encryption: recipients.clone(),
+            });
+            let put = storage.put(&key, stream).await;
+            let summary = summary.await.map_err(|_| {
+                Failure::new("internal", "pg_dump's reader stopped without a summary")
+            })?;
+            let summary = match (put, summary) {
+                (Ok(_), Ok(summary)) => summary,
+                (_, Err(error)) if error.code != "upload_failed" => return Err(error.into()),
+                (Err(error), _) => return Err(storage_failure("uploading the dump", &error)),
+                (Ok(_), Err(error)) => return Err(error.into()),
+            };
+            let object = manifest
+                .as_object_mut()
+                .ok_or_else(|| internal("manifest"))?;
+            object.insert("kind".into(), json!("pg_dump"));
+            object.insert(
+                "source".into(),
+                json!({
+                    "host": settings.host,
+                    "port": settings.port,
+                    "database": settings.database,
+                    "username": settings.username,
+                }),
+            );
+            object.insert("compression".into(), json!("pg_dump"));
+            object.insert("uncompressedBytes".into(), json!(summary.dump_bytes));
+            object.insert("postgresVersion".into(), json!(server_version));
+            object.insert("pgDumpVersion".into(), json!(pg_dump_line));
+            (summary.stored_bytes, summary.sha256)
+        }
+    };
+
+    let finished_at = Utc::now();
+    if let Some(object) = manifest.as_object_mut() {
+        object.insert("storedBytes".into(), json!(size));
+        object.insert("sha256".into(), json!(sha256));
+        object.insert("finishedAt".into(), json!(finished_at));
+    }
+    let sidecars = [
+        (
+            format!("{path}.sha256"),
+            format!("{sha256}  {file_name}\n").into_bytes(),
+        ),
+        (
+            format!("{path}.manifest.json"),
+            serde_json::to_vec_pretty(&manifest).map_err(internal)?,
+        ),
+    ];
+    for (name, body) in sidecars {
+        let sidecar = ObjectKey::parse(&name).map_err(internal)?;
+        storage
+            .put(&sidecar, storage::single_chunk(body.into()))
+            .await
+            .map_err(|e| storage_failure("uploading a sidecar", &e))?;
+    }
+    if let Some(fingerprint) = storage.observed_host_key() {
+        cairn_core::targets::record_host_key(cairn, &context.target, &fingerprint)
+            .await
+            .map_err(internal)?;
+    }
+    Ok(Stored {
+        size,
+        sha256,
+        manifest,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn archive_names_use_dashes() {
+        let time = Utc.with_ymd_and_hms(2024, 1, 15, 2, 0, 0).unwrap();
+        assert_eq!(timestamp_name(time), "2024-01-15T02-00-00-000Z");
+    }
+
+    #[test]
+    fn volumes_resolve_blue_then_green() {
+        let root = tempfile_dir();
+        let missing = resolve_volume(&root, "shop", "data").unwrap_err();
+        assert_eq!(missing.code, "volume_not_found");
+        assert!(missing.message.contains("shop-blue_data/_data"));
+        assert!(missing.message.contains("shop-green_data/_data"));
+        std::fs::create_dir_all(root.join("shop-green_data/_data")).unwrap();
+        assert_eq!(resolve_volume(&root, "shop", "data").unwrap().1, "green");
+        std::fs::create_dir_all(root.join("shop-blue_data/_data")).unwrap();
+        assert_eq!(resolve_volume(&root, "shop", "data").unwrap().1, "blue");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("cairn-resolve-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

@@ -1,0 +1,242 @@
+//! Claims, lease renewal, fenced writes and the reaping of expired leases.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, LockBehavior, LockType, Query, SimpleExpr, SubQueryStatement};
+use sea_orm::{
+    ActiveValue, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+use uuid::Uuid;
+
+use cairn_core::history::{BackupStatus, LogLine};
+use cairn_core::storage::{self, ObjectKey, Purpose};
+use cairn_core::Cairn;
+use cairn_entity::{backup, backup_target};
+
+fn lease_until(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30))
+}
+
+/// Claims the oldest pending backup: `running`, next attempt, leased to
+/// `owner`. On PostgreSQL the candidate row is locked with `FOR UPDATE SKIP
+/// LOCKED`, so concurrent claimers take different rows; on SQLite (one
+/// writer at a time) the update's `status = 'pending'` condition is the
+/// guard. Either way a backup is claimed by one worker only.
+///
+/// The candidate is compared with `=` (a scalar subquery, evaluated once),
+/// not `IN`: PostgreSQL may re-run an `IN` subquery per row, and with SKIP
+/// LOCKED each run skips the row the previous one locked, so one claim
+/// could take several backups.
+pub(crate) async fn claim(
+    db: &impl ConnectionTrait,
+    owner: &str,
+    lease: Duration,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Option<backup::Model>> {
+    let candidate = Query::select()
+        .column(backup::Column::Id)
+        .from(backup::Entity)
+        .and_where(Expr::col(backup::Column::Status).eq(BackupStatus::Pending.as_str()))
+        .order_by(backup::Column::CreatedAt, sea_orm::Order::Asc)
+        .order_by(backup::Column::Id, sea_orm::Order::Asc)
+        .limit(1)
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+        .to_owned();
+    let claimed = backup::Entity::update_many()
+        .col_expr(
+            backup::Column::Status,
+            Expr::value(BackupStatus::Running.as_str()),
+        )
+        .col_expr(
+            backup::Column::Attempt,
+            Expr::col(backup::Column::Attempt).add(1),
+        )
+        .col_expr(backup::Column::LeaseOwner, Expr::value(owner))
+        .col_expr(
+            backup::Column::LeaseExpiresAt,
+            Expr::value(lease_until(now, lease)),
+        )
+        .col_expr(backup::Column::StartedAt, Expr::value(now))
+        .filter(Expr::col(backup::Column::Id).eq(SimpleExpr::SubQuery(
+            None,
+            Box::new(SubQueryStatement::SelectStatement(candidate)),
+        )))
+        .filter(backup::Column::Status.eq(BackupStatus::Pending.as_str()))
+        .exec_with_returning(db)
+        .await?;
+    Ok(claimed.into_iter().next())
+}
+
+/// Extends the lease of attempt `attempt`; false when the attempt no longer
+/// holds the backup (it was reaped).
+pub(crate) async fn renew(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    attempt: i32,
+    lease: Duration,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let updated = backup::Entity::update_many()
+        .col_expr(
+            backup::Column::LeaseExpiresAt,
+            Expr::value(lease_until(now, lease)),
+        )
+        .filter(backup::Column::Id.eq(id))
+        .filter(backup::Column::Attempt.eq(attempt))
+        .filter(backup::Column::Status.eq(BackupStatus::Running.as_str()))
+        .exec(db)
+        .await?;
+    Ok(updated.rows_affected == 1)
+}
+
+/// Writes `changes` to the backup only while attempt `attempt` holds it;
+/// false when it no longer does (nothing was written).
+pub async fn fenced_update(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    attempt: i32,
+    changes: backup::ActiveModel,
+) -> anyhow::Result<bool> {
+    let updated = backup::Entity::update_many()
+        .set(changes)
+        .filter(backup::Column::Id.eq(id))
+        .filter(backup::Column::Attempt.eq(attempt))
+        .filter(backup::Column::Status.eq(BackupStatus::Running.as_str()))
+        .exec(db)
+        .await?;
+    Ok(updated.rows_affected == 1)
+}
+
+/// A log line at `now`.
+pub(crate) fn line(level: &str, message: impl Into<String>) -> LogLine {
+    LogLine {
+        at: Utc::now(),
+        level: level.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Appends lines to a backup's log (a backup no worker holds any more).
+pub(crate) async fn append_log(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    lines: Vec<LogLine>,
+) -> anyhow::Result<()> {
+    let Some(model) = backup::Entity::find_by_id(id).one(db).await? else {
+        return Ok(());
+    };
+    let mut log: Vec<LogLine> = serde_json::from_value(model.log).unwrap_or_default();
+    log.extend(lines);
+    backup::Entity::update_many()
+        .col_expr(backup::Column::Log, Expr::value(serde_json::to_value(log)?))
+        .filter(backup::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// The objects a backup writes: the archive and its two sidecars.
+pub(crate) fn objects_of(archive: &str) -> Vec<String> {
+    vec![
+        archive.to_owned(),
+        format!("{archive}.sha256"),
+        format!("{archive}.manifest.json"),
+    ]
+}
+
+/// Fails every backup whose lease expired before `now` with `worker_lost`,
+/// removes what its worker left on the target (temporary files, and any
+/// object it completed without recording), and closes runs that this
+/// finished. Returns how many backups it failed.
+pub async fn reap(cairn: &Cairn, now: DateTime<Utc>) -> anyhow::Result<usize> {
+    let expired = backup::Entity::find()
+        .filter(backup::Column::Status.eq(BackupStatus::Running.as_str()))
+        .filter(backup::Column::LeaseExpiresAt.lt(now))
+        .order_by_asc(backup::Column::Id)
+        .limit(100)
+        .all(&cairn.db)
+        .await?;
+    let mut reaped = 0;
+    for model in expired {
+        let message = format!(
+            "the worker {} stopped renewing its lease (expired at {}); it is presumed dead",
+            model.lease_owner.as_deref().unwrap_or("unknown"),
+            model
+                .lease_expires_at
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default()
+        );
+        let failed = backup::Entity::update_many()
+            .set(backup::ActiveModel {
+                status: ActiveValue::Set(BackupStatus::Failed.as_str().to_owned()),
+                error_code: ActiveValue::Set(Some("worker_lost".into())),
+                error_message: ActiveValue::Set(Some(message.clone())),
+                finished_at: ActiveValue::Set(Some(now)),
+                lease_owner: ActiveValue::Set(None),
+                lease_expires_at: ActiveValue::Set(None),
+                ..Default::default()
+            })
+            .filter(backup::Column::Id.eq(model.id))
+            .filter(backup::Column::Attempt.eq(model.attempt))
+            .filter(backup::Column::Status.eq(BackupStatus::Running.as_str()))
+            .filter(backup::Column::LeaseExpiresAt.lt(now))
+            .exec(&cairn.db)
+            .await?;
+        if failed.rows_affected != 1 {
+            continue;
+        }
+        reaped += 1;
+        cairn_core::metrics::backup_metrics()
+            .finished
+            .with_label_values(&["failed"])
+            .inc();
+        tracing::warn!(backup_id = %model.id, attempt = model.attempt, "{message}");
+        let mut lines = vec![line("error", format!("worker_lost: {message}"))];
+        lines.push(clean_up(cairn, &model).await);
+        append_log(&cairn.db, model.id, lines).await?;
+        if let Some(run_id) = model.run_id {
+            crate::prune::close_run(cairn, run_id, now).await?;
+        }
+    }
+    Ok(reaped)
+}
+
+/// Removes the objects and temporary files of a failed attempt; the log
+/// line says what happened.
+async fn clean_up(cairn: &Cairn, model: &backup::Model) -> LogLine {
+    let (Some(path), Some(target_id)) = (&model.storage_path, model.target_id) else {
+        return line("info", "nothing was written to the target");
+    };
+    let outcome = async {
+        let target = backup_target::Entity::find_by_id(target_id)
+            .one(&cairn.db)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the target no longer exists"))?;
+        let storage = storage::open(cairn, &target, Purpose::Transfer)?;
+        let archive = ObjectKey::parse(path)?;
+        let mut removed = storage.remove_incomplete(&archive).await?;
+        for object in objects_of(path) {
+            let key = ObjectKey::parse(&object)?;
+            if storage.head(&key).await?.is_some() {
+                storage.delete(&key).await?;
+                removed += 1;
+            }
+        }
+        anyhow::Ok(removed)
+    }
+    .await;
+    match outcome {
+        Ok(removed) => line(
+            "info",
+            format!("removed {removed} leftover object(s) of the lost attempt from the target"),
+        ),
+        Err(error) => {
+            tracing::warn!(backup_id = %model.id, error = format!("{error:#}"), "cleaning up a lost attempt failed");
+            line(
+                "warn",
+                format!("the leftovers of the lost attempt could not be removed: {error:#}"),
+            )
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! After a run: close it (once), then prune the job's series by its
+//! retention policy.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ActiveValue, ColumnTrait, EntityTrait, QueryFilter};
+use uuid::Uuid;
+
+use cairn_core::history::BackupStatus;
+use cairn_core::storage::{self, ObjectKey, Purpose, Storage};
+use cairn_core::Cairn;
+use cairn_entity::{backup, backup_job, backup_target};
+
+use crate::lease::{append_log, line, objects_of};
+
+/// Closes the run when its last backup has ended; the one caller that
+/// closes it prunes the job's series.
+pub(crate) async fn close_run(
+    cairn: &Cairn,
+    run_id: Uuid,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let Some(closed) = cairn_core::runs::close_if_done(&cairn.db, run_id, now).await? else {
+        return Ok(());
+    };
+    tracing::info!(
+        run_id = %run_id,
+        job_id = %closed.job_id,
+        status = closed.status.as_str(),
+        succeeded = closed.succeeded,
+        failed = closed.failed,
+        "run closed"
+    );
+    if let Some(job) = backup_job::Entity::find_by_id(closed.job_id)
+        .one(&cairn.db)
+        .await?
+    {
+        prune(cairn, &job).await?;
+    }
+    Ok(())
+}
+
+/// Deletes the archives (and sidecars) that the job's retention policy no
+/// longer keeps, then marks their records `pruned`. A delete that fails
+/// leaves the record as it was, with a log line saying why. Returns how
+/// many backups were pruned.
+pub async fn prune(cairn: &Cairn, job: &backup_job::Model) -> anyhow::Result<usize> {
+    let series = cairn_core::jobs::retention_series(&cairn.db, job).await?;
+    let mut storages: HashMap<Uuid, Arc<dyn Storage>> = HashMap::new();
+    let mut pruned = 0;
+    for series in series {
+        for (model, decision) in series.backups {
+            if decision.keep {
+                continue;
+            }
+            let deleted = delete_objects(cairn, &mut storages, &model).await;
+            match deleted {
+                Ok(()) => {
+                    let updated = backup::Entity::update_many()
+                        .set(backup::ActiveModel {
+                            status: ActiveValue::Set(BackupStatus::Pruned.as_str().to_owned()),
+                            ..Default::default()
+                        })
+                        .filter(backup::Column::Id.eq(model.id))
+                        .filter(backup::Column::Status.eq(BackupStatus::Success.as_str()))
+                        .exec(&cairn.db)
+                        .await?;
+                    if updated.rows_affected == 1 {
+                        pruned += 1;
+                        append_log(
+                            &cairn.db,
+                            model.id,
+                            vec![line(
+                                "info",
+                                "pruned by the job's retention policy: the archive and its sidecars were deleted",
+                            )],
+                        )
+                        .await?;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(backup_id = %model.id, error = format!("{error:#}"), "pruning failed; the backup is kept");
+                    append_log(
+                        &cairn.db,
+                        model.id,
+                        vec![line(
+                            "warn",
+                            format!("retention would prune this backup, but deleting it failed: {error:#}"),
+                        )],
+                    )
+                    .await?;
+                }
+            }
+        }
+    }
+    if pruned > 0 {
+        tracing::info!(job_id = %job.id, pruned, "pruned backups by retention");
+    }
+    Ok(pruned)
+}
+
+async fn delete_objects(
+    cairn: &Cairn,
+    storages: &mut HashMap<Uuid, Arc<dyn Storage>>,
+    model: &backup::Model,
+) -> anyhow::Result<()> {
+    let (Some(path), Some(target_id)) = (&model.storage_path, model.target_id) else {
+        return Ok(());
+    };
+    let storage = match storages.get(&target_id) {
+        Some(storage) => storage.clone(),
+        None => {
+            let target = backup_target::Entity::find_by_id(target_id)
+                .one(&cairn.db)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("its target no longer exists"))?;
+            let storage = storage::open(cairn, &target, Purpose::Transfer)?;
+            storages.insert(target_id, storage.clone());
+            storage
+        }
+    };
+    // The archive first: when its delete fails nothing has changed. Once
+    // it is gone the backup is pruned, whatever becomes of the sidecars.
+    let mut objects = objects_of(path).into_iter();
+    if let Some(archive) = objects.next() {
+        storage.delete(&ObjectKey::parse(&archive)?).await?;
+    }
+    for sidecar in objects {
+        if let Err(error) = storage.delete(&ObjectKey::parse(&sidecar)?).await {
+            tracing::warn!(backup_id = %model.id, key = %sidecar, "deleting a sidecar of a pruned backup failed: {error}");
+        }
+    }
+    Ok(())
+}

@@ -48,6 +48,9 @@ enum Command {
         /// Backups run at once (default 2). Also `CAIRN_WORKER__CONCURRENCY`.
         #[arg(long)]
         concurrency: Option<usize>,
+        /// Serve `/healthz` and the backup metrics (`/metrics`) here.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Apply database migrations and exit.
     Migrate,
@@ -214,11 +217,27 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
             let _ = worker.await;
             served
         }
-        Command::Worker { concurrency } => {
+        Command::Worker {
+            concurrency,
+            metrics_listen,
+        } => {
             if let Some(concurrency) = concurrency {
                 config.worker.concurrency = concurrency;
             }
             let cairn = Cairn::open(config, StartMode::Replica).await?;
+            let metrics = match metrics_listen {
+                Some(address) => {
+                    let listener =
+                        TcpListener::bind(address).with_context(|| format!("binding {address}"))?;
+                    tracing::info!(%address, "worker metrics at /metrics");
+                    Some(cairn_api::metrics_server(listener)?)
+                }
+                None => None,
+            };
+            let metrics_handle = metrics.as_ref().map(|server| server.handle());
+            if let Some(server) = metrics {
+                tokio::spawn(server);
+            }
             let (stop, stopped) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {
                 shutdown_signal().await;
@@ -231,6 +250,9 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
             )
             .run(stopped)
             .await;
+            if let Some(handle) = metrics_handle {
+                handle.stop(true).await;
+            }
             Ok(())
         }
         Command::Api { listen } => {

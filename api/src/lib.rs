@@ -135,3 +135,41 @@ impl Application {
         self.server.await
     }
 }
+
+/// The HTTP side of a process that serves no API (`cairn worker`):
+/// `/healthz` and the backup metrics at `/metrics`, on `listener`. Stops
+/// gracefully on SIGTERM or SIGINT, like the API.
+pub fn metrics_server(listener: TcpListener) -> anyhow::Result<Server> {
+    let registry = prometheus::Registry::new();
+    cairn_core::metrics::register(&registry)
+        .map_err(|e| anyhow::anyhow!("registering the backup metrics: {e}"))?;
+    let registry = web::Data::new(registry);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(registry.clone())
+            .route("/healthz", web::get().to(routes::ops::healthz))
+            .route(
+                "/metrics",
+                web::get().to(|registry: web::Data<prometheus::Registry>| async move {
+                    use prometheus::Encoder;
+                    let mut body = Vec::new();
+                    let encoder = prometheus::TextEncoder::new();
+                    match encoder.encode(&registry.gather(), &mut body) {
+                        Ok(()) => actix_web::HttpResponse::Ok()
+                            .content_type(encoder.format_type())
+                            .body(body),
+                        Err(error) => {
+                            tracing::error!("encoding metrics failed: {error}");
+                            actix_web::HttpResponse::InternalServerError().finish()
+                        }
+                    }
+                }),
+            )
+    })
+    .workers(1)
+    .listen(listener)
+    .context("listening")?
+    .shutdown_timeout(5)
+    .run();
+    Ok(server)
+}

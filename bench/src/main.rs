@@ -4,7 +4,16 @@
 //! ```text
 //! cairn-bench generate FILE BYTES
 //! cairn-bench storage local|s3|ssh write|read BYTES
+//! cairn-bench volume DIR BYTES                    # a generated file volume
+//! cairn-bench backup files VOLUME_ROOT           # volume bench-blue_data
+//! cairn-bench backup postgres HOST PORT DB USER  # password in PGPASSWORD
 //! ```
+//!
+//! `backup` runs the real thing in-process: a Cairn on a fresh SQLite
+//! database under `BENCH_DATA_DIR`, an app, a job on the system default
+//! (local) target, a manual run, and one worker tick that claims and runs
+//! the backup. The time reported is the worker's (claim to recorded
+//! outcome).
 //!
 //! The adapters are configured from the same variables the tests use
 //! (`TEST_S3_*`, `TEST_SSH_*`, `BENCH_LOCAL_DIR`), which `scripts/services.sh`
@@ -12,6 +21,7 @@
 //! (VmHWM) is that transfer's.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -111,6 +121,175 @@ fn report(bytes: u64, elapsed: Duration) {
     );
 }
 
+/// A deterministic generator (xorshift64*): fast, and its output does not
+/// compress.
+struct Noise(u64);
+
+impl Noise {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn fill(&mut self, buffer: &mut [u8]) {
+        for chunk in buffer.chunks_mut(8) {
+            let value = self.next().to_le_bytes();
+            chunk.copy_from_slice(&value[..chunk.len()]);
+        }
+    }
+}
+
+/// Log-like text: compresses as real logs do, not to nothing.
+fn text_line(noise: &mut Noise, line: u64, out: &mut Vec<u8>) {
+    const LEVELS: [&str; 4] = ["INFO", "WARN", "DEBUG", "ERROR"];
+    const WORDS: [&str; 12] = [
+        "order", "checkout", "session", "invoice", "customer", "cart", "payment", "shipment",
+        "refund", "catalog", "search", "login",
+    ];
+    let r = noise.next();
+    let _ = writeln!(
+        out,
+        "2026-11-21T{:02}:{:02}:{:02}.{:03}Z {} {}::{} request_id={:016x} user={} took {}ms status={}",
+        (line / 3_600_000) % 24,
+        (line / 60_000) % 60,
+        (line / 1000) % 60,
+        line % 1000,
+        LEVELS[(r % 4) as usize],
+        WORDS[((r >> 8) % 12) as usize],
+        WORDS[((r >> 16) % 12) as usize],
+        noise.next(),
+        (r >> 24) % 50_000,
+        (r >> 40) % 2_000,
+        [200, 201, 204, 400, 404, 500][((r >> 52) % 6) as usize],
+    );
+}
+
+/// A file volume of about `total` bytes: 40% text (logs), 40%
+/// incompressible blobs, 20% in 30 000 small files across 300 directories.
+fn generate_volume(dir: &std::path::Path, total: u64) -> anyhow::Result<()> {
+    let mut noise = Noise(0x9e37_79b9_7f4a_7c15);
+    std::fs::create_dir_all(dir.join("logs"))?;
+    std::fs::create_dir_all(dir.join("blobs"))?;
+    let text_total = total * 2 / 5;
+    let text_files = 8;
+    let mut line = 0u64;
+    for i in 0..text_files {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(
+            dir.join(format!("logs/app-{i}.log")),
+        )?);
+        let mut written = 0u64;
+        let mut buffer = Vec::with_capacity(256);
+        while written < text_total / text_files {
+            buffer.clear();
+            text_line(&mut noise, line, &mut buffer);
+            line += 1;
+            out.write_all(&buffer)?;
+            written += buffer.len() as u64;
+        }
+        out.flush()?;
+    }
+    let blob_total = total * 2 / 5;
+    let blob_files = 8;
+    let mut block = vec![0u8; CHUNK];
+    for i in 0..blob_files {
+        let mut out = std::fs::File::create(dir.join(format!("blobs/blob-{i}.bin")))?;
+        let mut left = blob_total / blob_files;
+        while left > 0 {
+            let n = left.min(CHUNK as u64) as usize;
+            noise.fill(&mut block[..n]);
+            out.write_all(&block[..n])?;
+            left -= n as u64;
+        }
+    }
+    let small_files = 30_000u64;
+    let small_each = (total / 5 / small_files).max(1) as usize;
+    let mut content = vec![0u8; small_each * 2];
+    for i in 0..small_files {
+        let sub = dir.join(format!("files/{:03}", i % 300));
+        if i < 300 {
+            std::fs::create_dir_all(&sub)?;
+        }
+        // Half text, half noise; sizes vary around the mean.
+        let size = small_each / 2 + (noise.next() % small_each as u64) as usize;
+        if i % 2 == 0 {
+            let mut text = Vec::with_capacity(size + 256);
+            while text.len() < size {
+                text_line(&mut noise, line, &mut text);
+                line += 1;
+            }
+            std::fs::write(sub.join(format!("doc-{i}.txt")), &text[..size])?;
+        } else {
+            noise.fill(&mut content[..size]);
+            std::fs::write(sub.join(format!("thumb-{i}.bin")), &content[..size])?;
+        }
+    }
+    Ok(())
+}
+
+/// One backup of the app `bench`'s volume through a real worker.
+async fn backup(volume_root: PathBuf, volume: serde_json::Value) -> anyhow::Result<()> {
+    use cairn_core::{Cairn, Config, StartMode};
+    let data_dir = PathBuf::from(env("BENCH_DATA_DIR")?);
+    let mut config = Config::with_data_dir(&data_dir);
+    config.volume_root = volume_root;
+    if let Ok(pg_dump) = std::env::var("BENCH_PG_DUMP") {
+        config.pg_dump = PathBuf::from(pg_dump);
+    }
+    let cairn = Cairn::open(config, StartMode::Embedded).await?;
+    let now = chrono::Utc::now();
+    let failed = |e: cairn_core::Error| anyhow::anyhow!("{e}: {e:?}");
+    let org = cairn_core::orgs::create(
+        &cairn.db,
+        serde_json::from_value(serde_json::json!({ "slug": "bench", "name": "Bench" }))?,
+        now,
+    )
+    .await
+    .map_err(failed)?;
+    let app = cairn_core::apps::create(
+        &cairn,
+        org.id,
+        serde_json::from_value(serde_json::json!({ "name": "bench", "volumes": [volume] }))?,
+        now,
+    )
+    .await
+    .map_err(failed)?;
+    let job = cairn_core::jobs::create(
+        &cairn,
+        org.id,
+        serde_json::from_value(serde_json::json!({
+            "name": "bench", "schedule": "0 2 * * *", "appIds": [app.id], "keepAll": true
+        }))?,
+        now,
+    )
+    .await
+    .map_err(failed)?;
+    let run = cairn_core::runs::start_manual(&cairn, org.id, job.id, now)
+        .await
+        .map_err(failed)?;
+    let worker = cairn_worker::Worker::new(
+        cairn.clone(),
+        cairn_worker::WorkerOptions::from_config(&cairn.config.worker),
+    );
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let started = Instant::now();
+    worker.process_one(&stopped, chrono::Utc::now()).await?;
+    let elapsed = started.elapsed();
+    let record = cairn_core::history::get(&cairn, org.id, run.backups[0].id)
+        .await
+        .map_err(failed)?;
+    if record.backup.status != cairn_core::history::BackupStatus::Success {
+        bail!(
+            "the backup failed: {:?} {:?}",
+            record.backup.error_code,
+            record.backup.error_message
+        );
+    }
+    report(record.backup.archive_size.unwrap_or(0) as u64, elapsed);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -148,7 +327,25 @@ async fn main() -> anyhow::Result<()> {
             }
             report(read, started.elapsed());
         }
-        _ => bail!("usage: cairn-bench generate FILE BYTES | cairn-bench storage local|s3|ssh write|read BYTES"),
+        ["volume", dir, bytes] => generate_volume(&PathBuf::from(dir), bytes.parse()?)?,
+        ["backup", "files", volume_root] => {
+            backup(
+                PathBuf::from(volume_root),
+                serde_json::json!({ "name": "data" }),
+            )
+            .await?;
+        }
+        ["backup", "postgres", host, port, database, username] => {
+            let password = env("PGPASSWORD")?;
+            backup(
+                PathBuf::from("/nonexistent"),
+                serde_json::json!({ "name": "db", "kind": "postgres", "postgres": {
+                    "host": host, "port": port.parse::<u16>()?, "database": database,
+                    "username": username, "password": password } }),
+            )
+            .await?;
+        }
+        _ => bail!("usage: cairn-bench generate FILE BYTES | cairn-bench storage local|s3|ssh write|read BYTES | cairn-bench backup files VOLUME_ROOT | cairn-bench backup postgres HOST PORT DB USER"),
     }
     Ok(())
 }

@@ -816,8 +816,15 @@ async fn a_killed_worker_is_detected_and_fenced() {
     let id = run["backups"][0]["id"].as_str().unwrap().to_owned();
 
     let lease_seconds = 2;
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .arg("worker")
+        .arg("--metrics-listen")
+        .arg(format!("127.0.0.1:{metrics_port}"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap())
         .env("CAIRN_DATA_DIR", f.app.cairn.config.data_dir.as_os_str())
@@ -862,6 +869,14 @@ async fn a_killed_worker_is_detected_and_fenced() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    // The worker's own metrics listener shows the backup in flight.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("cairn_backups_running 1"), "{metrics}");
     child.kill().unwrap();
     child.wait().unwrap();
     let killed = Instant::now();

@@ -417,3 +417,106 @@ fn retention_plan_reads_times_and_prints_decisions() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("line 1"));
 }
+
+/// `cairn serve` runs a worker: a run started through the API completes,
+/// and `/metrics` counts it.
+#[tokio::test]
+async fn serve_runs_backups_and_counts_them_in_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("volumes/shop-blue_data/_data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("orders.csv"), b"1,widget\n").unwrap();
+    let envs = vec![
+        (
+            "CAIRN_VOLUME_ROOT",
+            dir.path().join("volumes").display().to_string(),
+        ),
+        ("CAIRN_WORKER__POLL_MILLIS", "100".to_owned()),
+    ];
+    let mut server = Server::start(dir.path(), &envs);
+    server.wait_ready(dir.path()).await;
+    let stdout = std::fs::read_to_string(dir.path().join("stdout.log")).unwrap();
+    let token = extract_token(&stdout);
+    use reqwest::Method;
+    let org = server
+        .send(
+            Method::POST,
+            "/api/v1/organizations",
+            &token,
+            Some(&json!({ "slug": "acme", "name": "Acme" })),
+        )
+        .await;
+    let org = org.expect(201)["id"].as_str().unwrap().to_owned();
+    let app = server
+        .send(
+            Method::POST,
+            &format!("/api/v1/organizations/{org}/apps"),
+            &token,
+            Some(&json!({ "name": "shop", "volumes": [{ "name": "data" }] })),
+        )
+        .await;
+    let app = app.expect(201)["id"].as_str().unwrap().to_owned();
+    let job = server
+        .send(
+            Method::POST,
+            &format!("/api/v1/organizations/{org}/backups/jobs"),
+            &token,
+            Some(&json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app], "keepLast": 2 })),
+        )
+        .await;
+    let job = job.expect(201)["id"].as_str().unwrap().to_owned();
+    let run = server
+        .send(
+            Method::POST,
+            &format!("/api/v1/organizations/{org}/backups/jobs/{job}/run"),
+            &token,
+            Some(&json!({})),
+        )
+        .await;
+    let backup = run.expect(202)["backups"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let record = loop {
+        let record = server
+            .send(
+                Method::GET,
+                &format!("/api/v1/organizations/{org}/backups/history/{backup}"),
+                &token,
+                None,
+            )
+            .await;
+        let record = record.expect(200).clone();
+        if record["status"] == "success" || record["status"] == "failed" {
+            break record;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the backup never finished: {record}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(record["status"], "success", "{record}");
+    let path = record["storagePath"].as_str().unwrap();
+    assert!(dir.path().join("cairn-data/backups").join(path).is_file());
+    let metrics = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("cairn_backups_total{status=\"success\"} 1"),
+        "{metrics}"
+    );
+    let written = format!(
+        "cairn_backup_bytes_written_total {}",
+        record["archiveSize"].as_u64().unwrap()
+    );
+    assert!(metrics.contains(&written), "{metrics}");
+    assert!(metrics.contains(&format!(
+        "cairn_backup_last_success_timestamp_seconds{{job_id=\"{job}\"}}"
+    )));
+    assert!(server.terminate().success());
+}

@@ -28,6 +28,37 @@ use crate::storage::{received, ByteStream};
 
 /// How much of `pg_dump`'s stderr a failure message keeps.
 const STDERR_KEPT: usize = 4 * 1024;
+/// How long pg_dump waits for a table lock before it fails, rather than
+/// hanging behind a long transaction (milliseconds).
+const LOCK_WAIT_TIMEOUT_MS: u32 = 300_000;
+
+/// The running `pg_dump`, so that dropping its stream kills it.
+#[derive(Default)]
+struct Process {
+    pid: Option<u32>,
+    /// Set (under the lock) before the child is reaped, so that a kill
+    /// never reaches a reused pid.
+    finished: bool,
+}
+
+/// Kills `pg_dump` when the stream is dropped before the dump ended (the
+/// upload was cancelled); otherwise it would run until its next write.
+struct KillOnDrop(std::sync::Arc<std::sync::Mutex<Process>>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(process) = self.0.lock() {
+            if let (Some(pid), false) = (process.pid, process.finished) {
+                // SAFETY: kill(2) with a pid of our own child that has not
+                // been reaped (`finished` is set before it is) and a valid
+                // signal number; it touches no memory.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
 
 /// Settings of one dump.
 #[derive(Clone, Debug)]
@@ -171,18 +202,35 @@ pub fn dump_stream(
 ) {
     let (sender, receiver) = mpsc::channel::<io::Result<Bytes>>(crate::archive::QUEUE);
     let (summary_sender, summary_receiver) = oneshot::channel();
+    let process = std::sync::Arc::new(std::sync::Mutex::new(Process::default()));
+    let kill_on_drop = KillOnDrop(process.clone());
     tokio::task::spawn_blocking(move || {
         let mut guard = FailUnlessDone::new(sender.clone());
-        let outcome = dump(&options, ChunkSink::new(sender));
+        let outcome = dump(&options, ChunkSink::new(sender), &process);
         if let (Err(error), Some(sender)) = (&outcome, guard.disarm()) {
             let _ = sender.blocking_send(Err(io::Error::other(error.message.clone())));
         }
         let _ = summary_sender.send(outcome);
     });
-    (received(receiver), summary_receiver)
+    let stream: ByteStream = Box::pin(futures::StreamExt::map(received(receiver), move |chunk| {
+        let _held = &kill_on_drop;
+        chunk
+    }));
+    (stream, summary_receiver)
 }
 
-fn dump(options: &DumpOptions, sink: ChunkSink) -> Result<DumpSummary, ArchiveError> {
+/// Marks the child as about to be reaped.
+fn finishing(process: &std::sync::Mutex<Process>) {
+    if let Ok(mut process) = process.lock() {
+        process.finished = true;
+    }
+}
+
+fn dump(
+    options: &DumpOptions,
+    sink: ChunkSink,
+    process: &std::sync::Mutex<Process>,
+) -> Result<DumpSummary, ArchiveError> {
     let upload_stopped = |error: io::Error| {
         ArchiveError::new("upload_failed", format!("the upload stopped: {error}"))
     };
@@ -190,6 +238,7 @@ fn dump(options: &DumpOptions, sink: ChunkSink) -> Result<DumpSummary, ArchiveEr
     command
         .arg("--format=custom")
         .arg("--no-password")
+        .arg(format!("--lock-wait-timeout={LOCK_WAIT_TIMEOUT_MS}"))
         .arg(format!("--dbname={}", conninfo(&options.settings)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -206,6 +255,9 @@ fn dump(options: &DumpOptions, sink: ChunkSink) -> Result<DumpSummary, ArchiveEr
             format!("pg_dump ({}) cannot be run: {e}", options.program.display()),
         )
     })?;
+    if let Ok(mut process) = process.lock() {
+        process.pid = Some(child.id());
+    }
     let mut stdout = child
         .stdout
         .take()
@@ -234,6 +286,7 @@ fn dump(options: &DumpOptions, sink: ChunkSink) -> Result<DumpSummary, ArchiveEr
     let mut sealed = match Sealed::new(options.encryption.as_ref(), sink) {
         Ok(sealed) => sealed,
         Err(error) => {
+            finishing(process);
             let _ = child.kill();
             let _ = child.wait();
             return Err(upload_stopped(error));
@@ -254,6 +307,7 @@ fn dump(options: &DumpOptions, sink: ChunkSink) -> Result<DumpSummary, ArchiveEr
             Err(error) => break Err(error),
         }
     };
+    finishing(process);
     if let Err(error) = copied {
         let _ = child.kill();
         let _ = child.wait();

@@ -98,6 +98,10 @@ pub struct BackupView {
     pub app_name: String,
     pub volume_name: String,
     pub status: BackupStatus,
+    /// `manual`, `schedule` or `safety`.
+    pub trigger: String,
+    /// `generic` (a tar archive) or `postgres` (a pg_dump).
+    pub kind: Option<String>,
     /// Bytes stored, once the archive is complete.
     pub archive_size: Option<i64>,
     pub storage_path: Option<String>,
@@ -116,6 +120,12 @@ pub struct BackupDetailView {
     #[serde(flatten)]
     pub backup: BackupView,
     pub log: Vec<LogLine>,
+    /// The manifest stored beside the archive (`….manifest.json`), once
+    /// the backup succeeded: Cairn and format version, kind, source, slot,
+    /// compression, encryption recipients, sizes, counts or PostgreSQL
+    /// version, SHA-256, start and finish.
+    #[schema(value_type = Option<Object>)]
+    pub manifest: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -140,6 +150,8 @@ fn view(model: &backup::Model) -> Result<BackupView> {
         app_name: model.app_name.clone(),
         volume_name: model.volume_name.clone(),
         status,
+        trigger: model.trigger.clone(),
+        kind: model.kind.clone(),
         archive_size: model.archive_size,
         storage_path: model.storage_path.clone(),
         sha256: model.sha256.clone(),
@@ -263,6 +275,7 @@ pub async fn get(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<Backu
     Ok(BackupDetailView {
         backup: view(&model)?,
         log,
+        manifest: model.manifest.clone(),
     })
 }
 

@@ -1,7 +1,8 @@
 //! What running backups needs beyond the initial schema: a job's
 //! compression, encryption and extra recipients; a volume's exclude
 //! patterns; a backup's trigger, kind and manifest; an organization's age
-//! key pair; and the fence that keeps a job to one active run.
+//! key pair; the fence that keeps a job to one active run; and unique
+//! archive paths per target.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
@@ -104,6 +105,9 @@ impl MigrationTrait for Migration {
             "CREATE UNIQUE INDEX ux_backup_runs_job_active \
              ON backup_runs (job_id) WHERE status = 'running'",
             "CREATE INDEX ix_backups_lease ON backups (status, lease_expires_at)",
+            // Two backups never share an archive on one target.
+            "CREATE UNIQUE INDEX ux_backups_target_path \
+             ON backups (target_id, storage_path) WHERE storage_path IS NOT NULL",
         ] {
             db.execute_unprepared(statement).await?;
         }
@@ -113,6 +117,7 @@ impl MigrationTrait for Migration {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = manager.get_connection();
         for statement in [
+            "DROP INDEX ux_backups_target_path",
             "DROP INDEX ix_backups_lease",
             "DROP INDEX ux_backup_runs_job_active",
         ] {

@@ -217,6 +217,12 @@ async fn a_manual_run_archives_every_persistent_volume(backend: Backend) {
         serde_json::from_slice(&std::fs::read(f.stored(&format!("{path}.manifest.json"))).unwrap())
             .unwrap();
     assert_eq!(manifest["formatVersion"], 1);
+    assert_eq!(
+        record["manifest"], manifest,
+        "the API shows the stored manifest"
+    );
+    assert_eq!(record["kind"], "generic");
+    assert_eq!(record["trigger"], "manual");
     assert_eq!(manifest["kind"], "tar");
     assert_eq!(manifest["slot"], "blue");
     assert_eq!(manifest["compression"], "zstd");
@@ -932,4 +938,179 @@ async fn a_killed_worker_is_detected_and_fenced() {
     drain(&second).await;
     let record = f.backup(next["backups"][0]["id"].as_str().unwrap()).await;
     assert_eq!(record["status"], "success", "{record}");
+}
+
+/// pg_dump's own failures: a login that may not read a table fails the
+/// dump with pg_dump's message, and a pg_dump older than the server is
+/// refused before it runs.
+#[tokio::test]
+async fn pg_dump_failures_say_why() {
+    let f = fixture(Backend::Sqlite, "acme").await;
+    let server = url::Url::parse(&env("TEST_POSTGRES_URL")).unwrap();
+    let bin = PathBuf::from(env("TEST_PG_BIN"));
+    let psql = |database: &str, sql: &str| {
+        let mut url = server.clone();
+        url.set_path(database);
+        run_ok(
+            Command::new(bin.join("psql"))
+                .arg("-XAtq")
+                .arg("-v")
+                .arg("ON_ERROR_STOP=1")
+                .arg("-d")
+                .arg(url.as_str())
+                .arg("-c")
+                .arg(sql),
+        );
+    };
+    let database = unique("locked").replace('-', "_");
+    let role = unique("reader").replace('-', "_");
+    let password = "reader-password-s3cr3t";
+    psql("postgres", &format!("CREATE DATABASE {database}"));
+    psql(
+        &database,
+        &format!(
+            "CREATE TABLE payroll (id int); REVOKE ALL ON payroll FROM PUBLIC; \
+             CREATE ROLE {role} LOGIN PASSWORD '{password}'"
+        ),
+    );
+    let volume = |name: &str| {
+        json!({ "name": name, "kind": "postgres", "postgres": {
+            "host": "127.0.0.1", "port": server.port().unwrap(), "database": database,
+            "username": role, "password": password } })
+    };
+    let app_id = f
+        .create_app(json!({ "name": "shop", "volumes": [volume("db")] }))
+        .await;
+    let job = f
+        .create_job(
+            json!({ "name": "db", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 3 }),
+        )
+        .await;
+    let run = f.run(&job).await;
+    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    let record = f.backup(run["backups"][0]["id"].as_str().unwrap()).await;
+    assert_eq!(record["status"], "failed");
+    assert_eq!(record["errorCode"], "pg_dump_failed", "{record}");
+    let message = record["errorMessage"].as_str().unwrap();
+    assert!(
+        message.contains("permission denied for table payroll"),
+        "{message}"
+    );
+    assert!(!record.to_string().contains(password));
+    // Nothing of the failed dump stays on the target.
+    let dir = f.stored("acme/shop/db");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+
+    // A pg_dump that reports an older major version than the server's.
+    let old = tempfile::tempdir().unwrap();
+    let script = old.path().join("pg_dump");
+    std::fs::write(&script, "#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let volumes = f.volumes.path().to_path_buf();
+    let old_app = spawn_app_with(Backend::Sqlite, move |config| {
+        config.volume_root = volumes;
+        config.pg_dump = script;
+    })
+    .await;
+    let g = Fixture {
+        org: old_app.org("acme").await,
+        app: old_app,
+        volumes: tempfile::tempdir().unwrap(),
+    };
+    let app_id = g
+        .create_app(json!({ "name": "shop", "volumes": [volume("db")] }))
+        .await;
+    let job = g
+        .create_job(
+            json!({ "name": "db", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 3 }),
+        )
+        .await;
+    let run = g.run(&job).await;
+    drain(&worker(&g.app, Duration::from_secs(30))).await;
+    let record = g.backup(run["backups"][0]["id"].as_str().unwrap()).await;
+    assert_eq!(record["errorCode"], "pg_dump_too_old", "{record}");
+    let message = record["errorMessage"].as_str().unwrap();
+    assert!(
+        message.contains("pg_dump is version 9") && message.contains("at least as new"),
+        "{message}"
+    );
+}
+
+/// SIGTERM stops a `cairn worker` cleanly: the running backup is ended as
+/// `interrupted`, nothing is published, and the process exits with 0.
+#[tokio::test]
+async fn a_stopped_worker_interrupts_its_backup_cleanly() {
+    let f = fixture(Backend::Postgres, "acme").await;
+    let data = f.volume_dir("shop", "blue", "data");
+    let big = std::fs::File::create(data.join("big.img")).unwrap();
+    big.set_len(3 * 1024 * 1024 * 1024).unwrap();
+    let app_id = f
+        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
+        .await;
+    let job = f
+        .create_job(json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 3, "compression": "none" }))
+        .await;
+    let run = f.run(&job).await;
+    let id = run["backups"][0]["id"].as_str().unwrap().to_owned();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("worker")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env("CAIRN_DATA_DIR", f.app.cairn.config.data_dir.as_os_str())
+        .env(
+            "CAIRN_DATABASE_URL",
+            crate::helpers::database_url_of(&f.app),
+        )
+        .env("CAIRN_VOLUME_ROOT", f.volumes.path())
+        .env("CAIRN_WORKER__POLL_MILLIS", "100")
+        .env("CAIRN_RUN_MIGRATIONS", "false")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let path = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the worker never started the backup"
+        );
+        let record = f.backup(&id).await;
+        if record["status"] == "running" {
+            if let Some(path) = record["storagePath"].as_str() {
+                break path.to_owned();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let record = f.backup(&id).await;
+    assert_eq!(record["status"], "failed", "{record}");
+    assert_eq!(record["errorCode"], "interrupted");
+    let dir = f.stored(&path).parent().unwrap().to_path_buf();
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left on the target: {left:?}");
 }

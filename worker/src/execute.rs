@@ -462,19 +462,6 @@ async fn perform(
         Source::Tar { compression, .. } => compression.extension(),
         Source::Dump { .. } => "dump",
     };
-    let file_name = format!(
-        "{}.{extension}{}",
-        timestamp_name(started_at),
-        if recipients.is_some() { ".age" } else { "" }
-    );
-    let path = format!(
-        "{}/{}/{}/{file_name}",
-        context.organization.slug, attempt.model.app_name, attempt.model.volume_name
-    );
-    let key = ObjectKey::parse(&path).map_err(internal)?;
-
-    // The path is on the record before anything is written, so whoever
-    // fails this attempt later knows what to clean up.
     let description = match &source {
         Source::Tar {
             directory, slot, ..
@@ -486,32 +473,66 @@ async fn perform(
             settings.database, settings.host, settings.port
         ),
     };
-    attempt.note(
-        "info",
-        format!(
-            "{description} to target '{}' as {path}",
-            context.target.name
-        ),
-    );
-    let recorded = lease::fenced_update(
-        &cairn.db,
-        attempt.model.id,
-        attempt.model.attempt,
-        backup::ActiveModel {
-            storage_path: ActiveValue::Set(Some(path.clone())),
-            kind: ActiveValue::Set(Some(kind.clone())),
-            log: ActiveValue::Set(attempt.log_value()),
-            ..Default::default()
-        },
-    )
-    .await
-    .map_err(internal)?;
-    if !recorded {
-        return Err(Failure::new(
-            "lease_lost",
-            "this attempt no longer holds the backup",
+    // The path is on the record before anything is written, so whoever
+    // fails this attempt later knows what to clean up. Paths are unique per
+    // target (an index): two backups of one volume started in the same
+    // millisecond (two jobs covering it) take the next free millisecond
+    // instead of overwriting each other.
+    let mut taken_at = started_at;
+    let (file_name, path) = loop {
+        let file_name = format!(
+            "{}.{extension}{}",
+            timestamp_name(taken_at),
+            if recipients.is_some() { ".age" } else { "" }
+        );
+        let path = format!(
+            "{}/{}/{}/{file_name}",
+            context.organization.slug, attempt.model.app_name, attempt.model.volume_name
+        );
+        let mut log = attempt.log.clone();
+        log.push(line(
+            "info",
+            format!(
+                "{description} to target '{}' as {path}",
+                context.target.name
+            ),
         ));
-    }
+        let recorded = lease::fenced_update(
+            &cairn.db,
+            attempt.model.id,
+            attempt.model.attempt,
+            backup::ActiveModel {
+                storage_path: ActiveValue::Set(Some(path.clone())),
+                kind: ActiveValue::Set(Some(kind.clone())),
+                log: ActiveValue::Set(serde_json::to_value(&log).unwrap_or_else(|_| json!([]))),
+                ..Default::default()
+            },
+        )
+        .await;
+        match recorded {
+            Ok(true) => {
+                attempt.log = log;
+                break (file_name, path);
+            }
+            Ok(false) => {
+                return Err(Failure::new(
+                    "lease_lost",
+                    "this attempt no longer holds the backup",
+                ))
+            }
+            Err(error)
+                if error
+                    .downcast_ref::<sea_orm::DbErr>()
+                    .is_some_and(cairn_core::error::is_unique_violation)
+                    && taken_at < started_at + chrono::Duration::milliseconds(100) =>
+            {
+                taken_at += chrono::Duration::milliseconds(1);
+            }
+            Err(error) => return Err(internal(error)),
+        }
+    };
+    tracing::info!(backup_id = %attempt.model.id, "{}", attempt.log.last().map(|l| l.message.as_str()).unwrap_or_default());
+    let key = ObjectKey::parse(&path).map_err(internal)?;
 
     let storage = storage::open(cairn, &context.target, Purpose::Transfer).map_err(internal)?;
     *written = Some((storage.clone(), path.clone()));

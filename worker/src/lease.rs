@@ -5,14 +5,18 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, LockBehavior, LockType, Query, SimpleExpr, SubQueryStatement};
 use sea_orm::{
-    ActiveValue, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveValue, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 use uuid::Uuid;
 
 use cairn_core::history::{BackupStatus, LogLine};
 use cairn_core::storage::{self, ObjectKey, Purpose};
 use cairn_core::Cairn;
-use cairn_entity::{backup, backup_target};
+use cairn_entity::{backup, backup_run, backup_target};
+
+/// How long the reaper spends on one lost attempt's leftovers.
+const CLEAN_UP_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn lease_until(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30))
@@ -192,14 +196,46 @@ pub async fn reap(cairn: &Cairn, now: DateTime<Utc>) -> anyhow::Result<usize> {
             .with_label_values(&["failed"])
             .inc();
         tracing::warn!(backup_id = %model.id, attempt = model.attempt, "{message}");
-        let mut lines = vec![line("error", format!("worker_lost: {message}"))];
-        lines.push(clean_up(cairn, &model).await);
-        append_log(&cairn.db, model.id, lines).await?;
+        // The run closes first: whatever happens to the clean-up, the job
+        // is not left with a run that never ends.
         if let Some(run_id) = model.run_id {
             crate::prune::close_run(cairn, run_id, now).await?;
         }
+        let mut lines = vec![line("error", format!("worker_lost: {message}"))];
+        lines.push(clean_up(cairn, &model).await);
+        append_log(&cairn.db, model.id, lines).await?;
     }
+    close_finished_runs(cairn, now).await?;
     Ok(reaped)
+}
+
+/// Closes runs whose backups have all ended but which nobody closed (the
+/// worker that ended the last one died between recording it and closing
+/// the run, or the database failed it then). Without this, the job could
+/// never start another run.
+async fn close_finished_runs(cairn: &Cairn, now: DateTime<Utc>) -> anyhow::Result<()> {
+    let active = Query::select()
+        .expr(Expr::val(1))
+        .from(backup::Entity)
+        .and_where(
+            Expr::col((backup::Entity, backup::Column::RunId))
+                .equals((backup_run::Entity, backup_run::Column::Id)),
+        )
+        .and_where(Expr::col((backup::Entity, backup::Column::Status)).is_in([
+            BackupStatus::Pending.as_str(),
+            BackupStatus::Running.as_str(),
+        ]))
+        .to_owned();
+    let stale = backup_run::Entity::find()
+        .filter(backup_run::Column::Status.eq(cairn_core::runs::RunStatus::Running.as_str()))
+        .filter(Condition::all().add(Expr::exists(active).not()))
+        .limit(100)
+        .all(&cairn.db)
+        .await?;
+    for run in stale {
+        crate::prune::close_run(cairn, run.id, now).await?;
+    }
+    Ok(())
 }
 
 /// Removes the objects and temporary files of a failed attempt; the log
@@ -214,18 +250,25 @@ async fn clean_up(cairn: &Cairn, model: &backup::Model) -> LogLine {
             .await?
             .ok_or_else(|| anyhow::anyhow!("the target no longer exists"))?;
         let storage = storage::open(cairn, &target, Purpose::Transfer)?;
-        let archive = ObjectKey::parse(path)?;
-        let mut removed = storage.remove_incomplete(&archive).await?;
+        let mut removed = 0;
         for object in objects_of(path) {
             let key = ObjectKey::parse(&object)?;
+            removed += storage.remove_incomplete(&key).await?;
             if storage.head(&key).await?.is_some() {
                 storage.delete(&key).await?;
                 removed += 1;
             }
         }
         anyhow::Ok(removed)
-    }
-    .await;
+    };
+    // An unreachable target must not hold up the worker's own work.
+    let outcome = match tokio::time::timeout(CLEAN_UP_TIMEOUT, outcome).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(anyhow::anyhow!(
+            "the target did not answer within {} s",
+            CLEAN_UP_TIMEOUT.as_secs()
+        )),
+    };
     match outcome {
         Ok(removed) => line(
             "info",

@@ -146,8 +146,19 @@ impl Worker {
         now: DateTime<Utc>,
     ) -> anyhow::Result<Option<Uuid>> {
         reap(&self.cairn, now).await?;
-        let Some(claimed) =
-            lease::claim(&self.cairn.db, &self.options.owner, self.options.lease, now).await?
+        if *stop.borrow() {
+            return Ok(None);
+        }
+        // The lease starts now, not when the tick began: reaping may have
+        // taken a while.
+        let claimed_at = Utc::now().max(now);
+        let Some(claimed) = lease::claim(
+            &self.cairn.db,
+            &self.options.owner,
+            self.options.lease,
+            claimed_at,
+        )
+        .await?
         else {
             return Ok(None);
         };

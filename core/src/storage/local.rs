@@ -11,8 +11,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::{
-    feed, received, ByteStream, Chunk, ObjectInfo, ObjectKey, Storage, StorageError, StorageResult,
-    QUEUE,
+    feed, received, ByteStream, Cancellation, Chunk, ObjectInfo, ObjectKey, Storage, StorageError,
+    StorageResult, QUEUE,
 };
 
 /// Marks a file that is still being written; never listed, never read.
@@ -156,6 +156,8 @@ impl Storage for LocalStorage {
         // The file is written on one blocking thread, chunks arriving
         // through a bounded queue: no per-chunk task, no extra copy.
         let (sender, mut receiver) = mpsc::channel::<Chunk>(QUEUE);
+        let cancellation = Cancellation::default();
+        let _cancel_on_drop = cancellation.guard();
         let writer = tokio::task::spawn_blocking(move || -> StorageResult<u64> {
             let temp_path = parent.join(format!(".{name}{TEMP_MARKER}{}", uuid::Uuid::now_v7()));
             let mut temp = TempFile {
@@ -187,6 +189,11 @@ impl Storage for LocalStorage {
             file.sync_all()
                 .map_err(|e| StorageError::io(&format!("syncing {what}"), &e))?;
             drop(file);
+            if cancellation.is_cancelled() {
+                return Err(StorageError::SourceFailed(
+                    "the upload was cancelled".into(),
+                ));
+            }
             let final_path = parent.join(&name);
             std::fs::rename(&temp_path, &final_path).map_err(|e| {
                 StorageError::io(&format!("renaming into {}", final_path.display()), &e)

@@ -291,6 +291,32 @@ pub(crate) enum Chunk {
 /// Chunks queued between the async side and a blocking thread.
 pub(crate) const QUEUE: usize = 8;
 
+/// Tells a blocking writer that the `put` which started it was dropped.
+/// A writer that already received [`Chunk::End`] keeps running after the
+/// drop (fsync, close); it checks this just before it publishes, so a
+/// cancelled upload publishes nothing even in its last moments.
+#[derive(Clone, Default)]
+pub(crate) struct Cancellation(Arc<std::sync::atomic::AtomicBool>);
+
+impl Cancellation {
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Cancels when dropped; the `put` holds it until it returns.
+    pub(crate) fn guard(&self) -> CancelOnDrop {
+        CancelOnDrop(self.0.clone())
+    }
+}
+
+pub(crate) struct CancelOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// Sends `body` to a blocking writer; a failing source is reported as
 /// [`StorageError::SourceFailed`] after telling the writer to abort. When
 /// the writer stops early, feeding stops and the writer's result says why.

@@ -27,8 +27,8 @@ use ssh2::{ErrorCode, HashType, MethodType, Session, Sftp};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    feed, received, ByteStream, Chunk, ObjectInfo, ObjectKey, Purpose, Storage, StorageError,
-    StorageResult, QUEUE,
+    feed, received, ByteStream, Cancellation, Chunk, ObjectInfo, ObjectKey, Purpose, Storage,
+    StorageError, StorageResult, QUEUE,
 };
 use crate::netpolicy::AddressPolicy;
 
@@ -300,6 +300,8 @@ impl Storage for SshStorage {
         let destination = self.remote(key);
         let (sender, mut receiver) = mpsc::channel::<Chunk>(QUEUE);
         let what = key.to_string();
+        let cancellation = Cancellation::default();
+        let _cancel_on_drop = cancellation.guard();
         let writer = self.with_sftp(move |sftp| {
             let parent = destination
                 .parent()
@@ -360,6 +362,15 @@ impl Storage for SshStorage {
                     .map_err(|e| sftp_error(&format!("closing {what}"), &e))
             });
             drop(file);
+            let finished = finished.and_then(|()| {
+                if cancellation.is_cancelled() {
+                    Err(StorageError::SourceFailed(
+                        "the upload was cancelled".into(),
+                    ))
+                } else {
+                    Ok(())
+                }
+            });
             if let Err(error) = finished {
                 let _ = sftp.unlink(&temp);
                 return Err(error);

@@ -93,16 +93,22 @@ impl Fixture {
         reply.expect(201)["id"].as_str().unwrap().to_owned()
     }
 
-    async fn run(&self, job: &str) -> Value {
-        let reply = self
-            .app
+    /// `POST …/jobs/{job}/run` with `token`.
+    async fn start_run(&self, job: &str, token: &str) -> crate::helpers::Reply {
+        self.app
             .post(
                 &self.org.path(&format!("/backups/jobs/{job}/run")),
-                &self.org.operator,
+                token,
                 &json!({}),
             )
-            .await;
-        reply.expect(202).clone()
+            .await
+    }
+
+    async fn run(&self, job: &str) -> Value {
+        self.start_run(job, &self.org.operator)
+            .await
+            .expect(202)
+            .clone()
     }
 
     async fn backup(&self, id: &str) -> Value {
@@ -164,28 +170,14 @@ async fn a_manual_run_archives_every_persistent_volume(backend: Backend) {
     assert!(backups.iter().all(|b| b["status"] == "pending"));
     assert_eq!(run["status"], "running");
     // One active run per job.
-    let again = f
-        .app
-        .post(
-            &f.org.path(&format!("/backups/jobs/{job}/run")),
-            &f.org.operator,
-            &json!({}),
-        )
-        .await;
+    let again = f.start_run(&job, &f.org.operator).await;
     again.expect(409);
     assert!(again.body["detail"]
         .as_str()
         .unwrap()
         .contains("in progress"));
     // Viewers cannot start runs.
-    f.app
-        .post(
-            &f.org.path(&format!("/backups/jobs/{job}/run")),
-            &f.org.viewer,
-            &json!({}),
-        )
-        .await
-        .expect(403);
+    f.start_run(&job, &f.org.viewer).await.expect(403);
 
     assert_eq!(drain(&worker(&f.app, Duration::from_secs(30))).await, 2);
 
@@ -385,14 +377,7 @@ async fn a_run_with_nothing_to_back_up_is_skipped(backend: Backend) {
     let job = f
         .create_job(json!({ "name": "nightly", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 3 }))
         .await;
-    let reply = f
-        .app
-        .post(
-            &f.org.path(&format!("/backups/jobs/{job}/run")),
-            &f.org.operator,
-            &json!({}),
-        )
-        .await;
+    let reply = f.start_run(&job, &f.org.operator).await;
     reply.expect(409);
     let detail = reply.body["detail"].as_str().unwrap();
     assert!(
@@ -1114,3 +1099,46 @@ async fn a_stopped_worker_interrupts_its_backup_cleanly() {
         .unwrap_or_default();
     assert!(left.is_empty(), "left on the target: {left:?}");
 }
+
+/// A run whose backups all ended but that nobody closed (its worker died
+/// between recording the last outcome and closing the run) is closed by
+/// the next worker tick, so the job can run again.
+async fn runs_left_open_are_closed_by_the_next_tick(backend: Backend) {
+    use sea_orm::{ActiveValue, QueryFilter};
+    let f = fixture(backend, "acme").await;
+    std::fs::write(f.volume_dir("shop", "blue", "data").join("f"), b"x").unwrap();
+    let app_id = f
+        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
+        .await;
+    let job = f
+        .create_job(
+            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 3 }),
+        )
+        .await;
+    let run = f.run(&job).await;
+    let run_id = uuid::Uuid::parse_str(run["runId"].as_str().unwrap()).unwrap();
+    // What a worker that died right after recording the outcome leaves.
+    backup::Entity::update_many()
+        .set(backup::ActiveModel {
+            status: ActiveValue::Set("failed".into()),
+            error_code: ActiveValue::Set(Some("internal".into())),
+            ..Default::default()
+        })
+        .filter(backup::Column::RunId.eq(run_id))
+        .exec(&f.app.cairn.db)
+        .await
+        .unwrap();
+    let reply = f.start_run(&job, &f.org.operator).await;
+    reply.expect(409);
+
+    assert_eq!(drain(&worker(&f.app, Duration::from_secs(30))).await, 0);
+    let closed = backup_run::Entity::find_by_id(run_id)
+        .one(&f.app.cairn.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(closed.status, "failed");
+    f.run(&job).await;
+}
+
+both_backends!(runs_left_open_are_closed_by_the_next_tick);

@@ -64,6 +64,29 @@ enum Command {
         #[command(subcommand)]
         command: RetentionCommand,
     },
+    /// Offline recovery tools for stored archives (no server, no database).
+    Archive {
+        #[command(subcommand)]
+        command: ArchiveCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ArchiveCommand {
+    /// Prints the manifest stored beside FILE (`FILE.manifest.json`).
+    Inspect { file: PathBuf },
+    /// Checks FILE's SHA-256 against its `.sha256` sidecar (or `--sha256`)
+    /// and that it reads to its end (an encrypted archive needs
+    /// `--identity` for the second check).
+    Verify {
+        file: PathBuf,
+        /// The expected SHA-256 (hex), instead of the sidecar's.
+        #[arg(long)]
+        sha256: Option<String>,
+        /// An age identity file that decrypts FILE.
+        #[arg(long)]
+        identity: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -158,6 +181,15 @@ async fn main() -> ExitCode {
             Err(error) => {
                 eprintln!("cairn: {error:#}");
                 ExitCode::from(2)
+            }
+        };
+    }
+    if let Command::Archive { command } = &cli.command {
+        return match archive_tool(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("cairn: {error}");
+                ExitCode::FAILURE
             }
         };
     }
@@ -269,7 +301,7 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         // Handled before the configuration is loaded.
-        Command::Retention { .. } => Ok(()),
+        Command::Retention { .. } | Command::Archive { .. } => Ok(()),
         Command::Token {
             command: TokenCommand::Create { org, role, name },
         } => {
@@ -298,6 +330,54 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{}", created.token);
+            Ok(())
+        }
+    }
+}
+
+/// `cairn archive …`: reads files only.
+fn archive_tool(command: &ArchiveCommand) -> Result<(), String> {
+    use cairn_core::stored;
+    match command {
+        ArchiveCommand::Inspect { file } => {
+            let manifest = stored::sidecar(file, ".manifest.json");
+            let text = std::fs::read_to_string(&manifest).map_err(|e| {
+                format!(
+                    "{}: {e} (the manifest is stored beside the archive; download it too)",
+                    manifest.display()
+                )
+            })?;
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| format!("{} is not JSON: {e}", manifest.display()))?;
+            let pretty = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;
+            println!("{pretty}");
+            Ok(())
+        }
+        ArchiveCommand::Verify {
+            file,
+            sha256,
+            identity,
+        } => {
+            let identity = identity
+                .as_deref()
+                .map(stored::read_identity)
+                .transpose()
+                .map_err(|e| e.to_string())?;
+            let verified = stored::verify_file(file, sha256.as_deref(), identity.as_ref())?;
+            println!(
+                "checksum ok: sha256 {} ({} bytes) matches {}",
+                verified.sha256, verified.size, verified.checked_against
+            );
+            match verified.read {
+                Some(read) if read.entries > 0 => println!(
+                    "archive ok: read to its end, {} entries, {} bytes of content",
+                    read.entries, read.bytes
+                ),
+                Some(read) => println!("archive ok: read to its end, {} bytes", read.bytes),
+                None => println!(
+                    "archive not read: it is encrypted; pass --identity to check that it decrypts and reads to its end"
+                ),
+            }
             Ok(())
         }
     }

@@ -23,6 +23,7 @@ pub mod retention;
 pub mod runs;
 pub mod secrets;
 pub mod storage;
+pub mod stored;
 pub mod targets;
 pub mod validate;
 

@@ -1142,3 +1142,136 @@ async fn runs_left_open_are_closed_by_the_next_tick(backend: Backend) {
 }
 
 both_backends!(runs_left_open_are_closed_by_the_next_tick);
+
+fn cairn_archive(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("archive")
+        .args(args)
+        .env_remove("CAIRN_CONFIG")
+        .output()
+        .unwrap()
+}
+
+/// `cairn archive inspect` and `verify` work on downloaded files alone:
+/// the manifest, the checksum, a full read, and a flipped byte caught.
+#[tokio::test]
+async fn offline_tools_inspect_and_verify_stored_archives() {
+    let f = fixture(Backend::Sqlite, "acme").await;
+    let data = f.volume_dir("shop", "blue", "data");
+    build_volume(&data, 2);
+    let app_id = f
+        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
+        .await;
+    let plain_job = f
+        .create_job(json!({ "name": "plain", "schedule": "0 2 * * *", "appIds": [app_id], "keepAll": true }))
+        .await;
+    let sealed_job = f
+        .create_job(
+            json!({ "name": "sealed", "schedule": "0 2 * * *", "appIds": [app_id], "keepAll": true,
+                            "encryption": "age", "compression": "gzip" }),
+        )
+        .await;
+    let plain = f.run(&plain_job).await;
+    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    let sealed = f.run(&sealed_job).await;
+    drain(&worker(&f.app, Duration::from_secs(30))).await;
+
+    // Copies, as an operator downloads them: archive and sidecars.
+    let downloads = tempfile::tempdir().unwrap();
+    let fetch = |id: &Value| {
+        let id = id.as_str().unwrap().to_owned();
+        let f = &f;
+        let downloads = downloads.path().to_path_buf();
+        async move {
+            let record = f.backup(&id).await;
+            let path = record["storagePath"].as_str().unwrap().to_owned();
+            let name = path.rsplit('/').next().unwrap().to_owned();
+            for suffix in ["", ".sha256", ".manifest.json"] {
+                std::fs::copy(
+                    f.stored(&format!("{path}{suffix}")),
+                    downloads.join(format!("{name}{suffix}")),
+                )
+                .unwrap();
+            }
+            downloads.join(name)
+        }
+    };
+    let plain_file = fetch(&plain["backups"][0]["id"]).await;
+    let sealed_file = fetch(&sealed["backups"][0]["id"]).await;
+
+    let inspected = cairn_archive(&["inspect".as_ref(), plain_file.as_os_str()]);
+    assert!(inspected.status.success());
+    let manifest: Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    assert_eq!(manifest["kind"], "tar");
+    assert_eq!(manifest["app"], "shop");
+
+    let verified = cairn_archive(&["verify".as_ref(), plain_file.as_os_str()]);
+    let out = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        verified.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    assert!(
+        out.contains("checksum ok") && out.contains("archive ok"),
+        "{out}"
+    );
+
+    // Encrypted: the checksum alone without the identity; all with it.
+    let without = cairn_archive(&["verify".as_ref(), sealed_file.as_os_str()]);
+    assert!(without.status.success());
+    assert!(String::from_utf8_lossy(&without.stdout).contains("pass --identity"));
+    let exported = f
+        .app
+        .post(
+            &f.org.path("/backups/encryption-key/export"),
+            &f.org.admin,
+            &json!({}),
+        )
+        .await;
+    let identity = downloads.path().join("identity.txt");
+    std::fs::write(
+        &identity,
+        exported.expect(200)["identity"].as_str().unwrap(),
+    )
+    .unwrap();
+    let with = cairn_archive(&[
+        "verify".as_ref(),
+        sealed_file.as_os_str(),
+        "--identity".as_ref(),
+        identity.as_os_str(),
+    ]);
+    assert!(
+        with.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+    assert!(String::from_utf8_lossy(&with.stdout).contains("archive ok"));
+
+    // One flipped byte is caught by the checksum.
+    let mut bytes = std::fs::read(&plain_file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&plain_file, &bytes).unwrap();
+    let flipped = cairn_archive(&["verify".as_ref(), plain_file.as_os_str()]);
+    assert!(!flipped.status.success());
+    assert!(String::from_utf8_lossy(&flipped.stderr).contains("checksum mismatch"));
+    // A cut-short archive whose hash is given passes the checksum but not
+    // the full read.
+    bytes[middle] ^= 0x40;
+    bytes.truncate(middle);
+    std::fs::write(&plain_file, &bytes).unwrap();
+    let (hash, _) = cairn_core::stored::sha256_of(&plain_file).unwrap();
+    let cut = cairn_archive(&[
+        "verify".as_ref(),
+        plain_file.as_os_str(),
+        "--sha256".as_ref(),
+        hash.as_ref(),
+    ]);
+    assert!(!cut.status.success());
+    assert!(
+        String::from_utf8_lossy(&cut.stderr).contains("damaged or cut short"),
+        "{}",
+        String::from_utf8_lossy(&cut.stderr)
+    );
+}

@@ -1,0 +1,296 @@
+//! Reading a stored archive back: what its name says it is, its sidecars,
+//! decryption with an age identity, decompression, and a full read that
+//! proves it is complete. Used by the offline tools (`cairn archive …`),
+//! which need no server and no database.
+
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// How an archive is compressed, from its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    TarZstd,
+    TarGzip,
+    Tar,
+    /// `pg_dump --format=custom`.
+    Dump,
+}
+
+/// What an archive's name says about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArchiveName {
+    pub format: Format,
+    /// `+.age`: encrypted with age.
+    pub encrypted: bool,
+}
+
+impl ArchiveName {
+    /// Reads `….tar.zst`, `….tar.gz`, `….tar`, `….dump`, each optionally
+    /// followed by `.age`.
+    pub fn parse(file_name: &str) -> Option<ArchiveName> {
+        let (base, encrypted) = match file_name.strip_suffix(".age") {
+            Some(base) => (base, true),
+            None => (file_name, false),
+        };
+        let format = if base.ends_with(".tar.zst") {
+            Format::TarZstd
+        } else if base.ends_with(".tar.gz") {
+            Format::TarGzip
+        } else if base.ends_with(".tar") {
+            Format::Tar
+        } else if base.ends_with(".dump") {
+            Format::Dump
+        } else {
+            return None;
+        };
+        Some(ArchiveName { format, encrypted })
+    }
+}
+
+/// Why reading an archive failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    Io(String),
+    #[error("the archive's name does not say what it is (expected .tar.zst, .tar.gz, .tar or .dump, optionally + .age): {0}")]
+    UnknownFormat(String),
+    #[error("the archive is encrypted: pass the age identity that opens it")]
+    IdentityNeeded,
+    #[error("the archive does not decrypt with this identity: {0}")]
+    Decrypt(String),
+    #[error("the archive is damaged or cut short: {0}")]
+    Damaged(String),
+}
+
+/// The sidecar of `archive` with `suffix` (`.sha256`, `.manifest.json`).
+pub fn sidecar(archive: &Path, suffix: &str) -> PathBuf {
+    let mut name = archive.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// SHA-256 (hex) of a file, read in 1 MiB blocks.
+pub fn sha256_of(path: &Path) -> io::Result<(String, u64)> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1024 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        total += n as u64;
+    }
+    Ok((format!("{:x}", hasher.finalize()), total))
+}
+
+/// The hash a `sha256sum`-format sidecar gives for `file_name`.
+pub fn expected_sha256(sidecar_text: &str, file_name: &str) -> Option<String> {
+    sidecar_text.lines().find_map(|line| {
+        let (hash, name) = line.split_once(char::is_whitespace)?;
+        let name = name.trim_start().trim_start_matches('*');
+        (name == file_name && hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()))
+            .then(|| hash.to_ascii_lowercase())
+    })
+}
+
+/// Reads an age identity file (`AGE-SECRET-KEY-1…` lines; `#` comments).
+pub fn read_identity(path: &Path) -> Result<age::x25519::Identity, ReadError> {
+    use std::str::FromStr;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ReadError::Io(format!("reading {}: {e}", path.display())))?;
+    text.lines()
+        .map(str::trim)
+        .find(|line| line.starts_with("AGE-SECRET-KEY-"))
+        .and_then(|line| age::x25519::Identity::from_str(line).ok())
+        .ok_or_else(|| {
+            ReadError::Io(format!(
+                "{} holds no age identity (AGE-SECRET-KEY-1…)",
+                path.display()
+            ))
+        })
+}
+
+/// The plain bytes of a stored archive: decrypted when it is encrypted,
+/// then decompressed (a dump stays as pg_dump wrote it).
+pub fn open<'a>(
+    reader: impl Read + Send + 'a,
+    name: ArchiveName,
+    identity: Option<&age::x25519::Identity>,
+) -> Result<Box<dyn Read + Send + 'a>, ReadError> {
+    let reader: Box<dyn Read + Send + 'a> = if name.encrypted {
+        let identity = identity.ok_or(ReadError::IdentityNeeded)?;
+        let decryptor = age::Decryptor::new(BufReader::new(reader))
+            .map_err(|e| ReadError::Decrypt(e.to_string()))?;
+        if decryptor.is_scrypt() {
+            return Err(ReadError::Decrypt(
+                "it is passphrase-encrypted, not encrypted to a key".into(),
+            ));
+        }
+        let decrypted = decryptor
+            .decrypt(std::iter::once(identity as &dyn age::Identity))
+            .map_err(|e| ReadError::Decrypt(e.to_string()))?;
+        Box::new(decrypted)
+    } else {
+        Box::new(reader)
+    };
+    Ok(match name.format {
+        Format::TarZstd => Box::new(
+            zstd::stream::read::Decoder::new(reader)
+                .map_err(|e| ReadError::Damaged(e.to_string()))?,
+        ),
+        Format::TarGzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+        Format::Tar | Format::Dump => reader,
+    })
+}
+
+/// What a full read of an archive found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadSummary {
+    /// Tar entries (0 for a dump).
+    pub entries: u64,
+    /// Bytes of file content (tar) or of the dump.
+    pub bytes: u64,
+}
+
+/// The first bytes of a custom-format dump.
+const DUMP_MAGIC: &[u8] = b"PGDMP";
+
+/// Reads the plain archive to its end: every tar entry and its content, or
+/// the whole dump after checking its header. A truncated or corrupt archive
+/// fails here.
+pub fn read_through(mut plain: impl Read, format: Format) -> Result<ReadSummary, ReadError> {
+    let damaged = |e: io::Error| ReadError::Damaged(e.to_string());
+    let mut summary = ReadSummary::default();
+    if format == Format::Dump {
+        let mut magic = [0u8; 5];
+        plain.read_exact(&mut magic).map_err(damaged)?;
+        if magic != DUMP_MAGIC {
+            return Err(ReadError::Damaged(
+                "it does not start like a pg_dump custom-format archive".into(),
+            ));
+        }
+        summary.bytes = 5 + io::copy(&mut plain, &mut io::sink()).map_err(damaged)?;
+        return Ok(summary);
+    }
+    let mut archive = tar::Archive::new(plain);
+    for entry in archive.entries().map_err(damaged)? {
+        let mut entry = entry.map_err(damaged)?;
+        summary.entries += 1;
+        summary.bytes += io::copy(&mut entry, &mut io::sink()).map_err(damaged)?;
+    }
+    // The tar stream's end-of-archive marker was read; whatever compression
+    // wrapped it was read to its end by the entries' iterator.
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_say_what_an_archive_is() {
+        let name = |n: &str| ArchiveName::parse(n);
+        assert_eq!(
+            name("2024-01-15T02-00-00-000Z.tar.zst"),
+            Some(ArchiveName {
+                format: Format::TarZstd,
+                encrypted: false
+            })
+        );
+        assert_eq!(
+            name("x.tar.gz.age"),
+            Some(ArchiveName {
+                format: Format::TarGzip,
+                encrypted: true
+            })
+        );
+        assert_eq!(name("x.dump").unwrap().format, Format::Dump);
+        assert_eq!(name("x.tar").unwrap().format, Format::Tar);
+        assert_eq!(name("x.zip"), None);
+        assert_eq!(name("x.age"), None);
+    }
+
+    #[test]
+    fn sidecars_are_read_as_sha256sum_writes_them() {
+        let hash = "a".repeat(64);
+        let text = format!("{hash}  backup.tar.zst\n");
+        assert_eq!(expected_sha256(&text, "backup.tar.zst"), Some(hash.clone()));
+        assert_eq!(
+            expected_sha256(&format!("{hash} *backup.tar.zst\n"), "backup.tar.zst"),
+            Some(hash)
+        );
+        assert_eq!(expected_sha256(&text, "other.tar.zst"), None);
+        assert_eq!(
+            expected_sha256("xyz  backup.tar.zst\n", "backup.tar.zst"),
+            None
+        );
+    }
+}
+
+/// What `cairn archive verify` found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub sha256: String,
+    pub size: u64,
+    /// Where the expected hash came from (`FILE.sha256` or `--sha256`).
+    pub checked_against: String,
+    /// `None` when the archive is encrypted and no identity was given: only
+    /// the checksum was verified.
+    pub read: Option<ReadSummary>,
+}
+
+/// Checks a stored archive: its SHA-256 against `expected` (or its
+/// `.sha256` sidecar), then — when it can be decrypted — that it reads to
+/// its end.
+pub fn verify_file(
+    path: &Path,
+    expected: Option<&str>,
+    identity: Option<&age::x25519::Identity>,
+) -> Result<Verified, String> {
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| format!("{} is not a file", path.display()))?;
+    let name = ArchiveName::parse(&file_name)
+        .ok_or_else(|| ReadError::UnknownFormat(file_name.clone()).to_string())?;
+    let (expected, checked_against) = match expected {
+        Some(hash) => (hash.trim().to_ascii_lowercase(), "--sha256".to_owned()),
+        None => {
+            let sidecar = sidecar(path, ".sha256");
+            let text = std::fs::read_to_string(&sidecar).map_err(|e| {
+                format!(
+                    "no checksum to verify against: {} ({e}); pass --sha256 HEX",
+                    sidecar.display()
+                )
+            })?;
+            let hash = expected_sha256(&text, &file_name)
+                .ok_or_else(|| format!("{} has no line for {file_name}", sidecar.display()))?;
+            (hash, sidecar.display().to_string())
+        }
+    };
+    let (actual, size) = sha256_of(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    if actual != expected {
+        return Err(format!(
+            "checksum mismatch: {} has SHA-256 {actual}, {checked_against} says {expected}",
+            path.display()
+        ));
+    }
+    let read = if name.encrypted && identity.is_none() {
+        None
+    } else {
+        let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let plain = open(file, name, identity).map_err(|e| e.to_string())?;
+        Some(read_through(plain, name.format).map_err(|e| e.to_string())?)
+    };
+    Ok(Verified {
+        sha256: actual,
+        size,
+        checked_against,
+        read,
+    })
+}

@@ -87,6 +87,24 @@ enum ArchiveCommand {
         #[arg(long)]
         identity: Option<PathBuf>,
     },
+    /// Extracts a tar archive into an empty directory, refusing entries
+    /// that would reach outside it (absolute paths, `..`, escaping links,
+    /// writes through symlinks, device files) and stopping at the size the
+    /// manifest states (decompression bombs).
+    Extract {
+        file: PathBuf,
+        /// The directory to extract into (created when missing; must be
+        /// empty).
+        #[arg(long)]
+        into: PathBuf,
+        /// An age identity file that decrypts FILE.
+        #[arg(long)]
+        identity: Option<PathBuf>,
+        /// The most bytes of tar stream to read, when the manifest is not
+        /// beside FILE.
+        #[arg(long)]
+        max_bytes: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -351,6 +369,40 @@ fn archive_tool(command: &ArchiveCommand) -> Result<(), String> {
                 .map_err(|e| format!("{} is not JSON: {e}", manifest.display()))?;
             let pretty = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;
             println!("{pretty}");
+            Ok(())
+        }
+        ArchiveCommand::Extract {
+            file,
+            into,
+            identity,
+            max_bytes,
+        } => {
+            let identity = identity
+                .as_deref()
+                .map(stored::read_identity)
+                .transpose()
+                .map_err(|e| e.to_string())?;
+            let (done, cap) = stored::extract_file(file, into, identity.as_ref(), *max_bytes)
+                .map_err(|e| {
+                    format!(
+                        "{e}\nnothing outside {} was touched; what was extracted before the refusal is left there for inspection",
+                        into.display()
+                    )
+                })?;
+            if cap.is_none() {
+                eprintln!(
+                    "cairn: no manifest beside the archive and no --max-bytes: extracted without a size cap"
+                );
+            }
+            println!(
+                "extracted into {}: {} files, {} directories, {} symlinks, {} hard links, {} bytes",
+                into.display(),
+                done.files,
+                done.directories,
+                done.symlinks,
+                done.hard_links,
+                done.bytes
+            );
             Ok(())
         }
         ArchiveCommand::Verify {

@@ -14,6 +14,7 @@ pub mod config;
 pub mod dump;
 pub mod encryption;
 pub mod error;
+pub mod extract;
 pub mod history;
 pub mod jobs;
 pub mod metrics;

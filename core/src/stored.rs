@@ -294,3 +294,60 @@ pub fn verify_file(
         read,
     })
 }
+
+/// Room above the manifest's tar size that extraction allows (the tar
+/// reader reads whole 512-byte blocks).
+const CAP_SLACK: u64 = 64 * 1024;
+
+/// `cairn archive extract`: decrypts, decompresses and extracts `path`
+/// into `into` (created when missing; it must be empty) with the safety
+/// rules of [`crate::extract`]. The size cap comes from `max_bytes`, else
+/// from the manifest beside the archive; the second value says which (or
+/// that there was none).
+pub fn extract_file(
+    path: &Path,
+    into: &Path,
+    identity: Option<&age::x25519::Identity>,
+    max_bytes: Option<u64>,
+) -> Result<(crate::extract::Extracted, Option<u64>), String> {
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| format!("{} is not a file", path.display()))?;
+    let name = ArchiveName::parse(&file_name)
+        .ok_or_else(|| ReadError::UnknownFormat(file_name.clone()).to_string())?;
+    if name.format == Format::Dump {
+        return Err(format!(
+            "{file_name} is a PostgreSQL dump: restore it with pg_restore (decrypt it first with age when it ends in .age)"
+        ));
+    }
+    let cap = match max_bytes {
+        Some(cap) => Some(cap),
+        None => {
+            let manifest = sidecar(path, ".manifest.json");
+            match std::fs::read_to_string(&manifest) {
+                Ok(text) => {
+                    let value: serde_json::Value = serde_json::from_str(&text)
+                        .map_err(|e| format!("{} is not JSON: {e}", manifest.display()))?;
+                    value["uncompressedBytes"]
+                        .as_u64()
+                        .map(|bytes| bytes + CAP_SLACK)
+                }
+                Err(_) => None,
+            }
+        }
+    };
+    std::fs::create_dir_all(into).map_err(|e| format!("creating {}: {e}", into.display()))?;
+    let mut entries =
+        std::fs::read_dir(into).map_err(|e| format!("reading {}: {e}", into.display()))?;
+    if entries.next().is_some() {
+        return Err(format!(
+            "{} is not empty: extract into an empty directory",
+            into.display()
+        ));
+    }
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let plain = open(file, name, identity).map_err(|e| e.to_string())?;
+    let extracted = crate::extract::extract(plain, into, cap).map_err(|e| e.to_string())?;
+    Ok((extracted, cap))
+}

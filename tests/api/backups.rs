@@ -785,16 +785,13 @@ async fn ssh_targets_receive_archives_and_pin_the_host_key() {
     );
 }
 
-/// A worker killed with SIGKILL in the middle of a large backup: within two
-/// lease periods the record is `failed`/`worker_lost`, nothing is left at
-/// the final key, a late write of the dead attempt changes nothing, and
-/// another worker runs new backups normally.
-#[tokio::test]
-async fn a_killed_worker_is_detected_and_fenced() {
+/// A PostgreSQL-backed fixture with one pending backup of a large volume:
+/// 3 GiB of zeros, sparse (cheap to make), archived uncompressed so that it
+/// takes long enough for a signal to land mid-upload. Returns the fixture,
+/// the volume's directory, the job and the backup's id.
+async fn large_pending_backup() -> (Fixture, PathBuf, String, String) {
     let f = fixture(Backend::Postgres, "acme").await;
     let data = f.volume_dir("shop", "blue", "data");
-    // 3 GiB of zeros, sparse: cheap to make, slow enough to archive
-    // uncompressed that the kill lands mid-upload.
     let big = std::fs::File::create(data.join("big.img")).unwrap();
     big.set_len(3 * 1024 * 1024 * 1024).unwrap();
     let app_id = f
@@ -805,17 +802,14 @@ async fn a_killed_worker_is_detected_and_fenced() {
         .await;
     let run = f.run(&job).await;
     let id = run["backups"][0]["id"].as_str().unwrap().to_owned();
+    (f, data, job, id)
+}
 
-    let lease_seconds = 2;
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+/// `cairn worker` on the fixture's database and volumes, quiet.
+fn worker_process(f: &Fixture, args: &[String], envs: &[(&str, String)]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_cairn"))
         .arg("worker")
-        .arg("--metrics-listen")
-        .arg(format!("127.0.0.1:{metrics_port}"))
+        .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap())
         .env("CAIRN_DATA_DIR", f.app.cairn.config.data_dir.as_os_str())
@@ -824,13 +818,37 @@ async fn a_killed_worker_is_detected_and_fenced() {
             crate::helpers::database_url_of(&f.app),
         )
         .env("CAIRN_VOLUME_ROOT", f.volumes.path())
-        .env("CAIRN_WORKER__LEASE_SECONDS", lease_seconds.to_string())
         .env("CAIRN_WORKER__POLL_MILLIS", "100")
         .env("CAIRN_RUN_MIGRATIONS", "false")
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// A worker killed with SIGKILL in the middle of a large backup: within two
+/// lease periods the record is `failed`/`worker_lost`, nothing is left at
+/// the final key, a late write of the dead attempt changes nothing, and
+/// another worker runs new backups normally.
+#[tokio::test]
+async fn a_killed_worker_is_detected_and_fenced() {
+    let (f, data, job, id) = large_pending_backup().await;
+
+    let lease_seconds = 2;
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = worker_process(
+        &f,
+        &[
+            "--metrics-listen".into(),
+            format!("127.0.0.1:{metrics_port}"),
+        ],
+        &[("CAIRN_WORKER__LEASE_SECONDS", lease_seconds.to_string())],
+    );
 
     // Wait until the upload is under way: running, and its temporary file
     // exists beside the final key.
@@ -1036,34 +1054,8 @@ async fn pg_dump_failures_say_why() {
 /// `interrupted`, nothing is published, and the process exits with 0.
 #[tokio::test]
 async fn a_stopped_worker_interrupts_its_backup_cleanly() {
-    let f = fixture(Backend::Postgres, "acme").await;
-    let data = f.volume_dir("shop", "blue", "data");
-    let big = std::fs::File::create(data.join("big.img")).unwrap();
-    big.set_len(3 * 1024 * 1024 * 1024).unwrap();
-    let app_id = f
-        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
-        .await;
-    let job = f
-        .create_job(json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 3, "compression": "none" }))
-        .await;
-    let run = f.run(&job).await;
-    let id = run["backups"][0]["id"].as_str().unwrap().to_owned();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .arg("worker")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap())
-        .env("CAIRN_DATA_DIR", f.app.cairn.config.data_dir.as_os_str())
-        .env(
-            "CAIRN_DATABASE_URL",
-            crate::helpers::database_url_of(&f.app),
-        )
-        .env("CAIRN_VOLUME_ROOT", f.volumes.path())
-        .env("CAIRN_WORKER__POLL_MILLIS", "100")
-        .env("CAIRN_RUN_MIGRATIONS", "false")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let (f, _, _, id) = large_pending_backup().await;
+    let mut child = worker_process(&f, &[], &[]);
     let started = Instant::now();
     let path = loop {
         assert!(

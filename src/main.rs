@@ -105,6 +105,24 @@ enum ArchiveCommand {
         #[arg(long)]
         max_bytes: Option<u64>,
     },
+    /// Restores a PostgreSQL dump (`.dump`, or `.dump.age` with
+    /// `--identity`) with `pg_restore --clean --if-exists --no-owner`.
+    PgRestore {
+        file: PathBuf,
+        /// `postgres://user@host:port/database`. Leave the password out and
+        /// set PGPASSWORD: this command's own arguments are visible to
+        /// other users of the machine (pg_restore gets the password only
+        /// through its environment).
+        #[arg(long)]
+        dbname: String,
+        /// An age identity file that decrypts FILE.
+        #[arg(long)]
+        identity: Option<PathBuf>,
+        /// The pg_restore program (at least as new as the pg_dump that
+        /// wrote FILE).
+        #[arg(long, default_value = "pg_restore")]
+        pg_restore: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -403,6 +421,21 @@ fn archive_tool(command: &ArchiveCommand) -> Result<(), String> {
                 done.hard_links,
                 done.bytes
             );
+            Ok(())
+        }
+        ArchiveCommand::PgRestore {
+            file,
+            dbname,
+            identity,
+            pg_restore,
+        } => {
+            let identity = identity
+                .as_deref()
+                .map(stored::read_identity)
+                .transpose()
+                .map_err(|e| e.to_string())?;
+            let bytes = stored::pg_restore_file(file, dbname, identity.as_ref(), pg_restore)?;
+            println!("restored {bytes} bytes of dump with pg_restore");
             Ok(())
         }
         ArchiveCommand::Verify {

@@ -216,6 +216,26 @@ mod tests {
     }
 
     #[test]
+    fn database_urls_split_into_settings_and_a_password() {
+        use secrecy::ExposeSecret;
+        let (settings, password) =
+            parse_database_url("postgres://app%40x:p%3Ass@db.internal:5433/shop%20db").unwrap();
+        assert_eq!(settings.host, "db.internal");
+        assert_eq!(settings.port, 5433);
+        assert_eq!(settings.username, "app@x");
+        assert_eq!(settings.database, "shop db");
+        assert_eq!(password.unwrap().expose_secret(), "p:ss");
+        let (settings, password) = parse_database_url("postgresql://h/d").unwrap();
+        assert_eq!(
+            (settings.port, settings.username.as_str()),
+            (5432, "postgres")
+        );
+        assert!(password.is_none());
+        assert!(parse_database_url("mysql://h/d").is_err());
+        assert!(parse_database_url("postgres://h/").is_err());
+    }
+
+    #[test]
     fn sidecars_are_read_as_sha256sum_writes_them() {
         let hash = "a".repeat(64);
         let text = format!("{hash}  backup.tar.zst\n");
@@ -350,4 +370,113 @@ pub fn extract_file(
     let plain = open(file, name, identity).map_err(|e| e.to_string())?;
     let extracted = crate::extract::extract(plain, into, cap).map_err(|e| e.to_string())?;
     Ok((extracted, cap))
+}
+
+/// A `postgres://user:password@host:port/database` URL split into the
+/// connection settings and the password (which goes to the environment,
+/// never to argv).
+pub fn parse_database_url(
+    text: &str,
+) -> Result<(crate::apps::PostgresSettings, Option<secrecy::SecretString>), String> {
+    let url = url::Url::parse(text).map_err(|_| "--dbname is not a URL".to_owned())?;
+    if url.scheme() != "postgres" && url.scheme() != "postgresql" {
+        return Err("--dbname must be a postgres:// URL".into());
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| "--dbname holds invalid percent-encoding".to_owned())
+    };
+    let host = url
+        .host_str()
+        .ok_or_else(|| "--dbname names no host".to_owned())?
+        .to_owned();
+    let database = decode(url.path().trim_start_matches('/'))?;
+    if database.is_empty() {
+        return Err("--dbname names no database".into());
+    }
+    let username = decode(url.username())?;
+    let password = url
+        .password()
+        .map(decode)
+        .transpose()?
+        .map(secrecy::SecretString::from);
+    Ok((
+        crate::apps::PostgresSettings {
+            host,
+            port: url.port().unwrap_or(5432),
+            database,
+            username: if username.is_empty() {
+                "postgres".into()
+            } else {
+                username
+            },
+        },
+        password,
+    ))
+}
+
+/// `cairn archive pg-restore`: decrypts the dump when needed and streams it
+/// into `pg_restore --clean --if-exists --no-owner --exit-on-error`, the
+/// connection given as one quoted string and the password through
+/// `PGPASSWORD`.
+pub fn pg_restore_file(
+    path: &Path,
+    database_url: &str,
+    identity: Option<&age::x25519::Identity>,
+    program: &Path,
+) -> Result<u64, String> {
+    use secrecy::ExposeSecret;
+    use std::process::{Command, Stdio};
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| format!("{} is not a file", path.display()))?;
+    let name = ArchiveName::parse(&file_name)
+        .ok_or_else(|| ReadError::UnknownFormat(file_name.clone()).to_string())?;
+    if name.format != Format::Dump {
+        return Err(format!(
+            "{file_name} is a tar archive: use `cairn archive extract`"
+        ));
+    }
+    let (settings, password) = parse_database_url(database_url)?;
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut plain = open(file, name, identity).map_err(|e| e.to_string())?;
+    let mut command = Command::new(program);
+    command
+        .args(["--clean", "--if-exists", "--no-owner", "--exit-on-error"])
+        .arg(format!("--dbname={}", crate::dump::conninfo(&settings)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(password) = &password {
+        command.env("PGPASSWORD", password.expose_secret());
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("{} cannot be run: {e}", program.display()))?;
+    let mut stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| "pg_restore's errors are not readable".to_owned())?;
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| "pg_restore's input is not writable".to_owned())?;
+    let copied = io::copy(&mut plain, &mut stdin);
+    drop(stdin);
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for pg_restore: {e}"))?;
+    let errors = errors.join().unwrap_or_default();
+    if !status.success() {
+        return Err(format!("pg_restore failed ({status}): {}", errors.trim()));
+    }
+    copied.map_err(|e| format!("reading the dump: {e}"))
 }

@@ -519,6 +519,33 @@ async fn a_postgres_volume_restores_with_pg_restore() {
         psql(&restored, "SELECT count(*) FROM orders").trim(),
         "5000"
     );
+
+    // Offline, with the cairn binary: the password travels in PGPASSWORD,
+    // the URL names the rest.
+    let offline = unique("offline").replace('-', "_");
+    psql("postgres", &format!("CREATE DATABASE \"{offline}\""));
+    let mut target = server.clone();
+    target.set_path(&offline);
+    target.set_password(None).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["archive", "pg-restore"])
+        .arg(f.stored(path))
+        .arg("--dbname")
+        .arg(target.as_str())
+        .arg("--pg-restore")
+        .arg(bin.join("pg_restore"))
+        .env("PGPASSWORD", server.password().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        psql(&offline, "SELECT count(*), sum(id), max(item) FROM orders"),
+        psql(&source, "SELECT count(*), sum(id), max(item) FROM orders")
+    );
 }
 
 /// An encrypted archive opens with the `age` CLI and the exported identity,

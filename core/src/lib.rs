@@ -1,11 +1,15 @@
 //! Domain logic shared by every Cairn role: configuration, the database and
-//! its migrations, secrets at rest, tokens and the tenancy rule, and the
-//! resources of the API (organizations, targets, apps, jobs, history).
+//! its migrations, secrets at rest, tokens and the tenancy rule, the
+//! resources of the API (organizations, targets, apps, jobs, runs, history),
+//! the storage layer, and the pipelines that write and read archives (tar,
+//! pg_dump, age, extraction).
 //!
 //! Everything here is plain async functions over a [`Cairn`] context (the
-//! database pool, the configuration and the master key). Nothing spawns
-//! tasks or threads; the roles (`api`, and later `scheduler` and `worker`)
-//! own their loops. Functions that depend on the time take `now`.
+//! database pool, the configuration and the master key). Nothing here runs a
+//! loop of its own: the roles (`api`, `worker`, and later `scheduler`) own
+//! their loops. The pipelines and storage adapters do their blocking I/O on
+//! `spawn_blocking` threads that hand bounded queues of chunks to the async
+//! side. Functions that depend on the time take `now`.
 
 pub mod apps;
 pub mod archive;

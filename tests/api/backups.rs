@@ -104,6 +104,14 @@ impl Fixture {
             .await
     }
 
+    /// Runs the job, lets a worker run its backups, and returns the record
+    /// of its first backup.
+    async fn run_to_end(&self, job: &str) -> Value {
+        let run = self.run(job).await;
+        drain(&worker(&self.app, Duration::from_secs(30))).await;
+        self.backup(run["backups"][0]["id"].as_str().unwrap()).await
+    }
+
     async fn run(&self, job: &str) -> Value {
         self.start_run(job, &self.org.operator)
             .await
@@ -136,6 +144,24 @@ fn run_ok(command: &mut Command) -> Vec<u8> {
         String::from_utf8_lossy(&output.stderr)
     );
     output.stdout
+}
+
+/// Runs `sql` with psql as the test server's superuser in `database`;
+/// returns its unaligned output.
+fn psql(database: &str, sql: &str) -> String {
+    let mut url = url::Url::parse(&env("TEST_POSTGRES_URL")).unwrap();
+    url.set_path(database);
+    String::from_utf8(run_ok(
+        Command::new(PathBuf::from(env("TEST_PG_BIN")).join("psql"))
+            .arg("-XAtq")
+            .arg("-v")
+            .arg("ON_ERROR_STOP=1")
+            .arg("-d")
+            .arg(url.as_str())
+            .arg("-c")
+            .arg(sql),
+    ))
+    .unwrap()
 }
 
 async fn a_manual_run_archives_every_persistent_volume(backend: Backend) {
@@ -359,9 +385,7 @@ async fn failures_have_their_own_codes(backend: Backend) {
     let job = f
         .create_job(json!({ "name": "web", "schedule": "0 2 * * *", "appIds": [web], "targetId": target, "keepLast": 3 }))
         .await;
-    let run = f.run(&job).await;
-    drain(&worker(&f.app, Duration::from_secs(30))).await;
-    let record = f.backup(run["backups"][0]["id"].as_str().unwrap()).await;
+    let record = f.run_to_end(&job).await;
     assert_eq!(record["status"], "failed");
     assert_eq!(record["errorCode"], "target_unreachable", "{record}");
     assert!(!record.to_string().contains("down-secret-key-s3cr3t"));
@@ -447,21 +471,6 @@ async fn a_postgres_volume_restores_with_pg_restore() {
     let f = fixture(Backend::Sqlite, "acme").await;
     let server = url::Url::parse(&env("TEST_POSTGRES_URL")).unwrap();
     let bin = PathBuf::from(env("TEST_PG_BIN"));
-    let psql = |database: &str, sql: &str| -> String {
-        let mut url = server.clone();
-        url.set_path(database);
-        String::from_utf8(run_ok(
-            Command::new(bin.join("psql"))
-                .arg("-XAtq")
-                .arg("-v")
-                .arg("ON_ERROR_STOP=1")
-                .arg("-d")
-                .arg(url.as_str())
-                .arg("-c")
-                .arg(sql),
-        ))
-        .unwrap()
-    };
     // A database name that would split into several connection options if
     // it reached pg_dump unquoted.
     let source = format!("src {} 'q' host", unique("db").replace('-', "_"));
@@ -483,9 +492,7 @@ async fn a_postgres_volume_restores_with_pg_restore() {
             json!({ "name": "db", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 3 }),
         )
         .await;
-    let run = f.run(&job).await;
-    drain(&worker(&f.app, Duration::from_secs(30))).await;
-    let record = f.backup(run["backups"][0]["id"].as_str().unwrap()).await;
+    let record = f.run_to_end(&job).await;
     assert_eq!(record["status"], "success", "{record}");
     let path = record["storagePath"].as_str().unwrap();
     assert!(path.ends_with(".dump"), "{path}");
@@ -583,9 +590,7 @@ async fn encrypted_archives_decrypt_with_the_age_cli() {
                             "encryption": "age", "extraRecipients": [offline_public] }),
         )
         .await;
-    let run = f.run(&job).await;
-    drain(&worker(&f.app, Duration::from_secs(30))).await;
-    let record = f.backup(run["backups"][0]["id"].as_str().unwrap()).await;
+    let record = f.run_to_end(&job).await;
     assert_eq!(record["status"], "success", "{record}");
     let path = record["storagePath"].as_str().unwrap();
     assert!(path.ends_with(".tar.zst.age"), "{path}");
@@ -784,9 +789,7 @@ async fn ssh_targets_receive_archives_and_pin_the_host_key() {
                             "keepLast": 2, "compression": "none" }),
         )
         .await;
-    let run = f.run(&job).await;
-    drain(&worker(&f.app, Duration::from_secs(30))).await;
-    let record = f.backup(run["backups"][0]["id"].as_str().unwrap()).await;
+    let record = f.run_to_end(&job).await;
     assert_eq!(record["status"], "success", "{record}");
     let path = record["storagePath"].as_str().unwrap();
     assert!(path.ends_with(".tar"));
@@ -977,21 +980,6 @@ async fn a_killed_worker_is_detected_and_fenced() {
 async fn pg_dump_failures_say_why() {
     let f = fixture(Backend::Sqlite, "acme").await;
     let server = url::Url::parse(&env("TEST_POSTGRES_URL")).unwrap();
-    let bin = PathBuf::from(env("TEST_PG_BIN"));
-    let psql = |database: &str, sql: &str| {
-        let mut url = server.clone();
-        url.set_path(database);
-        run_ok(
-            Command::new(bin.join("psql"))
-                .arg("-XAtq")
-                .arg("-v")
-                .arg("ON_ERROR_STOP=1")
-                .arg("-d")
-                .arg(url.as_str())
-                .arg("-c")
-                .arg(sql),
-        );
-    };
     let database = unique("locked").replace('-', "_");
     let role = unique("reader").replace('-', "_");
     let password = "reader-password-s3cr3t";
@@ -1016,9 +1004,7 @@ async fn pg_dump_failures_say_why() {
             json!({ "name": "db", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 3 }),
         )
         .await;
-    let run = f.run(&job).await;
-    drain(&worker(&f.app, Duration::from_secs(30))).await;
-    let record = f.backup(run["backups"][0]["id"].as_str().unwrap()).await;
+    let record = f.run_to_end(&job).await;
     assert_eq!(record["status"], "failed");
     assert_eq!(record["errorCode"], "pg_dump_failed", "{record}");
     let message = record["errorMessage"].as_str().unwrap();
@@ -1066,9 +1052,7 @@ async fn pg_dump_failures_say_why() {
             json!({ "name": "db", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 3 }),
         )
         .await;
-    let run = g.run(&job).await;
-    drain(&worker(&g.app, Duration::from_secs(30))).await;
-    let record = g.backup(run["backups"][0]["id"].as_str().unwrap()).await;
+    let record = g.run_to_end(&job).await;
     assert_eq!(record["errorCode"], "pg_dump_too_old", "{record}");
     let message = record["errorMessage"].as_str().unwrap();
     assert!(

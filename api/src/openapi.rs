@@ -8,13 +8,13 @@ use utoipa::openapi::{ContentBuilder, OpenApi as OpenApiDoc, Ref, ResponseBuilde
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{Problem, PROBLEM_JSON};
-use crate::routes::{apps, history, jobs, ops, orgs, targets, tokens};
+use crate::routes::{apps, history, jobs, ops, orgs, restores, targets, tokens};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Cairn",
-        description = "Multi-tenant backup service: storage targets, backup jobs, apps and their volumes, and backup history.\n\nEvery error is `application/problem+json` (RFC 9457).",
+        description = "Multi-tenant backup service: storage targets, backup jobs, apps and their volumes, backup history and restores.\n\nEvery error is `application/problem+json` (RFC 9457).",
         license(name = "Apache-2.0")
     ),
     paths(
@@ -56,6 +56,10 @@ use crate::routes::{apps, history, jobs, ops, orgs, targets, tokens};
         history::list,
         history::get,
         history::download,
+        restores::preview,
+        restores::request,
+        restores::list,
+        restores::get,
     ),
     components(schemas(Problem)),
     modifiers(&ErrorsAndSecurity),
@@ -67,6 +71,7 @@ use crate::routes::{apps, history, jobs, ops, orgs, targets, tokens};
         (name = "apps", description = "Apps and the volumes to back up"),
         (name = "jobs", description = "Backup jobs: schedule, target, retention, notifications"),
         (name = "history", description = "Every backup and its log"),
+        (name = "restores", description = "Previews, restores and clones of backups"),
         (name = "operations", description = "Liveness and readiness"),
     )
 )]

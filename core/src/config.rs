@@ -82,6 +82,10 @@ pub struct Config {
     /// up in `PATH`, or a path); it must be at least as new as the servers.
     #[serde(default = "default_pg_dump")]
     pub pg_dump: PathBuf,
+    /// The `pg_restore` program that restores dumps and lists them for
+    /// previews; it must be at least as new as the `pg_dump` that wrote them.
+    #[serde(default = "default_pg_restore")]
+    pub pg_restore: PathBuf,
     /// The worker role: `worker:` in the file, `CAIRN_WORKER__…` in the
     /// environment.
     #[serde(default)]
@@ -121,6 +125,10 @@ fn default_volume_root() -> PathBuf {
 
 fn default_pg_dump() -> PathBuf {
     PathBuf::from("pg_dump")
+}
+
+fn default_pg_restore() -> PathBuf {
+    PathBuf::from("pg_restore")
 }
 
 fn default_concurrency() -> usize {

@@ -87,6 +87,16 @@ fn conninfo_value(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
+/// The `PG*` variables of this process: removed from the environment of
+/// every PostgreSQL client Cairn runs, so none can redirect it to another
+/// server or database.
+pub fn libpq_variables() -> Vec<std::ffi::OsString> {
+    std::env::vars_os()
+        .map(|(name, _)| name)
+        .filter(|name| name.to_string_lossy().starts_with("PG"))
+        .collect()
+}
+
 /// The connection string of a dump (no password: that goes in the
 /// environment).
 pub fn conninfo(settings: &PostgresSettings) -> String {
@@ -243,10 +253,8 @@ fn dump(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("PG") {
-            command.env_remove(name);
-        }
+    for name in libpq_variables() {
+        command.env_remove(name);
     }
     command.env("PGPASSWORD", options.password.expose_secret());
     let mut child = command.spawn().map_err(|e| {

@@ -131,6 +131,19 @@ pub async fn export_identity(
     })
 }
 
+/// The organization's identity, to decrypt its archives (previews,
+/// restores).
+pub async fn identity(
+    db: &impl ConnectionTrait,
+    master_key: &MasterKey,
+    organization_id: Uuid,
+) -> Result<age::x25519::Identity> {
+    use std::str::FromStr;
+    let (_, identity) = key_pair(db, master_key, organization_id).await?;
+    age::x25519::Identity::from_str(&identity)
+        .map_err(|e| anyhow::anyhow!("the organization's stored identity is invalid: {e}").into())
+}
+
 /// The recipients of an archive: the organization's key and the job's
 /// extra keys.
 pub async fn recipients(

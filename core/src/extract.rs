@@ -477,6 +477,125 @@ pub fn extract(
     Ok(done)
 }
 
+/// Reads the tar stream `plain` to its end (at most `cap` bytes) and applies
+/// the rules of [`extract`] that do not depend on a destination — paths,
+/// link targets, entry types, names used twice, writes through a symlink
+/// of the archive, the size cap — without writing anything. A dry run of a
+/// restore; what it counts is what [`extract`] would write.
+pub fn check(plain: impl Read, cap: Option<u64>) -> Result<Extracted, ExtractError> {
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+    #[derive(PartialEq)]
+    enum Seen {
+        Directory,
+        Symlink,
+        Other,
+    }
+    let io_error = |e: io::Error| {
+        if is_over_cap(&e) {
+            ExtractError::TooLarge(cap.unwrap_or(0))
+        } else {
+            ExtractError::Io(format!("reading the archive: {e}"))
+        }
+    };
+    let mut archive = tar::Archive::new(Capped {
+        inner: plain,
+        cap,
+        read: 0,
+    });
+    let mut seen: HashMap<PathBuf, Seen> = HashMap::new();
+    let mut done = Extracted::default();
+    for entry in archive.entries().map_err(io_error)? {
+        let mut entry = entry.map_err(io_error)?;
+        let path = entry.path().map_err(io_error)?.into_owned();
+        let shown = path.display().to_string();
+        let parts = plain_components(&shown, &path)?;
+        let (_, parents) = parts
+            .split_last()
+            .ok_or_else(|| refused(&shown, "the path is empty"))?;
+        let mut prefix = PathBuf::new();
+        for parent in parents {
+            prefix.push(parent);
+            match seen.get(&prefix) {
+                Some(Seen::Symlink) => {
+                    return Err(refused(&shown, "the path leads through a symlink"))
+                }
+                Some(Seen::Other) => {
+                    return Err(refused(
+                        &shown,
+                        "an earlier entry of the same name is a symlink or a file",
+                    ))
+                }
+                _ => {}
+            }
+        }
+        let own: PathBuf = parts.iter().collect();
+        let entry_type = entry.header().entry_type();
+        let kind = match entry_type {
+            EntryType::Directory => Seen::Directory,
+            EntryType::Symlink => Seen::Symlink,
+            _ => Seen::Other,
+        };
+        match seen.get(&own) {
+            Some(Seen::Directory) if kind == Seen::Directory => {}
+            Some(_) if kind == Seen::Directory => {
+                return Err(refused(
+                    &shown,
+                    "an earlier entry of the same name is a symlink or a file",
+                ))
+            }
+            Some(_) => return Err(refused(&shown, "an earlier entry has the same name")),
+            None => {}
+        }
+        match entry_type {
+            EntryType::Directory => done.directories += 1,
+            EntryType::Regular | EntryType::Continuous => {
+                done.bytes += io::copy(&mut entry, &mut io::sink()).map_err(io_error)?;
+                done.files += 1;
+            }
+            EntryType::Symlink => {
+                let target = entry
+                    .link_name()
+                    .map_err(io_error)?
+                    .ok_or_else(|| refused(&shown, "the symlink has no target"))?
+                    .into_owned();
+                check_link_target(&shown, parents.len(), &target)?;
+                done.symlinks += 1;
+            }
+            EntryType::Link => {
+                let target = entry
+                    .link_name()
+                    .map_err(io_error)?
+                    .ok_or_else(|| refused(&shown, "the hard link has no target"))?
+                    .into_owned();
+                let target_shown = target.display().to_string();
+                let target_parts = plain_components(&shown, &target).map_err(|_| {
+                    refused(
+                        &shown,
+                        format!("the hard link points outside the volume ({target_shown})"),
+                    )
+                })?;
+                let target_path: PathBuf = target_parts.iter().collect();
+                if seen.get(&target_path) != Some(&Seen::Other) {
+                    return Err(refused(
+                        &shown,
+                        format!("the hard link's target {target_shown} is not a file in the archive before it"),
+                    ));
+                }
+                done.hard_links += 1;
+            }
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                return Err(refused(&shown, "device files and FIFOs are not restored"));
+            }
+            other => {
+                return Err(refused(&shown, format!("unsupported entry type {other:?}")));
+            }
+        }
+        seen.insert(own, kind);
+    }
+    Ok(done)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

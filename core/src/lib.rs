@@ -24,6 +24,8 @@ pub mod jobs;
 pub mod metrics;
 pub mod netpolicy;
 pub mod orgs;
+pub mod preview;
+pub mod restores;
 pub mod retention;
 pub mod runs;
 pub mod secrets;

@@ -55,6 +55,8 @@ impl RunStatus {
 pub enum Trigger {
     Manual,
     Schedule,
+    /// Taken by a restore, of the destination, before it is replaced.
+    Safety,
 }
 
 impl Trigger {
@@ -62,6 +64,7 @@ impl Trigger {
         match self {
             Trigger::Manual => "manual",
             Trigger::Schedule => "schedule",
+            Trigger::Safety => "safety",
         }
     }
 }

@@ -8,6 +8,83 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+/// The version of the archive layout (archive + `.sha256` +
+/// `.manifest.json`) that this Cairn writes and reads; a restore refuses
+/// archives of a newer format.
+pub const ARCHIVE_FORMAT_VERSION: u32 = 1;
+
+/// The format version a manifest states (1 when it states none).
+pub fn format_version_of(manifest: Option<&serde_json::Value>) -> u64 {
+    manifest
+        .and_then(|m| m.get("formatVersion"))
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(1)
+}
+
+/// Why this Cairn cannot read an archive of `format_version`, if it cannot.
+pub fn format_refusal(format_version: u64) -> Option<String> {
+    (format_version > u64::from(ARCHIVE_FORMAT_VERSION)).then(|| {
+        format!(
+            "the archive was written by a newer Cairn (archive format {format_version}; this Cairn reads up to {ARCHIVE_FORMAT_VERSION}): upgrade Cairn to restore it"
+        )
+    })
+}
+
+/// Reads the stored bytes of an archive as they arrive: hashes them
+/// (SHA-256), counts them, and fails once `cancel` is set, so a blocking
+/// reader stops when the restore that started it is stopped.
+pub struct Checked<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+    cancel: crate::storage::Cancellation,
+    /// The first error of the source itself (the download), as opposed to
+    /// errors of whatever reads from this.
+    source_error: Option<String>,
+}
+
+impl<R: Read> Checked<R> {
+    pub fn new(inner: R, cancel: crate::storage::Cancellation) -> Checked<R> {
+        Checked {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+            cancel,
+            source_error: None,
+        }
+    }
+
+    /// The error that stopped the download, if one did.
+    pub fn source_error(&self) -> Option<&str> {
+        self.source_error.as_deref()
+    }
+
+    /// Reads what is left (a reader may stop before the end: the tar
+    /// reader after its end marker, the zstd decoder after its frame),
+    /// then the SHA-256 (hex) and size of everything read.
+    pub fn finish(mut self) -> io::Result<(String, u64)> {
+        if let Some(error) = &self.source_error {
+            return Err(io::Error::other(error.clone()));
+        }
+        io::copy(&mut self, &mut io::sink())?;
+        Ok((format!("{:x}", self.hasher.finalize()), self.bytes))
+    }
+}
+
+impl<R: Read> Read for Checked<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        if self.cancel.is_cancelled() {
+            return Err(io::Error::other("the restore was stopped"));
+        }
+        let n = self.inner.read(buffer).inspect_err(|error| {
+            self.source_error.get_or_insert_with(|| error.to_string());
+        })?;
+        self.hasher.update(&buffer[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
 /// How an archive is compressed, from its name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -418,17 +495,13 @@ pub fn parse_database_url(
 }
 
 /// `cairn archive pg-restore`: decrypts the dump when needed and streams it
-/// into `pg_restore --clean --if-exists --no-owner --exit-on-error`, the
-/// connection given as one quoted string and the password through
-/// `PGPASSWORD`.
+/// into `pg_restore`.
 pub fn pg_restore_file(
     path: &Path,
     database_url: &str,
     identity: Option<&age::x25519::Identity>,
     program: &Path,
 ) -> Result<u64, String> {
-    use secrecy::ExposeSecret;
-    use std::process::{Command, Stdio};
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -441,42 +514,154 @@ pub fn pg_restore_file(
         ));
     }
     let (settings, password) = parse_database_url(database_url)?;
+    // The password: the URL's, else the operator's PGPASSWORD (the other
+    // PG* variables are not passed on: the URL says where to restore).
+    let password = password.or_else(|| {
+        std::env::var("PGPASSWORD")
+            .ok()
+            .map(secrecy::SecretString::from)
+    });
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut plain = open(file, name, identity).map_err(|e| e.to_string())?;
+    let plain = open(file, name, identity).map_err(|e| e.to_string())?;
+    pg_restore(
+        plain,
+        PgRestore::Into {
+            settings: &settings,
+            password: password.as_ref(),
+        },
+        program,
+        &crate::storage::Cancellation::default(),
+    )
+}
+
+/// What `pg_restore` does with a dump.
+pub enum PgRestore<'a> {
+    /// `--clean --if-exists --no-owner --single-transaction` into a
+    /// database (restored whole or left unchanged), the connection given as
+    /// one quoted string and the password through `PGPASSWORD` (never argv).
+    Into {
+        settings: &'a crate::apps::PostgresSettings,
+        password: Option<&'a secrecy::SecretString>,
+    },
+    /// `--list`: the table of contents, printed; nothing is connected to.
+    List,
+}
+
+/// Streams a plain (decrypted) dump into `pg_restore`; returns the bytes
+/// fed, and for [`PgRestore::List`] the listing. `cancel` kills pg_restore.
+pub fn pg_restore(
+    mut plain: impl Read,
+    action: PgRestore<'_>,
+    program: &Path,
+    cancel: &crate::storage::Cancellation,
+) -> Result<u64, String> {
+    pg_restore_with_output(&mut plain, action, program, cancel).map(|(bytes, _)| bytes)
+}
+
+/// [`pg_restore`], also returning what pg_restore printed.
+pub fn pg_restore_with_output(
+    plain: &mut dyn Read,
+    action: PgRestore<'_>,
+    program: &Path,
+    cancel: &crate::storage::Cancellation,
+) -> Result<(u64, String), String> {
+    use secrecy::ExposeSecret;
+    use std::io::Write;
+    use std::process::{Command, Stdio};
     let mut command = Command::new(program);
-    command
-        .args(["--clean", "--if-exists", "--no-owner", "--exit-on-error"])
-        .arg(format!("--dbname={}", crate::dump::conninfo(&settings)))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    if let Some(password) = &password {
-        command.env("PGPASSWORD", password.expose_secret());
+    for name in crate::dump::libpq_variables() {
+        command.env_remove(name);
     }
+    let listing = matches!(action, PgRestore::List);
+    match action {
+        PgRestore::Into { settings, password } => {
+            command
+                .args([
+                    "--clean",
+                    "--if-exists",
+                    "--no-owner",
+                    "--single-transaction",
+                ])
+                .arg(format!("--dbname={}", crate::dump::conninfo(settings)));
+            if let Some(password) = password {
+                command.env("PGPASSWORD", password.expose_secret());
+            }
+        }
+        PgRestore::List => {
+            command.arg("--list");
+        }
+    }
+    command
+        .stdin(Stdio::piped())
+        .stdout(if listing {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stderr(Stdio::piped());
     let mut child = command
         .spawn()
         .map_err(|e| format!("{} cannot be run: {e}", program.display()))?;
-    let mut stderr = child
-        .stderr
-        .take()
-        .ok_or_else(|| "pg_restore's errors are not readable".to_owned())?;
-    let errors = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
+    let collect = |stream: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            if let Some(mut stream) = stream {
+                let _ = stream.read_to_end(&mut text);
+            }
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let errors = collect(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let output = collect(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
     let mut stdin = child
         .stdin
         .take()
         .ok_or_else(|| "pg_restore's input is not writable".to_owned())?;
-    let copied = io::copy(&mut plain, &mut stdin);
+    let mut fed = 0u64;
+    let mut buffer = vec![0u8; 256 * 1024];
+    let mut read_error = None;
+    loop {
+        if cancel.is_cancelled() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("the restore was stopped; pg_restore was killed".into());
+        }
+        let n = match plain.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(error) => {
+                read_error = Some(error);
+                break;
+            }
+        };
+        // pg_restore --list stops reading after the table of contents.
+        if stdin.write_all(&buffer[..n]).is_err() {
+            break;
+        }
+        fed += n as u64;
+    }
     drop(stdin);
-    let status = child
-        .wait()
-        .map_err(|e| format!("waiting for pg_restore: {e}"))?;
+    if let Some(error) = read_error {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!("reading the dump: {error}"));
+    }
+    let status = loop {
+        if cancel.is_cancelled() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("the restore was stopped; pg_restore was killed".into());
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            Err(error) => return Err(format!("waiting for pg_restore: {error}")),
+        }
+    };
     let errors = errors.join().unwrap_or_default();
+    let output = output.join().unwrap_or_default();
     if !status.success() {
         return Err(format!("pg_restore failed ({status}): {}", errors.trim()));
     }
-    copied.map_err(|e| format!("reading the dump: {e}"))
+    Ok((fed, output))
 }

@@ -10,6 +10,7 @@ pub struct Model {
     /// The destination app (the backup's own app unless restoring elsewhere).
     pub app_id: Option<Uuid>,
     pub volume_name: String,
+    /// `pending`, `running`, `success` or `failed`.
     pub status: String,
     pub safety_backup_id: Option<Uuid>,
     pub log: Json,
@@ -21,6 +22,16 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub started_at: Option<DateTimeUtc>,
     pub finished_at: Option<DateTimeUtc>,
+    /// Download, checksum, decryption and a full read; nothing written.
+    pub dry_run: bool,
+    /// Whether the request asked for a safety backup first.
+    pub safety_backup: bool,
+    /// The destination app's name when the restore was requested.
+    pub app_name: String,
+    /// `tar` or `pg_dump`, from the backup.
+    pub kind: Option<String>,
+    /// What the restore found and wrote (counts, bytes, destination).
+    pub summary: Option<Json>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -11,6 +11,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261121_000001_create_schema;
 mod m20261121_000002_add_backup_execution;
+mod m20261121_000003_add_restores;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261121_000001_create_schema::Migration),
             Box::new(m20261121_000002_add_backup_execution::Migration),
+            Box::new(m20261121_000003_add_restores::Migration),
         ]
     }
 }

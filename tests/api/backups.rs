@@ -19,19 +19,20 @@ use crate::helpers::{spawn_app_with, Backend, Org, TestApp};
 use crate::storage::{env, unique};
 
 /// An app whose volume root is a directory of the test's own.
-struct Fixture {
-    app: TestApp,
-    volumes: tempfile::TempDir,
-    org: Org,
+pub(crate) struct Fixture {
+    pub(crate) app: TestApp,
+    pub(crate) volumes: tempfile::TempDir,
+    pub(crate) org: Org,
 }
 
-async fn fixture(backend: Backend, slug: &str) -> Fixture {
+pub(crate) async fn fixture(backend: Backend, slug: &str) -> Fixture {
     let volumes = tempfile::tempdir().unwrap();
     let root = volumes.path().to_path_buf();
     let app = spawn_app_with(backend, move |config| {
         config.volume_root = root;
         if let Ok(bin) = std::env::var("TEST_PG_BIN") {
-            config.pg_dump = PathBuf::from(bin).join("pg_dump");
+            config.pg_dump = PathBuf::from(&bin).join("pg_dump");
+            config.pg_restore = PathBuf::from(bin).join("pg_restore");
         }
     })
     .await;
@@ -39,7 +40,7 @@ async fn fixture(backend: Backend, slug: &str) -> Fixture {
     Fixture { app, volumes, org }
 }
 
-fn worker(app: &TestApp, lease: Duration) -> Worker {
+pub(crate) fn worker(app: &TestApp, lease: Duration) -> Worker {
     Worker::new(
         app.cairn.clone(),
         WorkerOptions {
@@ -52,7 +53,7 @@ fn worker(app: &TestApp, lease: Duration) -> Worker {
 }
 
 /// Runs pending backups until none is left; returns how many ran.
-async fn drain(worker: &Worker) -> usize {
+pub(crate) async fn drain(worker: &Worker) -> usize {
     let (_stop, stopped) = watch::channel(false);
     let mut ran = 0;
     while worker
@@ -67,7 +68,7 @@ async fn drain(worker: &Worker) -> usize {
 }
 
 impl Fixture {
-    fn volume_dir(&self, app: &str, slot: &str, volume: &str) -> PathBuf {
+    pub(crate) fn volume_dir(&self, app: &str, slot: &str, volume: &str) -> PathBuf {
         let dir = self
             .volumes
             .path()
@@ -77,7 +78,7 @@ impl Fixture {
         dir
     }
 
-    async fn create_app(&self, body: Value) -> String {
+    pub(crate) async fn create_app(&self, body: Value) -> String {
         let reply = self
             .app
             .post(&self.org.path("/apps"), &self.org.admin, &body)
@@ -85,7 +86,7 @@ impl Fixture {
         reply.expect(201)["id"].as_str().unwrap().to_owned()
     }
 
-    async fn create_job(&self, body: Value) -> String {
+    pub(crate) async fn create_job(&self, body: Value) -> String {
         let reply = self
             .app
             .post(&self.org.path("/backups/jobs"), &self.org.admin, &body)
@@ -106,20 +107,20 @@ impl Fixture {
 
     /// Runs the job, lets a worker run its backups, and returns the record
     /// of its first backup.
-    async fn run_to_end(&self, job: &str) -> Value {
+    pub(crate) async fn run_to_end(&self, job: &str) -> Value {
         let run = self.run(job).await;
         drain(&worker(&self.app, Duration::from_secs(30))).await;
         self.backup(run["backups"][0]["id"].as_str().unwrap()).await
     }
 
-    async fn run(&self, job: &str) -> Value {
+    pub(crate) async fn run(&self, job: &str) -> Value {
         self.start_run(job, &self.org.operator)
             .await
             .expect(202)
             .clone()
     }
 
-    async fn backup(&self, id: &str) -> Value {
+    pub(crate) async fn backup(&self, id: &str) -> Value {
         self.app
             .get(
                 &self.org.path(&format!("/backups/history/{id}")),
@@ -131,12 +132,12 @@ impl Fixture {
     }
 
     /// Where the system default (local) target keeps `path`.
-    fn stored(&self, path: &str) -> PathBuf {
+    pub(crate) fn stored(&self, path: &str) -> PathBuf {
         self.app.cairn.config.local_backup_root().join(path)
     }
 }
 
-fn run_ok(command: &mut Command) -> Vec<u8> {
+pub(crate) fn run_ok(command: &mut Command) -> Vec<u8> {
     let output = command.output().unwrap();
     assert!(
         output.status.success(),
@@ -148,7 +149,7 @@ fn run_ok(command: &mut Command) -> Vec<u8> {
 
 /// Runs `sql` with psql as the test server's superuser in `database`;
 /// returns its unaligned output.
-fn psql(database: &str, sql: &str) -> String {
+pub(crate) fn psql(database: &str, sql: &str) -> String {
     let mut url = url::Url::parse(&env("TEST_POSTGRES_URL")).unwrap();
     url.set_path(database);
     String::from_utf8(run_ok(
@@ -947,7 +948,7 @@ async fn a_killed_worker_is_detected_and_fenced() {
     assert!(left.is_empty(), "left on the target: {left:?}");
 
     // A late success of the dead attempt is refused by the fence.
-    let late = cairn_worker::lease::fenced_update(
+    let late = cairn_worker::lease::fenced_update::<cairn_entity::backup::Entity>(
         &f.app.cairn.db,
         uuid::Uuid::parse_str(&id).unwrap(),
         attempt,

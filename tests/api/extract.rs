@@ -29,7 +29,7 @@ fn header(path: &[u8], kind: u8, link: &[u8], size: usize) -> [u8; 512] {
 
 /// A tar stream written byte by byte, so that it can hold what the `tar`
 /// crate's builder refuses to write (`..`, absolute paths).
-fn raw_tar(entries: &[(&str, u8, &str, &[u8])]) -> Vec<u8> {
+pub(crate) fn raw_tar(entries: &[(&str, u8, &str, &[u8])]) -> Vec<u8> {
     let mut out = Vec::new();
     for (path, kind, link, data) in entries {
         out.extend_from_slice(&header(path.as_bytes(), *kind, link.as_bytes(), data.len()));

@@ -13,6 +13,7 @@ mod history;
 mod jobs;
 mod ops;
 mod orgs;
+mod restores;
 mod startup;
 mod storage;
 mod target_checks;

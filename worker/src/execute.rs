@@ -18,16 +18,14 @@ use cairn_core::dump::{self, DumpOptions};
 use cairn_core::encryption::{self, Recipients};
 use cairn_core::history::{BackupStatus, LogLine};
 use cairn_core::jobs::{extra_recipients_of, CompressionSetting, EncryptionSetting};
+use cairn_core::runs::Trigger;
 use cairn_core::storage::{self, ObjectKey, Purpose, Storage, StorageError};
 use cairn_entity::{app, backup, backup_job, backup_target, organization, volume};
 
 use crate::lease::{self, line};
 use crate::Worker;
 
-/// The version of the archive layout (archive + `.sha256` +
-/// `.manifest.json`) that this Cairn writes; a restore refuses archives
-/// of a newer format.
-pub const ARCHIVE_FORMAT_VERSION: u32 = 1;
+use cairn_core::stored::ARCHIVE_FORMAT_VERSION;
 
 /// Manifests list at most this many excluded paths.
 const MAX_EXCLUDED_LISTED: usize = 10_000;
@@ -40,7 +38,7 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
-    fn new(code: &str, message: impl Into<String>) -> Failure {
+    pub(crate) fn new(code: &str, message: impl Into<String>) -> Failure {
         Failure {
             code: code.to_owned(),
             message: message.into(),
@@ -54,12 +52,26 @@ impl From<ArchiveError> for Failure {
     }
 }
 
-fn internal(error: impl std::fmt::Display) -> Failure {
+pub(crate) fn internal(error: impl std::fmt::Display) -> Failure {
     Failure::new("internal", format!("{error:#}"))
 }
 
-/// The failure code of a storage error.
+/// The failure of an upload that failed with a storage error.
 fn storage_failure(step: &str, error: &StorageError) -> Failure {
+    target_failure(step, error, "upload_failed")
+}
+
+/// The failure of a download that failed with a storage error.
+pub(crate) fn download_failure(step: &str, error: &StorageError) -> Failure {
+    match error {
+        StorageError::NotFound(_) => Failure::new("archive_missing", format!("{step}: {error}")),
+        _ => target_failure(step, error, "download_failed"),
+    }
+}
+
+/// The failure code of a storage error; `fallback` for errors that are not
+/// the target's access or reachability.
+fn target_failure(step: &str, error: &StorageError, fallback: &str) -> Failure {
     let code = match error {
         StorageError::Unreachable(_) => "target_unreachable",
         StorageError::AuthenticationFailed(_) | StorageError::AccessDenied(_) => {
@@ -68,7 +80,7 @@ fn storage_failure(step: &str, error: &StorageError) -> Failure {
         StorageError::BucketMissing(_) => "target_bucket_missing",
         StorageError::HostKeyMismatch { .. } => "target_host_key_mismatch",
         StorageError::AddressRefused(_) => "target_address_refused",
-        _ => "upload_failed",
+        _ => fallback,
     };
     Failure::new(code, format!("{step}: {error}"))
 }
@@ -123,7 +135,7 @@ pub(crate) async fn run_backup(
     let mut written: Option<(Arc<dyn Storage>, String)> = None;
     let outcome = {
         let work = perform(worker, &mut attempt, &mut written).fuse();
-        let lease = keep_lease(worker, id, attempt_no).fuse();
+        let lease = keep_lease::<backup::Entity>(worker, id, attempt_no).fuse();
         tokio::pin!(work, lease);
         tokio::select! {
             outcome = &mut work => outcome,
@@ -160,7 +172,7 @@ pub(crate) async fn run_backup(
                 lease_expires_at: ActiveValue::Set(None),
                 ..Default::default()
             };
-            let recorded = lease::fenced_update(&worker.cairn.db, id, attempt_no, changes).await;
+            let recorded = lease::fenced_update::<backup::Entity>(&worker.cairn.db, id, attempt_no, changes).await;
             if matches!(recorded, Ok(true)) {
                 metrics.bytes_written.inc_by(stored.size);
                 if let Some(job_id) = attempt.model.job_id {
@@ -186,7 +198,7 @@ pub(crate) async fn run_backup(
                 ..Default::default()
             };
             (
-                lease::fenced_update(&worker.cairn.db, id, attempt_no, changes).await,
+                lease::fenced_update::<backup::Entity>(&worker.cairn.db, id, attempt_no, changes).await,
                 "failed",
             )
         }
@@ -230,17 +242,17 @@ async fn remove_written(id: uuid::Uuid, written: Option<(Arc<dyn Storage>, Strin
 }
 
 /// Renews the lease every third of its length; returns when it is lost.
-async fn keep_lease(worker: &Worker, id: uuid::Uuid, attempt: i32) {
+pub(crate) async fn keep_lease<E: lease::Leased>(worker: &Worker, id: uuid::Uuid, attempt: i32) {
     let lease = worker.options.lease;
     let period = lease / 3;
     let mut last_renewed = Instant::now();
     loop {
         tokio::time::sleep(period).await;
-        match lease::renew(&worker.cairn.db, id, attempt, lease, Utc::now()).await {
+        match lease::renew::<E>(&worker.cairn.db, id, attempt, lease, Utc::now()).await {
             Ok(true) => last_renewed = Instant::now(),
             Ok(false) => return,
             Err(error) => {
-                tracing::warn!(backup_id = %id, error = format!("{error:#}"), "renewing the lease failed");
+                tracing::warn!(id = %id, error = format!("{error:#}"), "renewing the lease failed");
                 // The lease is gone once its length has passed unrenewed.
                 if last_renewed.elapsed() >= lease {
                     return;
@@ -292,10 +304,17 @@ pub fn resolve_volume(
     ))
 }
 
+/// How a backup is written: its job's settings.
+struct Settings {
+    compression: CompressionSetting,
+    encryption: EncryptionSetting,
+    extra_recipients: Vec<String>,
+}
+
 /// Everything a backup needs from the database.
 struct Context {
     organization: organization::Model,
-    job: backup_job::Model,
+    settings: Settings,
     target: backup_target::Model,
     volume: volume::Model,
 }
@@ -314,7 +333,32 @@ async fn context(worker: &Worker, model: &backup::Model) -> Result<Context, Fail
             .map_err(internal)?,
         None => None,
     }
-    .ok_or_else(|| Failure::new("job_deleted", "the job was deleted before the backup ran"))?;
+    ;
+    let settings = match job {
+        Some(job) => Settings {
+            compression: CompressionSetting::parse(&job.compression).unwrap_or_default(),
+            encryption: EncryptionSetting::parse(&job.encryption).unwrap_or_default(),
+            extra_recipients: extra_recipients_of(&job.extra_recipients),
+        },
+        // A safety backup outlives its job: it is taken with the defaults,
+        // encrypted when the organization has a key (it has encrypted
+        // before).
+        None if model.trigger == Trigger::Safety.as_str() => Settings {
+            compression: CompressionSetting::Zstd,
+            encryption: if organization.age_recipient.is_some() {
+                EncryptionSetting::Age
+            } else {
+                EncryptionSetting::None
+            },
+            extra_recipients: Vec::new(),
+        },
+        None => {
+            return Err(Failure::new(
+                "job_deleted",
+                "the job was deleted before the backup ran",
+            ))
+        }
+    };
     let target = match model.target_id {
         Some(target_id) => backup_target::Entity::find_by_id(target_id)
             .one(db)
@@ -358,7 +402,7 @@ async fn context(worker: &Worker, model: &backup::Model) -> Result<Context, Fail
     }
     Ok(Context {
         organization,
-        job,
+        settings,
         target,
         volume,
     })
@@ -388,9 +432,8 @@ async fn perform(
     let context = context(worker, &attempt.model).await?;
     let started_at = attempt.model.started_at.unwrap_or_else(Utc::now);
     let kind = context.volume.kind.clone();
-    let compression_setting =
-        CompressionSetting::parse(&context.job.compression).unwrap_or_default();
-    let encryption_setting = EncryptionSetting::parse(&context.job.encryption).unwrap_or_default();
+    let compression_setting = context.settings.compression;
+    let encryption_setting = context.settings.encryption;
 
     let source = if kind == "postgres" {
         let settings: PostgresSettings = context
@@ -452,7 +495,7 @@ async fn perform(
                 &cairn.db,
                 &cairn.master_key,
                 context.organization.id,
-                &extra_recipients_of(&context.job.extra_recipients),
+                &context.settings.extra_recipients,
             )
             .await
             .map_err(internal)?,
@@ -497,7 +540,7 @@ async fn perform(
                 context.target.name
             ),
         ));
-        let recorded = lease::fenced_update(
+        let recorded = lease::fenced_update::<backup::Entity>(
             &cairn.db,
             attempt.model.id,
             attempt.model.attempt,

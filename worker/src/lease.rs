@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, LockBehavior, LockType, Query, SimpleExpr, SubQueryStatement};
+use sea_orm::sea_query::{
+    Alias, Expr, LockBehavior, LockType, Query, SimpleExpr, SubQueryStatement,
+};
 use sea_orm::{
     ActiveValue, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
@@ -22,91 +24,104 @@ fn lease_until(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30))
 }
 
-/// Claims the oldest pending backup: `running`, next attempt, leased to
+/// A table whose rows are claimed by workers under a lease: `backups` and
+/// `restores` share the columns `id`, `status`, `attempt`, `lease_owner`,
+/// `lease_expires_at`, `created_at` and `started_at`.
+pub trait Leased: EntityTrait + Default {}
+
+impl Leased for backup::Entity {}
+impl Leased for cairn_entity::restore::Entity {}
+
+fn column(name: &'static str) -> Alias {
+    Alias::new(name)
+}
+
+/// Claims the oldest pending row: `running`, next attempt, leased to
 /// `owner`. On PostgreSQL the candidate row is locked with `FOR UPDATE SKIP
 /// LOCKED`, so concurrent claimers take different rows; on SQLite (one
 /// writer at a time) the update's `status = 'pending'` condition is the
-/// guard. Either way a backup is claimed by one worker only.
+/// guard. Either way a row is claimed by one worker only.
 ///
 /// The candidate is compared with `=` (a scalar subquery, evaluated once),
 /// not `IN`: PostgreSQL may re-run an `IN` subquery per row, and with SKIP
 /// LOCKED each run skips the row the previous one locked, so one claim
-/// could take several backups.
-pub(crate) async fn claim(
+/// could take several rows.
+pub(crate) async fn claim<E: Leased>(
     db: &impl ConnectionTrait,
     owner: &str,
     lease: Duration,
     now: DateTime<Utc>,
-) -> anyhow::Result<Option<backup::Model>> {
+) -> anyhow::Result<Option<E::Model>> {
     let candidate = Query::select()
-        .column(backup::Column::Id)
-        .from(backup::Entity)
-        .and_where(Expr::col(backup::Column::Status).eq(BackupStatus::Pending.as_str()))
-        .order_by(backup::Column::CreatedAt, sea_orm::Order::Asc)
-        .order_by(backup::Column::Id, sea_orm::Order::Asc)
+        .column(column("id"))
+        .from(E::default())
+        .and_where(Expr::col(column("status")).eq(BackupStatus::Pending.as_str()))
+        .order_by(column("created_at"), sea_orm::Order::Asc)
+        .order_by(column("id"), sea_orm::Order::Asc)
         .limit(1)
         .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
         .to_owned();
-    let claimed = backup::Entity::update_many()
+    let claimed = E::update_many()
         .col_expr(
-            backup::Column::Status,
+            column("status"),
             Expr::value(BackupStatus::Running.as_str()),
         )
+        .col_expr(column("attempt"), Expr::col(column("attempt")).add(1))
+        .col_expr(column("lease_owner"), Expr::value(owner))
         .col_expr(
-            backup::Column::Attempt,
-            Expr::col(backup::Column::Attempt).add(1),
-        )
-        .col_expr(backup::Column::LeaseOwner, Expr::value(owner))
-        .col_expr(
-            backup::Column::LeaseExpiresAt,
+            column("lease_expires_at"),
             Expr::value(lease_until(now, lease)),
         )
-        .col_expr(backup::Column::StartedAt, Expr::value(now))
-        .filter(Expr::col(backup::Column::Id).eq(SimpleExpr::SubQuery(
+        .col_expr(column("started_at"), Expr::value(now))
+        .filter(Expr::col(column("id")).eq(SimpleExpr::SubQuery(
             None,
             Box::new(SubQueryStatement::SelectStatement(candidate)),
         )))
-        .filter(backup::Column::Status.eq(BackupStatus::Pending.as_str()))
+        .filter(Expr::col(column("status")).eq(BackupStatus::Pending.as_str()))
         .exec_with_returning(db)
         .await?;
     Ok(claimed.into_iter().next())
 }
 
 /// Extends the lease of attempt `attempt`; false when the attempt no longer
-/// holds the backup (it was reaped).
-pub(crate) async fn renew(
+/// holds the row (it was reaped).
+pub(crate) async fn renew<E: Leased>(
     db: &impl ConnectionTrait,
     id: Uuid,
     attempt: i32,
     lease: Duration,
     now: DateTime<Utc>,
 ) -> anyhow::Result<bool> {
-    let updated = backup::Entity::update_many()
+    let updated = E::update_many()
         .col_expr(
-            backup::Column::LeaseExpiresAt,
+            column("lease_expires_at"),
             Expr::value(lease_until(now, lease)),
         )
-        .filter(backup::Column::Id.eq(id))
-        .filter(backup::Column::Attempt.eq(attempt))
-        .filter(backup::Column::Status.eq(BackupStatus::Running.as_str()))
+        .filter(held(id, attempt))
         .exec(db)
         .await?;
     Ok(updated.rows_affected == 1)
 }
 
-/// Writes `changes` to the backup only while attempt `attempt` holds it;
-/// false when it no longer does (nothing was written).
-pub async fn fenced_update(
+/// The condition of a write by attempt `attempt`: it still holds the row.
+fn held(id: Uuid, attempt: i32) -> Condition {
+    Condition::all()
+        .add(Expr::col(column("id")).eq(id))
+        .add(Expr::col(column("attempt")).eq(attempt))
+        .add(Expr::col(column("status")).eq(BackupStatus::Running.as_str()))
+}
+
+/// Writes `changes` only while attempt `attempt` holds the row; false when
+/// it no longer does (nothing was written).
+pub async fn fenced_update<E: Leased>(
     db: &impl ConnectionTrait,
     id: Uuid,
     attempt: i32,
-    changes: backup::ActiveModel,
+    changes: E::ActiveModel,
 ) -> anyhow::Result<bool> {
-    let updated = backup::Entity::update_many()
+    let updated = E::update_many()
         .set(changes)
-        .filter(backup::Column::Id.eq(id))
-        .filter(backup::Column::Attempt.eq(attempt))
-        .filter(backup::Column::Status.eq(BackupStatus::Running.as_str()))
+        .filter(held(id, attempt))
         .exec(db)
         .await?;
     Ok(updated.rows_affected == 1)

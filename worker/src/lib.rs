@@ -1,7 +1,7 @@
 //! The worker role: claims pending backups with a lease, runs them (`tar`
 //! or `pg_dump`, streamed through compression, encryption and SHA-256 to
 //! the storage target), records the outcome, closes runs and prunes by
-//! retention.
+//! retention; and claims restores the same way (see [`restore`]).
 //!
 //! # Tasks
 //!
@@ -25,6 +25,7 @@
 mod execute;
 pub mod lease;
 mod prune;
+mod restore;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,26 +134,41 @@ impl Worker {
     }
 
     /// One unit of work:
-    /// 1. fail backups whose lease expired (`worker_lost`) and clean up
-    ///    after them;
-    /// 2. claim the oldest pending backup, if any;
+    /// 1. fail backups and restores whose lease expired (`worker_lost`)
+    ///    and clean up after them;
+    /// 2. claim the oldest pending restore — restores go first: someone is
+    ///    waiting for them — else the oldest pending backup;
     /// 3. run it, renewing the lease, and record the outcome (fenced);
-    /// 4. close its run when it was the last, and prune by retention.
+    /// 4. for a backup, close its run when it was the last, and prune by
+    ///    retention.
     ///
-    /// Returns the id of the backup it ran.
+    /// Returns the id of the restore or backup it ran.
     pub async fn process_one(
         &self,
         stop: &watch::Receiver<bool>,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Option<Uuid>> {
         reap(&self.cairn, now).await?;
+        restore::reap(&self.cairn, now).await?;
         if *stop.borrow() {
             return Ok(None);
         }
         // The lease starts now, not when the tick began: reaping may have
         // taken a while.
         let claimed_at = Utc::now().max(now);
-        let Some(claimed) = lease::claim(
+        if let Some(claimed) = lease::claim::<cairn_entity::restore::Entity>(
+            &self.cairn.db,
+            &self.options.owner,
+            self.options.lease,
+            claimed_at,
+        )
+        .await?
+        {
+            let id = claimed.id;
+            restore::run_restore(self, claimed, stop.clone()).await;
+            return Ok(Some(id));
+        }
+        let Some(claimed) = lease::claim::<cairn_entity::backup::Entity>(
             &self.cairn.db,
             &self.options.owner,
             self.options.lease,

@@ -7,6 +7,7 @@ pub mod history;
 pub mod jobs;
 pub mod ops;
 pub mod orgs;
+pub mod restores;
 pub mod targets;
 pub mod tokens;
 
@@ -24,6 +25,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     apps::configure(cfg);
     jobs::configure(cfg);
     history::configure(cfg);
+    restores::configure(cfg);
 }
 
 /// `{orgId}`
@@ -55,6 +57,7 @@ org_resource_path!(OrgTargetPath, target_id, "target");
 org_resource_path!(OrgAppPath, app_id, "app");
 org_resource_path!(OrgJobPath, job_id, "job");
 org_resource_path!(OrgBackupPath, backup_id, "backup");
+org_resource_path!(OrgRestorePath, restore_id, "restore");
 
 /// `{targetId}` of a system-level target.
 #[derive(Deserialize, IntoParams)]

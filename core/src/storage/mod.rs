@@ -291,25 +291,30 @@ pub(crate) enum Chunk {
 /// Chunks queued between the async side and a blocking thread.
 pub(crate) const QUEUE: usize = 8;
 
-/// Tells a blocking writer that the `put` which started it was dropped.
+/// Tells a blocking task that the future which started it was dropped
+/// (a `put`, or a restore the worker stopped).
 /// A writer that already received [`Chunk::End`] keeps running after the
 /// drop (fsync, close); it checks this just before it publishes, so a
 /// cancelled upload publishes nothing even in its last moments.
 #[derive(Clone, Default)]
-pub(crate) struct Cancellation(Arc<std::sync::atomic::AtomicBool>);
+pub struct Cancellation(Arc<std::sync::atomic::AtomicBool>);
 
 impl Cancellation {
-    pub(crate) fn is_cancelled(&self) -> bool {
+    pub fn is_cancelled(&self) -> bool {
         self.0.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Cancels when dropped; the `put` holds it until it returns.
-    pub(crate) fn guard(&self) -> CancelOnDrop {
+    pub fn guard(&self) -> CancelOnDrop {
         CancelOnDrop(self.0.clone())
     }
 }
 
-pub(crate) struct CancelOnDrop(Arc<std::sync::atomic::AtomicBool>);
+pub struct CancelOnDrop(Arc<std::sync::atomic::AtomicBool>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {

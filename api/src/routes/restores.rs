@@ -1,0 +1,141 @@
+//! `/api/v1/organizations/{orgId}/backups/history/{backupId}/preview`,
+//! `…/history/{backupId}/restore` and `/api/v1/organizations/{orgId}/backups/restores`
+
+use actix_web::{web, HttpResponse};
+use cairn_core::auth::Role;
+use cairn_core::preview::{self, PreviewView};
+use cairn_core::restores::{self, RestoreDetailView, RestorePage, RestoreQuery, RestoreRequest, RestoreView};
+use cairn_core::Cairn;
+use chrono::Utc;
+
+use super::{authorize, OrgBackupPath, OrgPath, OrgRestorePath};
+use crate::error::ApiError;
+use crate::extract::{Auth, Body};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/api/v1/organizations/{orgId}/backups/history/{backupId}/preview")
+            .route(web::get().to(preview)),
+    )
+    .service(
+        web::resource("/api/v1/organizations/{orgId}/backups/history/{backupId}/restore")
+            .route(web::post().to(request)),
+    )
+    .service(
+        web::resource("/api/v1/organizations/{orgId}/backups/restores").route(web::get().to(list)),
+    )
+    .service(
+        web::resource("/api/v1/organizations/{orgId}/backups/restores/{restoreId}")
+            .route(web::get().to(get)),
+    );
+}
+
+/// Preview a backup before restoring it.
+///
+/// The manifest, size, creation time, the Cairn and archive format versions
+/// that wrote it, whether this Cairn can restore it, and what it holds: the
+/// first 1 000 entries of a tar archive with the totals of its manifest, or
+/// the table of contents of a dump (`pg_restore --list`). Only the head of
+/// the archive is read. Only successful backups (409 otherwise).
+#[utoipa::path(
+    get,
+    path = "/api/v1/organizations/{orgId}/backups/history/{backupId}/preview",
+    tag = "restores",
+    params(OrgBackupPath),
+    responses(
+        (status = 200, body = PreviewView),
+        (status = 409, description = "The backup is not a successful one", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The target cannot serve the archive", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn preview(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+    path: web::Path<OrgBackupPath>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(
+        &principal,
+        &cairn,
+        path.org_id,
+        Role::Viewer,
+        "previewing backups",
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(preview::preview(&cairn, path.org_id, path.backup_id).await?))
+}
+
+/// Restore a backup.
+///
+/// Into the backup's own volume, or with `into` into another volume of the
+/// organization (a clone). `confirm` must repeat the backup's id. A worker
+/// downloads the archive, verifies its SHA-256 before changing anything,
+/// takes a safety backup of the destination (unless `safetyBackup` is
+/// false), then replaces the volume's contents (tar) or runs `pg_restore
+/// --clean --if-exists --no-owner --single-transaction` (dump). The app is
+/// not restarted. `dryRun` reads and checks everything without writing.
+#[utoipa::path(
+    post,
+    path = "/api/v1/organizations/{orgId}/backups/history/{backupId}/restore",
+    tag = "restores",
+    params(OrgBackupPath),
+    request_body = RestoreRequest,
+    responses(
+        (status = 202, body = RestoreView),
+        (status = 409, description = "The backup is not a successful one, was written by a newer archive format, its volume is gone, or a restore into the destination is already pending or running", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn request(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+    path: web::Path<OrgBackupPath>,
+    body: Body<RestoreRequest>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(
+        &principal,
+        &cairn,
+        path.org_id,
+        Role::Operator,
+        "restoring backups",
+    )
+    .await?;
+    let body = body.parse()?;
+    let view = restores::request(&cairn, path.org_id, path.backup_id, &body, Utc::now()).await?;
+    Ok(HttpResponse::Accepted().json(view))
+}
+
+/// List restores, newest first.
+#[utoipa::path(get, path = "/api/v1/organizations/{orgId}/backups/restores", tag = "restores", params(OrgPath, RestoreQuery), responses((status = 200, body = RestorePage)))]
+pub async fn list(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+    path: web::Path<OrgPath>,
+    query: web::Query<RestoreQuery>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(
+        &principal,
+        &cairn,
+        path.org_id,
+        Role::Viewer,
+        "reading restores",
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(restores::list(&cairn, path.org_id, &query).await?))
+}
+
+/// Get one restore with its timestamped log.
+#[utoipa::path(get, path = "/api/v1/organizations/{orgId}/backups/restores/{restoreId}", tag = "restores", params(OrgRestorePath), responses((status = 200, body = RestoreDetailView)))]
+pub async fn get(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+    path: web::Path<OrgRestorePath>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(
+        &principal,
+        &cairn,
+        path.org_id,
+        Role::Viewer,
+        "reading restores",
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(restores::get(&cairn, path.org_id, path.restore_id).await?))
+}

@@ -1,0 +1,471 @@
+//! Restores: a request to write a successful backup back into a volume —
+//! its own, or another volume of the same organization (a clone) — checked
+//! here and carried out by a worker (`cairn-worker`'s `restore` module).
+//!
+//! A destination has at most one restore pending or running: a partial
+//! unique index enforces it, so two requests racing cannot both be
+//! accepted. Dry runs write nothing and are not held to it.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Set,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use cairn_entity::{app, backup, backup_target, restore, volume};
+
+use crate::error::{is_unique_violation, Error, Result, Validator};
+use crate::history::{BackupStatus, LogLine};
+use crate::storage::{self, ByteStream, ObjectKey, Purpose, Storage};
+use crate::stored::{self, ArchiveName, Format};
+use crate::Cairn;
+
+/// `POST …/history/{backupId}/restore`
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// The backup's id, typed again: a restore replaces what the
+    /// destination holds.
+    pub confirm: Option<String>,
+    /// Restore into this volume instead of the backup's own (a clone). The
+    /// volume must belong to an app of the same organization and be of the
+    /// same kind (files or PostgreSQL).
+    pub into: Option<RestoreInto>,
+    /// Back up the destination's current contents first (default true);
+    /// the restore links the safety backup.
+    #[serde(default = "default_true")]
+    pub safety_backup: bool,
+    /// Download, verify, decrypt and read the whole archive (or list the
+    /// dump) without writing the destination (default false).
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The destination of a clone.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestoreInto {
+    pub app_id: Uuid,
+    pub volume_name: String,
+}
+
+/// The state of a restore.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RestoreStatus {
+    Pending,
+    Running,
+    Success,
+    Failed,
+}
+
+impl RestoreStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestoreStatus::Pending => "pending",
+            RestoreStatus::Running => "running",
+            RestoreStatus::Success => "success",
+            RestoreStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RestoreStatus> {
+        Some(match text {
+            "pending" => RestoreStatus::Pending,
+            "running" => RestoreStatus::Running,
+            "success" => RestoreStatus::Success,
+            "failed" => RestoreStatus::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// A restore.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreView {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    /// The backup being restored.
+    pub backup_id: Uuid,
+    /// The destination app (`null` once that app is deleted).
+    pub app_id: Option<Uuid>,
+    pub app_name: String,
+    pub volume_name: String,
+    /// `tar` (files) or `pg_dump` (PostgreSQL).
+    pub kind: Option<String>,
+    pub status: RestoreStatus,
+    pub dry_run: bool,
+    /// Whether a safety backup of the destination was requested.
+    pub safety_backup: bool,
+    /// The safety backup (trigger `safety`), once it was started.
+    pub safety_backup_id: Option<Uuid>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    /// What the restore read and wrote: destination, counts, bytes,
+    /// SHA-256, and that the app was not restarted.
+    #[schema(value_type = Option<Object>)]
+    pub summary: Option<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A restore with its timestamped log.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreDetailView {
+    #[serde(flatten)]
+    pub restore: RestoreView,
+    pub log: Vec<LogLine>,
+}
+
+/// Query parameters of the restore listing.
+#[derive(Clone, Debug, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RestoreQuery {
+    /// Only restores of this backup.
+    #[param(value_type = Option<Uuid>)]
+    pub backup_id: Option<String>,
+    /// Page size, 1–200 (default 50).
+    #[param(value_type = Option<u64>)]
+    pub limit: Option<String>,
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestorePage {
+    pub items: Vec<RestoreView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+pub fn view(model: &restore::Model) -> Result<RestoreView> {
+    let status = RestoreStatus::parse(&model.status).ok_or_else(|| {
+        anyhow::anyhow!("restore {} has unknown status {}", model.id, model.status)
+    })?;
+    Ok(RestoreView {
+        id: model.id,
+        organization_id: model.organization_id,
+        backup_id: model.backup_id,
+        app_id: model.app_id,
+        app_name: model.app_name.clone(),
+        volume_name: model.volume_name.clone(),
+        kind: model.kind.clone(),
+        status,
+        dry_run: model.dry_run,
+        safety_backup: model.safety_backup,
+        safety_backup_id: model.safety_backup_id,
+        error_code: model.error_code.clone(),
+        error_message: model.error_message.clone(),
+        summary: model.summary.clone(),
+        created_at: model.created_at,
+        started_at: model.started_at,
+        finished_at: model.finished_at,
+    })
+}
+
+/// The kind of archive (`tar` or `pg_dump`) and the kind of volume it
+/// restores into (`generic` or `postgres`).
+pub fn kinds_of(name: ArchiveName) -> (&'static str, &'static str) {
+    match name.format {
+        Format::Dump => ("pg_dump", "postgres"),
+        _ => ("tar", "generic"),
+    }
+}
+
+/// A successful backup's stored archive, ready to read.
+pub struct StoredArchive {
+    pub backup: backup::Model,
+    pub target: backup_target::Model,
+    pub storage: Arc<dyn Storage>,
+    pub key: ObjectKey,
+    pub name: ArchiveName,
+}
+
+/// Opens what a successful backup stored, or says (409) why it cannot be
+/// read: not successful, nothing stored, target gone, newer format.
+pub async fn stored_archive(cairn: &Cairn, model: backup::Model) -> Result<StoredArchive> {
+    let conflict = |message: String| Error::Conflict {
+        field: None,
+        message,
+    };
+    if model.status != BackupStatus::Success.as_str() {
+        return Err(conflict(format!(
+            "only successful backups can be read; this one is {}",
+            model.status
+        )));
+    }
+    if let Some(refusal) =
+        stored::format_refusal(stored::format_version_of(model.manifest.as_ref()))
+    {
+        return Err(conflict(refusal));
+    }
+    let (Some(path), Some(target_id)) = (model.storage_path.clone(), model.target_id) else {
+        return Err(conflict("this backup has no stored archive".into()));
+    };
+    let file_name = path.rsplit('/').next().unwrap_or(&path).to_owned();
+    let name = ArchiveName::parse(&file_name).ok_or_else(|| {
+        conflict(format!(
+            "the archive's name does not say what it is: {file_name}"
+        ))
+    })?;
+    let target = backup_target::Entity::find_by_id(target_id)
+        .filter(
+            Condition::any()
+                .add(backup_target::Column::OrganizationId.eq(model.organization_id))
+                .add(backup_target::Column::OrganizationId.is_null()),
+        )
+        .one(&cairn.db)
+        .await?
+        .ok_or_else(|| conflict("the target that holds this backup no longer exists".into()))?;
+    let key = ObjectKey::parse(&path)
+        .map_err(|e| anyhow::anyhow!("backup {} has an invalid storage path: {e}", model.id))?;
+    let storage = storage::open(cairn, &target, Purpose::Transfer)?;
+    Ok(StoredArchive {
+        backup: model,
+        target,
+        storage,
+        key,
+        name,
+    })
+}
+
+/// A blocking reader over a stream of chunks; create it on the runtime,
+/// read it on a blocking thread.
+pub fn blocking_reader(stream: ByteStream) -> impl Read + Send {
+    tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream))
+}
+
+/// Checks a restore request and records it as `pending`; a worker picks
+/// it up.
+pub async fn request(
+    cairn: &Cairn,
+    organization_id: Uuid,
+    backup_id: Uuid,
+    body: &RestoreRequest,
+    now: DateTime<Utc>,
+) -> Result<RestoreView> {
+    let model = backup::Entity::find_by_id(backup_id)
+        .filter(backup::Column::OrganizationId.eq(organization_id))
+        .one(&cairn.db)
+        .await?
+        .ok_or(Error::NotFound("backup"))?;
+    let mut v = Validator::new();
+    match body.confirm.as_deref().map(str::trim) {
+        None | Some("") => v.add(
+            "confirm",
+            "is required: repeat the backup's id to confirm that the destination's contents are replaced",
+        ),
+        Some(text) if text.eq_ignore_ascii_case(&backup_id.to_string()) => {}
+        Some(_) => v.add("confirm", "does not match the backup's id"),
+    }
+    if let Some(into) = &body.into {
+        v.check(
+            !into.volume_name.trim().is_empty(),
+            "into.volumeName",
+            "is required",
+        );
+    }
+    v.finish()?;
+
+    let archive = stored_archive(cairn, model).await?;
+    let (archive_kind, volume_kind) = kinds_of(archive.name);
+
+    // The destination: the named volume, or the backup's own.
+    let (destination_app, destination_volume) = match &body.into {
+        Some(into) => {
+            let app = app::Entity::find_by_id(into.app_id)
+                .filter(app::Column::OrganizationId.eq(organization_id))
+                .one(&cairn.db)
+                .await?
+                .ok_or_else(|| {
+                    Error::invalid("into.appId", "no app with this id in the organization")
+                })?;
+            let volume = volume::Entity::find()
+                .filter(volume::Column::AppId.eq(app.id))
+                .filter(volume::Column::Name.eq(into.volume_name.trim()))
+                .one(&cairn.db)
+                .await?
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "into.volumeName",
+                        format!("app {} has no volume with this name", app.name),
+                    )
+                })?;
+            if volume.kind != volume_kind {
+                return Err(Error::invalid(
+                    "into.volumeName",
+                    format!(
+                        "is a {} volume; this backup is a {archive_kind} archive, which restores into a {volume_kind} volume",
+                        volume.kind
+                    ),
+                ));
+            }
+            (app, volume)
+        }
+        None => {
+            let gone = || Error::Conflict {
+                field: None,
+                message: format!(
+                    "the backup's volume {}/{} no longer exists: restore into another volume with `into`",
+                    archive.backup.app_name, archive.backup.volume_name
+                ),
+            };
+            let app = match archive.backup.app_id {
+                Some(app_id) => app::Entity::find_by_id(app_id).one(&cairn.db).await?,
+                None => None,
+            }
+            .ok_or_else(gone)?;
+            let volume = volume::Entity::find()
+                .filter(volume::Column::AppId.eq(app.id))
+                .filter(volume::Column::Name.eq(&archive.backup.volume_name))
+                .one(&cairn.db)
+                .await?
+                .ok_or_else(gone)?;
+            if volume.kind != volume_kind {
+                return Err(Error::Conflict {
+                    field: None,
+                    message: format!(
+                        "the volume {}/{} is now a {} volume; this backup is a {archive_kind} archive",
+                        app.name, volume.name, volume.kind
+                    ),
+                });
+            }
+            (app, volume)
+        }
+    };
+
+    let created = restore::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        organization_id: Set(organization_id),
+        backup_id: Set(backup_id),
+        app_id: Set(Some(destination_app.id)),
+        app_name: Set(destination_app.name.clone()),
+        volume_name: Set(destination_volume.name.clone()),
+        kind: Set(Some(archive_kind.to_owned())),
+        status: Set(RestoreStatus::Pending.as_str().to_owned()),
+        dry_run: Set(body.dry_run),
+        safety_backup: Set(body.safety_backup && !body.dry_run),
+        safety_backup_id: Set(None),
+        summary: Set(None),
+        log: Set(serde_json::json!([{
+            "at": now,
+            "level": "info",
+            "message": format!(
+                "{} of backup {backup_id} ({}) into {}/{} requested{}",
+                if body.dry_run { "dry run of a restore" } else { "restore" },
+                archive.key,
+                destination_app.name,
+                destination_volume.name,
+                if body.dry_run || !body.safety_backup { "" } else { "; a safety backup is taken first" }
+            ),
+        }])),
+        error_code: Set(None),
+        error_message: Set(None),
+        attempt: Set(0),
+        lease_owner: Set(None),
+        lease_expires_at: Set(None),
+        created_at: Set(now),
+        started_at: Set(None),
+        finished_at: Set(None),
+    }
+    .insert(&cairn.db)
+    .await;
+    match created {
+        Ok(model) => view(&model),
+        Err(error) if is_unique_violation(&error) => Err(Error::Conflict {
+            field: None,
+            message: format!(
+                "a restore into {}/{} is already pending or running; wait for it to end",
+                destination_app.name, destination_volume.name
+            ),
+        }),
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn parse_limit(v: &mut Validator, text: Option<&str>) -> u64 {
+    use crate::history::{DEFAULT_PAGE, MAX_PAGE};
+    match text {
+        None => DEFAULT_PAGE,
+        Some(text) => match text.parse::<u64>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+            _ => {
+                v.add(
+                    "limit",
+                    format!("must be a whole number from 1 to {MAX_PAGE}"),
+                );
+                DEFAULT_PAGE
+            }
+        },
+    }
+}
+
+/// One page of an organization's restores, newest first.
+pub async fn list(cairn: &Cairn, organization_id: Uuid, query: &RestoreQuery) -> Result<RestorePage> {
+    let mut v = Validator::new();
+    let mut id_of = |field: &str, text: Option<&str>| {
+        text.and_then(|text| match Uuid::parse_str(text) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                v.add(field, "is not a valid id");
+                None
+            }
+        })
+    };
+    let backup_id = id_of("backupId", query.backup_id.as_deref());
+    let cursor = id_of("cursor", query.cursor.as_deref());
+    let limit = parse_limit(&mut v, query.limit.as_deref());
+    v.finish()?;
+    let mut select =
+        restore::Entity::find().filter(restore::Column::OrganizationId.eq(organization_id));
+    if let Some(backup_id) = backup_id {
+        select = select.filter(restore::Column::BackupId.eq(backup_id));
+    }
+    if let Some(cursor) = cursor {
+        select = select.filter(restore::Column::Id.lt(cursor));
+    }
+    let mut rows = select
+        .order_by_desc(restore::Column::Id)
+        .limit(limit + 1)
+        .all(&cairn.db)
+        .await?;
+    let next_cursor = if rows.len() as u64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|last| last.id.to_string())
+    } else {
+        None
+    };
+    Ok(RestorePage {
+        items: rows.iter().map(view).collect::<Result<_>>()?,
+        next_cursor,
+    })
+}
+
+pub async fn get(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<RestoreDetailView> {
+    let model = restore::Entity::find_by_id(id)
+        .filter(restore::Column::OrganizationId.eq(organization_id))
+        .one(&cairn.db)
+        .await?
+        .ok_or(Error::NotFound("restore"))?;
+    let log: Vec<LogLine> =
+        serde_json::from_value(model.log.clone()).map_err(anyhow::Error::from)?;
+    Ok(RestoreDetailView {
+        restore: view(&model)?,
+        log,
+    })
+}

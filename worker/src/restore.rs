@@ -1,0 +1,967 @@
+//! Running one claimed restore: download the archive (streamed), verify its
+//! SHA-256 against the backup's record before the destination changes,
+//! take a safety backup of the destination, then write it; record the
+//! outcome.
+//!
+//! # Files
+//!
+//! The archive is extracted into a staging directory beside the volume's
+//! `_data` (`.cairn-restore-{restoreId}`, on the same file system), with
+//! the rules of `cairn_core::extract`, while its bytes are hashed. Only
+//! when the whole archive extracted and its hash matches — and the safety
+//! backup succeeded — are the volume's old entries moved aside and the
+//! staged ones moved in (renames), after which the old ones are deleted.
+//! A refused entry, a bomb, a mismatch or a failed safety backup leaves
+//! `_data` as it was. `_data` itself (its inode, owner and mode) stays, so
+//! a bind mount of it keeps working.
+//!
+//! # Databases
+//!
+//! A dump is spooled to an unnamed temporary file while it is hashed (the
+//! database changes as pg_restore reads, so the check must come first),
+//! then fed to `pg_restore --clean --if-exists --no-owner
+//! --single-transaction`: the database ends up restored, or unchanged.
+
+use std::io::{Read, Seek};
+use std::path::Path;
+
+use chrono::Utc;
+use futures::FutureExt;
+use sea_orm::{ActiveModelTrait, ActiveValue, ColumnTrait, EntityTrait, QueryFilter, Set};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use cairn_core::apps::PostgresSettings;
+use cairn_core::extract::{self, ExtractError};
+use cairn_core::history::{BackupStatus, LogLine};
+use cairn_core::restores::{blocking_reader, kinds_of, stored_archive, RestoreStatus};
+use cairn_core::runs::Trigger;
+use cairn_core::storage::Cancellation;
+use cairn_core::stored::{self, Checked, PgRestore, ReadError};
+use cairn_entity::{app, backup, restore, volume};
+
+use crate::execute::{self, download_failure, internal, resolve_volume, Failure};
+use crate::lease::{self, line};
+use crate::Worker;
+
+/// Room above the manifest's tar size that extraction allows (the tar
+/// reader reads whole 512-byte blocks).
+const CAP_SLACK: u64 = 64 * 1024;
+
+/// What the record says about restarting.
+const NOT_RESTARTED: &str =
+    "the app was not restarted: restart it so that it picks up the restored data";
+
+/// The restore as the running attempt knows it.
+struct Attempt {
+    model: restore::Model,
+    log: Vec<LogLine>,
+}
+
+impl Attempt {
+    fn note(&mut self, level: &str, message: impl Into<String>) {
+        let line = line(level, message);
+        tracing::info!(restore_id = %self.model.id, level, "{}", line.message);
+        self.log.push(line);
+    }
+
+    fn log_value(&self) -> Value {
+        serde_json::to_value(&self.log).unwrap_or_else(|_| json!([]))
+    }
+}
+
+/// Runs a claimed restore to its outcome.
+pub(crate) async fn run_restore(
+    worker: &Worker,
+    model: restore::Model,
+    mut stop: watch::Receiver<bool>,
+) {
+    let id = model.id;
+    let attempt_no = model.attempt;
+    let mut attempt = Attempt {
+        log: serde_json::from_value(model.log.clone()).unwrap_or_default(),
+        model,
+    };
+    attempt.note(
+        "info",
+        format!(
+            "claimed by worker {} (attempt {attempt_no})",
+            worker.options.owner
+        ),
+    );
+    // Stopping the worker cancels the blocking steps (download, extraction,
+    // pg_restore) through `cancel`, but never the final swap of a volume's
+    // entries: the restore ends as a whole or not at all.
+    let cancel = Cancellation::default();
+    let outcome = {
+        let work = perform(worker, &mut attempt, cancel.clone(), stop.clone()).fuse();
+        let lease = execute::keep_lease::<restore::Entity>(worker, id, attempt_no).fuse();
+        let stopped = stop.wait_for(|stopped| *stopped).fuse();
+        tokio::pin!(work, lease, stopped);
+        loop {
+            tokio::select! {
+                outcome = &mut work => break outcome,
+                () = &mut lease => break Err(Failure::new(
+                    "lease_lost",
+                    "the worker lost its lease on this restore and stopped",
+                )),
+                _ = &mut stopped => cancel.cancel(),
+            }
+        }
+    };
+    let now = Utc::now();
+    let changes = match outcome {
+        Ok(summary) => {
+            attempt.note("info", "restore finished");
+            restore::ActiveModel {
+                status: ActiveValue::Set(RestoreStatus::Success.as_str().to_owned()),
+                summary: ActiveValue::Set(Some(summary)),
+                log: ActiveValue::Set(attempt.log_value()),
+                finished_at: ActiveValue::Set(Some(now)),
+                lease_owner: ActiveValue::Set(None),
+                lease_expires_at: ActiveValue::Set(None),
+                ..Default::default()
+            }
+        }
+        Err(failure) => {
+            tracing::warn!(restore_id = %id, code = %failure.code, "restore failed: {}", failure.message);
+            attempt.note("error", format!("{}: {}", failure.code, failure.message));
+            restore::ActiveModel {
+                status: ActiveValue::Set(RestoreStatus::Failed.as_str().to_owned()),
+                error_code: ActiveValue::Set(Some(failure.code)),
+                error_message: ActiveValue::Set(Some(failure.message)),
+                log: ActiveValue::Set(attempt.log_value()),
+                finished_at: ActiveValue::Set(Some(now)),
+                lease_owner: ActiveValue::Set(None),
+                lease_expires_at: ActiveValue::Set(None),
+                ..Default::default()
+            }
+        }
+    };
+    match lease::fenced_update::<restore::Entity>(&worker.cairn.db, id, attempt_no, changes).await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(restore_id = %id, attempt = attempt_no, "the outcome was not recorded: this attempt no longer holds the restore");
+        }
+        Err(error) => {
+            tracing::error!(restore_id = %id, error = format!("{error:#}"), "recording the outcome failed; the lease will expire and the restore will be failed as worker_lost");
+        }
+    }
+}
+
+/// The destination as the worker finds it.
+struct Destination {
+    app: app::Model,
+    volume: volume::Model,
+}
+
+async fn destination(worker: &Worker, model: &restore::Model) -> Result<Destination, Failure> {
+    let db = &worker.cairn.db;
+    let missing = || {
+        Failure::new(
+            "destination_missing",
+            format!(
+                "the destination {}/{} no longer exists",
+                model.app_name, model.volume_name
+            ),
+        )
+    };
+    let app = match model.app_id {
+        Some(app_id) => app::Entity::find_by_id(app_id)
+            .one(db)
+            .await
+            .map_err(internal)?,
+        None => None,
+    }
+    .ok_or_else(missing)?;
+    let volume = volume::Entity::find()
+        .filter(volume::Column::AppId.eq(app.id))
+        .filter(volume::Column::Name.eq(&model.volume_name))
+        .one(db)
+        .await
+        .map_err(internal)?
+        .ok_or_else(missing)?;
+    Ok(Destination { app, volume })
+}
+
+async fn perform(
+    worker: &Worker,
+    attempt: &mut Attempt,
+    cancel: Cancellation,
+    stop: watch::Receiver<bool>,
+) -> Result<Value, Failure> {
+    let cairn = &worker.cairn;
+    let model = attempt.model.clone();
+    let source = backup::Entity::find_by_id(model.backup_id)
+        .one(&cairn.db)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| Failure::new("backup_unavailable", "the backup was deleted"))?;
+    let archive = stored_archive(cairn, source)
+        .await
+        .map_err(|error| match error {
+            cairn_core::Error::Conflict { message, .. } => {
+                Failure::new("backup_unavailable", message)
+            }
+            other => internal(other),
+        })?;
+    let expected = archive.backup.sha256.clone().ok_or_else(|| {
+        Failure::new(
+            "backup_unavailable",
+            "the backup has no recorded checksum to verify against",
+        )
+    })?;
+    let destination = destination(worker, &model).await?;
+    let (kind, volume_kind) = kinds_of(archive.name);
+    if destination.volume.kind != volume_kind {
+        return Err(Failure::new(
+            "destination_mismatch",
+            format!(
+                "{}/{} is a {} volume; a {kind} archive restores into a {volume_kind} volume",
+                destination.app.name, destination.volume.name, destination.volume.kind
+            ),
+        ));
+    }
+    let identity = if archive.name.encrypted {
+        Some(
+            cairn_core::encryption::identity(
+                &cairn.db,
+                &cairn.master_key,
+                archive.backup.organization_id,
+            )
+            .await
+            .map_err(internal)?,
+        )
+    } else {
+        None
+    };
+    attempt.note(
+        "info",
+        format!(
+            "{} {} ({} bytes, sha256 {expected}) from target '{}' into {}/{}",
+            if model.dry_run {
+                "dry run: reading"
+            } else {
+                "restoring"
+            },
+            archive.key,
+            archive.backup.archive_size.unwrap_or(0),
+            archive.target.name,
+            destination.app.name,
+            destination.volume.name
+        ),
+    );
+    let (_, stream) = archive
+        .storage
+        .get(&archive.key)
+        .await
+        .map_err(|e| download_failure("downloading the archive", &e))?;
+    let reader = blocking_reader(stream);
+    let input = Input {
+        reader: Box::new(reader),
+        name: archive.name,
+        identity,
+        expected,
+        cancel,
+    };
+    let restore = Restore {
+        worker,
+        source: &archive.backup,
+        destination: &destination,
+        stop,
+    };
+    let mut summary = if kind == "pg_dump" {
+        restore.database(attempt, input).await?
+    } else {
+        let cap = archive
+            .backup
+            .manifest
+            .as_ref()
+            .and_then(|m| m.get("uncompressedBytes"))
+            .and_then(Value::as_u64)
+            .map(|bytes| bytes + CAP_SLACK);
+        restore.files(attempt, input, cap).await?
+    };
+    if let Some(object) = summary.as_object_mut() {
+        object.insert("kind".into(), json!(kind));
+        object.insert("dryRun".into(), json!(model.dry_run));
+        if !model.dry_run {
+            object.insert("appRestarted".into(), json!(false));
+            object.insert("note".into(), json!(NOT_RESTARTED));
+        }
+    }
+    if !model.dry_run {
+        attempt.note("warn", NOT_RESTARTED);
+    }
+    Ok(summary)
+}
+
+/// The archive as it is read.
+struct Input {
+    reader: Box<dyn Read + Send>,
+    name: stored::ArchiveName,
+    identity: Option<age::x25519::Identity>,
+    expected: String,
+    cancel: Cancellation,
+}
+
+/// How reading the archive ended: the step's own outcome, and the digest of
+/// everything downloaded.
+fn verdict<T>(
+    outcome: Result<T, Failure>,
+    digest: std::io::Result<(String, u64)>,
+    expected: &str,
+    cancel: &Cancellation,
+) -> Result<(T, u64), Failure> {
+    if cancel.is_cancelled() {
+        return Err(Failure::new(
+            "interrupted",
+            "the worker was stopped while the restore ran; nothing was changed",
+        ));
+    }
+    // A mismatch explains any other failure (a flipped byte also breaks
+    // decompression), so it is reported first.
+    let (actual, size) = digest.map_err(|e| {
+        Failure::new(
+            "download_failed",
+            format!("reading the archive from the target: {e}"),
+        )
+    })?;
+    if actual != expected {
+        return Err(Failure::new(
+            "checksum_mismatch",
+            format!(
+                "the archive read from the target ({size} bytes) has SHA-256 {actual}, but the backup recorded {expected}: \
+                 it was changed or damaged in storage; nothing was restored"
+            ),
+        ));
+    }
+    outcome.map(|value| (value, size))
+}
+
+fn read_failure(error: ReadError) -> Failure {
+    match error {
+        ReadError::Decrypt(_) | ReadError::IdentityNeeded => {
+            Failure::new("decryption_failed", error.to_string())
+        }
+        _ => Failure::new("archive_damaged", error.to_string()),
+    }
+}
+
+fn extract_failure(error: ExtractError) -> Failure {
+    match error {
+        ExtractError::Refused { .. } => Failure::new("archive_refused", error.to_string()),
+        ExtractError::TooLarge(_) => Failure::new("archive_too_large", error.to_string()),
+        ExtractError::Io(_) => Failure::new("restore_failed", error.to_string()),
+    }
+}
+
+/// One restore's parts.
+struct Restore<'a> {
+    worker: &'a Worker,
+    source: &'a backup::Model,
+    destination: &'a Destination,
+    stop: watch::Receiver<bool>,
+}
+
+impl Restore<'_> {
+    /// A tar archive into the volume's directory.
+    async fn files(
+        &self,
+        attempt: &mut Attempt,
+        input: Input,
+        cap: Option<u64>,
+    ) -> Result<Value, Failure> {
+        let cairn = &self.worker.cairn;
+        let dry_run = attempt.model.dry_run;
+        let app_name = &self.destination.app.name;
+        let volume_name = &self.destination.volume.name;
+        let (data, slot, exists) =
+            match resolve_volume(&cairn.config.volume_root, app_name, volume_name) {
+                Ok((data, slot)) => (data, slot, true),
+                Err(_) => (
+                    cairn
+                        .config
+                        .volume_root
+                        .join(format!("{app_name}-blue_{volume_name}"))
+                        .join("_data"),
+                    "blue",
+                    false,
+                ),
+            };
+        let holder = data
+            .parent()
+            .ok_or_else(|| internal("a volume directory has no parent"))?
+            .to_path_buf();
+        let staging = holder.join(format!(".cairn-restore-{}", attempt.model.id));
+        if dry_run {
+            attempt.note(
+                "info",
+                format!(
+                    "the destination would be {} ({slot} slot{})",
+                    data.display(),
+                    if exists { "" } else { ", created" }
+                ),
+            );
+        } else {
+            attempt.note(
+                "info",
+                format!(
+                    "extracting into {} beside {} ({slot} slot{})",
+                    staging.display(),
+                    data.display(),
+                    if exists {
+                        ""
+                    } else {
+                        "; neither slot exists, so the blue one is created"
+                    }
+                ),
+            );
+            prepare_staging(&holder, &staging).map_err(|e| {
+                Failure::new(
+                    "restore_failed",
+                    format!("preparing {}: {e}", staging.display()),
+                )
+            })?;
+        }
+
+        let Input {
+            reader,
+            name,
+            identity,
+            expected,
+            cancel,
+        } = input;
+        let staged = staging.clone();
+        let blocking_cancel = cancel.clone();
+        let (outcome, digest) = tokio::task::spawn_blocking(move || {
+            let mut checked = Checked::new(reader, blocking_cancel);
+            let outcome = (|| {
+                let plain = stored::open(&mut checked, name, identity.as_ref())
+                    .map_err(read_failure)?;
+                if dry_run {
+                    extract::check(plain, cap).map_err(extract_failure)
+                } else {
+                    extract::extract(plain, &staged, cap).map_err(extract_failure)
+                }
+            })();
+            (outcome, checked.finish())
+        })
+        .await
+        .map_err(internal)?;
+        let verified = verdict(outcome, digest, &expected, &cancel);
+        let (extracted, size) = match verified {
+            Ok(done) => done,
+            Err(failure) => {
+                if !dry_run {
+                    discard(&staging, &holder, exists);
+                }
+                return Err(failure);
+            }
+        };
+        attempt.note(
+            "info",
+            format!(
+                "checksum verified ({size} bytes); {} files, {} directories, {} symlinks, {} hard links, {} bytes of content",
+                extracted.files,
+                extracted.directories,
+                extracted.symlinks,
+                extracted.hard_links,
+                extracted.bytes
+            ),
+        );
+        let mut summary = json!({
+            "destination": data.display().to_string(),
+            "slot": slot,
+            "sha256": expected,
+            "storedBytes": size,
+            "files": extracted.files,
+            "directories": extracted.directories,
+            "symlinks": extracted.symlinks,
+            "hardLinks": extracted.hard_links,
+            "bytes": extracted.bytes,
+        });
+        if dry_run {
+            return Ok(summary);
+        }
+
+        if attempt.model.safety_backup && exists {
+            if let Err(failure) = self.safety_backup(attempt).await {
+                discard(&staging, &holder, exists);
+                return Err(failure);
+            }
+        } else if attempt.model.safety_backup {
+            attempt.note(
+                "info",
+                "no safety backup: the volume did not exist, so nothing is replaced",
+            );
+        }
+
+        let (swap_data, swap_staging) = (data.clone(), staging.clone());
+        let swapped = tokio::task::spawn_blocking(move || swap(&swap_data, &swap_staging))
+            .await
+            .map_err(internal)?;
+        match swapped {
+            Ok(replaced) => {
+                attempt.note(
+                    "info",
+                    format!(
+                        "replaced {replaced} entr{} of {} with the restored ones",
+                        if replaced == 1 { "y" } else { "ies" },
+                        data.display()
+                    ),
+                );
+                if let Some(object) = summary.as_object_mut() {
+                    object.insert("created".into(), json!(!exists));
+                    object.insert("replacedEntries".into(), json!(replaced));
+                }
+                Ok(summary)
+            }
+            Err(error) => {
+                discard(&staging, &holder, exists);
+                Err(Failure::new(
+                    "restore_failed",
+                    format!("moving the restored entries into {}: {error}", data.display()),
+                ))
+            }
+        }
+    }
+
+    /// A dump into the volume's database.
+    async fn database(&self, attempt: &mut Attempt, input: Input) -> Result<Value, Failure> {
+        let cairn = &self.worker.cairn;
+        let volume = &self.destination.volume;
+        let dry_run = attempt.model.dry_run;
+        let settings: PostgresSettings = volume
+            .postgres_config
+            .clone()
+            .and_then(|c| serde_json::from_value(c).ok())
+            .ok_or_else(|| {
+                Failure::new(
+                    "volume_misconfigured",
+                    "the postgres volume has no connection settings",
+                )
+            })?;
+        let password = match &volume.postgres_password_ciphertext {
+            Some(sealed) => {
+                let password = cairn.master_key.open(volume.id, sealed).map_err(internal)?;
+                Some(SecretString::from(
+                    String::from_utf8(password).map_err(internal)?,
+                ))
+            }
+            None => None,
+        };
+        let Input {
+            reader,
+            name,
+            identity,
+            expected,
+            cancel,
+        } = input;
+        // The dump is spooled: the database changes as pg_restore reads it,
+        // so the whole archive is verified before pg_restore starts.
+        let spool_cancel = cancel.clone();
+        let (spooled, digest) = tokio::task::spawn_blocking(move || {
+            let mut checked = Checked::new(reader, spool_cancel);
+            let spooled = tempfile::tempfile()
+                .and_then(|mut file| {
+                    std::io::copy(&mut checked, &mut file)?;
+                    file.rewind()?;
+                    Ok(file)
+                })
+                .map_err(|e| {
+                    Failure::new(
+                        "restore_failed",
+                        format!("spooling the dump to a temporary file: {e}"),
+                    )
+                });
+            (spooled, checked.finish())
+        })
+        .await
+        .map_err(internal)?;
+        let (file, size) = verdict(spooled, digest, &expected, &cancel)?;
+        attempt.note(
+            "info",
+            format!("checksum verified ({size} bytes, spooled to a temporary file)"),
+        );
+        let target = format!(
+            "database {:?} at {}:{}",
+            settings.database, settings.host, settings.port
+        );
+        let program = cairn.config.pg_restore.clone();
+        if !dry_run && attempt.model.safety_backup {
+            self.safety_backup(attempt).await?;
+        }
+        if !dry_run {
+            attempt.note(
+                "info",
+                format!(
+                    "running pg_restore --clean --if-exists --no-owner --single-transaction into {target}"
+                ),
+            );
+        }
+        let pg_cancel = cancel.clone();
+        let restored = tokio::task::spawn_blocking(move || {
+            let mut plain = stored::open(file, name, identity.as_ref()).map_err(read_failure)?;
+            let action = if dry_run {
+                PgRestore::List
+            } else {
+                PgRestore::Into {
+                    settings: &settings,
+                    password: password.as_ref(),
+                }
+            };
+            stored::pg_restore_with_output(&mut plain, action, &program, &pg_cancel)
+                .map_err(|message| Failure::new("pg_restore_failed", message))
+        })
+        .await
+        .map_err(internal)?;
+        if cancel.is_cancelled() {
+            return Err(Failure::new(
+                "interrupted",
+                "the worker was stopped while pg_restore ran; its transaction was rolled back and the database is unchanged",
+            ));
+        }
+        let (bytes, listing) = restored?;
+        let entries = listing
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with(';'))
+            .count();
+        attempt.note(
+            "info",
+            if dry_run {
+                format!("pg_restore --list read the dump: {entries} entries")
+            } else {
+                format!("pg_restore restored {bytes} bytes of dump into {target}")
+            },
+        );
+        let mut summary = json!({
+            "destination": target,
+            "sha256": expected,
+            "storedBytes": size,
+            "dumpBytes": bytes,
+        });
+        if dry_run {
+            if let Some(object) = summary.as_object_mut() {
+                object.insert("tocEntries".into(), json!(entries));
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Backs up the destination as it is now: a backup record with trigger
+    /// `safety`, to the source backup's target, claimed by this worker and
+    /// run here. The restore links it before it runs.
+    async fn safety_backup(&self, attempt: &mut Attempt) -> Result<Uuid, Failure> {
+        let cairn = &self.worker.cairn;
+        let now = Utc::now();
+        let lease = chrono::Duration::from_std(self.worker.options.lease)
+            .unwrap_or(chrono::Duration::seconds(30));
+        let model = backup::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            organization_id: Set(attempt.model.organization_id),
+            run_id: Set(None),
+            job_id: Set(self.source.job_id),
+            app_id: Set(Some(self.destination.app.id)),
+            target_id: Set(self.source.target_id),
+            app_name: Set(self.destination.app.name.clone()),
+            volume_name: Set(self.destination.volume.name.clone()),
+            status: Set(BackupStatus::Running.as_str().to_owned()),
+            archive_size: Set(None),
+            storage_path: Set(None),
+            sha256: Set(None),
+            log: Set(json!([{
+                "at": now,
+                "level": "info",
+                "message": format!("safety backup before restore {}", attempt.model.id),
+            }])),
+            error_code: Set(None),
+            error_message: Set(None),
+            attempt: Set(1),
+            lease_owner: Set(Some(self.worker.options.owner.clone())),
+            lease_expires_at: Set(Some(now + lease)),
+            created_at: Set(now),
+            started_at: Set(Some(now)),
+            finished_at: Set(None),
+            trigger: Set(Trigger::Safety.as_str().to_owned()),
+            kind: Set(None),
+            manifest: Set(None),
+        }
+        .insert(&cairn.db)
+        .await
+        .map_err(internal)?;
+        let id = model.id;
+        attempt.note("info", format!("taking safety backup {id}"));
+        let linked = lease::fenced_update::<restore::Entity>(
+            &cairn.db,
+            attempt.model.id,
+            attempt.model.attempt,
+            restore::ActiveModel {
+                safety_backup_id: ActiveValue::Set(Some(id)),
+                log: ActiveValue::Set(attempt.log_value()),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(internal)?;
+        if !linked {
+            return Err(Failure::new(
+                "lease_lost",
+                "this attempt no longer holds the restore",
+            ));
+        }
+        attempt.model.safety_backup_id = Some(id);
+        execute::run_backup(self.worker, model, self.stop.clone()).await;
+        let ended = backup::Entity::find_by_id(id)
+            .one(&cairn.db)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| internal("the safety backup's record disappeared"))?;
+        if ended.status != BackupStatus::Success.as_str() {
+            return Err(Failure::new(
+                "safety_backup_failed",
+                format!(
+                    "the safety backup {id} failed ({}: {}); the destination was not changed. \
+                     Fix the cause, or restore without a safety backup (\"safetyBackup\": false)",
+                    ended.error_code.as_deref().unwrap_or("unknown"),
+                    ended.error_message.as_deref().unwrap_or("no message")
+                ),
+            ));
+        }
+        attempt.note(
+            "info",
+            format!(
+                "safety backup {id} stored ({} bytes at {})",
+                ended.archive_size.unwrap_or(0),
+                ended.storage_path.as_deref().unwrap_or("?")
+            ),
+        );
+        Ok(id)
+    }
+}
+
+/// Creates `holder` (the slot's directory) when missing and an empty
+/// staging directory in it, removing what restores that died left behind.
+fn prepare_staging(holder: &Path, staging: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::create_dir_all(holder)?;
+    for entry in std::fs::read_dir(holder)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        // One restore at a time writes a destination (an index), so a
+        // staging directory found here belongs to a restore that died.
+        if name.to_string_lossy().starts_with(".cairn-restore-")
+            && entry.file_type()?.is_dir()
+        {
+            std::fs::remove_dir_all(entry.path())?;
+        }
+    }
+    std::fs::DirBuilder::new().mode(0o700).create(staging)
+}
+
+/// Removes the staging directory, and the slot's directory when this
+/// restore created it and it is empty again.
+fn discard(staging: &Path, holder: &Path, existed: bool) {
+    if let Err(error) = std::fs::remove_dir_all(staging) {
+        if error.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %staging.display(), "removing a staging directory failed: {error}");
+        }
+    }
+    if !existed {
+        let _ = std::fs::remove_dir(holder);
+    }
+}
+
+/// Replaces the entries of `data` (created when missing) with those of
+/// `staging`: the old ones are moved aside into a sibling directory, the
+/// new ones moved in, both by rename; a failed rename moves everything back.
+/// The staged data is flushed to disk first. Returns how many old entries
+/// were replaced.
+fn swap(data: &Path, staging: &Path) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::DirBuilderExt;
+    let holder = data
+        .parent()
+        .ok_or_else(|| std::io::Error::other("the volume directory has no parent"))?;
+    let staged = std::fs::File::open(staging)?;
+    // SAFETY: a valid descriptor; syncfs flushes the file system it is on.
+    if unsafe { libc::syncfs(staged.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    match std::fs::DirBuilder::new().mode(0o755).create(data) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(error) => return Err(error),
+    }
+    let staging_name = staging
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let aside = holder.join(staging_name.replacen(".cairn-restore-", ".cairn-replaced-", 1));
+    std::fs::DirBuilder::new().mode(0o700).create(&aside)?;
+    let names = |dir: &Path| -> std::io::Result<Vec<std::ffi::OsString>> {
+        std::fs::read_dir(dir)?
+            .map(|entry| entry.map(|e| e.file_name()))
+            .collect()
+    };
+    let moved = |from: &Path, to: &Path, names: &[std::ffi::OsString]| -> Result<(), usize> {
+        for (done, name) in names.iter().enumerate() {
+            if std::fs::rename(from.join(name), to.join(name)).is_err() {
+                return Err(done);
+            }
+        }
+        Ok(())
+    };
+    let old = names(data)?;
+    let new = names(staging)?;
+    if let Err(done) = moved(data, &aside, &old) {
+        let _ = moved(&aside, data, &old[..done]);
+        let _ = std::fs::remove_dir(&aside);
+        return Err(std::io::Error::other(format!(
+            "moving the old entries aside failed at {:?}; they were moved back",
+            old[done]
+        )));
+    }
+    if let Err(done) = moved(staging, data, &new) {
+        let _ = moved(data, staging, &new[..done]);
+        let _ = moved(&aside, data, &old);
+        let _ = std::fs::remove_dir(&aside);
+        return Err(std::io::Error::other(format!(
+            "moving the restored entries in failed at {:?}; the old ones were moved back",
+            new[done]
+        )));
+    }
+    std::fs::File::open(data)?.sync_all()?;
+    std::fs::remove_dir(staging)?;
+    std::fs::remove_dir_all(&aside)?;
+    Ok(old.len())
+}
+
+/// Fails restores whose lease expired before `now` with `worker_lost`.
+/// Their staging directories are removed by the next restore of the same
+/// destination (they may be on another worker's disk).
+pub(crate) async fn reap(cairn: &cairn_core::Cairn, now: chrono::DateTime<Utc>) -> anyhow::Result<usize> {
+    let expired = restore::Entity::find()
+        .filter(restore::Column::Status.eq(RestoreStatus::Running.as_str()))
+        .filter(restore::Column::LeaseExpiresAt.lt(now))
+        .all(&cairn.db)
+        .await?;
+    let mut reaped = 0;
+    for model in expired {
+        let message = format!(
+            "the worker {} stopped renewing its lease (expired at {}); it is presumed dead. \
+             A volume's entries are swapped only as the last step: unless the log says it began, \
+             the destination is unchanged{}",
+            model.lease_owner.as_deref().unwrap_or("unknown"),
+            model
+                .lease_expires_at
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default(),
+            match model.safety_backup_id {
+                Some(id) => format!("; safety backup {id} holds what it held before"),
+                None => String::new(),
+            }
+        );
+        let mut log: Vec<LogLine> = serde_json::from_value(model.log.clone()).unwrap_or_default();
+        log.push(line("error", format!("worker_lost: {message}")));
+        let failed = restore::Entity::update_many()
+            .set(restore::ActiveModel {
+                status: ActiveValue::Set(RestoreStatus::Failed.as_str().to_owned()),
+                error_code: ActiveValue::Set(Some("worker_lost".into())),
+                error_message: ActiveValue::Set(Some(message.clone())),
+                log: ActiveValue::Set(serde_json::to_value(log)?),
+                finished_at: ActiveValue::Set(Some(now)),
+                lease_owner: ActiveValue::Set(None),
+                lease_expires_at: ActiveValue::Set(None),
+                ..Default::default()
+            })
+            .filter(restore::Column::Id.eq(model.id))
+            .filter(restore::Column::Attempt.eq(model.attempt))
+            .filter(restore::Column::Status.eq(RestoreStatus::Running.as_str()))
+            .filter(restore::Column::LeaseExpiresAt.lt(now))
+            .exec(&cairn.db)
+            .await?;
+        if failed.rows_affected == 1 {
+            reaped += 1;
+            tracing::warn!(restore_id = %model.id, "{message}");
+        }
+    }
+    Ok(reaped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(dir: &Path) -> Vec<(String, String)> {
+        let mut found: Vec<(String, String)> = walk(dir, dir);
+        found.sort();
+        found
+    }
+
+    fn walk(root: &Path, dir: &Path) -> Vec<(String, String)> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let relative = path.strip_prefix(root).unwrap().display().to_string();
+            if path.is_dir() {
+                found.push((relative, "dir".into()));
+                found.extend(walk(root, &path));
+            } else {
+                found.push((relative, std::fs::read_to_string(&path).unwrap()));
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn a_swap_replaces_the_entries_and_keeps_the_directory() {
+        use std::os::unix::fs::MetadataExt;
+        let root = std::env::temp_dir().join(format!("cairn-swap-{}", Uuid::now_v7()));
+        let data = root.join("app-blue_data/_data");
+        let staging = root.join("app-blue_data/.cairn-restore-x");
+        std::fs::create_dir_all(data.join("old")).unwrap();
+        std::fs::write(data.join("old/a"), "old").unwrap();
+        std::fs::write(data.join("same"), "old").unwrap();
+        std::fs::create_dir_all(staging.join("new")).unwrap();
+        std::fs::write(staging.join("new/b"), "new").unwrap();
+        std::fs::write(staging.join("same"), "new").unwrap();
+        let inode = std::fs::metadata(&data).unwrap().ino();
+        assert_eq!(swap(&data, &staging).unwrap(), 2);
+        assert_eq!(
+            tree(&data),
+            vec![
+                ("new".to_owned(), "dir".to_owned()),
+                ("new/b".to_owned(), "new".to_owned()),
+                ("same".to_owned(), "new".to_owned()),
+            ]
+        );
+        assert_eq!(std::fs::metadata(&data).unwrap().ino(), inode);
+        let left: Vec<_> = std::fs::read_dir(root.join("app-blue_data"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("_data")]);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn leftover_staging_directories_are_removed() {
+        let root = std::env::temp_dir().join(format!("cairn-staging-{}", Uuid::now_v7()));
+        let holder = root.join("app-blue_data");
+        std::fs::create_dir_all(holder.join(".cairn-restore-dead/x")).unwrap();
+        std::fs::create_dir_all(holder.join("_data")).unwrap();
+        let staging = holder.join(".cairn-restore-new");
+        prepare_staging(&holder, &staging).unwrap();
+        let mut left: Vec<_> = std::fs::read_dir(&holder)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, vec![".cairn-restore-new", "_data"]);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

@@ -74,6 +74,11 @@ enum Command {
 #[derive(Subcommand)]
 enum ArchiveCommand {
     /// Prints the manifest stored beside FILE (`FILE.manifest.json`).
+    ///
+    /// Every FILE may be a local path or `s3://BUCKET/KEY`: the archive and
+    /// its sidecars are then downloaded first, with credentials and the
+    /// endpoint from the environment (`AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL`).
     Inspect { file: PathBuf },
     /// Checks FILE's SHA-256 against its `.sha256` sidecar (or `--sha256`)
     /// and that it reads to its end (an encrypted archive needs
@@ -221,7 +226,7 @@ async fn main() -> ExitCode {
         };
     }
     if let Command::Archive { command } = &cli.command {
-        return match archive_tool(command) {
+        return match archive_tool(command).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("cairn: {error}");
@@ -372,10 +377,30 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
 }
 
 /// `cairn archive …`: reads files only.
-fn archive_tool(command: &ArchiveCommand) -> Result<(), String> {
+async fn archive_tool(command: &ArchiveCommand) -> Result<(), String> {
     use cairn_core::stored;
+    // An s3:// FILE is downloaded first, with its sidecars, into a
+    // temporary directory that lives as long as the command.
+    let download =
+        tempfile::tempdir().map_err(|e| format!("creating a temporary directory: {e}"))?;
+    let local = |file: &std::path::Path| -> Option<String> {
+        file.to_str()
+            .filter(|f| f.starts_with("s3://"))
+            .map(str::to_owned)
+    };
+    let file = match command {
+        ArchiveCommand::Inspect { file }
+        | ArchiveCommand::Verify { file, .. }
+        | ArchiveCommand::Extract { file, .. }
+        | ArchiveCommand::PgRestore { file, .. } => file,
+    };
+    let fetched = match local(file) {
+        Some(location) => Some(stored::fetch_s3(&location, download.path()).await?),
+        None => None,
+    };
+    let file = fetched.as_deref().unwrap_or(file);
     match command {
-        ArchiveCommand::Inspect { file } => {
+        ArchiveCommand::Inspect { .. } => {
             let manifest = stored::sidecar(file, ".manifest.json");
             let text = std::fs::read_to_string(&manifest).map_err(|e| {
                 format!(
@@ -390,10 +415,10 @@ fn archive_tool(command: &ArchiveCommand) -> Result<(), String> {
             Ok(())
         }
         ArchiveCommand::Extract {
-            file,
             into,
             identity,
             max_bytes,
+            ..
         } => {
             let identity = identity
                 .as_deref()
@@ -424,10 +449,10 @@ fn archive_tool(command: &ArchiveCommand) -> Result<(), String> {
             Ok(())
         }
         ArchiveCommand::PgRestore {
-            file,
             dbname,
             identity,
             pg_restore,
+            ..
         } => {
             let identity = identity
                 .as_deref()
@@ -439,9 +464,7 @@ fn archive_tool(command: &ArchiveCommand) -> Result<(), String> {
             Ok(())
         }
         ArchiveCommand::Verify {
-            file,
-            sha256,
-            identity,
+            sha256, identity, ..
         } => {
             let identity = identity
                 .as_deref()

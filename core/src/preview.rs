@@ -151,17 +151,14 @@ pub async fn preview(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<P
     let archive = stored_archive(cairn, model).await?;
     view.kind = kinds_of(archive.name).0.to_owned();
     let identity = if archive.name.encrypted {
-        Some(
-            crate::encryption::identity(&cairn.db, &cairn.master_key, organization_id).await?,
-        )
+        Some(crate::encryption::identity(&cairn.db, &cairn.master_key, organization_id).await?)
     } else {
         None
     };
-    let (_, stream) = archive
-        .storage
-        .get(&archive.key)
-        .await
-        .map_err(|e| Error::Upstream(format!("the archive cannot be read from its target: {e}")))?;
+    let (_, stream) =
+        archive.storage.get(&archive.key).await.map_err(|e| {
+            Error::Upstream(format!("the archive cannot be read from its target: {e}"))
+        })?;
     let reader = blocking_reader(stream);
     let name = archive.name;
     let pg_restore = cairn.config.pg_restore.clone();
@@ -242,9 +239,16 @@ fn list_tar(plain: impl std::io::Read, totals: Totals) -> Result<Contents, Strin
     }))
 }
 
-fn list_dump(mut plain: impl std::io::Read, pg_restore: &std::path::Path) -> Result<Contents, String> {
-    let (_, listing) =
-        stored::pg_restore_with_output(&mut plain, PgRestore::List, pg_restore, &Cancellation::default())?;
+fn list_dump(
+    mut plain: impl std::io::Read,
+    pg_restore: &std::path::Path,
+) -> Result<Contents, String> {
+    let (_, listing) = stored::pg_restore_with_output(
+        &mut plain,
+        PgRestore::List,
+        pg_restore,
+        &Cancellation::default(),
+    )?;
     let lines: Vec<&str> = listing
         .lines()
         .filter(|line| !line.trim().is_empty() && !line.starts_with(';'))
@@ -286,6 +290,9 @@ mod tests {
             table_of("3345; 0 16386 TABLE DATA public accounts postgres"),
             None
         );
-        assert_eq!(table_of("5; 2615 2200 SCHEMA - public pg_database_owner"), None);
+        assert_eq!(
+            table_of("5; 2615 2200 SCHEMA - public pg_database_owner"),
+            None
+        );
     }
 }

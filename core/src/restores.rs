@@ -318,12 +318,14 @@ pub async fn request(
             (app, volume)
         }
         None => {
-            let gone = || Error::Conflict {
+            let gone = || {
+                Error::Conflict {
                 field: None,
                 message: format!(
                     "the backup's volume {}/{} no longer exists: restore into another volume with `into`",
                     archive.backup.app_name, archive.backup.volume_name
                 ),
+            }
             };
             let app = match archive.backup.app_id {
                 Some(app_id) => app::Entity::find_by_id(app_id).one(&cairn.db).await?,
@@ -416,7 +418,11 @@ fn parse_limit(v: &mut Validator, text: Option<&str>) -> u64 {
 }
 
 /// One page of an organization's restores, newest first.
-pub async fn list(cairn: &Cairn, organization_id: Uuid, query: &RestoreQuery) -> Result<RestorePage> {
+pub async fn list(
+    cairn: &Cairn,
+    organization_id: Uuid,
+    query: &RestoreQuery,
+) -> Result<RestorePage> {
     let mut v = Validator::new();
     let mut id_of = |field: &str, text: Option<&str>| {
         text.and_then(|text| match Uuid::parse_str(text) {

@@ -611,8 +611,18 @@ pub fn pg_restore_with_output(
             String::from_utf8_lossy(&text).into_owned()
         })
     };
-    let errors = collect(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
-    let output = collect(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let errors = collect(
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let output = collect(
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
     let mut stdin = child
         .stdin
         .take()
@@ -664,4 +674,74 @@ pub fn pg_restore_with_output(
         return Err(format!("pg_restore failed ({status}): {}", errors.trim()));
     }
     Ok((fed, output))
+}
+
+/// Downloads `s3://bucket/key` and its sidecars (`.sha256`,
+/// `.manifest.json`, when present) into `into`, for the offline tools.
+/// Credentials and the endpoint come from the environment as the AWS tools
+/// read them (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL`); an `http://`
+/// endpoint is allowed (a server on a private network). Returns the local
+/// path of the archive.
+pub async fn fetch_s3(location: &str, into: &Path) -> Result<PathBuf, String> {
+    use futures::StreamExt;
+    use object_store::ObjectStoreExt;
+    use std::io::Write;
+    let rest = location
+        .strip_prefix("s3://")
+        .ok_or_else(|| format!("{location} is not an s3:// location"))?;
+    let (bucket, key) = rest
+        .split_once('/')
+        .filter(|(bucket, key)| !bucket.is_empty() && !key.is_empty())
+        .ok_or_else(|| format!("{location} must be s3://BUCKET/KEY"))?;
+    let file_name = key.rsplit('/').next().unwrap_or(key).to_owned();
+    let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .or_else(|_| std::env::var("AWS_ENDPOINT"))
+        .ok();
+    if let Some(endpoint) = endpoint {
+        builder = builder
+            .with_allow_http(endpoint.starts_with("http://"))
+            .with_endpoint(endpoint);
+    }
+    if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err() {
+        builder = builder.with_region("us-east-1");
+    }
+    let store = builder
+        .build()
+        .map_err(|e| format!("the S3 settings from the environment are incomplete: {e}"))?;
+    let mut local = None;
+    for (suffix, required) in [("", true), (".sha256", false), (".manifest.json", false)] {
+        let object = object_store::path::Path::from(format!("{key}{suffix}"));
+        let path = into.join(format!("{file_name}{suffix}"));
+        let result = match store.get(&object).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) if !required => continue,
+            Err(error) => {
+                return Err(crate::storage::s3::classify(
+                    bucket,
+                    &format!("downloading {key}{suffix}"),
+                    error,
+                )
+                .to_string())
+            }
+        };
+        let mut file = std::fs::File::create(&path)
+            .map_err(|e| format!("creating {}: {e}", path.display()))?;
+        let mut stream = result.into_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                crate::storage::s3::classify(bucket, &format!("downloading {key}{suffix}"), e)
+                    .to_string()
+            })?;
+            file.write_all(&chunk)
+                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        }
+        file.sync_all()
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        if suffix.is_empty() {
+            local = Some(path);
+        }
+    }
+    local.ok_or_else(|| format!("s3://{bucket}/{key} was not downloaded"))
 }

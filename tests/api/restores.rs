@@ -122,9 +122,11 @@ async fn file_round_trip(backend: Backend, target_kind: &str, compression: &str,
         .await;
     let target = f.target(target_kind).await;
     let job = f
-        .create_job(json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id],
+        .create_job(
+            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id],
                             "targetId": target, "keepLast": 1,
-                            "compression": compression, "encryption": encryption }))
+                            "compression": compression, "encryption": encryption }),
+        )
         .await;
     let record = f.run_to_end(&job).await;
     assert_eq!(record["status"], "success", "{record}");
@@ -195,7 +197,9 @@ async fn file_round_trip(backend: Backend, target_kind: &str, compression: &str,
     let safety = f.backup(&safety_id).await;
     assert_eq!(safety["status"], "success", "{safety}");
     assert_eq!(safety["trigger"], "safety");
-    let back = f.restore_to_end(&safety_id, json!({ "safetyBackup": false })).await;
+    let back = f
+        .restore_to_end(&safety_id, json!({ "safetyBackup": false }))
+        .await;
     assert_eq!(back["status"], "success", "{back}");
     assert_eq!(back["safetyBackupId"], Value::Null);
     assert_eq!(
@@ -386,7 +390,9 @@ async fn hostile_archives_are_refused_through_the_api() {
         .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
         .await;
     let job = f
-        .create_job(json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 1 }))
+        .create_job(
+            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 1 }),
+        )
         .await;
     let record = f.run_to_end(&job).await;
     assert_eq!(record["status"], "success", "{record}");
@@ -415,7 +421,12 @@ async fn hostile_archives_are_refused_through_the_api() {
         output.stdout
     };
     let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
-        ("dotdot", raw(&[("../x", b'0', "", b"x")]), "tar", "\"../x\""),
+        (
+            "dotdot",
+            raw(&[("../x", b'0', "", b"x")]),
+            "tar",
+            "\"../x\"",
+        ),
         (
             "absolute",
             raw(&[(&evil_text, b'0', "", b"x")]),
@@ -468,7 +479,9 @@ async fn hostile_archives_are_refused_through_the_api() {
     ];
     for (name, bytes, suffix, named) in cases {
         plant(&f, &id, &bytes, suffix).await;
-        let restored = f.restore_to_end(&id, json!({ "safetyBackup": false })).await;
+        let restored = f
+            .restore_to_end(&id, json!({ "safetyBackup": false }))
+            .await;
         assert_eq!(restored["status"], "failed", "{name}: {restored}");
         let message = restored["errorMessage"].as_str().unwrap();
         assert!(message.contains(named), "{name}: {message}");
@@ -497,7 +510,9 @@ async fn a_checksum_mismatch_blocks_the_restore() {
         .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
         .await;
     let job = f
-        .create_job(json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 1 }))
+        .create_job(
+            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 1 }),
+        )
         .await;
     let record = f.run_to_end(&job).await;
     let id = record["id"].as_str().unwrap().to_owned();
@@ -531,7 +546,9 @@ async fn dry_runs_write_nothing_and_clones_leave_the_source_alone() {
         .create_app(json!({ "name": "staging", "volumes": [{ "name": "copy" }] }))
         .await;
     let job = f
-        .create_job(json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 1 }))
+        .create_job(
+            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 1 }),
+        )
         .await;
     let record = f.run_to_end(&job).await;
     let id = record["id"].as_str().unwrap().to_owned();
@@ -592,8 +609,10 @@ async fn databases_round_trip_through_the_api() {
         .create_app(json!({ "name": "other", "volumes": [volume("db", &clone)] }))
         .await;
     let job = f
-        .create_job(json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 1,
-                            "encryption": "age" }))
+        .create_job(
+            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 1,
+                            "encryption": "age" }),
+        )
         .await;
     let record = f.run_to_end(&job).await;
     assert_eq!(record["status"], "success", "{record}");
@@ -638,4 +657,98 @@ async fn databases_round_trip_through_the_api() {
     assert_eq!(cloned["status"], "success", "{cloned}");
     assert_eq!(psql(&clone, rows), backed_up);
     assert_eq!(psql(&source, rows), changed, "the source changed");
+}
+
+/// Disaster recovery with the `cairn` binary alone: an encrypted backup in
+/// the bucket is verified and extracted straight from `s3://…` with the
+/// exported identity and credentials from the environment — no server, no
+/// database — and the tree is the volume's.
+#[tokio::test]
+async fn the_cli_recovers_a_volume_from_the_bucket() {
+    let f = fixture(Backend::Sqlite, "acme").await;
+    let data = f.volume_dir("shop", "blue", "data");
+    restorable_volume(&data);
+    let original = describe(&data);
+    let app_id = f
+        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
+        .await;
+    let prefix = unique("dr");
+    let target = f
+        .app
+        .post(
+            &f.org.path("/backups/targets"),
+            &f.org.admin,
+            &json!({ "name": "s3", "type": "s3", "config": {
+                "bucket": env("TEST_S3_BUCKET"), "accessKeyId": env("TEST_S3_ACCESS_KEY"),
+                "secretAccessKey": env("TEST_S3_SECRET_KEY"), "endpoint": env("TEST_S3_ENDPOINT"),
+                "prefix": prefix } }),
+        )
+        .await
+        .expect(201)["id"]
+        .clone();
+    let job = f
+        .create_job(
+            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id],
+                            "targetId": target, "keepLast": 1, "encryption": "age" }),
+        )
+        .await;
+    let record = f.run_to_end(&job).await;
+    assert_eq!(record["status"], "success", "{record}");
+    let exported = f
+        .app
+        .post(
+            &f.org.path("/backups/encryption-key/export"),
+            &f.org.admin,
+            &json!({}),
+        )
+        .await;
+    let work = tempfile::tempdir().unwrap();
+    let identity = work.path().join("org.key");
+    std::fs::write(
+        &identity,
+        exported.expect(200)["identity"].as_str().unwrap(),
+    )
+    .unwrap();
+    let location = format!(
+        "s3://{}/{prefix}/{}",
+        env("TEST_S3_BUCKET"),
+        record["storagePath"].as_str().unwrap()
+    );
+    let cairn = |args: &[&std::ffi::OsStr]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .arg("archive")
+            .args(args)
+            .env_remove("CAIRN_CONFIG")
+            .env("AWS_ACCESS_KEY_ID", env("TEST_S3_ACCESS_KEY"))
+            .env("AWS_SECRET_ACCESS_KEY", env("TEST_S3_SECRET_KEY"))
+            .env("AWS_ENDPOINT_URL", env("TEST_S3_ENDPOINT"))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let inspected: Value =
+        serde_json::from_str(&cairn(&["inspect".as_ref(), location.as_ref()])).unwrap();
+    assert_eq!(inspected, record["manifest"]);
+    let verified = cairn(&[
+        "verify".as_ref(),
+        location.as_ref(),
+        "--identity".as_ref(),
+        identity.as_os_str(),
+    ]);
+    assert!(verified.contains("checksum ok"), "{verified}");
+    let into = work.path().join("recovered");
+    cairn(&[
+        "extract".as_ref(),
+        location.as_ref(),
+        "--into".as_ref(),
+        into.as_os_str(),
+        "--identity".as_ref(),
+        identity.as_os_str(),
+    ]);
+    assert_eq!(describe(&into), original);
 }

@@ -172,7 +172,9 @@ pub(crate) async fn run_backup(
                 lease_expires_at: ActiveValue::Set(None),
                 ..Default::default()
             };
-            let recorded = lease::fenced_update::<backup::Entity>(&worker.cairn.db, id, attempt_no, changes).await;
+            let recorded =
+                lease::fenced_update::<backup::Entity>(&worker.cairn.db, id, attempt_no, changes)
+                    .await;
             if matches!(recorded, Ok(true)) {
                 metrics.bytes_written.inc_by(stored.size);
                 if let Some(job_id) = attempt.model.job_id {
@@ -198,7 +200,8 @@ pub(crate) async fn run_backup(
                 ..Default::default()
             };
             (
-                lease::fenced_update::<backup::Entity>(&worker.cairn.db, id, attempt_no, changes).await,
+                lease::fenced_update::<backup::Entity>(&worker.cairn.db, id, attempt_no, changes)
+                    .await,
                 "failed",
             )
         }
@@ -332,8 +335,7 @@ async fn context(worker: &Worker, model: &backup::Model) -> Result<Context, Fail
             .await
             .map_err(internal)?,
         None => None,
-    }
-    ;
+    };
     let settings = match job {
         Some(job) => Settings {
             compression: CompressionSetting::parse(&job.compression).unwrap_or_default(),

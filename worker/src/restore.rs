@@ -140,8 +140,7 @@ pub(crate) async fn run_restore(
             }
         }
     };
-    match lease::fenced_update::<restore::Entity>(&worker.cairn.db, id, attempt_no, changes).await
-    {
+    match lease::fenced_update::<restore::Entity>(&worker.cairn.db, id, attempt_no, changes).await {
         Ok(true) => {}
         Ok(false) => {
             tracing::warn!(restore_id = %id, attempt = attempt_no, "the outcome was not recorded: this attempt no longer holds the restore");
@@ -440,8 +439,8 @@ impl Restore<'_> {
         let (outcome, digest) = tokio::task::spawn_blocking(move || {
             let mut checked = Checked::new(reader, blocking_cancel);
             let outcome = (|| {
-                let plain = stored::open(&mut checked, name, identity.as_ref())
-                    .map_err(read_failure)?;
+                let plain =
+                    stored::open(&mut checked, name, identity.as_ref()).map_err(read_failure)?;
                 if dry_run {
                     extract::check(plain, cap).map_err(extract_failure)
                 } else {
@@ -524,7 +523,10 @@ impl Restore<'_> {
                 discard(&staging, &holder, exists);
                 Err(Failure::new(
                     "restore_failed",
-                    format!("moving the restored entries into {}: {error}", data.display()),
+                    format!(
+                        "moving the restored entries into {}: {error}",
+                        data.display()
+                    ),
                 ))
             }
         }
@@ -753,9 +755,7 @@ fn prepare_staging(holder: &Path, staging: &Path) -> std::io::Result<()> {
         let name = entry.file_name();
         // One restore at a time writes a destination (an index), so a
         // staging directory found here belongs to a restore that died.
-        if name.to_string_lossy().starts_with(".cairn-restore-")
-            && entry.file_type()?.is_dir()
-        {
+        if name.to_string_lossy().starts_with(".cairn-restore-") && entry.file_type()?.is_dir() {
             std::fs::remove_dir_all(entry.path())?;
         }
     }
@@ -843,7 +843,10 @@ fn swap(data: &Path, staging: &Path) -> std::io::Result<usize> {
 /// Fails restores whose lease expired before `now` with `worker_lost`.
 /// Their staging directories are removed by the next restore of the same
 /// destination (they may be on another worker's disk).
-pub(crate) async fn reap(cairn: &cairn_core::Cairn, now: chrono::DateTime<Utc>) -> anyhow::Result<usize> {
+pub(crate) async fn reap(
+    cairn: &cairn_core::Cairn,
+    now: chrono::DateTime<Utc>,
+) -> anyhow::Result<usize> {
     let expired = restore::Entity::find()
         .filter(restore::Column::Status.eq(RestoreStatus::Running.as_str()))
         .filter(restore::Column::LeaseExpiresAt.lt(now))

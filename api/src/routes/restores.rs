@@ -4,7 +4,9 @@
 use actix_web::{web, HttpResponse};
 use cairn_core::auth::Role;
 use cairn_core::preview::{self, PreviewView};
-use cairn_core::restores::{self, RestoreDetailView, RestorePage, RestoreQuery, RestoreRequest, RestoreView};
+use cairn_core::restores::{
+    self, RestoreDetailView, RestorePage, RestoreQuery, RestoreRequest, RestoreView,
+};
 use cairn_core::Cairn;
 use chrono::Utc;
 

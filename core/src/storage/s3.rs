@@ -187,7 +187,7 @@ fn describe(error: &dyn std::error::Error) -> String {
 }
 
 /// Sorts an `object_store` error into what the caller can act on.
-fn classify(bucket: &str, what: &str, error: object_store::Error) -> StorageError {
+pub(crate) fn classify(bucket: &str, what: &str, error: object_store::Error) -> StorageError {
     let text = describe(&error);
     let detail = format!("{what}: {text}");
     if text.contains("NoSuchBucket") || text.contains("bucket does not exist") {

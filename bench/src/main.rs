@@ -290,6 +290,63 @@ async fn backup(volume_root: PathBuf, volume: serde_json::Value) -> anyhow::Resu
     Ok(())
 }
 
+/// One restore, through a real worker, of the newest backup that
+/// `backup files` left in `BENCH_DATA_DIR`, into its own volume (no safety
+/// backup: the comparison is with plain extraction).
+async fn restore(volume_root: PathBuf) -> anyhow::Result<()> {
+    use cairn_core::{Cairn, Config, StartMode};
+    let data_dir = PathBuf::from(env("BENCH_DATA_DIR")?);
+    let mut config = Config::with_data_dir(&data_dir);
+    config.volume_root = volume_root;
+    let cairn = Cairn::open(config, StartMode::Embedded).await?;
+    let failed = |e: cairn_core::Error| anyhow::anyhow!("{e}: {e:?}");
+    let admin = cairn_core::auth::Principal {
+        token_id: None,
+        organization_id: None,
+        role: cairn_core::auth::Role::Admin,
+    };
+    let org = cairn_core::orgs::list(&cairn.db, &admin)
+        .await
+        .map_err(failed)?
+        .into_iter()
+        .find(|org| org.slug == "bench")
+        .ok_or_else(|| anyhow::anyhow!("no backup to restore: run `backup files` first"))?;
+    let page = cairn_core::history::list(&cairn, org.id, &Default::default())
+        .await
+        .map_err(failed)?;
+    let backup = page
+        .items
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no backup to restore"))?;
+    let request: cairn_core::restores::RestoreRequest = serde_json::from_value(
+        serde_json::json!({ "confirm": backup.id, "safetyBackup": false }),
+    )?;
+    let requested =
+        cairn_core::restores::request(&cairn, org.id, backup.id, &request, chrono::Utc::now())
+            .await
+            .map_err(failed)?;
+    let worker = cairn_worker::Worker::new(
+        cairn.clone(),
+        cairn_worker::WorkerOptions::from_config(&cairn.config.worker),
+    );
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let started = Instant::now();
+    worker.process_one(&stopped, chrono::Utc::now()).await?;
+    let elapsed = started.elapsed();
+    let record = cairn_core::restores::get(&cairn, org.id, requested.id)
+        .await
+        .map_err(failed)?;
+    if record.restore.status != cairn_core::restores::RestoreStatus::Success {
+        bail!(
+            "the restore failed: {:?} {:?}",
+            record.restore.error_code,
+            record.restore.error_message
+        );
+    }
+    report(backup.archive_size.unwrap_or(0) as u64, elapsed);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -335,6 +392,7 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
         }
+        ["restore", "files", volume_root] => restore(PathBuf::from(volume_root)).await?,
         ["backup", "postgres", host, port, database, username] => {
             let password = env("PGPASSWORD")?;
             backup(
@@ -345,7 +403,7 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
         }
-        _ => bail!("usage: cairn-bench generate FILE BYTES | cairn-bench storage local|s3|ssh write|read BYTES | cairn-bench backup files VOLUME_ROOT | cairn-bench backup postgres HOST PORT DB USER"),
+        _ => bail!("usage: cairn-bench generate FILE BYTES | cairn-bench storage local|s3|ssh write|read BYTES | cairn-bench backup files VOLUME_ROOT | cairn-bench backup postgres HOST PORT DB USER | cairn-bench restore files VOLUME_ROOT"),
     }
     Ok(())
 }

@@ -318,9 +318,8 @@ async fn restore(volume_root: PathBuf) -> anyhow::Result<()> {
         .items
         .first()
         .ok_or_else(|| anyhow::anyhow!("no backup to restore"))?;
-    let request: cairn_core::restores::RestoreRequest = serde_json::from_value(
-        serde_json::json!({ "confirm": backup.id, "safetyBackup": false }),
-    )?;
+    let request: cairn_core::restores::RestoreRequest =
+        serde_json::from_value(serde_json::json!({ "confirm": backup.id, "safetyBackup": false }))?;
     let requested =
         cairn_core::restores::request(&cairn, org.id, backup.id, &request, chrono::Utc::now())
             .await

@@ -323,42 +323,19 @@ pub async fn download(
     id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<Download> {
-    use cairn_entity::backup_target;
     let model = backup::Entity::find_by_id(id)
         .filter(backup::Column::OrganizationId.eq(organization_id))
         .one(&cairn.db)
         .await?
         .ok_or(Error::NotFound("backup"))?;
-    if model.status != BackupStatus::Success.as_str() {
-        return Err(Error::Conflict {
-            field: None,
-            message: format!(
-                "only successful backups can be downloaded; this one is {}",
-                model.status
-            ),
-        });
-    }
-    let (Some(path), Some(target_id)) = (&model.storage_path, model.target_id) else {
-        return Err(Error::Conflict {
-            field: None,
-            message: "this backup has no stored archive".into(),
-        });
-    };
-    let target = backup_target::Entity::find_by_id(target_id)
-        .filter(
-            sea_orm::Condition::any()
-                .add(backup_target::Column::OrganizationId.eq(organization_id))
-                .add(backup_target::Column::OrganizationId.is_null()),
-        )
-        .one(&cairn.db)
-        .await?
-        .ok_or_else(|| Error::Conflict {
-            field: None,
-            message: "the target that holds this backup no longer exists".into(),
-        })?;
-    let key = crate::storage::ObjectKey::parse(path)
-        .map_err(|e| anyhow::anyhow!("backup {id} has an invalid storage path: {e}"))?;
-    let storage = crate::storage::open(cairn, &target, crate::storage::Purpose::Transfer)?;
+    let crate::restores::StoredArchive {
+        backup,
+        target,
+        storage,
+        key,
+        ..
+    } = crate::restores::stored_archive(cairn, model).await?;
+    let path = backup.storage_path.unwrap_or_default();
     let storage_error = |e: crate::storage::StorageError| {
         Error::Upstream(format!("the archive cannot be read from its target: {e}"))
     };
@@ -388,7 +365,7 @@ pub async fn download(
         let _held = &permit;
         chunk
     }));
-    let file_name = path.rsplit('/').next().unwrap_or(path).to_owned();
+    let file_name = path.rsplit('/').next().unwrap_or(&path).to_owned();
     Ok(Download::Stream {
         size,
         content_type: content_type_of(&file_name),

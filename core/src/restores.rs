@@ -197,7 +197,9 @@ pub struct StoredArchive {
 }
 
 /// Opens what a successful backup stored, or says (409) why it cannot be
-/// read: not successful, nothing stored, target gone, newer format.
+/// read: not successful, nothing stored, target gone. (Whether this Cairn
+/// can restore it is [`restorable`]'s question: an archive of a newer
+/// format can still be downloaded.)
 pub async fn stored_archive(cairn: &Cairn, model: backup::Model) -> Result<StoredArchive> {
     let conflict = |message: String| Error::Conflict {
         field: None,
@@ -205,14 +207,9 @@ pub async fn stored_archive(cairn: &Cairn, model: backup::Model) -> Result<Store
     };
     if model.status != BackupStatus::Success.as_str() {
         return Err(conflict(format!(
-            "only successful backups can be read; this one is {}",
+            "only successful backups can be read (restored, previewed, downloaded); this one is {}",
             model.status
         )));
-    }
-    if let Some(refusal) =
-        stored::format_refusal(stored::format_version_of(model.manifest.as_ref()))
-    {
-        return Err(conflict(refusal));
     }
     let (Some(path), Some(target_id)) = (model.storage_path.clone(), model.target_id) else {
         return Err(conflict("this backup has no stored archive".into()));
@@ -242,6 +239,17 @@ pub async fn stored_archive(cairn: &Cairn, model: backup::Model) -> Result<Store
         key,
         name,
     })
+}
+
+/// Refuses (409) a backup whose archive format is newer than this Cairn's.
+pub fn restorable(model: &backup::Model) -> Result<()> {
+    match stored::format_refusal(stored::format_version_of(model.manifest.as_ref())) {
+        Some(refusal) => Err(Error::Conflict {
+            field: None,
+            message: refusal,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// A blocking reader over a stream of chunks; create it on the runtime,
@@ -283,6 +291,7 @@ pub async fn request(
     v.finish()?;
 
     let archive = stored_archive(cairn, model).await?;
+    restorable(&archive.backup)?;
     let (archive_kind, volume_kind) = kinds_of(archive.name);
 
     // The destination: the named volume, or the backup's own.

@@ -479,6 +479,13 @@ async fn hostile_archives_are_refused_through_the_api() {
     ];
     for (name, bytes, suffix, named) in cases {
         plant(&f, &id, &bytes, suffix).await;
+        // A dry run applies the same checks without writing.
+        let dry = f.restore_to_end(&id, json!({ "dryRun": true })).await;
+        assert_eq!(dry["status"], "failed", "{name}: {dry}");
+        assert!(
+            dry["errorMessage"].as_str().unwrap().contains(named),
+            "{name}: {dry}"
+        );
         let restored = f
             .restore_to_end(&id, json!({ "safetyBackup": false }))
             .await;

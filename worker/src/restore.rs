@@ -36,7 +36,7 @@ use uuid::Uuid;
 use cairn_core::apps::PostgresSettings;
 use cairn_core::extract::{self, ExtractError};
 use cairn_core::history::{BackupStatus, LogLine};
-use cairn_core::restores::{blocking_reader, kinds_of, stored_archive, RestoreStatus};
+use cairn_core::restores::{blocking_reader, kinds_of, restorable, stored_archive, RestoreStatus};
 use cairn_core::runs::Trigger;
 use cairn_core::storage::Cancellation;
 use cairn_core::stored::{self, Checked, PgRestore, ReadError};
@@ -199,14 +199,16 @@ async fn perform(
         .await
         .map_err(internal)?
         .ok_or_else(|| Failure::new("backup_unavailable", "the backup was deleted"))?;
-    let archive = stored_archive(cairn, source)
-        .await
-        .map_err(|error| match error {
-            cairn_core::Error::Conflict { message, .. } => {
-                Failure::new("backup_unavailable", message)
-            }
-            other => internal(other),
-        })?;
+    let archive = async {
+        let archive = stored_archive(cairn, source).await?;
+        restorable(&archive.backup)?;
+        Ok(archive)
+    }
+    .await
+    .map_err(|error| match error {
+        cairn_core::Error::Conflict { message, .. } => Failure::new("backup_unavailable", message),
+        other => internal(other),
+    })?;
     let expected = archive.backup.sha256.clone().ok_or_else(|| {
         Failure::new(
             "backup_unavailable",

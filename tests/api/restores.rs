@@ -588,11 +588,10 @@ async fn dry_runs_write_nothing_and_clones_leave_the_source_alone() {
     assert_eq!(after, changed, "the source volume changed");
 }
 
-/// A PostgreSQL volume: rows changed after the backup are back after the
-/// restore; the safety dump restores the changed rows; a clone fills
-/// another database and leaves the source alone.
-#[tokio::test]
-async fn databases_round_trip_through_the_api() {
+/// A PostgreSQL volume backed up to `target_kind`: rows changed after the
+/// backup are back after the restore; the safety dump restores the changed
+/// rows; a clone fills another database and leaves the source alone.
+async fn database_round_trip(target_kind: &str, encryption: &str) {
     let f = fixture(Backend::Sqlite, "acme").await;
     let server = url::Url::parse(&env("TEST_POSTGRES_URL")).unwrap();
     let source = unique("rsrc").replace('-', "_");
@@ -615,10 +614,11 @@ async fn databases_round_trip_through_the_api() {
     let other = f
         .create_app(json!({ "name": "other", "volumes": [volume("db", &clone)] }))
         .await;
+    let target = f.target(target_kind).await;
     let job = f
         .create_job(
             json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 1,
-                            "encryption": "age" }),
+                    "targetId": target, "encryption": encryption }),
         )
         .await;
     let record = f.run_to_end(&job).await;
@@ -758,4 +758,65 @@ async fn the_cli_recovers_a_volume_from_the_bucket() {
         identity.as_os_str(),
     ]);
     assert_eq!(describe(&into), original);
+}
+
+#[tokio::test]
+async fn encrypted_databases_round_trip_on_a_local_target() {
+    database_round_trip("local", "age").await;
+}
+
+#[tokio::test]
+async fn databases_round_trip_on_s3() {
+    database_round_trip("s3", "none").await;
+}
+
+#[tokio::test]
+async fn encrypted_databases_round_trip_over_ssh() {
+    database_round_trip("ssh", "age").await;
+}
+
+/// A restore whose worker died (its lease ran out) is failed as
+/// `worker_lost` by the next worker tick, and the destination takes a new
+/// restore.
+#[tokio::test]
+async fn a_lost_restore_is_reaped() {
+    use cairn_entity::restore;
+    let f = fixture(Backend::Sqlite, "acme").await;
+    std::fs::write(f.volume_dir("shop", "blue", "data").join("f.txt"), b"x").unwrap();
+    let app_id = f
+        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
+        .await;
+    let job = f
+        .create_job(
+            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 1 }),
+        )
+        .await;
+    let id = f.run_to_end(&job).await["id"].as_str().unwrap().to_owned();
+    let requested = f.request_restore(&id, json!({ "confirm": id })).await;
+    let restore_id = uuid::Uuid::parse_str(requested.expect(202)["id"].as_str().unwrap()).unwrap();
+    // As a worker that claimed it and died would leave it.
+    restore::Entity::update(restore::ActiveModel {
+        id: ActiveValue::Unchanged(restore_id),
+        status: ActiveValue::Set("running".into()),
+        attempt: ActiveValue::Set(1),
+        lease_owner: ActiveValue::Set(Some("dead-worker".into())),
+        lease_expires_at: ActiveValue::Set(Some(chrono::Utc::now() - chrono::Duration::seconds(5))),
+        ..Default::default()
+    })
+    .exec(&f.app.cairn.db)
+    .await
+    .unwrap();
+    f.request_restore(&id, json!({ "confirm": id }))
+        .await
+        .expect(409);
+    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    let reaped = f.restore(&restore_id.to_string()).await;
+    assert_eq!(reaped["status"], "failed", "{reaped}");
+    assert_eq!(reaped["errorCode"], "worker_lost");
+    assert!(reaped["errorMessage"]
+        .as_str()
+        .unwrap()
+        .contains("dead-worker"));
+    let again = f.restore_to_end(&id, json!({})).await;
+    assert_eq!(again["status"], "success", "{again}");
 }

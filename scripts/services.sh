@@ -41,6 +41,7 @@ ensure_packages() {
   command -v tar >/dev/null || missing+=(tar)
   command -v gzip >/dev/null || missing+=(gzip)
   command -v age >/dev/null && command -v age-keygen >/dev/null || missing+=(age)
+  command -v redis-server >/dev/null && command -v redis-cli >/dev/null || missing+=(redis-server redis-tools)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]} from Debian packages"
     as_root apt-get update -qq
@@ -158,6 +159,30 @@ CONFIG
   TEST_SSH_HOST_FINGERPRINT=$(ssh-keygen -lf "$dir/host_ed25519.pub" | awk '{print $2}')
   export TEST_SSH_ROOT="$dir/data"
   log "sshd on 127.0.0.1:$port (host key $TEST_SSH_HOST_FINGERPRINT)"
+}
+
+# A throw-away Redis on 127.0.0.1 (no persistence, a password). Exports
+# TEST_REDIS_URL.
+start_redis() {
+  local dir="$CAIRN_SERVICES_DIR/redis" port password
+  port=$(free_port)
+  password="redis-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+  mkdir -p "$dir"
+  cat >"$dir/redis.conf" <<CONFIG
+bind 127.0.0.1
+port $port
+protected-mode yes
+requirepass $password
+save ""
+appendonly no
+dir $dir
+daemonize no
+CONFIG
+  redis-server "$dir/redis.conf" >"$dir/redis.log" 2>&1 &
+  CAIRN_STARTED_PIDS+=($!)
+  wait_for_port "$port" redis || { cat "$dir/redis.log" >&2; return 1; }
+  export TEST_REDIS_URL="redis://:$password@127.0.0.1:$port/0"
+  log "redis on 127.0.0.1:$port"
 }
 
 stop_services() {

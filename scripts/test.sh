@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command of the README: installs and starts the real services the
-# tests need on loopback — PostgreSQL and OpenSSH from Debian's packages, the
+# tests need on loopback — PostgreSQL, OpenSSH and Redis from Debian's packages, the
 # S3 server s3s-fs from crates.io — runs every test of the workspace against
 # them, stops them, and ends with one summary line. Extra arguments go to
 # `cargo test` (e.g. a test name filter).
@@ -15,6 +15,7 @@ ensure_packages
 start_postgres
 start_s3
 start_sshd
+start_redis
 
 output="$CAIRN_SERVICES_DIR/cargo-test.log"
 set +e

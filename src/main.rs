@@ -52,6 +52,14 @@ enum Command {
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
     },
+    /// Run a scheduler: fire due backup jobs at the start of every minute,
+    /// each slot once across replicas (Redis slot locks with
+    /// `CAIRN_REDIS_URL`, and the database's unique (job, slot)).
+    Scheduler {
+        /// Serve `/healthz` and `/metrics` here.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
+    },
     /// Apply database migrations and exit.
     Migrate,
     /// Manage API tokens from the command line.
@@ -264,6 +272,25 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// A scheduler with Redis slot locks when `redis_url` is set, in-process
+/// ones otherwise.
+fn scheduler_of(cairn: &Cairn) -> anyhow::Result<cairn_scheduler::Scheduler> {
+    use secrecy::ExposeSecret;
+    let locks: std::sync::Arc<dyn cairn_scheduler::SlotLocks> = match &cairn.config.redis_url {
+        Some(url) => std::sync::Arc::new(
+            cairn_scheduler::RedisLocks::new(url.expose_secret())
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
+        None => std::sync::Arc::new(cairn_scheduler::LocalLocks::default()),
+    };
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "scheduler".into());
+    Ok(cairn_scheduler::Scheduler::new(
+        cairn.clone(),
+        locks,
+        format!("{host}:{}", std::process::id()),
+    ))
+}
+
 async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve { listen } => {
@@ -277,17 +304,22 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
                     "Created a system administrator token. It is shown once; store it now:\n\n    {token}\n"
                 );
             }
-            // The embedded default runs a worker beside the API; both stop
-            // on SIGTERM, the worker after its running backups are ended.
+            // The embedded default runs a scheduler and a worker beside the
+            // API; all stop on SIGTERM, the worker after its running backups
+            // are ended.
             let (stop, stopped) = tokio::sync::watch::channel(false);
             let worker = Worker::new(
                 cairn.clone(),
                 WorkerOptions::from_config(&cairn.config.worker),
             );
-            let worker = tokio::spawn(async move { worker.run(stopped).await });
+            let worker_stopped = stopped.clone();
+            let worker = tokio::spawn(async move { worker.run(worker_stopped).await });
+            let scheduler = scheduler_of(&cairn)?;
+            let scheduler = tokio::spawn(async move { scheduler.run(stopped).await });
             let served = serve_api(cairn).await;
             let _ = stop.send(true);
             let _ = worker.await;
+            let _ = scheduler.await;
             served
         }
         Command::Worker {
@@ -323,6 +355,36 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
             )
             .run(stopped)
             .await;
+            if let Some(handle) = metrics_handle {
+                handle.stop(true).await;
+            }
+            Ok(())
+        }
+        Command::Scheduler { metrics_listen } => {
+            let cairn = Cairn::open(config, StartMode::Replica).await?;
+            if cairn.config.redis_url.is_none() {
+                tracing::warn!("no CAIRN_REDIS_URL: slot locks are in-process; several schedulers still fire each slot once (the database fence) but do the work twice");
+            }
+            let metrics = match metrics_listen {
+                Some(address) => {
+                    let listener =
+                        TcpListener::bind(address).with_context(|| format!("binding {address}"))?;
+                    tracing::info!(%address, "scheduler metrics at /metrics");
+                    Some(cairn_api::metrics_server(listener)?)
+                }
+                None => None,
+            };
+            let metrics_handle = metrics.as_ref().map(|server| server.handle());
+            if let Some(server) = metrics {
+                tokio::spawn(server);
+            }
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                tracing::info!("stopping the scheduler");
+                let _ = stop.send(true);
+            });
+            scheduler_of(&cairn)?.run(stopped).await;
             if let Some(handle) = metrics_handle {
                 handle.stop(true).await;
             }

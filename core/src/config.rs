@@ -43,6 +43,11 @@ pub struct Config {
     /// `sqlite://…` or `postgres://…`; defaults to `<data_dir>/cairn.db`.
     #[serde(default)]
     pub database_url: Option<SecretString>,
+    /// `redis://…`: the scheduler's slot locks. Without it, the scheduler
+    /// of `cairn serve` uses an in-process lock; either way the database
+    /// keeps each slot to one run.
+    #[serde(default)]
+    pub redis_url: Option<SecretString>,
     /// Apply pending migrations when a process starts.
     #[serde(default = "default_true")]
     pub run_migrations: bool,

@@ -30,8 +30,18 @@ pub struct JobRequest {
     /// Unique within the organization (1–200 characters).
     pub name: String,
     /// Five-field cron expression (minute hour day-of-month month
-    /// day-of-week), evaluated in UTC.
+    /// day-of-week), read in `timezone`.
     pub schedule: String,
+    /// IANA time zone of the schedule (default `UTC`). On a daylight-saving
+    /// change a scheduled time that happens twice fires once (the first
+    /// time), and one that is skipped fires once, right after the gap.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// How late a slot that passed while no scheduler ran may still fire,
+    /// in seconds (default 3600; 10 to 31 536 000). Older slots are
+    /// recorded as one `missed` run.
+    #[serde(default = "default_starting_deadline")]
+    pub starting_deadline_seconds: u32,
     /// Default true.
     #[serde(default = "default_true")]
     pub enabled: bool,
@@ -151,6 +161,21 @@ fn default_true() -> bool {
     true
 }
 
+fn default_timezone() -> String {
+    "UTC".into()
+}
+
+fn default_starting_deadline() -> u32 {
+    3600
+}
+
+/// The bounds of `startingDeadlineSeconds`.
+const DEADLINE_RANGE: std::ops::RangeInclusive<u32> = 10..=31_536_000;
+
+/// A slot that passed this long ago without a run makes a job `overdue`
+/// (a tick every minute, one late tick allowed).
+const OVERDUE_AFTER: chrono::Duration = chrono::Duration::seconds(150);
+
 #[derive(Clone, Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobView {
@@ -173,9 +198,22 @@ pub struct JobView {
     pub compression: CompressionSetting,
     pub encryption: EncryptionSetting,
     pub extra_recipients: Vec<String>,
+    pub timezone: String,
+    pub starting_deadline_seconds: u32,
+    /// The slot of the last scheduled run.
     pub last_run_at: Option<DateTime<Utc>>,
-    /// When the job fires next; `null` while it is disabled.
+    /// When the last run that succeeded ended.
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// Runs in a row that did not fully succeed.
+    pub consecutive_failures: u32,
+    /// When the job fires next; `null` while it is disabled, or while its
+    /// stored schedule cannot be read (`scheduleError`).
     pub next_run_at: Option<DateTime<Utc>>,
+    /// A slot passed and no scheduler fired it.
+    pub overdue: bool,
+    /// Why the scheduler could not read the stored schedule or time zone;
+    /// the job does not fire until it is updated.
+    pub schedule_error: Option<String>,
     pub auto_created: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -203,15 +241,11 @@ pub fn parse_schedule(expression: &str) -> Result<cron_parser::Schedule, String>
     Ok(schedule)
 }
 
-/// The first time strictly after `now` at which `schedule` fires.
-pub fn next_run_after(
-    schedule: &cron_parser::Schedule,
-    now: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
-    schedule.next_after(&now)
-}
-
-fn view(model: backup_job::Model, app_ids: Vec<Uuid>) -> JobView {
+fn view(model: backup_job::Model, app_ids: Vec<Uuid>, now: DateTime<Utc>) -> JobView {
+    let overdue = model.enabled
+        && model
+            .next_run_at
+            .is_some_and(|next| next + OVERDUE_AFTER < now);
     let count = |n: Option<i32>| n.map(|n| n.max(0) as u32);
     JobView {
         id: model.id,
@@ -233,8 +267,14 @@ fn view(model: backup_job::Model, app_ids: Vec<Uuid>) -> JobView {
         compression: CompressionSetting::parse(&model.compression).unwrap_or_default(),
         encryption: EncryptionSetting::parse(&model.encryption).unwrap_or_default(),
         extra_recipients: extra_recipients_of(&model.extra_recipients),
+        timezone: model.timezone,
+        starting_deadline_seconds: model.starting_deadline_seconds.max(0) as u32,
         last_run_at: model.last_run_at,
+        last_success_at: model.last_success_at,
+        consecutive_failures: model.consecutive_failures.max(0) as u32,
         next_run_at: model.next_run_at,
+        overdue,
+        schedule_error: model.schedule_error,
         auto_created: model.auto_created,
         created_at: model.created_at,
         updated_at: model.updated_at,
@@ -247,7 +287,7 @@ async fn validate(
     db: &impl ConnectionTrait,
     organization_id: Uuid,
     request: &JobRequest,
-) -> Result<cron_parser::Schedule> {
+) -> Result<crate::schedule::JobSchedule> {
     let mut v = Validator::new();
     v.check_result("name", check_display_name(&request.name));
     let schedule = match parse_schedule(&request.schedule) {
@@ -337,15 +377,30 @@ async fn validate(
             crate::encryption::parse_recipient(recipient).map(|_| ()),
         );
     }
+    v.check_result(
+        "timezone",
+        crate::schedule::parse_zone(&request.timezone).map(|_| ()),
+    );
+    v.check(
+        DEADLINE_RANGE.contains(&request.starting_deadline_seconds),
+        "startingDeadlineSeconds",
+        format!(
+            "must be from {} to {} seconds",
+            DEADLINE_RANGE.start(),
+            DEADLINE_RANGE.end()
+        ),
+    );
     v.finish()?;
-    // The validator has accepted the schedule, so it parsed.
-    schedule.ok_or_else(|| Error::invalid("schedule", "is not a valid cron expression"))
+    // The validator has accepted the schedule and the zone, so they parse.
+    let _ = schedule;
+    crate::schedule::JobSchedule::parse(&request.schedule, &request.timezone)
+        .map_err(|e| Error::invalid("schedule", e.to_string()))
 }
 
 fn apply(
     model: &mut backup_job::ActiveModel,
     request: &JobRequest,
-    schedule: &cron_parser::Schedule,
+    schedule: &crate::schedule::JobSchedule,
     now: DateTime<Utc>,
 ) {
     let count = |n: Option<u32>| n.map(|n| n as i32);
@@ -371,8 +426,11 @@ fn apply(
             .map(|r| r.trim())
             .collect::<Vec<_>>())
     }));
+    model.timezone = Set(request.timezone.trim().to_owned());
+    model.starting_deadline_seconds = Set(request.starting_deadline_seconds as i32);
+    model.schedule_error = Set(None);
     model.next_run_at = Set(if request.enabled {
-        next_run_after(schedule, now)
+        schedule.next_after(now)
     } else {
         None
     });
@@ -431,7 +489,11 @@ fn name_taken(name: &str) -> Error {
     )
 }
 
-pub async fn list(cairn: &Cairn, organization_id: Uuid) -> Result<Vec<JobView>> {
+pub async fn list(
+    cairn: &Cairn,
+    organization_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Vec<JobView>> {
     let jobs = backup_job::Entity::find()
         .filter(backup_job::Column::OrganizationId.eq(organization_id))
         .order_by_asc(backup_job::Column::Name)
@@ -443,18 +505,23 @@ pub async fn list(cairn: &Cairn, organization_id: Uuid) -> Result<Vec<JobView>> 
         .into_iter()
         .map(|job| {
             let app_ids = apps.remove(&job.id).unwrap_or_default();
-            view(job, app_ids)
+            view(job, app_ids, now)
         })
         .collect())
 }
 
-pub async fn get(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<JobView> {
+pub async fn get(
+    cairn: &Cairn,
+    organization_id: Uuid,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<JobView> {
     let job = find_model(&cairn.db, organization_id, id).await?;
     let app_ids = apps_of(&cairn.db, &[id])
         .await?
         .remove(&id)
         .unwrap_or_default();
-    Ok(view(job, app_ids))
+    Ok(view(job, app_ids, now))
 }
 
 pub async fn create(
@@ -482,7 +549,7 @@ pub async fn create(
     }
     set_apps(&txn, id, &request.app_ids).await?;
     txn.commit().await?;
-    get(cairn, organization_id, id).await
+    get(cairn, organization_id, id, now).await
 }
 
 pub async fn update(
@@ -504,7 +571,7 @@ pub async fn update(
     }
     set_apps(&txn, id, &request.app_ids).await?;
     txn.commit().await?;
-    get(cairn, organization_id, id).await
+    get(cairn, organization_id, id, now).await
 }
 
 /// Deletes a job; its runs go with it, its backup records stay in history.
@@ -653,14 +720,14 @@ mod tests {
 
     #[test]
     fn next_run_is_strictly_after_now() {
-        let schedule = parse_schedule("0 2 * * *").unwrap();
+        let schedule = crate::schedule::JobSchedule::parse("0 2 * * *", "UTC").unwrap();
         let now = Utc.with_ymd_and_hms(2024, 1, 15, 2, 0, 0).unwrap();
-        let next = next_run_after(&schedule, now).unwrap();
+        let next = schedule.next_after(now).unwrap();
         assert_eq!(next, Utc.with_ymd_and_hms(2024, 1, 16, 2, 0, 0).unwrap());
         let month_end = Utc.with_ymd_and_hms(2024, 1, 31, 23, 59, 30).unwrap();
-        let schedule = parse_schedule("*/15 * * * *").unwrap();
+        let schedule = crate::schedule::JobSchedule::parse("*/15 * * * *", "UTC").unwrap();
         assert_eq!(
-            next_run_after(&schedule, month_end).unwrap(),
+            schedule.next_after(month_end).unwrap(),
             Utc.with_ymd_and_hms(2024, 2, 1, 0, 0, 0).unwrap()
         );
     }

@@ -28,6 +28,7 @@ pub mod preview;
 pub mod restores;
 pub mod retention;
 pub mod runs;
+pub mod schedule;
 pub mod secrets;
 pub mod storage;
 pub mod stored;

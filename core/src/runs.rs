@@ -36,6 +36,9 @@ pub enum RunStatus {
     Failed,
     /// Nothing was backed up; `reason` says why.
     Skipped,
+    /// Slots passed while no scheduler ran; one record stands for all of
+    /// them (`missedCount`, `missedFrom`, `missedTo`).
+    Missed,
 }
 
 impl RunStatus {
@@ -46,6 +49,7 @@ impl RunStatus {
             RunStatus::Partial => "partial",
             RunStatus::Failed => "failed",
             RunStatus::Skipped => "skipped",
+            RunStatus::Missed => "missed",
         }
     }
 }
@@ -208,6 +212,9 @@ pub async fn start(
         reason: Set(skip_reason.clone()),
         created_at: Set(now),
         finished_at: Set(skip_reason.as_ref().map(|_| now)),
+        missed_count: Set(None),
+        missed_from: Set(None),
+        missed_to: Set(None),
     }
     .insert(&txn)
     .await;
@@ -276,6 +283,48 @@ pub async fn start(
         target_id: target.id,
         backups,
     }))
+}
+
+/// What an unfired slot record stands for.
+#[derive(Clone, Copy, Debug)]
+pub struct MissedSlots {
+    pub count: u32,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+/// Records a slot of `job_id` that did not fire: `skipped` (a run was still
+/// active) or `missed` (no scheduler ran in time; `missed` says which slots).
+/// False when the slot already has a run (another replica recorded it).
+pub async fn record_unfired(
+    db: &impl ConnectionTrait,
+    job_id: Uuid,
+    scheduled_for: DateTime<Utc>,
+    status: RunStatus,
+    reason: String,
+    missed: Option<MissedSlots>,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let inserted = backup_run::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        job_id: Set(job_id),
+        trigger: Set(Trigger::Schedule.as_str().to_owned()),
+        scheduled_for: Set(scheduled_for),
+        status: Set(status.as_str().to_owned()),
+        reason: Set(Some(reason)),
+        created_at: Set(now),
+        finished_at: Set(Some(now)),
+        missed_count: Set(missed.map(|m| m.count as i32)),
+        missed_from: Set(missed.map(|m| m.from)),
+        missed_to: Set(missed.map(|m| m.to)),
+    }
+    .insert(db)
+    .await;
+    match inserted {
+        Ok(_) => Ok(true),
+        Err(error) if is_unique_violation(&error) => Ok(false),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// `POST …/jobs/{jobId}/run`: a manual run, now.
@@ -369,6 +418,24 @@ pub async fn close_if_done(
         .one(db)
         .await?
         .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished while closing"))?;
+    // The job's health: a success resets the failure count, anything less
+    // adds one. Only the closer gets here, so each run counts once.
+    let health = backup_job::Entity::update_many().filter(backup_job::Column::Id.eq(run.job_id));
+    if status == RunStatus::Success {
+        health
+            .col_expr(backup_job::Column::LastSuccessAt, Expr::value(now))
+            .col_expr(backup_job::Column::ConsecutiveFailures, Expr::value(0))
+            .exec(db)
+            .await?;
+    } else {
+        health
+            .col_expr(
+                backup_job::Column::ConsecutiveFailures,
+                Expr::col(backup_job::Column::ConsecutiveFailures).add(1),
+            )
+            .exec(db)
+            .await?;
+    }
     Ok(Some(Closed {
         run_id,
         job_id: run.job_id,

@@ -30,6 +30,16 @@ pub struct Model {
     pub extra_recipients: Option<Json>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// IANA name of the zone the schedule is read in.
+    pub timezone: String,
+    /// How late a missed slot may still fire (Kubernetes CronJob's
+    /// `startingDeadlineSeconds`).
+    pub starting_deadline_seconds: i32,
+    /// Why the scheduler could not read the stored schedule or zone; the
+    /// job does not fire until it is corrected.
+    pub schedule_error: Option<String>,
+    pub last_success_at: Option<DateTimeUtc>,
+    pub consecutive_failures: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -6,7 +6,7 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
     pub job_id: Uuid,
-    /// `schedule` or `manual`.
+    /// `schedule`, `manual` or `safety`.
     pub trigger: String,
     /// The minute this run was scheduled for; unique per job.
     pub scheduled_for: DateTimeUtc,
@@ -14,6 +14,10 @@ pub struct Model {
     pub reason: Option<String>,
     pub created_at: DateTimeUtc,
     pub finished_at: Option<DateTimeUtc>,
+    /// For a `missed` run: how many slots passed unfired, first and last.
+    pub missed_count: Option<i32>,
+    pub missed_from: Option<DateTimeUtc>,
+    pub missed_to: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -12,6 +12,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261121_000001_create_schema;
 mod m20261121_000002_add_backup_execution;
 mod m20261121_000003_add_restores;
+mod m20261121_000004_add_scheduling;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000001_create_schema::Migration),
             Box::new(m20261121_000002_add_backup_execution::Migration),
             Box::new(m20261121_000003_add_restores::Migration),
+            Box::new(m20261121_000004_add_scheduling::Migration),
         ]
     }
 }

@@ -14,6 +14,7 @@ mod jobs;
 mod ops;
 mod orgs;
 mod restores;
+mod scheduler;
 mod startup;
 mod storage;
 mod target_checks;

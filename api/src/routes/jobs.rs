@@ -57,7 +57,7 @@ pub async fn list(
         "reading jobs",
     )
     .await?;
-    let items = jobs::list(&cairn, path.org_id).await?;
+    let items = jobs::list(&cairn, path.org_id, Utc::now()).await?;
     Ok(HttpResponse::Ok().json(Items { items }))
 }
 
@@ -109,7 +109,7 @@ pub async fn get(
         "reading jobs",
     )
     .await?;
-    Ok(HttpResponse::Ok().json(jobs::get(&cairn, path.org_id, path.job_id).await?))
+    Ok(HttpResponse::Ok().json(jobs::get(&cairn, path.org_id, path.job_id, Utc::now()).await?))
 }
 
 /// Replace a backup job's settings.

@@ -275,12 +275,8 @@ fn init_logging(format: LogFormat) {
 /// A scheduler with Redis slot locks when `redis_url` is set, in-process
 /// ones otherwise.
 fn scheduler_of(cairn: &Cairn) -> anyhow::Result<cairn_scheduler::Scheduler> {
-    use secrecy::ExposeSecret;
-    let locks: std::sync::Arc<dyn cairn_scheduler::SlotLocks> = match &cairn.config.redis_url {
-        Some(url) => std::sync::Arc::new(
-            cairn_scheduler::RedisLocks::new(url.expose_secret())
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
-        ),
+    let locks: std::sync::Arc<dyn cairn_scheduler::SlotLocks> = match &cairn.redis {
+        Some(redis) => redis.clone(),
         None => std::sync::Arc::new(cairn_scheduler::LocalLocks::default()),
     };
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "scheduler".into());

@@ -51,6 +51,7 @@ use crate::routes::{apps, history, jobs, ops, orgs, restores, targets, tokens};
         jobs::remove,
         jobs::retention,
         jobs::run,
+        jobs::runs_list,
         jobs::encryption_key,
         jobs::export_encryption_key,
         history::list,

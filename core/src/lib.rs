@@ -21,6 +21,7 @@ pub mod error;
 pub mod extract;
 pub mod history;
 pub mod jobs;
+pub mod locks;
 pub mod metrics;
 pub mod netpolicy;
 pub mod orgs;
@@ -58,6 +59,8 @@ pub struct Cairn {
     /// Streamed downloads that may run at once (each holds a blocking
     /// thread while its client reads).
     pub download_slots: Arc<tokio::sync::Semaphore>,
+    /// The Redis of the schedulers' slot locks, when `redis_url` is set.
+    pub redis: Option<Arc<locks::RedisLocks>>,
 }
 
 /// Streamed downloads that may run at once per process.
@@ -98,11 +101,24 @@ impl Cairn {
                  and set CAIRN_MASTER_KEY when running more than one process"
             );
         }
+        // Nothing connects until first use: a Redis that is down does not
+        // stop a start (schedulers fall back to the database fence).
+        let redis = match &config.redis_url {
+            Some(url) => {
+                use secrecy::ExposeSecret;
+                Some(Arc::new(
+                    locks::RedisLocks::new(url.expose_secret())
+                        .map_err(|e| anyhow::anyhow!("redis_url: {e}"))?,
+                ))
+            }
+            None => None,
+        };
         let cairn = Cairn {
             db,
             config: Arc::new(config),
             master_key,
             download_slots: Arc::new(tokio::sync::Semaphore::new(DOWNLOAD_SLOTS)),
+            redis,
         };
         if let Some((row_id, ciphertext)) = sealed {
             if cairn.master_key.open(row_id, &ciphertext).is_err() {

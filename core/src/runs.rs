@@ -444,3 +444,145 @@ pub async fn close_if_done(
         failed,
     }))
 }
+
+/// A run as `GET …/jobs/{jobId}/runs` lists it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRecordView {
+    pub id: Uuid,
+    pub job_id: Uuid,
+    /// `schedule` or `manual`.
+    pub trigger: String,
+    /// The slot (scheduled runs) or the time it was asked for (manual).
+    pub scheduled_for: DateTime<Utc>,
+    pub status: RunStatus,
+    /// Why it was skipped, missed or partly failed.
+    pub reason: Option<String>,
+    /// For a `missed` run: how many slots, the first and the last.
+    pub missed_count: Option<u32>,
+    pub missed_from: Option<DateTime<Utc>>,
+    pub missed_to: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub backups: Vec<RunBackupView>,
+}
+
+/// Query parameters of the run listing.
+#[derive(Clone, Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RunQuery {
+    /// Page size, 1–200 (default 50).
+    #[param(value_type = Option<u64>)]
+    pub limit: Option<String>,
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunPage {
+    pub items: Vec<RunRecordView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+fn parse_run_status(text: &str) -> Option<RunStatus> {
+    Some(match text {
+        "running" => RunStatus::Running,
+        "success" => RunStatus::Success,
+        "partial" => RunStatus::Partial,
+        "failed" => RunStatus::Failed,
+        "skipped" => RunStatus::Skipped,
+        "missed" => RunStatus::Missed,
+        _ => return None,
+    })
+}
+
+/// One page of a job's runs, newest first, with their backups.
+pub async fn list(
+    cairn: &Cairn,
+    organization_id: Uuid,
+    job_id: Uuid,
+    query: &RunQuery,
+) -> Result<RunPage> {
+    use crate::history::{DEFAULT_PAGE, MAX_PAGE};
+    use sea_orm::QuerySelect;
+    let mut v = crate::error::Validator::new();
+    let cursor = query.cursor.as_deref().and_then(|text| {
+        let parsed = Uuid::parse_str(text).ok();
+        v.check(parsed.is_some(), "cursor", "is not a valid cursor");
+        parsed
+    });
+    let limit = match query.limit.as_deref() {
+        None => DEFAULT_PAGE,
+        Some(text) => match text.parse::<u64>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+            _ => {
+                v.add(
+                    "limit",
+                    format!("must be a whole number from 1 to {MAX_PAGE}"),
+                );
+                DEFAULT_PAGE
+            }
+        },
+    };
+    v.finish()?;
+    backup_job::Entity::find_by_id(job_id)
+        .filter(backup_job::Column::OrganizationId.eq(organization_id))
+        .one(&cairn.db)
+        .await?
+        .ok_or(Error::NotFound("job"))?;
+    let mut select = backup_run::Entity::find().filter(backup_run::Column::JobId.eq(job_id));
+    if let Some(cursor) = cursor {
+        select = select.filter(backup_run::Column::Id.lt(cursor));
+    }
+    let mut rows = select
+        .order_by_desc(backup_run::Column::Id)
+        .limit(limit + 1)
+        .all(&cairn.db)
+        .await?;
+    let next_cursor = if rows.len() as u64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|last| last.id.to_string())
+    } else {
+        None
+    };
+    let backups = backup::Entity::find()
+        .filter(backup::Column::RunId.is_in(rows.iter().map(|r| r.id)))
+        .order_by_asc(backup::Column::Id)
+        .all(&cairn.db)
+        .await?;
+    let items = rows
+        .into_iter()
+        .map(|run| {
+            let status = parse_run_status(&run.status).ok_or_else(|| {
+                anyhow::anyhow!("run {} has unknown status {}", run.id, run.status)
+            })?;
+            Ok(RunRecordView {
+                backups: backups
+                    .iter()
+                    .filter(|b| b.run_id == Some(run.id))
+                    .map(|b| RunBackupView {
+                        id: b.id,
+                        app_name: b.app_name.clone(),
+                        volume_name: b.volume_name.clone(),
+                        status: BackupStatus::parse(&b.status).unwrap_or(BackupStatus::Failed),
+                    })
+                    .collect(),
+                id: run.id,
+                job_id: run.job_id,
+                trigger: run.trigger,
+                scheduled_for: run.scheduled_for,
+                status,
+                reason: run.reason,
+                missed_count: run.missed_count.map(|n| n.max(0) as u32),
+                missed_from: run.missed_from,
+                missed_to: run.missed_to,
+                created_at: run.created_at,
+                finished_at: run.finished_at,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RunPage { items, next_cursor })
+}

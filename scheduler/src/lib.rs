@@ -26,8 +26,6 @@
 //! version) is flagged (`schedule_error`, `next_run_at` cleared) and the
 //! tick goes on with the others.
 
-pub mod locks;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,7 +42,7 @@ use cairn_core::schedule::JobSchedule;
 use cairn_core::Cairn;
 use cairn_entity::{backup_job, backup_run};
 
-pub use locks::{LocalLocks, LockError, RedisLocks, SlotLocks, LOCK_TTL};
+pub use cairn_core::locks::{self, LocalLocks, LockError, RedisLocks, SlotLocks, LOCK_TTL};
 
 /// Due jobs loaded per page.
 const PAGE: u64 = 2_000;

@@ -297,7 +297,28 @@ async fn missed_slots_become_one_record() {
         .await
         .unwrap();
     assert_eq!((next.fired, next.missed), (2, 0), "{next:?}");
-    // The API shows the missed run and the job's health.
+    // The API lists the runs, the missed record with its range.
+    let listed = f
+        .app
+        .get(
+            &f.org.path(&format!("/backups/jobs/{lenient}/runs")),
+            &f.org.viewer,
+        )
+        .await;
+    let items = listed.expect(200)["items"].as_array().unwrap().clone();
+    let statuses: Vec<&str> = items
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["skipped", "skipped", "missed", "skipped"],
+        "newest first"
+    );
+    assert_eq!(items[2]["missedCount"], 35);
+    assert_eq!(items[2]["missedTo"], "2026-05-01T12:55:00Z");
+    assert!(items.iter().all(|r| r["trigger"] == "schedule"));
+    // The API shows the job's settings.
     let view = f
         .app
         .get(
@@ -391,4 +412,51 @@ async fn an_unreadable_schedule_flags_its_job_only() {
         assert!(view["scheduleError"].as_str().is_some(), "{view}");
         assert_eq!(view["nextRunAt"], serde_json::Value::Null);
     }
+}
+
+/// With Redis configured but unreachable, ticks go on with the database
+/// fence alone and say so; `/readyz` reports the outage.
+#[tokio::test]
+async fn an_unreachable_redis_leaves_the_database_fence() {
+    let volumes = tempfile::tempdir().unwrap();
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app = crate::helpers::spawn_app_with(Backend::Sqlite, move |config| {
+        config.redis_url = Some(secrecy::SecretString::from(format!(
+            "redis://:not-the-password@127.0.0.1:{port}/0"
+        )));
+    })
+    .await;
+    let org = app.org("acme").await;
+    let f = Fixture { app, volumes, org };
+    let ready = f
+        .app
+        .request(reqwest::Method::GET, "/readyz", None, None)
+        .await;
+    ready.expect(503);
+    assert!(ready.body["detail"].as_str().unwrap().contains("Redis"));
+    assert!(!ready.text.contains("not-the-password"));
+
+    let id = job(
+        &f,
+        json!({ "name": "n", "schedule": "* * * * *", "appIds": [] }),
+    )
+    .await;
+    let start = utc("2026-05-01T10:00:00Z");
+    due_at(&f, &[id], start).await;
+    let redis = f.app.cairn.redis.clone().unwrap();
+    let one = scheduler(&f, redis.clone(), "one");
+    let two = scheduler(&f, redis, "two");
+    for minute in 0..3 {
+        let now = start + Duration::minutes(minute) + Duration::seconds(1);
+        let (a, b) = futures::join!(one.tick(now), two.tick(now));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(a.lock_service_down && b.lock_service_down);
+        assert_eq!(a.fired + b.fired, 1, "minute {minute}: {a:?} {b:?}");
+    }
+    assert_eq!(runs_of(&f, id).await.len(), 3);
 }

@@ -18,6 +18,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(run)),
     )
     .service(
+        web::resource("/api/v1/organizations/{orgId}/backups/jobs/{jobId}/runs")
+            .route(web::get().to(runs_list)),
+    )
+    .service(
         web::resource("/api/v1/organizations/{orgId}/backups/encryption-key")
             .route(web::get().to(encryption_key)),
     )
@@ -223,6 +227,30 @@ pub async fn run(
     .await?;
     let view = runs::start_manual(&cairn, path.org_id, path.job_id, Utc::now()).await?;
     Ok(HttpResponse::Accepted().json(view))
+}
+
+/// List a job's runs, newest first.
+///
+/// Scheduled (`schedule`) and manual (`manual`) runs with their status and
+/// backups; `skipped` slots (the previous run was still active) and
+/// `missed` records (slots that passed while no scheduler ran: count and
+/// range) are runs too.
+#[utoipa::path(get, path = "/api/v1/organizations/{orgId}/backups/jobs/{jobId}/runs", tag = "jobs", params(OrgJobPath, runs::RunQuery), responses((status = 200, body = runs::RunPage)))]
+pub async fn runs_list(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+    path: web::Path<OrgJobPath>,
+    query: web::Query<runs::RunQuery>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(
+        &principal,
+        &cairn,
+        path.org_id,
+        Role::Viewer,
+        "reading runs",
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(runs::list(&cairn, path.org_id, path.job_id, &query).await?))
 }
 
 /// The organization's age public key.

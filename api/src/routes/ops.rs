@@ -30,7 +30,9 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health { status: "ok" })
 }
 
-/// Readiness: the database answers.
+/// Readiness: the database answers, and Redis when one is configured
+/// (schedulers keep firing on the database alone while it is down, but the
+/// outage should be seen).
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -45,5 +47,13 @@ pub async fn readyz(cairn: web::Data<Cairn>) -> Result<HttpResponse, ApiError> {
         .ping()
         .await
         .map_err(|_| ApiError::Unavailable("the database does not answer".into()))?;
+    if let Some(redis) = &cairn.redis {
+        redis.ping().await.map_err(|_| {
+            ApiError::Unavailable(
+                "Redis (the schedulers' slot locks) does not answer; jobs still fire once, on the database's fence"
+                    .into(),
+            )
+        })?;
+    }
     Ok(HttpResponse::Ok().json(Health { status: "ready" }))
 }

@@ -1,5 +1,5 @@
-//! Slot locks: `SET lock:backup:{jobId}:{minuteTimestamp} <instance> NX PX
-//! 61000`, for every due job of a tick in one pipelined round trip. A lock
+//! The schedulers' slot locks: `SET lock:backup:{jobId}:{minuteTimestamp}
+//! <instance> NX PX 61000`, for every due job of a tick in one pipelined round trip. A lock
 //! only saves work — the database's unique `(job_id, scheduled_for)` is the
 //! fence that keeps a slot to one run — so a lock service that is down
 //! degrades the scheduler to the fence alone instead of stopping it.
@@ -84,20 +84,31 @@ pub struct RedisLocks {
     trips: std::sync::atomic::AtomicU64,
 }
 
+/// Says nothing of the pool's settings: the URL may hold a password.
+impl std::fmt::Debug for RedisLocks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisLocks")
+    }
+}
+
 impl RedisLocks {
     /// A pool for `url` (`redis://…`); nothing is connected until the first
-    /// tick.
+    /// tick. Errors never repeat the URL (it may hold a password).
     pub fn new(url: &str) -> Result<RedisLocks, LockError> {
         let pool = deadpool_redis::Config::from_url(url)
             .builder()
-            .map_err(|e| LockError(format!("invalid Redis URL: {e}")))?
+            .map_err(|_| {
+                LockError(
+                    "the Redis URL is not valid (redis://[:password@]host[:port][/db])".into(),
+                )
+            })?
             .max_size(4)
             .wait_timeout(Some(Duration::from_secs(5)))
             .create_timeout(Some(Duration::from_secs(5)))
             .recycle_timeout(Some(Duration::from_secs(5)))
             .runtime(deadpool_redis::Runtime::Tokio1)
             .build()
-            .map_err(|e| LockError(format!("invalid Redis settings: {e}")))?;
+            .map_err(|_| LockError("the Redis settings are not valid".into()))?;
         Ok(RedisLocks {
             pool,
             trips: Default::default(),

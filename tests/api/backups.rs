@@ -838,8 +838,19 @@ async fn large_pending_backup() -> (Fixture, PathBuf, String, String) {
 
 /// `cairn worker` on the fixture's database and volumes, quiet.
 fn worker_process(f: &Fixture, args: &[String], envs: &[(&str, String)]) -> std::process::Child {
+    cairn_process(f, "worker", args, envs)
+}
+
+/// The `cairn` binary running `role` against the fixture's database, data
+/// directory (master key, local target) and volume root.
+pub(crate) fn cairn_process(
+    f: &Fixture,
+    role: &str,
+    args: &[String],
+    envs: &[(&str, String)],
+) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .arg("worker")
+        .arg(role)
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap())

@@ -7,6 +7,8 @@
 //! cairn-bench volume DIR BYTES                    # a generated file volume
 //! cairn-bench backup files VOLUME_ROOT           # volume bench-blue_data
 //! cairn-bench backup postgres HOST PORT DB USER  # password in PGPASSWORD
+//! cairn-bench restore files VOLUME_ROOT          # the newest backup, into its volume
+//! cairn-bench scheduler JOBS DUE                 # see scheduler.rs
 //! ```
 //!
 //! `backup` runs the real thing in-process: a Cairn on a fresh SQLite
@@ -19,6 +21,8 @@
 //! (`TEST_S3_*`, `TEST_SSH_*`, `BENCH_LOCAL_DIR`), which `scripts/services.sh`
 //! exports. One process does one transfer, so its peak resident memory
 //! (VmHWM) is that transfer's.
+
+mod scheduler;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -392,6 +396,7 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         }
         ["restore", "files", volume_root] => restore(PathBuf::from(volume_root)).await?,
+        ["scheduler", jobs, due] => scheduler::run(jobs.parse()?, due.parse()?).await?,
         ["backup", "postgres", host, port, database, username] => {
             let password = env("PGPASSWORD")?;
             backup(
@@ -402,7 +407,7 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
         }
-        _ => bail!("usage: cairn-bench generate FILE BYTES | cairn-bench storage local|s3|ssh write|read BYTES | cairn-bench backup files VOLUME_ROOT | cairn-bench backup postgres HOST PORT DB USER | cairn-bench restore files VOLUME_ROOT"),
+        _ => bail!("usage: cairn-bench generate FILE BYTES | cairn-bench storage local|s3|ssh write|read BYTES | cairn-bench backup files VOLUME_ROOT | cairn-bench backup postgres HOST PORT DB USER | cairn-bench restore files VOLUME_ROOT | cairn-bench scheduler JOBS DUE"),
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::backups::{fixture, Fixture};
+use crate::backups::{drain, fixture, worker, Fixture};
 use crate::helpers::Backend;
 use crate::storage::env;
 
@@ -38,6 +38,15 @@ async fn due_at(f: &Fixture, jobs: &[Uuid], at: DateTime<Utc>) {
         .exec(&f.app.cairn.db)
         .await
         .unwrap();
+}
+
+/// The job as the API shows it.
+async fn job_view(f: &Fixture, id: Uuid) -> serde_json::Value {
+    f.app
+        .get(&f.org.path(&format!("/backups/jobs/{id}")), &f.org.viewer)
+        .await
+        .expect(200)
+        .clone()
 }
 
 /// Every run of `job`, oldest slot first.
@@ -363,6 +372,25 @@ async fn a_slow_backup_keeps_one_active_run() {
         .as_deref()
         .unwrap()
         .contains(&runs[0].id.to_string()));
+
+    // The job's health follows its runs: the volume is gone, the run fails.
+    std::fs::remove_dir_all(f.volumes.path().join("shop-blue_data")).unwrap();
+    drain(&worker(&f.app, std::time::Duration::from_secs(30))).await;
+    let failed = job_view(&f, id).await;
+    assert_eq!(failed["consecutiveFailures"], 1, "{failed}");
+    assert_eq!(failed["lastSuccessAt"], serde_json::Value::Null);
+    // Its next slot passed long ago and nothing fired it: overdue.
+    assert_eq!(failed["overdue"], true, "{failed}");
+    std::fs::write(f.volume_dir("shop", "blue", "data").join("f.txt"), b"x").unwrap();
+    replica
+        .tick(start + Duration::minutes(4) + Duration::seconds(1))
+        .await
+        .unwrap();
+    drain(&worker(&f.app, std::time::Duration::from_secs(30))).await;
+    let healthy = job_view(&f, id).await;
+    assert_eq!(healthy["consecutiveFailures"], 0, "{healthy}");
+    assert!(healthy["lastSuccessAt"].is_string(), "{healthy}");
+    assert_eq!(healthy["lastRunAt"], "2026-05-01T10:04:00Z");
 }
 
 /// A schedule or zone that cannot be read (an older version wrote it) flags

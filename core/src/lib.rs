@@ -6,7 +6,7 @@
 //!
 //! Everything here is plain async functions over a [`Cairn`] context (the
 //! database pool, the configuration and the master key). Nothing here runs a
-//! loop of its own: the roles (`api`, `worker`, and later `scheduler`) own
+//! loop of its own: the roles (`api`, `worker` and `scheduler`) own
 //! their loops. The pipelines and storage adapters do their blocking I/O on
 //! `spawn_blocking` threads that hand bounded queues of chunks to the async
 //! side. Functions that depend on the time take `now`.

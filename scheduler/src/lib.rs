@@ -14,7 +14,8 @@
 //!    lock:backup:{jobId}:{minute} NX PX 61000`, the minute being the
 //!    scheduled slot's, so replicas with skewed clocks agree); a job locked
 //!    by another replica is left to it;
-//! 4. record the slot: `skipped` when the job still has an active run, else
+//! 4. record the slot: `skipped` when a backup of the job is still pending
+//!    or running, else
 //!    a run with its pending backups (as a manual run). The unique
 //!    `(job_id, scheduled_for)` of `backup_runs` is the fence that keeps a
 //!    slot to one record when a lock is lost (Redis failover or flush, a
@@ -37,10 +38,11 @@ use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, Quer
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use cairn_core::history::BackupStatus;
 use cairn_core::runs::{self, MissedSlots, RunStatus, Started, Trigger};
 use cairn_core::schedule::JobSchedule;
 use cairn_core::Cairn;
-use cairn_entity::{backup_job, backup_run};
+use cairn_entity::{backup, backup_job};
 
 pub use cairn_core::locks::{self, LocalLocks, LockError, RedisLocks, SlotLocks, LOCK_TTL};
 
@@ -333,9 +335,13 @@ impl Scheduler {
         now: DateTime<Utc>,
     ) -> anyhow::Result<TickReport> {
         let db = &self.cairn.db;
-        let active = backup_run::Entity::find()
-            .filter(backup_run::Column::JobId.eq(job.id))
-            .filter(backup_run::Column::Status.eq(RunStatus::Running.as_str()))
+        // A backup of the job still pending or running (of any run).
+        let active = backup::Entity::find()
+            .filter(backup::Column::JobId.eq(job.id))
+            .filter(backup::Column::Status.is_in([
+                BackupStatus::Pending.as_str(),
+                BackupStatus::Running.as_str(),
+            ]))
             .one(db)
             .await?;
         let skip = |reason: String| async move {
@@ -356,9 +362,13 @@ impl Scheduler {
         };
         if let Some(active) = active {
             return skip(format!(
-                "the previous run {} (for {}) is still active",
+                "backup {} of the previous run {} is still {}",
                 active.id,
-                active.scheduled_for.to_rfc3339()
+                active
+                    .run_id
+                    .map(|id| id.to_string())
+                    .unwrap_or_else(|| "(none)".into()),
+                active.status
             ))
             .await;
         }

@@ -272,6 +272,23 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Serves `/healthz` and `/metrics` of a `role` on `listen`, when given;
+/// returns the handle that stops it.
+fn serve_metrics(
+    listen: Option<SocketAddr>,
+    role: &str,
+) -> anyhow::Result<Option<actix_web::dev::ServerHandle>> {
+    let Some(address) = listen else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(address).with_context(|| format!("binding {address}"))?;
+    tracing::info!(%address, "{role} metrics at /metrics");
+    let server = cairn_api::metrics_server(listener)?;
+    let handle = server.handle();
+    tokio::spawn(server);
+    Ok(Some(handle))
+}
+
 /// A scheduler with Redis slot locks when `redis_url` is set, in-process
 /// ones otherwise.
 fn scheduler_of(cairn: &Cairn) -> anyhow::Result<cairn_scheduler::Scheduler> {
@@ -326,19 +343,7 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
                 config.worker.concurrency = concurrency;
             }
             let cairn = Cairn::open(config, StartMode::Replica).await?;
-            let metrics = match metrics_listen {
-                Some(address) => {
-                    let listener =
-                        TcpListener::bind(address).with_context(|| format!("binding {address}"))?;
-                    tracing::info!(%address, "worker metrics at /metrics");
-                    Some(cairn_api::metrics_server(listener)?)
-                }
-                None => None,
-            };
-            let metrics_handle = metrics.as_ref().map(|server| server.handle());
-            if let Some(server) = metrics {
-                tokio::spawn(server);
-            }
+            let metrics_handle = serve_metrics(metrics_listen, "worker")?;
             let (stop, stopped) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {
                 shutdown_signal().await;
@@ -361,19 +366,7 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
             if cairn.config.redis_url.is_none() {
                 tracing::warn!("no CAIRN_REDIS_URL: slot locks are in-process; several schedulers still fire each slot once (the database fence) but do the work twice");
             }
-            let metrics = match metrics_listen {
-                Some(address) => {
-                    let listener =
-                        TcpListener::bind(address).with_context(|| format!("binding {address}"))?;
-                    tracing::info!(%address, "scheduler metrics at /metrics");
-                    Some(cairn_api::metrics_server(listener)?)
-                }
-                None => None,
-            };
-            let metrics_handle = metrics.as_ref().map(|server| server.handle());
-            if let Some(server) = metrics {
-                tokio::spawn(server);
-            }
+            let metrics_handle = serve_metrics(metrics_listen, "scheduler")?;
             let (stop, stopped) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {
                 shutdown_signal().await;

@@ -232,6 +232,34 @@ fn generate_volume(dir: &std::path::Path, total: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The organization `bench` and its app `bench` with `volume`.
+async fn bench_app(
+    cairn: &cairn_core::Cairn,
+    volume: serde_json::Value,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<(
+    cairn_core::orgs::OrganizationView,
+    cairn_core::apps::AppView,
+)> {
+    let failed = |e: cairn_core::Error| anyhow::anyhow!("{e}: {e:?}");
+    let org = cairn_core::orgs::create(
+        &cairn.db,
+        serde_json::from_value(serde_json::json!({ "slug": "bench", "name": "Bench" }))?,
+        now,
+    )
+    .await
+    .map_err(failed)?;
+    let app = cairn_core::apps::create(
+        cairn,
+        org.id,
+        serde_json::from_value(serde_json::json!({ "name": "bench", "volumes": [volume] }))?,
+        now,
+    )
+    .await
+    .map_err(failed)?;
+    Ok((org, app))
+}
+
 /// One backup of the app `bench`'s volume through a real worker.
 async fn backup(volume_root: PathBuf, volume: serde_json::Value) -> anyhow::Result<()> {
     use cairn_core::{Cairn, Config, StartMode};
@@ -244,21 +272,7 @@ async fn backup(volume_root: PathBuf, volume: serde_json::Value) -> anyhow::Resu
     let cairn = Cairn::open(config, StartMode::Embedded).await?;
     let now = chrono::Utc::now();
     let failed = |e: cairn_core::Error| anyhow::anyhow!("{e}: {e:?}");
-    let org = cairn_core::orgs::create(
-        &cairn.db,
-        serde_json::from_value(serde_json::json!({ "slug": "bench", "name": "Bench" }))?,
-        now,
-    )
-    .await
-    .map_err(failed)?;
-    let app = cairn_core::apps::create(
-        &cairn,
-        org.id,
-        serde_json::from_value(serde_json::json!({ "name": "bench", "volumes": [volume] }))?,
-        now,
-    )
-    .await
-    .map_err(failed)?;
+    let (org, app) = bench_app(&cairn, volume, now).await?;
     let job = cairn_core::jobs::create(
         &cairn,
         org.id,

@@ -126,24 +126,7 @@ pub async fn run(jobs: usize, due: usize) -> anyhow::Result<()> {
     let data_dir = std::path::PathBuf::from(super::env("BENCH_DATA_DIR")?);
     let cairn = open(&data_dir, true).await?;
     let now = Utc::now();
-    let failed = |e: cairn_core::Error| anyhow::anyhow!("{e}: {e:?}");
-    let org = cairn_core::orgs::create(
-        &cairn.db,
-        serde_json::from_value(serde_json::json!({ "slug": "bench", "name": "Bench" }))?,
-        now,
-    )
-    .await
-    .map_err(failed)?;
-    let app = cairn_core::apps::create(
-        &cairn,
-        org.id,
-        serde_json::from_value(
-            serde_json::json!({ "name": "bench", "volumes": [{ "name": "data" }] }),
-        )?,
-        now,
-    )
-    .await
-    .map_err(failed)?;
+    let (org, app) = super::bench_app(&cairn, serde_json::json!({ "name": "data" }), now).await?;
     // A slot in the future, so no real clock interferes.
     let slot = {
         let t = now + chrono::Duration::days(30);

@@ -163,7 +163,40 @@ fn view(model: &backup::Model) -> Result<BackupView> {
     })
 }
 
-fn parse_uuid(v: &mut Validator, field: &str, value: Option<&str>) -> Option<Uuid> {
+/// A page size from the query (`limit`): 1 to [`MAX_PAGE`], default
+/// [`DEFAULT_PAGE`]; anything else is recorded as an error of `limit`.
+pub(crate) fn page_limit(v: &mut Validator, text: Option<&str>) -> u64 {
+    match text {
+        None => DEFAULT_PAGE,
+        Some(text) => match text.parse::<u64>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+            _ => {
+                v.add(
+                    "limit",
+                    format!("must be a whole number from 1 to {MAX_PAGE}"),
+                );
+                DEFAULT_PAGE
+            }
+        },
+    }
+}
+
+/// Cuts `rows` (read with `limit + 1`, newest first) to a page; the cursor
+/// of the next page is the id of the last row kept, when more followed.
+pub(crate) fn cut_page<T>(
+    rows: &mut Vec<T>,
+    limit: u64,
+    id: impl Fn(&T) -> Uuid,
+) -> Option<String> {
+    if rows.len() as u64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|last| id(last).to_string())
+    } else {
+        None
+    }
+}
+
+pub(crate) fn parse_uuid(v: &mut Validator, field: &str, value: Option<&str>) -> Option<Uuid> {
     let value = value?;
     match Uuid::parse_str(value) {
         Ok(id) => Some(id),
@@ -209,19 +242,7 @@ pub async fn list(
         );
         parsed
     });
-    let limit = match query.limit.as_deref() {
-        None => DEFAULT_PAGE,
-        Some(text) => match text.parse::<u64>() {
-            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-            _ => {
-                v.add(
-                    "limit",
-                    format!("must be a whole number from 1 to {MAX_PAGE}"),
-                );
-                DEFAULT_PAGE
-            }
-        },
-    };
+    let limit = page_limit(&mut v, query.limit.as_deref());
     if let (Some(from), Some(to)) = (from, to) {
         v.check(from < to, "to", "must be later than from");
     }
@@ -252,12 +273,7 @@ pub async fn list(
         .limit(limit + 1)
         .all(&cairn.db)
         .await?;
-    let next_cursor = if rows.len() as u64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|last| last.id.to_string())
-    } else {
-        None
-    };
+    let next_cursor = cut_page(&mut rows, limit, |row| row.id);
     Ok(HistoryPage {
         items: rows.iter().map(view).collect::<Result<_>>()?,
         next_cursor,

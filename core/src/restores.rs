@@ -409,42 +409,17 @@ pub async fn request(
     }
 }
 
-fn parse_limit(v: &mut Validator, text: Option<&str>) -> u64 {
-    use crate::history::{DEFAULT_PAGE, MAX_PAGE};
-    match text {
-        None => DEFAULT_PAGE,
-        Some(text) => match text.parse::<u64>() {
-            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-            _ => {
-                v.add(
-                    "limit",
-                    format!("must be a whole number from 1 to {MAX_PAGE}"),
-                );
-                DEFAULT_PAGE
-            }
-        },
-    }
-}
-
 /// One page of an organization's restores, newest first.
 pub async fn list(
     cairn: &Cairn,
     organization_id: Uuid,
     query: &RestoreQuery,
 ) -> Result<RestorePage> {
+    use crate::history::{cut_page, page_limit, parse_uuid};
     let mut v = Validator::new();
-    let mut id_of = |field: &str, text: Option<&str>| {
-        text.and_then(|text| match Uuid::parse_str(text) {
-            Ok(id) => Some(id),
-            Err(_) => {
-                v.add(field, "is not a valid id");
-                None
-            }
-        })
-    };
-    let backup_id = id_of("backupId", query.backup_id.as_deref());
-    let cursor = id_of("cursor", query.cursor.as_deref());
-    let limit = parse_limit(&mut v, query.limit.as_deref());
+    let backup_id = parse_uuid(&mut v, "backupId", query.backup_id.as_deref());
+    let cursor = parse_uuid(&mut v, "cursor", query.cursor.as_deref());
+    let limit = page_limit(&mut v, query.limit.as_deref());
     v.finish()?;
     let mut select =
         restore::Entity::find().filter(restore::Column::OrganizationId.eq(organization_id));
@@ -459,12 +434,7 @@ pub async fn list(
         .limit(limit + 1)
         .all(&cairn.db)
         .await?;
-    let next_cursor = if rows.len() as u64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|last| last.id.to_string())
-    } else {
-        None
-    };
+    let next_cursor = cut_page(&mut rows, limit, |row| row.id);
     Ok(RestorePage {
         items: rows.iter().map(view).collect::<Result<_>>()?,
         next_cursor,

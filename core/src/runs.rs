@@ -506,27 +506,11 @@ pub async fn list(
     job_id: Uuid,
     query: &RunQuery,
 ) -> Result<RunPage> {
-    use crate::history::{DEFAULT_PAGE, MAX_PAGE};
+    use crate::history::{cut_page, page_limit, parse_uuid};
     use sea_orm::QuerySelect;
     let mut v = crate::error::Validator::new();
-    let cursor = query.cursor.as_deref().and_then(|text| {
-        let parsed = Uuid::parse_str(text).ok();
-        v.check(parsed.is_some(), "cursor", "is not a valid cursor");
-        parsed
-    });
-    let limit = match query.limit.as_deref() {
-        None => DEFAULT_PAGE,
-        Some(text) => match text.parse::<u64>() {
-            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-            _ => {
-                v.add(
-                    "limit",
-                    format!("must be a whole number from 1 to {MAX_PAGE}"),
-                );
-                DEFAULT_PAGE
-            }
-        },
-    };
+    let cursor = parse_uuid(&mut v, "cursor", query.cursor.as_deref());
+    let limit = page_limit(&mut v, query.limit.as_deref());
     v.finish()?;
     backup_job::Entity::find_by_id(job_id)
         .filter(backup_job::Column::OrganizationId.eq(organization_id))
@@ -542,12 +526,7 @@ pub async fn list(
         .limit(limit + 1)
         .all(&cairn.db)
         .await?;
-    let next_cursor = if rows.len() as u64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|last| last.id.to_string())
-    } else {
-        None
-    };
+    let next_cursor = cut_page(&mut rows, limit, |row| row.id);
     let backups = backup::Entity::find()
         .filter(backup::Column::RunId.is_in(rows.iter().map(|r| r.id)))
         .order_by_asc(backup::Column::Id)

@@ -16,7 +16,7 @@ use cairn_core::apps::{exclude_patterns_of, PostgresSettings};
 use cairn_core::archive::{self, ArchiveError, Compression, TarOptions};
 use cairn_core::dump::{self, DumpOptions};
 use cairn_core::encryption::{self, Recipients};
-use cairn_core::history::{BackupStatus, LogLine};
+use cairn_core::history::BackupStatus;
 use cairn_core::jobs::{extra_recipients_of, CompressionSetting, EncryptionSetting};
 use cairn_core::runs::Trigger;
 use cairn_core::storage::{self, ObjectKey, Purpose, Storage, StorageError};
@@ -92,23 +92,7 @@ struct Stored {
     manifest: Value,
 }
 
-/// The backup as the running attempt knows it.
-struct Attempt {
-    model: backup::Model,
-    log: Vec<LogLine>,
-}
-
-impl Attempt {
-    fn note(&mut self, level: &str, message: impl Into<String>) {
-        let line = line(level, message);
-        tracing::info!(backup_id = %self.model.id, level, "{}", line.message);
-        self.log.push(line);
-    }
-
-    fn log_value(&self) -> Value {
-        serde_json::to_value(&self.log).unwrap_or_else(|_| json!([]))
-    }
-}
+type Attempt = lease::Attempt<backup::Model>;
 
 /// Runs a claimed backup to its outcome.
 pub(crate) async fn run_backup(
@@ -121,10 +105,8 @@ pub(crate) async fn run_backup(
     let started = Instant::now();
     let id = model.id;
     let attempt_no = model.attempt;
-    let mut attempt = Attempt {
-        log: serde_json::from_value(model.log.clone()).unwrap_or_default(),
-        model,
-    };
+    let log = model.log.clone();
+    let mut attempt = Attempt::new(model, "backup", id, &log);
     attempt.note(
         "info",
         format!(

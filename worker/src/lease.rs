@@ -136,6 +136,39 @@ pub(crate) fn line(level: &str, message: impl Into<String>) -> LogLine {
     }
 }
 
+/// A claimed backup or restore as its running attempt knows it: the
+/// record, and its log with the lines this attempt added.
+pub(crate) struct Attempt<M> {
+    pub(crate) model: M,
+    pub(crate) log: Vec<LogLine>,
+    /// `backup` or `restore`, and the record's id, for the process log.
+    what: &'static str,
+    id: Uuid,
+}
+
+impl<M> Attempt<M> {
+    pub(crate) fn new(model: M, what: &'static str, id: Uuid, log: &serde_json::Value) -> Self {
+        Attempt {
+            model,
+            log: serde_json::from_value(log.clone()).unwrap_or_default(),
+            what,
+            id,
+        }
+    }
+
+    /// Adds a line to the record's log (written with the next fenced
+    /// update) and to the process log.
+    pub(crate) fn note(&mut self, level: &str, message: impl Into<String>) {
+        let line = line(level, message);
+        tracing::info!(what = self.what, id = %self.id, level, "{}", line.message);
+        self.log.push(line);
+    }
+
+    pub(crate) fn log_value(&self) -> serde_json::Value {
+        serde_json::to_value(&self.log).unwrap_or_else(|_| serde_json::json!([]))
+    }
+}
+
 /// Appends lines to a backup's log (a backup no worker holds any more).
 pub(crate) async fn append_log(
     db: &impl ConnectionTrait,

@@ -54,23 +54,7 @@ const CAP_SLACK: u64 = 64 * 1024;
 const NOT_RESTARTED: &str =
     "the app was not restarted: restart it so that it picks up the restored data";
 
-/// The restore as the running attempt knows it.
-struct Attempt {
-    model: restore::Model,
-    log: Vec<LogLine>,
-}
-
-impl Attempt {
-    fn note(&mut self, level: &str, message: impl Into<String>) {
-        let line = line(level, message);
-        tracing::info!(restore_id = %self.model.id, level, "{}", line.message);
-        self.log.push(line);
-    }
-
-    fn log_value(&self) -> Value {
-        serde_json::to_value(&self.log).unwrap_or_else(|_| json!([]))
-    }
-}
+type Attempt = lease::Attempt<restore::Model>;
 
 /// Runs a claimed restore to its outcome.
 pub(crate) async fn run_restore(
@@ -80,10 +64,8 @@ pub(crate) async fn run_restore(
 ) {
     let id = model.id;
     let attempt_no = model.attempt;
-    let mut attempt = Attempt {
-        log: serde_json::from_value(model.log.clone()).unwrap_or_default(),
-        model,
-    };
+    let log = model.log.clone();
+    let mut attempt = Attempt::new(model, "restore", id, &log);
     attempt.note(
         "info",
         format!(

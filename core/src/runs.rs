@@ -419,22 +419,26 @@ pub async fn close_if_done(
         .await?
         .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished while closing"))?;
     // The job's health: a success resets the failure count, anything less
-    // adds one. Only the closer gets here, so each run counts once.
-    let health = backup_job::Entity::update_many().filter(backup_job::Column::Id.eq(run.job_id));
-    if status == RunStatus::Success {
-        health
-            .col_expr(backup_job::Column::LastSuccessAt, Expr::value(now))
-            .col_expr(backup_job::Column::ConsecutiveFailures, Expr::value(0))
-            .exec(db)
-            .await?;
-    } else {
-        health
-            .col_expr(
-                backup_job::Column::ConsecutiveFailures,
-                Expr::col(backup_job::Column::ConsecutiveFailures).add(1),
-            )
-            .exec(db)
-            .await?;
+    // adds one. Only the closer gets here, so each run counts once. A
+    // safety backup (before a restore) says nothing of the job's schedule.
+    if run.trigger != Trigger::Safety.as_str() {
+        let health =
+            backup_job::Entity::update_many().filter(backup_job::Column::Id.eq(run.job_id));
+        if status == RunStatus::Success {
+            health
+                .col_expr(backup_job::Column::LastSuccessAt, Expr::value(now))
+                .col_expr(backup_job::Column::ConsecutiveFailures, Expr::value(0))
+                .exec(db)
+                .await?;
+        } else {
+            health
+                .col_expr(
+                    backup_job::Column::ConsecutiveFailures,
+                    Expr::col(backup_job::Column::ConsecutiveFailures).add(1),
+                )
+                .exec(db)
+                .await?;
+        }
     }
     Ok(Some(Closed {
         run_id,
@@ -451,9 +455,9 @@ pub async fn close_if_done(
 pub struct RunRecordView {
     pub id: Uuid,
     pub job_id: Uuid,
-    /// `schedule` or `manual`.
+    /// `schedule`, `manual` or `safety` (the safety backup of a restore).
     pub trigger: String,
-    /// The slot (scheduled runs) or the time it was asked for (manual).
+    /// The slot (scheduled runs) or the time it was asked for.
     pub scheduled_for: DateTime<Utc>,
     pub status: RunStatus,
     /// Why it was skipped, missed or partly failed.

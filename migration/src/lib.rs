@@ -13,6 +13,7 @@ mod m20261121_000001_create_schema;
 mod m20261121_000002_add_backup_execution;
 mod m20261121_000003_add_restores;
 mod m20261121_000004_add_scheduling;
+mod m20261121_000005_allow_safety_runs;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000002_add_backup_execution::Migration),
             Box::new(m20261121_000003_add_restores::Migration),
             Box::new(m20261121_000004_add_scheduling::Migration),
+            Box::new(m20261121_000005_allow_safety_runs::Migration),
         ]
     }
 }

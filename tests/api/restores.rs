@@ -197,6 +197,21 @@ async fn file_round_trip(backend: Backend, target_kind: &str, compression: &str,
     let safety = f.backup(&safety_id).await;
     assert_eq!(safety["status"], "success", "{safety}");
     assert_eq!(safety["trigger"], "safety");
+    // It is a run of the job too, with trigger `safety`.
+    let runs = f
+        .app
+        .get(
+            &f.org.path(&format!("/backups/jobs/{job}/runs")),
+            &f.org.viewer,
+        )
+        .await;
+    let runs = runs.expect(200)["items"].as_array().unwrap().clone();
+    let safety_run = runs
+        .iter()
+        .find(|r| r["trigger"] == "safety")
+        .expect("a safety run");
+    assert_eq!(safety_run["status"], "success", "{safety_run}");
+    assert_eq!(safety_run["backups"][0]["id"], safety["id"]);
     let back = f
         .restore_to_end(&safety_id, json!({ "safetyBackup": false }))
         .await;

@@ -37,10 +37,10 @@ use cairn_core::apps::PostgresSettings;
 use cairn_core::extract::{self, ExtractError};
 use cairn_core::history::{BackupStatus, LogLine};
 use cairn_core::restores::{blocking_reader, kinds_of, restorable, stored_archive, RestoreStatus};
-use cairn_core::runs::Trigger;
+use cairn_core::runs::{RunStatus, Trigger};
 use cairn_core::storage::Cancellation;
 use cairn_core::stored::{self, Checked, PgRestore, ReadError};
-use cairn_entity::{app, backup, restore, volume};
+use cairn_entity::{app, backup, backup_run, restore, volume};
 
 use crate::execute::{self, download_failure, internal, resolve_volume, Failure};
 use crate::lease::{self, line};
@@ -646,10 +646,40 @@ impl Restore<'_> {
         let now = Utc::now();
         let lease = chrono::Duration::from_std(self.worker.options.lease)
             .unwrap_or(chrono::Duration::seconds(30));
+        // A run of its own (trigger `safety`) in the restored backup's job,
+        // when that job still exists.
+        let run_id = match self.source.job_id {
+            Some(job_id) => {
+                let run = backup_run::ActiveModel {
+                    id: Set(Uuid::now_v7()),
+                    job_id: Set(job_id),
+                    trigger: Set(Trigger::Safety.as_str().to_owned()),
+                    scheduled_for: Set(now),
+                    status: Set(RunStatus::Running.as_str().to_owned()),
+                    reason: Set(Some(format!(
+                        "safety backup of {}/{} before restore {}",
+                        self.destination.app.name, self.destination.volume.name, attempt.model.id
+                    ))),
+                    created_at: Set(now),
+                    finished_at: Set(None),
+                    missed_count: Set(None),
+                    missed_from: Set(None),
+                    missed_to: Set(None),
+                }
+                .insert(&cairn.db)
+                .await;
+                match run {
+                    Ok(run) => Some(run.id),
+                    Err(error) if cairn_core::error::is_unique_violation(&error) => None,
+                    Err(error) => return Err(internal(error)),
+                }
+            }
+            None => None,
+        };
         let model = backup::ActiveModel {
             id: Set(Uuid::now_v7()),
             organization_id: Set(attempt.model.organization_id),
-            run_id: Set(None),
+            run_id: Set(run_id),
             job_id: Set(self.source.job_id),
             app_id: Set(Some(self.destination.app.id)),
             target_id: Set(self.source.target_id),
@@ -701,6 +731,11 @@ impl Restore<'_> {
         }
         attempt.model.safety_backup_id = Some(id);
         execute::run_backup(self.worker, model, self.stop.clone()).await;
+        if let Some(run_id) = run_id {
+            crate::prune::close_run(cairn, run_id, Utc::now())
+                .await
+                .map_err(internal)?;
+        }
         let ended = backup::Entity::find_by_id(id)
             .one(&cairn.db)
             .await

@@ -291,17 +291,17 @@ fn serve_metrics(
 
 /// A scheduler with Redis slot locks when `redis_url` is set, in-process
 /// ones otherwise.
-fn scheduler_of(cairn: &Cairn) -> anyhow::Result<cairn_scheduler::Scheduler> {
+fn scheduler_of(cairn: &Cairn) -> cairn_scheduler::Scheduler {
     let locks: std::sync::Arc<dyn cairn_scheduler::SlotLocks> = match &cairn.redis {
         Some(redis) => redis.clone(),
         None => std::sync::Arc::new(cairn_scheduler::LocalLocks::default()),
     };
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "scheduler".into());
-    Ok(cairn_scheduler::Scheduler::new(
+    cairn_scheduler::Scheduler::new(
         cairn.clone(),
         locks,
         format!("{host}:{}", std::process::id()),
-    ))
+    )
 }
 
 async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
@@ -327,7 +327,7 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
             );
             let worker_stopped = stopped.clone();
             let worker = tokio::spawn(async move { worker.run(worker_stopped).await });
-            let scheduler = scheduler_of(&cairn)?;
+            let scheduler = scheduler_of(&cairn);
             let scheduler = tokio::spawn(async move { scheduler.run(stopped).await });
             let served = serve_api(cairn).await;
             let _ = stop.send(true);
@@ -373,7 +373,7 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
                 tracing::info!("stopping the scheduler");
                 let _ = stop.send(true);
             });
-            scheduler_of(&cairn)?.run(stopped).await;
+            scheduler_of(&cairn).run(stopped).await;
             if let Some(handle) = metrics_handle {
                 handle.stop(true).await;
             }

@@ -267,6 +267,33 @@ fn set_mode_owner(fd: &File, mode: u32, owner: Option<(u32, u32)>) -> io::Result
     Ok(())
 }
 
+/// The target of a link entry (`what`: "symlink" or "hard link").
+fn link_target<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    shown: &str,
+    what: &str,
+    io_error: impl Fn(io::Error) -> ExtractError,
+) -> Result<std::path::PathBuf, ExtractError> {
+    Ok(entry
+        .link_name()
+        .map_err(io_error)?
+        .ok_or_else(|| refused(shown, format!("the {what} has no target")))?
+        .into_owned())
+}
+
+/// The checked parts of a hard link's target: inside the destination.
+fn hard_link_parts<'a>(shown: &str, target: &'a Path) -> Result<Vec<&'a OsStr>, ExtractError> {
+    plain_components(shown, target).map_err(|_| {
+        refused(
+            shown,
+            format!(
+                "the hard link points outside the volume ({})",
+                target.display()
+            ),
+        )
+    })
+}
+
 /// Extracts the tar stream `plain` into `destination`, an existing
 /// directory, reading at most `cap` bytes of it.
 pub fn extract(
@@ -380,11 +407,7 @@ pub fn extract(
                 done.bytes += written;
             }
             EntryType::Symlink => {
-                let target = entry
-                    .link_name()
-                    .map_err(io_error)?
-                    .ok_or_else(|| refused(&shown, "the symlink has no target"))?
-                    .into_owned();
+                let target = link_target(&entry, &shown, "symlink", io_error)?;
                 check_link_target(&shown, parents.len(), &target)?;
                 let parent = walk(&root, &shown, parents, true)?;
                 let target_c = CString::new(target.as_os_str().as_bytes())
@@ -416,18 +439,9 @@ pub fn extract(
                 done.symlinks += 1;
             }
             EntryType::Link => {
-                let target = entry
-                    .link_name()
-                    .map_err(io_error)?
-                    .ok_or_else(|| refused(&shown, "the hard link has no target"))?
-                    .into_owned();
+                let target = link_target(&entry, &shown, "hard link", io_error)?;
                 let target_shown = target.display().to_string();
-                let target_parts = plain_components(&shown, &target).map_err(|_| {
-                    refused(
-                        &shown,
-                        format!("the hard link points outside the volume ({target_shown})"),
-                    )
-                })?;
+                let target_parts = hard_link_parts(&shown, &target)?;
                 let (target_name, target_parents) = target_parts
                     .split_last()
                     .ok_or_else(|| refused(&shown, "the hard link has no target"))?;
@@ -554,27 +568,14 @@ pub fn check(plain: impl Read, cap: Option<u64>) -> Result<Extracted, ExtractErr
                 done.files += 1;
             }
             EntryType::Symlink => {
-                let target = entry
-                    .link_name()
-                    .map_err(io_error)?
-                    .ok_or_else(|| refused(&shown, "the symlink has no target"))?
-                    .into_owned();
+                let target = link_target(&entry, &shown, "symlink", io_error)?;
                 check_link_target(&shown, parents.len(), &target)?;
                 done.symlinks += 1;
             }
             EntryType::Link => {
-                let target = entry
-                    .link_name()
-                    .map_err(io_error)?
-                    .ok_or_else(|| refused(&shown, "the hard link has no target"))?
-                    .into_owned();
+                let target = link_target(&entry, &shown, "hard link", io_error)?;
                 let target_shown = target.display().to_string();
-                let target_parts = plain_components(&shown, &target).map_err(|_| {
-                    refused(
-                        &shown,
-                        format!("the hard link points outside the volume ({target_shown})"),
-                    )
-                })?;
+                let target_parts = hard_link_parts(&shown, &target)?;
                 let target_path: PathBuf = target_parts.iter().collect();
                 if seen.get(&target_path) != Some(&Seen::Other) {
                     return Err(refused(

@@ -377,10 +377,13 @@ async fn validate(
             crate::encryption::parse_recipient(recipient).map(|_| ()),
         );
     }
-    v.check_result(
-        "timezone",
-        crate::schedule::parse_zone(&request.timezone).map(|_| ()),
-    );
+    let zone = match crate::schedule::parse_zone(&request.timezone) {
+        Ok(zone) => Some(zone),
+        Err(message) => {
+            v.add("timezone", message);
+            None
+        }
+    };
     v.check(
         DEADLINE_RANGE.contains(&request.starting_deadline_seconds),
         "startingDeadlineSeconds",
@@ -391,10 +394,11 @@ async fn validate(
         ),
     );
     v.finish()?;
-    // The validator has accepted the schedule and the zone, so they parse.
-    let _ = schedule;
-    crate::schedule::JobSchedule::parse(&request.schedule, &request.timezone)
-        .map_err(|e| Error::invalid("schedule", e.to_string()))
+    // The validator has accepted the schedule and the zone, so both parsed.
+    match (schedule, zone) {
+        (Some(schedule), Some(zone)) => Ok(crate::schedule::JobSchedule::new(schedule, zone)),
+        _ => Err(Error::invalid("schedule", "is not a valid cron expression")),
+    }
 }
 
 fn apply(

@@ -34,7 +34,12 @@ impl JobSchedule {
     pub fn parse(expression: &str, zone: &str) -> Result<JobSchedule, ScheduleError> {
         let cron = crate::jobs::parse_schedule(expression).map_err(ScheduleError::Cron)?;
         let zone = parse_zone(zone).map_err(ScheduleError::Zone)?;
-        Ok(JobSchedule { cron, zone })
+        Ok(JobSchedule::new(cron, zone))
+    }
+
+    /// A schedule of parts already parsed.
+    pub fn new(cron: cron_parser::Schedule, zone: Tz) -> JobSchedule {
+        JobSchedule { cron, zone }
     }
 
     pub fn zone(&self) -> Tz {

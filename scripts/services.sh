@@ -14,6 +14,7 @@ CAIRN_STARTED_PIDS=()
 # Tools built from crates.io (the S3 server) are kept between runs here.
 CAIRN_TOOLS_DIR=${CAIRN_TOOLS_DIR:-$HOME/.cache/cairn-test-tools}
 S3S_FS_VERSION=0.14.1
+AIOSMTPD_VERSION=1.4.6
 
 log() { printf '[services] %s\n' "$*" >&2; }
 
@@ -42,6 +43,7 @@ ensure_packages() {
   command -v gzip >/dev/null || missing+=(gzip)
   command -v age >/dev/null && command -v age-keygen >/dev/null || missing+=(age)
   command -v redis-server >/dev/null && command -v redis-cli >/dev/null || missing+=(redis-server redis-tools)
+  command -v openssl >/dev/null || missing+=(openssl)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]} from Debian packages"
     as_root apt-get update -qq
@@ -183,6 +185,47 @@ CONFIG
   wait_for_port "$port" redis || { cat "$dir/redis.log" >&2; return 1; }
   export TEST_REDIS_URL="redis://:$password@127.0.0.1:$port/0"
   log "redis on 127.0.0.1:$port"
+}
+
+# A real SMTP server: aiosmtpd from PyPI (in a virtual environment kept in
+# $CAIRN_TOOLS_DIR) run by scripts/smtp_server.py, with a certificate made
+# for 127.0.0.1 by openssl (self-signed, not a CA: webpki refuses a CA
+# certificate as a server's). Exports TEST_SMTP_HOST, TEST_SMTP_PORT (plain),
+# TEST_SMTP_STARTTLS_PORT, TEST_SMTPS_PORT, TEST_SMTP_USER,
+# TEST_SMTP_PASSWORD, TEST_SMTP_CA (the certificate, to trust) and
+# TEST_SMTP_MAILDIR (where each accepted message lands, under new/).
+start_smtp() {
+  local venv="$CAIRN_TOOLS_DIR/aiosmtpd-$AIOSMTPD_VERSION" dir="$CAIRN_SERVICES_DIR/smtp" plain starttls smtps
+  if ! "$venv/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
+    log "installing aiosmtpd $AIOSMTPD_VERSION from PyPI (once)"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION" >&2
+  fi
+  mkdir -p "$dir"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+    -addext basicConstraints=critical,CA:FALSE -addext extendedKeyUsage=serverAuth \
+    -keyout "$dir/key.pem" -out "$dir/cert.pem" >/dev/null 2>&1 \
+    || { log "openssl could not make the SMTP certificate"; return 1; }
+  plain=$(free_port)
+  starttls=$(free_port)
+  smtps=$(free_port)
+  export TEST_SMTP_USER="cairn-smtp"
+  export TEST_SMTP_PASSWORD="smtp-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+  "$venv/bin/python" scripts/smtp_server.py "$dir/maildir" "$dir/cert.pem" "$dir/key.pem" \
+    "$TEST_SMTP_USER" "$TEST_SMTP_PASSWORD" "$plain" "$starttls" "$smtps" >"$dir/server.log" 2>&1 &
+  CAIRN_STARTED_PIDS+=($!)
+  for port in "$plain" "$starttls" "$smtps"; do
+    wait_for_port "$port" aiosmtpd || { cat "$dir/server.log" >&2; return 1; }
+  done
+  export TEST_SMTP_HOST=127.0.0.1
+  export TEST_SMTP_PORT=$plain
+  export TEST_SMTP_STARTTLS_PORT=$starttls
+  export TEST_SMTPS_PORT=$smtps
+  export TEST_SMTP_CA="$dir/cert.pem"
+  export TEST_SMTP_MAILDIR="$dir/maildir"
+  log "aiosmtpd $AIOSMTPD_VERSION on 127.0.0.1:$plain (plain), :$starttls (STARTTLS), :$smtps (TLS)"
 }
 
 stop_services() {

@@ -2,7 +2,8 @@
 # The test command of the README: installs and starts the real services the
 # tests need on loopback — PostgreSQL, OpenSSH and Redis from Debian's packages, the
 # S3 server s3s-fs from crates.io — runs every test of the workspace against
-# them, stops them, and ends with one summary line. Extra arguments go to
+# them (and aiosmtpd from PyPI as the SMTP server), stops them, and ends
+# with one summary line. Extra arguments go to
 # `cargo test` (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,7 @@ start_postgres
 start_s3
 start_sshd
 start_redis
+start_smtp
 
 output="$CAIRN_SERVICES_DIR/cargo-test.log"
 set +e

@@ -8,7 +8,7 @@ use utoipa::openapi::{ContentBuilder, OpenApi as OpenApiDoc, Ref, ResponseBuilde
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{Problem, PROBLEM_JSON};
-use crate::routes::{apps, history, jobs, ops, orgs, restores, targets, tokens};
+use crate::routes::{apps, history, jobs, notifications, ops, orgs, restores, targets, tokens};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -61,8 +61,15 @@ use crate::routes::{apps, history, jobs, ops, orgs, restores, targets, tokens};
         restores::request,
         restores::list,
         restores::get,
+        notifications::list,
+        notifications::create,
+        notifications::get,
+        notifications::update,
+        notifications::remove,
+        notifications::test,
+        notifications::deliveries,
     ),
-    components(schemas(Problem)),
+    components(schemas(Problem, cairn_core::notifications::NotificationPayload)),
     modifiers(&ErrorsAndSecurity),
     tags(
         (name = "organizations", description = "Tenants"),
@@ -73,6 +80,7 @@ use crate::routes::{apps, history, jobs, ops, orgs, restores, targets, tokens};
         (name = "jobs", description = "Backup jobs: schedule, target, retention, notifications"),
         (name = "history", description = "Every backup and its log"),
         (name = "restores", description = "Previews, restores and clones of backups"),
+        (name = "notifications", description = "Email, Slack and webhook channels, and every delivery. Webhook bodies follow the `NotificationPayload` schema (version 1)."),
         (name = "operations", description = "Liveness and readiness"),
     )
 )]

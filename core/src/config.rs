@@ -95,6 +95,104 @@ pub struct Config {
     /// environment.
     #[serde(default)]
     pub worker: WorkerConfig,
+    /// Notification delivery: `notifications:` in the file,
+    /// `CAIRN_NOTIFICATIONS__…` in the environment.
+    #[serde(default)]
+    pub notifications: NotificationsConfig,
+}
+
+/// The `notifications:` section.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationsConfig {
+    /// The SMTP server of `email` channels; without it, email channels
+    /// cannot be created.
+    #[serde(default)]
+    pub smtp: Option<SmtpConfig>,
+    /// Attempts per delivery before it is `failed` (at least 1).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Wait after the first failed attempt; doubled after each further
+    /// one, up to `retry_max_seconds`.
+    #[serde(default = "default_retry_base_seconds")]
+    pub retry_base_seconds: u64,
+    #[serde(default = "default_retry_max_seconds")]
+    pub retry_max_seconds: u64,
+    /// How long one attempt (connection, request, response) may take.
+    #[serde(default = "default_notification_timeout_seconds")]
+    pub timeout_seconds: u64,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> NotificationsConfig {
+        NotificationsConfig {
+            smtp: None,
+            max_attempts: default_max_attempts(),
+            retry_base_seconds: default_retry_base_seconds(),
+            retry_max_seconds: default_retry_max_seconds(),
+            timeout_seconds: default_notification_timeout_seconds(),
+        }
+    }
+}
+
+/// How the connection to the SMTP server is secured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS (required; default port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (default port 465).
+    Tls,
+    /// No encryption (default port 25); for a relay on the same host.
+    None,
+}
+
+/// `notifications.smtp`: the server email channels send through.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    /// Defaults to 587, 465 or 25 by `tls`.
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub tls: SmtpTls,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<SecretString>,
+    /// The sender, `Cairn <cairn@example.com>` or a bare address.
+    pub from: String,
+    /// A PEM file of extra root certificates (a private CA of the relay).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl SmtpConfig {
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.tls {
+            SmtpTls::Starttls => 587,
+            SmtpTls::Tls => 465,
+            SmtpTls::None => 25,
+        })
+    }
+}
+
+fn default_max_attempts() -> u32 {
+    8
+}
+
+fn default_retry_base_seconds() -> u64 {
+    30
+}
+
+fn default_retry_max_seconds() -> u64 {
+    3600
+}
+
+fn default_notification_timeout_seconds() -> u64 {
+    10
 }
 
 /// The `worker:` section.

@@ -24,6 +24,7 @@ pub mod jobs;
 pub mod locks;
 pub mod metrics;
 pub mod netpolicy;
+pub mod notifications;
 pub mod orgs;
 pub mod preview;
 pub mod restores;

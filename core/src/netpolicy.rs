@@ -63,6 +63,17 @@ impl AddressPolicy {
         }
     }
 
+    /// Refuses a URL whose host is a literal address the policy refuses
+    /// (names are checked by [`PolicyResolver`] when connecting).
+    pub fn check_url(&self, url: &url::Url) -> Result<(), String> {
+        match url.host() {
+            Some(url::Host::Ipv4(ip)) => self.check(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => self.check(IpAddr::V6(ip)),
+            Some(url::Host::Domain(_)) => Ok(()),
+            None => Err("the URL has no host".into()),
+        }
+    }
+
     /// The check made when a target is saved: an IP literal must pass; a
     /// name must not resolve to a refused address (a name that does not
     /// resolve now is accepted: every connection checks again).
@@ -75,6 +86,26 @@ impl AddressPolicy {
             Err(reason) if reason.contains(" resolves to ") => Err(reason),
             _ => Ok(()),
         }
+    }
+}
+
+/// A resolver for HTTP clients (S3 targets, webhooks, Slack) that drops
+/// the addresses the policy refuses, at every connection (not only when
+/// the endpoint was saved). Literal addresses never reach a resolver: check
+/// them with [`AddressPolicy::check_url`].
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyResolver(pub AddressPolicy);
+
+impl reqwest::dns::Resolve for PolicyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.0;
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addresses = policy.resolve(&host, 0).await?;
+            let addresses: Box<dyn Iterator<Item = SocketAddr> + Send> =
+                Box::new(addresses.into_iter());
+            Ok(addresses)
+        })
     }
 }
 

@@ -20,6 +20,7 @@ use cairn_entity::{app, backup, backup_job, backup_job_app, backup_run, backup_t
 
 use crate::error::{is_unique_violation, Error, Result};
 use crate::history::BackupStatus;
+use crate::notifications::Subject;
 use crate::Cairn;
 
 /// The state of a run.
@@ -232,6 +233,8 @@ pub async fn start(
         Err(error) => return Err(error.into()),
     }
     let (Some(target), None) = (target, &skip_reason) else {
+        // A scheduled run that backs nothing up is a failure to report.
+        crate::notifications::enqueue_guarded(&txn, Subject::Run(run_id), now).await;
         txn.commit().await?;
         return Ok(Started::Skipped {
             run_id,
@@ -296,8 +299,9 @@ pub struct MissedSlots {
 /// Records a slot of `job_id` that did not fire: `skipped` (a run was still
 /// active) or `missed` (no scheduler ran in time; `missed` says which slots).
 /// False when the slot already has a run (another replica recorded it).
+/// A `missed` record queues its notifications in the same transaction.
 pub async fn record_unfired(
-    db: &impl ConnectionTrait,
+    db: &impl TransactionTrait,
     job_id: Uuid,
     scheduled_for: DateTime<Utc>,
     status: RunStatus,
@@ -305,8 +309,10 @@ pub async fn record_unfired(
     missed: Option<MissedSlots>,
     now: DateTime<Utc>,
 ) -> Result<bool> {
+    let txn = db.begin().await?;
+    let run_id = Uuid::now_v7();
     let inserted = backup_run::ActiveModel {
-        id: Set(Uuid::now_v7()),
+        id: Set(run_id),
         job_id: Set(job_id),
         trigger: Set(Trigger::Schedule.as_str().to_owned()),
         scheduled_for: Set(scheduled_for),
@@ -318,13 +324,18 @@ pub async fn record_unfired(
         missed_from: Set(missed.map(|m| m.from)),
         missed_to: Set(missed.map(|m| m.to)),
     }
-    .insert(db)
+    .insert(&txn)
     .await;
     match inserted {
-        Ok(_) => Ok(true),
-        Err(error) if is_unique_violation(&error) => Ok(false),
-        Err(error) => Err(error.into()),
+        Ok(_) => {}
+        Err(error) if is_unique_violation(&error) => return Ok(false),
+        Err(error) => return Err(error.into()),
     }
+    if status == RunStatus::Missed {
+        crate::notifications::enqueue_guarded(&txn, Subject::Run(run_id), now).await;
+    }
+    txn.commit().await?;
+    Ok(true)
 }
 
 /// `POST …/jobs/{jobId}/run`: a manual run, now.
@@ -358,6 +369,22 @@ pub struct Closed {
     pub status: RunStatus,
     pub succeeded: u64,
     pub failed: u64,
+}
+
+/// [`close_if_done`] and the notifications of the closed run, in one
+/// transaction: a run that closes has its deliveries queued, once.
+pub async fn close(
+    db: &impl TransactionTrait,
+    run_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Option<Closed>> {
+    let txn = db.begin().await?;
+    let closed = close_if_done(&txn, run_id, now).await?;
+    if closed.is_some() {
+        crate::notifications::enqueue_guarded(&txn, Subject::Run(run_id), now).await;
+    }
+    txn.commit().await?;
+    Ok(closed)
 }
 
 /// Closes the run when none of its backups is pending or running any

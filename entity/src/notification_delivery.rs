@@ -5,15 +5,28 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
-    pub channel_id: Uuid,
+    pub organization_id: Uuid,
+    /// `None` once the channel was deleted.
+    pub channel_id: Option<Uuid>,
+    pub channel_name: String,
+    /// `email`, `slack` or `webhook`.
+    pub channel_type: String,
     pub run_id: Option<Uuid>,
     pub restore_id: Option<Uuid>,
+    /// `backup.run.failed`, `backup.run.succeeded`, …
     pub event: String,
+    /// The event as it was when it happened (schema version 1).
+    pub payload: Json,
+    /// `pending`, `sent` or `failed`.
     pub status: String,
-    pub attempt: i32,
+    pub attempts: i32,
+    pub next_attempt_at: DateTimeUtc,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTimeUtc>,
     pub response_code: Option<i32>,
-    pub error: Option<String>,
+    pub last_error: Option<String>,
     pub created_at: DateTimeUtc,
+    pub last_attempt_at: Option<DateTimeUtc>,
     pub delivered_at: Option<DateTimeUtc>,
 }
 

@@ -14,6 +14,7 @@ mod m20261121_000002_add_backup_execution;
 mod m20261121_000003_add_restores;
 mod m20261121_000004_add_scheduling;
 mod m20261121_000005_allow_safety_runs;
+mod m20261121_000006_rework_notification_deliveries;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000003_add_restores::Migration),
             Box::new(m20261121_000004_add_scheduling::Migration),
             Box::new(m20261121_000005_allow_safety_runs::Migration),
+            Box::new(m20261121_000006_rework_notification_deliveries::Migration),
         ]
     }
 }

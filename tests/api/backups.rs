@@ -26,6 +26,15 @@ pub(crate) struct Fixture {
 }
 
 pub(crate) async fn fixture(backend: Backend, slug: &str) -> Fixture {
+    fixture_with(backend, slug, |_| {}).await
+}
+
+/// [`fixture`] with more configuration.
+pub(crate) async fn fixture_with(
+    backend: Backend,
+    slug: &str,
+    customize: impl FnOnce(&mut cairn_core::Config),
+) -> Fixture {
     let volumes = tempfile::tempdir().unwrap();
     let root = volumes.path().to_path_buf();
     let app = spawn_app_with(backend, move |config| {
@@ -34,6 +43,7 @@ pub(crate) async fn fixture(backend: Backend, slug: &str) -> Fixture {
             config.pg_dump = PathBuf::from(&bin).join("pg_dump");
             config.pg_restore = PathBuf::from(bin).join("pg_restore");
         }
+        customize(config);
     })
     .await;
     let org = app.org(slug).await;

@@ -11,6 +11,7 @@ mod bodies;
 mod extract;
 mod history;
 mod jobs;
+mod notifications;
 mod ops;
 mod orgs;
 mod restores;

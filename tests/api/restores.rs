@@ -57,7 +57,7 @@ impl Fixture {
 
     /// Requests a restore of `backup`, lets a worker run it, and returns
     /// its record.
-    async fn restore_to_end(&self, backup: &str, mut body: Value) -> Value {
+    pub(crate) async fn restore_to_end(&self, backup: &str, mut body: Value) -> Value {
         body["confirm"] = json!(backup);
         let requested = self.request_restore(backup, body).await;
         let id = requested.expect(202)["id"].as_str().unwrap().to_owned();

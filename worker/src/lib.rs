@@ -1,7 +1,8 @@
 //! The worker role: claims pending backups with a lease, runs them (`tar`
 //! or `pg_dump`, streamed through compression, encryption and SHA-256 to
 //! the storage target), records the outcome, closes runs and prunes by
-//! retention; and claims restores the same way (see [`restore`]).
+//! retention; and claims restores the same way (see [`restore`]). It also
+//! sends the notifications events queued (see `cairn_core::notifications`).
 //!
 //! # Tasks
 //!
@@ -10,7 +11,9 @@
 //! nothing to do. A backup runs inside its loop's task, next to a lease
 //! renewal that fires every third of the lease; the archiver and uploads
 //! use blocking threads of their own (see `cairn_core::archive` and
-//! `cairn_core::storage`).
+//! `cairn_core::storage`). One more loop dispatches due notification
+//! deliveries, so that a slow or failing receiver never holds a backup
+//! slot.
 //!
 //! # Leases and fencing
 //!
@@ -111,9 +114,15 @@ impl Worker {
                 tokio::spawn(async move { worker.drive(stop).await })
             })
             .collect();
+        let notifier = {
+            let worker = self.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move { worker.notify(stop).await })
+        };
         for handle in loops {
             let _ = handle.await;
         }
+        let _ = notifier.await;
         tracing::info!(owner = %self.options.owner, "worker stopped");
     }
 
@@ -124,6 +133,30 @@ impl Worker {
                 Ok(None) => {}
                 Err(error) => {
                     tracing::error!(error = format!("{error:#}"), "worker tick failed");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.options.poll) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// Sends due notification deliveries until `stop` turns true: a pass
+    /// right after one that found work, else one per poll interval.
+    async fn notify(&self, mut stop: watch::Receiver<bool>) {
+        while !*stop.borrow() {
+            match cairn_core::notifications::dispatch_due(
+                &self.cairn,
+                &self.options.owner,
+                Utc::now(),
+            )
+            .await
+            {
+                Ok(report) if !report.is_empty() => continue,
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::error!(error = format!("{error:#}"), "notification dispatch failed");
                 }
             }
             tokio::select! {

@@ -1,4 +1,4 @@
-//! After a run: close it (once), then prune the job's series by its
+//! After a run: close it (once, queueing its notifications), then prune the job's series by its
 //! retention policy.
 
 use std::collections::HashMap;
@@ -22,7 +22,7 @@ pub(crate) async fn close_run(
     run_id: Uuid,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    let Some(closed) = cairn_core::runs::close_if_done(&cairn.db, run_id, now).await? else {
+    let Some(closed) = cairn_core::runs::close(&cairn.db, run_id, now).await? else {
         return Ok(());
     };
     tracing::info!(

@@ -27,7 +27,9 @@ use std::path::Path;
 
 use chrono::Utc;
 use futures::FutureExt;
-use sea_orm::{ActiveModelTrait, ActiveValue, ColumnTrait, EntityTrait, QueryFilter, Set};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue, ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait,
+};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -36,6 +38,7 @@ use uuid::Uuid;
 use cairn_core::apps::PostgresSettings;
 use cairn_core::extract::{self, ExtractError};
 use cairn_core::history::{BackupStatus, LogLine};
+use cairn_core::notifications::{self, Subject};
 use cairn_core::restores::{blocking_reader, kinds_of, restorable, stored_archive, RestoreStatus};
 use cairn_core::runs::{RunStatus, Trigger};
 use cairn_core::storage::Cancellation;
@@ -94,6 +97,7 @@ pub(crate) async fn run_restore(
         }
     };
     let now = Utc::now();
+    let failed = outcome.is_err();
     let changes = match outcome {
         Ok(summary) => {
             attempt.note("info", "restore finished");
@@ -122,7 +126,19 @@ pub(crate) async fn run_restore(
             }
         }
     };
-    match lease::fenced_update::<restore::Entity>(&worker.cairn.db, id, attempt_no, changes).await {
+    // A failure and its notifications are recorded together.
+    let recorded = async {
+        let txn = worker.cairn.db.begin().await?;
+        let updated =
+            lease::fenced_update::<restore::Entity>(&txn, id, attempt_no, changes).await?;
+        if updated && failed {
+            notifications::enqueue_guarded(&txn, Subject::Restore(id), now).await;
+        }
+        txn.commit().await?;
+        anyhow::Ok(updated)
+    }
+    .await;
+    match recorded {
         Ok(true) => {}
         Ok(false) => {
             tracing::warn!(restore_id = %id, attempt = attempt_no, "the outcome was not recorded: this attempt no longer holds the restore");
@@ -889,6 +905,7 @@ pub(crate) async fn reap(
         );
         let mut log: Vec<LogLine> = serde_json::from_value(model.log.clone()).unwrap_or_default();
         log.push(line("error", format!("worker_lost: {message}")));
+        let txn = cairn.db.begin().await?;
         let failed = restore::Entity::update_many()
             .set(restore::ActiveModel {
                 status: ActiveValue::Set(RestoreStatus::Failed.as_str().to_owned()),
@@ -904,8 +921,12 @@ pub(crate) async fn reap(
             .filter(restore::Column::Attempt.eq(model.attempt))
             .filter(restore::Column::Status.eq(RestoreStatus::Running.as_str()))
             .filter(restore::Column::LeaseExpiresAt.lt(now))
-            .exec(&cairn.db)
+            .exec(&txn)
             .await?;
+        if failed.rows_affected == 1 {
+            notifications::enqueue_guarded(&txn, Subject::Restore(model.id), now).await;
+        }
+        txn.commit().await?;
         if failed.rows_affected == 1 {
             reaped += 1;
             tracing::warn!(restore_id = %model.id, "{message}");

@@ -5,6 +5,7 @@
 pub mod apps;
 pub mod history;
 pub mod jobs;
+pub mod notifications;
 pub mod ops;
 pub mod orgs;
 pub mod restores;
@@ -26,6 +27,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     jobs::configure(cfg);
     history::configure(cfg);
     restores::configure(cfg);
+    notifications::configure(cfg);
 }
 
 /// `{orgId}`
@@ -58,6 +60,7 @@ org_resource_path!(OrgAppPath, app_id, "app");
 org_resource_path!(OrgJobPath, job_id, "job");
 org_resource_path!(OrgBackupPath, backup_id, "backup");
 org_resource_path!(OrgRestorePath, restore_id, "restore");
+org_resource_path!(OrgChannelPath, channel_id, "channel");
 
 /// `{targetId}` of a system-level target.
 #[derive(Deserialize, IntoParams)]

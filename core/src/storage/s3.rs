@@ -28,7 +28,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::io::AsyncWriteExt;
 
 use super::{ByteStream, ObjectInfo, ObjectKey, Storage, StorageError, StorageResult};
-use crate::netpolicy::AddressPolicy;
+use crate::netpolicy::{AddressPolicy, PolicyResolver};
 
 /// Size of one part of a multipart upload (S3's minimum is 5 MiB).
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
@@ -61,24 +61,6 @@ pub struct S3Storage {
     prefix: String,
     /// Why the endpoint's literal address is refused, if it is.
     refused: Option<String>,
-}
-
-/// Resolves endpoint host names and drops the addresses the policy refuses,
-/// at every connection (not only when the target was saved).
-#[derive(Debug, Clone, Copy)]
-struct PolicyResolver(AddressPolicy);
-
-impl reqwest::dns::Resolve for PolicyResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let policy = self.0;
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let addresses = policy.resolve(&host, 0).await?;
-            let addresses: Box<dyn Iterator<Item = std::net::SocketAddr> + Send> =
-                Box::new(addresses.into_iter());
-            Ok(addresses)
-        })
-    }
 }
 
 /// The HTTP client of S3 targets: it follows no redirect (a redirect to a

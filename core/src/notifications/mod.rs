@@ -1,0 +1,565 @@
+//! Notifications: channels per organization (email, Slack, webhook), the
+//! deliveries an event produces, and their dispatch with retries.
+//!
+//! # From event to message
+//!
+//! 1. **Enqueue.** In the same transaction that records the event — the
+//!    conditional update that closes a run, the insert of a `missed` slot
+//!    record, the fenced update that fails a restore — one `pending`
+//!    delivery per enabled channel of the organization is inserted, with the
+//!    payload fixed then ([`payload`]). The event is recorded once, so its
+//!    deliveries are too (and unique indexes on (channel, run, event) and
+//!    (channel, restore, event) say so in the schema). Enqueueing runs in a
+//!    savepoint: if it fails, the error is logged and the event itself is
+//!    still recorded — a notification problem never fails a backup.
+//! 2. **Dispatch** ([`dispatch_due`], driven by every worker process): due
+//!    pending deliveries are claimed with a lease (attempt count + 1, fenced
+//!    on the previous count), sent concurrently ([`send`]), and recorded:
+//!    `sent`, or back to `pending` with the next attempt after an
+//!    exponential backoff, or `failed` after `max_attempts` or a permanent
+//!    refusal. A worker that dies mid-send leaves a lease that expires; the
+//!    delivery is then sent again (consumers drop duplicates by the payload's
+//!    `id`, the delivery's id).
+
+pub mod channels;
+pub mod payload;
+pub mod render;
+pub mod send;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use cairn_entity::{backup_job, backup_run, notification_channel, notification_delivery, restore};
+
+use crate::config::NotificationsConfig;
+use crate::error::{Error, Result};
+use crate::Cairn;
+
+pub use channels::{ChannelRequest, ChannelType, ChannelView};
+pub use payload::{Event, NotificationPayload};
+
+/// Deliveries one dispatch pass claims.
+const BATCH: u64 = 32;
+/// Deliveries sent at once by one pass.
+const PARALLEL: usize = 8;
+
+/// The state of a delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// Not sent yet, or waiting for its next attempt (`nextAttemptAt`).
+    Pending,
+    Sent,
+    /// Every attempt failed, or the receiver refused it for good;
+    /// `lastError` says why.
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Sent => "sent",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<DeliveryStatus> {
+        Some(match text {
+            "pending" => DeliveryStatus::Pending,
+            "sent" => DeliveryStatus::Sent,
+            "failed" => DeliveryStatus::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// What an event is about.
+#[derive(Clone, Copy, Debug)]
+pub enum Subject {
+    Run(Uuid),
+    Restore(Uuid),
+}
+
+/// Inserts the deliveries of the event `subject` is in now (a closed or
+/// unfired run, a failed restore); returns how many. Call it in the
+/// transaction that recorded the event.
+pub async fn enqueue(
+    db: &impl ConnectionTrait,
+    subject: Subject,
+    now: DateTime<Utc>,
+) -> Result<usize> {
+    let (organization_id, payload, run_id, restore_id) = match subject {
+        Subject::Run(run_id) => {
+            let run = backup_run::Entity::find_by_id(run_id)
+                .one(db)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished while notifying"))?;
+            let job = backup_job::Entity::find_by_id(run.job_id)
+                .one(db)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("job {} vanished while notifying", run.job_id))?;
+            let Some(event) = payload::run_event(&run, &job) else {
+                return Ok(0);
+            };
+            let payload = payload::run_payload(db, &run, &job, event).await?;
+            (job.organization_id, payload, Some(run_id), None)
+        }
+        Subject::Restore(restore_id) => {
+            let restore = restore::Entity::find_by_id(restore_id)
+                .one(db)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("restore {restore_id} vanished while notifying"))?;
+            let payload = payload::restore_payload(db, &restore, now).await?;
+            (restore.organization_id, payload, None, Some(restore_id))
+        }
+    };
+    let channels = notification_channel::Entity::find()
+        .filter(notification_channel::Column::OrganizationId.eq(organization_id))
+        .filter(notification_channel::Column::Enabled.eq(true))
+        .order_by_asc(notification_channel::Column::Id)
+        .all(db)
+        .await?;
+    for channel in &channels {
+        let id = Uuid::now_v7();
+        let mut payload = payload.clone();
+        payload.id = id;
+        notification_delivery::ActiveModel {
+            id: Set(id),
+            organization_id: Set(organization_id),
+            channel_id: Set(Some(channel.id)),
+            channel_name: Set(channel.name.clone()),
+            channel_type: Set(channel.channel_type.clone()),
+            run_id: Set(run_id),
+            restore_id: Set(restore_id),
+            event: Set(payload.event.as_str().to_owned()),
+            payload: Set(serde_json::to_value(&payload).map_err(anyhow::Error::from)?),
+            status: Set(DeliveryStatus::Pending.as_str().to_owned()),
+            attempts: Set(0),
+            next_attempt_at: Set(now),
+            lease_owner: Set(None),
+            lease_expires_at: Set(None),
+            response_code: Set(None),
+            last_error: Set(None),
+            created_at: Set(now),
+            last_attempt_at: Set(None),
+            delivered_at: Set(None),
+        }
+        .insert(db)
+        .await?;
+    }
+    Ok(channels.len())
+}
+
+/// [`enqueue`] in a savepoint of `txn`: when it fails, the failure is logged
+/// and rolled back alone, and the caller's event is still committed.
+pub async fn enqueue_guarded(txn: &DatabaseTransaction, subject: Subject, now: DateTime<Utc>) {
+    let outcome = async {
+        let savepoint = txn.begin().await?;
+        match enqueue(&savepoint, subject, now).await {
+            Ok(count) => {
+                savepoint.commit().await?;
+                Ok(count)
+            }
+            Err(error) => {
+                savepoint.rollback().await?;
+                Err(error)
+            }
+        }
+    }
+    .await;
+    match outcome {
+        Ok(0) => {}
+        Ok(count) => tracing::debug!(?subject, count, "notifications queued"),
+        Err(error) => tracing::error!(
+            ?subject,
+            error = format!("{error:#}"),
+            "queueing notifications failed; the event itself is recorded"
+        ),
+    }
+}
+
+/// The wait before attempt `attempts + 1`, after `attempts` failed ones:
+/// `retry_base_seconds` doubled per further failure, at most
+/// `retry_max_seconds`.
+pub fn retry_delay(config: &NotificationsConfig, attempts: u32) -> Duration {
+    let base = config.retry_base_seconds.max(1);
+    let doubled = base.saturating_mul(1u64 << attempts.saturating_sub(1).min(32));
+    Duration::from_secs(doubled.min(config.retry_max_seconds.max(base)))
+}
+
+/// What one dispatch pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DispatchReport {
+    pub sent: usize,
+    /// Failed attempts that will be retried.
+    pub retrying: usize,
+    /// Deliveries that ended `failed`.
+    pub failed: usize,
+}
+
+impl DispatchReport {
+    pub fn is_empty(&self) -> bool {
+        *self == DispatchReport::default()
+    }
+}
+
+/// One dispatch pass at `now`:
+/// 1. load up to 32 pending deliveries due by `now` whose lease is free;
+/// 2. claim each (attempts + 1, lease for `owner`), fenced on the attempt
+///    count read, so two workers never both claim an attempt;
+/// 3. send the claimed ones, 8 at a time, to their channel as it is now;
+/// 4. record each outcome, fenced on the claim: `sent`; `failed` when the
+///    attempts are used up, the receiver refused for good, or the channel
+///    was deleted or disabled; else `pending` again after [`retry_delay`].
+pub async fn dispatch_due(
+    cairn: &Cairn,
+    owner: &str,
+    now: DateTime<Utc>,
+) -> Result<DispatchReport> {
+    use notification_delivery::Column as D;
+    let settings = &cairn.config.notifications;
+    let due = notification_delivery::Entity::find()
+        .filter(D::Status.eq(DeliveryStatus::Pending.as_str()))
+        .filter(D::NextAttemptAt.lte(now))
+        .filter(
+            Condition::any()
+                .add(D::LeaseExpiresAt.is_null())
+                .add(D::LeaseExpiresAt.lt(now)),
+        )
+        .order_by_asc(D::NextAttemptAt)
+        .order_by_asc(D::Id)
+        .limit(BATCH)
+        .all(&cairn.db)
+        .await?;
+    if due.is_empty() {
+        return Ok(DispatchReport::default());
+    }
+    let lease = chrono::Duration::seconds(
+        (settings.timeout_seconds.max(1) * 5 + 60).min(i64::MAX as u64) as i64,
+    );
+    let mut claimed = Vec::new();
+    for delivery in due {
+        let updated = notification_delivery::Entity::update_many()
+            .col_expr(D::Attempts, Expr::value(delivery.attempts + 1))
+            .col_expr(D::LeaseOwner, Expr::value(owner))
+            .col_expr(D::LeaseExpiresAt, Expr::value(now + lease))
+            .col_expr(D::LastAttemptAt, Expr::value(now))
+            .filter(D::Id.eq(delivery.id))
+            .filter(D::Status.eq(DeliveryStatus::Pending.as_str()))
+            .filter(D::Attempts.eq(delivery.attempts))
+            .exec(&cairn.db)
+            .await?;
+        if updated.rows_affected == 1 {
+            claimed.push(delivery);
+        }
+    }
+    let sender = send::Sender::new(cairn)?;
+    let outcomes: Vec<Result<DeliveryStatus>> = futures::stream::iter(claimed)
+        .map(|delivery| attempt(cairn, &sender, owner, delivery, now))
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await;
+    let mut report = DispatchReport::default();
+    for outcome in outcomes {
+        match outcome? {
+            DeliveryStatus::Sent => report.sent += 1,
+            DeliveryStatus::Pending => report.retrying += 1,
+            DeliveryStatus::Failed => report.failed += 1,
+        }
+    }
+    Ok(report)
+}
+
+/// Sends one claimed delivery and records the outcome; returns the status
+/// it was left in.
+async fn attempt(
+    cairn: &Cairn,
+    sender: &send::Sender,
+    owner: &str,
+    delivery: notification_delivery::Model,
+    now: DateTime<Utc>,
+) -> Result<DeliveryStatus> {
+    use notification_delivery::Column as D;
+    let settings = &cairn.config.notifications;
+    let attempts = delivery.attempts + 1;
+    let channel = match delivery.channel_id {
+        Some(id) => {
+            notification_channel::Entity::find_by_id(id)
+                .one(&cairn.db)
+                .await?
+        }
+        None => None,
+    };
+    let outcome = match channel {
+        None => send::SendOutcome {
+            delivered: false,
+            response_code: None,
+            error: Some("the channel was deleted before the delivery was sent".into()),
+            permanent: true,
+        },
+        Some(channel) if !channel.enabled => send::SendOutcome {
+            delivered: false,
+            response_code: None,
+            error: Some("the channel was disabled before the delivery was sent".into()),
+            permanent: true,
+        },
+        Some(channel) => {
+            let mut payload: NotificationPayload =
+                serde_json::from_value(delivery.payload.clone()).map_err(anyhow::Error::from)?;
+            payload.sent_at = Utc::now().max(now);
+            match channels::destination(&cairn.master_key, &channel) {
+                Ok(destination) => sender.send(&destination, &payload).await,
+                Err(error) => send::SendOutcome {
+                    delivered: false,
+                    response_code: None,
+                    error: Some(format!("the channel's settings cannot be read: {error}")),
+                    permanent: false,
+                },
+            }
+        }
+    };
+    let status = if outcome.delivered {
+        DeliveryStatus::Sent
+    } else if outcome.permanent || attempts as u32 >= settings.max_attempts.max(1) {
+        DeliveryStatus::Failed
+    } else {
+        DeliveryStatus::Pending
+    };
+    let next_attempt_at = match status {
+        DeliveryStatus::Pending => {
+            now + chrono::Duration::from_std(retry_delay(settings, attempts as u32))
+                .unwrap_or(chrono::Duration::hours(1))
+        }
+        _ => delivery.next_attempt_at,
+    };
+    match status {
+        DeliveryStatus::Sent => {
+            tracing::info!(delivery_id = %delivery.id, channel = %delivery.channel_name, event = %delivery.event, attempts, "notification sent")
+        }
+        DeliveryStatus::Pending => {
+            tracing::warn!(delivery_id = %delivery.id, channel = %delivery.channel_name, attempts, error = outcome.error.as_deref().unwrap_or(""), "notification attempt failed; will retry")
+        }
+        DeliveryStatus::Failed => {
+            tracing::warn!(delivery_id = %delivery.id, channel = %delivery.channel_name, attempts, error = outcome.error.as_deref().unwrap_or(""), "notification failed")
+        }
+    }
+    notification_delivery::Entity::update_many()
+        .set(notification_delivery::ActiveModel {
+            status: Set(status.as_str().to_owned()),
+            next_attempt_at: Set(next_attempt_at),
+            lease_owner: Set(None),
+            lease_expires_at: Set(None),
+            response_code: Set(outcome.response_code.map(i32::from)),
+            last_error: Set(outcome.error),
+            delivered_at: Set(outcome.delivered.then(Utc::now)),
+            ..Default::default()
+        })
+        .filter(D::Id.eq(delivery.id))
+        .filter(D::Attempts.eq(attempts))
+        .filter(D::LeaseOwner.eq(owner))
+        .filter(D::Status.eq(DeliveryStatus::Pending.as_str()))
+        .exec(&cairn.db)
+        .await?;
+    Ok(status)
+}
+
+/// The answer of `POST …/channels/{channelId}/test`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelTestReport {
+    /// Whether the receiver accepted the message.
+    pub ok: bool,
+    /// The HTTP status or SMTP reply code, when there was one.
+    pub response_code: Option<u16>,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// Sends a test message (event `notification.test`) through a channel now,
+/// whether or not it is enabled, and reports how it went. Nothing is
+/// recorded or retried.
+pub async fn test_channel(
+    cairn: &Cairn,
+    organization_id: Uuid,
+    channel_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<ChannelTestReport> {
+    let channel = channels::find_model(&cairn.db, organization_id, channel_id).await?;
+    let organization = crate::orgs::get(&cairn.db, organization_id).await?;
+    let destination = channels::destination(&cairn.master_key, &channel)?;
+    let payload = payload::test_payload(organization, now);
+    let started = std::time::Instant::now();
+    let outcome = send::Sender::new(cairn)?.send(&destination, &payload).await;
+    Ok(ChannelTestReport {
+        ok: outcome.delivered,
+        response_code: outcome.response_code,
+        error: outcome.error,
+        duration_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// A delivery as `GET …/notifications/deliveries` lists it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryView {
+    pub id: Uuid,
+    /// `null` once the channel was deleted.
+    pub channel_id: Option<Uuid>,
+    pub channel_name: String,
+    pub channel_type: String,
+    pub event: Event,
+    pub status: DeliveryStatus,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the next attempt is due (pending deliveries).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The HTTP status or SMTP reply code of the last attempt.
+    pub response_code: Option<u16>,
+    pub last_error: Option<String>,
+    pub run_id: Option<Uuid>,
+    pub restore_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// The payload as sent (`sentAt` is set per attempt).
+    pub payload: NotificationPayload,
+}
+
+/// Query parameters of the delivery listing.
+#[derive(Clone, Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveryQuery {
+    /// `pending`, `sent` or `failed`.
+    pub status: Option<String>,
+    pub channel_id: Option<String>,
+    pub run_id: Option<String>,
+    pub restore_id: Option<String>,
+    /// Page size, 1–200 (default 50).
+    #[param(value_type = Option<u64>)]
+    pub limit: Option<String>,
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryPage {
+    pub items: Vec<DeliveryView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// One page of the organization's deliveries, newest first.
+pub async fn list_deliveries(
+    cairn: &Cairn,
+    organization_id: Uuid,
+    query: &DeliveryQuery,
+) -> Result<DeliveryPage> {
+    use crate::history::{cut_page, page_limit, parse_uuid};
+    use notification_delivery::Column as D;
+    let mut v = crate::error::Validator::new();
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(text) => match DeliveryStatus::parse(text) {
+            Some(status) => Some(status),
+            None => {
+                v.add("status", "must be pending, sent or failed");
+                None
+            }
+        },
+    };
+    let channel_id = parse_uuid(&mut v, "channelId", query.channel_id.as_deref());
+    let run_id = parse_uuid(&mut v, "runId", query.run_id.as_deref());
+    let restore_id = parse_uuid(&mut v, "restoreId", query.restore_id.as_deref());
+    let cursor = parse_uuid(&mut v, "cursor", query.cursor.as_deref());
+    let limit = page_limit(&mut v, query.limit.as_deref());
+    v.finish()?;
+    let mut select =
+        notification_delivery::Entity::find().filter(D::OrganizationId.eq(organization_id));
+    if let Some(status) = status {
+        select = select.filter(D::Status.eq(status.as_str()));
+    }
+    if let Some(id) = channel_id {
+        select = select.filter(D::ChannelId.eq(id));
+    }
+    if let Some(id) = run_id {
+        select = select.filter(D::RunId.eq(id));
+    }
+    if let Some(id) = restore_id {
+        select = select.filter(D::RestoreId.eq(id));
+    }
+    if let Some(cursor) = cursor {
+        select = select.filter(D::Id.lt(cursor));
+    }
+    let mut rows = select
+        .order_by_desc(D::Id)
+        .limit(limit + 1)
+        .all(&cairn.db)
+        .await?;
+    let next_cursor = cut_page(&mut rows, limit, |row| row.id);
+    let items = rows
+        .into_iter()
+        .map(delivery_view)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(DeliveryPage { items, next_cursor })
+}
+
+fn delivery_view(model: notification_delivery::Model) -> Result<DeliveryView> {
+    let unknown = |what: &str, value: &str| -> Error {
+        anyhow::anyhow!("delivery {} has unknown {what} {value}", model.id).into()
+    };
+    let status =
+        DeliveryStatus::parse(&model.status).ok_or_else(|| unknown("status", &model.status))?;
+    let event = Event::parse(&model.event).ok_or_else(|| unknown("event", &model.event))?;
+    let payload: NotificationPayload =
+        serde_json::from_value(model.payload.clone()).map_err(anyhow::Error::from)?;
+    Ok(DeliveryView {
+        id: model.id,
+        channel_id: model.channel_id,
+        channel_name: model.channel_name,
+        channel_type: model.channel_type,
+        event,
+        next_attempt_at: (status == DeliveryStatus::Pending).then_some(model.next_attempt_at),
+        status,
+        attempts: model.attempts.max(0) as u32,
+        response_code: model
+            .response_code
+            .map(|c| c.clamp(0, u16::MAX as i32) as u16),
+        last_error: model.last_error,
+        run_id: model.run_id,
+        restore_id: model.restore_id,
+        created_at: model.created_at,
+        last_attempt_at: model.last_attempt_at,
+        delivered_at: model.delivered_at,
+        payload,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_the_cap() {
+        let config = NotificationsConfig {
+            retry_base_seconds: 30,
+            retry_max_seconds: 600,
+            ..NotificationsConfig::default()
+        };
+        let delays: Vec<u64> = (1..=7).map(|n| retry_delay(&config, n).as_secs()).collect();
+        assert_eq!(delays, [30, 60, 120, 240, 480, 600, 600]);
+        assert_eq!(retry_delay(&config, 200).as_secs(), 600);
+    }
+}

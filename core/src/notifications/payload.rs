@@ -1,0 +1,358 @@
+//! The notification payload, version 1: what webhook consumers receive as
+//! the request body, and what email and Slack messages are rendered from.
+//!
+//! The payload of a delivery is fixed when the event happens (a run closes,
+//! slots are found missed, a restore fails) and stored with the delivery, so
+//! every retry sends the same facts; only `sentAt` changes per attempt.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use cairn_entity::{backup, backup_job, backup_run, restore};
+
+use crate::error::Result;
+use crate::history::BackupStatus;
+
+/// The schema version of [`NotificationPayload`].
+pub const PAYLOAD_VERSION: u32 = 1;
+
+/// What happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+pub enum Event {
+    /// A run ended with at least one failed backup (status `failed` or
+    /// `partial`). Sent when the job's `notifyOnFailure` is on.
+    #[serde(rename = "backup.run.failed")]
+    RunFailed,
+    /// Every backup of a run succeeded. Sent when `notifyOnSuccess` is on.
+    #[serde(rename = "backup.run.succeeded")]
+    RunSucceeded,
+    /// Scheduled slots passed while no scheduler ran (`notifyOnFailure`).
+    #[serde(rename = "backup.run.missed")]
+    RunMissed,
+    /// A scheduled run could not back anything up: no target resolves, or
+    /// the job covers no persistent volume (`notifyOnFailure`).
+    #[serde(rename = "backup.run.skipped")]
+    RunSkipped,
+    /// A restore (or a dry run) failed. Sent to every enabled channel of the
+    /// organization, whatever the job's settings.
+    #[serde(rename = "restore.failed")]
+    RestoreFailed,
+    /// `POST …/channels/{channelId}/test`.
+    #[serde(rename = "notification.test")]
+    Test,
+}
+
+impl Event {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::RunFailed => "backup.run.failed",
+            Event::RunSucceeded => "backup.run.succeeded",
+            Event::RunMissed => "backup.run.missed",
+            Event::RunSkipped => "backup.run.skipped",
+            Event::RestoreFailed => "restore.failed",
+            Event::Test => "notification.test",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Event> {
+        [
+            Event::RunFailed,
+            Event::RunSucceeded,
+            Event::RunMissed,
+            Event::RunSkipped,
+            Event::RestoreFailed,
+            Event::Test,
+        ]
+        .into_iter()
+        .find(|event| event.as_str() == text)
+    }
+}
+
+/// A webhook request body (schema version 1). Fields are always present;
+/// those that do not apply to the event are `null` (`job`, `run`, `summary`
+/// for a restore; `restore` for a run) or empty (`volumes`).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationPayload {
+    /// `1`. A change that could break a consumer comes with a new version.
+    pub version: u32,
+    /// The delivery's id: the same on every retry of one delivery, so a
+    /// consumer can drop duplicates.
+    pub id: Uuid,
+    pub event: Event,
+    /// When the event happened.
+    pub occurred_at: DateTime<Utc>,
+    /// When this attempt was sent; `X-Cairn-Timestamp` carries the same
+    /// instant as Unix seconds, and the signature covers it (it is in the
+    /// body).
+    pub sent_at: DateTime<Utc>,
+    /// One line for humans: the email subject and the Slack fallback text.
+    pub title: String,
+    pub organization: OrganizationRef,
+    pub job: Option<JobRef>,
+    pub run: Option<RunRef>,
+    /// Counts over the run's backups.
+    pub summary: Option<RunSummary>,
+    /// One entry per volume the run backed up, with its error if it failed.
+    pub volumes: Vec<VolumeResult>,
+    pub restore: Option<RestoreRef>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrganizationRef {
+    pub id: Uuid,
+    pub slug: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRef {
+    pub id: Uuid,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRef {
+    pub id: Uuid,
+    /// `schedule` or `manual`.
+    pub trigger: String,
+    /// `success`, `partial`, `failed`, `missed` or `skipped`.
+    pub status: String,
+    /// The slot (scheduled runs) or the time it was asked for.
+    pub scheduled_for: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Why it was skipped, missed or partly failed.
+    pub reason: Option<String>,
+    /// For `backup.run.missed`: how many slots, the first and the last.
+    pub missed_count: Option<u32>,
+    pub missed_from: Option<DateTime<Utc>>,
+    pub missed_to: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    /// Backups in the run (one per persistent volume).
+    pub total: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+    /// Combined size of the successful archives, in bytes.
+    pub archive_bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeResult {
+    pub backup_id: Uuid,
+    pub app_name: String,
+    pub volume_name: String,
+    /// `success` or `failed` (`pruned` when retention removed it since).
+    pub status: String,
+    pub archive_size: Option<u64>,
+    pub error: Option<ErrorRef>,
+}
+
+/// A failure's machine-readable code and its message.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorRef {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreRef {
+    pub id: Uuid,
+    /// The backup being restored.
+    pub backup_id: Uuid,
+    /// The destination.
+    pub app_name: String,
+    pub volume_name: String,
+    pub dry_run: bool,
+    pub safety_backup_id: Option<Uuid>,
+    pub error: Option<ErrorRef>,
+}
+
+/// The event a closed run (or an unfired slot) notifies, given the job's
+/// settings; `None` when it notifies nothing.
+pub fn run_event(run: &backup_run::Model, job: &backup_job::Model) -> Option<Event> {
+    use crate::runs::{RunStatus, Trigger};
+    if run.trigger == Trigger::Safety.as_str() {
+        return None;
+    }
+    let status = run.status.as_str();
+    let (event, wanted) = if status == RunStatus::Success.as_str() {
+        (Event::RunSucceeded, job.notify_on_success)
+    } else if status == RunStatus::Failed.as_str() || status == RunStatus::Partial.as_str() {
+        (Event::RunFailed, job.notify_on_failure)
+    } else if status == RunStatus::Missed.as_str() {
+        (Event::RunMissed, job.notify_on_failure)
+    } else if status == RunStatus::Skipped.as_str() && run.trigger == Trigger::Schedule.as_str() {
+        (Event::RunSkipped, job.notify_on_failure)
+    } else {
+        return None;
+    };
+    wanted.then_some(event)
+}
+
+fn organization_ref(model: crate::orgs::OrganizationView) -> OrganizationRef {
+    OrganizationRef {
+        id: model.id,
+        slug: model.slug,
+        name: model.name,
+    }
+}
+
+async fn organization_of(db: &impl ConnectionTrait, id: Uuid) -> Result<OrganizationRef> {
+    Ok(organization_ref(crate::orgs::get(db, id).await.map_err(
+        |_| anyhow::anyhow!("organization {id} vanished while notifying"),
+    )?))
+}
+
+fn error_of(code: &Option<String>, message: &Option<String>) -> Option<ErrorRef> {
+    match (code, message) {
+        (None, None) => None,
+        (code, message) => Some(ErrorRef {
+            code: code.clone().unwrap_or_else(|| "failed".into()),
+            message: message.clone().unwrap_or_default(),
+        }),
+    }
+}
+
+/// The payload of `event` about a run (`id` is set per delivery).
+pub async fn run_payload(
+    db: &impl ConnectionTrait,
+    run: &backup_run::Model,
+    job: &backup_job::Model,
+    event: Event,
+) -> Result<NotificationPayload> {
+    let organization = organization_of(db, job.organization_id).await?;
+    let backups = backup::Entity::find()
+        .filter(backup::Column::RunId.eq(run.id))
+        .order_by_asc(backup::Column::AppName)
+        .order_by_asc(backup::Column::VolumeName)
+        .all(db)
+        .await?;
+    let failed = |b: &backup::Model| b.status == BackupStatus::Failed.as_str();
+    let volumes: Vec<VolumeResult> = backups
+        .iter()
+        .map(|b| VolumeResult {
+            backup_id: b.id,
+            app_name: b.app_name.clone(),
+            volume_name: b.volume_name.clone(),
+            status: b.status.clone(),
+            archive_size: b.archive_size.map(|size| size.max(0) as u64),
+            error: if failed(b) {
+                error_of(&b.error_code, &b.error_message)
+            } else {
+                None
+            },
+        })
+        .collect();
+    let failed_count = backups.iter().filter(|b| failed(b)).count() as u32;
+    let summary = (!backups.is_empty()).then(|| RunSummary {
+        total: backups.len() as u32,
+        succeeded: backups.len() as u32 - failed_count,
+        failed: failed_count,
+        archive_bytes: backups
+            .iter()
+            .filter(|b| !failed(b))
+            .filter_map(|b| b.archive_size)
+            .map(|size| size.max(0) as u64)
+            .sum(),
+    });
+    let occurred_at = run.finished_at.unwrap_or(run.created_at);
+    let mut payload = NotificationPayload {
+        version: PAYLOAD_VERSION,
+        id: Uuid::nil(),
+        event,
+        occurred_at,
+        sent_at: occurred_at,
+        title: String::new(),
+        organization,
+        job: Some(JobRef {
+            id: job.id,
+            name: job.name.clone(),
+        }),
+        run: Some(RunRef {
+            id: run.id,
+            trigger: run.trigger.clone(),
+            status: run.status.clone(),
+            scheduled_for: run.scheduled_for,
+            finished_at: run.finished_at,
+            reason: run.reason.clone(),
+            missed_count: run.missed_count.map(|n| n.max(0) as u32),
+            missed_from: run.missed_from,
+            missed_to: run.missed_to,
+        }),
+        summary,
+        volumes,
+        restore: None,
+    };
+    payload.title = super::render::title(&payload);
+    Ok(payload)
+}
+
+/// The payload of `restore.failed` (`id` is set per delivery).
+pub async fn restore_payload(
+    db: &impl ConnectionTrait,
+    restore: &restore::Model,
+    now: DateTime<Utc>,
+) -> Result<NotificationPayload> {
+    let organization = organization_of(db, restore.organization_id).await?;
+    let occurred_at = restore.finished_at.unwrap_or(now);
+    let mut payload = NotificationPayload {
+        version: PAYLOAD_VERSION,
+        id: Uuid::nil(),
+        event: Event::RestoreFailed,
+        occurred_at,
+        sent_at: occurred_at,
+        title: String::new(),
+        organization,
+        job: None,
+        run: None,
+        summary: None,
+        volumes: Vec::new(),
+        restore: Some(RestoreRef {
+            id: restore.id,
+            backup_id: restore.backup_id,
+            app_name: restore.app_name.clone(),
+            volume_name: restore.volume_name.clone(),
+            dry_run: restore.dry_run,
+            safety_backup_id: restore.safety_backup_id,
+            error: error_of(&restore.error_code, &restore.error_message),
+        }),
+    };
+    payload.title = super::render::title(&payload);
+    Ok(payload)
+}
+
+/// The payload of a channel test.
+pub fn test_payload(
+    organization: crate::orgs::OrganizationView,
+    now: DateTime<Utc>,
+) -> NotificationPayload {
+    let mut payload = NotificationPayload {
+        version: PAYLOAD_VERSION,
+        id: Uuid::now_v7(),
+        event: Event::Test,
+        occurred_at: now,
+        sent_at: now,
+        title: String::new(),
+        organization: organization_ref(organization),
+        job: None,
+        run: None,
+        summary: None,
+        volumes: Vec::new(),
+        restore: None,
+    };
+    payload.title = super::render::title(&payload);
+    payload
+}

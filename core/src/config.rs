@@ -503,6 +503,32 @@ mod tests {
     }
 
     #[test]
+    fn notification_settings_come_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CAIRN_NOTIFICATIONS__SMTP__HOST", "smtp.example.com");
+            jail.set_env("CAIRN_NOTIFICATIONS__SMTP__TLS", "tls");
+            jail.set_env(
+                "CAIRN_NOTIFICATIONS__SMTP__FROM",
+                "Cairn <cairn@example.com>",
+            );
+            jail.set_env("CAIRN_NOTIFICATIONS__SMTP__PASSWORD", "smtp-password-value");
+            jail.set_env("CAIRN_NOTIFICATIONS__MAX_ATTEMPTS", "3");
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            let smtp = config.notifications.smtp.clone().expect("an SMTP section");
+            assert_eq!(smtp.host, "smtp.example.com");
+            assert_eq!(smtp.tls, SmtpTls::Tls);
+            assert_eq!(smtp.port(), 465);
+            assert_eq!(config.notifications.max_attempts, 3);
+            assert_eq!(config.notifications.retry_base_seconds, 30);
+            assert!(!format!("{config:?}").contains("smtp-password-value"));
+            jail.set_env("CAIRN_NOTIFICATIONS__SMTP__TLS", "ssl");
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(error.contains("notifications.smtp.tls"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn secrets_do_not_print() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("CAIRN_ADMIN_TOKEN", "very-secret-admin-token");

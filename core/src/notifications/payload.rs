@@ -71,8 +71,8 @@ impl Event {
     }
 }
 
-/// A webhook request body (schema version 1). Fields are always present;
-/// those that do not apply to the event are `null` (`job`, `run`, `summary`
+/// A webhook request body (schema version 1). Every field is always
+/// present; those that do not apply to the event are `null` (`job`, `run`, `summary`
 /// for a restore; `restore` for a run) or empty (`volumes`).
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -92,12 +92,16 @@ pub struct NotificationPayload {
     /// One line for humans: the email subject and the Slack fallback text.
     pub title: String,
     pub organization: OrganizationRef,
+    #[schema(required = true)]
     pub job: Option<JobRef>,
+    #[schema(required = true)]
     pub run: Option<RunRef>,
     /// Counts over the run's backups.
+    #[schema(required = true)]
     pub summary: Option<RunSummary>,
     /// One entry per volume the run backed up, with its error if it failed.
     pub volumes: Vec<VolumeResult>,
+    #[schema(required = true)]
     pub restore: Option<RestoreRef>,
 }
 
@@ -126,12 +130,17 @@ pub struct RunRef {
     pub status: String,
     /// The slot (scheduled runs) or the time it was asked for.
     pub scheduled_for: DateTime<Utc>,
+    #[schema(required = true)]
     pub finished_at: Option<DateTime<Utc>>,
     /// Why it was skipped, missed or partly failed.
+    #[schema(required = true)]
     pub reason: Option<String>,
     /// For `backup.run.missed`: how many slots, the first and the last.
+    #[schema(required = true)]
     pub missed_count: Option<u32>,
+    #[schema(required = true)]
     pub missed_from: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub missed_to: Option<DateTime<Utc>>,
 }
 
@@ -154,7 +163,9 @@ pub struct VolumeResult {
     pub volume_name: String,
     /// `success` or `failed` (`pruned` when retention removed it since).
     pub status: String,
+    #[schema(required = true)]
     pub archive_size: Option<u64>,
+    #[schema(required = true)]
     pub error: Option<ErrorRef>,
 }
 
@@ -176,7 +187,9 @@ pub struct RestoreRef {
     pub app_name: String,
     pub volume_name: String,
     pub dry_run: bool,
+    #[schema(required = true)]
     pub safety_backup_id: Option<Uuid>,
+    #[schema(required = true)]
     pub error: Option<ErrorRef>,
 }
 

@@ -44,6 +44,8 @@ use crate::routes::{apps, history, jobs, notifications, ops, orgs, restores, tar
         apps::get,
         apps::update,
         apps::remove,
+        apps::deploy,
+        apps::backup_now,
         jobs::list,
         jobs::create,
         jobs::get,

@@ -77,6 +77,7 @@ async fn create_jobs(
             schedule_error: Set(None),
             last_success_at: Set(None),
             consecutive_failures: Set(0),
+            auto_app_id: Set(None),
         });
         links.push(backup_job_app::ActiveModel {
             job_id: Set(id),

@@ -120,6 +120,10 @@ pub struct VolumeView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub postgres: Option<PostgresView>,
     pub exclude_patterns: Vec<String>,
+    /// When a deploy stopped listing the volume: it is kept, with its
+    /// history, but no longer backed up. Absent for attached volumes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detached_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -129,12 +133,22 @@ pub struct AppView {
     pub organization_id: Uuid,
     pub name: String,
     pub volumes: Vec<VolumeView>,
+    /// The last deploy (`POST …/apps/{appName}/deployments`), if any.
+    pub last_deployment: Option<LastDeploymentView>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastDeploymentView {
+    /// `blue` or `green`: its volumes are looked for first.
+    pub slot: String,
+    pub deployed_at: DateTime<Utc>,
+}
+
 /// A validated volume, ready to store.
-struct VolumeSpec {
+pub(crate) struct VolumeSpec {
     name: String,
     persistent: bool,
     kind: VolumeKind,
@@ -166,9 +180,21 @@ fn validate(
 ) -> Result<Vec<VolumeSpec>> {
     let mut v = Validator::new();
     v.check_result("name", check_resource_name(&request.name));
+    let specs = validate_volumes(&mut v, &request.volumes, stored_passwords);
+    v.finish()?;
+    Ok(specs)
+}
+
+/// Checks a list of volumes (names unique, kinds and their settings); a
+/// `postgres` volume without a password keeps the stored one, if any.
+pub(crate) fn validate_volumes(
+    v: &mut Validator,
+    volumes: &[VolumeRequest],
+    stored_passwords: &HashMap<String, String>,
+) -> Vec<VolumeSpec> {
     let mut seen = HashSet::new();
-    let mut specs = Vec::with_capacity(request.volumes.len());
-    for (i, volume) in request.volumes.iter().enumerate() {
+    let mut specs = Vec::with_capacity(volumes.len());
+    for (i, volume) in volumes.iter().enumerate() {
         let field = |name: &str| format!("volumes[{i}].{name}");
         v.check_result(field("name"), check_resource_name(&volume.name));
         if !seen.insert(volume.name.as_str()) {
@@ -255,8 +281,7 @@ fn validate(
             exclude_patterns: volume.exclude_patterns.clone(),
         });
     }
-    v.finish()?;
-    Ok(specs)
+    specs
 }
 
 fn volume_view(model: volume::Model) -> Result<VolumeView> {
@@ -278,6 +303,7 @@ fn volume_view(model: volume::Model) -> Result<VolumeView> {
         kind,
         postgres,
         exclude_patterns: exclude_patterns_of(&model.exclude_patterns),
+        detached_at: model.detached_at,
     })
 }
 
@@ -302,12 +328,16 @@ fn app_view(model: app::Model, volumes: Vec<volume::Model>) -> Result<AppView> {
             .into_iter()
             .map(volume_view)
             .collect::<Result<_>>()?,
+        last_deployment: match (model.last_deploy_slot, model.last_deployed_at) {
+            (Some(slot), Some(deployed_at)) => Some(LastDeploymentView { slot, deployed_at }),
+            _ => None,
+        },
         created_at: model.created_at,
         updated_at: model.updated_at,
     })
 }
 
-async fn find_model(
+pub(crate) async fn find_model(
     db: &impl ConnectionTrait,
     organization_id: Uuid,
     id: Uuid,
@@ -319,7 +349,10 @@ async fn find_model(
         .ok_or(Error::NotFound("app"))
 }
 
-async fn volumes_of(db: &impl ConnectionTrait, app_ids: &[Uuid]) -> Result<Vec<volume::Model>> {
+pub(crate) async fn volumes_of(
+    db: &impl ConnectionTrait,
+    app_ids: &[Uuid],
+) -> Result<Vec<volume::Model>> {
     Ok(volume::Entity::find()
         .filter(volume::Column::AppId.is_in(app_ids.iter().copied()))
         .order_by_asc(volume::Column::Name)
@@ -371,6 +404,10 @@ pub async fn create(
         name: Set(request.name.clone()),
         created_at: Set(now),
         updated_at: Set(now),
+        last_deployed_at: Set(None),
+        last_deploy_slot: Set(None),
+        auto_job_created_at: Set(None),
+        auto_job_removed_at: Set(None),
     }
     .insert(&txn)
     .await;
@@ -386,7 +423,7 @@ pub async fn create(
     get(cairn, organization_id, id).await
 }
 
-async fn insert_volume(
+pub(crate) async fn insert_volume(
     db: &impl ConnectionTrait,
     key: &MasterKey,
     app_id: Uuid,
@@ -405,6 +442,7 @@ async fn insert_volume(
         postgres_password_ciphertext: Set(password),
         exclude_patterns: Set(patterns_value(&spec.exclude_patterns)),
         created_at: Set(now),
+        detached_at: Set(None),
     }
     .insert(db)
     .await?;
@@ -437,14 +475,7 @@ pub async fn update(
     let txn = cairn.db.begin().await?;
     let existing = find_model(&txn, organization_id, id).await?;
     let stored = volumes_of(&txn, &[id]).await?;
-    let mut stored_passwords = HashMap::new();
-    for volume in &stored {
-        if let Some(sealed) = &volume.postgres_password_ciphertext {
-            let password = cairn.master_key.open(volume.id, sealed)?;
-            let password = String::from_utf8(password).map_err(anyhow::Error::from)?;
-            stored_passwords.insert(volume.name.clone(), password);
-        }
-    }
+    let stored_passwords = stored_passwords(&cairn.master_key, &stored)?;
     let specs = validate(&request, &stored_passwords)?;
 
     let mut model: app::ActiveModel = existing.into();
@@ -455,33 +486,102 @@ pub async fn update(
         Err(error) if is_unique_violation(&error) => return Err(name_taken(&request.name)),
         Err(error) => return Err(error.into()),
     }
+    apply_volumes(
+        &txn,
+        &cairn.master_key,
+        id,
+        stored,
+        specs,
+        Unlisted::Delete,
+        now,
+    )
+    .await?;
+    txn.commit().await?;
+    get(cairn, organization_id, id).await
+}
+
+/// The stored PostgreSQL passwords of `volumes`, by volume name.
+pub(crate) fn stored_passwords(
+    key: &MasterKey,
+    volumes: &[volume::Model],
+) -> Result<HashMap<String, String>> {
+    let mut passwords = HashMap::new();
+    for volume in volumes {
+        if let Some(sealed) = &volume.postgres_password_ciphertext {
+            let password = key.open(volume.id, sealed)?;
+            let password = String::from_utf8(password).map_err(anyhow::Error::from)?;
+            passwords.insert(volume.name.clone(), password);
+        }
+    }
+    Ok(passwords)
+}
+
+/// What becomes of a stored volume a request no longer lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Unlisted {
+    /// `PUT …/apps/{appId}`: the list replaces the stored one.
+    Delete,
+    /// A deploy: kept with its history, not backed up (`detachedAt`).
+    Detach,
+}
+
+/// Writes `specs` over the app's `stored` volumes, matched by name: listed
+/// ones are updated (and attached again), new ones inserted, the others
+/// deleted or detached.
+pub(crate) async fn apply_volumes(
+    db: &impl ConnectionTrait,
+    key: &MasterKey,
+    app_id: Uuid,
+    stored: Vec<volume::Model>,
+    specs: Vec<VolumeSpec>,
+    unlisted: Unlisted,
+    now: DateTime<Utc>,
+) -> Result<()> {
     let mut stored_by_name: HashMap<String, volume::Model> =
         stored.into_iter().map(|v| (v.name.clone(), v)).collect();
     for spec in specs {
         match stored_by_name.remove(&spec.name) {
             Some(current) => {
-                let (config, password) =
-                    split_postgres(&cairn.master_key, current.id, spec.postgres)?;
+                let (config, password) = split_postgres(key, current.id, spec.postgres)?;
                 let mut volume: volume::ActiveModel = current.into();
                 volume.persistent = Set(spec.persistent);
                 volume.kind = Set(spec.kind.as_str().to_owned());
                 volume.postgres_config = Set(config);
                 volume.postgres_password_ciphertext = Set(password);
                 volume.exclude_patterns = Set(patterns_value(&spec.exclude_patterns));
-                volume.update(&txn).await?;
+                volume.detached_at = Set(None);
+                volume.update(db).await?;
             }
-            None => insert_volume(&txn, &cairn.master_key, id, spec, now).await?,
+            None => insert_volume(db, key, app_id, spec, now).await?,
         }
     }
-    let removed: Vec<Uuid> = stored_by_name.values().map(|v| v.id).collect();
-    if !removed.is_empty() {
-        volume::Entity::delete_many()
-            .filter(volume::Column::Id.is_in(removed))
-            .exec(&txn)
-            .await?;
+    let unlisted_ids: Vec<Uuid> = stored_by_name
+        .values()
+        .filter(|v| unlisted == Unlisted::Delete || v.detached_at.is_none())
+        .map(|v| v.id)
+        .collect();
+    if unlisted_ids.is_empty() {
+        return Ok(());
     }
-    txn.commit().await?;
-    get(cairn, organization_id, id).await
+    match unlisted {
+        Unlisted::Delete => {
+            volume::Entity::delete_many()
+                .filter(volume::Column::Id.is_in(unlisted_ids))
+                .exec(db)
+                .await?;
+        }
+        Unlisted::Detach => {
+            volume::Entity::update_many()
+                .col_expr(
+                    volume::Column::DetachedAt,
+                    sea_orm::sea_query::Expr::value(now),
+                )
+                .filter(volume::Column::Id.is_in(unlisted_ids))
+                .exec(db)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// Deletes an app and its volumes; jobs stop covering it. Its backup history

@@ -535,25 +535,40 @@ pub async fn create(
     now: DateTime<Utc>,
 ) -> Result<JobView> {
     let txn = cairn.db.begin().await?;
-    let schedule = validate(&txn, organization_id, &request).await?;
+    let id = create_in(&txn, organization_id, &request, None, now).await?;
+    txn.commit().await?;
+    get(cairn, organization_id, id, now).await
+}
+
+/// Validates and inserts a job in `db` (a transaction of the caller);
+/// `auto_app` marks a job created automatically for that app. Returns its
+/// id.
+pub(crate) async fn create_in(
+    db: &impl ConnectionTrait,
+    organization_id: Uuid,
+    request: &JobRequest,
+    auto_app: Option<Uuid>,
+    now: DateTime<Utc>,
+) -> Result<Uuid> {
+    let schedule = validate(db, organization_id, request).await?;
     let id = Uuid::now_v7();
     let mut model = backup_job::ActiveModel {
         id: Set(id),
         organization_id: Set(organization_id),
         last_run_at: Set(None),
-        auto_created: Set(false),
+        auto_created: Set(auto_app.is_some()),
+        auto_app_id: Set(auto_app),
         created_at: Set(now),
         ..Default::default()
     };
-    apply(&mut model, &request, &schedule, now);
-    match model.insert(&txn).await {
+    apply(&mut model, request, &schedule, now);
+    match model.insert(db).await {
         Ok(_) => {}
         Err(error) if is_unique_violation(&error) => return Err(name_taken(&request.name)),
         Err(error) => return Err(error.into()),
     }
-    set_apps(&txn, id, &request.app_ids).await?;
-    txn.commit().await?;
-    get(cairn, organization_id, id, now).await
+    set_apps(db, id, &request.app_ids).await?;
+    Ok(id)
 }
 
 pub async fn update(
@@ -579,15 +594,28 @@ pub async fn update(
 }
 
 /// Deletes a job; its runs go with it, its backup records stay in history.
-pub async fn delete(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<()> {
-    let result = backup_job::Entity::delete_many()
-        .filter(backup_job::Column::Id.eq(id))
-        .filter(backup_job::Column::OrganizationId.eq(organization_id))
-        .exec(&cairn.db)
-        .await?;
-    if result.rows_affected == 0 {
-        return Err(Error::NotFound("job"));
+/// Deleting an automatic job records on its app that a user removed it, so
+/// deploys do not create it again.
+pub async fn delete(
+    cairn: &Cairn,
+    organization_id: Uuid,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let txn = cairn.db.begin().await?;
+    let job = find_model(&txn, organization_id, id).await?;
+    backup_job::Entity::delete_by_id(id).exec(&txn).await?;
+    if let Some(app_id) = job.auto_app_id {
+        cairn_entity::app::Entity::update_many()
+            .col_expr(
+                cairn_entity::app::Column::AutoJobRemovedAt,
+                sea_orm::sea_query::Expr::value(now),
+            )
+            .filter(cairn_entity::app::Column::Id.eq(app_id))
+            .exec(&txn)
+            .await?;
     }
+    txn.commit().await?;
     Ok(())
 }
 

@@ -15,6 +15,7 @@ pub mod apps;
 pub mod archive;
 pub mod auth;
 pub mod config;
+pub mod deployments;
 pub mod dump;
 pub mod encryption;
 pub mod error;

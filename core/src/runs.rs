@@ -108,8 +108,18 @@ pub async fn resolve_target(
             .one(db)
             .await?);
     }
+    resolve_organization_target(db, job.organization_id).await
+}
+
+/// The target a job without one of its own writes to: the organization's
+/// default, else any of its targets (the oldest), else the system-level
+/// default, else any system-level target.
+pub async fn resolve_organization_target(
+    db: &impl ConnectionTrait,
+    organization_id: Uuid,
+) -> Result<Option<backup_target::Model>> {
     let organization = backup_target::Entity::find()
-        .filter(backup_target::Column::OrganizationId.eq(job.organization_id))
+        .filter(backup_target::Column::OrganizationId.eq(organization_id))
         .order_by_desc(backup_target::Column::IsDefault)
         .order_by_asc(backup_target::Column::Id)
         .one(db)
@@ -131,13 +141,20 @@ struct Planned {
     volume: volume::Model,
 }
 
-async fn planned_volumes(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Vec<Planned>> {
+/// The attached persistent volumes of the job's apps (of `only_app` alone
+/// when given).
+async fn planned_volumes(
+    db: &impl ConnectionTrait,
+    job_id: Uuid,
+    only_app: Option<Uuid>,
+) -> Result<Vec<Planned>> {
     let app_ids: Vec<Uuid> = backup_job_app::Entity::find()
         .filter(backup_job_app::Column::JobId.eq(job_id))
         .all(db)
         .await?
         .into_iter()
         .map(|row| row.app_id)
+        .filter(|id| only_app.is_none_or(|only| only == *id))
         .collect();
     if app_ids.is_empty() {
         return Ok(Vec::new());
@@ -150,6 +167,7 @@ async fn planned_volumes(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Vec<
     let volumes = volume::Entity::find()
         .filter(volume::Column::AppId.is_in(app_ids))
         .filter(volume::Column::Persistent.eq(true))
+        .filter(volume::Column::DetachedAt.is_null())
         .order_by_asc(volume::Column::Name)
         .all(db)
         .await?;
@@ -186,9 +204,22 @@ pub async fn start(
     scheduled_for: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<Started> {
+    start_scoped(db, job, trigger, scheduled_for, None, now).await
+}
+
+/// [`start`], backing up the volumes of `only_app` alone when given (an
+/// app's "back up now").
+pub async fn start_scoped(
+    db: &impl TransactionTrait,
+    job: &backup_job::Model,
+    trigger: Trigger,
+    scheduled_for: DateTime<Utc>,
+    only_app: Option<Uuid>,
+    now: DateTime<Utc>,
+) -> Result<Started> {
     let txn = db.begin().await?;
     let target = resolve_target(&txn, job).await?;
-    let planned = planned_volumes(&txn, job.id).await?;
+    let planned = planned_volumes(&txn, job.id, only_app).await?;
     let skip_reason = match (&target, planned.is_empty()) {
         (None, _) => Some(
             "no storage target resolves for this job: the organization has no target and \

@@ -40,6 +40,8 @@ pub struct Model {
     pub schedule_error: Option<String>,
     pub last_success_at: Option<DateTimeUtc>,
     pub consecutive_failures: i32,
+    /// The app an automatic job was created for.
+    pub auto_app_id: Option<Uuid>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -11,6 +11,7 @@ pub mod backup_job;
 pub mod backup_job_app;
 pub mod backup_run;
 pub mod backup_target;
+pub mod deployment;
 pub mod notification_channel;
 pub mod notification_delivery;
 pub mod organization;

@@ -17,6 +17,9 @@ pub struct Model {
     /// Globs relative to the volume root that are left out of archives.
     pub exclude_patterns: Option<Json>,
     pub created_at: DateTimeUtc,
+    /// Set when a deploy no longer listed the volume: it is kept (with its
+    /// history) but not backed up.
+    pub detached_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -15,6 +15,7 @@ mod m20261121_000003_add_restores;
 mod m20261121_000004_add_scheduling;
 mod m20261121_000005_allow_safety_runs;
 mod m20261121_000006_rework_notification_deliveries;
+mod m20261121_000007_add_deployments;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000004_add_scheduling::Migration),
             Box::new(m20261121_000005_allow_safety_runs::Migration),
             Box::new(m20261121_000006_rework_notification_deliveries::Migration),
+            Box::new(m20261121_000007_add_deployments::Migration),
         ]
     }
 }

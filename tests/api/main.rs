@@ -8,6 +8,7 @@ mod archive;
 mod backups;
 mod binary;
 mod bodies;
+mod deployments;
 mod extract;
 mod history;
 mod jobs;

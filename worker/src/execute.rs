@@ -252,23 +252,22 @@ pub fn timestamp_name(time: DateTime<Utc>) -> String {
     time.format("%Y-%m-%dT%H-%M-%S-%3fZ").to_string()
 }
 
-/// Where a volume's data is: the blue slot's directory, then the green
-/// one's. Only real directories count (a symlink is not followed).
+/// Where a volume's data is: the directory of the slot last deployed, then
+/// the other one's (blue first when no deploy is on record). Only real
+/// directories count (a symlink is not followed).
 pub fn resolve_volume(
     root: &Path,
     app: &str,
     volume: &str,
+    deployed_slot: Option<&str>,
 ) -> Result<(PathBuf, &'static str), Failure> {
-    let candidates = [
-        (
-            "blue",
-            root.join(format!("{app}-blue_{volume}")).join("_data"),
-        ),
-        (
-            "green",
-            root.join(format!("{app}-green_{volume}")).join("_data"),
-        ),
-    ];
+    let path_of = |slot: &str| root.join(format!("{app}-{slot}_{volume}")).join("_data");
+    // The slot of the app's last deploy holds its live data; without a
+    // deploy on record, blue goes first.
+    let mut candidates = [("blue", path_of("blue")), ("green", path_of("green"))];
+    if deployed_slot == Some("green") {
+        candidates.swap(0, 1);
+    }
     for (slot, path) in &candidates {
         let parent_ok = path
             .parent()
@@ -302,6 +301,8 @@ struct Context {
     settings: Settings,
     target: backup_target::Model,
     volume: volume::Model,
+    /// `blue` or `green`: the slot of the app's last deploy.
+    deployed_slot: Option<String>,
 }
 
 async fn context(worker: &Worker, model: &backup::Model) -> Result<Context, Failure> {
@@ -374,21 +375,25 @@ async fn context(worker: &Worker, model: &backup::Model) -> Result<Context, Fail
             ),
         )
     })?;
-    // The app row is only needed to exist (its name is on the record).
+    // The app must still exist (its name is on the record); its last
+    // deploy's slot is looked at first.
+    let mut deployed_slot = None;
     if let Some(app_id) = model.app_id {
-        app::Entity::find_by_id(app_id)
+        let app = app::Entity::find_by_id(app_id)
             .one(db)
             .await
             .map_err(internal)?
             .ok_or_else(|| {
                 Failure::new("app_deleted", "the app was deleted before the backup ran")
             })?;
+        deployed_slot = app.last_deploy_slot;
     }
     Ok(Context {
         organization,
         settings,
         target,
         volume,
+        deployed_slot,
     })
 }
 
@@ -455,6 +460,7 @@ async fn perform(
             &cairn.config.volume_root,
             &attempt.model.app_name,
             &attempt.model.volume_name,
+            context.deployed_slot.as_deref(),
         )?;
         Source::Tar {
             directory,
@@ -750,14 +756,30 @@ mod tests {
     #[test]
     fn volumes_resolve_blue_then_green() {
         let root = tempfile_dir();
-        let missing = resolve_volume(&root, "shop", "data").unwrap_err();
+        let missing = resolve_volume(&root, "shop", "data", None).unwrap_err();
         assert_eq!(missing.code, "volume_not_found");
         assert!(missing.message.contains("shop-blue_data/_data"));
         assert!(missing.message.contains("shop-green_data/_data"));
         std::fs::create_dir_all(root.join("shop-green_data/_data")).unwrap();
-        assert_eq!(resolve_volume(&root, "shop", "data").unwrap().1, "green");
+        assert_eq!(
+            resolve_volume(&root, "shop", "data", None).unwrap().1,
+            "green"
+        );
         std::fs::create_dir_all(root.join("shop-blue_data/_data")).unwrap();
-        assert_eq!(resolve_volume(&root, "shop", "data").unwrap().1, "blue");
+        assert_eq!(
+            resolve_volume(&root, "shop", "data", None).unwrap().1,
+            "blue"
+        );
+        // The slot last deployed goes first.
+        let deployed = resolve_volume(&root, "shop", "data", Some("green")).unwrap();
+        assert_eq!(deployed.1, "green");
+        assert!(deployed.0.ends_with("shop-green_data/_data"));
+        assert_eq!(
+            resolve_volume(&root, "shop", "data", Some("blue"))
+                .unwrap()
+                .1,
+            "blue"
+        );
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -378,19 +378,33 @@ impl Restore<'_> {
         let dry_run = attempt.model.dry_run;
         let app_name = &self.destination.app.name;
         let volume_name = &self.destination.volume.name;
-        let (data, slot, exists) =
-            match resolve_volume(&cairn.config.volume_root, app_name, volume_name) {
-                Ok((data, slot)) => (data, slot, true),
-                Err(_) => (
+        let deployed_slot = self.destination.app.last_deploy_slot.as_deref();
+        let (data, slot, exists) = match resolve_volume(
+            &cairn.config.volume_root,
+            app_name,
+            volume_name,
+            deployed_slot,
+        ) {
+            Ok((data, slot)) => (data, slot, true),
+            // A volume that does not exist yet is created in the slot
+            // last deployed (blue without a deploy on record).
+            Err(_) => {
+                let slot = if deployed_slot == Some("green") {
+                    "green"
+                } else {
+                    "blue"
+                };
+                (
                     cairn
                         .config
                         .volume_root
-                        .join(format!("{app_name}-blue_{volume_name}"))
+                        .join(format!("{app_name}-{slot}_{volume_name}"))
                         .join("_data"),
-                    "blue",
+                    slot,
                     false,
-                ),
-            };
+                )
+            }
+        };
         let holder = data
             .parent()
             .ok_or_else(|| internal("a volume directory has no parent"))?

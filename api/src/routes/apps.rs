@@ -3,6 +3,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use cairn_core::apps::{self, AppRequest, AppView};
 use cairn_core::auth::Role;
+use cairn_core::deployments::{self, BackupNowView, DeploymentRequest, DeploymentView};
 use cairn_core::Cairn;
 use chrono::Utc;
 
@@ -21,7 +22,100 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(get))
             .route(web::put().to(update))
             .route(web::delete().to(remove)),
+    )
+    .service(
+        web::resource("/api/v1/organizations/{orgId}/apps/{appName}/deployments")
+            .route(web::post().to(deploy)),
+    )
+    .service(
+        web::resource("/api/v1/organizations/{orgId}/apps/{appId}/backup-now")
+            .route(web::post().to(backup_now)),
     );
+}
+
+/// `{orgId}/apps/{appName}`
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Path, rename_all = "camelCase")]
+pub struct OrgAppNamePath {
+    /// The organization's id.
+    pub org_id: uuid::Uuid,
+    /// The app's name: `^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`.
+    pub app_name: String,
+}
+
+/// Record a deploy of an app.
+///
+/// Admins and operators (the deploying platform). Creates the app when it
+/// is new (`201`, else `200`), upserts its volumes — volumes no longer
+/// listed are detached, never deleted with their history — and records the
+/// deploy's slot, whose volumes backups look at first. When the app has a
+/// persistent volume, no job covers it, none was created for it before and
+/// a target resolves, the automatic job `Auto: {appName}` is created
+/// (nightly at 02:00 UTC; keepLast 1, keepDaily 7, keepWeekly 1,
+/// keepMonthly 1; notifications on failure). `backup` says what happened.
+#[utoipa::path(
+    post,
+    path = "/api/v1/organizations/{orgId}/apps/{appName}/deployments",
+    tag = "apps",
+    params(OrgAppNamePath),
+    request_body = DeploymentRequest,
+    responses(
+        (status = 201, description = "The app was created", body = DeploymentView),
+        (status = 200, description = "The app existed", body = DeploymentView),
+    ))]
+pub async fn deploy(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+    path: web::Path<OrgAppNamePath>,
+    body: Body<DeploymentRequest>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(
+        &principal,
+        &cairn,
+        path.org_id,
+        Role::Operator,
+        "deploying apps",
+    )
+    .await?;
+    let request = body.parse()?;
+    let view =
+        deployments::deploy(&cairn, path.org_id, &path.app_name, request, Utc::now()).await?;
+    Ok(if view.app_created {
+        HttpResponse::Created()
+            .insert_header((
+                "Location",
+                format!("/api/v1/organizations/{}/apps/{}", path.org_id, view.app.id),
+            ))
+            .json(view)
+    } else {
+        HttpResponse::Ok().json(view)
+    })
+}
+
+/// Back an app up now.
+///
+/// Admins and operators. Starts a manual run, limited to this app's
+/// volumes, of every job that covers it; when none does, the automatic job
+/// is created first (as on a deploy). `409` with the reason when a backup
+/// of the app is pending or running, or when no job covers it and none can
+/// be created (no target, or a user removed the automatic job).
+#[utoipa::path(post, path = "/api/v1/organizations/{orgId}/apps/{appId}/backup-now", tag = "apps", params(OrgAppPath), responses((status = 202, body = BackupNowView), (status = 409, description = "Already running, or nothing to run", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn backup_now(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+    path: web::Path<OrgAppPath>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(
+        &principal,
+        &cairn,
+        path.org_id,
+        Role::Operator,
+        "starting backups",
+    )
+    .await?;
+    let view = deployments::backup_now(&cairn, path.org_id, path.app_id, Utc::now()).await?;
+    Ok(HttpResponse::Accepted().json(view))
 }
 
 /// List the organization's apps with their volumes.

@@ -163,7 +163,7 @@ pub async fn remove(
         "deleting jobs",
     )
     .await?;
-    jobs::delete(&cairn, path.org_id, path.job_id).await?;
+    jobs::delete(&cairn, path.org_id, path.job_id, Utc::now()).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -383,7 +383,10 @@ pub async fn backup_now(
     apps::find_model(&txn, organization_id, app_id).await?;
     // Lock the app's row: deploys and other "back up now" calls wait.
     app::Entity::update_many()
-        .col_expr(app::Column::UpdatedAt, Expr::col(app::Column::UpdatedAt).into())
+        .col_expr(
+            app::Column::UpdatedAt,
+            Expr::col(app::Column::UpdatedAt).into(),
+        )
         .filter(app::Column::Id.eq(app_id))
         .exec(&txn)
         .await?;

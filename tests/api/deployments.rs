@@ -270,6 +270,25 @@ async fn edited_and_deleted_automatic_jobs_are_left_alone() {
     assert_eq!(reply.body["backup"]["jobIds"], json!([own]));
     assert_eq!(f.jobs().await.len(), 1);
 
+    // An app made through the apps API, covered by no job: "back up now"
+    // creates its automatic job first.
+    let admin_app = f
+        .create_app(json!({ "name": "admin", "volumes": [{ "name": "files" }] }))
+        .await;
+    std::fs::write(f.volume_dir("admin", "blue", "files").join("x"), b"x").unwrap();
+    let started = f.backup_now(&admin_app).await.expect(202).clone();
+    assert_eq!(started["autoJobCreated"], true);
+    assert_eq!(started["runs"][0]["backups"][0]["volumeName"], "files");
+    let jobs = f.jobs().await;
+    let auto = jobs.iter().find(|j| j["name"] == "Auto: admin").unwrap();
+    assert_eq!(auto["autoCreated"], true);
+    assert_eq!(auto["appIds"], json!([admin_app]));
+    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    let record = f
+        .backup(started["runs"][0]["backups"][0]["id"].as_str().unwrap())
+        .await;
+    assert_eq!(record["status"], "success", "{record}");
+
     // An app without a persistent volume needs no job.
     let reply = f
         .deploy(
@@ -278,7 +297,7 @@ async fn edited_and_deleted_automatic_jobs_are_left_alone() {
         )
         .await;
     assert_eq!(reply.expect(201)["backup"]["status"], "noPersistentVolume");
-    assert_eq!(f.jobs().await.len(), 1);
+    assert_eq!(f.jobs().await.len(), 2);
 }
 
 /// Ten simultaneous first deploys: one app, one job, one `201`.

@@ -86,13 +86,16 @@ async fn record(
             script.remove(0)
         }
     };
-    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).body(
-        if status == 200 {
-            "ok"
-        } else {
-            "receiver says no"
-        },
-    )
+    let mut response = HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
+    if (300..400).contains(&status) {
+        // A redirect towards the metadata service: never to be followed.
+        response.insert_header(("Location", "http://169.254.169.254/latest/meta-data/"));
+    }
+    response.body(if status == 200 {
+        "ok"
+    } else {
+        "receiver says no"
+    })
 }
 
 impl Receiver {
@@ -563,8 +566,14 @@ async fn retries_back_off_and_end() {
     let flaky = Receiver::start(vec![500, 500]).await;
     let broken = Receiver::start(vec![503; 10]).await;
     let gone = Receiver::start(vec![404]).await;
+    let moved = Receiver::start(vec![302]).await;
     let channels = f.org.path("/notifications/channels");
-    for (name, receiver) in [("flaky", &flaky), ("broken", &broken), ("gone", &gone)] {
+    for (name, receiver) in [
+        ("flaky", &flaky),
+        ("broken", &broken),
+        ("gone", &gone),
+        ("moved", &moved),
+    ] {
         f.app
             .post(
                 &channels,
@@ -585,7 +594,7 @@ async fn retries_back_off_and_end() {
     let at = |seconds: i64| start + chrono::Duration::seconds(seconds);
 
     let first = dispatch(&f, at(0)).await;
-    assert_eq!((first.sent, first.retrying, first.failed), (0, 2, 1));
+    assert_eq!((first.sent, first.retrying, first.failed), (0, 2, 2));
     let by_name = |items: &[Value], name: &str| {
         items
             .iter()
@@ -601,6 +610,14 @@ async fn retries_back_off_and_end() {
         .as_str()
         .unwrap()
         .contains("404 Not Found"));
+    // A redirect is not followed, and not retried.
+    let moved_delivery = by_name(&items, "moved");
+    assert_eq!(moved_delivery["status"], "failed");
+    assert_eq!(moved_delivery["responseCode"], 302);
+    assert!(moved_delivery["lastError"]
+        .as_str()
+        .unwrap()
+        .contains("redirects are not followed"));
     let flaky_delivery = by_name(&items, "flaky");
     assert_eq!(flaky_delivery["status"], "pending");
     assert_eq!(flaky_delivery["attempts"], 1);
@@ -649,8 +666,9 @@ async fn retries_back_off_and_end() {
     assert_eq!(broken.requests().len(), 4);
     assert!(dispatch(&f, at(100_000)).await.is_empty());
     assert_eq!(gone.requests().len(), 1);
+    assert_eq!(moved.requests().len(), 1);
     let failed = deliveries(&f, "?status=failed").await;
-    assert_eq!(failed.len(), 2);
+    assert_eq!(failed.len(), 3);
 }
 
 /// Two workers closing one run at once queue one delivery per channel; a

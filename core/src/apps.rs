@@ -176,7 +176,7 @@ fn check_exclude_pattern(pattern: &str) -> Result<(), String> {
 
 fn validate(
     request: &AppRequest,
-    stored_passwords: &HashMap<String, String>,
+    stored_passwords: &HashMap<String, StoredPostgres>,
 ) -> Result<Vec<VolumeSpec>> {
     let mut v = Validator::new();
     v.check_result("name", check_resource_name(&request.name));
@@ -190,7 +190,7 @@ fn validate(
 pub(crate) fn validate_volumes(
     v: &mut Validator,
     volumes: &[VolumeRequest],
-    stored_passwords: &HashMap<String, String>,
+    stored_passwords: &HashMap<String, StoredPostgres>,
 ) -> Vec<VolumeSpec> {
     let mut seen = HashSet::new();
     let mut specs = Vec::with_capacity(volumes.len());
@@ -237,22 +237,35 @@ pub(crate) fn validate_volumes(
                     field("postgres.port"),
                     "must be between 1 and 65535",
                 );
+                let settings = PostgresSettings {
+                    host: pg.host.clone(),
+                    port: pg.port.unwrap_or(5432),
+                    database: pg.database.clone(),
+                    username: pg.username.clone(),
+                };
+                // A stored password is kept only for the server and login
+                // it was given for: whoever points the volume elsewhere
+                // must know the password, or it would be sent to them.
                 let password = match &pg.password {
                     Some(password) => Some(password.expose_secret().to_owned()),
-                    None => stored_passwords.get(&volume.name).cloned(),
-                };
-                if password.is_none() {
-                    v.add(field("postgres.password"), "is required");
-                }
-                Some((
-                    PostgresSettings {
-                        host: pg.host.clone(),
-                        port: pg.port.unwrap_or(5432),
-                        database: pg.database.clone(),
-                        username: pg.username.clone(),
+                    None => match stored_passwords.get(&volume.name) {
+                        Some(stored) if stored.settings == settings => {
+                            Some(stored.password.clone())
+                        }
+                        Some(_) => {
+                            v.add(
+                                field("postgres.password"),
+                                "is required when the host, port, database or username change",
+                            );
+                            None
+                        }
+                        None => {
+                            v.add(field("postgres.password"), "is required");
+                            None
+                        }
                     },
-                    password,
-                ))
+                };
+                Some((settings, password))
             }
         };
         if volume.exclude_patterns.len() > MAX_EXCLUDES {
@@ -398,19 +411,9 @@ pub async fn create(
     let specs = validate(&request, &HashMap::new())?;
     let txn = cairn.db.begin().await?;
     let id = Uuid::now_v7();
-    let inserted = app::ActiveModel {
-        id: Set(id),
-        organization_id: Set(organization_id),
-        name: Set(request.name.clone()),
-        created_at: Set(now),
-        updated_at: Set(now),
-        last_deployed_at: Set(None),
-        last_deploy_slot: Set(None),
-        auto_job_created_at: Set(None),
-        auto_job_removed_at: Set(None),
-    }
-    .insert(&txn)
-    .await;
+    let inserted = new_app(id, organization_id, &request.name, now)
+        .insert(&txn)
+        .await;
     match inserted {
         Ok(_) => {}
         Err(error) if is_unique_violation(&error) => return Err(name_taken(&request.name)),
@@ -421,6 +424,26 @@ pub async fn create(
     }
     txn.commit().await?;
     get(cairn, organization_id, id).await
+}
+
+/// A new app row, never deployed.
+pub(crate) fn new_app(
+    id: Uuid,
+    organization_id: Uuid,
+    name: &str,
+    now: DateTime<Utc>,
+) -> app::ActiveModel {
+    app::ActiveModel {
+        id: Set(id),
+        organization_id: Set(organization_id),
+        name: Set(name.to_owned()),
+        created_at: Set(now),
+        updated_at: Set(now),
+        last_deployed_at: Set(None),
+        last_deploy_slot: Set(None),
+        auto_job_created_at: Set(None),
+        auto_job_removed_at: Set(None),
+    }
 }
 
 pub(crate) async fn insert_volume(
@@ -500,17 +523,28 @@ pub async fn update(
     get(cairn, organization_id, id).await
 }
 
-/// The stored PostgreSQL passwords of `volumes`, by volume name.
+/// A `postgres` volume's stored settings and password.
+pub(crate) struct StoredPostgres {
+    settings: PostgresSettings,
+    password: String,
+}
+
+/// The stored PostgreSQL settings and passwords of `volumes`, by volume
+/// name.
 pub(crate) fn stored_passwords(
     key: &MasterKey,
     volumes: &[volume::Model],
-) -> Result<HashMap<String, String>> {
+) -> Result<HashMap<String, StoredPostgres>> {
     let mut passwords = HashMap::new();
     for volume in volumes {
-        if let Some(sealed) = &volume.postgres_password_ciphertext {
+        if let (Some(sealed), Some(config)) = (
+            &volume.postgres_password_ciphertext,
+            &volume.postgres_config,
+        ) {
             let password = key.open(volume.id, sealed)?;
             let password = String::from_utf8(password).map_err(anyhow::Error::from)?;
-            passwords.insert(volume.name.clone(), password);
+            let settings = serde_json::from_value(config.clone()).map_err(anyhow::Error::from)?;
+            passwords.insert(volume.name.clone(), StoredPostgres { settings, password });
         }
     }
     Ok(passwords)
@@ -584,16 +618,43 @@ pub(crate) async fn apply_volumes(
     Ok(())
 }
 
-/// Deletes an app and its volumes; jobs stop covering it. Its backup history
-/// is kept (the records keep the app's name).
+/// Deletes an app and its volumes; jobs stop covering it, and its
+/// automatic job goes with it unless a user made it cover other apps too.
+/// Its backup history is kept (the records keep the app's name).
 pub async fn delete(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<()> {
+    use cairn_entity::{backup_job, backup_job_app};
+    let txn = cairn.db.begin().await?;
     let result = app::Entity::delete_many()
         .filter(app::Column::Id.eq(id))
         .filter(app::Column::OrganizationId.eq(organization_id))
-        .exec(&cairn.db)
+        .exec(&txn)
         .await?;
     if result.rows_affected == 0 {
         return Err(Error::NotFound("app"));
     }
+    let automatic = backup_job::Entity::find()
+        .filter(backup_job::Column::AutoAppId.eq(id))
+        .all(&txn)
+        .await?;
+    for job in automatic {
+        let still_covers = backup_job_app::Entity::find()
+            .filter(backup_job_app::Column::JobId.eq(job.id))
+            .one(&txn)
+            .await?
+            .is_some();
+        if still_covers {
+            backup_job::Entity::update_many()
+                .col_expr(
+                    backup_job::Column::AutoAppId,
+                    sea_orm::sea_query::Expr::value(Option::<Uuid>::None),
+                )
+                .filter(backup_job::Column::Id.eq(job.id))
+                .exec(&txn)
+                .await?;
+        } else {
+            backup_job::Entity::delete_by_id(job.id).exec(&txn).await?;
+        }
+    }
+    txn.commit().await?;
     Ok(())
 }

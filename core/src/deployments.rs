@@ -141,17 +141,12 @@ pub async fn deploy(
     v.finish()?;
 
     let txn = cairn.db.begin().await?;
-    let inserted = app::Entity::insert(app::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        organization_id: Set(organization_id),
-        name: Set(app_name.to_owned()),
-        created_at: Set(now),
-        updated_at: Set(now),
-        last_deployed_at: Set(None),
-        last_deploy_slot: Set(None),
-        auto_job_created_at: Set(None),
-        auto_job_removed_at: Set(None),
-    })
+    let inserted = app::Entity::insert(apps::new_app(
+        Uuid::now_v7(),
+        organization_id,
+        app_name,
+        now,
+    ))
     .on_conflict(
         OnConflict::columns([app::Column::OrganizationId, app::Column::Name])
             .do_nothing()

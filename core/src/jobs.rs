@@ -604,7 +604,8 @@ pub async fn delete(
 ) -> Result<()> {
     let txn = cairn.db.begin().await?;
     let job = find_model(&txn, organization_id, id).await?;
-    backup_job::Entity::delete_by_id(id).exec(&txn).await?;
+    // The app's row first, the job's second: the order in which deploys and
+    // "back up now" take them, so that neither waits on the other in turn.
     if let Some(app_id) = job.auto_app_id {
         cairn_entity::app::Entity::update_many()
             .col_expr(
@@ -615,6 +616,7 @@ pub async fn delete(
             .exec(&txn)
             .await?;
     }
+    backup_job::Entity::delete_by_id(id).exec(&txn).await?;
     txn.commit().await?;
     Ok(())
 }

@@ -247,6 +247,7 @@ pub async fn start_scoped(
         missed_count: Set(None),
         missed_from: Set(None),
         missed_to: Set(None),
+        scope_app_id: Set(only_app),
     }
     .insert(&txn)
     .await;
@@ -354,6 +355,7 @@ pub async fn record_unfired(
         missed_count: Set(missed.map(|m| m.count as i32)),
         missed_from: Set(missed.map(|m| m.from)),
         missed_to: Set(missed.map(|m| m.to)),
+        scope_app_id: Set(None),
     }
     .insert(&txn)
     .await;
@@ -478,8 +480,9 @@ pub async fn close_if_done(
         .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished while closing"))?;
     // The job's health: a success resets the failure count, anything less
     // adds one. Only the closer gets here, so each run counts once. A
-    // safety backup (before a restore) says nothing of the job's schedule.
-    if run.trigger != Trigger::Safety.as_str() {
+    // safety backup (before a restore) says nothing of the job's schedule,
+    // and a run of one app's volumes says nothing of the others'.
+    if run.trigger != Trigger::Safety.as_str() && run.scope_app_id.is_none() {
         let health =
             backup_job::Entity::update_many().filter(backup_job::Column::Id.eq(run.job_id));
         if status == RunStatus::Success {
@@ -524,6 +527,8 @@ pub struct RunRecordView {
     pub missed_count: Option<u32>,
     pub missed_from: Option<DateTime<Utc>>,
     pub missed_to: Option<DateTime<Utc>>,
+    /// For a run limited to one app's volumes ("back up now"): that app.
+    pub scope_app_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub backups: Vec<RunBackupView>,
@@ -620,6 +625,7 @@ pub async fn list(
                 missed_count: run.missed_count.map(|n| n.max(0) as u32),
                 missed_from: run.missed_from,
                 missed_to: run.missed_to,
+                scope_app_id: run.scope_app_id,
                 created_at: run.created_at,
                 finished_at: run.finished_at,
             })

@@ -18,6 +18,9 @@ pub struct Model {
     pub missed_count: Option<i32>,
     pub missed_from: Option<DateTimeUtc>,
     pub missed_to: Option<DateTimeUtc>,
+    /// Set for a run limited to one app's volumes ("back up now"): it says
+    /// nothing of the job's health.
+    pub scope_app_id: Option<Uuid>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -2,7 +2,8 @@
 //! keeps its last one; volumes a deploy no longer lists are detached, not
 //! deleted; an app remembers when its automatic backup job was created (so
 //! it is created once) and when a user removed it; an automatic job names
-//! the app it was made for, once (a unique index).
+//! the app it was made for, once (a unique index); a run limited to one
+//! app ("back up now") names that app.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
@@ -33,6 +34,12 @@ enum BackupJobs {
 }
 
 #[derive(DeriveIden)]
+enum BackupRuns {
+    Table,
+    ScopeAppId,
+}
+
+#[derive(DeriveIden)]
 enum Organizations {
     Table,
     Id,
@@ -52,7 +59,7 @@ enum Deployments {
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         // SQLite takes one column per ALTER TABLE.
-        let columns: [(DynIden, ColumnDef); 6] = [
+        let columns: [(DynIden, ColumnDef); 7] = [
             (
                 Apps::Table.into_iden(),
                 timestamp_with_time_zone_null(Apps::LastDeployedAt),
@@ -76,6 +83,10 @@ impl MigrationTrait for Migration {
             (
                 BackupJobs::Table.into_iden(),
                 uuid_null(BackupJobs::AutoAppId),
+            ),
+            (
+                BackupRuns::Table.into_iden(),
+                uuid_null(BackupRuns::ScopeAppId),
             ),
         ];
         for (table, mut column) in columns {
@@ -137,6 +148,7 @@ impl MigrationTrait for Migration {
             ("apps", "auto_job_removed_at"),
             ("volumes", "detached_at"),
             ("backup_jobs", "auto_app_id"),
+            ("backup_runs", "scope_app_id"),
         ] {
             db.execute_unprepared(&format!("ALTER TABLE {table} DROP COLUMN {column}"))
                 .await?;

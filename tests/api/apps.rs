@@ -59,6 +59,22 @@ async fn apps_and_volumes_round_trip_without_revealing_passwords(backend: Backen
         PASSWORD.as_bytes()
     );
 
+    // Pointing the volume at another server requires its password: the
+    // stored one is never sent anywhere else.
+    let elsewhere = json!({
+        "name": "shop",
+        "volumes": [
+            { "name": "data" },
+            { "name": "uploads" },
+            { "name": "db", "kind": "postgres", "postgres": {
+                "host": "db.internal", "database": "shop", "username": "shop"
+            }}
+        ]
+    });
+    app.put(&org.path(&format!("/apps/{id}")), &org.admin, &elsewhere)
+        .await
+        .expect_field_error(422, "volumes[2].postgres.password");
+
     // Update: drop `cache`, add `uploads`, keep the password by omitting it.
     let update = json!({
         "name": "shop",
@@ -66,7 +82,7 @@ async fn apps_and_volumes_round_trip_without_revealing_passwords(backend: Backen
             { "name": "data" },
             { "name": "uploads" },
             { "name": "db", "kind": "postgres", "postgres": {
-                "host": "db.internal", "database": "shop", "username": "shop"
+                "host": "127.0.0.1", "port": 5432, "database": "shop", "username": "shop"
             }}
         ]
     });
@@ -80,7 +96,7 @@ async fn apps_and_volumes_round_trip_without_revealing_passwords(backend: Backen
         .map(|v| v["name"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(names, ["data", "db", "uploads"]);
-    assert_eq!(reply.body["volumes"][1]["postgres"]["host"], "db.internal");
+    assert_eq!(reply.body["volumes"][1]["postgres"]["host"], "127.0.0.1");
     assert_eq!(reply.body["volumes"][1]["postgres"]["passwordSet"], true);
     let row = volume::Entity::find_by_id(rows[0].id)
         .one(&app.cairn.db)

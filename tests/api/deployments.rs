@@ -434,4 +434,97 @@ async fn unlisted_volumes_are_detached_not_deleted() {
         true
     );
     assert!(!reply.text.contains("pg-secret"));
+    // An operator pointing it at another server must know the password.
+    let moved = json!({ "slot": "green", "volumes": [{ "name": "db", "kind": "postgres", "postgres": {
+        "host": "evil.example", "database": "app", "username": "app" } }] });
+    f.deploy("billing", moved)
+        .await
+        .expect_field_error(422, "volumes[0].postgres.password");
+}
+
+/// "Back up now" of one app says nothing of the job's health (the job's
+/// other apps were not backed up); deleting an app takes its automatic job
+/// along.
+#[tokio::test]
+async fn scoped_runs_and_deleted_apps() {
+    let f = fixture(Backend::Sqlite, "acme").await;
+    std::fs::write(f.volume_dir("a", "blue", "data").join("x"), b"x").unwrap();
+    let a = f
+        .create_app(json!({ "name": "a", "volumes": [{ "name": "data" }] }))
+        .await;
+    let b = f
+        .create_app(json!({ "name": "b", "volumes": [{ "name": "gone" }] }))
+        .await;
+    let job = f
+        .create_job(
+            json!({ "name": "both", "schedule": "0 2 * * *", "appIds": [a, b], "keepLast": 3 }),
+        )
+        .await;
+    f.run(&job).await;
+    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    let job_path = f.org.path(&format!("/backups/jobs/{job}"));
+    let health = f
+        .app
+        .get(&job_path, &f.org.viewer)
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(health["consecutiveFailures"], 1);
+    let started = f.backup_now(&a).await.expect(202).clone();
+    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    let after = f
+        .app
+        .get(&job_path, &f.org.viewer)
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(after["consecutiveFailures"], 1, "{after}");
+    assert_eq!(after["lastSuccessAt"], Value::Null);
+    let runs = f
+        .app
+        .get(&format!("{job_path}/runs"), &f.org.viewer)
+        .await
+        .expect(200)["items"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(runs[0]["id"], started["runs"][0]["runId"]);
+    assert_eq!(runs[0]["status"], "success");
+    assert_eq!(runs[0]["scopeAppId"], a.as_str());
+    assert_eq!(runs[1]["scopeAppId"], Value::Null);
+
+    // Deleting an app deletes its automatic job; one the user made cover
+    // another app too is kept.
+    let first = f.deploy("shop", shop("blue")).await.expect(201).clone();
+    let shop_id = first["app"]["id"].as_str().unwrap().to_owned();
+    let web = f.deploy("web", shop("blue")).await.expect(201).clone();
+    let web_id = web["app"]["id"].as_str().unwrap().to_owned();
+    let web_job = web["backup"]["jobIds"][0].as_str().unwrap().to_owned();
+    let web_job_path = f.org.path(&format!("/backups/jobs/{web_job}"));
+    f.app
+        .put(
+            &web_job_path,
+            &f.org.admin,
+            &json!({ "name": "Auto: web", "schedule": "0 2 * * *", "appIds": [web_id, a], "keepLast": 1 }),
+        )
+        .await
+        .expect(200);
+    assert_eq!(f.jobs().await.len(), 3);
+    for id in [&shop_id, &web_id] {
+        f.app
+            .delete(&f.org.path(&format!("/apps/{id}")), &f.org.admin)
+            .await
+            .expect(204);
+    }
+    let names: Vec<String> = f
+        .jobs()
+        .await
+        .iter()
+        .map(|j| j["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["Auto: web", "both"]);
+    // A new app of the same name gets a fresh automatic job.
+    let again = f.deploy("shop", shop("blue")).await;
+    assert_eq!(again.expect(201)["backup"]["status"], "created");
+    assert!(f.jobs().await.iter().any(|j| j["name"] == "Auto: shop"));
 }

@@ -314,6 +314,28 @@ async fn three_channels(
     (f, recipients, slack, webhook, secret)
 }
 
+/// Creates a channel as the organization's admin; returns its id.
+async fn create_channel(f: &Fixture, body: Value) -> String {
+    f.app
+        .post(&f.org.path("/notifications/channels"), &f.org.admin, &body)
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// `POST …/channels/{id}/test` as an operator.
+async fn test_channel(f: &Fixture, id: &str) -> crate::helpers::Reply {
+    f.app
+        .post(
+            &f.org.path(&format!("/notifications/channels/{id}/test")),
+            &f.org.operator,
+            &json!({}),
+        )
+        .await
+}
+
 async fn deliveries(f: &Fixture, query: &str) -> Vec<Value> {
     f.app
         .get(
@@ -629,14 +651,16 @@ async fn retries_back_off_and_end() {
     let next =
         chrono::DateTime::parse_from_rfc3339(flaky_delivery["nextAttemptAt"].as_str().unwrap())
             .unwrap();
-    assert_eq!((next.with_timezone(&Utc) - at(0)).num_seconds(), 30);
+    // 30 s after the attempt (which began a moment after the pass did).
+    let wait = (next.with_timezone(&Utc) - at(0)).num_milliseconds();
+    assert!((30_000..31_000).contains(&wait), "{wait} ms");
 
     // Not due yet: nothing is sent.
     assert!(dispatch(&f, at(29)).await.is_empty());
-    assert_eq!(dispatch(&f, at(30)).await.retrying, 2);
+    assert_eq!(dispatch(&f, at(31)).await.retrying, 2);
     // The second retry waits twice as long.
-    assert!(dispatch(&f, at(89)).await.is_empty());
-    let third = dispatch(&f, at(90)).await;
+    assert!(dispatch(&f, at(90)).await.is_empty());
+    let third = dispatch(&f, at(92)).await;
     assert_eq!((third.sent, third.retrying), (1, 1));
     let items = deliveries(&f, "").await;
     let flaky_delivery = by_name(&items, "flaky");
@@ -658,7 +682,8 @@ async fn retries_back_off_and_end() {
     assert!(!requests[0].headers.contains_key("x-cairn-signature"));
 
     // The fourth attempt of the broken one is its last.
-    let last = dispatch(&f, at(90 + 120)).await;
+    assert!(dispatch(&f, at(92 + 119)).await.is_empty());
+    let last = dispatch(&f, at(92 + 121)).await;
     assert_eq!(last.failed, 1, "{last:?}");
     let broken_delivery = by_name(&deliveries(&f, "").await, "broken");
     assert_eq!(broken_delivery["status"], "failed");
@@ -763,6 +788,42 @@ async fn concurrent_closers_and_restarts(backend: Backend) {
     for delivery in deliveries(&f, "").await {
         assert_eq!(delivery["status"], "sent", "{delivery}");
         assert_eq!(delivery["attempts"], 2);
+    }
+
+    // Deliveries whose last attempt's sender died with no attempt left end
+    // `failed` once the lease expires, without another send.
+    let run = f.run(&job).await;
+    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    let run_id = run["runId"].as_str().unwrap();
+    let held_until = Utc::now() - chrono::Duration::seconds(1);
+    notification_delivery::Entity::update_many()
+        .col_expr(
+            notification_delivery::Column::LeaseOwner,
+            sea_orm::sea_query::Expr::value("dead-worker"),
+        )
+        .col_expr(
+            notification_delivery::Column::LeaseExpiresAt,
+            sea_orm::sea_query::Expr::value(held_until),
+        )
+        .col_expr(
+            notification_delivery::Column::Attempts,
+            sea_orm::sea_query::Expr::value(8),
+        )
+        .filter(notification_delivery::Column::Status.eq("pending"))
+        .exec(db)
+        .await
+        .unwrap();
+    let report = dispatch(&f, Utc::now()).await;
+    assert_eq!((report.sent, report.failed), (0, 2), "{report:?}");
+    for delivery in deliveries(&f, &format!("?runId={run_id}")).await {
+        assert_eq!(delivery["status"], "failed", "{delivery}");
+        assert!(delivery["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("never recorded"));
+    }
+    for receiver in &receivers {
+        assert_eq!(receiver.requests().len(), 1);
     }
 }
 
@@ -1034,26 +1095,12 @@ async fn email_channels_send_over_every_tls_mode() {
             .await
             .expect_field_error(422, "config.recipients[1]");
         let recipient = format!("{}@example.test", unique("tls"));
-        let id = f
-            .app
-            .post(
-                &channels,
-                &f.org.admin,
-                &json!({ "name": "mail", "type": "email", "config": { "recipients": [recipient] } }),
-            )
-            .await
-            .expect(201)["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let report = f
-            .app
-            .post(
-                &format!("{channels}/{id}/test"),
-                &f.org.operator,
-                &json!({}),
-            )
-            .await;
+        let id = create_channel(
+            &f,
+            json!({ "name": "mail", "type": "email", "config": { "recipients": [recipient] } }),
+        )
+        .await;
+        let report = test_channel(&f, &id).await;
         assert_eq!(report.expect(200)["ok"], true, "{tls:?}: {}", report.text);
         assert_eq!(report.body["responseCode"], 250);
         let mails = wait_for_mails(&recipient, 1).await;
@@ -1070,27 +1117,8 @@ async fn email_channels_send_over_every_tls_mode() {
         config.notifications.smtp = Some(smtp);
     })
     .await;
-    let channels = f.org.path("/notifications/channels");
-    let id = f
-        .app
-        .post(
-            &channels,
-            &f.org.admin,
-            &json!({ "name": "mail", "type": "email", "config": { "recipients": ["ops@example.test"] } }),
-        )
-        .await
-        .expect(201)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let report = f
-        .app
-        .post(
-            &format!("{channels}/{id}/test"),
-            &f.org.operator,
-            &json!({}),
-        )
-        .await;
+    let id = create_channel(&f, json!({ "name": "mail", "type": "email", "config": { "recipients": ["ops@example.test"] } })).await;
+    let report = test_channel(&f, &id).await;
     assert_eq!(report.expect(200)["ok"], false);
     assert_eq!(report.body["responseCode"], 535, "{}", report.text);
     assert!(!report.text.contains("wrong-smtp-password"));
@@ -1106,31 +1134,13 @@ async fn webhook_tests_report_the_outcome() {
     })
     .await;
     let channels = f.org.path("/notifications/channels");
-    let id = f
-        .app
-        .post(
-            &channels,
-            &f.org.admin,
-            &json!({ "name": "hook", "type": "webhook", "config": { "url": receiver.url, "secret": "0123456789abcdef" } }),
-        )
-        .await
-        .expect(201)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = create_channel(&f, json!({ "name": "hook", "type": "webhook", "config": { "url": receiver.url, "secret": "0123456789abcdef" } })).await;
     let report = f
         .app
         .post(&format!("{channels}/{id}/test"), &f.org.viewer, &json!({}))
         .await;
     report.expect(403);
-    let report = f
-        .app
-        .post(
-            &format!("{channels}/{id}/test"),
-            &f.org.operator,
-            &json!({}),
-        )
-        .await;
+    let report = test_channel(&f, &id).await;
     assert_eq!(report.expect(200)["ok"], true, "{}", report.text);
     let requests = receiver.requests();
     assert_eq!(requests.len(), 1);
@@ -1145,26 +1155,12 @@ async fn webhook_tests_report_the_outcome() {
         "http://127.0.0.1:{}/never",
         silent.local_addr().unwrap().port()
     );
-    let id = f
-        .app
-        .post(
-            &channels,
-            &f.org.admin,
-            &json!({ "name": "silent", "type": "webhook", "config": { "url": silent_url } }),
-        )
-        .await
-        .expect(201)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let report = f
-        .app
-        .post(
-            &format!("{channels}/{id}/test"),
-            &f.org.operator,
-            &json!({}),
-        )
-        .await;
+    let id = create_channel(
+        &f,
+        json!({ "name": "silent", "type": "webhook", "config": { "url": silent_url } }),
+    )
+    .await;
+    let report = test_channel(&f, &id).await;
     assert_eq!(report.expect(200)["ok"], false);
     assert!(
         report.body["error"]

@@ -695,6 +695,7 @@ impl Restore<'_> {
                     missed_count: Set(None),
                     missed_from: Set(None),
                     missed_to: Set(None),
+                    scope_app_id: Set(None),
                 }
                 .insert(&cairn.db)
                 .await;

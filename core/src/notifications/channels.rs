@@ -74,7 +74,8 @@ pub struct ChannelRequest {
     pub name: String,
     #[serde(rename = "type")]
     pub channel_type: ChannelType,
-    /// A disabled channel gets no new deliveries (default true).
+    /// A disabled channel gets no new deliveries, and those still pending
+    /// when it is disabled end `failed` (default true).
     #[serde(default = "default_true")]
     pub enabled: bool,
     pub config: ChannelConfigRequest,

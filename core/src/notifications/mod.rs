@@ -216,19 +216,24 @@ impl DispatchReport {
 
 /// One dispatch pass at `now`:
 /// 1. load up to 32 pending deliveries due by `now` whose lease is free;
-/// 2. claim each (attempts + 1, lease for `owner`), fenced on the attempt
-///    count read, so two workers never both claim an attempt;
-/// 3. send the claimed ones, 8 at a time, to their channel as it is now;
-/// 4. record each outcome, fenced on the claim: `sent`; `failed` when the
+/// 2. for each, 8 at a time: end it `failed` if its attempts ran out
+///    without a recorded outcome (a sender died mid-send); else claim it
+///    (attempts + 1, a lease for `owner`, fenced on the attempt count read,
+///    so two workers never both claim an attempt) just before sending;
+/// 3. send it to its channel as it is now, within a time cap shorter than
+///    the lease;
+/// 4. record the outcome, fenced on the claim: `sent`; `failed` when the
 ///    attempts are used up, the receiver refused for good, or the channel
 ///    was deleted or disabled; else `pending` again after [`retry_delay`].
+///
+/// A delivery whose bookkeeping fails is logged and left to its lease; the
+/// pass goes on with the others.
 pub async fn dispatch_due(
     cairn: &Cairn,
     owner: &str,
     now: DateTime<Utc>,
 ) -> Result<DispatchReport> {
     use notification_delivery::Column as D;
-    let settings = &cairn.config.notifications;
     let due = notification_delivery::Entity::find()
         .filter(D::Status.eq(DeliveryStatus::Pending.as_str()))
         .filter(D::NextAttemptAt.lte(now))
@@ -245,100 +250,112 @@ pub async fn dispatch_due(
     if due.is_empty() {
         return Ok(DispatchReport::default());
     }
-    let lease = chrono::Duration::seconds(
-        (settings.timeout_seconds.max(1) * 5 + 60).min(i64::MAX as u64) as i64,
-    );
-    let mut claimed = Vec::new();
-    for delivery in due {
-        let updated = notification_delivery::Entity::update_many()
-            .col_expr(D::Attempts, Expr::value(delivery.attempts + 1))
-            .col_expr(D::LeaseOwner, Expr::value(owner))
-            .col_expr(D::LeaseExpiresAt, Expr::value(now + lease))
-            .col_expr(D::LastAttemptAt, Expr::value(now))
-            .filter(D::Id.eq(delivery.id))
-            .filter(D::Status.eq(DeliveryStatus::Pending.as_str()))
-            .filter(D::Attempts.eq(delivery.attempts))
-            .exec(&cairn.db)
-            .await?;
-        if updated.rows_affected == 1 {
-            claimed.push(delivery);
-        }
-    }
     let sender = send::Sender::new(cairn)?;
-    let outcomes: Vec<Result<DeliveryStatus>> = futures::stream::iter(claimed)
-        .map(|delivery| attempt(cairn, &sender, owner, delivery, now))
+    let started = std::time::Instant::now();
+    let outcomes: Vec<(Uuid, Result<Option<DeliveryStatus>>)> = futures::stream::iter(due)
+        .map(|delivery| async {
+            let id = delivery.id;
+            (
+                id,
+                attempt(cairn, &sender, owner, delivery, now, started).await,
+            )
+        })
         .buffer_unordered(PARALLEL)
         .collect()
         .await;
     let mut report = DispatchReport::default();
-    for outcome in outcomes {
-        match outcome? {
-            DeliveryStatus::Sent => report.sent += 1,
-            DeliveryStatus::Pending => report.retrying += 1,
-            DeliveryStatus::Failed => report.failed += 1,
+    for (id, outcome) in outcomes {
+        match outcome {
+            Ok(Some(DeliveryStatus::Sent)) => report.sent += 1,
+            Ok(Some(DeliveryStatus::Pending)) => report.retrying += 1,
+            Ok(Some(DeliveryStatus::Failed)) => report.failed += 1,
+            Ok(None) => {}
+            Err(error) => tracing::error!(
+                delivery_id = %id,
+                error = format!("{error:#}"),
+                "recording a notification attempt failed; its lease will expire"
+            ),
         }
     }
     Ok(report)
 }
 
-/// Sends one claimed delivery and records the outcome; returns the status
-/// it was left in.
+/// Claims, sends and records one delivery; `None` when another worker
+/// claimed it first.
 async fn attempt(
     cairn: &Cairn,
     sender: &send::Sender,
     owner: &str,
     delivery: notification_delivery::Model,
     now: DateTime<Utc>,
-) -> Result<DeliveryStatus> {
+    started: std::time::Instant,
+) -> Result<Option<DeliveryStatus>> {
     use notification_delivery::Column as D;
     let settings = &cairn.config.notifications;
+    let timeout = settings.timeout_seconds.max(1);
+    // The pass's clock, moved on by the time the pass has taken so far.
+    let at = now + chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
+    let max_attempts = settings.max_attempts.max(1) as i32;
+    if delivery.attempts >= max_attempts {
+        let ended = notification_delivery::Entity::update_many()
+            .set(notification_delivery::ActiveModel {
+                status: Set(DeliveryStatus::Failed.as_str().to_owned()),
+                lease_owner: Set(None),
+                lease_expires_at: Set(None),
+                last_error: Set(Some(format!(
+                    "{} attempt(s) made; the outcome of the last one was never recorded (its worker stopped)",
+                    delivery.attempts
+                ))),
+                ..Default::default()
+            })
+            .filter(D::Id.eq(delivery.id))
+            .filter(D::Attempts.eq(delivery.attempts))
+            .filter(D::Status.eq(DeliveryStatus::Pending.as_str()))
+            .exec(&cairn.db)
+            .await?;
+        return Ok((ended.rows_affected == 1).then_some(DeliveryStatus::Failed));
+    }
     let attempts = delivery.attempts + 1;
-    let channel = match delivery.channel_id {
-        Some(id) => {
-            notification_channel::Entity::find_by_id(id)
-                .one(&cairn.db)
-                .await?
-        }
-        None => None,
-    };
-    let outcome = match channel {
-        None => send::SendOutcome {
-            delivered: false,
-            response_code: None,
-            error: Some("the channel was deleted before the delivery was sent".into()),
-            permanent: true,
-        },
-        Some(channel) if !channel.enabled => send::SendOutcome {
-            delivered: false,
-            response_code: None,
-            error: Some("the channel was disabled before the delivery was sent".into()),
-            permanent: true,
-        },
-        Some(channel) => {
-            let mut payload: NotificationPayload =
-                serde_json::from_value(delivery.payload.clone()).map_err(anyhow::Error::from)?;
-            payload.sent_at = Utc::now().max(now);
-            match channels::destination(&cairn.master_key, &channel) {
-                Ok(destination) => sender.send(&destination, &payload).await,
-                Err(error) => send::SendOutcome {
-                    delivered: false,
-                    response_code: None,
-                    error: Some(format!("the channel's settings cannot be read: {error}")),
-                    permanent: false,
-                },
-            }
-        }
-    };
+    // Longer than the cap on the send below, so a live sender keeps it.
+    let lease = chrono::Duration::seconds((timeout * 5 + 60).min(86_400) as i64);
+    let claimed = notification_delivery::Entity::update_many()
+        .col_expr(D::Attempts, Expr::value(attempts))
+        .col_expr(D::LeaseOwner, Expr::value(owner))
+        .col_expr(D::LeaseExpiresAt, Expr::value(at + lease))
+        .col_expr(D::LastAttemptAt, Expr::value(at))
+        .filter(D::Id.eq(delivery.id))
+        .filter(D::Status.eq(DeliveryStatus::Pending.as_str()))
+        .filter(D::Attempts.eq(delivery.attempts))
+        .filter(
+            Condition::any()
+                .add(D::LeaseExpiresAt.is_null())
+                .add(D::LeaseExpiresAt.lt(at)),
+        )
+        .exec(&cairn.db)
+        .await?;
+    if claimed.rows_affected != 1 {
+        return Ok(None);
+    }
+    let cap = std::time::Duration::from_secs(timeout * 4);
+    let outcome = tokio::time::timeout(cap, deliver(cairn, sender, &delivery, at))
+        .await
+        .unwrap_or_else(|_| {
+            send::SendOutcome::failed(
+                None,
+                format!("the attempt did not finish within {} s", cap.as_secs()),
+                false,
+            )
+        });
     let status = if outcome.delivered {
         DeliveryStatus::Sent
-    } else if outcome.permanent || attempts as u32 >= settings.max_attempts.max(1) {
+    } else if outcome.permanent || attempts >= max_attempts {
         DeliveryStatus::Failed
     } else {
         DeliveryStatus::Pending
     };
     let next_attempt_at = match status {
         DeliveryStatus::Pending => {
-            now + chrono::Duration::from_std(retry_delay(settings, attempts as u32))
+            at + chrono::Duration::from_std(retry_delay(settings, attempts as u32))
                 .unwrap_or(chrono::Duration::hours(1))
         }
         _ => delivery.next_attempt_at,
@@ -371,7 +388,63 @@ async fn attempt(
         .filter(D::Status.eq(DeliveryStatus::Pending.as_str()))
         .exec(&cairn.db)
         .await?;
-    Ok(status)
+    Ok(Some(status))
+}
+
+/// Sends a claimed delivery to its channel as the channel is now. Every
+/// failure is an outcome to record, never an error.
+async fn deliver(
+    cairn: &Cairn,
+    sender: &send::Sender,
+    delivery: &notification_delivery::Model,
+    at: DateTime<Utc>,
+) -> send::SendOutcome {
+    use send::SendOutcome;
+    let channel = match delivery.channel_id {
+        Some(id) => match notification_channel::Entity::find_by_id(id)
+            .one(&cairn.db)
+            .await
+        {
+            Ok(channel) => channel,
+            Err(error) => {
+                return SendOutcome::failed(None, format!("reading the channel: {error}"), false)
+            }
+        },
+        None => None,
+    };
+    let Some(channel) = channel else {
+        return SendOutcome::failed(
+            None,
+            "the channel was deleted before the delivery was sent",
+            true,
+        );
+    };
+    if !channel.enabled {
+        return SendOutcome::failed(
+            None,
+            "the channel was disabled before the delivery was sent",
+            true,
+        );
+    }
+    let mut payload: NotificationPayload = match serde_json::from_value(delivery.payload.clone()) {
+        Ok(payload) => payload,
+        Err(error) => {
+            return SendOutcome::failed(
+                None,
+                format!("the stored payload cannot be read: {error}"),
+                true,
+            )
+        }
+    };
+    payload.sent_at = Utc::now().max(at);
+    match channels::destination(&cairn.master_key, &channel) {
+        Ok(destination) => sender.send(&destination, &payload).await,
+        Err(error) => SendOutcome::failed(
+            None,
+            format!("the channel's settings cannot be read: {error}"),
+            false,
+        ),
+    }
 }
 
 /// The answer of `POST …/channels/{channelId}/test`.

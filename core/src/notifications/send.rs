@@ -39,7 +39,7 @@ pub struct SendOutcome {
 }
 
 impl SendOutcome {
-    fn delivered(code: Option<u16>) -> SendOutcome {
+    pub(crate) fn delivered(code: Option<u16>) -> SendOutcome {
         SendOutcome {
             delivered: true,
             response_code: code,
@@ -48,7 +48,11 @@ impl SendOutcome {
         }
     }
 
-    fn failed(code: Option<u16>, error: impl Into<String>, permanent: bool) -> SendOutcome {
+    pub(crate) fn failed(
+        code: Option<u16>,
+        error: impl Into<String>,
+        permanent: bool,
+    ) -> SendOutcome {
         SendOutcome {
             delivered: false,
             response_code: code,

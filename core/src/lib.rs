@@ -178,7 +178,7 @@ impl Cairn {
 async fn one_sealed_secret(
     db: &DatabaseConnection,
 ) -> anyhow::Result<Option<(uuid::Uuid, String)>> {
-    use cairn_entity::{backup_target, volume};
+    use cairn_entity::{backup_target, notification_channel, volume};
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     let target = backup_target::Entity::find()
         .filter(backup_target::Column::SecretsCiphertext.is_not_null())
@@ -191,7 +191,14 @@ async fn one_sealed_secret(
         .filter(volume::Column::PostgresPasswordCiphertext.is_not_null())
         .one(db)
         .await?;
-    Ok(volume.and_then(|v| v.postgres_password_ciphertext.map(|c| (v.id, c))))
+    if let Some(volume) = volume {
+        return Ok(volume.postgres_password_ciphertext.map(|c| (volume.id, c)));
+    }
+    let channel = notification_channel::Entity::find()
+        .filter(notification_channel::Column::SecretsCiphertext.is_not_null())
+        .one(db)
+        .await?;
+    Ok(channel.and_then(|c| c.secrets_ciphertext.map(|sealed| (c.id, sealed))))
 }
 
 /// Opens the database pool.

@@ -148,17 +148,32 @@ impl MasterKey {
             })
     }
 
-    /// Seals a JSON object of secret fields.
-    pub fn seal_json(&self, row_id: Uuid, value: &serde_json::Value) -> String {
-        self.seal(row_id, value.to_string().as_bytes())
+    /// Seals a row's secret fields as one JSON object; `None` when there
+    /// are none (the column stays `NULL`).
+    pub fn seal_fields(&self, row_id: Uuid, fields: &SecretFields) -> Option<String> {
+        if fields.is_empty() {
+            return None;
+        }
+        // A map of strings always serializes.
+        let json = serde_json::to_vec(fields).expect("a map of strings serializes");
+        Some(self.seal(row_id, &json))
     }
 
-    /// Opens a JSON object sealed with [`MasterKey::seal_json`].
-    pub fn open_json(&self, row_id: Uuid, sealed: &str) -> anyhow::Result<serde_json::Value> {
-        let bytes = self.open(row_id, sealed)?;
-        serde_json::from_slice(&bytes).context("a sealed secret is not JSON")
+    /// Opens what [`MasterKey::seal_fields`] sealed (`None`: no fields).
+    pub fn open_fields(&self, row_id: Uuid, sealed: Option<&str>) -> anyhow::Result<SecretFields> {
+        match sealed {
+            None => Ok(SecretFields::new()),
+            Some(sealed) => {
+                let bytes = self.open(row_id, sealed)?;
+                serde_json::from_slice(&bytes).context("sealed secret fields are not a JSON object")
+            }
+        }
     }
 }
+
+/// The secret fields of one row (a target's `secretAccessKey`, a Slack
+/// channel's `url`, …), sealed together under the row's id.
+pub type SecretFields = std::collections::BTreeMap<String, String>;
 
 #[cfg(test)]
 mod tests {
@@ -175,6 +190,14 @@ mod tests {
         assert!(MasterKey::generate().open(row, &sealed).is_err());
         // Two seals of one value differ (fresh nonce).
         assert_ne!(sealed, key.seal(row, b"hunter2"));
+        // Fields: none stay NULL; some round-trip, bound to the row.
+        assert_eq!(key.seal_fields(row, &SecretFields::new()), None);
+        assert!(key.open_fields(row, None).unwrap().is_empty());
+        let fields = SecretFields::from([("url".to_owned(), "https://x/secret".to_owned())]);
+        let sealed = key.seal_fields(row, &fields).unwrap();
+        assert!(!sealed.contains("secret"));
+        assert_eq!(key.open_fields(row, Some(&sealed)).unwrap(), fields);
+        assert!(key.open_fields(Uuid::now_v7(), Some(&sealed)).is_err());
     }
 
     #[test]

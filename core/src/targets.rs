@@ -5,7 +5,6 @@
 //! Secrets (`secretAccessKey`, `privateKey`) are sealed under the master key
 //! in `secrets_ciphertext` and never leave this module in a view.
 
-use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -189,25 +188,15 @@ pub struct TargetView {
 }
 
 /// The secret settings of a target, sealed as one JSON object.
-type Secrets = BTreeMap<String, String>;
+type Secrets = crate::secrets::SecretFields;
 const SECRET_ACCESS_KEY: &str = "secretAccessKey";
 const PRIVATE_KEY: &str = "privateKey";
-
-pub(crate) fn open_secrets(key: &MasterKey, model: &backup_target::Model) -> Result<Secrets> {
-    match &model.secrets_ciphertext {
-        None => Ok(Secrets::new()),
-        Some(sealed) => {
-            let value = key.open_json(model.id, sealed)?;
-            Ok(serde_json::from_value(value).map_err(anyhow::Error::from)?)
-        }
-    }
-}
 
 fn view(key: &MasterKey, model: backup_target::Model) -> Result<TargetView> {
     let target_type = TargetType::parse(&model.target_type).ok_or_else(|| {
         anyhow::anyhow!("target {} has unknown type {}", model.id, model.target_type)
     })?;
-    let secrets = open_secrets(key, &model)?;
+    let secrets = key.open_fields(model.id, model.secrets_ciphertext.as_deref())?;
     let settings: TargetSettings =
         serde_json::from_value(model.config.clone()).map_err(anyhow::Error::from)?;
     Ok(TargetView {
@@ -692,7 +681,7 @@ pub async fn create(
         name: Set(request.name.trim().to_owned()),
         target_type: Set(request.target_type.as_str().to_owned()),
         config: Set(serde_json::to_value(&settings).map_err(anyhow::Error::from)?),
-        secrets_ciphertext: Set(seal(&cairn.master_key, id, &secrets)?),
+        secrets_ciphertext: Set(cairn.master_key.seal_fields(id, &secrets)),
         is_default: Set(request.is_default),
         created_at: Set(now),
         updated_at: Set(now),
@@ -724,7 +713,9 @@ pub async fn update(
     let stored = match TargetType::parse(&existing.target_type) {
         Some(target_type) => Some(Stored {
             target_type,
-            secrets: open_secrets(&cairn.master_key, &existing)?,
+            secrets: cairn
+                .master_key
+                .open_fields(existing.id, existing.secrets_ciphertext.as_deref())?,
             settings: serde_json::from_value(existing.config.clone())
                 .map_err(anyhow::Error::from)?,
         }),
@@ -746,7 +737,7 @@ pub async fn update(
     model.name = Set(request.name.trim().to_owned());
     model.target_type = Set(request.target_type.as_str().to_owned());
     model.config = Set(serde_json::to_value(&settings).map_err(anyhow::Error::from)?);
-    model.secrets_ciphertext = Set(seal(&cairn.master_key, id, &secrets)?);
+    model.secrets_ciphertext = Set(cairn.master_key.seal_fields(id, &secrets));
     model.is_default = Set(request.is_default);
     model.updated_at = Set(now);
     let updated = match model.update(&txn).await {
@@ -822,14 +813,6 @@ async fn clear_default(db: &impl ConnectionTrait, organization_id: Option<Uuid>)
         .exec(db)
         .await?;
     Ok(())
-}
-
-fn seal(key: &MasterKey, id: Uuid, secrets: &Secrets) -> Result<Option<String>> {
-    if secrets.is_empty() {
-        return Ok(None);
-    }
-    let value = serde_json::to_value(secrets).map_err(anyhow::Error::from)?;
-    Ok(Some(key.seal_json(id, &value)))
 }
 
 /// Creates or updates the system-level target "System default" from the

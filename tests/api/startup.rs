@@ -69,10 +69,7 @@ async fn backup_section_creates_system_default_once_and_updates_it(backend: Back
         .contains("system-Secret-Value"));
     let opened = first
         .master_key
-        .open_json(
-            targets[0].id,
-            targets[0].secrets_ciphertext.as_ref().unwrap(),
-        )
+        .open_fields(targets[0].id, targets[0].secrets_ciphertext.as_deref())
         .unwrap();
     assert_eq!(opened["secretAccessKey"], "system-Secret-Value");
     first.db.close().await.unwrap();
@@ -185,10 +182,7 @@ async fn a_wrong_master_key_stops_the_start(backend: Backend) {
     let targets = system_targets(&reopened).await;
     let opened = reopened
         .master_key
-        .open_json(
-            targets[0].id,
-            targets[0].secrets_ciphertext.as_ref().unwrap(),
-        )
+        .open_fields(targets[0].id, targets[0].secrets_ciphertext.as_deref())
         .unwrap();
     assert_eq!(opened["secretAccessKey"], "sealed-secret");
     reopened.db.close().await.unwrap();
@@ -196,6 +190,41 @@ async fn a_wrong_master_key_stops_the_start(backend: Backend) {
     // A lost key file is not silently replaced by a new key.
     std::fs::remove_file(dir.path().join("master.key")).unwrap();
     let config = config_from_file(dir.path(), "listen: 127.0.0.1:0\n", &url);
+    let error = Cairn::open(config, StartMode::Embedded)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("master key"), "{error}");
+    assert!(!dir.path().join("master.key").exists());
+}
+
+/// A Slack channel's sealed URL alone is enough for a lost key file to stop
+/// the start (rather than a new key that opens nothing).
+#[tokio::test]
+async fn sealed_channel_secrets_guard_the_master_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database(Backend::Sqlite, dir.path()).await;
+    let mut config = plain_config(dir.path(), &url);
+    config.allow_local_backups = false;
+    let cairn = Cairn::open(config, StartMode::Embedded).await.unwrap();
+    let org = cairn_core::orgs::create(
+        &cairn.db,
+        serde_json::from_value(serde_json::json!({ "slug": "acme", "name": "Acme" })).unwrap(),
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    let request = serde_json::from_value(serde_json::json!({
+        "name": "slack", "type": "slack", "config": { "url": "https://hooks.example.test/T/B/secret" }
+    }))
+    .unwrap();
+    cairn_core::notifications::channels::create(&cairn, org.id, request, chrono::Utc::now())
+        .await
+        .unwrap();
+    cairn.db.close().await.unwrap();
+    std::fs::remove_file(dir.path().join("master.key")).unwrap();
+    let mut config = plain_config(dir.path(), &url);
+    config.allow_local_backups = false;
     let error = Cairn::open(config, StartMode::Embedded)
         .await
         .unwrap_err()

@@ -52,7 +52,11 @@ async fn s3_targets_round_trip_without_revealing_the_secret(backend: Backend) {
     assert!(!row.config.to_string().contains(SECRET));
     let sealed = row.secrets_ciphertext.clone().unwrap();
     assert!(!sealed.contains(SECRET));
-    let opened = app.cairn.master_key.open_json(row.id, &sealed).unwrap();
+    let opened = app
+        .cairn
+        .master_key
+        .open_fields(row.id, Some(&sealed))
+        .unwrap();
     assert_eq!(opened["secretAccessKey"], SECRET);
 
     for path in [
@@ -89,7 +93,7 @@ async fn s3_targets_round_trip_without_revealing_the_secret(backend: Backend) {
     let opened = app
         .cairn
         .master_key
-        .open_json(row.id, row.secrets_ciphertext.as_ref().unwrap())
+        .open_fields(row.id, row.secrets_ciphertext.as_deref())
         .unwrap();
     assert_eq!(opened["secretAccessKey"], SECRET);
 

@@ -5,7 +5,6 @@
 //! Secrets (the Slack URL, the webhook secret) are sealed under the master
 //! key in `secrets_ciphertext` and never leave this module in a view.
 
-use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
@@ -142,7 +141,7 @@ struct StoredSettings {
     url: Option<String>,
 }
 
-type Secrets = BTreeMap<String, String>;
+type Secrets = crate::secrets::SecretFields;
 
 /// A channel as a sender needs it: its type and every setting, secrets
 /// opened.
@@ -157,16 +156,6 @@ pub enum Destination {
         url: String,
         secret: Option<SecretString>,
     },
-}
-
-fn open_secrets(key: &MasterKey, model: &notification_channel::Model) -> Result<Secrets> {
-    match &model.secrets_ciphertext {
-        None => Ok(Secrets::new()),
-        Some(sealed) => {
-            let value = key.open_json(model.id, sealed)?;
-            Ok(serde_json::from_value(value).map_err(anyhow::Error::from)?)
-        }
-    }
 }
 
 fn type_of(model: &notification_channel::Model) -> Result<ChannelType> {
@@ -184,7 +173,7 @@ fn type_of(model: &notification_channel::Model) -> Result<ChannelType> {
 pub fn destination(key: &MasterKey, model: &notification_channel::Model) -> Result<Destination> {
     let settings: StoredSettings =
         serde_json::from_value(model.config.clone()).map_err(anyhow::Error::from)?;
-    let mut secrets = open_secrets(key, model)?;
+    let mut secrets = key.open_fields(model.id, model.secrets_ciphertext.as_deref())?;
     Ok(match type_of(model)? {
         ChannelType::Email => Destination::Email {
             recipients: settings.recipients.unwrap_or_default(),
@@ -207,7 +196,7 @@ fn view(key: &MasterKey, model: notification_channel::Model) -> Result<ChannelVi
     let channel_type = type_of(&model)?;
     let settings: StoredSettings =
         serde_json::from_value(model.config.clone()).map_err(anyhow::Error::from)?;
-    let secrets = open_secrets(key, &model)?;
+    let secrets = key.open_fields(model.id, model.secrets_ciphertext.as_deref())?;
     let config = match channel_type {
         ChannelType::Email => ChannelConfigView {
             recipients: settings.recipients,
@@ -391,14 +380,6 @@ async fn check_address(cairn: &Cairn, url: Option<&url::Url>) -> Result<()> {
         .map_err(|reason| Error::invalid("config.url", reason))
 }
 
-fn seal(key: &MasterKey, id: Uuid, secrets: &Secrets) -> Result<Option<String>> {
-    if secrets.is_empty() {
-        return Ok(None);
-    }
-    let value = serde_json::to_value(secrets).map_err(anyhow::Error::from)?;
-    Ok(Some(key.seal_json(id, &value)))
-}
-
 fn name_taken(name: &str) -> Error {
     Error::conflict(
         "name",
@@ -453,7 +434,7 @@ pub async fn create(
         name: Set(request.name.trim().to_owned()),
         channel_type: Set(request.channel_type.as_str().to_owned()),
         config: Set(serde_json::to_value(&settings).map_err(anyhow::Error::from)?),
-        secrets_ciphertext: Set(seal(&cairn.master_key, id, &secrets)?),
+        secrets_ciphertext: Set(cairn.master_key.seal_fields(id, &secrets)),
         enabled: Set(request.enabled),
         created_at: Set(now),
         updated_at: Set(now),
@@ -478,7 +459,9 @@ pub async fn update(
 ) -> Result<ChannelView> {
     let existing = find_model(&cairn.db, organization_id, id).await?;
     let stored_secrets = if type_of(&existing)? == request.channel_type {
-        open_secrets(&cairn.master_key, &existing)?
+        cairn
+            .master_key
+            .open_fields(existing.id, existing.secrets_ciphertext.as_deref())?
     } else {
         Secrets::new()
     };
@@ -488,7 +471,7 @@ pub async fn update(
     model.name = Set(request.name.trim().to_owned());
     model.channel_type = Set(request.channel_type.as_str().to_owned());
     model.config = Set(serde_json::to_value(&settings).map_err(anyhow::Error::from)?);
-    model.secrets_ciphertext = Set(seal(&cairn.master_key, id, &secrets)?);
+    model.secrets_ciphertext = Set(cairn.master_key.seal_fields(id, &secrets));
     model.enabled = Set(request.enabled);
     model.updated_at = Set(now);
     match model.update(&cairn.db).await {

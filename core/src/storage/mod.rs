@@ -401,7 +401,9 @@ pub fn open(
     })?;
     let settings: TargetSettings =
         serde_json::from_value(target.config.clone()).map_err(anyhow::Error::from)?;
-    let secrets = crate::targets::open_secrets(&cairn.master_key, target)?;
+    let secrets = cairn
+        .master_key
+        .open_fields(target.id, target.secrets_ciphertext.as_deref())?;
     let policy = address_policy(cairn);
     let missing = |field: &str| anyhow::anyhow!("target {} has no {field}", target.id);
     Ok(match target_type {

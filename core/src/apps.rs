@@ -139,11 +139,36 @@ pub struct AppView {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The blue/green slot a deploy went to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Slot {
+    Blue,
+    Green,
+}
+
+impl Slot {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Slot::Blue => "blue",
+            Slot::Green => "green",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Slot> {
+        match text {
+            "blue" => Some(Slot::Blue),
+            "green" => Some(Slot::Green),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LastDeploymentView {
-    /// `blue` or `green`: its volumes are looked for first.
-    pub slot: String,
+    /// Its volumes are looked for first.
+    pub slot: Slot,
     pub deployed_at: DateTime<Utc>,
 }
 
@@ -341,7 +366,10 @@ fn app_view(model: app::Model, volumes: Vec<volume::Model>) -> Result<AppView> {
             .into_iter()
             .map(volume_view)
             .collect::<Result<_>>()?,
-        last_deployment: match (model.last_deploy_slot, model.last_deployed_at) {
+        last_deployment: match (
+            model.last_deploy_slot.as_deref().and_then(Slot::parse),
+            model.last_deployed_at,
+        ) {
             (Some(slot), Some(deployed_at)) => Some(LastDeploymentView { slot, deployed_at }),
             _ => None,
         },

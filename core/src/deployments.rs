@@ -25,29 +25,12 @@ use uuid::Uuid;
 
 use cairn_entity::{app, backup, backup_job, backup_job_app, deployment, volume};
 
-use crate::apps::{self, AppView, Unlisted, VolumeRequest};
+use crate::apps::{self, AppView, Slot, Unlisted, VolumeRequest};
 use crate::error::{Error, Result, Validator};
 use crate::history::BackupStatus;
 use crate::runs::{self, RunView, Started, Trigger};
 use crate::validate::check_resource_name;
 use crate::Cairn;
-
-/// The blue/green slot a deploy went to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Slot {
-    Blue,
-    Green,
-}
-
-impl Slot {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Slot::Blue => "blue",
-            Slot::Green => "green",
-        }
-    }
-}
 
 /// `POST …/apps/{appName}/deployments`.
 #[derive(Deserialize, ToSchema)]
@@ -124,22 +107,10 @@ pub async fn deploy(
     now: DateTime<Utc>,
 ) -> Result<DeploymentView> {
     crate::orgs::get(&cairn.db, organization_id).await?;
-    let mut v = Validator::new();
-    v.check_result("appName", check_resource_name(app_name));
-    // Validated against the passwords stored for the app, if it exists.
-    let existing = app::Entity::find()
-        .filter(app::Column::OrganizationId.eq(organization_id))
-        .filter(app::Column::Name.eq(app_name))
-        .one(&cairn.db)
-        .await?;
-    let stored = match &existing {
-        Some(app) => apps::volumes_of(&cairn.db, &[app.id]).await?,
-        None => Vec::new(),
-    };
-    let passwords = apps::stored_passwords(&cairn.master_key, &stored)?;
-    apps::validate_volumes(&mut v, &request.volumes, &passwords);
-    v.finish()?;
-
+    // The name is the path's: checked before anything is written.
+    check_resource_name(app_name).map_err(|message| Error::invalid("appName", message))?;
+    // Everything below is one transaction: refused volumes roll back the
+    // app's insert too.
     let txn = cairn.db.begin().await?;
     let inserted = app::Entity::insert(apps::new_app(
         Uuid::now_v7(),
@@ -172,7 +143,7 @@ pub async fn deploy(
         .filter(app::Column::Id.eq(model.id))
         .exec(&txn)
         .await?;
-    // Volumes as they are now (a concurrent deploy may have changed them).
+    // Checked against the volumes as stored, under the app's lock.
     let stored = apps::volumes_of(&txn, &[model.id]).await?;
     let passwords = apps::stored_passwords(&cairn.master_key, &stored)?;
     let mut v = Validator::new();

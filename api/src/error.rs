@@ -60,7 +60,7 @@ impl ApiError {
     fn kind(&self) -> (&'static str, &'static str) {
         match self {
             ApiError::Core(Error::Validation(_)) => ("validation", "Invalid request"),
-            ApiError::Core(Error::NotFound(_)) => ("not-found", "Not found"),
+            ApiError::Core(Error::NotFound(_) | Error::Absent(_)) => ("not-found", "Not found"),
             ApiError::Core(Error::Forbidden(_)) => ("forbidden", "Forbidden"),
             ApiError::Core(Error::Conflict { .. }) => ("conflict", "Conflict"),
             ApiError::Core(Error::Unexpected(_)) => ("internal", "Internal server error"),
@@ -96,7 +96,7 @@ impl ApiError {
                 field: Some(field),
                 message,
             }) => {
-                vec![FieldError::new(*field, message.clone())]
+                vec![FieldError::new(field.clone(), message.clone())]
             }
             _ => Vec::new(),
         };
@@ -114,7 +114,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Core(Error::Validation(_)) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Core(Error::NotFound(_)) => StatusCode::NOT_FOUND,
+            ApiError::Core(Error::NotFound(_) | Error::Absent(_)) => StatusCode::NOT_FOUND,
             ApiError::Core(Error::Forbidden(_)) => StatusCode::FORBIDDEN,
             ApiError::Core(Error::Conflict { .. }) => StatusCode::CONFLICT,
             ApiError::Core(Error::Unexpected(_)) => StatusCode::INTERNAL_SERVER_ERROR,

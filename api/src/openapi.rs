@@ -59,6 +59,7 @@ use crate::routes::{apps, history, jobs, notifications, ops, orgs, restores, tar
         history::list,
         history::get,
         history::download,
+        history::accept,
         restores::preview,
         restores::request,
         restores::list,

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use cairn_entity::{app, volume};
 
+use crate::directories::{self, Naming};
 use crate::error::{is_unique_violation, Error, Result, Validator};
 use crate::secrets::MasterKey;
 use crate::validate::{check_host, check_resource_name, check_username};
@@ -124,6 +125,13 @@ pub struct VolumeView {
     /// history, but no longer backed up. Absent for attached volumes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detached_at: Option<DateTime<Utc>>,
+    /// The directories under the volume root that hold the volume's data
+    /// (one per slot, or one for both), as resolved when it was saved.
+    pub directories: Vec<String>,
+    /// True when an upgrade found the volume's directory already resolved
+    /// by an earlier volume (of any organization): it is neither backed up
+    /// nor restored into until a save gives it a directory of its own.
+    pub conflict: bool,
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -174,6 +182,8 @@ pub struct LastDeploymentView {
 
 /// A validated volume, ready to store.
 pub(crate) struct VolumeSpec {
+    /// Its position in the request (`volumes[i]`).
+    index: usize,
     name: String,
     persistent: bool,
     kind: VolumeKind,
@@ -311,7 +321,14 @@ pub(crate) fn validate_volumes(
                 check_exclude_pattern(pattern),
             );
         }
+        if crate::archive::excludes_everything(&volume.exclude_patterns) {
+            v.add(
+                field("excludePatterns"),
+                "excludes every entry of the volume: its backups would be empty archives",
+            );
+        }
         specs.push(VolumeSpec {
+            index: i,
             name: volume.name.clone(),
             persistent: volume.persistent,
             kind: volume.kind,
@@ -322,7 +339,24 @@ pub(crate) fn validate_volumes(
     specs
 }
 
-fn volume_view(model: volume::Model) -> Result<VolumeView> {
+/// Refuses (`422 volumes[i].postgres.host`) PostgreSQL hosts that the
+/// outbound address policy refuses, as targets' endpoints are refused: a
+/// literal address must pass, a name must not resolve to a refused one.
+/// Workers check again, on the address they connect to.
+pub(crate) async fn check_postgres_hosts(cairn: &Cairn, specs: &[VolumeSpec]) -> Result<()> {
+    let policy = crate::storage::address_policy(cairn);
+    let mut v = Validator::new();
+    for spec in specs {
+        if let Some((settings, _)) = &spec.postgres {
+            if let Err(reason) = policy.check_host_on_save(&settings.host).await {
+                v.add(format!("volumes[{}].postgres.host", spec.index), reason);
+            }
+        }
+    }
+    v.finish()
+}
+
+fn volume_view(model: volume::Model, directories: Vec<String>) -> Result<VolumeView> {
     let kind = match model.kind.as_str() {
         "postgres" => VolumeKind::Postgres,
         _ => VolumeKind::Generic,
@@ -342,6 +376,8 @@ fn volume_view(model: volume::Model) -> Result<VolumeView> {
         postgres,
         exclude_patterns: exclude_patterns_of(&model.exclude_patterns),
         detached_at: model.detached_at,
+        directories,
+        conflict: model.conflict,
     })
 }
 
@@ -357,14 +393,21 @@ fn patterns_value(patterns: &[String]) -> Option<serde_json::Value> {
     (!patterns.is_empty()).then(|| serde_json::json!(patterns))
 }
 
-fn app_view(model: app::Model, volumes: Vec<volume::Model>) -> Result<AppView> {
+fn app_view(
+    model: app::Model,
+    volumes: Vec<volume::Model>,
+    directories: &mut HashMap<Uuid, Vec<String>>,
+) -> Result<AppView> {
     Ok(AppView {
         id: model.id,
         organization_id: model.organization_id,
         name: model.name,
         volumes: volumes
             .into_iter()
-            .map(volume_view)
+            .map(|v| {
+                let names = directories.remove(&v.id).unwrap_or_default();
+                volume_view(v, names)
+            })
             .collect::<Result<_>>()?,
         last_deployment: match (
             model.last_deploy_slot.as_deref().and_then(Slot::parse),
@@ -401,6 +444,29 @@ pub(crate) async fn volumes_of(
         .await?)
 }
 
+/// The directory names of `volumes`, by volume id (blue before green).
+async fn directories_of(
+    db: &impl ConnectionTrait,
+    volumes: &[volume::Model],
+) -> Result<HashMap<Uuid, Vec<String>>> {
+    use cairn_entity::volume_directory;
+    let mut by_volume: HashMap<Uuid, Vec<String>> = HashMap::new();
+    let rows = volume_directory::Entity::find()
+        .filter(volume_directory::Column::VolumeId.is_in(volumes.iter().map(|v| v.id)))
+        .order_by_asc(volume_directory::Column::Slot)
+        .all(db)
+        .await?;
+    for row in rows {
+        by_volume.entry(row.volume_id).or_default().push(row.name);
+    }
+    Ok(by_volume)
+}
+
+/// The organization's slug: the `{org}` of volume directories.
+async fn org_slug(db: &impl ConnectionTrait, organization_id: Uuid) -> Result<String> {
+    Ok(crate::orgs::get(db, organization_id).await?.slug)
+}
+
 fn name_taken(name: &str) -> Error {
     Error::conflict("name", format!("an app named '{name}' already exists"))
 }
@@ -412,14 +478,16 @@ pub async fn list(cairn: &Cairn, organization_id: Uuid) -> Result<Vec<AppView>> 
         .all(&cairn.db)
         .await?;
     let ids: Vec<Uuid> = apps.iter().map(|a| a.id).collect();
+    let volumes = volumes_of(&cairn.db, &ids).await?;
+    let mut directories = directories_of(&cairn.db, &volumes).await?;
     let mut by_app: HashMap<Uuid, Vec<volume::Model>> = HashMap::new();
-    for volume in volumes_of(&cairn.db, &ids).await? {
+    for volume in volumes {
         by_app.entry(volume.app_id).or_default().push(volume);
     }
     apps.into_iter()
         .map(|a| {
             let volumes = by_app.remove(&a.id).unwrap_or_default();
-            app_view(a, volumes)
+            app_view(a, volumes, &mut directories)
         })
         .collect()
 }
@@ -427,7 +495,8 @@ pub async fn list(cairn: &Cairn, organization_id: Uuid) -> Result<Vec<AppView>> 
 pub async fn get(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<AppView> {
     let model = find_model(&cairn.db, organization_id, id).await?;
     let volumes = volumes_of(&cairn.db, &[id]).await?;
-    app_view(model, volumes)
+    let mut directories = directories_of(&cairn.db, &volumes).await?;
+    app_view(model, volumes, &mut directories)
 }
 
 pub async fn create(
@@ -437,8 +506,16 @@ pub async fn create(
     now: DateTime<Utc>,
 ) -> Result<AppView> {
     let specs = validate(&request, &HashMap::new())?;
+    check_postgres_hosts(cairn, &specs).await?;
     let txn = cairn.db.begin().await?;
+    let org_slug = org_slug(&txn, organization_id).await?;
     let id = Uuid::now_v7();
+    let naming = Naming {
+        template: &cairn.config.volume_name_template,
+        org_slug: &org_slug,
+        app_id: id,
+        app_name: &request.name,
+    };
     let inserted = new_app(id, organization_id, &request.name, now)
         .insert(&txn)
         .await;
@@ -448,7 +525,7 @@ pub async fn create(
         Err(error) => return Err(error.into()),
     }
     for spec in specs {
-        insert_volume(&txn, &cairn.master_key, id, spec, now).await?;
+        insert_volume(&txn, &cairn.master_key, &naming, spec, now).await?;
     }
     txn.commit().await?;
     get(cairn, organization_id, id).await
@@ -477,16 +554,17 @@ pub(crate) fn new_app(
 pub(crate) async fn insert_volume(
     db: &impl ConnectionTrait,
     key: &MasterKey,
-    app_id: Uuid,
+    naming: &Naming<'_>,
     spec: VolumeSpec,
     now: DateTime<Utc>,
 ) -> Result<()> {
     let id = Uuid::now_v7();
+    let field = spec.field_name();
     let (config, password) = split_postgres(key, id, spec.postgres)?;
     volume::ActiveModel {
         id: Set(id),
-        app_id: Set(app_id),
-        name: Set(spec.name),
+        app_id: Set(naming.app_id),
+        name: Set(spec.name.clone()),
         persistent: Set(spec.persistent),
         kind: Set(spec.kind.as_str().to_owned()),
         postgres_config: Set(config),
@@ -494,10 +572,17 @@ pub(crate) async fn insert_volume(
         exclude_patterns: Set(patterns_value(&spec.exclude_patterns)),
         created_at: Set(now),
         detached_at: Set(None),
+        conflict: Set(false),
     }
     .insert(db)
     .await?;
-    Ok(())
+    directories::claim(db, naming, id, &spec.name, spec.kind, field).await
+}
+
+impl VolumeSpec {
+    fn field_name(&self) -> String {
+        format!("volumes[{}].name", self.index)
+    }
 }
 
 type SealedPostgres = (Option<serde_json::Value>, Option<String>);
@@ -528,7 +613,15 @@ pub async fn update(
     let stored = volumes_of(&txn, &[id]).await?;
     let stored_passwords = stored_passwords(&cairn.master_key, &stored)?;
     let specs = validate(&request, &stored_passwords)?;
+    check_postgres_hosts(cairn, &specs).await?;
 
+    let org_slug = org_slug(&txn, organization_id).await?;
+    let naming = Naming {
+        template: &cairn.config.volume_name_template,
+        org_slug: &org_slug,
+        app_id: id,
+        app_name: &request.name,
+    };
     let mut model: app::ActiveModel = existing.into();
     model.name = Set(request.name.clone());
     model.updated_at = Set(now);
@@ -540,7 +633,7 @@ pub async fn update(
     apply_volumes(
         &txn,
         &cairn.master_key,
-        id,
+        &naming,
         stored,
         specs,
         Unlisted::Delete,
@@ -593,7 +686,7 @@ pub(crate) enum Unlisted {
 pub(crate) async fn apply_volumes(
     db: &impl ConnectionTrait,
     key: &MasterKey,
-    app_id: Uuid,
+    naming: &Naming<'_>,
     stored: Vec<volume::Model>,
     specs: Vec<VolumeSpec>,
     unlisted: Unlisted,
@@ -604,6 +697,7 @@ pub(crate) async fn apply_volumes(
     for spec in specs {
         match stored_by_name.remove(&spec.name) {
             Some(current) => {
+                let (id, field) = (current.id, spec.field_name());
                 let (config, password) = split_postgres(key, current.id, spec.postgres)?;
                 let mut volume: volume::ActiveModel = current.into();
                 volume.persistent = Set(spec.persistent);
@@ -613,8 +707,9 @@ pub(crate) async fn apply_volumes(
                 volume.exclude_patterns = Set(patterns_value(&spec.exclude_patterns));
                 volume.detached_at = Set(None);
                 volume.update(db).await?;
+                directories::claim(db, naming, id, &spec.name, spec.kind, field).await?;
             }
-            None => insert_volume(db, key, app_id, spec, now).await?,
+            None => insert_volume(db, key, naming, spec, now).await?,
         }
     }
     let unlisted_ids: Vec<Uuid> = stored_by_name

@@ -355,6 +355,28 @@ impl<R: Read> Read for Exactly<R> {
     }
 }
 
+/// Whether `patterns` leave nothing of a volume: they exclude every name
+/// an entry at its top level could have (probed with names of every shape:
+/// plain, hidden, digits, upper case, punctuation, non-ASCII). Such a set
+/// makes every backup an empty archive that looks successful.
+pub fn excludes_everything(patterns: &[String]) -> bool {
+    const PROBES: [&str; 9] = [
+        "a",
+        ".a",
+        "0",
+        "Z",
+        "_",
+        "-x",
+        "lost+found",
+        "Zz-9_.x.db",
+        "é",
+    ];
+    match excludes(patterns) {
+        Ok(set) => !patterns.is_empty() && PROBES.iter().all(|name| set.is_match(name)),
+        Err(_) => false,
+    }
+}
+
 fn excludes(patterns: &[String]) -> Result<GlobSet, ArchiveError> {
     let mut builder = GlobSetBuilder::new();
     for pattern in patterns {
@@ -542,4 +564,34 @@ fn archive(
     summary.stored_bytes = stored;
     summary.sha256 = sha256;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exclude_sets_that_leave_nothing_are_recognised() {
+        let set =
+            |patterns: &[&str]| -> Vec<String> { patterns.iter().map(|p| p.to_string()).collect() };
+        for everything in [
+            &["**"][..],
+            &["*"],
+            &["/**"],
+            &["?*"],
+            &["*", ".*"],
+            &["**/*"],
+        ] {
+            assert!(excludes_everything(&set(everything)), "{everything:?}");
+        }
+        for something in [
+            &[][..],
+            &["cache/**"],
+            &["*.tmp", ".*"],
+            &["[a-z]*"],
+            &["a*", "b*"],
+        ] {
+            assert!(!excludes_everything(&set(something)), "{something:?}");
+        }
+    }
 }

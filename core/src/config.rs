@@ -65,12 +65,13 @@ pub struct Config {
     /// defaults to `<data_dir>/backups`.
     #[serde(default)]
     pub local_backup_root: Option<PathBuf>,
-    /// Whether user-supplied endpoints and SSH hosts may be loopback or
-    /// private addresses. On for the embedded default; multi-tenant
-    /// operators turn it off. Link-local and metadata addresses are refused
-    /// either way.
-    #[serde(default = "default_true")]
-    pub allow_private_endpoints: bool,
+    /// Whether user-supplied endpoints (S3, SSH, PostgreSQL hosts, webhooks)
+    /// may be loopback or private addresses. Unset, it follows the role:
+    /// on for `cairn serve` (one host), off for the scaled-out roles
+    /// (`cairn api`, `cairn worker`, `cairn scheduler`), which serve many
+    /// tenants. Link-local and metadata addresses are refused either way.
+    #[serde(default)]
+    pub allow_private_endpoints: Option<bool>,
     #[serde(default)]
     pub log_format: LogFormat,
     /// Largest accepted request body, in bytes.
@@ -83,6 +84,20 @@ pub struct Config {
     /// Where Docker keeps volumes: `<volume_root>/<name>/_data`.
     #[serde(default = "default_volume_root")]
     pub volume_root: PathBuf,
+    /// How a volume's directory under `volume_root` is named:
+    /// `{org}` (slug), `{app}`, `{slot}` (blue/green) and `{volume}`.
+    /// The default is Docker compose's naming; platforms hosting several
+    /// organizations use `{org}-{app}-{slot}_{volume}` so that apps of the
+    /// same name never share a directory (a second claimant is refused
+    /// either way). Resolved when an app or a deploy is saved.
+    #[serde(default)]
+    pub volume_name_template: crate::directories::VolumeNameTemplate,
+    /// A backup whose file count or content bytes fall below this fraction
+    /// of the previous backup of its series is flagged `suspicious`: it
+    /// succeeds and is notified, but does not count toward retention until
+    /// an admin accepts it. `0` turns the check off.
+    #[serde(default = "default_suspicious_shrink_fraction")]
+    pub suspicious_shrink_fraction: f64,
     /// The `pg_dump` program that dumps `postgres` volumes (a name looked
     /// up in `PATH`, or a path); it must be at least as new as the servers.
     #[serde(default = "default_pg_dump")]
@@ -222,6 +237,10 @@ impl Default for WorkerConfig {
     }
 }
 
+fn default_suspicious_shrink_fraction() -> f64 {
+    0.1
+}
+
 fn default_volume_root() -> PathBuf {
     PathBuf::from("/var/lib/docker/volumes")
 }
@@ -340,7 +359,7 @@ impl Config {
             })
             .split("__");
         figment = figment.merge(env);
-        figment.extract::<Config>().map_err(|error| {
+        let config = figment.extract::<Config>().map_err(|error| {
             let messages: Vec<String> = error
                 .into_iter()
                 .map(|e| {
@@ -359,7 +378,13 @@ impl Config {
                 })
                 .collect();
             ConfigError(messages.join("; "))
-        })
+        })?;
+        if !(0.0..=1.0).contains(&config.suspicious_shrink_fraction) {
+            return Err(ConfigError(
+                "key `suspicious_shrink_fraction`: must be between 0 and 1".into(),
+            ));
+        }
+        Ok(config)
     }
 
     /// The database URL in effect.
@@ -371,6 +396,12 @@ impl Config {
                 self.data_dir.join("cairn.db").display()
             ),
         }
+    }
+
+    /// Whether private endpoints are allowed (resolved for the role by
+    /// `Cairn::open`; off when nothing resolved it).
+    pub fn private_endpoints_allowed(&self) -> bool {
+        self.allow_private_endpoints.unwrap_or(false)
     }
 
     /// The directory under which organizations' local targets must lie.

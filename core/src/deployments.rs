@@ -149,10 +149,18 @@ pub async fn deploy(
     let mut v = Validator::new();
     let specs = apps::validate_volumes(&mut v, &request.volumes, &passwords);
     v.finish()?;
+    apps::check_postgres_hosts(cairn, &specs).await?;
+    let org_slug = crate::orgs::get(&txn, organization_id).await?.slug;
+    let naming = crate::directories::Naming {
+        template: &cairn.config.volume_name_template,
+        org_slug: &org_slug,
+        app_id: model.id,
+        app_name,
+    };
     apps::apply_volumes(
         &txn,
         &cairn.master_key,
-        model.id,
+        &naming,
         stored,
         specs,
         Unlisted::Detach,

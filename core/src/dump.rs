@@ -12,6 +12,7 @@
 //! bounded queue: memory stays bounded and nothing is written to disk.
 
 use std::io::{self, Read};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -24,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::apps::PostgresSettings;
 use crate::archive::{ArchiveError, ChunkSink, FailUnlessDone, Sealed};
 use crate::encryption::Recipients;
+use crate::netpolicy::AddressPolicy;
 use crate::storage::{received, ByteStream};
 
 /// How much of `pg_dump`'s stderr a failure message keeps.
@@ -66,6 +68,10 @@ pub struct DumpOptions {
     /// The `pg_dump` program.
     pub program: PathBuf,
     pub settings: PostgresSettings,
+    /// The server's address, resolved once and checked by the address
+    /// policy ([`resolve_host`]): libpq's `hostaddr`, so DNS cannot change
+    /// between the check and the connection.
+    pub hostaddr: IpAddr,
     pub password: SecretString,
     pub encryption: Option<Recipients>,
 }
@@ -97,16 +103,56 @@ pub fn libpq_variables() -> Vec<std::ffi::OsString> {
         .collect()
 }
 
-/// The connection string of a dump (no password: that goes in the
-/// environment).
-pub fn conninfo(settings: &PostgresSettings) -> String {
-    format!(
+/// The connection string of a dump or restore (no password: that goes in
+/// the environment). With `hostaddr`, libpq connects to that address and
+/// uses `host` only for names (TLS, `.pgpass`), so no second DNS lookup
+/// happens.
+pub fn conninfo(settings: &PostgresSettings, hostaddr: Option<IpAddr>) -> String {
+    let mut conninfo = format!(
         "host={} port={} user={} dbname={} connect_timeout=15 application_name=cairn",
         conninfo_value(&settings.host),
         settings.port,
         conninfo_value(&settings.username),
         conninfo_value(&settings.database),
-    )
+    );
+    if let Some(address) = hostaddr {
+        conninfo.push_str(&format!(
+            " hostaddr={}",
+            conninfo_value(&address.to_string())
+        ));
+    }
+    conninfo
+}
+
+/// Resolves a PostgreSQL volume's host once and checks the address with
+/// the outbound address policy, before any connection: a refused address
+/// fails `postgres_address_refused` without a packet sent, so the answer
+/// never tells whether something listens there.
+pub async fn resolve_host(
+    policy: &AddressPolicy,
+    settings: &PostgresSettings,
+) -> Result<IpAddr, ArchiveError> {
+    let refused = |reason: String| {
+        ArchiveError::new(
+            "postgres_address_refused",
+            format!("the PostgreSQL host is refused: {reason}"),
+        )
+    };
+    let bare = settings.host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        policy.check(ip).map_err(refused)?;
+        return Ok(ip);
+    }
+    match policy.resolve(bare, settings.port).await {
+        Ok(addresses) => addresses.first().map(|a| a.ip()).ok_or_else(|| {
+            ArchiveError::new(
+                "postgres_connection_failed",
+                format!("{bare} does not resolve to any address"),
+            )
+        }),
+        Err(reason) if reason.contains(" resolves to ") => Err(refused(reason)),
+        Err(reason) => Err(ArchiveError::new("postgres_connection_failed", reason)),
+    }
 }
 
 /// The major version of a `pg_dump --version` line
@@ -143,11 +189,12 @@ pub async fn pg_dump_version(program: &PathBuf) -> Result<(String, u32), Archive
 /// (`server_version`, and the major version from `server_version_num`).
 pub async fn server_version(
     settings: &PostgresSettings,
+    hostaddr: IpAddr,
     password: &SecretString,
 ) -> Result<(String, u32), ArchiveError> {
     use sea_orm::sqlx::{self, Connection};
     let options = sqlx::postgres::PgConnectOptions::new()
-        .host(&settings.host)
+        .host(&hostaddr.to_string())
         .port(settings.port)
         .username(&settings.username)
         .password(password.expose_secret())
@@ -249,7 +296,10 @@ fn dump(
         .arg("--format=custom")
         .arg("--no-password")
         .arg(format!("--lock-wait-timeout={LOCK_WAIT_TIMEOUT_MS}"))
-        .arg(format!("--dbname={}", conninfo(&options.settings)))
+        .arg(format!(
+            "--dbname={}",
+            conninfo(&options.settings, Some(options.hostaddr))
+        ))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -358,10 +408,34 @@ mod tests {
             username: "o'brien\\".into(),
         };
         assert_eq!(
-            conninfo(&settings),
+            conninfo(&settings, None),
             "host='db.internal' port=5433 user='o\\'brien\\\\' \
              dbname='-x dbname=evil host=\\'other\\'' connect_timeout=15 application_name=cairn"
         );
+        assert!(conninfo(&settings, Some("10.0.0.7".parse().unwrap()))
+            .ends_with(" hostaddr='10.0.0.7'"));
+    }
+
+    #[tokio::test]
+    async fn refused_hosts_are_refused_before_connecting() {
+        let policy = AddressPolicy {
+            allow_private: false,
+        };
+        for host in [
+            "169.254.169.254",
+            "[::ffff:169.254.169.254]",
+            "127.0.0.1",
+            "localhost",
+        ] {
+            let settings = PostgresSettings {
+                host: host.into(),
+                port: 5432,
+                database: "d".into(),
+                username: "u".into(),
+            };
+            let refused = resolve_host(&policy, &settings).await.unwrap_err();
+            assert_eq!(refused.code, "postgres_address_refused", "{host}");
+        }
     }
 
     #[test]

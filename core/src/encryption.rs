@@ -108,14 +108,25 @@ async fn key_pair(
     Err(anyhow::anyhow!("the organization's age key could not be stored").into())
 }
 
-/// The organization's public key, made on first use.
+/// The organization's public key. Reading it never creates it (a viewer's
+/// read must not write): until the first encrypted backup or an admin's
+/// export makes the key pair, it is absent.
 pub async fn public_key(
     db: &impl ConnectionTrait,
-    master_key: &MasterKey,
     organization_id: Uuid,
 ) -> Result<EncryptionKeyView> {
-    let (recipient, _) = key_pair(db, master_key, organization_id).await?;
-    Ok(EncryptionKeyView { recipient })
+    let org = organization::Entity::find_by_id(organization_id)
+        .one(db)
+        .await?
+        .ok_or(Error::NotFound("organization"))?;
+    match org.age_recipient {
+        Some(recipient) => Ok(EncryptionKeyView { recipient }),
+        None => Err(Error::Absent(
+            "the organization has no encryption key yet: the first backup of a job with \
+             encryption \"age\" or an admin's POST …/backups/encryption-key/export creates it"
+                .into(),
+        )),
+    }
 }
 
 /// The organization's identity, for offline safekeeping.

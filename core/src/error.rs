@@ -32,6 +32,9 @@ pub enum Error {
     /// cannot see (both answer the same, so ids of other tenants leak nothing).
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// The resource does not exist yet; the message says what creates it.
+    #[error("{0}")]
+    Absent(String),
     /// The caller is known but its role does not allow the operation.
     #[error("this token's role does not allow {0}")]
     Forbidden(&'static str),
@@ -39,7 +42,7 @@ pub enum Error {
     /// target still in use). Nothing was written.
     #[error("{message}")]
     Conflict {
-        field: Option<&'static str>,
+        field: Option<String>,
         message: String,
     },
     /// The server is at a limit for this kind of request; retry later.
@@ -66,9 +69,9 @@ impl Error {
         Error::Validation(vec![FieldError::new(field, message)])
     }
 
-    pub fn conflict(field: &'static str, message: impl Into<String>) -> Error {
+    pub fn conflict(field: impl Into<String>, message: impl Into<String>) -> Error {
         Error::Conflict {
-            field: Some(field),
+            field: Some(field.into()),
             message: message.into(),
         }
     }

@@ -3,7 +3,7 @@
 //! ids are UUID v7, so id order is creation order).
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -111,6 +111,12 @@ pub struct BackupView {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Its content shrank sharply against the previous backup of its
+    /// series (`suspiciousReason` says how): it does not count toward
+    /// retention until an admin accepts it (`POST …/accept`).
+    pub suspicious: bool,
+    pub suspicious_reason: Option<String>,
+    pub accepted_at: Option<DateTime<Utc>>,
 }
 
 /// A backup with its timestamped log.
@@ -160,7 +166,135 @@ fn view(model: &backup::Model) -> Result<BackupView> {
         created_at: model.created_at,
         started_at: model.started_at,
         finished_at: model.finished_at,
+        suspicious: model.suspicious,
+        suspicious_reason: model.suspicious_reason.clone(),
+        accepted_at: model.accepted_at,
     })
+}
+
+/// What a backup's manifest says it holds: files (tar archives only) and
+/// bytes of content (a dump's uncompressed size).
+fn content_of(manifest: &serde_json::Value) -> (Option<u64>, Option<u64>) {
+    let files = manifest["fileCount"].as_u64();
+    let bytes = manifest["contentBytes"]
+        .as_u64()
+        .or_else(|| manifest["uncompressedBytes"].as_u64());
+    (files, bytes)
+}
+
+/// Why a backup about to succeed looks like it lost its volume's content:
+/// its files or bytes fell below `fraction` of the previous counted backup
+/// of its series (same job, app and volume; not a safety backup; not itself
+/// suspicious unless accepted). `None` when it looks normal, when it is the
+/// first of its series, or when the check is off (`fraction` 0).
+pub async fn shrink_reason(
+    db: &impl ConnectionTrait,
+    model: &backup::Model,
+    manifest: &serde_json::Value,
+    fraction: f64,
+) -> Result<Option<String>> {
+    use sea_orm::Condition;
+    if fraction <= 0.0 || model.trigger == crate::runs::Trigger::Safety.as_str() {
+        return Ok(None);
+    }
+    let Some(job_id) = model.job_id else {
+        return Ok(None);
+    };
+    let previous = backup::Entity::find()
+        .filter(backup::Column::JobId.eq(job_id))
+        .filter(backup::Column::AppName.eq(&model.app_name))
+        .filter(backup::Column::VolumeName.eq(&model.volume_name))
+        .filter(backup::Column::Status.eq(BackupStatus::Success.as_str()))
+        .filter(backup::Column::Trigger.ne(crate::runs::Trigger::Safety.as_str()))
+        .filter(backup::Column::Id.lt(model.id))
+        .filter(
+            Condition::any()
+                .add(backup::Column::Suspicious.eq(false))
+                .add(backup::Column::AcceptedAt.is_not_null()),
+        )
+        .order_by_desc(backup::Column::Id)
+        .one(db)
+        .await?;
+    let Some(previous) = previous else {
+        return Ok(None);
+    };
+    let Some(previous_manifest) = previous.manifest.as_ref() else {
+        return Ok(None);
+    };
+    let (files, bytes) = content_of(manifest);
+    let (previous_files, previous_bytes) = content_of(previous_manifest);
+    let shrank = |now: Option<u64>, before: Option<u64>| match (now, before) {
+        (Some(now), Some(before)) if before > 0 => (now as f64) < fraction * before as f64,
+        _ => false,
+    };
+    let percent = (fraction * 100.0).round();
+    let reason = if shrank(files, previous_files) {
+        format!(
+            "{} files where the previous backup {} had {} (below {percent}%)",
+            files.unwrap_or(0),
+            previous.id,
+            previous_files.unwrap_or(0)
+        )
+    } else if shrank(bytes, previous_bytes) {
+        format!(
+            "{} bytes of content where the previous backup {} had {} (below {percent}%)",
+            bytes.unwrap_or(0),
+            previous.id,
+            previous_bytes.unwrap_or(0)
+        )
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(reason))
+}
+
+/// Accepts a suspicious backup as real (admin): from now on it counts
+/// toward retention like any other. `409` for a backup that is not
+/// suspicious or was accepted already.
+pub async fn accept(
+    cairn: &Cairn,
+    organization_id: Uuid,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<BackupDetailView> {
+    let model = backup::Entity::find_by_id(id)
+        .filter(backup::Column::OrganizationId.eq(organization_id))
+        .one(&cairn.db)
+        .await?
+        .ok_or(Error::NotFound("backup"))?;
+    if !model.suspicious || model.accepted_at.is_some() {
+        return Err(Error::Conflict {
+            field: None,
+            message: if model.suspicious {
+                "this backup was accepted already".into()
+            } else {
+                "this backup is not suspicious: there is nothing to accept".into()
+            },
+        });
+    }
+    let mut log: Vec<LogLine> =
+        serde_json::from_value(model.log.clone()).map_err(anyhow::Error::from)?;
+    log.push(LogLine {
+        at: now,
+        level: "info".into(),
+        message: "accepted by an admin: it counts toward retention from now on".into(),
+    });
+    backup::Entity::update_many()
+        .col_expr(
+            backup::Column::AcceptedAt,
+            sea_orm::sea_query::Expr::value(now),
+        )
+        .col_expr(
+            backup::Column::Log,
+            sea_orm::sea_query::Expr::value(
+                serde_json::to_value(log).map_err(anyhow::Error::from)?,
+            ),
+        )
+        .filter(backup::Column::Id.eq(id))
+        .filter(backup::Column::AcceptedAt.is_null())
+        .exec(&cairn.db)
+        .await?;
+    get(cairn, organization_id, id).await
 }
 
 /// A page size from the query (`limit`): 1 to [`MAX_PAGE`], default

@@ -630,7 +630,9 @@ pub struct RetainedBackupView {
     pub taken_at: DateTime<Utc>,
     pub keep: bool,
     /// The rules that keep it (`last`, `hourly`, `daily`, `weekly`,
-    /// `monthly`, `yearly`, `all`, `newest`); empty when it would be pruned.
+    /// `monthly`, `yearly`, `all`, `newest`), or why it is kept outside
+    /// them (`suspicious`: not accepted yet; `reading`: a restore reads
+    /// it); empty when it would be pruned.
     pub reasons: Vec<crate::retention::Reason>,
 }
 
@@ -706,12 +708,54 @@ pub async fn retention_series(
             _ => grouped.push((key, vec![model])),
         }
     }
+    // Backups that a pending or running restore (or its dry run) reads.
+    let being_read: std::collections::HashSet<Uuid> = {
+        use cairn_entity::restore;
+        use sea_orm::QuerySelect;
+        let ids: Vec<Uuid> = grouped
+            .iter()
+            .flat_map(|(_, members)| members.iter().map(|m| m.id))
+            .collect();
+        restore::Entity::find()
+            .select_only()
+            .column(restore::Column::BackupId)
+            .filter(restore::Column::BackupId.is_in(ids))
+            .filter(restore::Column::Status.is_in([
+                crate::restores::RestoreStatus::Pending.as_str(),
+                crate::restores::RestoreStatus::Running.as_str(),
+            ]))
+            .into_tuple::<Uuid>()
+            .all(db)
+            .await?
+            .into_iter()
+            .collect()
+    };
     Ok(grouped
         .into_iter()
         .map(|((app_name, volume_name), members)| {
-            let times: Vec<DateTime<Utc>> = members.iter().map(taken_at).collect();
+            // Unaccepted suspicious backups are not counted by the rules:
+            // a run of empty archives cannot push the real ones out.
+            let (counted, suspicious): (Vec<_>, Vec<_>) = members
+                .into_iter()
+                .partition(|m| !m.suspicious || m.accepted_at.is_some());
+            let times: Vec<DateTime<Utc>> = counted.iter().map(taken_at).collect();
             let decisions = crate::retention::apply(&policy, &times);
-            let mut backups: Vec<_> = members.into_iter().zip(decisions).collect();
+            let mut backups: Vec<_> = counted.into_iter().zip(decisions).collect();
+            backups.extend(suspicious.into_iter().map(|model| {
+                (
+                    model,
+                    crate::retention::Decision {
+                        keep: true,
+                        reasons: vec![crate::retention::Reason::Suspicious],
+                    },
+                )
+            }));
+            for (model, decision) in &mut backups {
+                if !decision.keep && being_read.contains(&model.id) {
+                    decision.keep = true;
+                    decision.reasons.push(crate::retention::Reason::Reading);
+                }
+            }
             backups.sort_by_key(|(model, _)| std::cmp::Reverse(taken_at(model)));
             Series {
                 app_name,

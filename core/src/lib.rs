@@ -16,6 +16,7 @@ pub mod archive;
 pub mod auth;
 pub mod config;
 pub mod deployments;
+pub mod directories;
 pub mod dump;
 pub mod encryption;
 pub mod error;
@@ -85,7 +86,18 @@ impl Cairn {
     /// Connects to the database, applies migrations (unless disabled), loads
     /// the master key and creates or updates the system-level target of the
     /// `backup:` section.
-    pub async fn open(config: Config, mode: StartMode) -> anyhow::Result<Cairn> {
+    pub async fn open(mut config: Config, mode: StartMode) -> anyhow::Result<Cairn> {
+        // One host may reach its own services; a replica serves tenants.
+        let allow_private = *config
+            .allow_private_endpoints
+            .get_or_insert(mode == StartMode::Embedded);
+        tracing::info!(
+            allow_private_endpoints = allow_private,
+            allow_local_backups = config.allow_local_backups,
+            volume_name_template = %config.volume_name_template,
+            "outbound address policy: loopback and private addresses are {} (allow_private_endpoints)",
+            if allow_private { "allowed" } else { "refused" }
+        );
         let db = connect(&config).await?;
         if config.run_migrations {
             migrate(&db).await?;

@@ -30,7 +30,7 @@ impl AddressPolicy {
         }
         if !self.allow_private && is_private(ip) {
             return Err(format!(
-                "{ip} is a loopback or private address, and this server does not allow private endpoints"
+                "{ip} is a loopback or private address, which this server refuses (allow_private_endpoints: false, CAIRN_ALLOW_PRIVATE_ENDPOINTS)"
             ));
         }
         Ok(())

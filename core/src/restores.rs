@@ -359,6 +359,16 @@ pub async fn request(
             (app, volume)
         }
     };
+    if destination_volume.conflict {
+        return Err(Error::Conflict {
+            field: body.into.as_ref().map(|_| "into.volumeName".to_owned()),
+            message: format!(
+                "the volume {}/{} shares its directory with an earlier volume (found when Cairn \
+                 was upgraded) and is not restored into until a deploy or save gives it one of its own",
+                destination_app.name, destination_volume.name
+            ),
+        });
+    }
 
     let created = restore::ActiveModel {
         id: Set(Uuid::now_v7()),

@@ -38,6 +38,11 @@ pub enum Reason {
     Yearly,
     /// The newest backup of a series is never pruned.
     Newest,
+    /// A suspicious backup an admin has not accepted: kept, and not counted
+    /// by the rules above (so it pushes no real backup out).
+    Suspicious,
+    /// A pending or running restore is about to read it: kept until it ends.
+    Reading,
 }
 
 /// The fate of one backup.
@@ -68,7 +73,7 @@ fn period(reason: Reason, time: DateTime<Utc>, position: usize) -> Period {
         }
         Reason::Monthly => (time.year().into(), time.month().into(), 0, 0),
         Reason::Yearly => (time.year().into(), 0, 0, 0),
-        Reason::All | Reason::Newest => (0, 0, 0, 0),
+        Reason::All | Reason::Newest | Reason::Suspicious | Reason::Reading => (0, 0, 0, 0),
     }
 }
 

@@ -301,6 +301,9 @@ pub async fn start_scoped(
             trigger: Set(trigger.as_str().to_owned()),
             kind: Set(Some(volume.kind.clone())),
             manifest: Set(None),
+            suspicious: Set(false),
+            suspicious_reason: Set(None),
+            accepted_at: Set(None),
         }
         .insert(&txn)
         .await?;

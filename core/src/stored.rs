@@ -527,6 +527,7 @@ pub fn pg_restore_file(
         plain,
         PgRestore::Into {
             settings: &settings,
+            hostaddr: None,
             password: password.as_ref(),
         },
         program,
@@ -541,6 +542,9 @@ pub enum PgRestore<'a> {
     /// one quoted string and the password through `PGPASSWORD` (never argv).
     Into {
         settings: &'a crate::apps::PostgresSettings,
+        /// The checked address to connect to (`hostaddr`); `None` for the
+        /// operator's offline tool, which connects where it is told.
+        hostaddr: Option<std::net::IpAddr>,
         password: Option<&'a secrecy::SecretString>,
     },
     /// `--list`: the table of contents, printed; nothing is connected to.
@@ -574,7 +578,11 @@ pub fn pg_restore_with_output(
     }
     let listing = matches!(action, PgRestore::List);
     match action {
-        PgRestore::Into { settings, password } => {
+        PgRestore::Into {
+            settings,
+            hostaddr,
+            password,
+        } => {
             command
                 .args([
                     "--clean",
@@ -582,7 +590,10 @@ pub fn pg_restore_with_output(
                     "--no-owner",
                     "--single-transaction",
                 ])
-                .arg(format!("--dbname={}", crate::dump::conninfo(settings)));
+                .arg(format!(
+                    "--dbname={}",
+                    crate::dump::conninfo(settings, hostaddr)
+                ));
             if let Some(password) = password {
                 command.env("PGPASSWORD", password.expose_secret());
             }

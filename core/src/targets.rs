@@ -22,6 +22,7 @@ use cairn_entity::{backup, backup_job, backup_target};
 
 use crate::config::{Config, SystemTargetConfig};
 use crate::error::{is_unique_violation, Error, Result, Validator};
+use crate::history::BackupStatus;
 use crate::secrets::MasterKey;
 use crate::validate::{
     check_absolute_path, check_bucket, check_display_name, check_endpoint, check_host,
@@ -119,9 +120,10 @@ pub struct TargetConfigRequest {
     /// ssh: absolute directory on the server; local: directory (relative
     /// paths are taken under the server's local backup root).
     pub path: Option<String>,
-    /// ssh: an unencrypted private key in PEM form. Optional (without it the
-    /// SSH agent is used); on update, omit it to keep the stored one, or send
-    /// `""` to remove it. Never returned.
+    /// ssh: an unencrypted private key in PEM form. Required for an
+    /// organization's target; a system-level target may omit it to use the
+    /// server's SSH agent. On update, omit it to keep the stored one (or, for
+    /// a system-level target, send `""` to remove it). Never returned.
     #[schema(value_type = Option<String>, write_only)]
     pub private_key: Option<SecretString>,
     /// ssh: the server's host key, `SHA256:<base64>` as `ssh-keygen -lf`
@@ -352,6 +354,12 @@ fn validate(
                 }
             }
             match &c.private_key {
+                // The SSH agent holds the operator's keys: an organization's
+                // target must bring its own.
+                Some(key) if key.expose_secret().is_empty() && organization_id.is_some() => v.add(
+                    "config.privateKey",
+                    "is required for an organization's SSH target (the server's SSH agent is for system-level targets only)",
+                ),
                 // An empty key removes the stored one: the SSH agent is used.
                 Some(key) if key.expose_secret().is_empty() => {}
                 Some(key) => {
@@ -364,11 +372,16 @@ fn validate(
                         key.expose_secret().trim().to_owned() + "\n",
                     );
                 }
-                None => {
-                    if let Some(kept) = stored_secrets.get(PRIVATE_KEY) {
+                None => match stored_secrets.get(PRIVATE_KEY) {
+                    Some(kept) => {
                         secrets.insert(PRIVATE_KEY.into(), kept.clone());
                     }
-                }
+                    None if organization_id.is_some() => v.add(
+                        "config.privateKey",
+                        "is required for an organization's SSH target (the server's SSH agent is for system-level targets only)",
+                    ),
+                    None => {}
+                },
             }
             match c.host_key_fingerprint.as_deref() {
                 Some(fingerprint) => {
@@ -476,8 +489,12 @@ fn check_fingerprint(fingerprint: &str) -> Result<(), String> {
 /// The address check made when a target is saved (and made again at
 /// every connection): an endpoint or SSH host must not be a link-local or
 /// metadata address, nor a private one unless this server allows it.
-async fn check_addresses(cairn: &Cairn, settings: &TargetSettings) -> Result<()> {
-    let policy = crate::storage::address_policy(cairn);
+async fn check_addresses(
+    cairn: &Cairn,
+    organization_id: Option<Uuid>,
+    settings: &TargetSettings,
+) -> Result<()> {
+    let policy = crate::storage::target_policy(cairn, organization_id);
     if let Some(endpoint) = &settings.endpoint {
         if let Some(host) = url::Url::parse(endpoint)
             .ok()
@@ -673,7 +690,7 @@ pub async fn create(
         &request,
         None,
     )?;
-    check_addresses(cairn, &settings).await?;
+    check_addresses(cairn, organization_id, &settings).await?;
     let id = Uuid::now_v7();
     let model = backup_target::ActiveModel {
         id: Set(id),
@@ -729,7 +746,8 @@ pub async fn update(
         &request,
         stored,
     )?;
-    check_addresses(cairn, &settings).await?;
+    check_addresses(cairn, organization_id, &settings).await?;
+    check_location_kept(&txn, &existing, request.target_type, &settings).await?;
     if request.is_default {
         clear_default(&txn, organization_id).await?;
     }
@@ -749,6 +767,56 @@ pub async fn update(
     };
     txn.commit().await?;
     view(&cairn.master_key, updated)
+}
+
+/// Refuses (409, naming the field) an update that moves a target holding
+/// archives: its type, bucket, endpoint, prefix, host, port or path. The
+/// records of its backups name objects at the old location, so a move
+/// would leave every one of them unreadable (and retention deleting
+/// nothing); credentials may change. Moving data is an explicit
+/// operation, or a new target.
+async fn check_location_kept(
+    db: &impl ConnectionTrait,
+    existing: &backup_target::Model,
+    target_type: TargetType,
+    settings: &TargetSettings,
+) -> Result<()> {
+    let holds_archives = backup::Entity::find()
+        .filter(backup::Column::TargetId.eq(existing.id))
+        .filter(backup::Column::Status.is_in([
+            BackupStatus::Success.as_str(),
+            BackupStatus::Running.as_str(),
+        ]))
+        .one(db)
+        .await?
+        .is_some();
+    if !holds_archives {
+        return Ok(());
+    }
+    let refuse = |field: &str| {
+        Err(Error::conflict(
+            field,
+            "cannot change while the target holds archives (their records point at the current \
+             location); create a new target for the new location",
+        ))
+    };
+    if existing.target_type != target_type.as_str() {
+        return refuse("type");
+    }
+    let stored: TargetSettings =
+        serde_json::from_value(existing.config.clone()).map_err(anyhow::Error::from)?;
+    let fields = [
+        ("config.bucket", stored.bucket == settings.bucket),
+        ("config.endpoint", stored.endpoint == settings.endpoint),
+        ("config.prefix", stored.prefix == settings.prefix),
+        ("config.host", stored.host == settings.host),
+        ("config.port", stored.port == settings.port),
+        ("config.path", stored.path == settings.path),
+    ];
+    match fields.into_iter().find(|(_, same)| !same) {
+        Some((field, _)) => refuse(field),
+        None => Ok(()),
+    }
 }
 
 /// Deletes a target that no job uses and no backup record points at.
@@ -841,9 +909,8 @@ pub async fn ensure_system_default(
         None => match create(cairn, None, request, now).await {
             // Another replica created it at the same moment: update that one.
             Err(Error::Conflict {
-                field: Some("name"),
-                ..
-            }) => {
+                field: Some(field), ..
+            }) if field == "name" => {
                 let model = backup_target::Entity::find()
                     .filter(backup_target::Column::OrganizationId.is_null())
                     .filter(backup_target::Column::Name.eq(SYSTEM_DEFAULT_NAME))

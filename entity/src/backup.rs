@@ -34,6 +34,13 @@ pub struct Model {
     pub kind: Option<String>,
     /// The manifest written beside the archive.
     pub manifest: Option<Json>,
+    /// A successful backup whose content shrank sharply against the
+    /// previous one of its series: it does not count for retention until
+    /// accepted.
+    pub suspicious: bool,
+    pub suspicious_reason: Option<String>,
+    /// When an admin accepted a suspicious backup as real.
+    pub accepted_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

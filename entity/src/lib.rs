@@ -17,3 +17,4 @@ pub mod notification_delivery;
 pub mod organization;
 pub mod restore;
 pub mod volume;
+pub mod volume_directory;

@@ -20,6 +20,10 @@ pub struct Model {
     /// Set when a deploy no longer listed the volume: it is kept (with its
     /// history) but not backed up.
     pub detached_at: Option<DateTimeUtc>,
+    /// Set when an upgrade found the volume's directory already resolved by
+    /// an earlier volume: it is neither backed up nor restored into until a
+    /// save resolves it to a directory of its own.
+    pub conflict: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -16,6 +16,8 @@ mod m20261121_000004_add_scheduling;
 mod m20261121_000005_allow_safety_runs;
 mod m20261121_000006_rework_notification_deliveries;
 mod m20261121_000007_add_deployments;
+mod m20261204_000008_add_volume_directories;
+mod m20261204_000009_add_suspicious_backups;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -31,6 +33,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000005_allow_safety_runs::Migration),
             Box::new(m20261121_000006_rework_notification_deliveries::Migration),
             Box::new(m20261121_000007_add_deployments::Migration),
+            Box::new(m20261204_000008_add_volume_directories::Migration),
+            Box::new(m20261204_000009_add_suspicious_backups::Migration),
         ]
     }
 }

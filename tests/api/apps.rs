@@ -206,8 +206,13 @@ async fn apps_of_other_organizations_are_not_found(backend: Backend) {
     app.get(&beta.path(&format!("/apps/{id}")), &beta.viewer)
         .await
         .expect(200);
-    // The same name is free in another organization.
-    app.post(&alpha.path("/apps"), &alpha.admin, &app_body("shop"))
-        .await
-        .expect(201);
+    // The same app name is free in another organization (its file volumes'
+    // directories are not, under the default template: see `tenancy`).
+    app.post(
+        &alpha.path("/apps"),
+        &alpha.admin,
+        &json!({ "name": "shop", "volumes": [{ "name": "alpha-data" }] }),
+    )
+    .await
+    .expect(201);
 }

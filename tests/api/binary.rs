@@ -43,17 +43,22 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, envs: &[(&str, String)]) -> Server {
+        Server::start_role(dir, "serve", envs)
+    }
+
+    /// `cairn <role>` (a role that serves the API).
+    fn start_role(dir: &Path, role: &str, envs: &[(&str, String)]) -> Server {
         let port = free_port();
         let stdout = std::fs::File::create(dir.join("stdout.log")).unwrap();
         let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
         let child = cairn(dir)
-            .arg("serve")
+            .arg(role)
             .env("CAIRN_LISTEN", format!("127.0.0.1:{port}"))
             .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(stderr))
             .spawn()
-            .expect("start cairn serve");
+            .expect("start cairn");
         Server {
             child,
             base: format!("http://127.0.0.1:{port}"),
@@ -519,4 +524,76 @@ async fn serve_runs_backups_and_counts_them_in_metrics() {
         "cairn_backup_last_success_timestamp_seconds{{job_id=\"{job}\"}}"
     )));
     assert!(server.terminate().success());
+}
+
+/// `cairn api` serves many tenants: unless told otherwise it refuses
+/// loopback and private endpoints, says so at start, and the refusal names
+/// the setting; `cairn serve` (one host) allows them.
+#[tokio::test]
+async fn the_api_role_refuses_private_endpoints_by_default() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let admin = "api-role-admin-token".to_owned();
+    let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let envs = [
+        ("CAIRN_ADMIN_TOKEN", admin.clone()),
+        ("CAIRN_MASTER_KEY", key),
+    ];
+    let mut server = Server::start_role(dir.path(), "api", &envs);
+    server.wait_ready(dir.path()).await;
+    let org = server
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/organizations",
+            &admin,
+            Some(&json!({ "slug": "acme", "name": "A" })),
+        )
+        .await;
+    let org = org.expect(201)["id"].as_str().unwrap().to_owned();
+    let target = json!({ "name": "s3", "type": "s3", "config": {
+        "bucket": "cairn-bucket", "accessKeyId": "k", "secretAccessKey": "s",
+        "endpoint": "http://127.0.0.1:9000" } });
+    let refused = server
+        .send(
+            reqwest::Method::POST,
+            &format!("/api/v1/organizations/{org}/backups/targets"),
+            &admin,
+            Some(&target),
+        )
+        .await;
+    refused.expect_field_error(422, "config.endpoint");
+    assert!(
+        refused.text.contains("allow_private_endpoints"),
+        "the refusal names the setting: {}",
+        refused.text
+    );
+    assert!(server.terminate().success());
+    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+    assert!(log.contains("allow_private_endpoints=false"), "{log}");
+
+    // The same request to `cairn serve` is accepted.
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[("CAIRN_ADMIN_TOKEN", admin.clone())]);
+    server.wait_ready(dir.path()).await;
+    let org = server
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/organizations",
+            &admin,
+            Some(&json!({ "slug": "acme", "name": "A" })),
+        )
+        .await;
+    let org = org.expect(201)["id"].as_str().unwrap().to_owned();
+    server
+        .send(
+            reqwest::Method::POST,
+            &format!("/api/v1/organizations/{org}/backups/targets"),
+            &admin,
+            Some(&target),
+        )
+        .await
+        .expect(201);
+    assert!(server.terminate().success());
+    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+    assert!(log.contains("allow_private_endpoints=true"), "{log}");
 }

@@ -61,6 +61,9 @@ pub(crate) async fn seed(app: &TestApp, seed: Seed<'_>) -> Uuid {
         trigger: Set("manual".into()),
         kind: Set(Some("generic".into())),
         manifest: Set(None),
+        suspicious: Set(false),
+        suspicious_reason: Set(None),
+        accepted_at: Set(None),
     }
     .insert(&app.cairn.db)
     .await

@@ -27,13 +27,13 @@ use crate::storage::{env, unique};
 
 /// One request a receiver got.
 #[derive(Clone, Debug)]
-struct Received {
+pub(crate) struct Received {
     headers: HashMap<String, String>,
     body: Vec<u8>,
 }
 
 impl Received {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).expect("a JSON body")
     }
 }
@@ -46,8 +46,8 @@ struct ReceiverState {
 }
 
 /// An HTTP server on 127.0.0.1 that records every request.
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     state: Arc<ReceiverState>,
     handle: actix_web::dev::ServerHandle,
 }
@@ -100,7 +100,7 @@ async fn record(
 
 impl Receiver {
     /// Answers `script` in order, then 200.
-    async fn start(script: Vec<u16>) -> Receiver {
+    pub(crate) async fn start(script: Vec<u16>) -> Receiver {
         let state = Arc::new(ReceiverState {
             requests: Mutex::new(Vec::new()),
             script: Mutex::new(script),
@@ -126,7 +126,7 @@ impl Receiver {
         }
     }
 
-    fn requests(&self) -> Vec<Received> {
+    pub(crate) fn requests(&self) -> Vec<Received> {
         self.state.requests.lock().unwrap().clone()
     }
 }

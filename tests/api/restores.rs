@@ -835,3 +835,164 @@ async fn a_lost_restore_is_reaped() {
     let again = f.restore_to_end(&id, json!({})).await;
     assert_eq!(again["status"], "success", "{again}");
 }
+
+/// Where the test kills the worker during a restore's swap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KillPoint {
+    /// Old entries are being moved aside.
+    MovingAside,
+    /// Every old entry is aside; restored ones are moving in.
+    MovingIn,
+    /// Every restored entry is in; the old ones are being deleted.
+    Deleting,
+}
+
+fn count_entries(dir: &Path) -> Option<usize> {
+    std::fs::read_dir(dir).ok().map(|entries| entries.count())
+}
+
+/// The swap's journal and directories beside `_data`, for restore `id`.
+struct SwapFiles {
+    journal: PathBuf,
+    aside: PathBuf,
+    staging: PathBuf,
+}
+
+impl SwapFiles {
+    fn of(data: &Path, id: &str) -> SwapFiles {
+        let holder = data.parent().unwrap();
+        SwapFiles {
+            journal: holder.join(format!(".cairn-swap-{id}.json")),
+            aside: holder.join(format!(".cairn-replaced-{id}")),
+            staging: holder.join(format!(".cairn-restore-{id}")),
+        }
+    }
+
+    fn phase(&self) -> Option<String> {
+        let bytes = std::fs::read(&self.journal).ok()?;
+        let journal: Value = serde_json::from_slice(&bytes).ok()?;
+        journal["phase"].as_str().map(str::to_owned)
+    }
+
+    /// Whether the swap is at `point` now.
+    fn at(&self, point: KillPoint, total: usize) -> bool {
+        match (point, self.phase().as_deref()) {
+            (KillPoint::MovingAside, Some("aside")) => {
+                count_entries(&self.aside).is_some_and(|n| n > 1000 && n < total / 2)
+            }
+            (KillPoint::MovingIn, Some("in")) => {
+                count_entries(&self.staging).is_some_and(|n| n > total / 2 && n < total - 1000)
+            }
+            (KillPoint::Deleting, Some("in")) => !self.staging.exists() && self.aside.exists(),
+            _ => false,
+        }
+    }
+}
+
+/// The changed volume (1000 files removed, 1000 added), made once.
+fn changed_volume(data: &Path) {
+    if data.join("later-0000").exists() {
+        return;
+    }
+    for i in 0..1000 {
+        std::fs::remove_file(data.join(format!("f{i:06}"))).unwrap();
+        std::fs::write(data.join(format!("later-{i:04}")), b"later").unwrap();
+    }
+}
+
+/// A `cairn worker` killed with SIGKILL while it swaps a volume of 120 000
+/// entries — moving the old ones aside, moving the restored ones in, and
+/// deleting the old ones: after the reaper settles the swap from its
+/// journal, the volume is exactly the old tree (rolled back) or exactly the
+/// restored one (completed), the record says which, and nothing is left
+/// beside `_data`.
+#[tokio::test]
+async fn a_restore_killed_mid_swap_leaves_one_tree() {
+    const ENTRIES: usize = 120_000;
+    let f = fixture(Backend::Postgres, "acme").await;
+    let data = f.volume_dir("shop", "blue", "data");
+    for i in 0..ENTRIES {
+        std::fs::write(data.join(format!("f{i:06}")), i.to_string()).unwrap();
+    }
+    let app_id = f
+        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
+        .await;
+    let job = f
+        .create_job(
+            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id],
+                            "keepLast": 1, "compression": "none" }),
+        )
+        .await;
+    let record = f.run_to_end(&job).await;
+    assert_eq!(record["status"], "success", "{record}");
+    let backup_id = record["id"].as_str().unwrap().to_owned();
+    let backed_up = describe(&data);
+    let lease_seconds = 2;
+
+    for point in [
+        KillPoint::MovingAside,
+        KillPoint::MovingIn,
+        KillPoint::Deleting,
+    ] {
+        changed_volume(&data);
+        let before = describe(&data);
+        assert_ne!(before, backed_up);
+        let requested = f
+            .request_restore(
+                &backup_id,
+                json!({ "confirm": backup_id, "safetyBackup": false }),
+            )
+            .await;
+        let restore_id = requested.expect(202)["id"].as_str().unwrap().to_owned();
+        let files = SwapFiles::of(&data, &restore_id);
+        let mut child = crate::backups::cairn_process(
+            &f,
+            "worker",
+            &[],
+            &[("CAIRN_WORKER__LEASE_SECONDS", lease_seconds.to_string())],
+        );
+        let started = std::time::Instant::now();
+        while !files.at(point, ENTRIES) {
+            assert!(
+                started.elapsed() < Duration::from_secs(180),
+                "{point:?} was never reached: {}",
+                f.restore(&restore_id).await
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(files.journal.exists(), "{point:?}: killed mid-swap");
+
+        // The reaper (here, an in-process worker's) settles it once the
+        // lease has expired.
+        tokio::time::sleep(Duration::from_secs(lease_seconds + 1)).await;
+        drain(&worker(&f.app, Duration::from_secs(30))).await;
+        let reaped = f.restore(&restore_id).await;
+        assert_eq!(reaped["status"], "failed", "{reaped}");
+        assert_eq!(reaped["errorCode"], "worker_lost", "{reaped}");
+        let (swap, tree, says) = match point {
+            KillPoint::MovingAside => ("rolled_back", &before, "rolled back"),
+            _ => ("completed", &backed_up, "was completed"),
+        };
+        assert_eq!(reaped["summary"]["swap"], swap, "{point:?}: {reaped}");
+        assert!(
+            reaped["errorMessage"].as_str().unwrap().contains(says),
+            "{reaped}"
+        );
+        assert!(
+            &describe(&data) == tree,
+            "{point:?}: the volume is not exactly the {} tree",
+            if swap == "completed" {
+                "restored"
+            } else {
+                "old"
+            }
+        );
+        let beside: Vec<String> = std::fs::read_dir(data.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(beside, ["_data"], "{point:?}");
+    }
+}

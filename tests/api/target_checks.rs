@@ -476,7 +476,10 @@ async fn endpoints_are_checked_against_the_address_policy(backend: Backend) {
     .await
     .expect(201);
 
-    let app = spawn_app_with(backend, |config| config.allow_private_endpoints = false).await;
+    let app = spawn_app_with(backend, |config| {
+        config.allow_private_endpoints = Some(false)
+    })
+    .await;
     let org = app.org("acme").await;
     let path = org.path("/backups/targets");
     app.post(

@@ -216,20 +216,23 @@ async fn every_target_type_validates_its_config(backend: Backend) {
     assert!(!reply.text.contains("OPENSSH PRIVATE KEY"));
     assert_eq!(created["config"]["port"], 22);
     assert_eq!(created["config"]["privateKeySet"], true);
-    // Removing the key falls back to the agent.
+    // An organization's target cannot fall back to the server's SSH agent:
+    // removing its key is refused; omitting it keeps the stored one.
+    let target_path = org.path(&format!(
+        "/backups/targets/{}",
+        created["id"].as_str().unwrap()
+    ));
     let mut without_key = ssh(json!(""));
     without_key["config"]["port"] = json!(2222);
-    let updated = app
-        .put(
-            &org.path(&format!(
-                "/backups/targets/{}",
-                created["id"].as_str().unwrap()
-            )),
-            &org.admin,
-            &without_key,
-        )
-        .await;
-    assert_eq!(updated.expect(200)["config"]["privateKeySet"], false);
+    app.put(&target_path, &org.admin, &without_key)
+        .await
+        .expect_field_error(422, "config.privateKey");
+    without_key["config"]
+        .as_object_mut()
+        .unwrap()
+        .remove("privateKey");
+    let updated = app.put(&target_path, &org.admin, &without_key).await;
+    assert_eq!(updated.expect(200)["config"]["privateKeySet"], true);
     assert_eq!(updated.body["config"]["port"], 2222);
 
     let mut b2 = s3_target("b2", SECRET);

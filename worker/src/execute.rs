@@ -12,8 +12,9 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use cairn_core::apps::{exclude_patterns_of, PostgresSettings};
+use cairn_core::apps::{exclude_patterns_of, PostgresSettings, Slot};
 use cairn_core::archive::{self, ArchiveError, Compression, TarOptions};
+use cairn_core::directories::{self, Directory};
 use cairn_core::dump::{self, DumpOptions};
 use cairn_core::encryption::{self, Recipients};
 use cairn_core::history::BackupStatus;
@@ -143,7 +144,34 @@ pub(crate) async fn run_backup(
                 "info",
                 format!("stored {} bytes, sha256 {}", stored.size, stored.sha256),
             );
+            // A sharp shrink (an exclude of everything, a volume emptied by
+            // mistake or malice) still succeeds, but must not push the real
+            // backups out of retention.
+            let suspicious = match cairn_core::history::shrink_reason(
+                &worker.cairn.db,
+                &attempt.model,
+                &stored.manifest,
+                worker.cairn.config.suspicious_shrink_fraction,
+            )
+            .await
+            {
+                Ok(reason) => reason,
+                Err(error) => {
+                    tracing::warn!(backup_id = %id, error = format!("{error:#}"), "comparing with the previous backup failed");
+                    None
+                }
+            };
+            if let Some(reason) = &suspicious {
+                attempt.note(
+                    "warn",
+                    format!(
+                        "suspicious: {reason}; it does not count toward retention until an admin accepts it"
+                    ),
+                );
+            }
             let changes = backup::ActiveModel {
+                suspicious: ActiveValue::Set(suspicious.is_some()),
+                suspicious_reason: ActiveValue::Set(suspicious),
                 status: ActiveValue::Set(BackupStatus::Success.as_str().to_owned()),
                 archive_size: ActiveValue::Set(Some(stored.size as i64)),
                 sha256: ActiveValue::Set(Some(stored.sha256.clone())),
@@ -252,40 +280,51 @@ pub fn timestamp_name(time: DateTime<Utc>) -> String {
     time.format("%Y-%m-%dT%H-%M-%S-%3fZ").to_string()
 }
 
-/// Where a volume's data is: the directory of the slot last deployed, then
-/// the other one's (blue first when no deploy is on record). Only real
-/// directories count (a symlink is not followed).
+/// Where a volume's data is, among the directories recorded for it when it
+/// was saved: the slot last deployed first, then the other one (blue first
+/// when no deploy is on record). Only real directories count (a symlink is
+/// not followed).
 pub fn resolve_volume(
     root: &Path,
-    app: &str,
-    volume: &str,
+    directories: &[Directory],
     deployed_slot: Option<&str>,
 ) -> Result<(PathBuf, &'static str), Failure> {
-    let path_of = |slot: &str| root.join(format!("{app}-{slot}_{volume}")).join("_data");
-    // The slot of the app's last deploy holds its live data; without a
-    // deploy on record, blue goes first.
-    let mut candidates = [("blue", path_of("blue")), ("green", path_of("green"))];
-    if deployed_slot == Some("green") {
-        candidates.swap(0, 1);
+    match directories::locate(root, directories, deployed_slot.and_then(Slot::parse)) {
+        Some(found) if found.exists => Ok((found.data, found.slot.as_str())),
+        _ => Err(Failure::new(
+            "volume_not_found",
+            format!(
+                "neither {} exists",
+                directories::describe(root, directories)
+            ),
+        )),
     }
-    for (slot, path) in &candidates {
-        let parent_ok = path
-            .parent()
-            .and_then(|p| std::fs::symlink_metadata(p).ok())
-            .is_some_and(|m| m.is_dir());
-        let data_ok = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
-        if parent_ok && data_ok {
-            return Ok((path.clone(), slot));
-        }
+}
+
+/// Refuses a volume an upgrade found sharing its directory with an earlier
+/// volume; loads its directories otherwise.
+pub(crate) async fn volume_directories(
+    db: &sea_orm::DatabaseConnection,
+    volume: &volume::Model,
+) -> Result<Vec<Directory>, Failure> {
+    if volume.conflict {
+        return Err(Failure::new(
+            "volume_conflict",
+            "the volume's directory was also resolved by an earlier volume when Cairn was upgraded; \
+             it is not read or written until a deploy or save gives it a directory of its own \
+             (the operator's volume_name_template should include {org})",
+        ));
     }
-    Err(Failure::new(
-        "volume_not_found",
-        format!(
-            "neither {} nor {} exists",
-            candidates[0].1.display(),
-            candidates[1].1.display()
-        ),
-    ))
+    let found = directories::of_volume(db, volume.id)
+        .await
+        .map_err(internal)?;
+    if found.is_empty() {
+        return Err(Failure::new(
+            "volume_conflict",
+            "the volume has no directory recorded; save the app or deploy it again",
+        ));
+    }
+    Ok(found)
 }
 
 /// How a backup is written: its job's settings.
@@ -303,6 +342,8 @@ struct Context {
     volume: volume::Model,
     /// `blue` or `green`: the slot of the app's last deploy.
     deployed_slot: Option<String>,
+    /// Where the volume's data may be (resolved when it was saved).
+    directories: Vec<Directory>,
 }
 
 async fn context(worker: &Worker, model: &backup::Model) -> Result<Context, Failure> {
@@ -388,12 +429,19 @@ async fn context(worker: &Worker, model: &backup::Model) -> Result<Context, Fail
             })?;
         deployed_slot = app.last_deploy_slot;
     }
+    // Only file volumes have directories; a dump reads its database.
+    let directories = if volume.kind == "postgres" {
+        Vec::new()
+    } else {
+        volume_directories(db, &volume).await?
+    };
     Ok(Context {
         organization,
         settings,
         target,
         volume,
         deployed_slot,
+        directories,
     })
 }
 
@@ -458,8 +506,7 @@ async fn perform(
     } else {
         let (directory, slot) = resolve_volume(
             &cairn.config.volume_root,
-            &attempt.model.app_name,
-            &attempt.model.volume_name,
+            &context.directories,
             context.deployed_slot.as_deref(),
         )?;
         Source::Tar {
@@ -567,6 +614,9 @@ async fn perform(
     tracing::info!(backup_id = %attempt.model.id, "{}", attempt.log.last().map(|l| l.message.as_str()).unwrap_or_default());
     let key = ObjectKey::parse(&path).map_err(internal)?;
 
+    if let Some((code, message)) = storage::refusal(cairn, &context.target) {
+        return Err(Failure::new(code, message));
+    }
     let storage = storage::open(cairn, &context.target, Purpose::Transfer).map_err(internal)?;
     *written = Some((storage.clone(), path.clone()));
     let mut manifest = json!({
@@ -655,7 +705,9 @@ async fn perform(
         Source::Dump { settings, password } => {
             let program = cairn.config.pg_dump.clone();
             let (pg_dump_line, pg_dump_major) = dump::pg_dump_version(&program).await?;
-            let (server_version, server_major) = dump::server_version(&settings, &password).await?;
+            let hostaddr = dump::resolve_host(&storage::address_policy(cairn), &settings).await?;
+            let (server_version, server_major) =
+                dump::server_version(&settings, hostaddr, &password).await?;
             if pg_dump_major < server_major {
                 return Err(Failure::new(
                     "pg_dump_too_old",
@@ -673,6 +725,7 @@ async fn perform(
             let (stream, summary) = dump::dump_stream(DumpOptions {
                 program,
                 settings: settings.clone(),
+                hostaddr,
                 password,
                 encryption: recipients.clone(),
             });
@@ -745,6 +798,7 @@ async fn perform(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cairn_core::directories::VolumeNameTemplate;
     use chrono::TimeZone;
 
     #[test]
@@ -756,28 +810,24 @@ mod tests {
     #[test]
     fn volumes_resolve_blue_then_green() {
         let root = tempfile_dir();
-        let missing = resolve_volume(&root, "shop", "data", None).unwrap_err();
+        let directories = VolumeNameTemplate::default().resolve("acme", "shop", "data");
+        let missing = resolve_volume(&root, &directories, None).unwrap_err();
         assert_eq!(missing.code, "volume_not_found");
         assert!(missing.message.contains("shop-blue_data/_data"));
         assert!(missing.message.contains("shop-green_data/_data"));
         std::fs::create_dir_all(root.join("shop-green_data/_data")).unwrap();
         assert_eq!(
-            resolve_volume(&root, "shop", "data", None).unwrap().1,
+            resolve_volume(&root, &directories, None).unwrap().1,
             "green"
         );
         std::fs::create_dir_all(root.join("shop-blue_data/_data")).unwrap();
-        assert_eq!(
-            resolve_volume(&root, "shop", "data", None).unwrap().1,
-            "blue"
-        );
+        assert_eq!(resolve_volume(&root, &directories, None).unwrap().1, "blue");
         // The slot last deployed goes first.
-        let deployed = resolve_volume(&root, "shop", "data", Some("green")).unwrap();
+        let deployed = resolve_volume(&root, &directories, Some("green")).unwrap();
         assert_eq!(deployed.1, "green");
         assert!(deployed.0.ends_with("shop-green_data/_data"));
         assert_eq!(
-            resolve_volume(&root, "shop", "data", Some("blue"))
-                .unwrap()
-                .1,
+            resolve_volume(&root, &directories, Some("blue")).unwrap().1,
             "blue"
         );
         std::fs::remove_dir_all(&root).unwrap();

@@ -27,17 +27,51 @@ fn lease_until(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
 /// A table whose rows are claimed by workers under a lease: `backups` and
 /// `restores` share the columns `id`, `status`, `attempt`, `lease_owner`,
 /// `lease_expires_at`, `created_at` and `started_at`.
-pub trait Leased: EntityTrait + Default {}
+pub trait Leased: EntityTrait + Default {
+    /// What else a pending row must satisfy to be claimed now (SQL on the
+    /// row's own table, by name).
+    fn claimable() -> Option<&'static str> {
+        None
+    }
+}
 
-impl Leased for backup::Entity {}
-impl Leased for cairn_entity::restore::Entity {}
+/// A backup and a restore of one volume never overlap: a backup waits while
+/// a restore (not a dry run) into its volume is pending or running...
+impl Leased for backup::Entity {
+    fn claimable() -> Option<&'static str> {
+        Some(
+            "NOT EXISTS (SELECT 1 FROM restores r WHERE r.status IN ('pending', 'running') \
+             AND r.dry_run = FALSE AND r.app_id = backups.app_id \
+             AND r.volume_name = backups.volume_name)",
+        )
+    }
+}
+
+/// ...and a restore waits for a running backup of its destination (its own
+/// safety backup aside, which it takes itself). A dry run writes nothing
+/// and waits for nothing.
+impl Leased for cairn_entity::restore::Entity {
+    fn claimable() -> Option<&'static str> {
+        Some(
+            "(restores.dry_run = TRUE OR NOT EXISTS (SELECT 1 FROM backups b \
+             WHERE b.status = 'running' AND b.trigger <> 'safety' \
+             AND b.app_id = restores.app_id AND b.volume_name = restores.volume_name))",
+        )
+    }
+}
+
+/// The advisory lock every claim takes on PostgreSQL, so that claims of
+/// backups and restores run one at a time and each sees the previous one
+/// committed (two concurrent claims could otherwise each miss the other's
+/// row: write skew).
+const CLAIM_LOCK: i64 = 0x6361_6972_6e01;
 
 fn column(name: &'static str) -> Alias {
     Alias::new(name)
 }
 
-/// Claims the oldest pending row: `running`, next attempt, leased to
-/// `owner`. On PostgreSQL the candidate row is locked with `FOR UPDATE SKIP
+/// Claims the oldest pending row that [`Leased::claimable`] allows:
+/// `running`, next attempt, leased to `owner`. On PostgreSQL the candidate row is locked with `FOR UPDATE SKIP
 /// LOCKED`, so concurrent claimers take different rows; on SQLite (one
 /// writer at a time) the update's `status = 'pending'` condition is the
 /// guard. Either way a row is claimed by one worker only.
@@ -47,15 +81,21 @@ fn column(name: &'static str) -> Alias {
 /// LOCKED each run skips the row the previous one locked, so one claim
 /// could take several rows.
 pub(crate) async fn claim<E: Leased>(
-    db: &impl ConnectionTrait,
+    db: &sea_orm::DatabaseConnection,
     owner: &str,
     lease: Duration,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Option<E::Model>> {
-    let candidate = Query::select()
+    use sea_orm::TransactionTrait;
+    let mut candidate = Query::select()
         .column(column("id"))
         .from(E::default())
         .and_where(Expr::col(column("status")).eq(BackupStatus::Pending.as_str()))
+        .to_owned();
+    if let Some(condition) = E::claimable() {
+        candidate.and_where(Expr::cust(condition));
+    }
+    let candidate = candidate
         .order_by(column("created_at"), sea_orm::Order::Asc)
         .order_by(column("id"), sea_orm::Order::Asc)
         .limit(1)
@@ -77,9 +117,15 @@ pub(crate) async fn claim<E: Leased>(
             None,
             Box::new(SubQueryStatement::SelectStatement(candidate)),
         )))
-        .filter(Expr::col(column("status")).eq(BackupStatus::Pending.as_str()))
-        .exec_with_returning(db)
-        .await?;
+        .filter(Expr::col(column("status")).eq(BackupStatus::Pending.as_str()));
+    // SQLite has one writer at a time; PostgreSQL takes turns by the lock.
+    let txn = db.begin().await?;
+    if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
+        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({CLAIM_LOCK})"))
+            .await?;
+    }
+    let claimed = claimed.exec_with_returning(&txn).await?;
+    txn.commit().await?;
     Ok(claimed.into_iter().next())
 }
 

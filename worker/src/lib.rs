@@ -29,6 +29,7 @@ mod execute;
 pub mod lease;
 mod prune;
 mod restore;
+mod swap;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +42,7 @@ use cairn_core::config::WorkerConfig;
 use cairn_core::Cairn;
 
 pub use lease::reap;
+pub use prune::prune;
 
 /// Settings of a worker.
 #[derive(Clone, Debug)]
@@ -106,6 +108,16 @@ impl Worker {
                 error = format!("{error:#}"),
                 "reaping expired leases failed"
             );
+        }
+        // Swaps of restores that died on this machine are settled before
+        // any backup reads their volumes.
+        match restore::recover_swaps(&self.cairn).await {
+            Ok(0) => {}
+            Ok(settled) => tracing::warn!(settled, "settled unfinished restore swaps"),
+            Err(error) => tracing::warn!(
+                error = format!("{error:#}"),
+                "settling unfinished restore swaps failed"
+            ),
         }
         let loops: Vec<_> = (0..self.options.concurrency)
             .map(|_| {

@@ -23,7 +23,7 @@
 //! --single-transaction`: the database ends up restored, or unchanged.
 
 use std::io::{Read, Seek};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 use futures::FutureExt;
@@ -35,7 +35,8 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use cairn_core::apps::PostgresSettings;
+use cairn_core::apps::{PostgresSettings, Slot};
+use cairn_core::directories;
 use cairn_core::extract::{self, ExtractError};
 use cairn_core::history::{BackupStatus, LogLine};
 use cairn_core::notifications::{self, Subject};
@@ -45,8 +46,9 @@ use cairn_core::storage::Cancellation;
 use cairn_core::stored::{self, Checked, PgRestore, ReadError};
 use cairn_entity::{app, backup, backup_run, restore, volume};
 
-use crate::execute::{self, download_failure, internal, resolve_volume, Failure};
+use crate::execute::{self, download_failure, internal, Failure};
 use crate::lease::{self, line};
+use crate::swap;
 use crate::Worker;
 
 /// Room above the manifest's tar size that extraction allows (the tar
@@ -153,6 +155,8 @@ pub(crate) async fn run_restore(
 struct Destination {
     app: app::Model,
     volume: volume::Model,
+    /// Where a file volume's data may be (empty for a database).
+    directories: Vec<cairn_core::directories::Directory>,
 }
 
 async fn destination(worker: &Worker, model: &restore::Model) -> Result<Destination, Failure> {
@@ -181,7 +185,16 @@ async fn destination(worker: &Worker, model: &restore::Model) -> Result<Destinat
         .await
         .map_err(internal)?
         .ok_or_else(missing)?;
-    Ok(Destination { app, volume })
+    let directories = if volume.kind == "postgres" {
+        Vec::new()
+    } else {
+        execute::volume_directories(db, &volume).await?
+    };
+    Ok(Destination {
+        app,
+        volume,
+        directories,
+    })
 }
 
 async fn perform(
@@ -376,40 +389,26 @@ impl Restore<'_> {
     ) -> Result<Value, Failure> {
         let cairn = &self.worker.cairn;
         let dry_run = attempt.model.dry_run;
-        let app_name = &self.destination.app.name;
-        let volume_name = &self.destination.volume.name;
-        let deployed_slot = self.destination.app.last_deploy_slot.as_deref();
-        let (data, slot, exists) = match resolve_volume(
+        let deployed_slot = self
+            .destination
+            .app
+            .last_deploy_slot
+            .as_deref()
+            .and_then(Slot::parse);
+        // A volume that does not exist yet is created in the slot last
+        // deployed (blue without a deploy on record).
+        let located = directories::locate(
             &cairn.config.volume_root,
-            app_name,
-            volume_name,
+            &self.destination.directories,
             deployed_slot,
-        ) {
-            Ok((data, slot)) => (data, slot, true),
-            // A volume that does not exist yet is created in the slot
-            // last deployed (blue without a deploy on record).
-            Err(_) => {
-                let slot = if deployed_slot == Some("green") {
-                    "green"
-                } else {
-                    "blue"
-                };
-                (
-                    cairn
-                        .config
-                        .volume_root
-                        .join(format!("{app_name}-{slot}_{volume_name}"))
-                        .join("_data"),
-                    slot,
-                    false,
-                )
-            }
-        };
+        )
+        .ok_or_else(|| internal("the destination has no directory recorded"))?;
+        let (data, slot, exists) = (located.data, located.slot.as_str(), located.exists);
         let holder = data
             .parent()
             .ok_or_else(|| internal("a volume directory has no parent"))?
             .to_path_buf();
-        let staging = holder.join(format!(".cairn-restore-{}", attempt.model.id));
+        let staging = swap::staging_dir(&data, attempt.model.id).map_err(internal)?;
         if dry_run {
             attempt.note(
                 "info",
@@ -429,16 +428,35 @@ impl Restore<'_> {
                     if exists {
                         ""
                     } else {
-                        "; neither slot exists, so the blue one is created"
+                        "; no directory of the volume exists, so this one is created"
                     }
                 ),
             );
-            prepare_staging(&holder, &staging).map_err(|e| {
+            let (prepared_holder, prepared_staging) = (holder.clone(), staging.clone());
+            let recovered = tokio::task::spawn_blocking(move || {
+                prepare_staging(&prepared_holder, &prepared_staging)
+            })
+            .await
+            .map_err(internal)?
+            .map_err(|e| {
                 Failure::new(
                     "restore_failed",
                     format!("preparing {}: {e}", staging.display()),
                 )
             })?;
+            for settled in recovered {
+                attempt.note(
+                    "warn",
+                    format!(
+                        "restore {} had died mid-swap: {}",
+                        settled.restore_id,
+                        settled.settled.describe(&settled.data)
+                    ),
+                );
+                record_settled(cairn, &settled, Utc::now())
+                    .await
+                    .map_err(internal)?;
+            }
         }
 
         let Input {
@@ -513,8 +531,8 @@ impl Restore<'_> {
             );
         }
 
-        let (swap_data, swap_staging) = (data.clone(), staging.clone());
-        let swapped = tokio::task::spawn_blocking(move || swap(&swap_data, &swap_staging))
+        let (swap_data, restore_id) = (data.clone(), attempt.model.id);
+        let swapped = tokio::task::spawn_blocking(move || swap::swap(&swap_data, restore_id))
             .await
             .map_err(internal)?;
         match swapped {
@@ -608,6 +626,20 @@ impl Restore<'_> {
             settings.database, settings.host, settings.port
         );
         let program = cairn.config.pg_restore.clone();
+        // Checked once, before the safety backup and pg_restore: the address
+        // connected to is the one the policy allowed.
+        let hostaddr = if dry_run {
+            None
+        } else {
+            Some(
+                cairn_core::dump::resolve_host(
+                    &cairn_core::storage::address_policy(cairn),
+                    &settings,
+                )
+                .await
+                .map_err(Failure::from)?,
+            )
+        };
         if !dry_run && attempt.model.safety_backup {
             self.safety_backup(attempt).await?;
         }
@@ -627,6 +659,7 @@ impl Restore<'_> {
             } else {
                 PgRestore::Into {
                     settings: &settings,
+                    hostaddr,
                     password: password.as_ref(),
                 }
             };
@@ -736,6 +769,9 @@ impl Restore<'_> {
             trigger: Set(Trigger::Safety.as_str().to_owned()),
             kind: Set(None),
             manifest: Set(None),
+            suspicious: Set(false),
+            suspicious_reason: Set(None),
+            accepted_at: Set(None),
         }
         .insert(&cairn.db)
         .await
@@ -796,20 +832,131 @@ impl Restore<'_> {
 }
 
 /// Creates `holder` (the slot's directory) when missing and an empty
-/// staging directory in it, removing what restores that died left behind.
-fn prepare_staging(holder: &Path, staging: &Path) -> std::io::Result<()> {
+/// staging directory in it, first settling what restores that died left
+/// behind (an unfinished swap is completed or rolled back from its
+/// journal; staging directories are removed). One restore at a time writes
+/// a destination (a partial unique index), so anything found here belongs
+/// to a restore that is no longer running.
+fn prepare_staging(holder: &Path, staging: &Path) -> std::io::Result<Vec<swap::Recovered>> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::create_dir_all(holder)?;
-    for entry in std::fs::read_dir(holder)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        // One restore at a time writes a destination (an index), so a
-        // staging directory found here belongs to a restore that died.
-        if name.to_string_lossy().starts_with(".cairn-restore-") && entry.file_type()?.is_dir() {
-            std::fs::remove_dir_all(entry.path())?;
+    let recovered = swap::recover(holder)?;
+    std::fs::DirBuilder::new().mode(0o700).create(staging)?;
+    Ok(recovered)
+}
+
+/// Writes on the record of a restore that died mid-swap how its swap was
+/// settled: a log line, the summary's `swap` (`rolled_back` or
+/// `completed`), and, once it is failed, its message.
+pub(crate) async fn record_settled(
+    cairn: &cairn_core::Cairn,
+    recovered: &swap::Recovered,
+    now: chrono::DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let Some(model) = restore::Entity::find_by_id(recovered.restore_id)
+        .one(&cairn.db)
+        .await?
+    else {
+        return Ok(());
+    };
+    let message = recovered.settled.describe(&recovered.data);
+    let mut log: Vec<LogLine> = serde_json::from_value(model.log.clone()).unwrap_or_default();
+    log.push(LogLine {
+        at: now,
+        ..line(
+            "warn",
+            format!("recovered after the worker died: {message}"),
+        )
+    });
+    let mut summary = model.summary.clone().unwrap_or_else(|| json!({}));
+    if let Some(object) = summary.as_object_mut() {
+        object.insert("swap".into(), json!(recovered.settled));
+    }
+    let mut update = restore::ActiveModel {
+        log: ActiveValue::Set(serde_json::to_value(log)?),
+        summary: ActiveValue::Set(Some(summary)),
+        ..Default::default()
+    };
+    if model.status == RestoreStatus::Failed.as_str() {
+        update.error_message = ActiveValue::Set(Some(format!(
+            "{}; {message}",
+            model.error_message.as_deref().unwrap_or("the worker died")
+        )));
+    }
+    restore::Entity::update_many()
+        .set(update)
+        .filter(restore::Column::Id.eq(model.id))
+        .exec(&cairn.db)
+        .await?;
+    Ok(())
+}
+
+/// The directories (parents of `_data`) a restore's destination may be in.
+async fn destination_holders(
+    cairn: &cairn_core::Cairn,
+    model: &restore::Model,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let Some(app_id) = model.app_id else {
+        return Ok(Vec::new());
+    };
+    let Some(volume) = volume::Entity::find()
+        .filter(volume::Column::AppId.eq(app_id))
+        .filter(volume::Column::Name.eq(&model.volume_name))
+        .one(&cairn.db)
+        .await?
+    else {
+        return Ok(Vec::new());
+    };
+    Ok(directories::of_volume(&cairn.db, volume.id)
+        .await?
+        .into_iter()
+        .map(|d| cairn.config.volume_root.join(d.name))
+        .collect())
+}
+
+/// Settles, at a worker's start, the swaps that restores which died on
+/// this machine left unfinished and that no reaper here has settled (one
+/// on another machine may have failed the record without the files).
+/// Restores still `running` are left to the reaper, which settles them once
+/// their lease has expired.
+pub(crate) async fn recover_swaps(cairn: &cairn_core::Cairn) -> anyhow::Result<usize> {
+    let root = cairn.config.volume_root.clone();
+    let found = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<(PathBuf, Uuid)>> {
+        let mut found = Vec::new();
+        let entries = match std::fs::read_dir(&root) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+            Err(error) => return Err(error),
+        };
+        for entry in entries {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                for id in swap::journals_in(&entry.path())? {
+                    found.push((entry.path(), id));
+                }
+            }
+        }
+        Ok(found)
+    })
+    .await??;
+    let mut settled = 0;
+    for (holder, id) in found {
+        let running = restore::Entity::find_by_id(id)
+            .one(&cairn.db)
+            .await?
+            .is_some_and(|r| r.status == RestoreStatus::Running.as_str());
+        if running {
+            continue;
+        }
+        let recovered =
+            tokio::task::spawn_blocking(move || swap::recover_one(&holder, id)).await??;
+        if let Some(recovered) = recovered {
+            tracing::warn!(restore_id = %id, "{}", recovered.settled.describe(&recovered.data));
+            record_settled(cairn, &recovered, Utc::now()).await?;
+            settled += 1;
         }
     }
-    std::fs::DirBuilder::new().mode(0o700).create(staging)
+    Ok(settled)
 }
 
 /// Removes the staging directory, and the slot's directory when this
@@ -823,71 +970,6 @@ fn discard(staging: &Path, holder: &Path, existed: bool) {
     if !existed {
         let _ = std::fs::remove_dir(holder);
     }
-}
-
-/// Replaces the entries of `data` (created when missing) with those of
-/// `staging`: the old ones are moved aside into a sibling directory, the
-/// new ones moved in, both by rename; a failed rename moves everything back.
-/// The staged data is flushed to disk first. Returns how many old entries
-/// were replaced.
-fn swap(data: &Path, staging: &Path) -> std::io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::DirBuilderExt;
-    let holder = data
-        .parent()
-        .ok_or_else(|| std::io::Error::other("the volume directory has no parent"))?;
-    let staged = std::fs::File::open(staging)?;
-    // SAFETY: a valid descriptor; syncfs flushes the file system it is on.
-    if unsafe { libc::syncfs(staged.as_raw_fd()) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    match std::fs::DirBuilder::new().mode(0o755).create(data) {
-        Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(error) => return Err(error),
-    }
-    let staging_name = staging
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let aside = holder.join(staging_name.replacen(".cairn-restore-", ".cairn-replaced-", 1));
-    std::fs::DirBuilder::new().mode(0o700).create(&aside)?;
-    let names = |dir: &Path| -> std::io::Result<Vec<std::ffi::OsString>> {
-        std::fs::read_dir(dir)?
-            .map(|entry| entry.map(|e| e.file_name()))
-            .collect()
-    };
-    let moved = |from: &Path, to: &Path, names: &[std::ffi::OsString]| -> Result<(), usize> {
-        for (done, name) in names.iter().enumerate() {
-            if std::fs::rename(from.join(name), to.join(name)).is_err() {
-                return Err(done);
-            }
-        }
-        Ok(())
-    };
-    let old = names(data)?;
-    let new = names(staging)?;
-    if let Err(done) = moved(data, &aside, &old) {
-        let _ = moved(&aside, data, &old[..done]);
-        let _ = std::fs::remove_dir(&aside);
-        return Err(std::io::Error::other(format!(
-            "moving the old entries aside failed at {:?}; they were moved back",
-            old[done]
-        )));
-    }
-    if let Err(done) = moved(staging, data, &new) {
-        let _ = moved(data, staging, &new[..done]);
-        let _ = moved(&aside, data, &old);
-        let _ = std::fs::remove_dir(&aside);
-        return Err(std::io::Error::other(format!(
-            "moving the restored entries in failed at {:?}; the old ones were moved back",
-            new[done]
-        )));
-    }
-    std::fs::File::open(data)?.sync_all()?;
-    std::fs::remove_dir(staging)?;
-    std::fs::remove_dir_all(&aside)?;
-    Ok(old.len())
 }
 
 /// Fails restores whose lease expired before `now` with `worker_lost`.
@@ -904,10 +986,29 @@ pub(crate) async fn reap(
         .await?;
     let mut reaped = 0;
     for model in expired {
+        // A swap the dead worker began is settled first (when its journal
+        // is on this machine), so that the record says what the volume holds.
+        let mut settled = None;
+        for holder in destination_holders(cairn, &model).await? {
+            let id = model.id;
+            if let Some(found) =
+                tokio::task::spawn_blocking(move || swap::recover_one(&holder, id)).await??
+            {
+                settled = Some(found);
+            }
+        }
+        let state = match &settled {
+            Some(recovered) => recovered.settled.describe(&recovered.data),
+            None if model.kind.as_deref() == Some("dump") => {
+                "pg_restore runs in one transaction, so the database is unchanged".to_owned()
+            }
+            None => "no swap of the volume's entries was under way on this machine, so the \
+                     destination is unchanged unless the restore ran on another machine; a worker \
+                     starting there settles any swap it left"
+                .to_owned(),
+        };
         let message = format!(
-            "the worker {} stopped renewing its lease (expired at {}); it is presumed dead. \
-             A volume's entries are swapped only as the last step: unless the log says it began, \
-             the destination is unchanged{}",
+            "the worker {} stopped renewing its lease (expired at {}); it is presumed dead. {state}{}",
             model.lease_owner.as_deref().unwrap_or("unknown"),
             model
                 .lease_expires_at
@@ -920,9 +1021,20 @@ pub(crate) async fn reap(
         );
         let mut log: Vec<LogLine> = serde_json::from_value(model.log.clone()).unwrap_or_default();
         log.push(line("error", format!("worker_lost: {message}")));
+        let summary = settled.as_ref().map(|recovered| {
+            let mut summary = model.summary.clone().unwrap_or_else(|| json!({}));
+            if let Some(object) = summary.as_object_mut() {
+                object.insert("swap".into(), json!(recovered.settled));
+            }
+            summary
+        });
         let txn = cairn.db.begin().await?;
         let failed = restore::Entity::update_many()
             .set(restore::ActiveModel {
+                summary: match summary {
+                    Some(summary) => ActiveValue::Set(Some(summary)),
+                    None => ActiveValue::NotSet,
+                },
                 status: ActiveValue::Set(RestoreStatus::Failed.as_str().to_owned()),
                 error_code: ActiveValue::Set(Some("worker_lost".into())),
                 error_message: ActiveValue::Set(Some(message.clone())),
@@ -953,58 +1065,6 @@ pub(crate) async fn reap(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tree(dir: &Path) -> Vec<(String, String)> {
-        let mut found: Vec<(String, String)> = walk(dir, dir);
-        found.sort();
-        found
-    }
-
-    fn walk(root: &Path, dir: &Path) -> Vec<(String, String)> {
-        let mut found = Vec::new();
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            let relative = path.strip_prefix(root).unwrap().display().to_string();
-            if path.is_dir() {
-                found.push((relative, "dir".into()));
-                found.extend(walk(root, &path));
-            } else {
-                found.push((relative, std::fs::read_to_string(&path).unwrap()));
-            }
-        }
-        found
-    }
-
-    #[test]
-    fn a_swap_replaces_the_entries_and_keeps_the_directory() {
-        use std::os::unix::fs::MetadataExt;
-        let root = std::env::temp_dir().join(format!("cairn-swap-{}", Uuid::now_v7()));
-        let data = root.join("app-blue_data/_data");
-        let staging = root.join("app-blue_data/.cairn-restore-x");
-        std::fs::create_dir_all(data.join("old")).unwrap();
-        std::fs::write(data.join("old/a"), "old").unwrap();
-        std::fs::write(data.join("same"), "old").unwrap();
-        std::fs::create_dir_all(staging.join("new")).unwrap();
-        std::fs::write(staging.join("new/b"), "new").unwrap();
-        std::fs::write(staging.join("same"), "new").unwrap();
-        let inode = std::fs::metadata(&data).unwrap().ino();
-        assert_eq!(swap(&data, &staging).unwrap(), 2);
-        assert_eq!(
-            tree(&data),
-            vec![
-                ("new".to_owned(), "dir".to_owned()),
-                ("new/b".to_owned(), "new".to_owned()),
-                ("same".to_owned(), "new".to_owned()),
-            ]
-        );
-        assert_eq!(std::fs::metadata(&data).unwrap().ino(), inode);
-        let left: Vec<_> = std::fs::read_dir(root.join("app-blue_data"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(left, vec![std::ffi::OsString::from("_data")]);
-        std::fs::remove_dir_all(&root).unwrap();
-    }
 
     #[test]
     fn leftover_staging_directories_are_removed() {

@@ -17,6 +17,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(download)),
     )
     .service(
+        web::resource("/api/v1/organizations/{orgId}/backups/history/{backupId}/accept")
+            .route(web::post().to(accept)),
+    )
+    .service(
         web::resource("/api/v1/organizations/{orgId}/backups/history").route(web::get().to(list)),
     )
     .service(
@@ -62,6 +66,31 @@ pub async fn get(
     )
     .await?;
     Ok(HttpResponse::Ok().json(history::get(&cairn, path.org_id, path.backup_id).await?))
+}
+
+/// Accept a suspicious backup as real (admin).
+///
+/// A backup whose content shrank sharply against the previous one of its
+/// series is `suspicious`: it is kept but does not count toward retention.
+/// Accepting it (after checking that the volume really lost that content)
+/// makes it count like any other backup. `409` when it is not suspicious or
+/// was accepted already.
+#[utoipa::path(post, path = "/api/v1/organizations/{orgId}/backups/history/{backupId}/accept", tag = "history", params(OrgBackupPath), responses((status = 200, body = BackupDetailView)))]
+pub async fn accept(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+    path: web::Path<OrgBackupPath>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(
+        &principal,
+        &cairn,
+        path.org_id,
+        Role::Admin,
+        "accepting a suspicious backup",
+    )
+    .await?;
+    let view = history::accept(&cairn, path.org_id, path.backup_id, chrono::Utc::now()).await?;
+    Ok(HttpResponse::Ok().json(view))
 }
 
 /// `?redirect=true` answers with a redirect instead of a URL.

@@ -256,13 +256,14 @@ pub async fn runs_list(
 /// The organization's age public key.
 ///
 /// Archives of jobs with `encryption: age` are encrypted to it (and to the
-/// job's `extraRecipients`). The key pair is created on first use.
+/// job's `extraRecipients`). Reading never creates it: `404` until the
+/// first encrypted backup or an admin's export creates the key pair.
 #[utoipa::path(
     get,
     path = "/api/v1/organizations/{orgId}/backups/encryption-key",
     tag = "jobs",
     params(OrgPath),
-    responses((status = 200, body = EncryptionKeyView))
+    responses((status = 200, body = EncryptionKeyView), (status = 404, description = "No key pair yet, or no such organization"))
 )]
 pub async fn encryption_key(
     Auth(principal): Auth,
@@ -277,7 +278,7 @@ pub async fn encryption_key(
         "reading the encryption key",
     )
     .await?;
-    let view = encryption::public_key(&cairn.db, &cairn.master_key, path.org_id).await?;
+    let view = encryption::public_key(&cairn.db, path.org_id).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 

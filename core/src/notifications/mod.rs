@@ -109,7 +109,13 @@ pub async fn enqueue(
                 .one(db)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("job {} vanished while notifying", run.job_id))?;
-            let Some(event) = payload::run_event(&run, &job) else {
+            let suspicious = cairn_entity::backup::Entity::find()
+                .filter(cairn_entity::backup::Column::RunId.eq(run_id))
+                .filter(cairn_entity::backup::Column::Suspicious.eq(true))
+                .one(db)
+                .await?
+                .is_some();
+            let Some(event) = payload::run_event(&run, &job, suspicious) else {
                 return Ok(0);
             };
             let payload = payload::run_payload(db, &run, &job, event).await?;

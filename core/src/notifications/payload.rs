@@ -36,6 +36,12 @@ pub enum Event {
     /// the job covers no persistent volume (`notifyOnFailure`).
     #[serde(rename = "backup.run.skipped")]
     RunSkipped,
+    /// Every backup of a run succeeded, but at least one shrank sharply
+    /// against the previous backup of its series (`volumes[].suspicious`):
+    /// it does not count toward retention until an admin accepts it. Sent
+    /// when `notifyOnFailure` is on, whatever `notifyOnSuccess` says.
+    #[serde(rename = "backup.run.suspicious")]
+    RunSuspicious,
     /// A restore (or a dry run) failed. Sent to every enabled channel of the
     /// organization, whatever the job's settings.
     #[serde(rename = "restore.failed")]
@@ -52,6 +58,7 @@ impl Event {
             Event::RunSucceeded => "backup.run.succeeded",
             Event::RunMissed => "backup.run.missed",
             Event::RunSkipped => "backup.run.skipped",
+            Event::RunSuspicious => "backup.run.suspicious",
             Event::RestoreFailed => "restore.failed",
             Event::Test => "notification.test",
         }
@@ -63,6 +70,7 @@ impl Event {
             Event::RunSucceeded,
             Event::RunMissed,
             Event::RunSkipped,
+            Event::RunSuspicious,
             Event::RestoreFailed,
             Event::Test,
         ]
@@ -167,6 +175,11 @@ pub struct VolumeResult {
     pub archive_size: Option<u64>,
     #[schema(required = true)]
     pub error: Option<ErrorRef>,
+    /// The backup shrank sharply against the previous one of its series.
+    pub suspicious: bool,
+    /// How it shrank.
+    #[schema(required = true)]
+    pub suspicious_reason: Option<String>,
 }
 
 /// A failure's machine-readable code and its message.
@@ -194,14 +207,21 @@ pub struct RestoreRef {
 }
 
 /// The event a closed run (or an unfired slot) notifies, given the job's
-/// settings; `None` when it notifies nothing.
-pub fn run_event(run: &backup_run::Model, job: &backup_job::Model) -> Option<Event> {
+/// settings and whether one of its backups is suspicious; `None` when it
+/// notifies nothing.
+pub fn run_event(
+    run: &backup_run::Model,
+    job: &backup_job::Model,
+    suspicious: bool,
+) -> Option<Event> {
     use crate::runs::{RunStatus, Trigger};
     if run.trigger == Trigger::Safety.as_str() {
         return None;
     }
     let status = run.status.as_str();
-    let (event, wanted) = if status == RunStatus::Success.as_str() {
+    let (event, wanted) = if status == RunStatus::Success.as_str() && suspicious {
+        (Event::RunSuspicious, job.notify_on_failure)
+    } else if status == RunStatus::Success.as_str() {
         (Event::RunSucceeded, job.notify_on_success)
     } else if status == RunStatus::Failed.as_str() || status == RunStatus::Partial.as_str() {
         (Event::RunFailed, job.notify_on_failure)
@@ -267,6 +287,8 @@ pub async fn run_payload(
             } else {
                 None
             },
+            suspicious: b.suspicious,
+            suspicious_reason: b.suspicious_reason.clone(),
         })
         .collect();
     let failed_count = backups.iter().filter(|b| failed(b)).count() as u32;

@@ -50,6 +50,12 @@ pub fn title(payload: &NotificationPayload) -> String {
                 human_bytes(bytes)
             )
         }
+        Event::RunSuspicious => {
+            let count = payload.volumes.iter().filter(|v| v.suspicious).count();
+            format!(
+                "[Cairn] Backup suspicious: {job} ({org}) - {count} volume(s) shrank sharply; check before accepting"
+            )
+        }
         Event::RunMissed => {
             let count = payload
                 .run
@@ -150,12 +156,16 @@ fn volume_lines(payload: &NotificationPayload) -> Vec<String> {
                 v.app_name, v.volume_name, error.code, error.message
             ),
             None => format!(
-                "{}/{}: {}{}",
+                "{}/{}: {}{}{}",
                 v.app_name,
                 v.volume_name,
                 v.status,
                 v.archive_size
                     .map(|size| format!(", {}", human_bytes(size)))
+                    .unwrap_or_default(),
+                v.suspicious_reason
+                    .as_ref()
+                    .map(|reason| format!(" - suspicious: {reason}"))
                     .unwrap_or_default()
             ),
         })

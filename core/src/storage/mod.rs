@@ -382,16 +382,68 @@ pub async fn read_all(
 /// The address policy of this server.
 pub fn address_policy(cairn: &Cairn) -> AddressPolicy {
     AddressPolicy {
-        allow_private: cairn.config.allow_private_endpoints,
+        allow_private: cairn.config.private_endpoints_allowed(),
     }
 }
 
-/// Opens the storage of a target, with its secrets.
+/// Why a stored target may not be used now, whatever was allowed when it
+/// was saved: `(failure code, message naming the setting)`. Local targets
+/// while `allow_local_backups` is off; an organization's SSH target
+/// without a key of its own (the SSH agent holds the operator's keys and
+/// is for system-level targets only).
+pub fn refusal(cairn: &Cairn, target: &backup_target::Model) -> Option<(&'static str, String)> {
+    match TargetType::parse(&target.target_type)? {
+        TargetType::Local if !cairn.config.allow_local_backups => Some((
+            "local_backups_disabled",
+            "local targets are disabled on this server (allow_local_backups: false, \
+             CAIRN_ALLOW_LOCAL_BACKUPS); use another target"
+                .to_owned(),
+        )),
+        TargetType::Ssh if target.organization_id.is_some() => {
+            let has_key = cairn
+                .master_key
+                .open_fields(target.id, target.secrets_ciphertext.as_deref())
+                .is_ok_and(|secrets| secrets.contains_key("privateKey"));
+            (!has_key).then(|| {
+                (
+                    "ssh_key_required",
+                    "the SSH target has no private key of its own; an organization's target \
+                     never uses the server's SSH agent. Set config.privateKey"
+                        .to_owned(),
+                )
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The address policy of a target's connections: an organization's
+/// targets follow the server's; system-level targets are the operator's own
+/// infrastructure (the compose file's S3 server on a private network) and
+/// may use private addresses. Link-local and metadata addresses are refused
+/// for both.
+pub fn target_policy(cairn: &Cairn, organization_id: Option<uuid::Uuid>) -> AddressPolicy {
+    match organization_id {
+        Some(_) => address_policy(cairn),
+        None => AddressPolicy {
+            allow_private: true,
+        },
+    }
+}
+
+/// Opens the storage of a target, with its secrets; refuses (409) a target
+/// that may not be used now ([`refusal`]).
 pub fn open(
     cairn: &Cairn,
     target: &backup_target::Model,
     purpose: Purpose,
 ) -> crate::Result<Arc<dyn Storage>> {
+    if let Some((_, message)) = refusal(cairn, target) {
+        return Err(crate::Error::Conflict {
+            field: None,
+            message,
+        });
+    }
     let target_type = TargetType::parse(&target.target_type).ok_or_else(|| {
         anyhow::anyhow!(
             "target {} has unknown type {}",
@@ -404,7 +456,7 @@ pub fn open(
     let secrets = cairn
         .master_key
         .open_fields(target.id, target.secrets_ciphertext.as_deref())?;
-    let policy = address_policy(cairn);
+    let policy = target_policy(cairn, target.organization_id);
     let missing = |field: &str| anyhow::anyhow!("target {} has no {field}", target.id);
     Ok(match target_type {
         TargetType::S3 | TargetType::R2 | TargetType::B2 => Arc::new(s3::S3Storage::new(

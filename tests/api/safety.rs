@@ -1,0 +1,287 @@
+//! Paths that would lose data or make backups unreadable, tried as a
+//! careless operator and as a hostile tenant would: each test reproduces
+//! the loss and checks that it no longer happens.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cairn_entity::backup_job;
+use sea_orm::EntityTrait;
+use serde_json::{json, Value};
+
+use crate::backups::{drain, fixture, worker, Fixture};
+use crate::both_backends;
+use crate::helpers::Backend;
+use crate::notifications::Receiver;
+use crate::storage::{env, unique};
+
+impl Fixture {
+    async fn retention(&self, job: &str) -> Value {
+        let reply = self
+            .app
+            .get(
+                &self.org.path(&format!("/backups/jobs/{job}/retention")),
+                &self.org.viewer,
+            )
+            .await;
+        reply.expect(200).clone()
+    }
+}
+
+/// The reasons retention gives for `backup` (empty: it would be pruned).
+fn reasons_of(retention: &Value, backup: &str) -> Vec<String> {
+    retention["series"][0]["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["backupId"] == backup)
+        .unwrap_or_else(|| panic!("{backup} is not in {retention}"))["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Excluding everything, or emptying the volume, then running the job
+/// three times used to make three "successful" empty backups and prune the
+/// real one. Now an exclude set that leaves nothing is refused, shrunken
+/// backups are flagged `suspicious` (notified, not counted by retention)
+/// until an admin accepts them, and a backup a pending restore reads is not
+/// pruned.
+async fn empty_backups_cannot_push_the_real_one_out(backend: Backend) {
+    let f = fixture(backend, "acme").await;
+    let data = f.volume_dir("shop", "blue", "data");
+    for i in 0..20 {
+        std::fs::write(data.join(format!("file-{i}")), vec![b'x'; 1000]).unwrap();
+    }
+    let hook = Receiver::start(Vec::new()).await;
+    f.app
+        .post(
+            &f.org.path("/notifications/channels"),
+            &f.org.admin,
+            &json!({ "name": "hook", "type": "webhook", "config": { "url": hook.url } }),
+        )
+        .await
+        .expect(201);
+    let app_id = f
+        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
+        .await;
+    // keepLast 1: a single newer counted backup would prune the real one.
+    let job = f
+        .create_job(
+            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id],
+                            "keepLast": 1, "notifyOnSuccess": false }),
+        )
+        .await;
+    let real = f.run_to_end(&job).await;
+    assert_eq!(real["status"], "success", "{real}");
+    assert_eq!(real["suspicious"], false);
+    let real_id = real["id"].as_str().unwrap().to_owned();
+    let real_archive = f.stored(real["storagePath"].as_str().unwrap());
+
+    // An exclude set that leaves nothing is refused, and writes nothing.
+    for everything in [json!(["**"]), json!(["*", ".*"])] {
+        f.app
+            .put(
+                &f.org.path(&format!("/apps/{app_id}")),
+                &f.org.admin,
+                &json!({ "name": "shop", "volumes": [{ "name": "data", "excludePatterns": everything }] }),
+            )
+            .await
+            .expect_field_error(422, "volumes[0].excludePatterns");
+    }
+    f.app
+        .post(
+            &f.org.path("/apps/shop/deployments"),
+            &f.org.operator,
+            &json!({ "slot": "blue", "volumes": [{ "name": "data", "excludePatterns": ["**"] }] }),
+        )
+        .await
+        .expect_field_error(422, "volumes[0].excludePatterns");
+
+    // The volume is emptied all the same; three runs follow.
+    for i in 0..20 {
+        std::fs::remove_file(data.join(format!("file-{i}"))).unwrap();
+    }
+    let mut empties = Vec::new();
+    for _ in 0..3 {
+        let empty = f.run_to_end(&job).await;
+        assert_eq!(empty["status"], "success", "{empty}");
+        assert_eq!(empty["suspicious"], true, "{empty}");
+        let reason = empty["suspiciousReason"].as_str().unwrap();
+        assert!(
+            reason.contains(&real_id),
+            "compared with the real one: {reason}"
+        );
+        assert!(reason.starts_with("0 files"), "{reason}");
+        empties.push(empty["id"].as_str().unwrap().to_owned());
+    }
+    let kept = f.backup(&real_id).await;
+    assert_eq!(kept["status"], "success", "the real backup is kept: {kept}");
+    assert!(real_archive.is_file(), "its archive is still stored");
+    let retention = f.retention(&job).await;
+    assert_eq!(reasons_of(&retention, &real_id), ["last"]);
+    for empty in &empties {
+        assert_eq!(reasons_of(&retention, empty), ["suspicious"]);
+    }
+
+    // Each run was notified as suspicious, though notifyOnSuccess is off.
+    cairn_core::notifications::dispatch_due(&f.app.cairn, "test", chrono::Utc::now())
+        .await
+        .unwrap();
+    let events: Vec<Value> = hook.requests().iter().map(|r| r.json()).collect();
+    assert_eq!(events.len(), 3, "{events:?}");
+    for event in &events {
+        assert_eq!(event["event"], "backup.run.suspicious");
+        assert_eq!(event["volumes"][0]["suspicious"], true);
+        assert!(event["title"].as_str().unwrap().contains("suspicious"));
+    }
+
+    // Only an admin accepts; once accepted, a backup counts.
+    let accept = |id: &str| f.org.path(&format!("/backups/history/{id}/accept"));
+    f.app
+        .post(&accept(&empties[2]), &f.org.operator, &json!({}))
+        .await
+        .expect(403);
+    f.app
+        .post(&accept(&real_id), &f.org.admin, &json!({}))
+        .await
+        .expect(409);
+    let accepted = f
+        .app
+        .post(&accept(&empties[2]), &f.org.admin, &json!({}))
+        .await;
+    assert!(accepted.expect(200)["acceptedAt"].is_string());
+    f.app
+        .post(&accept(&empties[2]), &f.org.admin, &json!({}))
+        .await
+        .expect(409);
+    let retention = f.retention(&job).await;
+    assert_eq!(reasons_of(&retention, &empties[2]), ["last"]);
+    assert!(reasons_of(&retention, &real_id).is_empty(), "now prunable");
+
+    // A restore about to read the real backup keeps it from being pruned.
+    let requested = f
+        .app
+        .post(
+            &f.org.path(&format!("/backups/history/{real_id}/restore")),
+            &f.org.operator,
+            &json!({ "confirm": real_id }),
+        )
+        .await;
+    requested.expect(202);
+    assert_eq!(reasons_of(&f.retention(&job).await, &real_id), ["reading"]);
+    let job_model = backup_job::Entity::find_by_id(uuid::Uuid::parse_str(&job).unwrap())
+        .one(&f.app.cairn.db)
+        .await
+        .unwrap()
+        .unwrap();
+    cairn_worker::prune(&f.app.cairn, &job_model).await.unwrap();
+    assert_eq!(f.backup(&real_id).await["status"], "success");
+    assert!(real_archive.is_file());
+    // The restore runs and brings the files back.
+    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    assert_eq!(std::fs::read_dir(&data).unwrap().count(), 20);
+}
+both_backends!(empty_backups_cannot_push_the_real_one_out);
+
+/// A target that holds archives keeps its location: moving the bucket,
+/// prefix, path or type would leave every record pointing at nothing.
+/// Credentials may change; a target without archives may move freely.
+#[tokio::test]
+async fn a_target_holding_archives_keeps_its_location() {
+    let f = fixture(Backend::Sqlite, "acme").await;
+    let prefix = unique("fixed");
+    let s3 = |bucket: &str, prefix: &str, secret: &str| {
+        json!({ "name": "s3", "type": "s3", "config": {
+            "bucket": bucket, "accessKeyId": env("TEST_S3_ACCESS_KEY"),
+            "secretAccessKey": secret, "endpoint": env("TEST_S3_ENDPOINT"),
+            "prefix": prefix } })
+    };
+    let secret = env("TEST_S3_SECRET_KEY");
+    let created = f
+        .app
+        .post(
+            &f.org.path("/backups/targets"),
+            &f.org.admin,
+            &s3(&env("TEST_S3_BUCKET"), "elsewhere/", &secret),
+        )
+        .await;
+    let target = created.expect(201)["id"].as_str().unwrap().to_owned();
+    let path = f.org.path(&format!("/backups/targets/{target}"));
+    // No archive yet: it may move.
+    f.app
+        .put(
+            &path,
+            &f.org.admin,
+            &s3(&env("TEST_S3_BUCKET"), &prefix, &secret),
+        )
+        .await
+        .expect(200);
+
+    std::fs::write(f.volume_dir("shop", "blue", "data").join("f"), b"kept").unwrap();
+    let app_id = f
+        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
+        .await;
+    let job = f
+        .create_job(
+            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id],
+                            "targetId": target, "keepLast": 3 }),
+        )
+        .await;
+    let record = f.run_to_end(&job).await;
+    assert_eq!(record["status"], "success", "{record}");
+    let object = PathBuf::from(env("TEST_S3_ROOT"))
+        .join(env("TEST_S3_BUCKET"))
+        .join(&prefix)
+        .join(record["storagePath"].as_str().unwrap());
+    assert!(object.is_file(), "{}", object.display());
+
+    for (body, field) in [
+        (s3("another-bucket", &prefix, &secret), "config.bucket"),
+        (
+            s3(&env("TEST_S3_BUCKET"), "moved/", &secret),
+            "config.prefix",
+        ),
+        (
+            json!({ "name": "s3", "type": "local", "config": { "path": "moved" } }),
+            "type",
+        ),
+    ] {
+        let refused = f.app.put(&path, &f.org.admin, &body).await;
+        refused.expect_field_error(409, field);
+    }
+    // Credentials may change (here: a wrong secret, so the next backup
+    // fails, and the right one back).
+    f.app
+        .put(
+            &path,
+            &f.org.admin,
+            &s3(&env("TEST_S3_BUCKET"), &prefix, "rotated-secret"),
+        )
+        .await
+        .expect(200);
+    f.app
+        .put(
+            &path,
+            &f.org.admin,
+            &s3(&env("TEST_S3_BUCKET"), &prefix, &secret),
+        )
+        .await
+        .expect(200);
+    let again = f.run_to_end(&job).await;
+    assert_eq!(again["status"], "success", "{again}");
+    // The first archive still reads back through the API.
+    let restored = f
+        .app
+        .get(
+            &f.org.path(&format!(
+                "/backups/history/{}/preview",
+                record["id"].as_str().unwrap()
+            )),
+            &f.org.viewer,
+        )
+        .await;
+    assert_eq!(restored.expect(200)["restorable"], true);
+}

@@ -84,6 +84,8 @@ impl Application {
                 }))
                 .wrap(ErrorHandlers::new().default_handler(problem_for_plain_errors))
                 .wrap(metrics.clone())
+                // Outside the metrics middleware, which answers /metrics.
+                .wrap(actix_web::middleware::from_fn(metrics_guard))
                 // Echo the request id that every log line of the request
                 // carries, so a user can quote it, and log one line per
                 // request (inside the request's span: method, route, id).
@@ -134,6 +136,39 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// Refuses `/metrics` without the bearer token `metrics_token`, when one is
+/// configured. Compared as SHA-256 digests, so the time taken says nothing
+/// about the token.
+async fn metrics_guard(
+    request: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    use secrecy::ExposeSecret;
+    use sha2::{Digest, Sha256};
+    if request.path() == "/metrics" {
+        let expected = request
+            .app_data::<web::Data<Cairn>>()
+            .and_then(|cairn| cairn.config.metrics_token.clone());
+        if let Some(expected) = expected {
+            let given = request
+                .headers()
+                .get(actix_web::http::header::AUTHORIZATION)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.strip_prefix("Bearer "))
+                .unwrap_or_default();
+            if Sha256::digest(given.as_bytes())
+                != Sha256::digest(expected.expose_secret().as_bytes())
+            {
+                return Err(ApiError::Unauthorized(
+                    "/metrics needs the metrics token (metrics_token) as a bearer token",
+                )
+                .into());
+            }
+        }
+    }
+    next.call(request).await
 }
 
 /// The HTTP side of a process that serves no API (`cairn worker`):

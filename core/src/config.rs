@@ -58,6 +58,11 @@ pub struct Config {
     /// Accepted as a system administrator token when set.
     #[serde(default)]
     pub admin_token: Option<SecretString>,
+    /// When set, the API's `/metrics` answers only requests with
+    /// `Authorization: Bearer <metrics_token>` (multi-tenant deployments:
+    /// job ids are in its labels).
+    #[serde(default)]
+    pub metrics_token: Option<SecretString>,
     /// Whether targets of type `local` may be created.
     #[serde(default = "default_true")]
     pub allow_local_backups: bool,

@@ -319,6 +319,7 @@ impl TestApp {
 }
 
 /// An organization and a token for each role.
+#[derive(Clone)]
 pub struct Org {
     pub id: String,
     pub admin: String,

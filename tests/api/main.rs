@@ -20,6 +20,7 @@ mod safety;
 mod scheduler;
 mod startup;
 mod storage;
+mod sweep;
 mod target_checks;
 mod targets;
 mod tenancy;

@@ -692,3 +692,49 @@ async fn postgres_hosts_pass_the_address_policy(backend: Backend) {
     drop(listening);
 }
 both_backends!(postgres_hosts_pass_the_address_policy);
+
+/// With `metrics_token` set, the API's `/metrics` answers only that bearer
+/// token; job ids (in the backup metrics' labels) are the only identifiers
+/// it shows, never an organization's, app's or backup's.
+async fn metrics_need_their_token_and_name_only_jobs(backend: Backend) {
+    use reqwest::Method;
+    let f = fixture_with(backend, "alpha", |config| {
+        config.metrics_token = Some(secrecy::SecretString::from("metrics-secret".to_owned()));
+    })
+    .await;
+    std::fs::write(f.volume_dir("shop", "blue", "data").join("f"), b"x").unwrap();
+    let app_id = f
+        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
+        .await;
+    let job = f
+        .create_job(
+            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 1 }),
+        )
+        .await;
+    let record = f.run_to_end(&job).await;
+    assert_eq!(record["status"], "success");
+    for token in [None, Some("wrong"), Some(f.org.admin.as_str())] {
+        let refused = f.app.request(Method::GET, "/metrics", token, None).await;
+        refused.expect(401);
+        assert!(refused.text.contains("metrics_token"), "{}", refused.text);
+    }
+    let metrics = f
+        .app
+        .request(Method::GET, "/metrics", Some("metrics-secret"), None)
+        .await;
+    metrics.expect(200);
+    assert!(
+        metrics.text.contains(&format!("job_id=\"{job}\"")),
+        "{}",
+        metrics.text
+    );
+    assert!(metrics.text.contains("cairn_http_requests_total"));
+    for id in [
+        f.org.id.as_str(),
+        app_id.as_str(),
+        record["id"].as_str().unwrap(),
+    ] {
+        assert!(!metrics.text.contains(id), "{id} is exposed");
+    }
+}
+both_backends!(metrics_need_their_token_and_name_only_jobs);

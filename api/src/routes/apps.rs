@@ -214,6 +214,9 @@ pub async fn update(
         "changing apps",
     )
     .await?;
+    // The resource is found before the body is read: another
+    // organization's id answers 404 whatever the body.
+    apps::get(&cairn, path.org_id, path.app_id).await?;
     let request = body.parse()?;
     let updated = apps::update(&cairn, path.org_id, path.app_id, request, Utc::now()).await?;
     Ok(HttpResponse::Ok().json(updated))

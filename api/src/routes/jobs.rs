@@ -143,6 +143,8 @@ pub async fn update(
         "changing jobs",
     )
     .await?;
+    // Found before the body is read (404 whatever the body).
+    jobs::get(&cairn, path.org_id, path.job_id, Utc::now()).await?;
     let request = body.parse()?;
     let updated = jobs::update(&cairn, path.org_id, path.job_id, request, Utc::now()).await?;
     Ok(HttpResponse::Ok().json(updated))

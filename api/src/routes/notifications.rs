@@ -143,6 +143,8 @@ pub async fn update(
         "changing channels",
     )
     .await?;
+    // Found before the body is read (404 whatever the body).
+    channels::get(&cairn, path.org_id, path.channel_id).await?;
     let request = body.parse()?;
     let updated =
         channels::update(&cairn, path.org_id, path.channel_id, request, Utc::now()).await?;

@@ -100,6 +100,8 @@ pub async fn request(
         "restoring backups",
     )
     .await?;
+    // Found before the body is read (404 whatever the body).
+    cairn_core::history::get(&cairn, path.org_id, path.backup_id).await?;
     let body = body.parse()?;
     let view = restores::request(&cairn, path.org_id, path.backup_id, &body, Utc::now()).await?;
     Ok(HttpResponse::Accepted().json(view))

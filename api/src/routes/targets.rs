@@ -148,6 +148,8 @@ pub async fn update(
         "changing targets",
     )
     .await?;
+    // Found before the body is read (404 whatever the body).
+    targets::get(&cairn, Some(path.org_id), path.target_id).await?;
     let request = body.parse()?;
     let updated = targets::update(
         &cairn,

@@ -129,6 +129,13 @@ fn strip_position(message: &str) -> String {
         Some(index) => &message[..index],
         None => message,
     };
+    // "unknown variant `hunter2`, expected one of `a`, `b`": the value goes.
+    if let Some(rest) = message.strip_prefix("unknown variant ") {
+        return match rest.split_once(", expected ") {
+            Some((_, expected)) => format!("is not an accepted value; expected {expected}"),
+            None => "is not an accepted value".to_owned(),
+        };
+    }
     for prefix in ["invalid type: ", "invalid value: "] {
         if let Some(rest) = message.strip_prefix(prefix) {
             let (unexpected, expected) = rest.split_once(", expected ").unwrap_or((rest, ""));
@@ -202,7 +209,7 @@ pub fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Erro
     let QueryPayloadError::Deserialize(inner) = &error else {
         return ApiError::MalformedBody(error.to_string()).into();
     };
-    let message = inner.to_string();
+    let message = strip_position(&inner.to_string());
     let (field, message) = field_of("", &message);
     ApiError::Core(Error::Validation(vec![FieldError::new(field, message)])).into()
 }
@@ -225,6 +232,40 @@ mod tests {
     #[allow(dead_code)]
     struct Inner {
         port: u16,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    #[allow(dead_code)]
+    enum Kind {
+        Generic,
+        Postgres,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct WithKind {
+        kind: Kind,
+    }
+
+    #[test]
+    fn enum_values_are_not_echoed() {
+        match parse_json::<WithKind>(br#"{"kind": "s3cr3t-value"}"#) {
+            Err(ApiError::Core(Error::Validation(errors))) => {
+                assert_eq!(errors[0].field, "kind");
+                assert!(
+                    !errors[0].message.contains("s3cr3t"),
+                    "{}",
+                    errors[0].message
+                );
+                assert!(
+                    errors[0].message.contains("`postgres`"),
+                    "{}",
+                    errors[0].message
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]

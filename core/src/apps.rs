@@ -212,10 +212,11 @@ fn check_exclude_pattern(pattern: &str) -> Result<(), String> {
 fn validate(
     request: &AppRequest,
     stored_passwords: &HashMap<String, StoredPostgres>,
+    max_volumes: usize,
 ) -> Result<Vec<VolumeSpec>> {
     let mut v = Validator::new();
     v.check_result("name", check_resource_name(&request.name));
-    let specs = validate_volumes(&mut v, &request.volumes, stored_passwords);
+    let specs = validate_volumes(&mut v, &request.volumes, stored_passwords, max_volumes);
     v.finish()?;
     Ok(specs)
 }
@@ -226,7 +227,15 @@ pub(crate) fn validate_volumes(
     v: &mut Validator,
     volumes: &[VolumeRequest],
     stored_passwords: &HashMap<String, StoredPostgres>,
+    max_volumes: usize,
 ) -> Vec<VolumeSpec> {
+    // One request may not make a tenant's app claim the volume root wholesale.
+    if volumes.len() > max_volumes {
+        v.add(
+            "volumes",
+            format!("takes at most {max_volumes} volumes (max_volumes_per_app)"),
+        );
+    }
     let mut seen = HashSet::new();
     let mut specs = Vec::with_capacity(volumes.len());
     for (i, volume) in volumes.iter().enumerate() {
@@ -505,7 +514,7 @@ pub async fn create(
     request: AppRequest,
     now: DateTime<Utc>,
 ) -> Result<AppView> {
-    let specs = validate(&request, &HashMap::new())?;
+    let specs = validate(&request, &HashMap::new(), cairn.config.max_volumes_per_app)?;
     check_postgres_hosts(cairn, &specs).await?;
     let txn = cairn.db.begin().await?;
     let org_slug = org_slug(&txn, organization_id).await?;
@@ -612,7 +621,11 @@ pub async fn update(
     let existing = find_model(&txn, organization_id, id).await?;
     let stored = volumes_of(&txn, &[id]).await?;
     let stored_passwords = stored_passwords(&cairn.master_key, &stored)?;
-    let specs = validate(&request, &stored_passwords)?;
+    let specs = validate(
+        &request,
+        &stored_passwords,
+        cairn.config.max_volumes_per_app,
+    )?;
     check_postgres_hosts(cairn, &specs).await?;
 
     let org_slug = org_slug(&txn, organization_id).await?;

@@ -103,6 +103,9 @@ pub struct Config {
     /// an admin accepts it. `0` turns the check off.
     #[serde(default = "default_suspicious_shrink_fraction")]
     pub suspicious_shrink_fraction: f64,
+    /// The most volumes one app (one deploy, one `PUT`) may list.
+    #[serde(default = "default_max_volumes_per_app")]
+    pub max_volumes_per_app: usize,
     /// The `pg_dump` program that dumps `postgres` volumes (a name looked
     /// up in `PATH`, or a path); it must be at least as new as the servers.
     #[serde(default = "default_pg_dump")]
@@ -240,6 +243,10 @@ impl Default for WorkerConfig {
             poll_millis: default_poll_millis(),
         }
     }
+}
+
+fn default_max_volumes_per_app() -> usize {
+    100
 }
 
 fn default_suspicious_shrink_fraction() -> f64 {

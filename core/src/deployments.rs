@@ -147,7 +147,12 @@ pub async fn deploy(
     let stored = apps::volumes_of(&txn, &[model.id]).await?;
     let passwords = apps::stored_passwords(&cairn.master_key, &stored)?;
     let mut v = Validator::new();
-    let specs = apps::validate_volumes(&mut v, &request.volumes, &passwords);
+    let specs = apps::validate_volumes(
+        &mut v,
+        &request.volumes,
+        &passwords,
+        cairn.config.max_volumes_per_app,
+    );
     v.finish()?;
     apps::check_postgres_hosts(cairn, &specs).await?;
     let org_slug = crate::orgs::get(&txn, organization_id).await?.slug;

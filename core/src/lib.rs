@@ -218,6 +218,31 @@ async fn one_sealed_secret(
 /// SQLite (the embedded default) gets one connection: every statement and
 /// transaction runs in turn, so concurrent requests never meet "database is
 /// locked" errors, and the file is in WAL mode. PostgreSQL gets a pool.
+/// Creates `path` and its missing parents with mode 0700 (directories
+/// that exist keep theirs).
+pub fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+/// Creates an empty file with mode 0600 unless it exists.
+fn create_private_file(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
 pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
     let url = config.database_url();
     let parsed = url::Url::parse(&url).map_err(|e| {
@@ -231,13 +256,17 @@ pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
     }
     let is_sqlite = parsed.scheme() == "sqlite";
     if let Some(path) = url.strip_prefix("sqlite://") {
-        let path = path.split('?').next().unwrap_or(path);
-        if let Some(parent) = std::path::Path::new(path).parent() {
+        let path = std::path::Path::new(path.split('?').next().unwrap_or(path));
+        if let Some(parent) = path.parent() {
             if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent)
+                create_private_dir(parent)
                     .with_context(|| format!("creating {}", parent.display()))?;
             }
         }
+        // The database holds every organization's settings and sealed
+        // secrets: created readable by its owner only (SQLite gives its
+        // -wal and -shm files the same mode).
+        create_private_file(path).with_context(|| format!("creating {}", path.display()))?;
     }
     let mut options = ConnectOptions::new(url.clone());
     options

@@ -602,6 +602,17 @@ impl LocalRoot {
                 self.dir.display()
             ));
         }
+        // A link below the backup root would let the target write anywhere
+        // (checked again whenever the target is used).
+        if self.confined {
+            let base = self.dir.parent().unwrap_or(&self.dir);
+            if let Some(link) = crate::storage::local::symlink_below(base, &resolved) {
+                return Err(format!(
+                    "passes through a symlink ({}); an organization's local target may not",
+                    link.display()
+                ));
+            }
+        }
         Ok(resolved)
     }
 }

@@ -596,4 +596,24 @@ async fn the_api_role_refuses_private_endpoints_by_default() {
     assert!(server.terminate().success());
     let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
     assert!(log.contains("allow_private_endpoints=true"), "{log}");
+
+    // The embedded default's data directory is private: 0700, and the
+    // database (with its WAL files) and the master key 0600.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |name: &str| {
+        std::fs::metadata(dir.path().join("cairn-data").join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(""), 0o700);
+    for file in ["cairn.db", "master.key", "cairn.db-wal", "cairn.db-shm"] {
+        if file.ends_with("-wal") || file.ends_with("-shm") {
+            if !dir.path().join("cairn-data").join(file).exists() {
+                continue;
+            }
+        }
+        assert_eq!(mode(file), 0o600, "{file}");
+    }
 }

@@ -285,3 +285,89 @@ async fn a_target_holding_archives_keeps_its_location() {
         .await;
     assert_eq!(restored.expect(200)["restorable"], true);
 }
+
+/// The smaller holes: a refused enum value is not echoed; an organization's
+/// local target may not pass through a symlink (at save, and at use when a
+/// link appears later); one deploy registers at most `max_volumes_per_app`
+/// volumes.
+async fn smaller_holes_are_closed(backend: Backend) {
+    let f = crate::backups::fixture_with(backend, "acme", |config| {
+        config.max_volumes_per_app = 5;
+    })
+    .await;
+    let reply = f
+        .app
+        .post(
+            &f.org.path("/apps"),
+            &f.org.admin,
+            &json!({ "name": "shop", "volumes": [{ "name": "data", "kind": "hunter2-password" }] }),
+        )
+        .await;
+    reply.expect_field_error(422, "volumes[0].kind");
+    assert!(!reply.text.contains("hunter2"), "{}", reply.text);
+
+    // Symlinks under the organization's local backup directory.
+    let org_dir = f.app.cairn.config.local_backup_root().join("acme");
+    std::fs::create_dir_all(&org_dir).unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), org_dir.join("linked")).unwrap();
+    let local = |path: &str| json!({ "name": path, "type": "local", "config": { "path": path } });
+    for path in ["linked", "linked/deeper"] {
+        f.app
+            .post(&f.org.path("/backups/targets"), &f.org.admin, &local(path))
+            .await
+            .expect_field_error(422, "config.path");
+    }
+    let created = f
+        .app
+        .post(
+            &f.org.path("/backups/targets"),
+            &f.org.admin,
+            &local("real"),
+        )
+        .await;
+    let target = created.expect(201)["id"].as_str().unwrap().to_owned();
+    std::fs::write(f.volume_dir("shop", "blue", "data").join("f"), b"x").unwrap();
+    let app_id = f
+        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
+        .await;
+    let job = f
+        .create_job(
+            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id],
+                            "targetId": target, "keepLast": 1 }),
+        )
+        .await;
+    // The directory becomes a link behind Cairn's back.
+    std::os::unix::fs::symlink(outside.path(), org_dir.join("real")).unwrap();
+    let record = f.run_to_end(&job).await;
+    assert_eq!(record["status"], "failed", "{record}");
+    assert!(
+        record["errorMessage"].as_str().unwrap().contains("symlink"),
+        "{record}"
+    );
+    assert_eq!(
+        std::fs::read_dir(outside.path()).unwrap().count(),
+        0,
+        "nothing written through it"
+    );
+
+    // At most five volumes per app here.
+    let volumes: Vec<Value> = (0..6).map(|i| json!({ "name": format!("v{i}") })).collect();
+    f.app
+        .post(
+            &f.org.path("/apps/many/deployments"),
+            &f.org.operator,
+            &json!({ "slot": "blue", "volumes": volumes }),
+        )
+        .await
+        .expect_field_error(422, "volumes");
+    f.app
+        .post(
+            &f.org.path("/apps/many/deployments"),
+            &f.org.operator,
+            &json!({ "slot": "blue", "volumes": volumes[..5] }),
+        )
+        .await
+        .expect(201);
+}
+both_backends!(smaller_holes_are_closed);

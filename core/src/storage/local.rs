@@ -23,15 +23,52 @@ const READ_QUEUE: usize = 2;
 
 pub struct LocalStorage {
     root: PathBuf,
+    /// For an organization's target: the directory (the local backup root)
+    /// below which no component of `root` may be a symlink.
+    links_refused_below: Option<PathBuf>,
+}
+
+/// The first component of `path` below `base` that is a symlink, if any
+/// (components that do not exist yet are not links).
+pub fn symlink_below(base: &Path, path: &Path) -> Option<PathBuf> {
+    let relative = path.strip_prefix(base).ok()?;
+    let mut current = base.to_path_buf();
+    for component in relative.components() {
+        current.push(component);
+        match std::fs::symlink_metadata(&current) {
+            Ok(metadata) if metadata.file_type().is_symlink() => return Some(current),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 impl LocalStorage {
     pub fn new(root: impl Into<PathBuf>) -> LocalStorage {
-        LocalStorage { root: root.into() }
+        LocalStorage {
+            root: root.into(),
+            links_refused_below: None,
+        }
+    }
+
+    /// An organization's target: its directory is refused when a component
+    /// below `base` is a symlink (a link would let it write anywhere).
+    pub fn refusing_links_below(mut self, base: PathBuf) -> LocalStorage {
+        self.links_refused_below = Some(base);
+        self
     }
 
     /// The canonical root, created when missing.
     async fn root(&self, create: bool) -> StorageResult<PathBuf> {
+        if let Some(base) = &self.links_refused_below {
+            if let Some(link) = symlink_below(base, &self.root) {
+                return Err(StorageError::InvalidKey(format!(
+                    "{} is a symlink; an organization's local target may not pass through links",
+                    link.display()
+                )));
+            }
+        }
         if create {
             tokio::fs::create_dir_all(&self.root)
                 .await

@@ -503,9 +503,14 @@ pub fn open(
             },
             policy,
         )),
-        TargetType::Local => Arc::new(local::LocalStorage::new(
-            settings.path.clone().ok_or_else(|| missing("path"))?,
-        )),
+        TargetType::Local => {
+            let storage =
+                local::LocalStorage::new(settings.path.clone().ok_or_else(|| missing("path"))?);
+            Arc::new(match target.organization_id {
+                Some(_) => storage.refusing_links_below(cairn.config.local_backup_root()),
+                None => storage,
+            })
+        }
     })
 }
 

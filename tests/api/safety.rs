@@ -371,3 +371,70 @@ async fn smaller_holes_are_closed(backend: Backend) {
         .expect(201);
 }
 both_backends!(smaller_holes_are_closed);
+
+/// A target's or receiver's response body stays with them: connection
+/// tests and deliveries report the status code and a reason of Cairn's
+/// own, never what an internal service sent back.
+async fn upstream_bodies_stay_upstream(backend: Backend) {
+    let f = fixture(backend, "acme").await;
+    // An "S3 endpoint" and a webhook receiver that answer 403 with a body.
+    let upstream = Receiver::start(vec![403; 50]).await;
+    let endpoint = upstream.url.split("/hooks/").next().unwrap().to_owned();
+    let target = f
+        .app
+        .post(
+            &f.org.path("/backups/targets"),
+            &f.org.admin,
+            &json!({ "name": "s3", "type": "s3", "config": {
+                "bucket": "cairn-backups", "accessKeyId": "k", "secretAccessKey": "s",
+                "endpoint": endpoint } }),
+        )
+        .await;
+    let target = target.expect(201)["id"].as_str().unwrap().to_owned();
+    let report = f
+        .app
+        .post(
+            &f.org.path(&format!("/backups/targets/{target}/test")),
+            &f.org.operator,
+            &json!({}),
+        )
+        .await;
+    let report = report.expect(200).clone();
+    assert_eq!(report["ok"], false, "{report}");
+    assert!(!upstream.requests().is_empty(), "the endpoint was asked");
+    let text = report.to_string();
+    assert!(text.contains("403"), "{text}");
+    assert!(
+        !text.contains("receiver says no"),
+        "the body came back: {text}"
+    );
+
+    let channel = f
+        .app
+        .post(
+            &f.org.path("/notifications/channels"),
+            &f.org.admin,
+            &json!({ "name": "hook", "type": "webhook", "config": { "url": upstream.url } }),
+        )
+        .await;
+    let channel = channel.expect(201)["id"].as_str().unwrap().to_owned();
+    let tested = f
+        .app
+        .post(
+            &f.org
+                .path(&format!("/notifications/channels/{channel}/test")),
+            &f.org.operator,
+            &json!({}),
+        )
+        .await;
+    let tested = tested.expect(200).clone();
+    assert_eq!(tested["ok"], false);
+    assert_eq!(tested["responseCode"], 403);
+    let text = tested.to_string();
+    assert!(text.contains("refused the request"), "{text}");
+    assert!(
+        !text.contains("receiver says no"),
+        "the body came back: {text}"
+    );
+}
+both_backends!(upstream_bodies_stay_upstream);

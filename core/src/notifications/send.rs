@@ -22,9 +22,6 @@ use crate::config::{SmtpConfig, SmtpTls};
 use crate::netpolicy::{AddressPolicy, PolicyResolver};
 use crate::Cairn;
 
-/// Bytes of a failed response kept in the delivery's error.
-const RESPONSE_EXCERPT: usize = 300;
-
 /// How one attempt went.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SendOutcome {
@@ -155,7 +152,7 @@ impl Sender {
         for (name, value) in headers {
             request = request.header(name, value);
         }
-        let mut response = match request.send().await {
+        let response = match request.send().await {
             Ok(response) => response,
             Err(error) => {
                 return SendOutcome::failed(None, describe(&error, &host, self.timeout), false)
@@ -166,23 +163,10 @@ impl Sender {
         if status.is_success() {
             return SendOutcome::delivered(code);
         }
-        let mut excerpt = Vec::new();
-        while excerpt.len() < RESPONSE_EXCERPT {
-            match response.chunk().await {
-                Ok(Some(chunk)) => excerpt.extend_from_slice(&chunk),
-                _ => break,
-            }
-        }
-        excerpt.truncate(RESPONSE_EXCERPT);
-        let excerpt = String::from_utf8_lossy(&excerpt)
-            .chars()
-            .filter(|c| !c.is_control())
-            .collect::<String>();
-        let excerpt = if excerpt.trim().is_empty() {
-            String::new()
-        } else {
-            format!(": {}", excerpt.trim())
-        };
+        // The receiver's body is never read into the outcome: it is the
+        // receiver's (an internal service's error page could carry anything),
+        // and the delivery's error is shown to the tenant.
+        drop(response);
         if status.is_redirection() {
             return SendOutcome::failed(
                 code,
@@ -193,7 +177,7 @@ impl Sender {
         let permanent = status.is_client_error() && !matches!(status.as_u16(), 408 | 425 | 429);
         SendOutcome::failed(
             code,
-            format!("{host} answered {status}{excerpt}"),
+            format!("{host} answered {status}: {}", http_reason(status)),
             permanent,
         )
     }
@@ -289,6 +273,19 @@ impl Sender {
                 )
             }
         }
+    }
+}
+
+/// What an HTTP error status means for a delivery, in words of our own.
+pub(crate) fn http_reason(status: reqwest::StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 | 403 => "the receiver refused the request (authentication or permission)",
+        404 | 410 => "the receiver has no such endpoint",
+        408 | 425 | 429 => "the receiver is busy or rate-limiting; retried later",
+        413 => "the receiver refused the message's size",
+        400..=499 => "the receiver refused the request",
+        500..=599 => "the receiver failed on its side; retried later",
+        _ => "unexpected status",
     }
 }
 

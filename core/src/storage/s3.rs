@@ -168,16 +168,54 @@ fn describe(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// An error's text without what the server sent: the HTTP status and, when
+/// it is a plain S3 error code (`AccessDenied`), that code are kept; the
+/// response body after them — an internal service's error page could carry
+/// anything — is not. Errors without a status (transport, DNS, policy)
+/// carry no body and stay as they are, up to any markup.
+fn without_body(text: &str) -> String {
+    let status = ["status code: ", "with status ", "status: "]
+        .iter()
+        .find_map(|marker| {
+            let start = text.find(marker)? + marker.len();
+            let digits: String = text[start..].chars().take(3).collect();
+            (digits.len() == 3 && digits.chars().all(|c| c.is_ascii_digit())).then_some(digits)
+        });
+    let code = text
+        .find("<Code>")
+        .and_then(|start| {
+            let rest = &text[start + "<Code>".len()..];
+            rest.find("</Code>").map(|end| &rest[..end])
+        })
+        .filter(|code| code.len() <= 64 && code.chars().all(|c| c.is_ascii_alphanumeric()));
+    match status {
+        Some(status) => {
+            let reason = reqwest::StatusCode::from_bytes(status.as_bytes())
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("");
+            match code {
+                Some(code) => format!("the server answered {status} {reason} ({code})"),
+                None => format!("the server answered {status} {reason}"),
+            }
+        }
+        None => {
+            let cut = text.find(['<', '{']).unwrap_or(text.len());
+            text[..cut].trim_end_matches([' ', ':']).to_owned()
+        }
+    }
+}
+
 /// Sorts an `object_store` error into what the caller can act on.
 pub(crate) fn classify(bucket: &str, what: &str, error: object_store::Error) -> StorageError {
     let text = describe(&error);
-    let detail = format!("{what}: {text}");
+    let detail = format!("{what}: {}", without_body(&text));
     if text.contains("NoSuchBucket") || text.contains("bucket does not exist") {
         return StorageError::BucketMissing(format!("bucket '{bucket}' ({what})"));
     }
     if text.contains("outbound address policy")
         || text.contains("which targets may not use")
-        || text.contains("does not allow private endpoints")
+        || text.contains("(allow_private_endpoints: false")
     {
         return StorageError::AddressRefused(detail);
     }
@@ -416,4 +454,25 @@ fn reclassify(bucket: &str, text: String) -> StorageError {
             source: text.into(),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_body;
+
+    #[test]
+    fn answers_keep_the_status_and_code_but_not_the_body() {
+        let text =
+            "Error performing PUT http://10.0.0.5:9000/b/k in 10ms - Server returned non-2xx \
+                    status code: 403 Forbidden: <Error><Code>AccessDenied</Code><Message>db \
+                    password is hunter2</Message></Error>";
+        assert_eq!(
+            without_body(text),
+            "the server answered 403 Forbidden (AccessDenied)"
+        );
+        let html = "Client error with status 401 Unauthorized: <html>internal portal</html>";
+        assert_eq!(without_body(html), "the server answered 401 Unauthorized");
+        let transport = "error sending request: tcp connect error: Connection refused";
+        assert_eq!(without_body(transport), transport);
+    }
 }

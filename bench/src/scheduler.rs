@@ -74,6 +74,7 @@ async fn create_jobs(
             updated_at: Set(slot),
             timezone: Set("UTC".into()),
             starting_deadline_seconds: Set(3600),
+            max_duration_seconds: Set(21_600),
             schedule_error: Set(None),
             last_success_at: Set(None),
             consecutive_failures: Set(0),

@@ -42,6 +42,13 @@ pub struct JobRequest {
     /// recorded as one `missed` run.
     #[serde(default = "default_starting_deadline")]
     pub starting_deadline_seconds: u32,
+    /// How long one backup or restore of the job may run, in seconds
+    /// (default 21 600 = 6 h; 60 to 604 800). Past it the work is
+    /// cancelled — child processes killed, the upload aborted, nothing left
+    /// at the key — and fails `deadline_exceeded`, notified like any
+    /// failure.
+    #[serde(default = "default_max_duration")]
+    pub max_duration_seconds: u32,
     /// Default true.
     #[serde(default = "default_true")]
     pub enabled: bool,
@@ -169,6 +176,33 @@ fn default_starting_deadline() -> u32 {
     3600
 }
 
+fn default_max_duration() -> u32 {
+    DEFAULT_MAX_DURATION
+}
+
+/// `maxDurationSeconds` when a job does not say (or is gone).
+pub const DEFAULT_MAX_DURATION: u32 = 21_600;
+
+/// The bounds of `maxDurationSeconds`.
+const MAX_DURATION_RANGE: std::ops::RangeInclusive<u32> = 60..=604_800;
+
+/// How long a backup or restore of `job_id`'s may run.
+pub async fn max_duration(
+    db: &impl ConnectionTrait,
+    job_id: Option<Uuid>,
+) -> Result<std::time::Duration> {
+    let seconds = match job_id {
+        Some(id) => backup_job::Entity::find_by_id(id)
+            .one(db)
+            .await?
+            .map(|job| job.max_duration_seconds.max(1) as u64),
+        None => None,
+    };
+    Ok(std::time::Duration::from_secs(
+        seconds.unwrap_or(u64::from(DEFAULT_MAX_DURATION)),
+    ))
+}
+
 /// The bounds of `startingDeadlineSeconds`.
 const DEADLINE_RANGE: std::ops::RangeInclusive<u32> = 10..=31_536_000;
 
@@ -200,6 +234,7 @@ pub struct JobView {
     pub extra_recipients: Vec<String>,
     pub timezone: String,
     pub starting_deadline_seconds: u32,
+    pub max_duration_seconds: u32,
     /// The slot of the last scheduled run.
     pub last_run_at: Option<DateTime<Utc>>,
     /// When the last run that succeeded ended.
@@ -269,6 +304,7 @@ fn view(model: backup_job::Model, app_ids: Vec<Uuid>, now: DateTime<Utc>) -> Job
         extra_recipients: extra_recipients_of(&model.extra_recipients),
         timezone: model.timezone,
         starting_deadline_seconds: model.starting_deadline_seconds.max(0) as u32,
+        max_duration_seconds: model.max_duration_seconds.max(0) as u32,
         last_run_at: model.last_run_at,
         last_success_at: model.last_success_at,
         consecutive_failures: model.consecutive_failures.max(0) as u32,
@@ -385,6 +421,15 @@ async fn validate(
         }
     };
     v.check(
+        MAX_DURATION_RANGE.contains(&request.max_duration_seconds),
+        "maxDurationSeconds",
+        format!(
+            "must be from {} to {} seconds",
+            MAX_DURATION_RANGE.start(),
+            MAX_DURATION_RANGE.end()
+        ),
+    );
+    v.check(
         DEADLINE_RANGE.contains(&request.starting_deadline_seconds),
         "startingDeadlineSeconds",
         format!(
@@ -432,6 +477,7 @@ fn apply(
     }));
     model.timezone = Set(request.timezone.trim().to_owned());
     model.starting_deadline_seconds = Set(request.starting_deadline_seconds as i32);
+    model.max_duration_seconds = Set(request.max_duration_seconds as i32);
     model.schedule_error = Set(None);
     model.next_run_at = Set(if request.enabled {
         schedule.next_after(now)

@@ -370,6 +370,29 @@ pub async fn record_unfired(
     if status == RunStatus::Missed {
         crate::notifications::enqueue_guarded(&txn, Subject::Run(run_id), now).await;
     }
+    if status == RunStatus::Skipped {
+        // A slot skipped because the last run is still going counts against
+        // the job's health; once is a slow run, twice in a row is worth a
+        // message (a stuck run, a schedule tighter than the backup).
+        backup_job::Entity::update_many()
+            .col_expr(
+                backup_job::Column::ConsecutiveFailures,
+                Expr::col(backup_job::Column::ConsecutiveFailures).add(1),
+            )
+            .filter(backup_job::Column::Id.eq(job_id))
+            .exec(&txn)
+            .await?;
+        let previous = backup_run::Entity::find()
+            .filter(backup_run::Column::JobId.eq(job_id))
+            .filter(backup_run::Column::Trigger.eq(Trigger::Schedule.as_str()))
+            .filter(backup_run::Column::ScheduledFor.lt(scheduled_for))
+            .order_by_desc(backup_run::Column::ScheduledFor)
+            .one(&txn)
+            .await?;
+        if previous.is_some_and(|run| run.status == RunStatus::Skipped.as_str()) {
+            crate::notifications::enqueue_guarded(&txn, Subject::Run(run_id), now).await;
+        }
+    }
     txn.commit().await?;
     Ok(true)
 }

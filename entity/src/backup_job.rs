@@ -35,6 +35,8 @@ pub struct Model {
     /// How late a missed slot may still fire (Kubernetes CronJob's
     /// `startingDeadlineSeconds`).
     pub starting_deadline_seconds: i32,
+    /// A backup or restore running longer fails `deadline_exceeded`.
+    pub max_duration_seconds: i32,
     /// Why the scheduler could not read the stored schedule or zone; the
     /// job does not fire until it is corrected.
     pub schedule_error: Option<String>,

@@ -18,6 +18,7 @@ mod m20261121_000006_rework_notification_deliveries;
 mod m20261121_000007_add_deployments;
 mod m20261204_000008_add_volume_directories;
 mod m20261204_000009_add_suspicious_backups;
+mod m20261204_000010_add_max_duration;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000007_add_deployments::Migration),
             Box::new(m20261204_000008_add_volume_directories::Migration),
             Box::new(m20261204_000009_add_suspicious_backups::Migration),
+            Box::new(m20261204_000010_add_max_duration::Migration),
         ]
     }
 }

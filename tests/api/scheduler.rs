@@ -356,6 +356,14 @@ async fn a_slow_backup_keeps_one_active_run() {
     .await;
     let start = utc("2026-05-01T10:00:00Z");
     due_at(&f, &[id], start).await;
+    f.app
+        .post(
+            &f.org.path("/notifications/channels"),
+            &f.org.admin,
+            &json!({ "name": "hook", "type": "webhook", "config": { "url": "http://127.0.0.1:9/hook" } }),
+        )
+        .await
+        .expect(201);
     let replica = scheduler(&f, Arc::new(LocalLocks::default()), "solo");
     // No worker runs: the first run stays active.
     for minute in 0..4 {
@@ -372,12 +380,31 @@ async fn a_slow_backup_keeps_one_active_run() {
         .as_deref()
         .unwrap()
         .contains(&runs[0].id.to_string()));
+    // Skipped slots count against the job's health, and are notified from
+    // the second in a row (the first may be a run a little slow).
+    assert_eq!(job_view(&f, id).await["consecutiveFailures"], 3);
+    let deliveries = f
+        .app
+        .get(&f.org.path("/notifications/deliveries"), &f.org.viewer)
+        .await;
+    let notified: Vec<String> = deliveries.expect(200)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["event"] == "backup.run.skipped")
+        .map(|d| d["runId"].as_str().unwrap().to_owned())
+        .collect();
+    let mut expected = vec![runs[2].id.to_string(), runs[3].id.to_string()];
+    let mut notified_sorted = notified.clone();
+    notified_sorted.sort();
+    expected.sort();
+    assert_eq!(notified_sorted, expected);
 
     // The job's health follows its runs: the volume is gone, the run fails.
     std::fs::remove_dir_all(f.volumes.path().join("shop-blue_data")).unwrap();
     drain(&worker(&f.app, std::time::Duration::from_secs(30))).await;
     let failed = job_view(&f, id).await;
-    assert_eq!(failed["consecutiveFailures"], 1, "{failed}");
+    assert_eq!(failed["consecutiveFailures"], 4, "{failed}");
     assert_eq!(failed["lastSuccessAt"], serde_json::Value::Null);
     // Its next slot passed long ago and nothing fired it: overdue.
     assert_eq!(failed["overdue"], true, "{failed}");

@@ -738,3 +738,109 @@ async fn metrics_need_their_token_and_name_only_jobs(backend: Backend) {
     }
 }
 both_backends!(metrics_need_their_token_and_name_only_jobs);
+
+/// Nothing runs forever: a `pg_dump` held by a lock past the job's
+/// `maxDurationSeconds` is killed, the backup fails `deadline_exceeded`
+/// with nothing stored, and the next run succeeds. The API keeps the field
+/// within 60–604 800 seconds.
+#[tokio::test]
+async fn a_backup_past_its_max_duration_is_cancelled() {
+    use crate::backups::psql;
+    use crate::storage::{env, unique};
+    use cairn_entity::backup_job;
+    use sea_orm::{ActiveValue, EntityTrait};
+    let f = fixture_with(Backend::Sqlite, "alpha", |_| {}).await;
+    let server = url::Url::parse(&env("TEST_POSTGRES_URL")).unwrap();
+    let database = unique("held").replace('-', "_");
+    psql("postgres", &format!("CREATE DATABASE \"{database}\""));
+    psql(
+        &database,
+        "CREATE TABLE orders (id int PRIMARY KEY); INSERT INTO orders VALUES (1);",
+    );
+    let app_id = f
+        .create_app(json!({ "name": "shop", "volumes": [
+            { "name": "db", "kind": "postgres", "postgres": {
+                "host": "127.0.0.1", "port": server.port().unwrap(), "database": database,
+                "username": server.username(), "password": server.password().unwrap() } }]}))
+        .await;
+    for bad in [59, 604_801] {
+        f.app
+            .post(
+                &f.org.path("/backups/jobs"),
+                &f.org.admin,
+                &json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id],
+                         "keepLast": 1, "maxDurationSeconds": bad }),
+            )
+            .await
+            .expect_field_error(422, "maxDurationSeconds");
+    }
+    let job = f
+        .create_job(
+            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id],
+                            "keepLast": 1, "maxDurationSeconds": 60 }),
+        )
+        .await;
+    // Two seconds, set behind the API's back, keep the test short.
+    backup_job::Entity::update(backup_job::ActiveModel {
+        id: ActiveValue::Unchanged(uuid::Uuid::parse_str(&job).unwrap()),
+        max_duration_seconds: ActiveValue::Set(2),
+        ..Default::default()
+    })
+    .exec(&f.app.cairn.db)
+    .await
+    .unwrap();
+    // A session holds an exclusive lock: pg_dump waits for it.
+    let mut url = server.clone();
+    url.set_path(&database);
+    let mut holder =
+        std::process::Command::new(std::path::PathBuf::from(env("TEST_PG_BIN")).join("psql"))
+            .arg("-XAtq")
+            .arg("-d")
+            .arg(url.as_str())
+            .arg("-c")
+            .arg("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60);")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let record = f.run_to_end(&job).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "cancelled in time"
+    );
+    assert_eq!(record["status"], "failed", "{record}");
+    assert_eq!(record["errorCode"], "deadline_exceeded", "{record}");
+    let path = record["storagePath"].as_str().unwrap();
+    assert!(!f.stored(path).exists(), "nothing at the key");
+    // pg_dump was killed: no session of it waits on the lock any more.
+    let waiting = psql(
+        "postgres",
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{database}' \
+             AND application_name = 'pg_dump'"
+        ),
+    );
+    assert_eq!(waiting.trim(), "0");
+    // The lock goes (the server ends the holder's session); the next run,
+    // with the job's own limit, succeeds.
+    psql(
+        "postgres",
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}' \
+             AND pid <> pg_backend_pid()"
+        ),
+    );
+    holder.kill().ok();
+    holder.wait().unwrap();
+    backup_job::Entity::update(backup_job::ActiveModel {
+        id: ActiveValue::Unchanged(uuid::Uuid::parse_str(&job).unwrap()),
+        max_duration_seconds: ActiveValue::Set(60),
+        ..Default::default()
+    })
+    .exec(&f.app.cairn.db)
+    .await
+    .unwrap();
+    let next = f.run_to_end(&job).await;
+    assert_eq!(next["status"], "success", "{next}");
+}

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
@@ -116,12 +116,29 @@ pub(crate) async fn run_backup(
         ),
     );
     let mut written: Option<(Arc<dyn Storage>, String)> = None;
+    // Nothing runs forever: past the job's maxDurationSeconds the work is
+    // dropped, which kills its children and aborts its upload.
+    let limit = match cairn_core::jobs::max_duration(&worker.cairn.db, attempt.model.job_id).await {
+        Ok(limit) => limit,
+        Err(error) => {
+            tracing::warn!(backup_id = %id, error = format!("{error:#}"), "reading the job's maxDurationSeconds failed; using the default");
+            Duration::from_secs(u64::from(cairn_core::jobs::DEFAULT_MAX_DURATION))
+        }
+    };
     let outcome = {
         let work = perform(worker, &mut attempt, &mut written).fuse();
         let lease = keep_lease::<backup::Entity>(worker, id, attempt_no).fuse();
         tokio::pin!(work, lease);
         tokio::select! {
             outcome = &mut work => outcome,
+            () = tokio::time::sleep(limit) => Err(Failure::new(
+                "deadline_exceeded",
+                format!(
+                    "the backup ran longer than the job's maxDurationSeconds ({} s) and was cancelled; \
+                     nothing was stored",
+                    limit.as_secs()
+                ),
+            )),
             () = &mut lease => Err(Failure::new(
                 "lease_lost",
                 "the worker lost its lease on this backup and stopped",

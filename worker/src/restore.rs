@@ -82,11 +82,27 @@ pub(crate) async fn run_restore(
     // pg_restore) through `cancel`, but never the final swap of a volume's
     // entries: the restore ends as a whole or not at all.
     let cancel = Cancellation::default();
+    // The job of the restored backup bounds how long the restore may run;
+    // past it the blocking steps are cancelled like a stop (never the swap
+    // itself, which ends whole).
+    let source_job = backup::Entity::find_by_id(attempt.model.backup_id)
+        .one(&worker.cairn.db)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|b| b.job_id);
+    let limit = cairn_core::jobs::max_duration(&worker.cairn.db, source_job)
+        .await
+        .unwrap_or(std::time::Duration::from_secs(u64::from(
+            cairn_core::jobs::DEFAULT_MAX_DURATION,
+        )));
+    let mut overdue = false;
     let outcome = {
         let work = perform(worker, &mut attempt, cancel.clone(), stop.clone()).fuse();
         let lease = execute::keep_lease::<restore::Entity>(worker, id, attempt_no).fuse();
         let stopped = stop.wait_for(|stopped| *stopped).fuse();
-        tokio::pin!(work, lease, stopped);
+        let deadline = tokio::time::sleep(limit).fuse();
+        tokio::pin!(work, lease, stopped, deadline);
         loop {
             tokio::select! {
                 outcome = &mut work => break outcome,
@@ -95,8 +111,25 @@ pub(crate) async fn run_restore(
                     "the worker lost its lease on this restore and stopped",
                 )),
                 _ = &mut stopped => cancel.cancel(),
+                () = &mut deadline => {
+                    overdue = true;
+                    cancel.cancel();
+                }
             }
         }
+    };
+    let outcome = match outcome {
+        Err(failure) if overdue => Err(Failure::new(
+            "deadline_exceeded",
+            format!(
+                "the restore ran longer than the job's maxDurationSeconds ({} s) and was cancelled \
+                 ({}: {})",
+                limit.as_secs(),
+                failure.code,
+                failure.message
+            ),
+        )),
+        other => other,
     };
     let now = Utc::now();
     let failed = outcome.is_err();

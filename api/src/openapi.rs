@@ -60,6 +60,7 @@ use crate::routes::{apps, history, jobs, notifications, ops, orgs, restores, tar
         history::get,
         history::download,
         history::accept,
+        history::remove,
         restores::preview,
         restores::request,
         restores::list,

@@ -103,6 +103,10 @@ pub struct Config {
     /// an admin accepts it. `0` turns the check off.
     #[serde(default = "default_suspicious_shrink_fraction")]
     pub suspicious_shrink_fraction: f64,
+    /// Days a restore's safety backup is kept; then it is pruned like other
+    /// backups (never when it is its volume's only successful backup).
+    #[serde(default = "default_safety_backup_retention_days")]
+    pub safety_backup_retention_days: u32,
     /// The most volumes one app (one deploy, one `PUT`) may list.
     #[serde(default = "default_max_volumes_per_app")]
     pub max_volumes_per_app: usize,
@@ -144,6 +148,9 @@ pub struct NotificationsConfig {
     /// How long one attempt (connection, request, response) may take.
     #[serde(default = "default_notification_timeout_seconds")]
     pub timeout_seconds: u64,
+    /// Days a delivery that ended (sent or failed) is kept.
+    #[serde(default = "default_keep_days")]
+    pub keep_days: u32,
 }
 
 impl Default for NotificationsConfig {
@@ -154,6 +161,7 @@ impl Default for NotificationsConfig {
             retry_base_seconds: default_retry_base_seconds(),
             retry_max_seconds: default_retry_max_seconds(),
             timeout_seconds: default_notification_timeout_seconds(),
+            keep_days: default_keep_days(),
         }
     }
 }
@@ -202,6 +210,10 @@ impl SmtpConfig {
     }
 }
 
+fn default_keep_days() -> u32 {
+    30
+}
+
 fn default_max_attempts() -> u32 {
     8
 }
@@ -243,6 +255,10 @@ impl Default for WorkerConfig {
             poll_millis: default_poll_millis(),
         }
     }
+}
+
+fn default_safety_backup_retention_days() -> u32 {
+    7
 }
 
 fn default_max_volumes_per_app() -> usize {

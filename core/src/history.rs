@@ -25,6 +25,9 @@ pub enum BackupStatus {
     Success,
     Failed,
     Pruned,
+    /// An admin deleted its archive (`DELETE …/history/{backupId}`); the
+    /// record stays.
+    Deleted,
 }
 
 impl BackupStatus {
@@ -35,6 +38,7 @@ impl BackupStatus {
             BackupStatus::Success => "success",
             BackupStatus::Failed => "failed",
             BackupStatus::Pruned => "pruned",
+            BackupStatus::Deleted => "deleted",
         }
     }
 
@@ -45,6 +49,7 @@ impl BackupStatus {
             "success" => BackupStatus::Success,
             "failed" => BackupStatus::Failed,
             "pruned" => BackupStatus::Pruned,
+            "deleted" => BackupStatus::Deleted,
             _ => return None,
         })
     }
@@ -246,6 +251,144 @@ pub async fn shrink_reason(
         return Ok(None);
     };
     Ok(Some(reason))
+}
+
+/// The objects of a stored archive: the archive first, then its sidecars.
+pub fn objects_of(archive: &str) -> Vec<String> {
+    vec![
+        archive.to_owned(),
+        format!("{archive}.sha256"),
+        format!("{archive}.manifest.json"),
+    ]
+}
+
+/// Deletes what a backup stored: the archive first (when that fails,
+/// nothing changed), then its sidecars (a failure there is logged: the
+/// archive is gone either way).
+pub async fn delete_stored(cairn: &Cairn, model: &backup::Model) -> Result<()> {
+    use crate::storage::{ObjectKey, Purpose};
+    use cairn_entity::backup_target;
+    let (Some(path), Some(target_id)) = (&model.storage_path, model.target_id) else {
+        return Ok(());
+    };
+    let target = backup_target::Entity::find_by_id(target_id)
+        .one(&cairn.db)
+        .await?
+        .ok_or_else(|| Error::Upstream("the backup's target no longer exists".into()))?;
+    let storage = crate::storage::open(cairn, &target, Purpose::Transfer)?;
+    let mut objects = objects_of(path).into_iter();
+    if let Some(archive) = objects.next() {
+        let key = ObjectKey::parse(&archive).map_err(anyhow::Error::from)?;
+        storage
+            .delete(&key)
+            .await
+            .map_err(|e| Error::Upstream(format!("deleting the archive: {e}")))?;
+    }
+    for sidecar in objects {
+        let key = ObjectKey::parse(&sidecar).map_err(anyhow::Error::from)?;
+        if let Err(error) = storage.delete(&key).await {
+            tracing::warn!(backup_id = %model.id, key = %sidecar, "deleting a sidecar failed: {error}");
+        }
+    }
+    Ok(())
+}
+
+/// The backups among `ids` that a pending or running restore (or dry run)
+/// is about to read.
+pub async fn being_read(
+    db: &impl ConnectionTrait,
+    ids: Vec<Uuid>,
+) -> Result<std::collections::HashSet<Uuid>> {
+    use cairn_entity::restore;
+    Ok(restore::Entity::find()
+        .select_only()
+        .column(restore::Column::BackupId)
+        .filter(restore::Column::BackupId.is_in(ids))
+        .filter(restore::Column::Status.is_in([
+            crate::restores::RestoreStatus::Pending.as_str(),
+            crate::restores::RestoreStatus::Running.as_str(),
+        ]))
+        .into_tuple::<Uuid>()
+        .all(db)
+        .await?
+        .into_iter()
+        .collect())
+}
+
+/// `DELETE …/history/{backupId}` (admin): deletes a successful backup's
+/// archive and sidecars, then marks the record `deleted` (it stays in
+/// history). Refused (409) while a restore reads it, and for the newest
+/// successful backup of its series unless `force`: that may be the only
+/// copy of the volume's data.
+pub async fn delete(
+    cairn: &Cairn,
+    organization_id: Uuid,
+    id: Uuid,
+    force: bool,
+    now: DateTime<Utc>,
+) -> Result<BackupDetailView> {
+    let model = backup::Entity::find_by_id(id)
+        .filter(backup::Column::OrganizationId.eq(organization_id))
+        .one(&cairn.db)
+        .await?
+        .ok_or(Error::NotFound("backup"))?;
+    if model.status != BackupStatus::Success.as_str() {
+        return Err(Error::Conflict {
+            field: None,
+            message: format!(
+                "only a successful backup's archive can be deleted; this one is {}",
+                model.status
+            ),
+        });
+    }
+    if being_read(&cairn.db, vec![id]).await?.contains(&id) {
+        return Err(Error::Conflict {
+            field: None,
+            message: "a restore of this backup is pending or running; wait for it to end".into(),
+        });
+    }
+    let newer = backup::Entity::find()
+        .filter(backup::Column::OrganizationId.eq(organization_id))
+        .filter(backup::Column::AppName.eq(&model.app_name))
+        .filter(backup::Column::VolumeName.eq(&model.volume_name))
+        .filter(match model.job_id {
+            Some(job_id) => backup::Column::JobId.eq(job_id),
+            None => backup::Column::JobId.is_null(),
+        })
+        .filter(backup::Column::Status.eq(BackupStatus::Success.as_str()))
+        .filter(backup::Column::Id.gt(id))
+        .one(&cairn.db)
+        .await?;
+    if newer.is_none() && !force {
+        return Err(Error::conflict(
+            "force",
+            "this is the newest successful backup of its series; add ?force=true to delete it anyway",
+        ));
+    }
+    delete_stored(cairn, &model).await?;
+    let mut log: Vec<LogLine> =
+        serde_json::from_value(model.log.clone()).map_err(anyhow::Error::from)?;
+    log.push(LogLine {
+        at: now,
+        level: "info".into(),
+        message: "deleted by an admin: the archive and its sidecars were removed".into(),
+    });
+    backup::Entity::update_many()
+        .col_expr(
+            backup::Column::Status,
+            sea_orm::sea_query::Expr::value(BackupStatus::Deleted.as_str()),
+        )
+        .col_expr(
+            backup::Column::Log,
+            sea_orm::sea_query::Expr::value(
+                serde_json::to_value(log).map_err(anyhow::Error::from)?,
+            ),
+        )
+        .filter(backup::Column::Id.eq(id))
+        .filter(backup::Column::Status.eq(BackupStatus::Success.as_str()))
+        .exec(&cairn.db)
+        .await?;
+    get(cairn, organization_id, id).await
 }
 
 /// Accepts a suspicious backup as real (admin): from now on it counts

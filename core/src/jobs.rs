@@ -755,27 +755,14 @@ pub async fn retention_series(
         }
     }
     // Backups that a pending or running restore (or its dry run) reads.
-    let being_read: std::collections::HashSet<Uuid> = {
-        use cairn_entity::restore;
-        use sea_orm::QuerySelect;
-        let ids: Vec<Uuid> = grouped
+    let being_read = crate::history::being_read(
+        db,
+        grouped
             .iter()
             .flat_map(|(_, members)| members.iter().map(|m| m.id))
-            .collect();
-        restore::Entity::find()
-            .select_only()
-            .column(restore::Column::BackupId)
-            .filter(restore::Column::BackupId.is_in(ids))
-            .filter(restore::Column::Status.is_in([
-                crate::restores::RestoreStatus::Pending.as_str(),
-                crate::restores::RestoreStatus::Running.as_str(),
-            ]))
-            .into_tuple::<Uuid>()
-            .all(db)
-            .await?
-            .into_iter()
-            .collect()
-    };
+            .collect(),
+    )
+    .await?;
     Ok(grouped
         .into_iter()
         .map(|((app_name, volume_name), members)| {

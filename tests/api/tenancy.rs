@@ -1,7 +1,7 @@
 //! Tenant isolation: what one organization's token can reach, and what a
 //! tenant can make Cairn reach. Each test fails if its boundary reopens.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -844,3 +844,139 @@ async fn a_backup_past_its_max_duration_is_cancelled() {
     let next = f.run_to_end(&job).await;
     assert_eq!(next["status"], "success", "{next}");
 }
+
+/// Growth is bounded: safety backups expire after
+/// `safety_backup_retention_days` (never the only successful backup of
+/// their volume), ended deliveries after `notifications.keep_days`, and an
+/// admin may delete a backup's archive (`deleted`), the newest of a series
+/// only with `?force=true`.
+async fn growth_is_bounded(backend: Backend) {
+    use cairn_entity::notification_delivery;
+    use sea_orm::{ActiveValue, EntityTrait};
+    let f = fixture_with(backend, "alpha", |_| {}).await;
+    let data = f.volume_dir("shop", "blue", "data");
+    std::fs::write(data.join("f"), b"first").unwrap();
+    let app_id = f
+        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
+        .await;
+    let job = f
+        .create_job(
+            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 5 }),
+        )
+        .await;
+    let first = f.run_to_end(&job).await;
+    std::fs::write(data.join("f"), b"second").unwrap();
+    let second = f.run_to_end(&job).await;
+    let (first_id, second_id) = (
+        first["id"].as_str().unwrap().to_owned(),
+        second["id"].as_str().unwrap().to_owned(),
+    );
+
+    // Deleting: admins only; the newest needs force; the archive goes.
+    let delete = |id: &str, query: &str| f.org.path(&format!("/backups/history/{id}{query}"));
+    f.app
+        .delete(&delete(&first_id, ""), &f.org.operator)
+        .await
+        .expect(403);
+    f.app
+        .delete(&delete(&second_id, ""), &f.org.admin)
+        .await
+        .expect_field_error(409, "force");
+    let archive = f.stored(first["storagePath"].as_str().unwrap());
+    assert!(archive.is_file());
+    let deleted = f.app.delete(&delete(&first_id, ""), &f.org.admin).await;
+    assert_eq!(deleted.expect(200)["status"], "deleted");
+    assert!(!archive.exists(), "the archive is gone");
+    assert!(!PathBuf::from(format!("{}.sha256", archive.display())).exists());
+    f.app
+        .delete(&delete(&first_id, ""), &f.org.admin)
+        .await
+        .expect(409);
+
+    // A restore takes a safety backup; it expires after 7 days unless it
+    // is the volume's only successful backup.
+    let restored = f
+        .app
+        .post(
+            &f.org.path(&format!("/backups/history/{second_id}/restore")),
+            &f.org.operator,
+            &json!({ "confirm": second_id }),
+        )
+        .await;
+    let restore_id = restored.expect(202)["id"].as_str().unwrap().to_owned();
+    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    let restore = f
+        .app
+        .get(
+            &f.org.path(&format!("/backups/restores/{restore_id}")),
+            &f.org.viewer,
+        )
+        .await;
+    let safety_id = restore.expect(200)["safetyBackupId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let safety = f.backup(&safety_id).await;
+    let safety_archive = f.stored(safety["storagePath"].as_str().unwrap());
+    let now = chrono::Utc::now();
+    let kept = cairn_worker::housekeeping(&f.app.cairn, now + chrono::Duration::days(6))
+        .await
+        .unwrap();
+    assert_eq!(kept.safety_backups_pruned, 0);
+    // With the job's own backup deleted, the safety backup is the only one.
+    f.app
+        .delete(&delete(&second_id, "?force=true"), &f.org.admin)
+        .await
+        .expect(200);
+    let only = cairn_worker::housekeeping(&f.app.cairn, now + chrono::Duration::days(8))
+        .await
+        .unwrap();
+    assert_eq!(only.safety_backups_pruned, 0, "the only copy is kept");
+    assert!(safety_archive.is_file());
+    let newer = f.run_to_end(&job).await;
+    assert_eq!(newer["status"], "success");
+    let pruned = cairn_worker::housekeeping(&f.app.cairn, now + chrono::Duration::days(8))
+        .await
+        .unwrap();
+    assert_eq!(pruned.safety_backups_pruned, 1);
+    assert_eq!(f.backup(&safety_id).await["status"], "pruned");
+    assert!(!safety_archive.exists());
+
+    // Deliveries that ended are deleted after keep_days; pending ones stay.
+    f.app
+        .post(
+            &f.org.path("/notifications/channels"),
+            &f.org.admin,
+            &json!({ "name": "hook", "type": "webhook", "config": { "url": "http://127.0.0.1:9/hook" } }),
+        )
+        .await
+        .expect(201);
+    std::fs::remove_dir_all(f.volumes.path().join("shop-blue_data")).unwrap();
+    f.run_to_end(&job).await;
+    f.run_to_end(&job).await;
+    let deliveries = notification_delivery::Entity::find()
+        .all(&f.app.cairn.db)
+        .await
+        .unwrap();
+    assert_eq!(deliveries.len(), 2);
+    notification_delivery::Entity::update(notification_delivery::ActiveModel {
+        id: ActiveValue::Unchanged(deliveries[0].id),
+        status: ActiveValue::Set("sent".into()),
+        ..Default::default()
+    })
+    .exec(&f.app.cairn.db)
+    .await
+    .unwrap();
+    let swept = cairn_worker::housekeeping(&f.app.cairn, now + chrono::Duration::days(29))
+        .await
+        .unwrap();
+    assert_eq!(swept.deliveries_deleted, 0);
+    let swept = cairn_worker::housekeeping(&f.app.cairn, now + chrono::Duration::days(31))
+        .await
+        .unwrap();
+    assert_eq!(
+        swept.deliveries_deleted, 1,
+        "the sent one; the pending one stays"
+    );
+}
+both_backends!(growth_is_bounded);

@@ -235,13 +235,7 @@ pub(crate) async fn append_log(
 }
 
 /// The objects a backup writes: the archive and its two sidecars.
-pub(crate) fn objects_of(archive: &str) -> Vec<String> {
-    vec![
-        archive.to_owned(),
-        format!("{archive}.sha256"),
-        format!("{archive}.manifest.json"),
-    ]
-}
+pub(crate) use cairn_core::history::objects_of;
 
 /// Fails every backup whose lease expired before `now` with `worker_lost`,
 /// removes what its worker left on the target (temporary files, and any

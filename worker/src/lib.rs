@@ -26,6 +26,7 @@
 //! stops the backup (which aborts the upload).
 
 mod execute;
+mod housekeeping;
 pub mod lease;
 mod prune;
 mod restore;
@@ -41,6 +42,10 @@ use uuid::Uuid;
 use cairn_core::config::WorkerConfig;
 use cairn_core::Cairn;
 
+pub use housekeeping::{housekeeping, Housekept};
+
+/// How often a worker runs [`housekeeping`].
+const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 pub use lease::reap;
 pub use prune::prune;
 
@@ -157,7 +162,21 @@ impl Worker {
     /// Sends due notification deliveries until `stop` turns true: a pass
     /// right after one that found work, else one per poll interval.
     async fn notify(&self, mut stop: watch::Receiver<bool>) {
+        // Housekeeping rides on this loop, at most every ten minutes.
+        let mut last_housekeeping: Option<std::time::Instant> = None;
         while !*stop.borrow() {
+            if last_housekeeping.is_none_or(|at| at.elapsed() >= HOUSEKEEPING_EVERY) {
+                last_housekeeping = Some(std::time::Instant::now());
+                match housekeeping(&self.cairn, Utc::now()).await {
+                    Ok(done) if done != Housekept::default() => {
+                        tracing::info!(?done, "housekeeping removed expired records")
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(error = format!("{error:#}"), "housekeeping failed")
+                    }
+                }
+            }
             match cairn_core::notifications::dispatch_due(
                 &self.cairn,
                 &self.options.owner,

@@ -1,19 +1,15 @@
 //! After a run: close it (once, queueing its notifications), then prune the job's series by its
 //! retention policy.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 use sea_orm::{ActiveValue, ColumnTrait, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
 use cairn_core::history::BackupStatus;
-use cairn_core::storage::{self, ObjectKey, Purpose, Storage};
 use cairn_core::Cairn;
-use cairn_entity::{backup, backup_job, backup_target};
+use cairn_entity::{backup, backup_job};
 
-use crate::lease::{append_log, line, objects_of};
+use crate::lease::{append_log, line};
 
 /// Closes the run when its last backup has ended; the one caller that
 /// closes it prunes the job's series.
@@ -48,14 +44,13 @@ pub(crate) async fn close_run(
 /// many backups were pruned.
 pub async fn prune(cairn: &Cairn, job: &backup_job::Model) -> anyhow::Result<usize> {
     let series = cairn_core::jobs::retention_series(&cairn.db, job).await?;
-    let mut storages: HashMap<Uuid, Arc<dyn Storage>> = HashMap::new();
     let mut pruned = 0;
     for series in series {
         for (model, decision) in series.backups {
             if decision.keep {
                 continue;
             }
-            let deleted = delete_objects(cairn, &mut storages, &model).await;
+            let deleted = delete_objects(cairn, &model).await;
             match deleted {
                 Ok(()) => {
                     let updated = backup::Entity::update_many()
@@ -101,36 +96,8 @@ pub async fn prune(cairn: &Cairn, job: &backup_job::Model) -> anyhow::Result<usi
     Ok(pruned)
 }
 
-async fn delete_objects(
-    cairn: &Cairn,
-    storages: &mut HashMap<Uuid, Arc<dyn Storage>>,
-    model: &backup::Model,
-) -> anyhow::Result<()> {
-    let (Some(path), Some(target_id)) = (&model.storage_path, model.target_id) else {
-        return Ok(());
-    };
-    let storage = match storages.get(&target_id) {
-        Some(storage) => storage.clone(),
-        None => {
-            let target = backup_target::Entity::find_by_id(target_id)
-                .one(&cairn.db)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("its target no longer exists"))?;
-            let storage = storage::open(cairn, &target, Purpose::Transfer)?;
-            storages.insert(target_id, storage.clone());
-            storage
-        }
-    };
-    // The archive first: when its delete fails nothing has changed. Once
-    // it is gone the backup is pruned, whatever becomes of the sidecars.
-    let mut objects = objects_of(path).into_iter();
-    if let Some(archive) = objects.next() {
-        storage.delete(&ObjectKey::parse(&archive)?).await?;
-    }
-    for sidecar in objects {
-        if let Err(error) = storage.delete(&ObjectKey::parse(&sidecar)?).await {
-            tracing::warn!(backup_id = %model.id, key = %sidecar, "deleting a sidecar of a pruned backup failed: {error}");
-        }
-    }
-    Ok(())
+async fn delete_objects(cairn: &Cairn, model: &backup::Model) -> anyhow::Result<()> {
+    cairn_core::history::delete_stored(cairn, model)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }

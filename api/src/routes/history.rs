@@ -25,7 +25,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(
         web::resource("/api/v1/organizations/{orgId}/backups/history/{backupId}")
-            .route(web::get().to(get)),
+            .route(web::get().to(get))
+            .route(web::delete().to(remove)),
     );
 }
 
@@ -66,6 +67,59 @@ pub async fn get(
     )
     .await?;
     Ok(HttpResponse::Ok().json(history::get(&cairn, path.org_id, path.backup_id).await?))
+}
+
+/// `?force=true` deletes the newest successful backup of a series too.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteQuery {
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Delete a backup's archive (admin).
+///
+/// Removes the archive and its sidecars from the target, then marks the
+/// record `deleted` (it stays in history). `409` for a backup that is not
+/// successful, one a restore is reading, and the newest successful backup
+/// of its series unless `?force=true` (it may be the only copy); `502` when
+/// the target cannot delete it (nothing changed).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/organizations/{orgId}/backups/history/{backupId}",
+    tag = "history",
+    params(OrgBackupPath, DeleteQuery),
+    responses(
+        (status = 200, body = BackupDetailView),
+        (status = 409, description = "Not deletable now; the reason says why", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The target could not delete it", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn remove(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+    path: web::Path<OrgBackupPath>,
+    query: web::Query<DeleteQuery>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(
+        &principal,
+        &cairn,
+        path.org_id,
+        Role::Admin,
+        "deleting backups",
+    )
+    .await?;
+    let view = history::delete(
+        &cairn,
+        path.org_id,
+        path.backup_id,
+        query.force,
+        chrono::Utc::now(),
+    )
+    .await?;
+    tracing::info!(backup_id = %path.backup_id, "a backup's archive was deleted by an admin");
+    Ok(HttpResponse::Ok().json(view))
 }
 
 /// Accept a suspicious backup as real (admin).

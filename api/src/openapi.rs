@@ -24,6 +24,7 @@ use crate::routes::{apps, history, jobs, notifications, ops, orgs, restores, tar
         orgs::list,
         orgs::get,
         orgs::remove,
+        orgs::undelete,
         tokens::create,
         tokens::list,
         tokens::remove,

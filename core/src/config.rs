@@ -103,6 +103,10 @@ pub struct Config {
     /// an admin accepts it. `0` turns the check off.
     #[serde(default = "default_suspicious_shrink_fraction")]
     pub suspicious_shrink_fraction: f64,
+    /// Days a deleted organization keeps its records and key pair (and can
+    /// be undeleted) before it is purged.
+    #[serde(default = "default_org_deletion_grace_days")]
+    pub org_deletion_grace_days: u32,
     /// Days a restore's safety backup is kept; then it is pruned like other
     /// backups (never when it is its volume's only successful backup).
     #[serde(default = "default_safety_backup_retention_days")]
@@ -255,6 +259,10 @@ impl Default for WorkerConfig {
             poll_millis: default_poll_millis(),
         }
     }
+}
+
+fn default_org_deletion_grace_days() -> u32 {
+    30
 }
 
 fn default_safety_backup_retention_days() -> u32 {

@@ -2,12 +2,15 @@
 //! system-level targets and administrator tokens, to none).
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, QueryOrder, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
+    TransactionTrait,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use cairn_entity::organization;
+use cairn_entity::{organization, retired_slug};
 
 use crate::auth::Principal;
 use crate::error::{is_unique_violation, Error, Result, Validator};
@@ -30,6 +33,9 @@ pub struct OrganizationView {
     pub slug: String,
     pub name: String,
     pub created_at: DateTime<Utc>,
+    /// When it was deleted: its jobs have stopped and its tokens reach
+    /// nothing; until it is purged, a system administrator may undelete it.
+    pub deleted_at: Option<DateTime<Utc>>,
 }
 
 impl From<organization::Model> for OrganizationView {
@@ -39,8 +45,19 @@ impl From<organization::Model> for OrganizationView {
             slug: model.slug,
             name: model.name,
             created_at: model.created_at,
+            deleted_at: model.deleted_at,
         }
     }
+}
+
+/// `DELETE /api/v1/organizations/{orgId}?confirm=<slug>`.
+#[derive(Clone, Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteOrganizationQuery {
+    /// The organization's slug, typed again: deleting stops its jobs and,
+    /// after the grace period, purges its records and key pair.
+    pub confirm: Option<String>,
 }
 
 pub async fn create(
@@ -52,6 +69,18 @@ pub async fn create(
     validator.check_result("slug", check_slug(&request.slug));
     validator.check_result("name", check_display_name(&request.name));
     validator.finish()?;
+    // A purged organization's archives stay in storage under its slug.
+    if retired_slug::Entity::find_by_id(request.slug.clone())
+        .one(db)
+        .await?
+        .is_some()
+    {
+        return Err(Error::conflict(
+            "slug",
+            "this slug belonged to a purged organization whose archives may remain in storage \
+             under it; choose another",
+        ));
+    }
     let inserted = organization::ActiveModel {
         id: Set(Uuid::now_v7()),
         slug: Set(request.slug.clone()),
@@ -59,6 +88,7 @@ pub async fn create(
         created_at: Set(now),
         age_recipient: Set(None),
         age_identity_ciphertext: Set(None),
+        deleted_at: Set(None),
     }
     .insert(db)
     .await;
@@ -101,12 +131,98 @@ pub async fn get(db: &impl ConnectionTrait, id: Uuid) -> Result<OrganizationView
         .ok_or(Error::NotFound("organization"))
 }
 
-/// Deletes an organization and, through the schema's cascades, every record
-/// it owns. Archives already written to storage are left where they are.
-pub async fn delete(db: &impl ConnectionTrait, id: Uuid) -> Result<()> {
-    let result = organization::Entity::delete_by_id(id).exec(db).await?;
-    if result.rows_affected == 0 {
-        return Err(Error::NotFound("organization"));
+/// Refuses (404, as if it did not exist) an organization that was
+/// deleted: its resources are out of reach until it is undeleted.
+pub async fn require_active(db: &impl ConnectionTrait, id: Uuid) -> Result<()> {
+    match organization::Entity::find_by_id(id).one(db).await? {
+        Some(model) if model.deleted_at.is_none() => Ok(()),
+        _ => Err(Error::NotFound("organization")),
     }
-    Ok(())
+}
+
+/// Marks an organization deleted, once its slug is typed again: its jobs
+/// stop, its tokens reach nothing, its records and key pair stay until
+/// [`purge`] (after the grace period); [`undelete`] reverses it until then.
+pub async fn delete(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    query: &DeleteOrganizationQuery,
+    now: DateTime<Utc>,
+) -> Result<OrganizationView> {
+    let model = organization::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or(Error::NotFound("organization"))?;
+    if query.confirm.as_deref() != Some(model.slug.as_str()) {
+        return Err(Error::invalid(
+            "confirm",
+            "must repeat the organization's slug: deleting stops its jobs and later purges its records",
+        ));
+    }
+    if model.deleted_at.is_some() {
+        return Err(Error::Conflict {
+            field: None,
+            message: "the organization is deleted already".into(),
+        });
+    }
+    organization::Entity::update_many()
+        .col_expr(
+            organization::Column::DeletedAt,
+            sea_orm::sea_query::Expr::value(now),
+        )
+        .filter(organization::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    get(db, id).await
+}
+
+/// Reverses [`delete`] before the purge.
+pub async fn undelete(db: &impl ConnectionTrait, id: Uuid) -> Result<OrganizationView> {
+    let updated = organization::Entity::update_many()
+        .col_expr(
+            organization::Column::DeletedAt,
+            sea_orm::sea_query::Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .filter(organization::Column::Id.eq(id))
+        .filter(organization::Column::DeletedAt.is_not_null())
+        .exec(db)
+        .await?;
+    if updated.rows_affected == 0 {
+        get(db, id).await?;
+        return Err(Error::Conflict {
+            field: None,
+            message: "the organization is not deleted".into(),
+        });
+    }
+    get(db, id).await
+}
+
+/// Purges the organizations deleted before `deleted_before`: their records
+/// go (the schema's cascades), their slugs are retired. Archives in storage
+/// are left where they are. Returns how many were purged.
+pub async fn purge(db: &impl TransactionTrait, deleted_before: DateTime<Utc>) -> Result<usize> {
+    let txn = db.begin().await?;
+    let expired = organization::Entity::find()
+        .filter(organization::Column::DeletedAt.lt(deleted_before))
+        .all(&txn)
+        .await?;
+    for model in &expired {
+        retired_slug::Entity::insert(retired_slug::ActiveModel {
+            slug: Set(model.slug.clone()),
+            retired_at: Set(Utc::now()),
+        })
+        .on_conflict(
+            sea_orm::sea_query::OnConflict::column(retired_slug::Column::Slug)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(&txn)
+        .await?;
+        organization::Entity::delete_by_id(model.id)
+            .exec(&txn)
+            .await?;
+        tracing::warn!(organization_id = %model.id, slug = %model.slug, "purged a deleted organization (its archives stay in storage)");
+    }
+    txn.commit().await?;
+    Ok(expired.len())
 }

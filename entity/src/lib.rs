@@ -16,5 +16,6 @@ pub mod notification_channel;
 pub mod notification_delivery;
 pub mod organization;
 pub mod restore;
+pub mod retired_slug;
 pub mod volume;
 pub mod volume_directory;

@@ -13,6 +13,9 @@ pub struct Model {
     pub age_recipient: Option<String>,
     /// The matching age identity, sealed under the master key.
     pub age_identity_ciphertext: Option<String>,
+    /// When an administrator deleted it: its jobs stop and its tokens reach
+    /// nothing; it is purged after the grace period unless undeleted.
+    pub deleted_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

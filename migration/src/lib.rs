@@ -19,6 +19,7 @@ mod m20261121_000007_add_deployments;
 mod m20261204_000008_add_volume_directories;
 mod m20261204_000009_add_suspicious_backups;
 mod m20261204_000010_add_max_duration;
+mod m20261204_000011_add_organization_deletion;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000008_add_volume_directories::Migration),
             Box::new(m20261204_000009_add_suspicious_backups::Migration),
             Box::new(m20261204_000010_add_max_duration::Migration),
+            Box::new(m20261204_000011_add_organization_deletion::Migration),
         ]
     }
 }

@@ -172,7 +172,12 @@ impl Scheduler {
         loop {
             let mut query = backup_job::Entity::find()
                 .filter(backup_job::Column::Enabled.eq(true))
-                .filter(backup_job::Column::NextRunAt.lte(now));
+                .filter(backup_job::Column::NextRunAt.lte(now))
+                // A deleted organization's jobs stop (until it is undeleted).
+                .filter(sea_orm::sea_query::Expr::cust(
+                    "backup_jobs.organization_id NOT IN \
+                     (SELECT id FROM organizations WHERE deleted_at IS NOT NULL)",
+                ));
             if let Some((at, id)) = after {
                 query = query.filter(
                     Condition::any()

@@ -46,15 +46,21 @@ async fn organizations_are_created_listed_read_and_deleted(backend: Backend) {
     let got = app.get(&format!("/api/v1/organizations/{id}"), admin).await;
     assert_eq!(got.expect(200)["slug"], "acme");
 
-    app.delete(&format!("/api/v1/organizations/{id}"), admin)
+    // Deleting is deliberate: the slug is typed again.
+    for query in ["", "?confirm=beta"] {
+        app.delete(&format!("/api/v1/organizations/{id}{query}"), admin)
+            .await
+            .expect_field_error(422, "confirm");
+    }
+    let deleted = app
+        .delete(&format!("/api/v1/organizations/{id}?confirm=acme"), admin)
+        .await;
+    assert!(deleted.expect(200)["deletedAt"].is_string());
+    let got = app.get(&format!("/api/v1/organizations/{id}"), admin).await;
+    assert!(got.expect(200)["deletedAt"].is_string());
+    app.delete(&format!("/api/v1/organizations/{id}?confirm=acme"), admin)
         .await
-        .expect(204);
-    app.get(&format!("/api/v1/organizations/{id}"), admin)
-        .await
-        .expect(404);
-    app.delete(&format!("/api/v1/organizations/{id}"), admin)
-        .await
-        .expect(404);
+        .expect(409);
 }
 
 async fn invalid_organizations_are_refused_with_the_field(backend: Backend) {

@@ -438,3 +438,112 @@ async fn upstream_bodies_stay_upstream(backend: Backend) {
     );
 }
 both_backends!(upstream_bodies_stay_upstream);
+
+/// Deleting an organization is deliberate and reversible for a while: it
+/// needs the slug typed again; its jobs stop and its tokens reach nothing;
+/// it can be undeleted until the grace period ends; then its records are
+/// purged, its archives stay, and its slug is never given out again.
+async fn deleting_an_organization_is_deliberate_and_reversible(backend: Backend) {
+    use cairn_scheduler::{LocalLocks, Scheduler};
+    let f = fixture(backend, "acme").await;
+    std::fs::write(f.volume_dir("shop", "blue", "data").join("f"), b"x").unwrap();
+    let app_id = f
+        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
+        .await;
+    let job = f
+        .create_job(
+            json!({ "name": "n", "schedule": "* * * * *", "appIds": [app_id], "keepLast": 1 }),
+        )
+        .await;
+    let record = f.run_to_end(&job).await;
+    let archive = f.stored(record["storagePath"].as_str().unwrap());
+    let org = format!("/api/v1/organizations/{}", f.org.id);
+    let admin = &f.app.admin_token;
+    f.app
+        .delete(&format!("{org}?confirm=wrong"), admin)
+        .await
+        .expect_field_error(422, "confirm");
+    f.app
+        .delete(&format!("{org}?confirm=acme"), &f.org.admin)
+        .await
+        .expect(403);
+    let deleted = f.app.delete(&format!("{org}?confirm=acme"), admin).await;
+    deleted.expect(200);
+
+    // Its tokens reach nothing; its jobs do not fire.
+    f.app
+        .get(&f.org.path("/backups/jobs"), &f.org.admin)
+        .await
+        .expect(404);
+    f.app
+        .post(
+            &f.org.path(&format!("/backups/jobs/{job}/run")),
+            &f.org.operator,
+            &json!({}),
+        )
+        .await
+        .expect(404);
+    let scheduler = Scheduler::new(
+        f.app.cairn.clone(),
+        std::sync::Arc::new(LocalLocks::default()),
+        "test".into(),
+    );
+    let later = chrono::Utc::now() + chrono::Duration::minutes(2);
+    let report = scheduler.tick(later).await.unwrap();
+    assert_eq!(report.due, 0, "{report:?}");
+    // The slug is still taken while the organization waits for its purge.
+    f.app
+        .post(
+            "/api/v1/organizations",
+            admin,
+            &json!({ "slug": "acme", "name": "x" }),
+        )
+        .await
+        .expect_field_error(409, "slug");
+
+    // Undeleted within the grace period, everything is back.
+    let undeleted = f
+        .app
+        .post(&format!("{org}/undelete"), admin, &json!({}))
+        .await;
+    assert_eq!(undeleted.expect(200)["deletedAt"], Value::Null);
+    f.app
+        .get(&f.org.path("/backups/jobs"), &f.org.admin)
+        .await
+        .expect(200);
+    assert_eq!(
+        f.backup(record["id"].as_str().unwrap()).await["status"],
+        "success"
+    );
+
+    // Deleted again and left past the grace period: purged.
+    f.app
+        .delete(&format!("{org}?confirm=acme"), admin)
+        .await
+        .expect(200);
+    let early = cairn_worker::housekeeping(
+        &f.app.cairn,
+        chrono::Utc::now() + chrono::Duration::days(29),
+    )
+    .await
+    .unwrap();
+    assert_eq!(early.organizations_purged, 0);
+    let purged = cairn_worker::housekeeping(
+        &f.app.cairn,
+        chrono::Utc::now() + chrono::Duration::days(31),
+    )
+    .await
+    .unwrap();
+    assert_eq!(purged.organizations_purged, 1);
+    f.app.get(&org, admin).await.expect(404);
+    assert!(archive.is_file(), "archives in storage are never deleted");
+    f.app
+        .post(
+            "/api/v1/organizations",
+            admin,
+            &json!({ "slug": "acme", "name": "x" }),
+        )
+        .await
+        .expect_field_error(409, "slug");
+}
+both_backends!(deleting_an_organization_is_deliberate_and_reversible);

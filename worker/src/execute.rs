@@ -370,6 +370,12 @@ async fn context(worker: &Worker, model: &backup::Model) -> Result<Context, Fail
         .await
         .map_err(internal)?
         .ok_or_else(|| Failure::new("organization_deleted", "the organization no longer exists"))?;
+    if organization.deleted_at.is_some() {
+        return Err(Failure::new(
+            "organization_deleted",
+            "the organization was deleted before the backup ran",
+        ));
+    }
     let job = match model.job_id {
         Some(job_id) => backup_job::Entity::find_by_id(job_id)
             .one(db)

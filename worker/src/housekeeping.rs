@@ -7,6 +7,8 @@
 //!    successful backup of its app and volume, or a restore reads it.
 //! 2. Notification deliveries that ended (`sent`, `failed`) more than
 //!    `notifications.keep_days` ago are deleted.
+//! 3. Organizations deleted more than `org_deletion_grace_days` ago are
+//!    purged (records and key pair; their slugs retired; archives stay).
 
 use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
@@ -23,6 +25,7 @@ use crate::lease::{append_log, line};
 pub struct Housekept {
     pub safety_backups_pruned: usize,
     pub deliveries_deleted: u64,
+    pub organizations_purged: usize,
 }
 
 /// One pass (see the module's steps).
@@ -88,5 +91,7 @@ pub async fn housekeeping(cairn: &Cairn, now: DateTime<Utc>) -> anyhow::Result<H
         .exec(&cairn.db)
         .await?;
     done.deliveries_deleted = deleted.rows_affected;
+    let grace = chrono::Duration::days(i64::from(cairn.config.org_deletion_grace_days));
+    done.organizations_purged = cairn_core::orgs::purge(&cairn.db, now - grace).await?;
     Ok(done)
 }

@@ -88,9 +88,9 @@ pub async fn authorize(
     action: &'static str,
 ) -> Result<(), crate::error::ApiError> {
     principal.require(org_id, role, action)?;
-    if principal.is_system_admin() {
-        cairn_core::orgs::get(&cairn.db, org_id).await?;
-    }
+    // A deleted organization's resources are out of reach for everyone
+    // until it is undeleted (its own `GET` still shows `deletedAt`).
+    cairn_core::orgs::require_active(&cairn.db, org_id).await?;
     Ok(())
 }
 

@@ -2,7 +2,9 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use cairn_core::auth::Role;
-use cairn_core::orgs::{self, CreateOrganizationRequest, OrganizationView};
+use cairn_core::orgs::{
+    self, CreateOrganizationRequest, DeleteOrganizationQuery, OrganizationView,
+};
 use cairn_core::Cairn;
 use chrono::Utc;
 
@@ -20,6 +22,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/api/v1/organizations/{orgId}")
             .route(web::get().to(get))
             .route(web::delete().to(remove)),
+    )
+    .service(
+        web::resource("/api/v1/organizations/{orgId}/undelete").route(web::post().to(undelete)),
     );
 }
 
@@ -71,18 +76,36 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(orgs::get(&cairn.db, path.org_id).await?))
 }
 
-/// Delete an organization and every record it owns.
+/// Delete an organization (system administrators; `?confirm=<slug>`).
 ///
-/// System administrators only. Archives already written to storage targets
-/// are not deleted.
-#[utoipa::path(delete, path = "/api/v1/organizations/{orgId}", tag = "organizations", params(OrgPath), responses((status = 204, description = "Deleted")))]
+/// The organization is marked deleted: its jobs stop, its tokens reach
+/// nothing, and its records and key pair are kept for
+/// `org_deletion_grace_days` (30), during which `POST …/undelete` reverses
+/// it; then they are purged. Archives in storage are never deleted, and the
+/// slug is never given to another organization.
+#[utoipa::path(delete, path = "/api/v1/organizations/{orgId}", tag = "organizations", params(OrgPath, DeleteOrganizationQuery), responses((status = 200, body = OrganizationView)))]
 pub async fn remove(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
+    query: web::Query<DeleteOrganizationQuery>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(path.org_id, Role::Admin, "deleting the organization")?;
     principal.require_system_admin("deleting organizations")?;
-    orgs::delete(&cairn.db, path.org_id).await?;
-    Ok(HttpResponse::NoContent().finish())
+    let view = orgs::delete(&cairn.db, path.org_id, &query, Utc::now()).await?;
+    tracing::warn!(org_id = %path.org_id, "organization deleted; purged after the grace period unless undeleted");
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Undelete an organization before it is purged (system administrators).
+#[utoipa::path(post, path = "/api/v1/organizations/{orgId}/undelete", tag = "organizations", params(OrgPath), responses((status = 200, body = OrganizationView)))]
+pub async fn undelete(
+    Auth(principal): Auth,
+    cairn: web::Data<Cairn>,
+    path: web::Path<OrgPath>,
+) -> Result<HttpResponse, ApiError> {
+    // Another organization's id is 404 before the role is looked at.
+    principal.require(path.org_id, Role::Admin, "undeleting the organization")?;
+    principal.require_system_admin("undeleting organizations")?;
+    Ok(HttpResponse::Ok().json(orgs::undelete(&cairn.db, path.org_id).await?))
 }

@@ -294,12 +294,21 @@ pub async fn delete_stored(cairn: &Cairn, model: &backup::Model) -> Result<()> {
 }
 
 /// The backups among `ids` that a pending or running restore (or dry run)
-/// is about to read.
+/// is about to read, or a download may still be reading at `now`.
 pub async fn being_read(
     db: &impl ConnectionTrait,
     ids: Vec<Uuid>,
+    now: DateTime<Utc>,
 ) -> Result<std::collections::HashSet<Uuid>> {
     use cairn_entity::restore;
+    let downloading: Vec<Uuid> = backup::Entity::find()
+        .select_only()
+        .column(backup::Column::Id)
+        .filter(backup::Column::Id.is_in(ids.clone()))
+        .filter(backup::Column::ReadUntil.gt(now))
+        .into_tuple()
+        .all(db)
+        .await?;
     Ok(restore::Entity::find()
         .select_only()
         .column(restore::Column::BackupId)
@@ -312,6 +321,7 @@ pub async fn being_read(
         .all(db)
         .await?
         .into_iter()
+        .chain(downloading)
         .collect())
 }
 
@@ -341,10 +351,11 @@ pub async fn delete(
             ),
         });
     }
-    if being_read(&cairn.db, vec![id]).await?.contains(&id) {
+    if being_read(&cairn.db, vec![id], now).await?.contains(&id) {
         return Err(Error::Conflict {
             field: None,
-            message: "a restore of this backup is pending or running; wait for it to end".into(),
+            message: "a restore or a download of this backup may be reading it; wait for it to end"
+                .into(),
         });
     }
     let newer = backup::Entity::find()
@@ -628,6 +639,18 @@ pub async fn download(
         key,
         ..
     } = crate::restores::stored_archive(cairn, model).await?;
+    // Retention keeps the backup while this download may read it: as long
+    // as a pre-signed URL is valid (streams are marked the same).
+    let read_until =
+        now + chrono::Duration::from_std(DOWNLOAD_URL_VALIDITY).map_err(anyhow::Error::from)?;
+    backup::Entity::update_many()
+        .col_expr(
+            backup::Column::ReadUntil,
+            sea_orm::sea_query::Expr::value(read_until),
+        )
+        .filter(backup::Column::Id.eq(backup.id))
+        .exec(&cairn.db)
+        .await?;
     let path = backup.storage_path.unwrap_or_default();
     let storage_error = |e: crate::storage::StorageError| {
         Error::Upstream(format!("the archive cannot be read from its target: {e}"))

@@ -731,6 +731,7 @@ fn taken_at(model: &cairn_entity::backup::Model) -> DateTime<Utc> {
 pub async fn retention_series(
     db: &impl ConnectionTrait,
     job: &backup_job::Model,
+    now: DateTime<Utc>,
 ) -> Result<Vec<Series>> {
     use cairn_entity::backup;
     let policy = policy_of(job);
@@ -761,6 +762,7 @@ pub async fn retention_series(
             .iter()
             .flat_map(|(_, members)| members.iter().map(|m| m.id))
             .collect(),
+        now,
     )
     .await?;
     Ok(grouped
@@ -803,7 +805,7 @@ pub async fn retention_series(
 /// (app and volume). Only successful backups count and can be pruned.
 pub async fn retention(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<RetentionView> {
     let job = find_model(&cairn.db, organization_id, id).await?;
-    let series = retention_series(&cairn.db, &job)
+    let series = retention_series(&cairn.db, &job, Utc::now())
         .await?
         .into_iter()
         .map(|series| RetentionSeriesView {

@@ -304,6 +304,7 @@ pub async fn start_scoped(
             suspicious: Set(false),
             suspicious_reason: Set(None),
             accepted_at: Set(None),
+            read_until: Set(None),
         }
         .insert(&txn)
         .await?;

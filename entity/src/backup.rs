@@ -41,6 +41,8 @@ pub struct Model {
     pub suspicious_reason: Option<String>,
     /// When an admin accepted a suspicious backup as real.
     pub accepted_at: Option<DateTimeUtc>,
+    /// A download may still be reading the archive until then.
+    pub read_until: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

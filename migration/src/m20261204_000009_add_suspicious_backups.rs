@@ -2,7 +2,9 @@
 //! against the previous one of its series is flagged (`suspicious`, with
 //! the reason) and left out of retention's keep rules until an admin
 //! accepts it (`accepted_at`), so a run of empty archives can never push
-//! the real ones out.
+//! the real ones out. A download marks the backup as read
+//! (`read_until`: its pre-signed URL's validity) so that retention keeps
+//! it while the download may still run.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
@@ -16,6 +18,7 @@ enum Backups {
     Suspicious,
     SuspiciousReason,
     AcceptedAt,
+    ReadUntil,
 }
 
 #[async_trait::async_trait]
@@ -26,6 +29,7 @@ impl MigrationTrait for Migration {
             boolean(Backups::Suspicious).default(false).to_owned(),
             text_null(Backups::SuspiciousReason),
             timestamp_with_time_zone_null(Backups::AcceptedAt),
+            timestamp_with_time_zone_null(Backups::ReadUntil),
         ] {
             manager
                 .alter_table(
@@ -41,7 +45,12 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = manager.get_connection();
-        for column in ["suspicious", "suspicious_reason", "accepted_at"] {
+        for column in [
+            "suspicious",
+            "suspicious_reason",
+            "accepted_at",
+            "read_until",
+        ] {
             db.execute_unprepared(&format!("ALTER TABLE backups DROP COLUMN {column}"))
                 .await?;
         }

@@ -64,6 +64,7 @@ pub(crate) async fn seed(app: &TestApp, seed: Seed<'_>) -> Uuid {
         suspicious: Set(false),
         suspicious_reason: Set(None),
         accepted_at: Set(None),
+        read_until: Set(None),
     }
     .insert(&app.cairn.db)
     .await

@@ -183,6 +183,22 @@ async fn empty_backups_cannot_push_the_real_one_out(backend: Backend) {
     // The restore runs and brings the files back.
     drain(&worker(&f.app, Duration::from_secs(30))).await;
     assert_eq!(std::fs::read_dir(&data).unwrap().count(), 20);
+    assert!(reasons_of(&f.retention(&job).await, &real_id).is_empty());
+
+    // A download may still be reading it for as long as a pre-signed URL
+    // would be valid: kept meanwhile.
+    let downloaded = f
+        .app
+        .get(
+            &f.org.path(&format!("/backups/history/{real_id}/download")),
+            &f.org.viewer,
+        )
+        .await;
+    assert_eq!(downloaded.status, 200);
+    assert_eq!(reasons_of(&f.retention(&job).await, &real_id), ["reading"]);
+    cairn_worker::prune(&f.app.cairn, &job_model).await.unwrap();
+    assert_eq!(f.backup(&real_id).await["status"], "success");
+    assert!(real_archive.is_file());
 }
 both_backends!(empty_backups_cannot_push_the_real_one_out);
 

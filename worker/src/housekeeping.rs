@@ -38,7 +38,7 @@ pub async fn housekeeping(cairn: &Cairn, now: DateTime<Utc>) -> anyhow::Result<H
         .filter(backup::Column::CreatedAt.lt(cutoff))
         .all(&cairn.db)
         .await?;
-    let read = history::being_read(&cairn.db, expired.iter().map(|b| b.id).collect()).await?;
+    let read = history::being_read(&cairn.db, expired.iter().map(|b| b.id).collect(), now).await?;
     for model in expired {
         if read.contains(&model.id) {
             continue;

@@ -43,7 +43,7 @@ pub(crate) async fn close_run(
 /// leaves the record as it was, with a log line saying why. Returns how
 /// many backups were pruned.
 pub async fn prune(cairn: &Cairn, job: &backup_job::Model) -> anyhow::Result<usize> {
-    let series = cairn_core::jobs::retention_series(&cairn.db, job).await?;
+    let series = cairn_core::jobs::retention_series(&cairn.db, job, Utc::now()).await?;
     let mut pruned = 0;
     for series in series {
         for (model, decision) in series.backups {

@@ -805,6 +805,7 @@ impl Restore<'_> {
             suspicious: Set(false),
             suspicious_reason: Set(None),
             accepted_at: Set(None),
+            read_until: Set(None),
         }
         .insert(&cairn.db)
         .await

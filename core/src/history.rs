@@ -253,6 +253,36 @@ pub async fn shrink_reason(
     Ok(Some(reason))
 }
 
+/// An `info` line of a backup's log.
+pub fn log_line(at: DateTime<Utc>, message: impl Into<String>) -> LogLine {
+    LogLine {
+        at,
+        level: "info".into(),
+        message: message.into(),
+    }
+}
+
+/// Appends lines to a backup's log (one no worker holds any more: a
+/// worker's attempt keeps its own log and writes it fenced).
+pub async fn append_log(db: &impl ConnectionTrait, id: Uuid, lines: Vec<LogLine>) -> Result<()> {
+    let Some(model) = backup::Entity::find_by_id(id).one(db).await? else {
+        return Ok(());
+    };
+    let mut log: Vec<LogLine> = serde_json::from_value(model.log).unwrap_or_default();
+    log.extend(lines);
+    backup::Entity::update_many()
+        .col_expr(
+            backup::Column::Log,
+            sea_orm::sea_query::Expr::value(
+                serde_json::to_value(log).map_err(anyhow::Error::from)?,
+            ),
+        )
+        .filter(backup::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 /// The objects of a stored archive: the archive first, then its sidecars.
 pub fn objects_of(archive: &str) -> Vec<String> {
     vec![
@@ -377,28 +407,26 @@ pub async fn delete(
         ));
     }
     delete_stored(cairn, &model).await?;
-    let mut log: Vec<LogLine> =
-        serde_json::from_value(model.log.clone()).map_err(anyhow::Error::from)?;
-    log.push(LogLine {
-        at: now,
-        level: "info".into(),
-        message: "deleted by an admin: the archive and its sidecars were removed".into(),
-    });
-    backup::Entity::update_many()
+    let marked = backup::Entity::update_many()
         .col_expr(
             backup::Column::Status,
             sea_orm::sea_query::Expr::value(BackupStatus::Deleted.as_str()),
-        )
-        .col_expr(
-            backup::Column::Log,
-            sea_orm::sea_query::Expr::value(
-                serde_json::to_value(log).map_err(anyhow::Error::from)?,
-            ),
         )
         .filter(backup::Column::Id.eq(id))
         .filter(backup::Column::Status.eq(BackupStatus::Success.as_str()))
         .exec(&cairn.db)
         .await?;
+    if marked.rows_affected == 1 {
+        append_log(
+            &cairn.db,
+            id,
+            vec![log_line(
+                now,
+                "deleted by an admin: the archive and its sidecars were removed",
+            )],
+        )
+        .await?;
+    }
     get(cairn, organization_id, id).await
 }
 
@@ -426,28 +454,26 @@ pub async fn accept(
             },
         });
     }
-    let mut log: Vec<LogLine> =
-        serde_json::from_value(model.log.clone()).map_err(anyhow::Error::from)?;
-    log.push(LogLine {
-        at: now,
-        level: "info".into(),
-        message: "accepted by an admin: it counts toward retention from now on".into(),
-    });
-    backup::Entity::update_many()
+    let accepted = backup::Entity::update_many()
         .col_expr(
             backup::Column::AcceptedAt,
             sea_orm::sea_query::Expr::value(now),
-        )
-        .col_expr(
-            backup::Column::Log,
-            sea_orm::sea_query::Expr::value(
-                serde_json::to_value(log).map_err(anyhow::Error::from)?,
-            ),
         )
         .filter(backup::Column::Id.eq(id))
         .filter(backup::Column::AcceptedAt.is_null())
         .exec(&cairn.db)
         .await?;
+    if accepted.rows_affected == 1 {
+        append_log(
+            &cairn.db,
+            id,
+            vec![log_line(
+                now,
+                "accepted by an admin: it counts toward retention from now on",
+            )],
+        )
+        .await?;
+    }
     get(cairn, organization_id, id).await
 }
 

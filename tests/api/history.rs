@@ -296,10 +296,18 @@ async fn deleting_an_organization_removes_its_records_only(backend: Backend) {
         )
         .await;
     }
-    app.delete(&alpha.path(""), &app.admin_token)
+    app.delete(&alpha.path("?confirm=alpha"), &app.admin_token)
         .await
-        .expect(204);
+        .expect(200);
     let db = &app.cairn.db;
+    // Deleted, its records wait out the grace period; then they are purged.
+    assert_eq!(backup::Entity::find().count(db).await.unwrap(), 2);
+    app.get(&alpha.path("/backups/history"), &alpha.admin)
+        .await
+        .expect(404);
+    cairn_worker::housekeeping(&app.cairn, Utc::now() + chrono::Duration::days(31))
+        .await
+        .unwrap();
     assert_eq!(backup::Entity::find().count(db).await.unwrap(), 1);
     assert_eq!(backup_job::Entity::find().count(db).await.unwrap(), 1);
     let organization_targets = backup_target::Entity::find()

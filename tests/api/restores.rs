@@ -906,10 +906,9 @@ fn changed_volume(data: &Path) {
 /// journal, the volume is exactly the old tree (rolled back) or exactly the
 /// restored one (completed), the record says which, and nothing is left
 /// beside `_data`.
-#[tokio::test]
-async fn a_restore_killed_mid_swap_leaves_one_tree() {
+async fn a_restore_killed_mid_swap_leaves_one_tree(backend: Backend) {
     const ENTRIES: usize = 120_000;
-    let f = fixture(Backend::Postgres, "acme").await;
+    let f = fixture(backend, "acme").await;
     let data = f.volume_dir("shop", "blue", "data");
     for i in 0..ENTRIES {
         std::fs::write(data.join(format!("f{i:06}")), i.to_string()).unwrap();
@@ -996,3 +995,4 @@ async fn a_restore_killed_mid_swap_leaves_one_tree() {
         assert_eq!(beside, ["_data"], "{point:?}");
     }
 }
+both_backends!(a_restore_killed_mid_swap_leaves_one_tree);

@@ -205,9 +205,8 @@ both_backends!(empty_backups_cannot_push_the_real_one_out);
 /// A target that holds archives keeps its location: moving the bucket,
 /// prefix, path or type would leave every record pointing at nothing.
 /// Credentials may change; a target without archives may move freely.
-#[tokio::test]
-async fn a_target_holding_archives_keeps_its_location() {
-    let f = fixture(Backend::Sqlite, "acme").await;
+async fn a_target_holding_archives_keeps_its_location(backend: Backend) {
+    let f = fixture(backend, "acme").await;
     let prefix = unique("fixed");
     let s3 = |bucket: &str, prefix: &str, secret: &str| {
         json!({ "name": "s3", "type": "s3", "config": {
@@ -301,6 +300,8 @@ async fn a_target_holding_archives_keeps_its_location() {
         .await;
     assert_eq!(restored.expect(200)["restorable"], true);
 }
+
+both_backends!(a_target_holding_archives_keeps_its_location);
 
 /// The smaller holes: a refused enum value is not echoed; an organization's
 /// local target may not pass through a symlink (at save, and at use when a

@@ -743,13 +743,12 @@ both_backends!(metrics_need_their_token_and_name_only_jobs);
 /// `maxDurationSeconds` is killed, the backup fails `deadline_exceeded`
 /// with nothing stored, and the next run succeeds. The API keeps the field
 /// within 60–604 800 seconds.
-#[tokio::test]
-async fn a_backup_past_its_max_duration_is_cancelled() {
+async fn a_backup_past_its_max_duration_is_cancelled(backend: Backend) {
     use crate::backups::psql;
     use crate::storage::{env, unique};
     use cairn_entity::backup_job;
     use sea_orm::{ActiveValue, EntityTrait};
-    let f = fixture_with(Backend::Sqlite, "alpha", |_| {}).await;
+    let f = fixture_with(backend, "alpha", |_| {}).await;
     let server = url::Url::parse(&env("TEST_POSTGRES_URL")).unwrap();
     let database = unique("held").replace('-', "_");
     psql("postgres", &format!("CREATE DATABASE \"{database}\""));
@@ -844,6 +843,8 @@ async fn a_backup_past_its_max_duration_is_cancelled() {
     let next = f.run_to_end(&job).await;
     assert_eq!(next["status"], "success", "{next}");
 }
+
+both_backends!(a_backup_past_its_max_duration_is_cancelled);
 
 /// Growth is bounded: safety backups expire after
 /// `safety_backup_retention_days` (never the only successful backup of

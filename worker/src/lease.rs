@@ -221,17 +221,9 @@ pub(crate) async fn append_log(
     id: Uuid,
     lines: Vec<LogLine>,
 ) -> anyhow::Result<()> {
-    let Some(model) = backup::Entity::find_by_id(id).one(db).await? else {
-        return Ok(());
-    };
-    let mut log: Vec<LogLine> = serde_json::from_value(model.log).unwrap_or_default();
-    log.extend(lines);
-    backup::Entity::update_many()
-        .col_expr(backup::Column::Log, Expr::value(serde_json::to_value(log)?))
-        .filter(backup::Column::Id.eq(id))
-        .exec(db)
-        .await?;
-    Ok(())
+    cairn_core::history::append_log(db, id, lines)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// The objects a backup writes: the archive and its two sidecars.

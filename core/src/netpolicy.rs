@@ -24,14 +24,18 @@ impl AddressPolicy {
             v4 => v4,
         };
         if is_never_allowed(ip) {
-            return Err(format!(
-                "{ip} is a link-local, metadata, multicast or unspecified address, which targets may not use"
-            ));
+            // The address stays out of the reason: a tenant who sent a name
+            // must not learn what it resolves to inside the network.
+            return Err(
+                "the address is a link-local, metadata, multicast or unspecified one, which targets may not use"
+                    .into(),
+            );
         }
         if !self.allow_private && is_private(ip) {
-            return Err(format!(
-                "{ip} is a loopback or private address, which this server refuses (allow_private_endpoints: false, CAIRN_ALLOW_PRIVATE_ENDPOINTS)"
-            ));
+            return Err(
+                "the address is a loopback or private one, which this server refuses (allow_private_endpoints: false, CAIRN_ALLOW_PRIVATE_ENDPOINTS)"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -58,7 +62,9 @@ impl AddressPolicy {
             })
             .collect();
         match (allowed.is_empty(), refusal) {
-            (true, Some(reason)) => Err(format!("{host} resolves to {reason}")),
+            (true, Some(reason)) => {
+                Err(format!("the host resolves to a refused address: {reason}"))
+            }
             _ => Ok(allowed),
         }
     }

@@ -630,10 +630,15 @@ async fn postgres_hosts_pass_the_address_policy(backend: Backend) {
         "127.0.0.1",
         "localhost",
     ] {
-        f.app
+        let refused = f
+            .app
             .post(&f.org.path("/apps"), &f.org.admin, &database(host))
-            .await
-            .expect_field_error(422, "volumes[0].postgres.host");
+            .await;
+        refused.expect_field_error(422, "volumes[0].postgres.host");
+        // Neither the value sent nor what a name resolves to comes back.
+        for address in ["127.0.0.1", "169.254", "::1", "localhost"] {
+            assert!(!refused.text.contains(address), "{}", refused.text);
+        }
         f.app
             .post(
                 &f.org.path("/apps/shop/deployments"),

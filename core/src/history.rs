@@ -198,7 +198,6 @@ pub async fn shrink_reason(
     manifest: &serde_json::Value,
     fraction: f64,
 ) -> Result<Option<String>> {
-    use sea_orm::Condition;
     if fraction <= 0.0 || model.trigger == crate::runs::Trigger::Safety.as_str() {
         return Ok(None);
     }
@@ -212,11 +211,7 @@ pub async fn shrink_reason(
         .filter(backup::Column::Status.eq(BackupStatus::Success.as_str()))
         .filter(backup::Column::Trigger.ne(crate::runs::Trigger::Safety.as_str()))
         .filter(backup::Column::Id.lt(model.id))
-        .filter(
-            Condition::any()
-                .add(backup::Column::Suspicious.eq(false))
-                .add(backup::Column::AcceptedAt.is_not_null()),
-        )
+        .filter(counted())
         .order_by_desc(backup::Column::Id)
         .one(db)
         .await?;
@@ -331,28 +326,40 @@ pub async fn being_read(
     now: DateTime<Utc>,
 ) -> Result<std::collections::HashSet<Uuid>> {
     use cairn_entity::restore;
+    // Both sets are small (active restores, downloads of the last hour);
+    // they are read whole and intersected here, so a long history never
+    // turns into a huge `IN` list.
     let downloading: Vec<Uuid> = backup::Entity::find()
         .select_only()
         .column(backup::Column::Id)
-        .filter(backup::Column::Id.is_in(ids.clone()))
         .filter(backup::Column::ReadUntil.gt(now))
         .into_tuple()
         .all(db)
         .await?;
-    Ok(restore::Entity::find()
+    let restoring: Vec<Uuid> = restore::Entity::find()
         .select_only()
         .column(restore::Column::BackupId)
-        .filter(restore::Column::BackupId.is_in(ids))
         .filter(restore::Column::Status.is_in([
             crate::restores::RestoreStatus::Pending.as_str(),
             crate::restores::RestoreStatus::Running.as_str(),
         ]))
-        .into_tuple::<Uuid>()
+        .into_tuple()
         .all(db)
-        .await?
+        .await?;
+    let wanted: std::collections::HashSet<Uuid> = ids.into_iter().collect();
+    Ok(downloading
         .into_iter()
-        .chain(downloading)
+        .chain(restoring)
+        .filter(|id| wanted.contains(id))
         .collect())
+}
+
+/// The condition of a backup that counts as a real copy: not suspicious,
+/// or accepted by an admin.
+pub fn counted() -> sea_orm::Condition {
+    sea_orm::Condition::any()
+        .add(backup::Column::Suspicious.eq(false))
+        .add(backup::Column::AcceptedAt.is_not_null())
 }
 
 /// `DELETE …/history/{backupId}` (admin): deletes a successful backup's
@@ -398,6 +405,7 @@ pub async fn delete(
         })
         .filter(backup::Column::Status.eq(BackupStatus::Success.as_str()))
         .filter(backup::Column::Id.gt(id))
+        .filter(counted())
         .one(&cairn.db)
         .await?;
     if newer.is_none() && !force {

@@ -206,7 +206,19 @@ pub async fn purge(db: &impl TransactionTrait, deleted_before: DateTime<Utc>) ->
         .filter(organization::Column::DeletedAt.lt(deleted_before))
         .all(&txn)
         .await?;
+    let mut purged = 0;
     for model in &expired {
+        // Deleted only if still deleted long enough (an undelete may have
+        // come in between), and the slug retired only then.
+        let deleted = organization::Entity::delete_many()
+            .filter(organization::Column::Id.eq(model.id))
+            .filter(organization::Column::DeletedAt.lt(deleted_before))
+            .exec(&txn)
+            .await?;
+        if deleted.rows_affected == 0 {
+            continue;
+        }
+        purged += 1;
         retired_slug::Entity::insert(retired_slug::ActiveModel {
             slug: Set(model.slug.clone()),
             retired_at: Set(Utc::now()),
@@ -218,11 +230,8 @@ pub async fn purge(db: &impl TransactionTrait, deleted_before: DateTime<Utc>) ->
         )
         .exec_without_returning(&txn)
         .await?;
-        organization::Entity::delete_by_id(model.id)
-            .exec(&txn)
-            .await?;
         tracing::warn!(organization_id = %model.id, slug = %model.slug, "purged a deleted organization (its archives stay in storage)");
     }
     txn.commit().await?;
-    Ok(expired.len())
+    Ok(purged)
 }

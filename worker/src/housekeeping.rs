@@ -49,6 +49,7 @@ pub async fn housekeeping(cairn: &Cairn, now: DateTime<Utc>) -> anyhow::Result<H
             .filter(backup::Column::VolumeName.eq(&model.volume_name))
             .filter(backup::Column::Status.eq(BackupStatus::Success.as_str()))
             .filter(backup::Column::Id.ne(model.id))
+            .filter(history::counted())
             .one(&cairn.db)
             .await?;
         if others.is_none() {

@@ -211,6 +211,17 @@ async fn destination(worker: &Worker, model: &restore::Model) -> Result<Destinat
         None => None,
     }
     .ok_or_else(missing)?;
+    let deleted = cairn_entity::organization::Entity::find_by_id(model.organization_id)
+        .one(db)
+        .await
+        .map_err(internal)?
+        .is_none_or(|org| org.deleted_at.is_some());
+    if deleted {
+        return Err(Failure::new(
+            "organization_deleted",
+            "the organization was deleted before the restore ran",
+        ));
+    }
     let volume = volume::Entity::find()
         .filter(volume::Column::AppId.eq(app.id))
         .filter(volume::Column::Name.eq(&model.volume_name))
@@ -585,7 +596,11 @@ impl Restore<'_> {
                 Ok(summary)
             }
             Err(error) => {
-                discard(&staging, &holder, exists);
+                // A journal left behind means the swap is half done: its
+                // staging directory is the recovery's to finish with.
+                if !swap::unsettled(&data, attempt.model.id) {
+                    discard(&staging, &holder, exists);
+                }
                 Err(Failure::new(
                     "restore_failed",
                     format!(
@@ -925,6 +940,20 @@ pub(crate) async fn record_settled(
     Ok(())
 }
 
+/// Settles the swap a lost restore left on this machine, if any, and says
+/// on its record how.
+async fn settle_swap_of(cairn: &cairn_core::Cairn, model: &restore::Model) -> anyhow::Result<()> {
+    for holder in destination_holders(cairn, model).await? {
+        let id = model.id;
+        if let Some(found) =
+            tokio::task::spawn_blocking(move || swap::recover_one(&holder, id)).await??
+        {
+            record_settled(cairn, &found, Utc::now()).await?;
+        }
+    }
+    Ok(())
+}
+
 /// The directories (parents of `_data`) a restore's destination may be in.
 async fn destination_holders(
     cairn: &cairn_core::Cairn,
@@ -1020,34 +1049,19 @@ pub(crate) async fn reap(
         .await?;
     let mut reaped = 0;
     for model in expired {
-        // A swap the dead worker began is settled first (when its journal
-        // is on this machine), so that the record says what the volume holds.
-        let mut settled = None;
-        for holder in destination_holders(cairn, &model).await? {
-            let id = model.id;
-            if let Some(found) =
-                tokio::task::spawn_blocking(move || swap::recover_one(&holder, id)).await??
-            {
-                settled = Some(found);
-            }
-        }
-        let state = match &settled {
-            Some(recovered) => recovered.settled.describe(&recovered.data),
-            None if model.kind.as_deref() == Some("dump") => {
-                "pg_restore runs in one transaction, so the database is unchanged".to_owned()
-            }
-            None => "no swap of the volume's entries was under way on this machine, so the \
-                     destination is unchanged unless the restore ran on another machine; a worker \
-                     starting there settles any swap it left"
-                .to_owned(),
-        };
         let message = format!(
-            "the worker {} stopped renewing its lease (expired at {}); it is presumed dead. {state}{}",
+            "the worker {} stopped renewing its lease (expired at {}); it is presumed dead. {}{}",
             model.lease_owner.as_deref().unwrap_or("unknown"),
             model
                 .lease_expires_at
                 .map(|t| t.to_rfc3339())
                 .unwrap_or_default(),
+            if model.kind.as_deref() == Some("dump") {
+                "pg_restore runs in one transaction, so the database is unchanged"
+            } else {
+                "A volume's entries are swapped only as the last step, journalled: a swap that had \
+                 begun is completed or rolled back from its journal, and this record then says which"
+            },
             match model.safety_backup_id {
                 Some(id) => format!("; safety backup {id} holds what it held before"),
                 None => String::new(),
@@ -1055,20 +1069,9 @@ pub(crate) async fn reap(
         );
         let mut log: Vec<LogLine> = serde_json::from_value(model.log.clone()).unwrap_or_default();
         log.push(line("error", format!("worker_lost: {message}")));
-        let summary = settled.as_ref().map(|recovered| {
-            let mut summary = model.summary.clone().unwrap_or_else(|| json!({}));
-            if let Some(object) = summary.as_object_mut() {
-                object.insert("swap".into(), json!(recovered.settled));
-            }
-            summary
-        });
         let txn = cairn.db.begin().await?;
         let failed = restore::Entity::update_many()
             .set(restore::ActiveModel {
-                summary: match summary {
-                    Some(summary) => ActiveValue::Set(Some(summary)),
-                    None => ActiveValue::NotSet,
-                },
                 status: ActiveValue::Set(RestoreStatus::Failed.as_str().to_owned()),
                 error_code: ActiveValue::Set(Some("worker_lost".into())),
                 error_message: ActiveValue::Set(Some(message.clone())),
@@ -1088,9 +1091,17 @@ pub(crate) async fn reap(
             notifications::enqueue_guarded(&txn, Subject::Restore(model.id), now).await;
         }
         txn.commit().await?;
-        if failed.rows_affected == 1 {
-            reaped += 1;
-            tracing::warn!(restore_id = %model.id, "{message}");
+        if failed.rows_affected != 1 {
+            continue;
+        }
+        reaped += 1;
+        tracing::warn!(restore_id = %model.id, "{message}");
+        // Only now, with the record failed (the attempt fenced off), is a
+        // swap the dead worker began settled; a swap still running on this
+        // machine holds the volume's lock and is left alone. A failure here
+        // is logged: other restores must still be reaped.
+        if let Err(error) = settle_swap_of(cairn, &model).await {
+            tracing::warn!(restore_id = %model.id, error = format!("{error:#}"), "settling the swap of a lost restore failed; the next restore of the volume or a worker start retries");
         }
     }
     Ok(reaped)

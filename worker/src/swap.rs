@@ -158,13 +158,46 @@ fn remove_tree(dir: &Path) -> std::io::Result<()> {
     }
 }
 
+/// An exclusive `flock` on a volume's directory (the parent of `_data`),
+/// held while a swap or a recovery touches it, so that a recovery never
+/// settles a swap that is still running (on this machine: the volume's
+/// directory is local). Released when dropped.
+struct HolderLock(#[allow(dead_code)] std::fs::File);
+
+/// Takes the lock, waiting for it (`wait`) or answering `None` when it is
+/// held.
+fn lock_holder(holder: &Path, wait: bool) -> std::io::Result<Option<HolderLock>> {
+    let file = std::fs::File::open(holder)?;
+    let flags = libc::LOCK_EX | if wait { 0 } else { libc::LOCK_NB };
+    // SAFETY: a valid descriptor, owned by `file` for the lock's lifetime.
+    if unsafe { libc::flock(file.as_raw_fd(), flags) } != 0 {
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Ok(None);
+        }
+        return Err(error);
+    }
+    Ok(Some(HolderLock(file)))
+}
+
+/// Whether restore `id` left a journal beside `data`: its swap is not
+/// settled yet, so its staging directory must be left for the recovery.
+pub fn unsettled(data: &Path, id: Uuid) -> bool {
+    holder_of(data).is_ok_and(|holder| journal_path(holder, id).exists())
+}
+
 /// Replaces the entries of `data` (created when missing) with those of the
 /// staging directory of restore `id`, journalled so that a crash at any
 /// point is settled by [`recover`]. The staged data is flushed to disk
-/// first. Returns how many old entries were replaced. A rename that fails
-/// (rather than a crash) rolls back at once.
+/// first. Returns how many old entries were replaced.
+///
+/// A failed rename while old entries move aside rolls back at once; once
+/// the journal says `in`, nothing is moved back: a failure leaves the
+/// journal for the recovery, which completes the swap ([`unsettled`] tells
+/// the caller to keep the staging directory).
 pub fn swap(data: &Path, id: Uuid) -> std::io::Result<usize> {
     let holder = holder_of(data)?;
+    let _lock = lock_holder(holder, true)?;
     let staging = staging_path(holder, id);
     let aside = aside_path(holder, id);
     let staged = std::fs::File::open(&staging)?;
@@ -189,10 +222,15 @@ pub fn swap(data: &Path, id: Uuid) -> std::io::Result<usize> {
     let replaced = match move_all(data, &aside) {
         Ok(count) => count,
         Err(error) => {
-            roll_back(data, id)?;
-            return Err(std::io::Error::other(format!(
-                "{error}; the old entries were moved back"
-            )));
+            return Err(match roll_back(data, id) {
+                Ok(()) => {
+                    std::io::Error::other(format!("{error}; the old entries were moved back"))
+                }
+                Err(again) => std::io::Error::other(format!(
+                    "{error}; moving the old entries back failed too ({again}): the swap's journal \
+                     remains, and the recovery rolls it back"
+                )),
+            });
         }
     };
     // Every old entry is aside, durably, before the journal says so.
@@ -205,16 +243,11 @@ pub fn swap(data: &Path, id: Uuid) -> std::io::Result<usize> {
             phase: Phase::In,
         },
     )?;
-    if let Err(error) = move_all(&staging, data) {
-        // Not a crash: the staged tree is still whole across the two
-        // directories, so the old one can come back.
-        move_all(data, &staging)?;
-        roll_back(data, id)?;
-        return Err(std::io::Error::other(format!(
-            "{error}; the old entries were moved back"
-        )));
-    }
-    complete(data, id)?;
+    complete(data, id).map_err(|error| {
+        std::io::Error::other(format!(
+            "{error}; the swap's journal remains, and the recovery completes it"
+        ))
+    })?;
     Ok(replaced)
 }
 
@@ -251,8 +284,19 @@ fn remove_file(path: &Path) -> std::io::Result<()> {
 }
 
 /// Settles the unfinished swap of restore `id` in `holder` (a volume's
-/// directory, parent of `_data`), if its journal is there.
+/// directory, parent of `_data`), if its journal is there and no swap or
+/// recovery holds the directory.
 pub fn recover_one(holder: &Path, id: Uuid) -> std::io::Result<Option<Recovered>> {
+    if !journal_path(holder, id).exists() {
+        return Ok(None);
+    }
+    let Some(_lock) = lock_holder(holder, false)? else {
+        return Ok(None);
+    };
+    settle(holder, id)
+}
+
+fn settle(holder: &Path, id: Uuid) -> std::io::Result<Option<Recovered>> {
     let path = journal_path(holder, id);
     let journal: Journal = match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
@@ -303,8 +347,13 @@ pub fn journals_in(holder: &Path) -> std::io::Result<Vec<Uuid>> {
 /// most one active restore, and this is for the next one or a dead one).
 pub fn recover(holder: &Path) -> std::io::Result<Vec<Recovered>> {
     let mut recovered = Vec::new();
+    // A swap running on this machine holds the directory: nothing here is
+    // left over then.
+    let Some(_lock) = lock_holder(holder, false)? else {
+        return Ok(recovered);
+    };
     for id in journals_in(holder)? {
-        if let Some(done) = recover_one(holder, id)? {
+        if let Some(done) = settle(holder, id)? {
             recovered.push(done);
         }
     }

@@ -168,6 +168,30 @@ fn describe(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// The S3 error codes an answer's `<Code>` may be repeated with: known
+/// words only, so that nothing else from the body comes through.
+const S3_ERROR_CODES: &[&str] = &[
+    "AccessDenied",
+    "AllAccessDisabled",
+    "BucketAlreadyExists",
+    "EntityTooLarge",
+    "ExpiredToken",
+    "InternalError",
+    "InvalidAccessKeyId",
+    "InvalidBucketName",
+    "InvalidRequest",
+    "NoSuchBucket",
+    "NoSuchKey",
+    "NoSuchUpload",
+    "NotImplemented",
+    "PreconditionFailed",
+    "QuotaExceeded",
+    "RequestTimeTooSkewed",
+    "ServiceUnavailable",
+    "SignatureDoesNotMatch",
+    "SlowDown",
+];
+
 /// An error's text without what the server sent: the HTTP status and, when
 /// it is a plain S3 error code (`AccessDenied`), that code are kept; the
 /// response body after them — an internal service's error page could carry
@@ -187,7 +211,7 @@ fn without_body(text: &str) -> String {
             let rest = &text[start + "<Code>".len()..];
             rest.find("</Code>").map(|end| &rest[..end])
         })
-        .filter(|code| code.len() <= 64 && code.chars().all(|c| c.is_ascii_alphanumeric()));
+        .filter(|code| S3_ERROR_CODES.contains(code));
     match status {
         Some(status) => {
             let reason = reqwest::StatusCode::from_bytes(status.as_bytes())
@@ -274,18 +298,15 @@ impl Storage for S3Storage {
             let writer = upload.writer();
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| StorageError::SourceFailed(e.to_string()))?;
-                writer
-                    .write_all(&chunk)
-                    .await
-                    .map_err(|e| StorageError::Io(format!("uploading {key}: {}", describe(&e))))?;
+                writer.write_all(&chunk).await.map_err(|e| {
+                    StorageError::Io(format!("uploading {key}: {}", without_body(&describe(&e))))
+                })?;
                 written += chunk.len() as u64;
             }
             upload.finishing = true;
-            upload
-                .writer()
-                .shutdown()
-                .await
-                .map_err(|e| StorageError::Io(format!("completing {key}: {}", describe(&e))))
+            upload.writer().shutdown().await.map_err(|e| {
+                StorageError::Io(format!("completing {key}: {}", without_body(&describe(&e))))
+            })
         }
         .await;
         match outcome {
@@ -328,7 +349,7 @@ impl Storage for S3Storage {
                 .map_err(|e| self.error(&format!("reading {key}"), e))?;
             let stream = result
                 .into_stream()
-                .map_err(|e| std::io::Error::other(describe(&e)));
+                .map_err(|e| std::io::Error::other(without_body(&describe(&e))));
             return Ok((size, Box::pin(stream)));
         }
         // Ranged GETs, a few in flight, delivered in order; each is bound to
@@ -350,7 +371,7 @@ impl Storage for S3Storage {
                 async move { store.get_opts(&path, options).await?.bytes().await }
             })
             .buffered(READ_CONCURRENCY)
-            .map_err(|e| std::io::Error::other(describe(&e)));
+            .map_err(|e| std::io::Error::other(without_body(&describe(&e))));
         Ok((size, Box::pin(stream)))
     }
 
@@ -470,6 +491,8 @@ mod tests {
             without_body(text),
             "the server answered 403 Forbidden (AccessDenied)"
         );
+        let made_up = "status code: 403 Forbidden: <Error><Code>InternalSecretX</Code></Error>";
+        assert_eq!(without_body(made_up), "the server answered 403 Forbidden");
         let html = "Client error with status 401 Unauthorized: <html>internal portal</html>";
         assert_eq!(without_body(html), "the server answered 401 Unauthorized");
         let transport = "error sending request: tcp connect error: Connection refused";

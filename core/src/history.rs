@@ -248,6 +248,19 @@ pub async fn shrink_reason(
     Ok(Some(reason))
 }
 
+/// One of the organization's backups; another organization's is not found.
+async fn find_model(
+    db: &impl ConnectionTrait,
+    organization_id: Uuid,
+    id: Uuid,
+) -> Result<backup::Model> {
+    backup::Entity::find_by_id(id)
+        .filter(backup::Column::OrganizationId.eq(organization_id))
+        .one(db)
+        .await?
+        .ok_or(Error::NotFound("backup"))
+}
+
 /// An `info` line of a backup's log.
 pub fn log_line(at: DateTime<Utc>, message: impl Into<String>) -> LogLine {
     LogLine {
@@ -374,11 +387,7 @@ pub async fn delete(
     force: bool,
     now: DateTime<Utc>,
 ) -> Result<BackupDetailView> {
-    let model = backup::Entity::find_by_id(id)
-        .filter(backup::Column::OrganizationId.eq(organization_id))
-        .one(&cairn.db)
-        .await?
-        .ok_or(Error::NotFound("backup"))?;
+    let model = find_model(&cairn.db, organization_id, id).await?;
     if model.status != BackupStatus::Success.as_str() {
         return Err(Error::Conflict {
             field: None,
@@ -447,11 +456,7 @@ pub async fn accept(
     id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<BackupDetailView> {
-    let model = backup::Entity::find_by_id(id)
-        .filter(backup::Column::OrganizationId.eq(organization_id))
-        .one(&cairn.db)
-        .await?
-        .ok_or(Error::NotFound("backup"))?;
+    let model = find_model(&cairn.db, organization_id, id).await?;
     if !model.suspicious || model.accepted_at.is_some() {
         return Err(Error::Conflict {
             field: None,
@@ -603,11 +608,7 @@ pub async fn list(
 }
 
 pub async fn get(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<BackupDetailView> {
-    let model = backup::Entity::find_by_id(id)
-        .filter(backup::Column::OrganizationId.eq(organization_id))
-        .one(&cairn.db)
-        .await?
-        .ok_or(Error::NotFound("backup"))?;
+    let model = find_model(&cairn.db, organization_id, id).await?;
     let log: Vec<LogLine> =
         serde_json::from_value(model.log.clone()).map_err(anyhow::Error::from)?;
     Ok(BackupDetailView {
@@ -661,11 +662,7 @@ pub async fn download(
     id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<Download> {
-    let model = backup::Entity::find_by_id(id)
-        .filter(backup::Column::OrganizationId.eq(organization_id))
-        .one(&cairn.db)
-        .await?
-        .ok_or(Error::NotFound("backup"))?;
+    let model = find_model(&cairn.db, organization_id, id).await?;
     let crate::restores::StoredArchive {
         backup,
         target,

@@ -118,13 +118,7 @@ pub(crate) async fn run_backup(
     let mut written: Option<(Arc<dyn Storage>, String)> = None;
     // Nothing runs forever: past the job's maxDurationSeconds the work is
     // dropped, which kills its children and aborts its upload.
-    let limit = match cairn_core::jobs::max_duration(&worker.cairn.db, attempt.model.job_id).await {
-        Ok(limit) => limit,
-        Err(error) => {
-            tracing::warn!(backup_id = %id, error = format!("{error:#}"), "reading the job's maxDurationSeconds failed; using the default");
-            Duration::from_secs(u64::from(cairn_core::jobs::DEFAULT_MAX_DURATION))
-        }
-    };
+    let limit = max_duration(worker, attempt.model.job_id).await;
     let outcome = {
         let work = perform(worker, &mut attempt, &mut written).fuse();
         let lease = keep_lease::<backup::Entity>(worker, id, attempt_no).fuse();
@@ -318,12 +312,31 @@ pub fn resolve_volume(
     }
 }
 
-/// Refuses a volume an upgrade found sharing its directory with an earlier
-/// volume; loads its directories otherwise.
+/// How long a backup or restore of `job_id`'s may run (the default when
+/// the job is gone or cannot be read: a read error must not lift the bound).
+pub(crate) async fn max_duration(worker: &Worker, job_id: Option<uuid::Uuid>) -> Duration {
+    match cairn_core::jobs::max_duration(&worker.cairn.db, job_id).await {
+        Ok(limit) => limit,
+        Err(error) => {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "reading the job's maxDurationSeconds failed; using the default"
+            );
+            Duration::from_secs(u64::from(cairn_core::jobs::DEFAULT_MAX_DURATION))
+        }
+    }
+}
+
+/// The directories of a file volume (none for a database, which is
+/// dumped, not read from disk); refuses a volume an upgrade found sharing
+/// its directory with an earlier volume.
 pub(crate) async fn volume_directories(
     db: &sea_orm::DatabaseConnection,
     volume: &volume::Model,
 ) -> Result<Vec<Directory>, Failure> {
+    if volume.kind == "postgres" {
+        return Ok(Vec::new());
+    }
     if volume.conflict {
         return Err(Failure::new(
             "volume_conflict",
@@ -452,12 +465,7 @@ async fn context(worker: &Worker, model: &backup::Model) -> Result<Context, Fail
             })?;
         deployed_slot = app.last_deploy_slot;
     }
-    // Only file volumes have directories; a dump reads its database.
-    let directories = if volume.kind == "postgres" {
-        Vec::new()
-    } else {
-        volume_directories(db, &volume).await?
-    };
+    let directories = volume_directories(db, &volume).await?;
     Ok(Context {
         organization,
         settings,

@@ -91,11 +91,7 @@ pub(crate) async fn run_restore(
         .ok()
         .flatten()
         .and_then(|b| b.job_id);
-    let limit = cairn_core::jobs::max_duration(&worker.cairn.db, source_job)
-        .await
-        .unwrap_or(std::time::Duration::from_secs(u64::from(
-            cairn_core::jobs::DEFAULT_MAX_DURATION,
-        )));
+    let limit = execute::max_duration(worker, source_job).await;
     let mut overdue = false;
     let outcome = {
         let work = perform(worker, &mut attempt, cancel.clone(), stop.clone()).fuse();
@@ -229,11 +225,7 @@ async fn destination(worker: &Worker, model: &restore::Model) -> Result<Destinat
         .await
         .map_err(internal)?
         .ok_or_else(missing)?;
-    let directories = if volume.kind == "postgres" {
-        Vec::new()
-    } else {
-        execute::volume_directories(db, &volume).await?
-    };
+    let directories = execute::volume_directories(db, &volume).await?;
     Ok(Destination {
         app,
         volume,

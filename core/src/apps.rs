@@ -471,11 +471,6 @@ async fn directories_of(
     Ok(by_volume)
 }
 
-/// The organization's slug: the `{org}` of volume directories.
-async fn org_slug(db: &impl ConnectionTrait, organization_id: Uuid) -> Result<String> {
-    Ok(crate::orgs::get(db, organization_id).await?.slug)
-}
-
 fn name_taken(name: &str) -> Error {
     Error::conflict("name", format!("an app named '{name}' already exists"))
 }
@@ -517,14 +512,15 @@ pub async fn create(
     let specs = validate(&request, &HashMap::new(), cairn.config.max_volumes_per_app)?;
     check_postgres_hosts(cairn, &specs).await?;
     let txn = cairn.db.begin().await?;
-    let org_slug = org_slug(&txn, organization_id).await?;
     let id = Uuid::now_v7();
-    let naming = Naming {
-        template: &cairn.config.volume_name_template,
-        org_slug: &org_slug,
-        app_id: id,
-        app_name: &request.name,
-    };
+    let naming = Naming::of(
+        &txn,
+        &cairn.config.volume_name_template,
+        organization_id,
+        id,
+        &request.name,
+    )
+    .await?;
     let inserted = new_app(id, organization_id, &request.name, now)
         .insert(&txn)
         .await;
@@ -628,13 +624,14 @@ pub async fn update(
     )?;
     check_postgres_hosts(cairn, &specs).await?;
 
-    let org_slug = org_slug(&txn, organization_id).await?;
-    let naming = Naming {
-        template: &cairn.config.volume_name_template,
-        org_slug: &org_slug,
-        app_id: id,
-        app_name: &request.name,
-    };
+    let naming = Naming::of(
+        &txn,
+        &cairn.config.volume_name_template,
+        organization_id,
+        id,
+        &request.name,
+    )
+    .await?;
     let mut model: app::ActiveModel = existing.into();
     model.name = Set(request.name.clone());
     model.updated_at = Set(now);

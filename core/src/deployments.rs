@@ -155,13 +155,14 @@ pub async fn deploy(
     );
     v.finish()?;
     apps::check_postgres_hosts(cairn, &specs).await?;
-    let org_slug = crate::orgs::get(&txn, organization_id).await?.slug;
-    let naming = crate::directories::Naming {
-        template: &cairn.config.volume_name_template,
-        org_slug: &org_slug,
-        app_id: model.id,
+    let naming = crate::directories::Naming::of(
+        &txn,
+        &cairn.config.volume_name_template,
+        organization_id,
+        model.id,
         app_name,
-    };
+    )
+    .await?;
     apps::apply_volumes(
         &txn,
         &cairn.master_key,

@@ -175,9 +175,28 @@ pub struct Directory {
 /// are made from.
 pub(crate) struct Naming<'a> {
     pub template: &'a VolumeNameTemplate,
-    pub org_slug: &'a str,
+    pub org_slug: String,
     pub app_id: Uuid,
     pub app_name: &'a str,
+}
+
+impl<'a> Naming<'a> {
+    /// The naming of app `app_id` (`app_name`) of an organization, with the
+    /// server's template.
+    pub async fn of(
+        db: &impl ConnectionTrait,
+        template: &'a VolumeNameTemplate,
+        organization_id: Uuid,
+        app_id: Uuid,
+        app_name: &'a str,
+    ) -> Result<Naming<'a>> {
+        Ok(Naming {
+            template,
+            org_slug: crate::orgs::get(db, organization_id).await?.slug,
+            app_id,
+            app_name,
+        })
+    }
 }
 
 /// Records `volume_id`'s directories, replacing those it had, and clears
@@ -200,7 +219,7 @@ pub(crate) async fn claim(
         VolumeKind::Generic => {
             naming
                 .template
-                .resolve(naming.org_slug, naming.app_name, volume_name)
+                .resolve(&naming.org_slug, naming.app_name, volume_name)
         }
         VolumeKind::Postgres => Vec::new(),
     };

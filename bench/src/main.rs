@@ -31,8 +31,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use cairn_core::netpolicy::AddressPolicy;
+use cairn_core::storage::budget::RetryBudget;
 use cairn_core::storage::local::LocalStorage;
-use cairn_core::storage::s3::{S3Options, S3Storage, RETRY_BUDGET};
+use cairn_core::storage::s3::{S3Options, S3Storage};
 use cairn_core::storage::ssh::{SshOptions, SshStorage};
 use cairn_core::storage::{ByteStream, ObjectKey, Purpose, Storage};
 use futures::StreamExt;
@@ -78,7 +79,7 @@ fn storage(kind: &str) -> anyhow::Result<Box<dyn Storage>> {
                 secret_access_key: SecretString::from(env("TEST_S3_SECRET_KEY")?),
                 endpoint: Some(env("TEST_S3_ENDPOINT")?),
                 prefix: None,
-                retry_budget: RETRY_BUDGET,
+                retry_budget: RetryBudget::new(Duration::from_secs(900)),
             },
             policy,
         )?),
@@ -93,6 +94,7 @@ fn storage(kind: &str) -> anyhow::Result<Box<dyn Storage>> {
                 )?)?)),
                 host_key_fingerprint: Some(env("TEST_SSH_HOST_FINGERPRINT")?),
                 purpose: Purpose::Transfer,
+                retry_budget: RetryBudget::new(Duration::from_secs(900)),
             },
             policy,
         )),

@@ -130,6 +130,32 @@ pub struct Config {
     /// `CAIRN_NOTIFICATIONS__…` in the environment.
     #[serde(default)]
     pub notifications: NotificationsConfig,
+    /// Storage transfers: `storage:` in the file, `CAIRN_STORAGE__…` in the
+    /// environment.
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+/// The `storage:` section.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// How long the failed storage requests of one backup or restore
+    /// attempt may be retried, all together (see `storage::budget`).
+    #[serde(default = "default_retry_budget_seconds")]
+    pub retry_budget_seconds: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> StorageConfig {
+        StorageConfig {
+            retry_budget_seconds: default_retry_budget_seconds(),
+        }
+    }
+}
+
+fn default_retry_budget_seconds() -> u64 {
+    900
 }
 
 /// The `notifications:` section.
@@ -415,6 +441,11 @@ impl Config {
                 .collect();
             ConfigError(messages.join("; "))
         })?;
+        if config.storage.retry_budget_seconds == 0 {
+            return Err(ConfigError(
+                "key `storage.retry_budget_seconds`: must be at least 1".into(),
+            ));
+        }
         if !(0.0..=1.0).contains(&config.suspicious_shrink_fraction) {
             return Err(ConfigError(
                 "key `suspicious_shrink_fraction`: must be between 0 and 1".into(),
@@ -523,6 +554,20 @@ mod tests {
             .starts_with("sqlite://./cairn-data/cairn.db"));
         assert!(config.allow_local_backups);
         assert!(config.backup.is_none());
+        assert_eq!(config.storage.retry_budget_seconds, 900);
+    }
+
+    #[test]
+    fn the_retry_budget_comes_from_the_environment_and_is_never_zero() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CAIRN_STORAGE__RETRY_BUDGET_SECONDS", "60");
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.storage.retry_budget_seconds, 60);
+            jail.set_env("CAIRN_STORAGE__RETRY_BUDGET_SECONDS", "0");
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(error.contains("storage.retry_budget_seconds"), "{error}");
+            Ok(())
+        });
     }
 
     #[test]

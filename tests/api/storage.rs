@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_core::netpolicy::AddressPolicy;
+use cairn_core::storage::budget::RetryBudget;
 use cairn_core::storage::s3::{S3Options, S3Storage};
 use cairn_core::storage::ssh::{SshOptions, SshStorage};
 use cairn_core::storage::{self, ByteStream, ObjectKey, Purpose, Storage, StorageError};
@@ -33,6 +34,24 @@ pub fn unique(prefix: &str) -> String {
 }
 
 pub fn s3(prefix: Option<&str>, secret: Option<&str>, bucket: Option<&str>) -> S3Storage {
+    s3_through(
+        env("TEST_S3_ENDPOINT"),
+        prefix,
+        secret,
+        bucket,
+        Duration::from_secs(5),
+    )
+}
+
+/// An S3 storage that reaches the server at `endpoint` (the test server, or
+/// a fault-injecting proxy in front of it) with a budget of `budget`.
+fn s3_through(
+    endpoint: String,
+    prefix: Option<&str>,
+    secret: Option<&str>,
+    bucket: Option<&str>,
+    budget: Duration,
+) -> S3Storage {
     S3Storage::new(
         S3Options {
             bucket: bucket
@@ -45,9 +64,9 @@ pub fn s3(prefix: Option<&str>, secret: Option<&str>, bucket: Option<&str>) -> S
                     .map(str::to_owned)
                     .unwrap_or_else(|| env("TEST_S3_SECRET_KEY")),
             ),
-            endpoint: Some(env("TEST_S3_ENDPOINT")),
+            endpoint: Some(endpoint),
             prefix: prefix.map(str::to_owned),
-            retry_budget: Duration::from_secs(5),
+            retry_budget: RetryBudget::new(budget),
         },
         OPEN,
     )
@@ -69,6 +88,7 @@ pub fn ssh(path: &str, key_file: Option<&str>, fingerprint: Option<&str>) -> Ssh
             )),
             host_key_fingerprint: fingerprint.map(str::to_owned),
             purpose: Purpose::Transfer,
+            retry_budget: RetryBudget::new(Duration::from_secs(5)),
         },
         OPEN,
     )
@@ -459,6 +479,7 @@ async fn unreachable_hosts_fail_the_connect_check() {
             private_key: None,
             host_key_fingerprint: None,
             purpose: Purpose::Transfer,
+            retry_budget: RetryBudget::new(Duration::from_secs(2)),
         },
         OPEN,
     );
@@ -473,6 +494,7 @@ async fn unreachable_hosts_fail_the_connect_check() {
             private_key: None,
             host_key_fingerprint: None,
             purpose: Purpose::Transfer,
+            retry_budget: RetryBudget::new(Duration::from_secs(2)),
         },
         OPEN,
     );
@@ -480,4 +502,173 @@ async fn unreachable_hosts_fail_the_connect_check() {
         closed.connect().await,
         Err(StorageError::AddressRefused(_))
     ));
+}
+
+/// A TCP proxy in front of the test S3 server that answers its first
+/// `failures` connections with `503 Service Unavailable` (one request each:
+/// the answer closes the connection) and forwards the later ones. It counts
+/// the connections it refused.
+pub(crate) struct FaultProxy {
+    pub(crate) endpoint: String,
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FaultProxy {
+    pub(crate) async fn start(failures: usize) -> FaultProxy {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let upstream = env("TEST_S3_ENDPOINT")
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = refused.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let refuse = counter.load(Ordering::SeqCst) < failures;
+                let upstream = upstream.clone();
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    if refuse {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        // Read the request head, then answer and close.
+                        let mut buffer = vec![0u8; 64 * 1024];
+                        let _ = client.read(&mut buffer).await;
+                        let _ = client
+                            .write_all(
+                                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\
+                                  connection: close\r\n\r\n",
+                            )
+                            .await;
+                        let _ = client.shutdown().await;
+                    } else if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        FaultProxy { endpoint, refused }
+    }
+
+    pub(crate) fn refused(&self) -> usize {
+        self.refused.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn s3_requests_of_one_attempt_share_one_retry_budget() {
+    // The server answers 503 to everything: the first operation retries
+    // until the budget is spent, and the operations after it do not retry
+    // (nor send anything) at all.
+    let proxy = FaultProxy::start(usize::MAX).await;
+    let storage = s3_through(
+        proxy.endpoint.clone(),
+        None,
+        None,
+        None,
+        Duration::from_secs(2),
+    );
+    let base = unique("budget");
+    let first = storage
+        .head(&key(&format!("{base}/a.bin")))
+        .await
+        .unwrap_err();
+    let text = first.to_string();
+    assert!(matches!(first, StorageError::Unreachable(_)), "{text}");
+    assert!(text.contains("storage.retry_budget_seconds"), "{text}");
+    assert!(text.contains("budget of 2 s"), "{text}");
+    assert!(text.contains("the server answered 503"), "{text}");
+    let tried = proxy.refused();
+    assert!(
+        tried > 1,
+        "the first operation was retried: {tried} requests"
+    );
+
+    let second = storage
+        .put(
+            &key(&format!("{base}/b.bin")),
+            storage::single_chunk(Bytes::from_static(b"x")),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        second.to_string().contains("storage.retry_budget_seconds"),
+        "{second}"
+    );
+    assert!(storage.list(&format!("{base}/")).await.is_err());
+    assert_eq!(proxy.refused(), tried, "nothing more reached the server");
+}
+
+#[tokio::test]
+async fn s3_failures_inside_the_budget_are_retried_to_success() {
+    // Three refused requests, then the real server: the look-up retries
+    // through them, the upload lands, and what is read back is what was
+    // written.
+    let proxy = FaultProxy::start(3).await;
+    let storage = s3_through(
+        proxy.endpoint.clone(),
+        None,
+        None,
+        None,
+        Duration::from_secs(60),
+    );
+    let object = key(&format!("{}/retried.bin", unique("budget")));
+    assert_eq!(storage.head(&object).await.unwrap(), None);
+    assert_eq!(proxy.refused(), 3);
+    let (body, sha256) = pattern(3 << 20, 1 << 20);
+    assert_eq!(storage.put(&object, body).await.unwrap(), 3 << 20);
+    let (announced, read, digest) = digest_of(&storage, &object).await;
+    assert_eq!((announced, read), (3 << 20, 3 << 20));
+    assert_eq!(digest, sha256);
+    storage.delete(&object).await.unwrap();
+}
+
+#[tokio::test]
+async fn ssh_connections_of_one_attempt_share_one_retry_budget() {
+    // A listener that hangs up on every connection (the handshake fails, a
+    // transient failure) and counts them.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        for connection in listener.incoming() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(connection);
+        }
+    });
+    let count = || accepted.load(std::sync::atomic::Ordering::SeqCst);
+    let storage = SshStorage::new(
+        SshOptions {
+            host: "127.0.0.1".into(),
+            port,
+            username: "nobody".into(),
+            path: "/tmp".into(),
+            private_key: None,
+            host_key_fingerprint: None,
+            purpose: Purpose::Transfer,
+            retry_budget: RetryBudget::new(Duration::from_secs(1)),
+        },
+        OPEN,
+    );
+    let first = storage.connect().await.unwrap_err().to_string();
+    assert!(
+        first.contains("budget of 1 s (storage.retry_budget_seconds)"),
+        "{first}"
+    );
+    // It ends with what failed.
+    assert!(first.contains("SSH handshake with 127.0.0.1"), "{first}");
+    let tried = count();
+    assert!(tried > 1, "the connection was retried: {tried} connections");
+    // The next operation of the attempt does not try again: it fails with
+    // the same words at once.
+    let second = storage
+        .head(&key("budget/x.bin"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(second, first);
+    assert_eq!(count(), tried, "no further connection");
 }

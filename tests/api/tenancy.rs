@@ -851,6 +851,52 @@ async fn a_backup_past_its_max_duration_is_cancelled(backend: Backend) {
 
 both_backends!(a_backup_past_its_max_duration_is_cancelled);
 
+/// The storage requests of one backup share one retry budget
+/// (`storage.retry_budget_seconds`): against a bucket that answers 503 to
+/// everything, the backup fails `target_unreachable` once the budget is spent,
+/// saying so, instead of retrying each request for as long again.
+async fn storage_retries_of_a_backup_share_one_budget(backend: Backend) {
+    use crate::storage::{env, FaultProxy};
+    let f = fixture_with(backend, "alpha", |config| {
+        config.storage.retry_budget_seconds = 2;
+    })
+    .await;
+    let proxy = FaultProxy::start(usize::MAX).await;
+    let target = f
+        .app
+        .post(
+            &f.org.path("/backups/targets"),
+            &f.org.admin,
+            &json!({ "name": "unwell", "type": "s3", "config": {
+                "bucket": env("TEST_S3_BUCKET"), "accessKeyId": env("TEST_S3_ACCESS_KEY"),
+                "secretAccessKey": env("TEST_S3_SECRET_KEY"), "endpoint": proxy.endpoint } }),
+        )
+        .await
+        .expect(201)["id"]
+        .clone();
+    std::fs::write(f.volume_dir("shop", "blue", "data").join("f.txt"), b"v1").unwrap();
+    let app_id = f
+        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
+        .await;
+    let job = f
+        .create_job(
+            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id],
+                            "targetId": target, "keepLast": 1 }),
+        )
+        .await;
+    let record = f.run_to_end(&job).await;
+    assert_eq!(record["status"], "failed", "{record}");
+    assert_eq!(record["errorCode"], "target_unreachable", "{record}");
+    let message = record["errorMessage"].as_str().unwrap();
+    assert!(
+        message.contains("budget of 2 s (storage.retry_budget_seconds)"),
+        "{message}"
+    );
+    assert!(message.contains("the server answered 503"), "{message}");
+    assert!(proxy.refused() > 1, "the upload was retried");
+}
+both_backends!(storage_retries_of_a_backup_share_one_budget);
+
 /// Growth is bounded: safety backups expire after
 /// `safety_backup_retention_days` (never the only successful backup of
 /// their volume), ended deliveries after `notifications.keep_days`, and an

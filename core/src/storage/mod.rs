@@ -8,6 +8,7 @@
 //! (multipart completion, or a rename of a temporary file). Errors say which
 //! step or permission failed and never carry credentials.
 
+pub mod budget;
 pub mod local;
 pub mod s3;
 pub mod ssh;
@@ -165,8 +166,12 @@ pub trait Storage: Send + Sync {
     }
 }
 
+/// How long a connection test retries, all requests together.
+pub const PROBE_RETRY_BUDGET: Duration = Duration::from_secs(5);
+
 /// What a storage is opened for: a connection test gives up on an
-/// unreachable target within seconds; a transfer retries for minutes.
+/// unreachable target within seconds; a transfer retries for as long as its
+/// attempt's budget (`storage.retry_budget_seconds`) lasts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Purpose {
     Probe,
@@ -457,6 +462,12 @@ pub fn open(
         .master_key
         .open_fields(target.id, target.secrets_ciphertext.as_deref())?;
     let policy = target_policy(cairn, target.organization_id);
+    // One budget for everything this opening does: an attempt opens its
+    // target once.
+    let budget = budget::RetryBudget::new(match purpose {
+        Purpose::Probe => PROBE_RETRY_BUDGET,
+        Purpose::Transfer => Duration::from_secs(cairn.config.storage.retry_budget_seconds),
+    });
     let missing = |field: &str| anyhow::anyhow!("target {} has no {field}", target.id);
     Ok(match target_type {
         TargetType::S3 | TargetType::R2 | TargetType::B2 => Arc::new(s3::S3Storage::new(
@@ -478,10 +489,7 @@ pub fn open(
                 ),
                 endpoint: settings.endpoint.clone(),
                 prefix: settings.prefix.clone(),
-                retry_budget: match purpose {
-                    Purpose::Probe => Duration::from_secs(5),
-                    Purpose::Transfer => s3::RETRY_BUDGET,
-                },
+                retry_budget: budget,
             },
             policy,
         )?),
@@ -500,6 +508,7 @@ pub fn open(
                     .map(secrecy::SecretString::from),
                 host_key_fingerprint: settings.host_key_fingerprint.clone(),
                 purpose,
+                retry_budget: budget,
             },
             policy,
         )),

@@ -7,7 +7,9 @@
 //! stays bounded — and a failed upload is aborted so that no partial object
 //! or dangling multipart upload remains. Transient failures (timeouts,
 //! resets, 5xx, throttling) are retried by `object_store` with jittered
-//! exponential backoff inside [`RETRY_BUDGET`]. Downloads are ranged GETs
+//! exponential backoff while the attempt's [`RetryBudget`] lasts: one budget
+//! shared by every request of the attempt (see [`super::budget`]), checked
+//! by the HTTP service below on every request. Downloads are ranged GETs
 //! of [`READ_PART`] bytes, [`READ_CONCURRENCY`] at once, in order. Every
 //! connection resolves its host through the outbound address policy.
 
@@ -18,7 +20,9 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::buffered::BufWriter;
-use object_store::client::{HttpClient, HttpConnector};
+use object_store::client::{
+    HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest, HttpResponse, HttpService,
+};
 use object_store::path::Path;
 use object_store::signer::{Method, Signer};
 use object_store::{
@@ -27,6 +31,7 @@ use object_store::{
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::AsyncWriteExt;
 
+use super::budget::{RetryBudget, EXHAUSTED_MARKER};
 use super::{ByteStream, ObjectInfo, ObjectKey, Storage, StorageError, StorageResult};
 use crate::netpolicy::{AddressPolicy, PolicyResolver};
 
@@ -38,9 +43,9 @@ pub const PART_CONCURRENCY: usize = 4;
 pub const READ_PART: u64 = 4 * 1024 * 1024;
 /// Ranged GETs in flight (and so buffered) at once.
 pub const READ_CONCURRENCY: usize = 8;
-/// How long a transfer's request may be retried before its failure is
-/// reported.
-pub const RETRY_BUDGET: Duration = Duration::from_secs(120);
+/// The most retries of one request; the attempt's budget usually ends
+/// them first.
+const MAX_RETRIES: usize = 1000;
 
 /// Settings of an S3-family target.
 pub struct S3Options {
@@ -50,8 +55,8 @@ pub struct S3Options {
     pub secret_access_key: SecretString,
     pub endpoint: Option<String>,
     pub prefix: Option<String>,
-    /// How long failed requests are retried.
-    pub retry_budget: Duration,
+    /// How long the attempt's failed requests are retried, all together.
+    pub retry_budget: RetryBudget,
 }
 
 pub struct S3Storage {
@@ -66,15 +71,19 @@ pub struct S3Storage {
 /// The HTTP client of S3 targets: it follows no redirect (a redirect to a
 /// literal address would bypass the resolver's check) and ignores proxy
 /// settings of the environment (the policy must see the real host).
+/// Every request it makes is counted against the attempt's retry budget.
 #[derive(Debug)]
-struct PolicyConnector(AddressPolicy);
+struct PolicyConnector {
+    policy: AddressPolicy,
+    budget: RetryBudget,
+}
 
 impl HttpConnector for PolicyConnector {
     fn connect(&self, _options: &ClientOptions) -> object_store::Result<HttpClient> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
-            .dns_resolver(Arc::new(PolicyResolver(self.0)))
+            .dns_resolver(Arc::new(PolicyResolver(self.policy)))
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(120))
             .build()
@@ -82,7 +91,58 @@ impl HttpConnector for PolicyConnector {
                 store: "S3",
                 source: Box::new(e),
             })?;
-        Ok(HttpClient::new(client))
+        Ok(HttpClient::new(Budgeted {
+            client,
+            budget: self.budget.clone(),
+        }))
+    }
+}
+
+/// The HTTP service of S3 targets: reqwest, with each outcome reported to
+/// the retry budget, and no request sent once the budget is spent. The
+/// refusal is an error of kind `Unknown`, which `object_store` does not
+/// retry, so the operation fails at once with the budget's message.
+#[derive(Debug)]
+struct Budgeted {
+    client: reqwest::Client,
+    budget: RetryBudget,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct BudgetSpent(String);
+
+#[async_trait::async_trait]
+impl HttpService for Budgeted {
+    async fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        if self.budget.is_exhausted() {
+            return Err(HttpError::new(
+                HttpErrorKind::Unknown,
+                BudgetSpent(self.budget.exhausted_message()),
+            ));
+        }
+        let started = std::time::Instant::now();
+        let outcome = self.client.call(request).await;
+        match &outcome {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                if matches!(status, 500..=599 | 408 | 429) {
+                    self.budget
+                        .failed(started, format!("the server answered {status}"));
+                } else {
+                    self.budget.succeeded();
+                }
+            }
+            Err(error) => match error.kind() {
+                // Not retried by object_store: not trouble to wait out.
+                HttpErrorKind::Unknown | HttpErrorKind::Decode => {}
+                kind => self.budget.failed(
+                    started,
+                    format!("{} error", format!("{kind:?}").to_lowercase()),
+                ),
+            },
+        }
+        outcome
     }
 }
 
@@ -97,8 +157,8 @@ impl S3Storage {
                 max_backoff: Duration::from_secs(15),
                 base: 2.0,
             },
-            max_retries: 10,
-            retry_timeout: options.retry_budget,
+            max_retries: MAX_RETRIES,
+            retry_timeout: options.retry_budget.total(),
         };
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&options.bucket)
@@ -107,7 +167,10 @@ impl S3Storage {
             .with_secret_access_key(options.secret_access_key.expose_secret())
             .with_retry(retry)
             .with_client_options(client)
-            .with_http_connector(PolicyConnector(policy));
+            .with_http_connector(PolicyConnector {
+                policy,
+                budget: options.retry_budget.clone(),
+            });
         let mut refused = None;
         if let Some(endpoint) = &options.endpoint {
             // Literal addresses never reach the resolver: check them here.
@@ -236,6 +299,9 @@ pub(crate) fn classify(bucket: &str, what: &str, error: object_store::Error) -> 
     let detail = format!("{what}: {}", without_body(&text));
     if text.contains("NoSuchBucket") || text.contains("bucket does not exist") {
         return StorageError::BucketMissing(format!("bucket '{bucket}' ({what})"));
+    }
+    if text.contains(EXHAUSTED_MARKER) {
+        return StorageError::Unreachable(detail);
     }
     if text.contains("outbound address policy")
         || text.contains("which targets may not use")

@@ -26,6 +26,7 @@ use secrecy::{ExposeSecret, SecretString};
 use ssh2::{ErrorCode, HashType, MethodType, Session, Sftp};
 use tokio::sync::{mpsc, oneshot};
 
+use super::budget::RetryBudget;
 use super::{
     feed, received, ByteStream, Cancellation, Chunk, ObjectInfo, ObjectKey, Purpose, Storage,
     StorageError, StorageResult, QUEUE,
@@ -43,6 +44,9 @@ const WRITE_BATCH: usize = 4 * 1024 * 1024;
 /// Chunks of a download queued for the reader: with 8 MiB reads, two.
 const READ_QUEUE: usize = 2;
 const PREFERRED_CIPHERS: &str = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes256-ctr";
+/// The most connection retries of one operation; the attempt's budget
+/// usually ends them first.
+const MAX_CONNECT_ATTEMPTS: usize = 1000;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection test's limit for connecting and for any single call.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -67,6 +71,8 @@ pub struct SshOptions {
     pub host_key_fingerprint: Option<String>,
     /// A connection test gives up fast; a transfer waits and retries.
     pub purpose: Purpose,
+    /// Connections are retried while the attempt's budget lasts.
+    pub retry_budget: RetryBudget,
 }
 
 pub struct SshStorage {
@@ -120,28 +126,49 @@ impl SshStorage {
                             StorageError::AddressRefused(reason)
                         }
                     })?;
+            let budget = options.retry_budget.clone();
             let connected = (|| {
                 let addresses = addresses.clone();
                 let options = options.clone();
                 let observed = observed.clone();
+                let budget = budget.clone();
                 async move {
-                    tokio::task::spawn_blocking(move || connect(&options, &addresses, &observed))
-                        .await
-                        .map_err(|e| StorageError::Io(format!("SSH worker thread: {e}")))?
+                    if budget.is_exhausted() {
+                        return Err(StorageError::Unreachable(budget.exhausted_message()));
+                    }
+                    let started = std::time::Instant::now();
+                    let outcome = tokio::task::spawn_blocking(move || {
+                        connect(&options, &addresses, &observed)
+                    })
+                    .await
+                    .map_err(|e| StorageError::Io(format!("SSH worker thread: {e}")))?;
+                    match &outcome {
+                        Ok(_) => budget.succeeded(),
+                        Err(StorageError::Unreachable(reason)) => budget.failed(started, reason),
+                        Err(_) => {}
+                    }
+                    outcome
                 }
             })
             .retry(
                 ExponentialBuilder::default()
                     .with_min_delay(Duration::from_millis(200))
-                    .with_max_delay(Duration::from_secs(2))
+                    .with_max_delay(Duration::from_secs(15))
                     .with_max_times(match options.purpose {
                         Purpose::Probe => 1,
-                        Purpose::Transfer => 3,
+                        Purpose::Transfer => MAX_CONNECT_ATTEMPTS,
                     })
                     .with_jitter(),
             )
-            .when(|error| matches!(error, StorageError::Unreachable(_)))
-            .await?;
+            .when(|error| matches!(error, StorageError::Unreachable(_)) && !budget.is_exhausted())
+            .await
+            .map_err(|error| match error {
+                // The budget's message ends with the last failure.
+                StorageError::Unreachable(_) if budget.is_exhausted() => {
+                    StorageError::Unreachable(budget.exhausted_message())
+                }
+                other => other,
+            })?;
             tokio::task::spawn_blocking(move || {
                 let (session, sftp) = connected;
                 let outcome = work(&sftp);

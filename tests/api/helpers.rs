@@ -89,6 +89,9 @@ pub fn test_config(data_dir: &std::path::Path, database_url: String, admin_token
     let mut config = Config::with_data_dir(data_dir);
     config.database_url = Some(SecretString::from(database_url));
     config.admin_token = Some(SecretString::from(admin_token.to_owned()));
+    // Targets that tests make unreachable give up after seconds, not the
+    // production quarter of an hour.
+    config.storage.retry_budget_seconds = 10;
     config
 }
 

@@ -26,6 +26,7 @@ use tar::{EntryType, Header, HeaderMode};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::encryption::Recipients;
+use crate::failure::FailureCode;
 use crate::storage::{received, ByteStream};
 
 /// Chunks handed to the uploader.
@@ -94,13 +95,13 @@ pub struct ArchiveSummary {
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct ArchiveError {
-    /// A stable code for the backup record (`volume_unreadable`, …).
-    pub code: &'static str,
+    /// The backup record's code (`volume_unreadable`, …).
+    pub code: FailureCode,
     pub message: String,
 }
 
 impl ArchiveError {
-    pub fn new(code: &'static str, message: impl Into<String>) -> ArchiveError {
+    pub fn new(code: FailureCode, message: impl Into<String>) -> ArchiveError {
         ArchiveError {
             code,
             message: message.into(),
@@ -382,7 +383,7 @@ fn excludes(patterns: &[String]) -> Result<GlobSet, ArchiveError> {
     for pattern in patterns {
         let glob = Glob::new(pattern.trim_start_matches('/')).map_err(|e| {
             ArchiveError::new(
-                "invalid_exclude",
+                FailureCode::InvalidExclude,
                 format!("exclude pattern {pattern:?}: {e}"),
             )
         })?;
@@ -390,7 +391,7 @@ fn excludes(patterns: &[String]) -> Result<GlobSet, ArchiveError> {
     }
     builder
         .build()
-        .map_err(|e| ArchiveError::new("invalid_exclude", e.to_string()))
+        .map_err(|e| ArchiveError::new(FailureCode::InvalidExclude, e.to_string()))
 }
 
 fn header_for(metadata: &Metadata, entry_type: EntryType, size: u64) -> Header {
@@ -408,12 +409,15 @@ fn archive(
 ) -> Result<ArchiveSummary, ArchiveError> {
     let unreadable = |path: &Path, error: io::Error| {
         ArchiveError::new(
-            "volume_unreadable",
+            FailureCode::VolumeUnreadable,
             format!("cannot read {}: {error}", path.display()),
         )
     };
     let upload_stopped = |error: io::Error| {
-        ArchiveError::new("upload_failed", format!("the upload stopped: {error}"))
+        ArchiveError::new(
+            FailureCode::UploadFailed,
+            format!("the upload stopped: {error}"),
+        )
     };
     let excluded_set = excludes(&options.excludes)?;
     let sealed = Sealed::new(options.encryption.as_ref(), sink).map_err(upload_stopped)?;

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::apps::PostgresSettings;
 use crate::archive::{ArchiveError, ChunkSink, FailUnlessDone, Sealed};
 use crate::encryption::Recipients;
+use crate::failure::FailureCode;
 use crate::netpolicy::AddressPolicy;
 use crate::storage::{received, ByteStream};
 
@@ -134,7 +135,7 @@ pub async fn resolve_host(
 ) -> Result<IpAddr, ArchiveError> {
     let refused = |reason: String| {
         ArchiveError::new(
-            "postgres_address_refused",
+            FailureCode::PostgresAddressRefused,
             format!("the PostgreSQL host is refused: {reason}"),
         )
     };
@@ -146,12 +147,15 @@ pub async fn resolve_host(
     match policy.resolve(bare, settings.port).await {
         Ok(addresses) => addresses.first().map(|a| a.ip()).ok_or_else(|| {
             ArchiveError::new(
-                "postgres_connection_failed",
+                FailureCode::PostgresConnectionFailed,
                 format!("{bare} does not resolve to any address"),
             )
         }),
         Err(reason) if reason.contains(" resolves to ") => Err(refused(reason)),
-        Err(reason) => Err(ArchiveError::new("postgres_connection_failed", reason)),
+        Err(reason) => Err(ArchiveError::new(
+            FailureCode::PostgresConnectionFailed,
+            reason,
+        )),
     }
 }
 
@@ -171,14 +175,14 @@ pub async fn pg_dump_version(program: &PathBuf) -> Result<(String, u32), Archive
         .await
         .map_err(|e| {
             ArchiveError::new(
-                "pg_dump_missing",
+                FailureCode::PgDumpMissing,
                 format!("pg_dump ({}) cannot be run: {e}", program.display()),
             )
         })?;
     let line = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     let major = pg_dump_major(&line).ok_or_else(|| {
         ArchiveError::new(
-            "pg_dump_missing",
+            FailureCode::PgDumpMissing,
             format!("{} does not report a pg_dump version", program.display()),
         )
     })?;
@@ -202,7 +206,7 @@ pub async fn server_version(
         .application_name("cairn");
     let failed = |error: sqlx::Error| {
         ArchiveError::new(
-            "postgres_connection_failed",
+            FailureCode::PostgresConnectionFailed,
             format!(
                 "cannot connect to PostgreSQL at {}:{} (database {:?}, user {:?}): {}",
                 settings.host,
@@ -220,7 +224,7 @@ pub async fn server_version(
     .await
     .map_err(|_| {
         ArchiveError::new(
-            "postgres_connection_failed",
+            FailureCode::PostgresConnectionFailed,
             format!(
                 "PostgreSQL at {}:{} did not answer within 15 s",
                 settings.host, settings.port
@@ -289,7 +293,10 @@ fn dump(
     process: &std::sync::Mutex<Process>,
 ) -> Result<DumpSummary, ArchiveError> {
     let upload_stopped = |error: io::Error| {
-        ArchiveError::new("upload_failed", format!("the upload stopped: {error}"))
+        ArchiveError::new(
+            FailureCode::UploadFailed,
+            format!("the upload stopped: {error}"),
+        )
     };
     let mut command = Command::new(&options.program);
     command
@@ -309,21 +316,25 @@ fn dump(
     command.env("PGPASSWORD", options.password.expose_secret());
     let mut child = command.spawn().map_err(|e| {
         ArchiveError::new(
-            "pg_dump_missing",
+            FailureCode::PgDumpMissing,
             format!("pg_dump ({}) cannot be run: {e}", options.program.display()),
         )
     })?;
     if let Ok(mut process) = process.lock() {
         process.pid = Some(child.id());
     }
-    let mut stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| ArchiveError::new("pg_dump_failed", "pg_dump's output is not readable"))?;
-    let mut stderr = child
-        .stderr
-        .take()
-        .ok_or_else(|| ArchiveError::new("pg_dump_failed", "pg_dump's errors are not readable"))?;
+    let mut stdout = child.stdout.take().ok_or_else(|| {
+        ArchiveError::new(
+            FailureCode::PgDumpFailed,
+            "pg_dump's output is not readable",
+        )
+    })?;
+    let mut stderr = child.stderr.take().ok_or_else(|| {
+        ArchiveError::new(
+            FailureCode::PgDumpFailed,
+            "pg_dump's errors are not readable",
+        )
+    })?;
     // stderr is drained on its own thread so that a chatty pg_dump never
     // blocks on a full pipe while stdout is read.
     let errors = std::thread::spawn(move || {
@@ -371,9 +382,12 @@ fn dump(
         let _ = child.wait();
         return Err(upload_stopped(error));
     }
-    let status = child
-        .wait()
-        .map_err(|e| ArchiveError::new("pg_dump_failed", format!("waiting for pg_dump: {e}")))?;
+    let status = child.wait().map_err(|e| {
+        ArchiveError::new(
+            FailureCode::PgDumpFailed,
+            format!("waiting for pg_dump: {e}"),
+        )
+    })?;
     let stderr_text = errors.join().unwrap_or_default();
     if !status.success() {
         let detail = if stderr_text.is_empty() {
@@ -382,7 +396,7 @@ fn dump(
             stderr_text
         };
         return Err(ArchiveError::new(
-            "pg_dump_failed",
+            FailureCode::PgDumpFailed,
             format!("pg_dump failed ({status}): {detail}"),
         ));
     }
@@ -434,7 +448,7 @@ mod tests {
                 username: "u".into(),
             };
             let refused = resolve_host(&policy, &settings).await.unwrap_err();
-            assert_eq!(refused.code, "postgres_address_refused", "{host}");
+            assert_eq!(refused.code, FailureCode::PostgresAddressRefused, "{host}");
         }
     }
 

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use cairn_entity::backup;
 
 use crate::error::{Error, Result, Validator};
+use crate::failure::FailureCode;
 use crate::Cairn;
 
 pub const DEFAULT_PAGE: u64 = 50;
@@ -111,7 +112,8 @@ pub struct BackupView {
     pub archive_size: Option<i64>,
     pub storage_path: Option<String>,
     pub sha256: Option<String>,
-    pub error_code: Option<String>,
+    /// Why it failed (see the table of codes).
+    pub error_code: Option<FailureCode>,
     pub error_message: Option<String>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -166,7 +168,7 @@ fn view(model: &backup::Model) -> Result<BackupView> {
         archive_size: model.archive_size,
         storage_path: model.storage_path.clone(),
         sha256: model.sha256.clone(),
-        error_code: model.error_code.clone(),
+        error_code: model.error_code.as_deref().map(FailureCode::from_stored),
         error_message: model.error_message.clone(),
         created_at: model.created_at,
         started_at: model.started_at,

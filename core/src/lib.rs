@@ -21,6 +21,7 @@ pub mod dump;
 pub mod encryption;
 pub mod error;
 pub mod extract;
+pub mod failure;
 pub mod history;
 pub mod jobs;
 pub mod locks;

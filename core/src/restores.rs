@@ -21,6 +21,7 @@ use uuid::Uuid;
 use cairn_entity::{app, backup, backup_target, restore, volume};
 
 use crate::error::{is_unique_violation, Error, Result, Validator};
+use crate::failure::FailureCode;
 use crate::history::{BackupStatus, LogLine};
 use crate::storage::{self, ByteStream, ObjectKey, Purpose, Storage};
 use crate::stored::{self, ArchiveName, Format};
@@ -110,7 +111,8 @@ pub struct RestoreView {
     pub safety_backup: bool,
     /// The safety backup (trigger `safety`), once it was started.
     pub safety_backup_id: Option<Uuid>,
-    pub error_code: Option<String>,
+    /// Why it failed (see the table of codes).
+    pub error_code: Option<FailureCode>,
     pub error_message: Option<String>,
     /// What the restore read and wrote: destination, counts, bytes,
     /// SHA-256, and that the app was not restarted.
@@ -169,7 +171,7 @@ pub fn view(model: &restore::Model) -> Result<RestoreView> {
         dry_run: model.dry_run,
         safety_backup: model.safety_backup,
         safety_backup_id: model.safety_backup_id,
-        error_code: model.error_code.clone(),
+        error_code: model.error_code.as_deref().map(FailureCode::from_stored),
         error_message: model.error_message.clone(),
         summary: model.summary.clone(),
         created_at: model.created_at,

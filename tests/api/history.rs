@@ -50,7 +50,7 @@ pub(crate) async fn seed(app: &TestApp, seed: Seed<'_>) -> Uuid {
         storage_path: Set(seed.path.map(str::to_owned)),
         sha256: Set(None),
         log: Set(log),
-        error_code: Set((seed.status == "failed").then(|| "volume_missing".to_owned())),
+        error_code: Set((seed.status == "failed").then(|| "volume_not_found".to_owned())),
         error_message: Set(None),
         attempt: Set(1),
         lease_owner: Set(None),
@@ -187,7 +187,7 @@ async fn history_pages_filters_and_details(backend: Backend) {
         .await;
     let detail = detail.expect(200);
     assert_eq!(detail["status"], "failed");
-    assert_eq!(detail["errorCode"], "volume_missing");
+    assert_eq!(detail["errorCode"], "volume_not_found");
     assert_eq!(detail["appName"], "shop");
     assert_eq!(detail["volumeName"], "data");
     assert_eq!(detail["log"].as_array().unwrap().len(), 2);

@@ -104,6 +104,36 @@ async fn openapi_document_is_served_complete_with_swagger_ui() {
     assert!(operations >= 31, "{operations} operations");
     assert!(served["components"]["securitySchemes"]["bearer"].is_object());
 
+    // The failure codes are published as one enum, the one records,
+    // views and notifications use.
+    let codes = &served["components"]["schemas"]["FailureCode"];
+    let published: Vec<&str> = codes["enum"]
+        .as_array()
+        .expect("FailureCode is an enum")
+        .iter()
+        .map(|code| code.as_str().unwrap())
+        .collect();
+    let table: Vec<&str> = cairn_core::failure::FailureCode::ALL
+        .iter()
+        .map(|code| code.as_str())
+        .collect();
+    assert_eq!(published, table);
+    assert!(codes["description"]
+        .as_str()
+        .unwrap()
+        .contains("| `worker_lost` | both | yes |"));
+    for (schema, field) in [
+        ("BackupView", "errorCode"),
+        ("RestoreView", "errorCode"),
+        ("ErrorRef", "code"),
+    ] {
+        let property = served["components"]["schemas"][schema]["properties"][field].to_string();
+        assert!(
+            property.contains("#/components/schemas/FailureCode"),
+            "{schema}.{field}: {property}"
+        );
+    }
+
     let redirect = app.client.get(app.url("/docs")).send().await.unwrap();
     assert!(redirect.status().is_redirection());
     assert_eq!(redirect.headers()["location"], "/docs/");

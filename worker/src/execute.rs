@@ -17,6 +17,7 @@ use cairn_core::archive::{self, ArchiveError, Compression, TarOptions};
 use cairn_core::directories::{self, Directory};
 use cairn_core::dump::{self, DumpOptions};
 use cairn_core::encryption::{self, Recipients};
+use cairn_core::failure::FailureCode;
 use cairn_core::history::BackupStatus;
 use cairn_core::jobs::{extra_recipients_of, CompressionSetting, EncryptionSetting};
 use cairn_core::runs::Trigger;
@@ -34,14 +35,14 @@ const MAX_EXCLUDED_LISTED: usize = 10_000;
 /// Why a backup failed: a stable code and a message without secrets.
 #[derive(Debug)]
 pub(crate) struct Failure {
-    pub code: String,
+    pub code: FailureCode,
     pub message: String,
 }
 
 impl Failure {
-    pub(crate) fn new(code: &str, message: impl Into<String>) -> Failure {
+    pub(crate) fn new(code: FailureCode, message: impl Into<String>) -> Failure {
         Failure {
-            code: code.to_owned(),
+            code,
             message: message.into(),
         }
     }
@@ -54,33 +55,35 @@ impl From<ArchiveError> for Failure {
 }
 
 pub(crate) fn internal(error: impl std::fmt::Display) -> Failure {
-    Failure::new("internal", format!("{error:#}"))
+    Failure::new(FailureCode::Internal, format!("{error:#}"))
 }
 
 /// The failure of an upload that failed with a storage error.
 fn storage_failure(step: &str, error: &StorageError) -> Failure {
-    target_failure(step, error, "upload_failed")
+    target_failure(step, error, FailureCode::UploadFailed)
 }
 
 /// The failure of a download that failed with a storage error.
 pub(crate) fn download_failure(step: &str, error: &StorageError) -> Failure {
     match error {
-        StorageError::NotFound(_) => Failure::new("archive_missing", format!("{step}: {error}")),
-        _ => target_failure(step, error, "download_failed"),
+        StorageError::NotFound(_) => {
+            Failure::new(FailureCode::ArchiveMissing, format!("{step}: {error}"))
+        }
+        _ => target_failure(step, error, FailureCode::DownloadFailed),
     }
 }
 
 /// The failure code of a storage error; `fallback` for errors that are not
 /// the target's access or reachability.
-fn target_failure(step: &str, error: &StorageError, fallback: &str) -> Failure {
+fn target_failure(step: &str, error: &StorageError, fallback: FailureCode) -> Failure {
     let code = match error {
-        StorageError::Unreachable(_) => "target_unreachable",
+        StorageError::Unreachable(_) => FailureCode::TargetUnreachable,
         StorageError::AuthenticationFailed(_) | StorageError::AccessDenied(_) => {
-            "target_access_denied"
+            FailureCode::TargetAccessDenied
         }
-        StorageError::BucketMissing(_) => "target_bucket_missing",
-        StorageError::HostKeyMismatch { .. } => "target_host_key_mismatch",
-        StorageError::AddressRefused(_) => "target_address_refused",
+        StorageError::BucketMissing(_) => FailureCode::TargetBucketMissing,
+        StorageError::HostKeyMismatch { .. } => FailureCode::TargetHostKeyMismatch,
+        StorageError::AddressRefused(_) => FailureCode::TargetAddressRefused,
         _ => fallback,
     };
     Failure::new(code, format!("{step}: {error}"))
@@ -126,7 +129,7 @@ pub(crate) async fn run_backup(
         tokio::select! {
             outcome = &mut work => outcome,
             () = tokio::time::sleep(limit) => Err(Failure::new(
-                "deadline_exceeded",
+                FailureCode::DeadlineExceeded,
                 format!(
                     "the backup ran longer than the job's maxDurationSeconds ({} s) and was cancelled; \
                      nothing was stored",
@@ -134,11 +137,11 @@ pub(crate) async fn run_backup(
                 ),
             )),
             () = &mut lease => Err(Failure::new(
-                "lease_lost",
+                FailureCode::LeaseLost,
                 "the worker lost its lease on this backup and stopped",
             )),
             _ = stop.wait_for(|stopped| *stopped) => Err(Failure::new(
-                "interrupted",
+                FailureCode::Interrupted,
                 "the worker was stopped while the backup ran; run the job again",
             )),
         }
@@ -212,7 +215,7 @@ pub(crate) async fn run_backup(
             attempt.note("error", format!("{}: {}", failure.code, failure.message));
             let changes = backup::ActiveModel {
                 status: ActiveValue::Set(BackupStatus::Failed.as_str().to_owned()),
-                error_code: ActiveValue::Set(Some(failure.code)),
+                error_code: ActiveValue::Set(Some(failure.code.as_str().to_owned())),
                 error_message: ActiveValue::Set(Some(failure.message)),
                 log: ActiveValue::Set(attempt.log_value()),
                 finished_at: ActiveValue::Set(Some(now)),
@@ -303,7 +306,7 @@ pub fn resolve_volume(
     match directories::locate(root, directories, deployed_slot.and_then(Slot::parse)) {
         Some(found) if found.exists => Ok((found.data, found.slot.as_str())),
         _ => Err(Failure::new(
-            "volume_not_found",
+            FailureCode::VolumeNotFound,
             format!(
                 "neither {} exists",
                 directories::describe(root, directories)
@@ -339,7 +342,7 @@ pub(crate) async fn volume_directories(
     }
     if volume.conflict {
         return Err(Failure::new(
-            "volume_conflict",
+            FailureCode::VolumeConflict,
             "the volume's directory was also resolved by an earlier volume when Cairn was upgraded; \
              it is not read or written until a deploy or save gives it a directory of its own \
              (the operator's volume_name_template should include {org})",
@@ -350,7 +353,7 @@ pub(crate) async fn volume_directories(
         .map_err(internal)?;
     if found.is_empty() {
         return Err(Failure::new(
-            "volume_conflict",
+            FailureCode::VolumeConflict,
             "the volume has no directory recorded; save the app or deploy it again",
         ));
     }
@@ -382,10 +385,15 @@ async fn context(worker: &Worker, model: &backup::Model) -> Result<Context, Fail
         .one(db)
         .await
         .map_err(internal)?
-        .ok_or_else(|| Failure::new("organization_deleted", "the organization no longer exists"))?;
+        .ok_or_else(|| {
+            Failure::new(
+                FailureCode::OrganizationDeleted,
+                "the organization no longer exists",
+            )
+        })?;
     if organization.deleted_at.is_some() {
         return Err(Failure::new(
-            "organization_deleted",
+            FailureCode::OrganizationDeleted,
             "the organization was deleted before the backup ran",
         ));
     }
@@ -416,7 +424,7 @@ async fn context(worker: &Worker, model: &backup::Model) -> Result<Context, Fail
         },
         None => {
             return Err(Failure::new(
-                "job_deleted",
+                FailureCode::JobDeleted,
                 "the job was deleted before the backup ran",
             ))
         }
@@ -430,7 +438,7 @@ async fn context(worker: &Worker, model: &backup::Model) -> Result<Context, Fail
     }
     .ok_or_else(|| {
         Failure::new(
-            "target_missing",
+            FailureCode::TargetMissing,
             "the backup's storage target no longer exists",
         )
     })?;
@@ -445,7 +453,7 @@ async fn context(worker: &Worker, model: &backup::Model) -> Result<Context, Fail
     }
     .ok_or_else(|| {
         Failure::new(
-            "volume_removed",
+            FailureCode::VolumeRemoved,
             format!(
                 "app {} no longer has a volume named {}",
                 model.app_name, model.volume_name
@@ -461,7 +469,10 @@ async fn context(worker: &Worker, model: &backup::Model) -> Result<Context, Fail
             .await
             .map_err(internal)?
             .ok_or_else(|| {
-                Failure::new("app_deleted", "the app was deleted before the backup ran")
+                Failure::new(
+                    FailureCode::AppDeleted,
+                    "the app was deleted before the backup ran",
+                )
             })?;
         deployed_slot = app.last_deploy_slot;
     }
@@ -511,7 +522,7 @@ async fn perform(
             .and_then(|c| serde_json::from_value(c).ok())
             .ok_or_else(|| {
                 Failure::new(
-                    "volume_misconfigured",
+                    FailureCode::VolumeMisconfigured,
                     "the postgres volume has no connection settings",
                 )
             })?;
@@ -521,7 +532,7 @@ async fn perform(
             .as_ref()
             .ok_or_else(|| {
                 Failure::new(
-                    "volume_misconfigured",
+                    FailureCode::VolumeMisconfigured,
                     "the postgres volume has no password",
                 )
             })?;
@@ -627,7 +638,7 @@ async fn perform(
             }
             Ok(false) => {
                 return Err(Failure::new(
-                    "lease_lost",
+                    FailureCode::LeaseLost,
                     "this attempt no longer holds the backup",
                 ))
             }
@@ -681,12 +692,17 @@ async fn perform(
                 },
             );
             let put = storage.put(&key, stream).await;
-            let summary = summary
-                .await
-                .map_err(|_| Failure::new("internal", "the archiver stopped without a summary"))?;
+            let summary = summary.await.map_err(|_| {
+                Failure::new(
+                    FailureCode::Internal,
+                    "the archiver stopped without a summary",
+                )
+            })?;
             let summary = match (put, summary) {
                 (Ok(_), Ok(summary)) => summary,
-                (_, Err(error)) if error.code != "upload_failed" => return Err(error.into()),
+                (_, Err(error)) if error.code != FailureCode::UploadFailed => {
+                    return Err(error.into())
+                }
                 (Err(error), _) => return Err(storage_failure("uploading the archive", &error)),
                 (Ok(_), Err(error)) => return Err(error.into()),
             };
@@ -741,7 +757,7 @@ async fn perform(
                 dump::server_version(&settings, hostaddr, &password).await?;
             if pg_dump_major < server_major {
                 return Err(Failure::new(
-                    "pg_dump_too_old",
+                    FailureCode::PgDumpTooOld,
                     format!(
                         "the worker's pg_dump is version {pg_dump_major} but the server runs PostgreSQL {server_version}; \
                          pg_dump must be at least as new as the server: install pg_dump {server_major} or newer on the worker \
@@ -762,11 +778,16 @@ async fn perform(
             });
             let put = storage.put(&key, stream).await;
             let summary = summary.await.map_err(|_| {
-                Failure::new("internal", "pg_dump's reader stopped without a summary")
+                Failure::new(
+                    FailureCode::Internal,
+                    "pg_dump's reader stopped without a summary",
+                )
             })?;
             let summary = match (put, summary) {
                 (Ok(_), Ok(summary)) => summary,
-                (_, Err(error)) if error.code != "upload_failed" => return Err(error.into()),
+                (_, Err(error)) if error.code != FailureCode::UploadFailed => {
+                    return Err(error.into())
+                }
                 (Err(error), _) => return Err(storage_failure("uploading the dump", &error)),
                 (Ok(_), Err(error)) => return Err(error.into()),
             };
@@ -843,7 +864,7 @@ mod tests {
         let root = tempfile_dir();
         let directories = VolumeNameTemplate::default().resolve("acme", "shop", "data");
         let missing = resolve_volume(&root, &directories, None).unwrap_err();
-        assert_eq!(missing.code, "volume_not_found");
+        assert_eq!(missing.code, FailureCode::VolumeNotFound);
         assert!(missing.message.contains("shop-blue_data/_data"));
         assert!(missing.message.contains("shop-green_data/_data"));
         std::fs::create_dir_all(root.join("shop-green_data/_data")).unwrap();

@@ -12,6 +12,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use cairn_core::failure::FailureCode;
 use cairn_core::history::{BackupStatus, LogLine};
 use cairn_core::storage::{self, ObjectKey, Purpose};
 use cairn_core::Cairn;
@@ -254,7 +255,7 @@ pub async fn reap(cairn: &Cairn, now: DateTime<Utc>) -> anyhow::Result<usize> {
         let failed = backup::Entity::update_many()
             .set(backup::ActiveModel {
                 status: ActiveValue::Set(BackupStatus::Failed.as_str().to_owned()),
-                error_code: ActiveValue::Set(Some("worker_lost".into())),
+                error_code: ActiveValue::Set(Some(FailureCode::WorkerLost.as_str().to_owned())),
                 error_message: ActiveValue::Set(Some(message.clone())),
                 finished_at: ActiveValue::Set(Some(now)),
                 lease_owner: ActiveValue::Set(None),
@@ -281,7 +282,10 @@ pub async fn reap(cairn: &Cairn, now: DateTime<Utc>) -> anyhow::Result<usize> {
         if let Some(run_id) = model.run_id {
             crate::prune::close_run(cairn, run_id, now).await?;
         }
-        let mut lines = vec![line("error", format!("worker_lost: {message}"))];
+        let mut lines = vec![line(
+            "error",
+            format!("{}: {message}", FailureCode::WorkerLost),
+        )];
         lines.push(clean_up(cairn, &model).await);
         append_log(&cairn.db, model.id, lines).await?;
     }

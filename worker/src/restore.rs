@@ -38,6 +38,7 @@ use uuid::Uuid;
 use cairn_core::apps::{PostgresSettings, Slot};
 use cairn_core::directories;
 use cairn_core::extract::{self, ExtractError};
+use cairn_core::failure::FailureCode;
 use cairn_core::history::{BackupStatus, LogLine};
 use cairn_core::notifications::{self, Subject};
 use cairn_core::restores::{blocking_reader, kinds_of, restorable, stored_archive, RestoreStatus};
@@ -103,7 +104,7 @@ pub(crate) async fn run_restore(
             tokio::select! {
                 outcome = &mut work => break outcome,
                 () = &mut lease => break Err(Failure::new(
-                    "lease_lost",
+                    FailureCode::LeaseLost,
                     "the worker lost its lease on this restore and stopped",
                 )),
                 _ = &mut stopped => cancel.cancel(),
@@ -116,7 +117,7 @@ pub(crate) async fn run_restore(
     };
     let outcome = match outcome {
         Err(failure) if overdue => Err(Failure::new(
-            "deadline_exceeded",
+            FailureCode::DeadlineExceeded,
             format!(
                 "the restore ran longer than the job's maxDurationSeconds ({} s) and was cancelled \
                  ({}: {})",
@@ -147,7 +148,7 @@ pub(crate) async fn run_restore(
             attempt.note("error", format!("{}: {}", failure.code, failure.message));
             restore::ActiveModel {
                 status: ActiveValue::Set(RestoreStatus::Failed.as_str().to_owned()),
-                error_code: ActiveValue::Set(Some(failure.code)),
+                error_code: ActiveValue::Set(Some(failure.code.as_str().to_owned())),
                 error_message: ActiveValue::Set(Some(failure.message)),
                 log: ActiveValue::Set(attempt.log_value()),
                 finished_at: ActiveValue::Set(Some(now)),
@@ -192,7 +193,7 @@ async fn destination(worker: &Worker, model: &restore::Model) -> Result<Destinat
     let db = &worker.cairn.db;
     let missing = || {
         Failure::new(
-            "destination_missing",
+            FailureCode::DestinationMissing,
             format!(
                 "the destination {}/{} no longer exists",
                 model.app_name, model.volume_name
@@ -214,7 +215,7 @@ async fn destination(worker: &Worker, model: &restore::Model) -> Result<Destinat
         .is_none_or(|org| org.deleted_at.is_some());
     if deleted {
         return Err(Failure::new(
-            "organization_deleted",
+            FailureCode::OrganizationDeleted,
             "the organization was deleted before the restore ran",
         ));
     }
@@ -245,7 +246,7 @@ async fn perform(
         .one(&cairn.db)
         .await
         .map_err(internal)?
-        .ok_or_else(|| Failure::new("backup_unavailable", "the backup was deleted"))?;
+        .ok_or_else(|| Failure::new(FailureCode::BackupUnavailable, "the backup was deleted"))?;
     let archive = async {
         let archive = stored_archive(cairn, source).await?;
         restorable(&archive.backup)?;
@@ -253,12 +254,14 @@ async fn perform(
     }
     .await
     .map_err(|error| match error {
-        cairn_core::Error::Conflict { message, .. } => Failure::new("backup_unavailable", message),
+        cairn_core::Error::Conflict { message, .. } => {
+            Failure::new(FailureCode::BackupUnavailable, message)
+        }
         other => internal(other),
     })?;
     let expected = archive.backup.sha256.clone().ok_or_else(|| {
         Failure::new(
-            "backup_unavailable",
+            FailureCode::BackupUnavailable,
             "the backup has no recorded checksum to verify against",
         )
     })?;
@@ -266,7 +269,7 @@ async fn perform(
     let (kind, volume_kind) = kinds_of(archive.name);
     if destination.volume.kind != volume_kind {
         return Err(Failure::new(
-            "destination_mismatch",
+            FailureCode::DestinationMismatch,
             format!(
                 "{}/{} is a {} volume; a {kind} archive restores into a {volume_kind} volume",
                 destination.app.name, destination.volume.name, destination.volume.kind
@@ -366,7 +369,7 @@ fn verdict<T>(
 ) -> Result<(T, u64), Failure> {
     if cancel.is_cancelled() {
         return Err(Failure::new(
-            "interrupted",
+            FailureCode::Interrupted,
             "the worker was stopped while the restore ran; nothing was changed",
         ));
     }
@@ -374,13 +377,13 @@ fn verdict<T>(
     // decompression), so it is reported first.
     let (actual, size) = digest.map_err(|e| {
         Failure::new(
-            "download_failed",
+            FailureCode::DownloadFailed,
             format!("reading the archive from the target: {e}"),
         )
     })?;
     if actual != expected {
         return Err(Failure::new(
-            "checksum_mismatch",
+            FailureCode::ChecksumMismatch,
             format!(
                 "the archive read from the target ({size} bytes) has SHA-256 {actual}, but the backup recorded {expected}: \
                  it was changed or damaged in storage; nothing was restored"
@@ -393,17 +396,19 @@ fn verdict<T>(
 fn read_failure(error: ReadError) -> Failure {
     match error {
         ReadError::Decrypt(_) | ReadError::IdentityNeeded => {
-            Failure::new("decryption_failed", error.to_string())
+            Failure::new(FailureCode::DecryptionFailed, error.to_string())
         }
-        _ => Failure::new("archive_damaged", error.to_string()),
+        _ => Failure::new(FailureCode::ArchiveDamaged, error.to_string()),
     }
 }
 
 fn extract_failure(error: ExtractError) -> Failure {
     match error {
-        ExtractError::Refused { .. } => Failure::new("archive_refused", error.to_string()),
-        ExtractError::TooLarge(_) => Failure::new("archive_too_large", error.to_string()),
-        ExtractError::Io(_) => Failure::new("restore_failed", error.to_string()),
+        ExtractError::Refused { .. } => {
+            Failure::new(FailureCode::ArchiveRefused, error.to_string())
+        }
+        ExtractError::TooLarge(_) => Failure::new(FailureCode::ArchiveTooLarge, error.to_string()),
+        ExtractError::Io(_) => Failure::new(FailureCode::RestoreFailed, error.to_string()),
     }
 }
 
@@ -476,7 +481,7 @@ impl Restore<'_> {
             .map_err(internal)?
             .map_err(|e| {
                 Failure::new(
-                    "restore_failed",
+                    FailureCode::RestoreFailed,
                     format!("preparing {}: {e}", staging.display()),
                 )
             })?;
@@ -594,7 +599,7 @@ impl Restore<'_> {
                     discard(&staging, &holder, exists);
                 }
                 Err(Failure::new(
-                    "restore_failed",
+                    FailureCode::RestoreFailed,
                     format!(
                         "moving the restored entries into {}: {error}",
                         data.display()
@@ -615,7 +620,7 @@ impl Restore<'_> {
             .and_then(|c| serde_json::from_value(c).ok())
             .ok_or_else(|| {
                 Failure::new(
-                    "volume_misconfigured",
+                    FailureCode::VolumeMisconfigured,
                     "the postgres volume has no connection settings",
                 )
             })?;
@@ -648,7 +653,7 @@ impl Restore<'_> {
                 })
                 .map_err(|e| {
                     Failure::new(
-                        "restore_failed",
+                        FailureCode::RestoreFailed,
                         format!("spooling the dump to a temporary file: {e}"),
                     )
                 });
@@ -704,13 +709,13 @@ impl Restore<'_> {
                 }
             };
             stored::pg_restore_with_output(&mut plain, action, &program, &pg_cancel)
-                .map_err(|message| Failure::new("pg_restore_failed", message))
+                .map_err(|message| Failure::new(FailureCode::PgRestoreFailed, message))
         })
         .await
         .map_err(internal)?;
         if cancel.is_cancelled() {
             return Err(Failure::new(
-                "interrupted",
+                FailureCode::Interrupted,
                 "the worker was stopped while pg_restore ran; its transaction was rolled back and the database is unchanged",
             ));
         }
@@ -833,7 +838,7 @@ impl Restore<'_> {
         .map_err(internal)?;
         if !linked {
             return Err(Failure::new(
-                "lease_lost",
+                FailureCode::LeaseLost,
                 "this attempt no longer holds the restore",
             ));
         }
@@ -851,7 +856,7 @@ impl Restore<'_> {
             .ok_or_else(|| internal("the safety backup's record disappeared"))?;
         if ended.status != BackupStatus::Success.as_str() {
             return Err(Failure::new(
-                "safety_backup_failed",
+                FailureCode::SafetyBackupFailed,
                 format!(
                     "the safety backup {id} failed ({}: {}); the destination was not changed. \
                      Fix the cause, or restore without a safety backup (\"safetyBackup\": false)",
@@ -1060,12 +1065,15 @@ pub(crate) async fn reap(
             }
         );
         let mut log: Vec<LogLine> = serde_json::from_value(model.log.clone()).unwrap_or_default();
-        log.push(line("error", format!("worker_lost: {message}")));
+        log.push(line(
+            "error",
+            format!("{}: {message}", FailureCode::WorkerLost),
+        ));
         let txn = cairn.db.begin().await?;
         let failed = restore::Entity::update_many()
             .set(restore::ActiveModel {
                 status: ActiveValue::Set(RestoreStatus::Failed.as_str().to_owned()),
-                error_code: ActiveValue::Set(Some("worker_lost".into())),
+                error_code: ActiveValue::Set(Some(FailureCode::WorkerLost.as_str().to_owned())),
                 error_message: ActiveValue::Set(Some(message.clone())),
                 log: ActiveValue::Set(serde_json::to_value(log)?),
                 finished_at: ActiveValue::Set(Some(now)),

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use cairn_entity::{backup, backup_job, backup_run, restore};
 
 use crate::error::Result;
+use crate::failure::FailureCode;
 use crate::history::BackupStatus;
 
 /// The schema version of [`NotificationPayload`].
@@ -186,7 +187,7 @@ pub struct VolumeResult {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorRef {
-    pub code: String,
+    pub code: FailureCode,
     pub message: String,
 }
 
@@ -253,7 +254,10 @@ fn error_of(code: &Option<String>, message: &Option<String>) -> Option<ErrorRef>
     match (code, message) {
         (None, None) => None,
         (code, message) => Some(ErrorRef {
-            code: code.clone().unwrap_or_else(|| "failed".into()),
+            // Records always store a code with their message.
+            code: code
+                .as_deref()
+                .map_or(FailureCode::Internal, FailureCode::from_stored),
             message: message.clone().unwrap_or_default(),
         }),
     }

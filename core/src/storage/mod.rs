@@ -25,6 +25,7 @@ use utoipa::ToSchema;
 
 use cairn_entity::backup_target;
 
+use crate::failure::FailureCode;
 use crate::netpolicy::AddressPolicy;
 use crate::targets::{TargetSettings, TargetType};
 use crate::Cairn;
@@ -396,10 +397,10 @@ pub fn address_policy(cairn: &Cairn) -> AddressPolicy {
 /// while `allow_local_backups` is off; an organization's SSH target
 /// without a key of its own (the SSH agent holds the operator's keys and
 /// is for system-level targets only).
-pub fn refusal(cairn: &Cairn, target: &backup_target::Model) -> Option<(&'static str, String)> {
+pub fn refusal(cairn: &Cairn, target: &backup_target::Model) -> Option<(FailureCode, String)> {
     match TargetType::parse(&target.target_type)? {
         TargetType::Local if !cairn.config.allow_local_backups => Some((
-            "local_backups_disabled",
+            FailureCode::LocalBackupsDisabled,
             "local targets are disabled on this server (allow_local_backups: false, \
              CAIRN_ALLOW_LOCAL_BACKUPS); use another target"
                 .to_owned(),
@@ -411,7 +412,7 @@ pub fn refusal(cairn: &Cairn, target: &backup_target::Model) -> Option<(&'static
                 .is_ok_and(|secrets| secrets.contains_key("privateKey"));
             (!has_key).then(|| {
                 (
-                    "ssh_key_required",
+                    FailureCode::SshKeyRequired,
                     "the SSH target has no private key of its own; an organization's target \
                      never uses the server's SSH agent. Set config.privateKey"
                         .to_owned(),

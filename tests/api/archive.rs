@@ -244,7 +244,10 @@ async fn a_missing_volume_fails_with_its_code() {
         "the stream must end with an error, not look complete"
     );
     let error = summary.await.unwrap().unwrap_err();
-    assert_eq!(error.code, cairn_core::failure::FailureCode::VolumeUnreadable);
+    assert_eq!(
+        error.code,
+        cairn_core::failure::FailureCode::VolumeUnreadable
+    );
     assert!(
         error.message.contains("/nonexistent/volume/_data"),
         "{}",

@@ -101,7 +101,32 @@ async fn openapi_document_is_served_complete_with_swagger_ui() {
             }
         }
     }
-    assert!(operations >= 31, "{operations} operations");
+    // The routes wired are exactly the operations published.
+    let mut published: Vec<(String, String)> = served["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |method| (method.clone(), path.clone()))
+        })
+        .collect();
+    published.sort();
+    let mut wired: Vec<(String, String)> = cairn_api::routes::wired()
+        .into_iter()
+        .map(|(method, path)| (method.to_owned(), path.to_owned()))
+        .collect();
+    wired.sort();
+    let total = wired.len();
+    wired.dedup();
+    assert_eq!(wired.len(), total, "a route is wired twice");
+    assert_eq!(
+        wired, published,
+        "wired routes and published operations differ"
+    );
+    assert_eq!(operations, published.len());
     assert!(served["components"]["securitySchemes"]["bearer"].is_object());
 
     // The failure codes are published as one enum, the one records,

@@ -11,26 +11,11 @@ use super::{authorize, created as created_response, Items, OrgAppPath, OrgPath};
 use crate::error::ApiError;
 use crate::extract::{Auth, Body};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/api/v1/organizations/{orgId}/apps")
-            .route(web::get().to(list))
-            .route(web::post().to(create)),
-    )
-    .service(
-        web::resource("/api/v1/organizations/{orgId}/apps/{appId}")
-            .route(web::get().to(get))
-            .route(web::put().to(update))
-            .route(web::delete().to(remove)),
-    )
-    .service(
-        web::resource("/api/v1/organizations/{orgId}/apps/{appName}/deployments")
-            .route(web::post().to(deploy)),
-    )
-    .service(
-        web::resource("/api/v1/organizations/{orgId}/apps/{appId}/backup-now")
-            .route(web::post().to(backup_now)),
-    );
+routes! {
+    "/api/v1/organizations/{orgId}/apps" => { get: list, post: create },
+    "/api/v1/organizations/{orgId}/apps/{appId}" => { get: get, put: update, delete: remove },
+    "/api/v1/organizations/{orgId}/apps/{appName}/deployments" => { post: deploy },
+    "/api/v1/organizations/{orgId}/apps/{appId}/backup-now" => { post: backup_now },
 }
 
 /// `{orgId}/apps/{appName}`

@@ -11,23 +11,11 @@ use super::{authorize, OrgBackupPath, OrgPath};
 use crate::error::ApiError;
 use crate::extract::Auth;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/api/v1/organizations/{orgId}/backups/history/{backupId}/download")
-            .route(web::get().to(download)),
-    )
-    .service(
-        web::resource("/api/v1/organizations/{orgId}/backups/history/{backupId}/accept")
-            .route(web::post().to(accept)),
-    )
-    .service(
-        web::resource("/api/v1/organizations/{orgId}/backups/history").route(web::get().to(list)),
-    )
-    .service(
-        web::resource("/api/v1/organizations/{orgId}/backups/history/{backupId}")
-            .route(web::get().to(get))
-            .route(web::delete().to(remove)),
-    );
+routes! {
+    "/api/v1/organizations/{orgId}/backups/history/{backupId}/download" => { get: download },
+    "/api/v1/organizations/{orgId}/backups/history/{backupId}/accept" => { post: accept },
+    "/api/v1/organizations/{orgId}/backups/history" => { get: list },
+    "/api/v1/organizations/{orgId}/backups/history/{backupId}" => { get: get, delete: remove },
 }
 
 /// List backups, newest first.

@@ -12,38 +12,14 @@ use super::{authorize, created as created_response, Items, OrgJobPath, OrgPath};
 use crate::error::ApiError;
 use crate::extract::{Auth, Body};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/api/v1/organizations/{orgId}/backups/jobs/{jobId}/run")
-            .route(web::post().to(run)),
-    )
-    .service(
-        web::resource("/api/v1/organizations/{orgId}/backups/jobs/{jobId}/runs")
-            .route(web::get().to(runs_list)),
-    )
-    .service(
-        web::resource("/api/v1/organizations/{orgId}/backups/encryption-key")
-            .route(web::get().to(encryption_key)),
-    )
-    .service(
-        web::resource("/api/v1/organizations/{orgId}/backups/encryption-key/export")
-            .route(web::post().to(export_encryption_key)),
-    )
-    .service(
-        web::resource("/api/v1/organizations/{orgId}/backups/jobs/{jobId}/retention")
-            .route(web::get().to(retention)),
-    )
-    .service(
-        web::resource("/api/v1/organizations/{orgId}/backups/jobs")
-            .route(web::get().to(list))
-            .route(web::post().to(create)),
-    )
-    .service(
-        web::resource("/api/v1/organizations/{orgId}/backups/jobs/{jobId}")
-            .route(web::get().to(get))
-            .route(web::put().to(update))
-            .route(web::delete().to(remove)),
-    );
+routes! {
+    "/api/v1/organizations/{orgId}/backups/jobs/{jobId}/run" => { post: run },
+    "/api/v1/organizations/{orgId}/backups/jobs/{jobId}/runs" => { get: runs_list },
+    "/api/v1/organizations/{orgId}/backups/encryption-key" => { get: encryption_key },
+    "/api/v1/organizations/{orgId}/backups/encryption-key/export" => { post: export_encryption_key },
+    "/api/v1/organizations/{orgId}/backups/jobs/{jobId}/retention" => { get: retention },
+    "/api/v1/organizations/{orgId}/backups/jobs" => { get: list, post: create },
+    "/api/v1/organizations/{orgId}/backups/jobs/{jobId}" => { get: get, put: update, delete: remove },
 }
 
 /// List the organization's backup jobs.

@@ -1,6 +1,28 @@
-//! One module per resource. Each handler authenticates (`Auth`), checks the
-//! caller's role for the organization in the path, calls `cairn-core` and
-//! returns a view.
+//! One module per resource. Each module's route table (`routes!`) wires its
+//! handlers and lists them in `WIRED`, and a test holds the union of those
+//! lists to the OpenAPI document's operations, exactly. A handler's
+//! extractors authenticate and authorize the caller; the handler calls
+//! `cairn-core` and returns a view.
+
+/// A module's route table: `"path" => { method: handler, … }`, one row per
+/// path, in the order actix should match them. It defines `configure`,
+/// which wires the routes, and `WIRED`, the `(method, path)` of each.
+macro_rules! routes {
+    ($($path:literal => { $($method:ident: $handler:path),+ $(,)? }),+ $(,)?) => {
+        /// Wires this module's routes.
+        pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
+            $(
+                cfg.service(
+                    actix_web::web::resource($path)
+                        $(.route(actix_web::web::$method().to($handler)))+,
+                );
+            )+
+        }
+
+        /// The `(method, path)` of every route [`configure`] wires.
+        pub const WIRED: &[(&str, &str)] = &[$($((stringify!($method), $path)),+),+];
+    };
+}
 
 pub mod apps;
 pub mod history;
@@ -19,6 +41,12 @@ use uuid::Uuid;
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    // The Swagger UI lives at `/docs/`; `/docs` leads there.
+    cfg.service(web::resource("/docs").route(web::get().to(|| async {
+        actix_web::HttpResponse::PermanentRedirect()
+            .insert_header(("Location", "/docs/"))
+            .finish()
+    })));
     ops::configure(cfg);
     orgs::configure(cfg);
     tokens::configure(cfg);
@@ -28,6 +56,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     history::configure(cfg);
     restores::configure(cfg);
     notifications::configure(cfg);
+}
+
+/// The `(method, path)` of every API route, from the modules' tables.
+pub fn wired() -> Vec<(&'static str, &'static str)> {
+    [
+        ops::WIRED,
+        orgs::WIRED,
+        tokens::WIRED,
+        targets::WIRED,
+        apps::WIRED,
+        jobs::WIRED,
+        history::WIRED,
+        restores::WIRED,
+        notifications::WIRED,
+    ]
+    .concat()
 }
 
 /// `{orgId}`

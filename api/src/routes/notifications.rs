@@ -12,26 +12,11 @@ use super::{authorize, created as created_response, Items, OrgChannelPath, OrgPa
 use crate::error::ApiError;
 use crate::extract::{Auth, Body};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/api/v1/organizations/{orgId}/notifications/channels")
-            .route(web::get().to(list))
-            .route(web::post().to(create)),
-    )
-    .service(
-        web::resource("/api/v1/organizations/{orgId}/notifications/channels/{channelId}")
-            .route(web::get().to(get))
-            .route(web::put().to(update))
-            .route(web::delete().to(remove)),
-    )
-    .service(
-        web::resource("/api/v1/organizations/{orgId}/notifications/channels/{channelId}/test")
-            .route(web::post().to(test)),
-    )
-    .service(
-        web::resource("/api/v1/organizations/{orgId}/notifications/deliveries")
-            .route(web::get().to(deliveries)),
-    );
+routes! {
+    "/api/v1/organizations/{orgId}/notifications/channels" => { get: list, post: create },
+    "/api/v1/organizations/{orgId}/notifications/channels/{channelId}" => { get: get, put: update, delete: remove },
+    "/api/v1/organizations/{orgId}/notifications/channels/{channelId}/test" => { post: test },
+    "/api/v1/organizations/{orgId}/notifications/deliveries" => { get: deliveries },
 }
 
 /// List the organization's notification channels.

@@ -7,15 +7,9 @@ use utoipa::ToSchema;
 
 use crate::error::ApiError;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    // The Swagger UI lives at `/docs/`; `/docs` leads there.
-    cfg.service(web::resource("/docs").route(web::get().to(|| async {
-        HttpResponse::PermanentRedirect()
-            .insert_header(("Location", "/docs/"))
-            .finish()
-    })))
-    .service(web::resource("/healthz").route(web::get().to(healthz)))
-    .service(web::resource("/readyz").route(web::get().to(readyz)));
+routes! {
+    "/healthz" => { get: healthz },
+    "/readyz" => { get: readyz },
 }
 
 #[derive(Serialize, ToSchema)]

@@ -12,20 +12,10 @@ use super::{created as created_response, Items, OrgPath};
 use crate::error::ApiError;
 use crate::extract::{Auth, Body};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/api/v1/organizations")
-            .route(web::post().to(create))
-            .route(web::get().to(list)),
-    )
-    .service(
-        web::resource("/api/v1/organizations/{orgId}")
-            .route(web::get().to(get))
-            .route(web::delete().to(remove)),
-    )
-    .service(
-        web::resource("/api/v1/organizations/{orgId}/undelete").route(web::post().to(undelete)),
-    );
+routes! {
+    "/api/v1/organizations" => { post: create, get: list },
+    "/api/v1/organizations/{orgId}" => { get: get, delete: remove },
+    "/api/v1/organizations/{orgId}/undelete" => { post: undelete },
 }
 
 /// Create an organization.

@@ -14,22 +14,11 @@ use super::{authorize, OrgBackupPath, OrgPath, OrgRestorePath};
 use crate::error::ApiError;
 use crate::extract::{Auth, Body};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/api/v1/organizations/{orgId}/backups/history/{backupId}/preview")
-            .route(web::get().to(preview)),
-    )
-    .service(
-        web::resource("/api/v1/organizations/{orgId}/backups/history/{backupId}/restore")
-            .route(web::post().to(request)),
-    )
-    .service(
-        web::resource("/api/v1/organizations/{orgId}/backups/restores").route(web::get().to(list)),
-    )
-    .service(
-        web::resource("/api/v1/organizations/{orgId}/backups/restores/{restoreId}")
-            .route(web::get().to(get)),
-    );
+routes! {
+    "/api/v1/organizations/{orgId}/backups/history/{backupId}/preview" => { get: preview },
+    "/api/v1/organizations/{orgId}/backups/history/{backupId}/restore" => { post: request },
+    "/api/v1/organizations/{orgId}/backups/restores" => { get: list },
+    "/api/v1/organizations/{orgId}/backups/restores/{restoreId}" => { get: get },
 }
 
 /// Preview a backup before restoring it.

@@ -14,37 +14,13 @@ use super::{
 use crate::error::ApiError;
 use crate::extract::{Auth, Body};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/api/v1/organizations/{orgId}/backups/targets")
-            .route(web::get().to(list))
-            .route(web::post().to(create)),
-    )
-    .service(
-        web::resource("/api/v1/organizations/{orgId}/backups/targets/{targetId}")
-            .route(web::get().to(get))
-            .route(web::put().to(update))
-            .route(web::delete().to(remove)),
-    )
-    .service(
-        web::resource("/api/v1/organizations/{orgId}/backups/targets/{targetId}/test")
-            .route(web::post().to(test)),
-    )
-    .service(
-        web::resource("/api/v1/system/backups/targets/{targetId}/test")
-            .route(web::post().to(system_test)),
-    )
-    .service(
-        web::resource("/api/v1/system/backups/targets")
-            .route(web::get().to(system_list))
-            .route(web::post().to(system_create)),
-    )
-    .service(
-        web::resource("/api/v1/system/backups/targets/{targetId}")
-            .route(web::get().to(system_get))
-            .route(web::put().to(system_update))
-            .route(web::delete().to(system_remove)),
-    );
+routes! {
+    "/api/v1/organizations/{orgId}/backups/targets" => { get: list, post: create },
+    "/api/v1/organizations/{orgId}/backups/targets/{targetId}" => { get: get, put: update, delete: remove },
+    "/api/v1/organizations/{orgId}/backups/targets/{targetId}/test" => { post: test },
+    "/api/v1/system/backups/targets/{targetId}/test" => { post: system_test },
+    "/api/v1/system/backups/targets" => { get: system_list, post: system_create },
+    "/api/v1/system/backups/targets/{targetId}" => { get: system_get, put: system_update, delete: system_remove },
 }
 
 /// List the organization's storage targets.

@@ -9,16 +9,9 @@ use super::{authorize, Items, OrgPath, OrgTokenPath};
 use crate::error::ApiError;
 use crate::extract::{Auth, Body};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/api/v1/organizations/{orgId}/tokens")
-            .route(web::post().to(create))
-            .route(web::get().to(list)),
-    )
-    .service(
-        web::resource("/api/v1/organizations/{orgId}/tokens/{tokenId}")
-            .route(web::delete().to(remove)),
-    );
+routes! {
+    "/api/v1/organizations/{orgId}/tokens" => { post: create, get: list },
+    "/api/v1/organizations/{orgId}/tokens/{tokenId}" => { delete: remove },
 }
 
 /// Create an API token for the organization.

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 
-type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+pub(crate) type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 
 /// The authenticated caller: a valid `Authorization: Bearer <token>`.
 pub struct Auth(pub Principal);
@@ -190,14 +190,19 @@ fn field_of(path: &str, message: &str) -> (String, String) {
     }
 }
 
-/// Errors of `web::Path`: names each `…Id` segment that is not a UUID.
-pub fn path_error(error: actix_web::error::PathError, request: &HttpRequest) -> actix_web::Error {
-    let errors: Vec<FieldError> = request
+/// Each `…Id` segment of the path that is not a UUID.
+pub(crate) fn bad_ids(request: &HttpRequest) -> Vec<FieldError> {
+    request
         .match_info()
         .iter()
         .filter(|(name, value)| name.ends_with("Id") && Uuid::parse_str(value).is_err())
         .map(|(name, _)| FieldError::new(name, "is not a valid id (a UUID)"))
-        .collect();
+        .collect()
+}
+
+/// Errors of `web::Path`: names each `…Id` segment that is not a UUID.
+pub fn path_error(error: actix_web::error::PathError, request: &HttpRequest) -> actix_web::Error {
+    let errors = bad_ids(request);
     if errors.is_empty() {
         return ApiError::MalformedBody(format!("the URL could not be parsed: {error}")).into();
     }

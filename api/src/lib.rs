@@ -9,6 +9,7 @@
 //! `202 Accepted`. actix-web runs one single-threaded runtime per worker
 //! thread (`ApplicationOptions::workers`); handlers never block.
 
+pub mod access;
 pub mod error;
 pub mod extract;
 pub mod openapi;

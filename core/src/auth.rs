@@ -77,21 +77,27 @@ impl Principal {
     /// Allows the call when the caller administers the system, or belongs
     /// to `organization_id` with at least `role`. Another organization's id
     /// answers "organization not found", exactly as a missing one does.
-    pub fn require(&self, organization_id: Uuid, role: Role, action: &'static str) -> Result<()> {
+    pub fn require(&self, organization_id: Uuid, role: Role, action: &str) -> Result<()> {
         match self.organization_id {
             None => Ok(()),
             Some(own) if own != organization_id => Err(Error::NotFound("organization")),
-            Some(_) if self.role < role => Err(Error::Forbidden(action)),
+            Some(_) if self.role < role => Err(Error::Forbidden(format!(
+                "{action} (it needs the {} role; this token is {})",
+                role.as_str(),
+                self.role.as_str()
+            ))),
             Some(_) => Ok(()),
         }
     }
 
     /// Allows the call only for a system administrator.
-    pub fn require_system_admin(&self, action: &'static str) -> Result<()> {
+    pub fn require_system_admin(&self, action: &str) -> Result<()> {
         if self.is_system_admin() {
             Ok(())
         } else {
-            Err(Error::Forbidden(action))
+            Err(Error::Forbidden(format!(
+                "{action} (it needs a system administrator token)"
+            )))
         }
     }
 }

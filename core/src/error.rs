@@ -37,7 +37,7 @@ pub enum Error {
     Absent(String),
     /// The caller is known but its role does not allow the operation.
     #[error("this token's role does not allow {0}")]
-    Forbidden(&'static str),
+    Forbidden(String),
     /// The request conflicts with the current state (a duplicate name, a
     /// target still in use). Nothing was written.
     #[error("{message}")]

@@ -1,59 +1,82 @@
-//! Every route that takes a body refuses malformed JSON, a wrong content
-//! type, an oversized body and unknown fields with a problem document, and
+//! Every operation that takes a body, as the served OpenAPI document lists
+//! them (a new route is covered without editing this file), refuses
+//! malformed JSON, a wrong content type, an oversized body and unknown
+//! fields with a problem document, checks the caller before the body, and
 //! writes nothing.
 
 use reqwest::Method;
-use serde_json::json;
+use serde_json::Value;
 
+use crate::backups::fixture;
 use crate::both_backends;
-use crate::helpers::{job, s3_target, spawn_app, Backend, Reply};
+use crate::helpers::{s3_target, Backend, Reply};
+use crate::sweep::{snapshot, tenant};
 
 both_backends!(every_body_route_refuses_bad_bodies);
 
 async fn every_body_route_refuses_bad_bodies(backend: Backend) {
-    let app = spawn_app(backend).await;
-    let org = app.org("acme").await;
-    let created = |reply: Reply| reply.expect(201)["id"].as_str().unwrap().to_owned();
-    let target = created(
-        app.post(
-            &org.path("/backups/targets"),
-            &org.admin,
-            &s3_target("t", "s"),
-        )
-        .await,
-    );
-    let system_target = created(
-        app.post(
+    let f = fixture(backend, "acme").await;
+    let app = &f.app;
+    let acme = tenant(&f, f.org.clone(), "shop").await;
+    let system_target = app
+        .post(
             "/api/v1/system/backups/targets",
             &app.admin_token,
             &s3_target("sys", "s"),
         )
-        .await,
-    );
-    let shop = created(
-        app.post(&org.path("/apps"), &org.admin, &json!({ "name": "shop" }))
-            .await,
-    );
-    let nightly = created(
-        app.post(&org.path("/backups/jobs"), &org.admin, &job("nightly", &[]))
-            .await,
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let document = app
+        .request(Method::GET, "/api/v1/openapi.json", None, None)
+        .await
+        .expect(200)
+        .clone();
+    let list = |path: String| async move {
+        app.get(&path, &app.admin_token).await.expect(200)["items"].to_string()
+    };
+    let before = (
+        snapshot(&f, &acme.org).await,
+        list("/api/v1/organizations".into()).await,
+        list("/api/v1/system/backups/targets".into()).await,
     );
 
-    let routes = [
-        (Method::POST, "/api/v1/organizations".to_owned()),
-        (Method::POST, org.path("/tokens")),
-        (Method::POST, org.path("/backups/targets")),
-        (Method::PUT, org.path(&format!("/backups/targets/{target}"))),
-        (Method::POST, "/api/v1/system/backups/targets".to_owned()),
-        (
-            Method::PUT,
-            format!("/api/v1/system/backups/targets/{system_target}"),
-        ),
-        (Method::POST, org.path("/apps")),
-        (Method::PUT, org.path(&format!("/apps/{shop}"))),
-        (Method::POST, org.path("/backups/jobs")),
-        (Method::PUT, org.path(&format!("/backups/jobs/{nightly}"))),
-    ];
+    // Every operation with a request body, its path filled with real ids.
+    let mut routes = Vec::new();
+    for (path, operations) in document["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            if !operation["requestBody"].is_object() {
+                continue;
+            }
+            let mut filled = path.clone();
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                if parameter["in"] != "path" {
+                    continue;
+                }
+                let name = parameter["name"].as_str().unwrap();
+                let value = if path.starts_with("/api/v1/system/") {
+                    system_target.clone()
+                } else {
+                    acme.ids
+                        .get(name)
+                        .unwrap_or_else(|| panic!("{method} {path}: no fixture for {{{name}}}"))
+                        .clone()
+                };
+                filled = filled.replace(&format!("{{{name}}}"), &value);
+            }
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            routes.push((method, path.clone(), filled));
+        }
+    }
+    // At least the ten of the hand-written list this test replaced.
+    assert!(
+        routes.len() >= 10,
+        "{} operations take a body",
+        routes.len()
+    );
+
     let huge = format!("{{\"name\":\"{}\"}}", "x".repeat(300 * 1024));
     let cases: [(&str, Vec<u8>, u16); 5] = [
         ("application/json", b"{\"name\": ".to_vec(), 400),
@@ -62,7 +85,7 @@ async fn every_body_route_refuses_bad_bodies(backend: Backend) {
         ("application/json", huge.into_bytes(), 413),
         ("application/json", b"{\"nmae\": \"x\"}".to_vec(), 422),
     ];
-    for (method, path) in &routes {
+    for (method, pattern, path) in &routes {
         for (content_type, body, status) in &cases {
             let response = app
                 .client
@@ -77,7 +100,7 @@ async fn every_body_route_refuses_bad_bodies(backend: Backend) {
             assert_eq!(
                 reply.status.as_u16(),
                 *status,
-                "{method} {path} with {content_type}: {}",
+                "{method} {pattern} with {content_type}: {}",
                 reply.text
             );
             reply.assert_problem();
@@ -85,9 +108,12 @@ async fn every_body_route_refuses_bad_bodies(backend: Backend) {
     }
 
     // The caller is checked before the body: no token answers 401, another
-    // organization's path 404, whatever the body.
+    // organization's admin 404 (403 on system routes), whatever the body.
     let other = app.org("other").await;
-    for (method, path) in routes.iter().skip(1) {
+    for (method, pattern, path) in &routes {
+        if pattern == "/api/v1/organizations" {
+            continue;
+        }
         for token in [None, Some(other.admin.as_str())] {
             let mut request = app
                 .client
@@ -98,7 +124,7 @@ async fn every_body_route_refuses_bad_bodies(backend: Backend) {
                 request = request.bearer_auth(token);
             }
             let reply = Reply::from(request.send().await.unwrap()).await;
-            let expected = match (token, path.starts_with("/api/v1/system")) {
+            let expected = match (token, pattern.starts_with("/api/v1/system")) {
                 (None, _) => 401,
                 (Some(_), true) => 403,
                 (Some(_), false) => 404,
@@ -106,33 +132,25 @@ async fn every_body_route_refuses_bad_bodies(backend: Backend) {
             assert_eq!(
                 reply.status.as_u16(),
                 expected,
-                "{method} {path}: {}",
+                "{method} {pattern}: {}",
                 reply.text
             );
             reply.assert_problem();
         }
     }
 
-    // Nothing changed: the same resources, with their original names.
-    let list = |path: String| {
-        let app = &app;
-        async move { app.get(&path, &app.admin_token).await.expect(200)["items"].clone() }
-    };
-    assert_eq!(
-        list("/api/v1/organizations".into())
-            .await
-            .as_array()
-            .unwrap()
-            .len(),
-        2
+    // Nothing changed.
+    let after = (
+        snapshot(&f, &acme.org).await,
+        list("/api/v1/organizations".into()).await,
+        list("/api/v1/system/backups/targets".into()).await,
     );
-    let targets = list(org.path("/backups/targets")).await;
-    assert_eq!(targets.as_array().unwrap().len(), 1);
-    assert_eq!(targets[0]["name"], "t");
-    assert_eq!(list(org.path("/apps")).await[0]["name"], "shop");
-    assert_eq!(list(org.path("/backups/jobs")).await[0]["name"], "nightly");
-    let system = list("/api/v1/system/backups/targets".into()).await;
-    assert_eq!(system[0]["name"], "System default");
-    assert_eq!(system[1]["name"], "sys");
-    assert_eq!(list(org.path("/tokens")).await.as_array().unwrap().len(), 3);
+    assert_eq!(before.0, after.0);
+    // `other` was created since; nothing else.
+    let organizations: Vec<Value> = serde_json::from_str(&after.1).unwrap();
+    assert_eq!(
+        organizations.len(),
+        serde_json::from_str::<Vec<Value>>(&before.1).unwrap().len() + 1
+    );
+    assert_eq!(before.2, after.2);
 }

@@ -19,12 +19,12 @@ use crate::helpers::{Backend, Org};
 
 /// The resources of one organization, by the name of the parameter or
 /// field that names them.
-struct Tenant {
-    org: Org,
-    ids: HashMap<&'static str, String>,
+pub(crate) struct Tenant {
+    pub(crate) org: Org,
+    pub(crate) ids: HashMap<&'static str, String>,
 }
 
-async fn tenant(f: &Fixture, org: Org, app: &str) -> Tenant {
+pub(crate) async fn tenant(f: &Fixture, org: Org, app: &str) -> Tenant {
     let admin = &org.admin;
     let data = f
         .volumes
@@ -179,7 +179,7 @@ fn set_path(body: &mut Value, path: &str, value: Value) {
 }
 
 /// What A can see of itself, to check that nothing was written.
-async fn snapshot(f: &Fixture, org: &Org) -> Vec<String> {
+pub(crate) async fn snapshot(f: &Fixture, org: &Org) -> Vec<String> {
     let mut seen = Vec::new();
     for path in [
         "/apps",

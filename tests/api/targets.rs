@@ -477,7 +477,12 @@ async fn system_targets_are_for_administrators(backend: Backend) {
         .await
         .expect(404);
 
-    app.get(path, &org.admin).await.expect(403);
+    let refused = app.get(path, &org.admin).await;
+    assert_eq!(
+        refused.expect(403)["detail"],
+        "this token's role does not allow GET /api/v1/system/backups/targets \
+         (it needs a system administrator token)"
+    );
     app.post(path, &org.admin, &s3_target("x", SECRET))
         .await
         .expect(403);

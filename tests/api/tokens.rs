@@ -61,7 +61,13 @@ async fn roles_limit_what_a_token_may_do(backend: Backend) {
     let org = app.org("acme").await;
     let path = org.path("/tokens");
     let body = json!({ "name": "x", "role": "viewer" });
-    app.post(&path, &org.viewer, &body).await.expect(403);
+    let refused = app.post(&path, &org.viewer, &body).await;
+    // The refusal names the route (not its ids) and the role it needs.
+    assert_eq!(
+        refused.expect(403)["detail"],
+        "this token's role does not allow POST /api/v1/organizations/{orgId}/tokens \
+         (it needs the admin role; this token is viewer)"
+    );
     app.post(&path, &org.operator, &body).await.expect(403);
     app.get(&path, &org.operator).await.expect(403);
     app.post(&path, &org.admin, &body).await.expect(201);

@@ -2,14 +2,14 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use cairn_core::apps::{self, AppRequest, AppView};
-use cairn_core::auth::Role;
 use cairn_core::deployments::{self, BackupNowView, DeploymentRequest, DeploymentView};
 use cairn_core::Cairn;
 use chrono::Utc;
 
-use super::{authorize, created as created_response, Items, OrgAppPath, OrgPath};
+use super::{created as created_response, Items, OrgAppPath, OrgPath};
+use crate::access::{Admin, Operator, OrgAccess, Viewer};
 use crate::error::ApiError;
-use crate::extract::{Auth, Body};
+use crate::extract::Body;
 
 routes! {
     "/api/v1/organizations/{orgId}/apps" => { get: list, post: create },
@@ -50,19 +50,11 @@ pub struct OrgAppNamePath {
         (status = 200, description = "The app existed", body = DeploymentView),
     ))]
 pub async fn deploy(
-    Auth(principal): Auth,
+    _access: OrgAccess<Operator>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgAppNamePath>,
     body: Body<DeploymentRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Operator,
-        "deploying apps",
-    )
-    .await?;
     let request = body.parse()?;
     let view =
         deployments::deploy(&cairn, path.org_id, &path.app_name, request, Utc::now()).await?;
@@ -87,18 +79,10 @@ pub async fn deploy(
 /// be created (no target, or a user removed the automatic job).
 #[utoipa::path(post, path = "/api/v1/organizations/{orgId}/apps/{appId}/backup-now", tag = "apps", params(OrgAppPath), responses((status = 202, body = BackupNowView), (status = 409, description = "Already running, or nothing to run", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn backup_now(
-    Auth(principal): Auth,
+    _access: OrgAccess<Operator>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgAppPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Operator,
-        "starting backups",
-    )
-    .await?;
     let view = deployments::backup_now(&cairn, path.org_id, path.app_id, Utc::now()).await?;
     Ok(HttpResponse::Accepted().json(view))
 }
@@ -106,18 +90,10 @@ pub async fn backup_now(
 /// List the organization's apps with their volumes.
 #[utoipa::path(get, path = "/api/v1/organizations/{orgId}/apps", tag = "apps", params(OrgPath), responses((status = 200, body = Items<AppView>)))]
 pub async fn list(
-    Auth(principal): Auth,
+    _access: OrgAccess<Viewer>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Viewer,
-        "reading apps",
-    )
-    .await?;
     let items = apps::list(&cairn, path.org_id).await?;
     Ok(HttpResponse::Ok().json(Items { items }))
 }
@@ -135,19 +111,11 @@ pub async fn list(
     ))]
 pub async fn create(
     http: HttpRequest,
-    Auth(principal): Auth,
+    _access: OrgAccess<Admin>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
     body: Body<AppRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Admin,
-        "creating apps",
-    )
-    .await?;
     let request = body.parse()?;
     let created = apps::create(&cairn, path.org_id, request, Utc::now()).await?;
     Ok(created_response(&http, created.id, &created))
@@ -156,18 +124,10 @@ pub async fn create(
 /// Get an app with its volumes.
 #[utoipa::path(get, path = "/api/v1/organizations/{orgId}/apps/{appId}", tag = "apps", params(OrgAppPath), responses((status = 200, body = AppView)))]
 pub async fn get(
-    Auth(principal): Auth,
+    _access: OrgAccess<Viewer>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgAppPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Viewer,
-        "reading apps",
-    )
-    .await?;
     Ok(HttpResponse::Ok().json(apps::get(&cairn, path.org_id, path.app_id).await?))
 }
 
@@ -186,19 +146,11 @@ pub async fn get(
         (status = 409, description = "The name is taken", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn update(
-    Auth(principal): Auth,
+    _access: OrgAccess<Admin>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgAppPath>,
     body: Body<AppRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Admin,
-        "changing apps",
-    )
-    .await?;
     // The resource is found before the body is read: another
     // organization's id answers 404 whatever the body.
     apps::get(&cairn, path.org_id, path.app_id).await?;
@@ -210,18 +162,10 @@ pub async fn update(
 /// Delete an app; its backup history is kept.
 #[utoipa::path(delete, path = "/api/v1/organizations/{orgId}/apps/{appId}", tag = "apps", params(OrgAppPath), responses((status = 204, description = "Deleted")))]
 pub async fn remove(
-    Auth(principal): Auth,
+    _access: OrgAccess<Admin>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgAppPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Admin,
-        "deleting apps",
-    )
-    .await?;
     apps::delete(&cairn, path.org_id, path.app_id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

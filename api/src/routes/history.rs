@@ -1,15 +1,14 @@
 //! `/api/v1/organizations/{orgId}/backups/history`
 
 use actix_web::{web, HttpResponse};
-use cairn_core::auth::Role;
 use cairn_core::history::{
     self, BackupDetailView, Download, DownloadUrlView, HistoryPage, HistoryQuery,
 };
 use cairn_core::Cairn;
 
-use super::{authorize, OrgBackupPath, OrgPath};
+use super::{OrgBackupPath, OrgPath};
+use crate::access::{Admin, OrgAccess, Viewer};
 use crate::error::ApiError;
-use crate::extract::Auth;
 
 routes! {
     "/api/v1/organizations/{orgId}/backups/history/{backupId}/download" => { get: download },
@@ -23,37 +22,21 @@ routes! {
 /// Filters combine; pages are linked by `nextCursor`.
 #[utoipa::path(get, path = "/api/v1/organizations/{orgId}/backups/history", tag = "history", params(OrgPath, HistoryQuery), responses((status = 200, body = HistoryPage)))]
 pub async fn list(
-    Auth(principal): Auth,
+    _access: OrgAccess<Viewer>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Viewer,
-        "reading history",
-    )
-    .await?;
     Ok(HttpResponse::Ok().json(history::list(&cairn, path.org_id, &query).await?))
 }
 
 /// Get one backup with its timestamped log.
 #[utoipa::path(get, path = "/api/v1/organizations/{orgId}/backups/history/{backupId}", tag = "history", params(OrgBackupPath), responses((status = 200, body = BackupDetailView)))]
 pub async fn get(
-    Auth(principal): Auth,
+    _access: OrgAccess<Viewer>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgBackupPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Viewer,
-        "reading history",
-    )
-    .await?;
     Ok(HttpResponse::Ok().json(history::get(&cairn, path.org_id, path.backup_id).await?))
 }
 
@@ -85,19 +68,11 @@ pub struct DeleteQuery {
     )
 )]
 pub async fn remove(
-    Auth(principal): Auth,
+    _access: OrgAccess<Admin>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgBackupPath>,
     query: web::Query<DeleteQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Admin,
-        "deleting backups",
-    )
-    .await?;
     let view = history::delete(
         &cairn,
         path.org_id,
@@ -119,18 +94,10 @@ pub async fn remove(
 /// was accepted already.
 #[utoipa::path(post, path = "/api/v1/organizations/{orgId}/backups/history/{backupId}/accept", tag = "history", params(OrgBackupPath), responses((status = 200, body = BackupDetailView)))]
 pub async fn accept(
-    Auth(principal): Auth,
+    _access: OrgAccess<Admin>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgBackupPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Admin,
-        "accepting a suspicious backup",
-    )
-    .await?;
     let view = history::accept(&cairn, path.org_id, path.backup_id, chrono::Utc::now()).await?;
     Ok(HttpResponse::Ok().json(view))
 }
@@ -165,19 +132,11 @@ pub struct DownloadQuery {
     )
 )]
 pub async fn download(
-    Auth(principal): Auth,
+    _access: OrgAccess<Viewer>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgBackupPath>,
     query: web::Query<DownloadQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Viewer,
-        "downloading backups",
-    )
-    .await?;
     match history::download(&cairn, path.org_id, path.backup_id, chrono::Utc::now()).await? {
         Download::Presigned(view) if query.redirect => Ok(HttpResponse::Found()
             .insert_header(("Location", view.url))

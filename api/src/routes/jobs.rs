@@ -1,16 +1,16 @@
 //! `/api/v1/organizations/{orgId}/backups/jobs`
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use cairn_core::auth::Role;
 use cairn_core::encryption::{self, EncryptionKeyView, ExportedIdentityView};
 use cairn_core::jobs::{self, JobRequest, JobView, RetentionView};
 use cairn_core::runs::{self, RunView};
 use cairn_core::Cairn;
 use chrono::Utc;
 
-use super::{authorize, created as created_response, Items, OrgJobPath, OrgPath};
+use super::{created as created_response, Items, OrgJobPath, OrgPath};
+use crate::access::{Admin, Operator, OrgAccess, Viewer};
 use crate::error::ApiError;
-use crate::extract::{Auth, Body};
+use crate::extract::Body;
 
 routes! {
     "/api/v1/organizations/{orgId}/backups/jobs/{jobId}/run" => { post: run },
@@ -25,18 +25,10 @@ routes! {
 /// List the organization's backup jobs.
 #[utoipa::path(get, path = "/api/v1/organizations/{orgId}/backups/jobs", tag = "jobs", params(OrgPath), responses((status = 200, body = Items<JobView>)))]
 pub async fn list(
-    Auth(principal): Auth,
+    _access: OrgAccess<Viewer>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Viewer,
-        "reading jobs",
-    )
-    .await?;
     let items = jobs::list(&cairn, path.org_id, Utc::now()).await?;
     Ok(HttpResponse::Ok().json(Items { items }))
 }
@@ -56,19 +48,11 @@ pub async fn list(
     ))]
 pub async fn create(
     http: HttpRequest,
-    Auth(principal): Auth,
+    _access: OrgAccess<Admin>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
     body: Body<JobRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Admin,
-        "creating jobs",
-    )
-    .await?;
     let request = body.parse()?;
     let created = jobs::create(&cairn, path.org_id, request, Utc::now()).await?;
     Ok(created_response(&http, created.id, &created))
@@ -77,18 +61,10 @@ pub async fn create(
 /// Get a backup job.
 #[utoipa::path(get, path = "/api/v1/organizations/{orgId}/backups/jobs/{jobId}", tag = "jobs", params(OrgJobPath), responses((status = 200, body = JobView)))]
 pub async fn get(
-    Auth(principal): Auth,
+    _access: OrgAccess<Viewer>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgJobPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Viewer,
-        "reading jobs",
-    )
-    .await?;
     Ok(HttpResponse::Ok().json(jobs::get(&cairn, path.org_id, path.job_id, Utc::now()).await?))
 }
 
@@ -106,19 +82,11 @@ pub async fn get(
         (status = 409, description = "The name is taken", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn update(
-    Auth(principal): Auth,
+    _access: OrgAccess<Admin>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgJobPath>,
     body: Body<JobRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Admin,
-        "changing jobs",
-    )
-    .await?;
     // Found before the body is read (404 whatever the body).
     jobs::get(&cairn, path.org_id, path.job_id, Utc::now()).await?;
     let request = body.parse()?;
@@ -129,18 +97,10 @@ pub async fn update(
 /// Delete a backup job; its backup history is kept.
 #[utoipa::path(delete, path = "/api/v1/organizations/{orgId}/backups/jobs/{jobId}", tag = "jobs", params(OrgJobPath), responses((status = 204, description = "Deleted")))]
 pub async fn remove(
-    Auth(principal): Auth,
+    _access: OrgAccess<Admin>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgJobPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Admin,
-        "deleting jobs",
-    )
-    .await?;
     jobs::delete(&cairn, path.org_id, path.job_id, Utc::now()).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -158,18 +118,10 @@ pub async fn remove(
     responses((status = 200, body = RetentionView))
 )]
 pub async fn retention(
-    Auth(principal): Auth,
+    _access: OrgAccess<Viewer>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgJobPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Viewer,
-        "reading jobs",
-    )
-    .await?;
     Ok(HttpResponse::Ok().json(jobs::retention(&cairn, path.org_id, path.job_id).await?))
 }
 
@@ -191,18 +143,10 @@ pub async fn retention(
     )
 )]
 pub async fn run(
-    Auth(principal): Auth,
+    _access: OrgAccess<Operator>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgJobPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Operator,
-        "running jobs",
-    )
-    .await?;
     let view = runs::start_manual(&cairn, path.org_id, path.job_id, Utc::now()).await?;
     Ok(HttpResponse::Accepted().json(view))
 }
@@ -215,19 +159,11 @@ pub async fn run(
 /// range) are runs too.
 #[utoipa::path(get, path = "/api/v1/organizations/{orgId}/backups/jobs/{jobId}/runs", tag = "jobs", params(OrgJobPath, runs::RunQuery), responses((status = 200, body = runs::RunPage)))]
 pub async fn runs_list(
-    Auth(principal): Auth,
+    _access: OrgAccess<Viewer>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgJobPath>,
     query: web::Query<runs::RunQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Viewer,
-        "reading runs",
-    )
-    .await?;
     Ok(HttpResponse::Ok().json(runs::list(&cairn, path.org_id, path.job_id, &query).await?))
 }
 
@@ -244,18 +180,10 @@ pub async fn runs_list(
     responses((status = 200, body = EncryptionKeyView), (status = 404, description = "No key pair yet, or no such organization"))
 )]
 pub async fn encryption_key(
-    Auth(principal): Auth,
+    _access: OrgAccess<Viewer>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Viewer,
-        "reading the encryption key",
-    )
-    .await?;
     let view = encryption::public_key(&cairn.db, path.org_id).await?;
     Ok(HttpResponse::Ok().json(view))
 }
@@ -273,18 +201,10 @@ pub async fn encryption_key(
     responses((status = 200, body = ExportedIdentityView))
 )]
 pub async fn export_encryption_key(
-    Auth(principal): Auth,
+    _access: OrgAccess<Admin>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Admin,
-        "exporting the encryption key",
-    )
-    .await?;
     let view = encryption::export_identity(&cairn.db, &cairn.master_key, path.org_id).await?;
     tracing::info!(org_id = %path.org_id, "the organization's age identity was exported");
     Ok(HttpResponse::Ok()

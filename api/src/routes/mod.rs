@@ -121,23 +121,6 @@ pub struct Items<T> {
     pub items: Vec<T>,
 }
 
-/// Allows the call when the caller may act on `org_id` with `role`; for a
-/// system administrator, also checks that the organization exists, so that
-/// every route under a missing organization answers 404.
-pub async fn authorize(
-    principal: &cairn_core::auth::Principal,
-    cairn: &cairn_core::Cairn,
-    org_id: Uuid,
-    role: cairn_core::auth::Role,
-    action: &'static str,
-) -> Result<(), crate::error::ApiError> {
-    principal.require(org_id, role, action)?;
-    // A deleted organization's resources are out of reach for everyone
-    // until it is undeleted (its own `GET` still shows `deletedAt`).
-    cairn_core::orgs::require_active(&cairn.db, org_id).await?;
-    Ok(())
-}
-
 /// `201 Created` with `Location`: a new resource lives at the collection's
 /// path (the request's) followed by its id.
 pub fn created(

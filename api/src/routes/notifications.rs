@@ -1,16 +1,16 @@
 //! `/api/v1/organizations/{orgId}/notifications`: channels and deliveries.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use cairn_core::auth::Role;
 use cairn_core::notifications::{
     self, channels, ChannelRequest, ChannelTestReport, ChannelView, DeliveryPage, DeliveryQuery,
 };
 use cairn_core::Cairn;
 use chrono::Utc;
 
-use super::{authorize, created as created_response, Items, OrgChannelPath, OrgPath};
+use super::{created as created_response, Items, OrgChannelPath, OrgPath};
+use crate::access::{Admin, Operator, OrgAccess, Viewer};
 use crate::error::ApiError;
-use crate::extract::{Auth, Body};
+use crate::extract::Body;
 
 routes! {
     "/api/v1/organizations/{orgId}/notifications/channels" => { get: list, post: create },
@@ -25,18 +25,10 @@ routes! {
 /// say whether they are stored.
 #[utoipa::path(get, path = "/api/v1/organizations/{orgId}/notifications/channels", tag = "notifications", params(OrgPath), responses((status = 200, body = Items<ChannelView>)))]
 pub async fn list(
-    Auth(principal): Auth,
+    _access: OrgAccess<Viewer>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Viewer,
-        "reading channels",
-    )
-    .await?;
     let items = channels::list(&cairn, path.org_id).await?;
     Ok(HttpResponse::Ok().json(Items { items }))
 }
@@ -64,19 +56,11 @@ pub async fn list(
     ))]
 pub async fn create(
     http: HttpRequest,
-    Auth(principal): Auth,
+    _access: OrgAccess<Admin>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
     body: Body<ChannelRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Admin,
-        "creating channels",
-    )
-    .await?;
     let request = body.parse()?;
     let created = channels::create(&cairn, path.org_id, request, Utc::now()).await?;
     Ok(created_response(&http, created.id, &created))
@@ -85,18 +69,10 @@ pub async fn create(
 /// Get a notification channel.
 #[utoipa::path(get, path = "/api/v1/organizations/{orgId}/notifications/channels/{channelId}", tag = "notifications", params(OrgChannelPath), responses((status = 200, body = ChannelView)))]
 pub async fn get(
-    Auth(principal): Auth,
+    _access: OrgAccess<Viewer>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgChannelPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Viewer,
-        "reading channels",
-    )
-    .await?;
     Ok(HttpResponse::Ok().json(channels::get(&cairn, path.org_id, path.channel_id).await?))
 }
 
@@ -115,19 +91,11 @@ pub async fn get(
         (status = 409, description = "The name is taken", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn update(
-    Auth(principal): Auth,
+    _access: OrgAccess<Admin>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgChannelPath>,
     body: Body<ChannelRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Admin,
-        "changing channels",
-    )
-    .await?;
     // Found before the body is read (404 whatever the body).
     channels::get(&cairn, path.org_id, path.channel_id).await?;
     let request = body.parse()?;
@@ -141,18 +109,10 @@ pub async fn update(
 /// Its deliveries stay listed; those still pending end as `failed`.
 #[utoipa::path(delete, path = "/api/v1/organizations/{orgId}/notifications/channels/{channelId}", tag = "notifications", params(OrgChannelPath), responses((status = 204, description = "Deleted")))]
 pub async fn remove(
-    Auth(principal): Auth,
+    _access: OrgAccess<Admin>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgChannelPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Admin,
-        "deleting channels",
-    )
-    .await?;
     channels::delete(&cairn, path.org_id, path.channel_id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -164,18 +124,10 @@ pub async fn remove(
 /// report with `ok: false`, not an error. Nothing is recorded or retried.
 #[utoipa::path(post, path = "/api/v1/organizations/{orgId}/notifications/channels/{channelId}/test", tag = "notifications", params(OrgChannelPath), responses((status = 200, body = ChannelTestReport)))]
 pub async fn test(
-    Auth(principal): Auth,
+    _access: OrgAccess<Operator>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgChannelPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Operator,
-        "testing channels",
-    )
-    .await?;
     let report =
         notifications::test_channel(&cairn, path.org_id, path.channel_id, Utc::now()).await?;
     Ok(HttpResponse::Ok().json(report))
@@ -188,18 +140,10 @@ pub async fn test(
 /// linked by `nextCursor`.
 #[utoipa::path(get, path = "/api/v1/organizations/{orgId}/notifications/deliveries", tag = "notifications", params(OrgPath, DeliveryQuery), responses((status = 200, body = DeliveryPage)))]
 pub async fn deliveries(
-    Auth(principal): Auth,
+    _access: OrgAccess<Viewer>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
     query: web::Query<DeliveryQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Viewer,
-        "reading deliveries",
-    )
-    .await?;
     Ok(HttpResponse::Ok().json(notifications::list_deliveries(&cairn, path.org_id, &query).await?))
 }

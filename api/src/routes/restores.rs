@@ -2,7 +2,6 @@
 //! `…/history/{backupId}/restore` and `/api/v1/organizations/{orgId}/backups/restores`
 
 use actix_web::{web, HttpResponse};
-use cairn_core::auth::Role;
 use cairn_core::preview::{self, PreviewView};
 use cairn_core::restores::{
     self, RestoreDetailView, RestorePage, RestoreQuery, RestoreRequest, RestoreView,
@@ -10,9 +9,10 @@ use cairn_core::restores::{
 use cairn_core::Cairn;
 use chrono::Utc;
 
-use super::{authorize, OrgBackupPath, OrgPath, OrgRestorePath};
+use super::{OrgBackupPath, OrgPath, OrgRestorePath};
+use crate::access::{Operator, OrgAccess, Viewer};
 use crate::error::ApiError;
-use crate::extract::{Auth, Body};
+use crate::extract::Body;
 
 routes! {
     "/api/v1/organizations/{orgId}/backups/history/{backupId}/preview" => { get: preview },
@@ -40,18 +40,10 @@ routes! {
     )
 )]
 pub async fn preview(
-    Auth(principal): Auth,
+    _access: OrgAccess<Viewer>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgBackupPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Viewer,
-        "previewing backups",
-    )
-    .await?;
     Ok(HttpResponse::Ok().json(preview::preview(&cairn, path.org_id, path.backup_id).await?))
 }
 
@@ -76,19 +68,11 @@ pub async fn preview(
     )
 )]
 pub async fn request(
-    Auth(principal): Auth,
+    _access: OrgAccess<Operator>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgBackupPath>,
     body: Body<RestoreRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Operator,
-        "restoring backups",
-    )
-    .await?;
     // Found before the body is read (404 whatever the body).
     cairn_core::history::get(&cairn, path.org_id, path.backup_id).await?;
     let body = body.parse()?;
@@ -99,36 +83,20 @@ pub async fn request(
 /// List restores, newest first.
 #[utoipa::path(get, path = "/api/v1/organizations/{orgId}/backups/restores", tag = "restores", params(OrgPath, RestoreQuery), responses((status = 200, body = RestorePage)))]
 pub async fn list(
-    Auth(principal): Auth,
+    _access: OrgAccess<Viewer>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
     query: web::Query<RestoreQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Viewer,
-        "reading restores",
-    )
-    .await?;
     Ok(HttpResponse::Ok().json(restores::list(&cairn, path.org_id, &query).await?))
 }
 
 /// Get one restore with its timestamped log.
 #[utoipa::path(get, path = "/api/v1/organizations/{orgId}/backups/restores/{restoreId}", tag = "restores", params(OrgRestorePath), responses((status = 200, body = RestoreDetailView)))]
 pub async fn get(
-    Auth(principal): Auth,
+    _access: OrgAccess<Viewer>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgRestorePath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Viewer,
-        "reading restores",
-    )
-    .await?;
     Ok(HttpResponse::Ok().json(restores::get(&cairn, path.org_id, path.restore_id).await?))
 }

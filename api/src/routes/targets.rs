@@ -2,17 +2,15 @@
 //! twin `/api/v1/system/backups/targets` (administrators).
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use cairn_core::auth::Role;
 use cairn_core::storage::TestReport;
 use cairn_core::targets::{self, TargetRequest, TargetView};
 use cairn_core::Cairn;
 use chrono::Utc;
 
-use super::{
-    authorize, created as created_response, Items, OrgPath, OrgTargetPath, SystemTargetPath,
-};
+use super::{created as created_response, Items, OrgPath, OrgTargetPath, SystemTargetPath};
+use crate::access::{Admin, Operator, OrgAccess, SystemAdmin, Viewer};
 use crate::error::ApiError;
-use crate::extract::{Auth, Body};
+use crate::extract::Body;
 
 routes! {
     "/api/v1/organizations/{orgId}/backups/targets" => { get: list, post: create },
@@ -29,18 +27,10 @@ routes! {
 /// whether they are stored.
 #[utoipa::path(get, path = "/api/v1/organizations/{orgId}/backups/targets", tag = "targets", params(OrgPath), responses((status = 200, body = Items<TargetView>)))]
 pub async fn list(
-    Auth(principal): Auth,
+    _access: OrgAccess<Viewer>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Viewer,
-        "reading targets",
-    )
-    .await?;
     let items = targets::list(&cairn, Some(path.org_id)).await?;
     Ok(HttpResponse::Ok().json(Items { items }))
 }
@@ -61,19 +51,11 @@ pub async fn list(
     ))]
 pub async fn create(
     http: HttpRequest,
-    Auth(principal): Auth,
+    _access: OrgAccess<Admin>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
     body: Body<TargetRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Admin,
-        "creating targets",
-    )
-    .await?;
     let request = body.parse()?;
     let created = targets::create(&cairn, Some(path.org_id), request, Utc::now()).await?;
     Ok(created_response(&http, created.id, &created))
@@ -82,18 +64,10 @@ pub async fn create(
 /// Get a storage target.
 #[utoipa::path(get, path = "/api/v1/organizations/{orgId}/backups/targets/{targetId}", tag = "targets", params(OrgTargetPath), responses((status = 200, body = TargetView)))]
 pub async fn get(
-    Auth(principal): Auth,
+    _access: OrgAccess<Viewer>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgTargetPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Viewer,
-        "reading targets",
-    )
-    .await?;
     Ok(HttpResponse::Ok().json(targets::get(&cairn, Some(path.org_id), path.target_id).await?))
 }
 
@@ -111,19 +85,11 @@ pub async fn get(
         (status = 409, description = "The name is taken", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn update(
-    Auth(principal): Auth,
+    _access: OrgAccess<Admin>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgTargetPath>,
     body: Body<TargetRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Admin,
-        "changing targets",
-    )
-    .await?;
     // Found before the body is read (404 whatever the body).
     targets::get(&cairn, Some(path.org_id), path.target_id).await?;
     let request = body.parse()?;
@@ -151,18 +117,10 @@ pub async fn update(
         (status = 409, description = "The target is in use", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn remove(
-    Auth(principal): Auth,
+    _access: OrgAccess<Admin>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgTargetPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Admin,
-        "deleting targets",
-    )
-    .await?;
     targets::delete(&cairn, Some(path.org_id), path.target_id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -172,10 +130,9 @@ pub async fn remove(
 /// System administrators only.
 #[utoipa::path(get, path = "/api/v1/system/backups/targets", tag = "system", responses((status = 200, body = Items<TargetView>)))]
 pub async fn system_list(
-    Auth(principal): Auth,
+    _admin: SystemAdmin,
     cairn: web::Data<Cairn>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_system_admin("reading system targets")?;
     let items = targets::list(&cairn, None).await?;
     Ok(HttpResponse::Ok().json(Items { items }))
 }
@@ -195,11 +152,10 @@ pub async fn system_list(
     ))]
 pub async fn system_create(
     http: HttpRequest,
-    Auth(principal): Auth,
+    _admin: SystemAdmin,
     cairn: web::Data<Cairn>,
     body: Body<TargetRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_system_admin("creating system targets")?;
     let request = body.parse()?;
     let created = targets::create(&cairn, None, request, Utc::now()).await?;
     Ok(created_response(&http, created.id, &created))
@@ -208,11 +164,10 @@ pub async fn system_create(
 /// Get a system-level target.
 #[utoipa::path(get, path = "/api/v1/system/backups/targets/{targetId}", tag = "system", params(SystemTargetPath), responses((status = 200, body = TargetView)))]
 pub async fn system_get(
-    Auth(principal): Auth,
+    _admin: SystemAdmin,
     cairn: web::Data<Cairn>,
     path: web::Path<SystemTargetPath>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_system_admin("reading system targets")?;
     Ok(HttpResponse::Ok().json(targets::get(&cairn, None, path.target_id).await?))
 }
 
@@ -231,12 +186,11 @@ pub async fn system_get(
         (status = 409, description = "The name is taken", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn system_update(
-    Auth(principal): Auth,
+    _admin: SystemAdmin,
     cairn: web::Data<Cairn>,
     path: web::Path<SystemTargetPath>,
     body: Body<TargetRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_system_admin("changing system targets")?;
     let request = body.parse()?;
     let updated = targets::update(&cairn, None, path.target_id, request, Utc::now()).await?;
     Ok(HttpResponse::Ok().json(updated))
@@ -253,11 +207,10 @@ pub async fn system_update(
         (status = 409, description = "The target is in use", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn system_remove(
-    Auth(principal): Auth,
+    _admin: SystemAdmin,
     cairn: web::Data<Cairn>,
     path: web::Path<SystemTargetPath>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_system_admin("deleting system targets")?;
     targets::delete(&cairn, None, path.target_id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -276,18 +229,10 @@ pub async fn system_remove(
     responses((status = 200, body = TestReport))
 )]
 pub async fn test(
-    Auth(principal): Auth,
+    _access: OrgAccess<Operator>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgTargetPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Operator,
-        "testing targets",
-    )
-    .await?;
     let report = targets::test(&cairn, Some(path.org_id), path.target_id).await?;
     Ok(HttpResponse::Ok().json(report))
 }
@@ -303,11 +248,10 @@ pub async fn test(
     responses((status = 200, body = TestReport))
 )]
 pub async fn system_test(
-    Auth(principal): Auth,
+    _admin: SystemAdmin,
     cairn: web::Data<Cairn>,
     path: web::Path<SystemTargetPath>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_system_admin("testing system targets")?;
     let report = targets::test(&cairn, None, path.target_id).await?;
     Ok(HttpResponse::Ok().json(report))
 }

@@ -1,13 +1,14 @@
 //! `/api/v1/organizations/{orgId}/tokens`
 
 use actix_web::{web, HttpResponse};
-use cairn_core::auth::{self, CreateTokenRequest, CreatedTokenView, Role, TokenView};
+use cairn_core::auth::{self, CreateTokenRequest, CreatedTokenView, TokenView};
 use cairn_core::Cairn;
 use chrono::Utc;
 
-use super::{authorize, Items, OrgPath, OrgTokenPath};
+use super::{Items, OrgPath, OrgTokenPath};
+use crate::access::{Admin, OrgAccess};
 use crate::error::ApiError;
-use crate::extract::{Auth, Body};
+use crate::extract::Body;
 
 routes! {
     "/api/v1/organizations/{orgId}/tokens" => { post: create, get: list },
@@ -26,19 +27,11 @@ routes! {
     request_body = CreateTokenRequest,
     responses((status = 201, body = CreatedTokenView)))]
 pub async fn create(
-    Auth(principal): Auth,
+    _access: OrgAccess<Admin>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
     body: Body<CreateTokenRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Admin,
-        "creating tokens",
-    )
-    .await?;
     let request = body.parse()?;
     let created = auth::create_token(&cairn.db, Some(path.org_id), request, Utc::now()).await?;
     Ok(HttpResponse::Created().json(created))
@@ -47,18 +40,10 @@ pub async fn create(
 /// List the organization's tokens (never the tokens themselves).
 #[utoipa::path(get, path = "/api/v1/organizations/{orgId}/tokens", tag = "tokens", params(OrgPath), responses((status = 200, body = Items<TokenView>)))]
 pub async fn list(
-    Auth(principal): Auth,
+    _access: OrgAccess<Admin>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Admin,
-        "listing tokens",
-    )
-    .await?;
     let items = auth::list_tokens(&cairn.db, path.org_id).await?;
     Ok(HttpResponse::Ok().json(Items { items }))
 }
@@ -66,18 +51,10 @@ pub async fn list(
 /// Revoke a token.
 #[utoipa::path(delete, path = "/api/v1/organizations/{orgId}/tokens/{tokenId}", tag = "tokens", params(OrgTokenPath), responses((status = 204, description = "Revoked")))]
 pub async fn remove(
-    Auth(principal): Auth,
+    _access: OrgAccess<Admin>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgTokenPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(
-        &principal,
-        &cairn,
-        path.org_id,
-        Role::Admin,
-        "revoking tokens",
-    )
-    .await?;
     auth::delete_token(&cairn.db, path.org_id, path.token_id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

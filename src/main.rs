@@ -212,7 +212,7 @@ async fn main() -> ExitCode {
             },
     } = &cli.command
     {
-        let policy = cairn_core::retention::Policy {
+        let policy = cairn_core::runs::retention::Policy {
             keep_all: *keep_all,
             last: *keep_last,
             hourly: *keep_hourly,
@@ -221,7 +221,7 @@ async fn main() -> ExitCode {
             monthly: *keep_monthly,
             yearly: *keep_yearly,
         };
-        return match cairn_core::retention::plan(
+        return match cairn_core::runs::retention::plan(
             &policy,
             std::io::stdin().lock(),
             std::io::stdout().lock(),
@@ -429,7 +429,9 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
 
 /// `cairn archive …`: reads files only.
 async fn archive_tool(command: &ArchiveCommand) -> Result<(), String> {
-    use cairn_core::stored;
+    use cairn_core::format::manifest::Manifest;
+    use cairn_core::format::names::Sidecar;
+    use cairn_core::format::{offline, read};
     // An s3:// FILE is downloaded first, with its sidecars, into a
     // temporary directory that lives as long as the command.
     let download =
@@ -446,23 +448,28 @@ async fn archive_tool(command: &ArchiveCommand) -> Result<(), String> {
         | ArchiveCommand::PgRestore { file, .. } => file,
     };
     let fetched = match local(file) {
-        Some(location) => Some(stored::fetch_s3(&location, download.path()).await?),
+        Some(location) => Some(offline::fetch_s3(&location, download.path()).await?),
         None => None,
     };
     let file = fetched.as_deref().unwrap_or(file);
     match command {
         ArchiveCommand::Inspect { .. } => {
-            let manifest = stored::sidecar(file, ".manifest.json");
-            let text = std::fs::read_to_string(&manifest).map_err(|e| {
+            let manifest = Sidecar::Manifest.beside(file);
+            let text = std::fs::read(&manifest).map_err(|e| {
                 format!(
                     "{}: {e} (the manifest is stored beside the archive; download it too)",
                     manifest.display()
                 )
             })?;
-            let value: serde_json::Value = serde_json::from_str(&text)
+            let value: serde_json::Value = serde_json::from_slice(&text)
                 .map_err(|e| format!("{} is not JSON: {e}", manifest.display()))?;
+            // Printed as stored, with any field a newer Cairn added; what
+            // stops this Cairn from reading it is said on stderr.
             let pretty = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;
             println!("{pretty}");
+            if let Err(error) = Manifest::from_value(&value) {
+                eprintln!("cairn: {}: {error}", manifest.display());
+            }
             Ok(())
         }
         ArchiveCommand::Extract {
@@ -473,10 +480,10 @@ async fn archive_tool(command: &ArchiveCommand) -> Result<(), String> {
         } => {
             let identity = identity
                 .as_deref()
-                .map(stored::read_identity)
+                .map(read::read_identity)
                 .transpose()
                 .map_err(|e| e.to_string())?;
-            let (done, cap) = stored::extract_file(file, into, identity.as_ref(), *max_bytes)
+            let (done, cap) = offline::extract_file(file, into, identity.as_ref(), *max_bytes)
                 .map_err(|e| {
                     format!(
                         "{e}\nnothing outside {} was touched; what was extracted before the refusal is left there for inspection",
@@ -507,10 +514,10 @@ async fn archive_tool(command: &ArchiveCommand) -> Result<(), String> {
         } => {
             let identity = identity
                 .as_deref()
-                .map(stored::read_identity)
+                .map(read::read_identity)
                 .transpose()
                 .map_err(|e| e.to_string())?;
-            let bytes = stored::pg_restore_file(file, dbname, identity.as_ref(), pg_restore)?;
+            let bytes = offline::pg_restore_file(file, dbname, identity.as_ref(), pg_restore)?;
             println!("restored {bytes} bytes of dump with pg_restore");
             Ok(())
         }
@@ -519,10 +526,10 @@ async fn archive_tool(command: &ArchiveCommand) -> Result<(), String> {
         } => {
             let identity = identity
                 .as_deref()
-                .map(stored::read_identity)
+                .map(read::read_identity)
                 .transpose()
                 .map_err(|e| e.to_string())?;
-            let verified = stored::verify_file(file, sha256.as_deref(), identity.as_ref())?;
+            let verified = offline::verify_file(file, sha256.as_deref(), identity.as_ref())?;
             println!(
                 "checksum ok: sha256 {} ({} bytes) matches {}",
                 verified.sha256, verified.size, verified.checked_against

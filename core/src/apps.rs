@@ -330,7 +330,7 @@ pub(crate) fn validate_volumes(
                 check_exclude_pattern(pattern),
             );
         }
-        if crate::archive::excludes_everything(&volume.exclude_patterns) {
+        if crate::format::tar::excludes_everything(&volume.exclude_patterns) {
             v.add(
                 field("excludePatterns"),
                 "excludes every entry of the volume: its backups would be empty archives",

@@ -12,6 +12,8 @@ use cairn_entity::backup;
 
 use crate::error::{Error, Result, Validator};
 use crate::failure::FailureCode;
+use crate::format::manifest::Manifest;
+use crate::format::names::Sidecar;
 use crate::Cairn;
 
 pub const DEFAULT_PAGE: u64 = 50;
@@ -180,13 +182,9 @@ fn view(model: &backup::Model) -> Result<BackupView> {
 }
 
 /// What a backup's manifest says it holds: files (tar archives only) and
-/// bytes of content (a dump's uncompressed size).
-fn content_of(manifest: &serde_json::Value) -> (Option<u64>, Option<u64>) {
-    let files = manifest["fileCount"].as_u64();
-    let bytes = manifest["contentBytes"]
-        .as_u64()
-        .or_else(|| manifest["uncompressedBytes"].as_u64());
-    (files, bytes)
+/// bytes of content (a dump's size).
+fn content_of(manifest: &Manifest) -> (Option<u64>, Option<u64>) {
+    (manifest.file_count(), Some(manifest.content_bytes()))
 }
 
 /// Why a backup about to succeed looks like it lost its volume's content:
@@ -197,7 +195,7 @@ fn content_of(manifest: &serde_json::Value) -> (Option<u64>, Option<u64>) {
 pub async fn shrink_reason(
     db: &impl ConnectionTrait,
     model: &backup::Model,
-    manifest: &serde_json::Value,
+    manifest: &Manifest,
     fraction: f64,
 ) -> Result<Option<String>> {
     if fraction <= 0.0 || model.trigger == crate::runs::Trigger::Safety.as_str() {
@@ -220,11 +218,17 @@ pub async fn shrink_reason(
     let Some(previous) = previous else {
         return Ok(None);
     };
-    let Some(previous_manifest) = previous.manifest.as_ref() else {
+    // A previous backup without a manifest Cairn can read says nothing to
+    // compare with.
+    let Some(previous_manifest) = previous
+        .manifest
+        .as_ref()
+        .and_then(|m| Manifest::from_value(m).ok())
+    else {
         return Ok(None);
     };
     let (files, bytes) = content_of(manifest);
-    let (previous_files, previous_bytes) = content_of(previous_manifest);
+    let (previous_files, previous_bytes) = content_of(&previous_manifest);
     let shrank = |now: Option<u64>, before: Option<u64>| match (now, before) {
         (Some(now), Some(before)) if before > 0 => (now as f64) < fraction * before as f64,
         _ => false,
@@ -295,11 +299,9 @@ pub async fn append_log(db: &impl ConnectionTrait, id: Uuid, lines: Vec<LogLine>
 
 /// The objects of a stored archive: the archive first, then its sidecars.
 pub fn objects_of(archive: &str) -> Vec<String> {
-    vec![
-        archive.to_owned(),
-        format!("{archive}.sha256"),
-        format!("{archive}.manifest.json"),
-    ]
+    std::iter::once(archive.to_owned())
+        .chain(Sidecar::ALL.map(|sidecar| sidecar.of(archive)))
+        .collect()
 }
 
 /// Deletes what a backup stored: the archive first (when that fails,

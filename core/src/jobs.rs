@@ -323,7 +323,7 @@ async fn validate(
     db: &impl ConnectionTrait,
     organization_id: Uuid,
     request: &JobRequest,
-) -> Result<crate::schedule::JobSchedule> {
+) -> Result<crate::runs::schedule::JobSchedule> {
     let mut v = Validator::new();
     v.check_result("name", check_display_name(&request.name));
     let schedule = match parse_schedule(&request.schedule) {
@@ -410,10 +410,10 @@ async fn validate(
     for (i, recipient) in request.extra_recipients.iter().enumerate() {
         v.check_result(
             format!("extraRecipients[{i}]"),
-            crate::encryption::parse_recipient(recipient).map(|_| ()),
+            crate::format::age::parse_recipient(recipient).map(|_| ()),
         );
     }
-    let zone = match crate::schedule::parse_zone(&request.timezone) {
+    let zone = match crate::runs::schedule::parse_zone(&request.timezone) {
         Ok(zone) => Some(zone),
         Err(message) => {
             v.add("timezone", message);
@@ -441,7 +441,7 @@ async fn validate(
     v.finish()?;
     // The validator has accepted the schedule and the zone, so both parsed.
     match (schedule, zone) {
-        (Some(schedule), Some(zone)) => Ok(crate::schedule::JobSchedule::new(schedule, zone)),
+        (Some(schedule), Some(zone)) => Ok(crate::runs::schedule::JobSchedule::new(schedule, zone)),
         _ => Err(Error::invalid("schedule", "is not a valid cron expression")),
     }
 }
@@ -449,7 +449,7 @@ async fn validate(
 fn apply(
     model: &mut backup_job::ActiveModel,
     request: &JobRequest,
-    schedule: &crate::schedule::JobSchedule,
+    schedule: &crate::runs::schedule::JobSchedule,
     now: DateTime<Utc>,
 ) {
     let count = |n: Option<u32>| n.map(|n| n as i32);
@@ -679,7 +679,7 @@ pub struct RetainedBackupView {
     /// `monthly`, `yearly`, `all`, `newest`), or why it is kept outside
     /// them (`suspicious`: not accepted yet; `reading`: a restore reads
     /// it); empty when it would be pruned.
-    pub reasons: Vec<crate::retention::Reason>,
+    pub reasons: Vec<crate::runs::retention::Reason>,
 }
 
 /// The successful backups of one volume of one app, newest first.
@@ -699,9 +699,9 @@ pub struct RetentionView {
 }
 
 /// The job's retention policy as the pure policy function takes it.
-fn policy_of(job: &backup_job::Model) -> crate::retention::Policy {
+fn policy_of(job: &backup_job::Model) -> crate::runs::retention::Policy {
     let count = |n: Option<i32>| n.unwrap_or(0).max(0) as u32;
-    crate::retention::Policy {
+    crate::runs::retention::Policy {
         keep_all: job.keep_all,
         last: count(job.keep_last),
         hourly: count(job.keep_hourly),
@@ -717,7 +717,10 @@ fn policy_of(job: &backup_job::Model) -> crate::retention::Policy {
 pub struct Series {
     pub app_name: String,
     pub volume_name: String,
-    pub backups: Vec<(cairn_entity::backup::Model, crate::retention::Decision)>,
+    pub backups: Vec<(
+        cairn_entity::backup::Model,
+        crate::runs::retention::Decision,
+    )>,
 }
 
 /// When a backup was taken, for retention: its start (its creation time
@@ -774,21 +777,23 @@ pub async fn retention_series(
                 .into_iter()
                 .partition(|m| !m.suspicious || m.accepted_at.is_some());
             let times: Vec<DateTime<Utc>> = counted.iter().map(taken_at).collect();
-            let decisions = crate::retention::apply(&policy, &times);
+            let decisions = crate::runs::retention::apply(&policy, &times);
             let mut backups: Vec<_> = counted.into_iter().zip(decisions).collect();
             backups.extend(suspicious.into_iter().map(|model| {
                 (
                     model,
-                    crate::retention::Decision {
+                    crate::runs::retention::Decision {
                         keep: true,
-                        reasons: vec![crate::retention::Reason::Suspicious],
+                        reasons: vec![crate::runs::retention::Reason::Suspicious],
                     },
                 )
             }));
             for (model, decision) in &mut backups {
                 if !decision.keep && being_read.contains(&model.id) {
                     decision.keep = true;
-                    decision.reasons.push(crate::retention::Reason::Reading);
+                    decision
+                        .reasons
+                        .push(crate::runs::retention::Reason::Reading);
                 }
             }
             backups.sort_by_key(|(model, _)| std::cmp::Reverse(taken_at(model)));
@@ -833,12 +838,12 @@ mod tests {
 
     #[test]
     fn next_run_is_strictly_after_now() {
-        let schedule = crate::schedule::JobSchedule::parse("0 2 * * *", "UTC").unwrap();
+        let schedule = crate::runs::schedule::JobSchedule::parse("0 2 * * *", "UTC").unwrap();
         let now = Utc.with_ymd_and_hms(2024, 1, 15, 2, 0, 0).unwrap();
         let next = schedule.next_after(now).unwrap();
         assert_eq!(next, Utc.with_ymd_and_hms(2024, 1, 16, 2, 0, 0).unwrap());
         let month_end = Utc.with_ymd_and_hms(2024, 1, 31, 23, 59, 30).unwrap();
-        let schedule = crate::schedule::JobSchedule::parse("*/15 * * * *", "UTC").unwrap();
+        let schedule = crate::runs::schedule::JobSchedule::parse("*/15 * * * *", "UTC").unwrap();
         assert_eq!(
             schedule.next_after(month_end).unwrap(),
             Utc.with_ymd_and_hms(2024, 2, 1, 0, 0, 0).unwrap()

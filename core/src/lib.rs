@@ -12,31 +12,23 @@
 //! side. Functions that depend on the time take `now`.
 
 pub mod apps;
-pub mod archive;
 pub mod auth;
 pub mod config;
 pub mod deployments;
 pub mod directories;
-pub mod dump;
-pub mod encryption;
 pub mod error;
-pub mod extract;
 pub mod failure;
+pub mod format;
 pub mod history;
 pub mod jobs;
-pub mod locks;
 pub mod metrics;
 pub mod netpolicy;
 pub mod notifications;
 pub mod orgs;
-pub mod preview;
 pub mod restores;
-pub mod retention;
 pub mod runs;
-pub mod schedule;
 pub mod secrets;
 pub mod storage;
-pub mod stored;
 pub mod targets;
 pub mod validate;
 
@@ -64,7 +56,7 @@ pub struct Cairn {
     /// thread while its client reads).
     pub download_slots: Arc<tokio::sync::Semaphore>,
     /// The Redis of the schedulers' slot locks, when `redis_url` is set.
-    pub redis: Option<Arc<locks::RedisLocks>>,
+    pub redis: Option<Arc<runs::locks::RedisLocks>>,
 }
 
 /// Streamed downloads that may run at once per process.
@@ -122,7 +114,7 @@ impl Cairn {
             Some(url) => {
                 use secrecy::ExposeSecret;
                 Some(Arc::new(
-                    locks::RedisLocks::new(url.expose_secret())
+                    runs::locks::RedisLocks::new(url.expose_secret())
                         .map_err(|e| anyhow::anyhow!("redis_url: {e}"))?,
                 ))
             }

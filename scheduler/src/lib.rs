@@ -39,12 +39,12 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use cairn_core::history::BackupStatus;
+use cairn_core::runs::schedule::JobSchedule;
 use cairn_core::runs::{self, MissedSlots, RunStatus, Started, Trigger};
-use cairn_core::schedule::JobSchedule;
 use cairn_core::Cairn;
 use cairn_entity::{backup, backup_job};
 
-pub use cairn_core::locks::{self, LocalLocks, LockError, RedisLocks, SlotLocks, LOCK_TTL};
+pub use cairn_core::runs::locks::{self, LocalLocks, LockError, RedisLocks, SlotLocks, LOCK_TTL};
 
 /// Due jobs loaded per page.
 const PAGE: u64 = 2_000;

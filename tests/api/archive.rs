@@ -6,7 +6,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-use cairn_core::archive::{tar_stream, Compression, TarOptions};
+use cairn_core::format::tar::{tar_stream, Compression, TarOptions};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
@@ -97,7 +97,7 @@ async fn archive_to(
     compression: Compression,
     excludes: &[&str],
     out: &Path,
-) -> cairn_core::archive::ArchiveSummary {
+) -> cairn_core::format::tar::ArchiveSummary {
     let (mut stream, summary) = tar_stream(
         root.to_path_buf(),
         TarOptions {

@@ -1286,7 +1286,7 @@ async fn offline_tools_inspect_and_verify_stored_archives() {
     bytes[middle] ^= 0x40;
     bytes.truncate(middle);
     std::fs::write(&plain_file, &bytes).unwrap();
-    let (hash, _) = cairn_core::stored::sha256_of(&plain_file).unwrap();
+    let (hash, _) = cairn_core::format::read::sha256_of(&plain_file).unwrap();
     let cut = cairn_archive(&[
         "verify".as_ref(),
         plain_file.as_os_str(),

@@ -7,6 +7,43 @@ use std::process::{Command, Output};
 
 use crate::archive::{build_volume, describe};
 
+/// The manifest of a tar archive whose tar stream is `tar_bytes` long, as
+/// the worker writes it beside the archive.
+fn tar_manifest(tar_bytes: u64) -> Vec<u8> {
+    use cairn_core::apps::Slot;
+    use cairn_core::format::manifest::{Manifest, ManifestContents, TarManifest};
+    use cairn_core::jobs::CompressionSetting;
+    let manifest = Manifest {
+        cairn_version: env!("CARGO_PKG_VERSION").into(),
+        format_version: cairn_core::format::manifest::ARCHIVE_FORMAT_VERSION,
+        backup_id: uuid::Uuid::now_v7(),
+        organization: "acme".into(),
+        app: "shop".into(),
+        volume: "data".into(),
+        archive: "2024-01-15T02-00-00-000Z.tar.zst".into(),
+        encryption: None,
+        started_at: chrono::Utc::now(),
+        finished_at: chrono::Utc::now(),
+        stored_bytes: 0,
+        sha256: "0".repeat(64),
+        contents: ManifestContents::Tar(TarManifest {
+            slot: Slot::Blue,
+            source: "/var/lib/docker/volumes/shop-blue_data/_data".into(),
+            compression: CompressionSetting::Zstd,
+            uncompressed_bytes: tar_bytes,
+            content_bytes: 0,
+            file_count: 0,
+            directory_count: 0,
+            symlink_count: 0,
+            hard_link_count: 0,
+            exclude_patterns: Vec::new(),
+            excluded: Vec::new(),
+            excluded_truncated: false,
+        }),
+    };
+    serde_json::to_vec(&manifest.to_value()).unwrap()
+}
+
 /// A ustar header for `path` of `kind` (`b'0'` file, `b'1'` hard link,
 /// `b'2'` symlink, `b'3'` character device, `b'5'` directory).
 fn header(path: &[u8], kind: u8, link: &[u8], size: usize) -> [u8; 512] {
@@ -187,7 +224,7 @@ fn decompression_bombs_stop_at_the_manifest_size() {
         std::fs::write(&bomb, &output.stdout).unwrap();
         std::fs::write(
             dir.path().join(format!("bomb.{suffix}.manifest.json")),
-            br#"{ "kind": "tar", "uncompressedBytes": 4096 }"#,
+            tar_manifest(4096),
         )
         .unwrap();
         let into = dir.path().join(format!("into-{tool}"));
@@ -209,7 +246,7 @@ fn decompression_bombs_stop_at_the_manifest_size() {
 /// A tar archive as Cairn writes it extracts to the same tree, offline.
 #[tokio::test]
 async fn a_cairn_archive_extracts_offline_to_the_same_tree() {
-    use cairn_core::archive::{tar_stream, Compression, TarOptions};
+    use cairn_core::format::tar::{tar_stream, Compression, TarOptions};
     use futures::StreamExt;
     let dir = tempfile::tempdir().unwrap();
     let volume = dir.path().join("volume");
@@ -237,7 +274,7 @@ async fn a_cairn_archive_extracts_offline_to_the_same_tree() {
     std::fs::write(
         dir.path()
             .join("2024-01-15T02-00-00-000Z.tar.zst.manifest.json"),
-        serde_json::json!({ "kind": "tar", "uncompressedBytes": summary.tar_bytes }).to_string(),
+        tar_manifest(summary.tar_bytes),
     )
     .unwrap();
     let into = dir.path().join("restored");

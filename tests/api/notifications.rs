@@ -506,7 +506,7 @@ async fn runs_reach_email_slack_and_webhook(backend: Backend) {
         .unwrap();
     let scheduler = cairn_scheduler::Scheduler::new(
         f.app.cairn.clone(),
-        Arc::new(cairn_core::locks::LocalLocks::default()),
+        Arc::new(cairn_core::runs::locks::LocalLocks::default()),
         "test".into(),
     );
     let tick = scheduler.tick(now).await.unwrap();

@@ -217,7 +217,7 @@ async fn daylight_saving_changes_fire_once() {
             .col_expr(
                 backup_job::Column::NextRunAt,
                 Expr::value(
-                    cairn_core::schedule::JobSchedule::parse("30 2 * * *", "Europe/Berlin")
+                    cairn_core::runs::schedule::JobSchedule::parse("30 2 * * *", "Europe/Berlin")
                         .unwrap()
                         .next_after(from),
                 ),

@@ -1,6 +1,6 @@
 //! Claims, lease renewal, fenced writes and the reaping of expired leases.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{
@@ -17,6 +17,8 @@ use cairn_core::history::{BackupStatus, LogLine};
 use cairn_core::storage::{self, ObjectKey, Purpose};
 use cairn_core::Cairn;
 use cairn_entity::{backup, backup_run, backup_target};
+
+use crate::Worker;
 
 /// How long the reaper spends on one lost attempt's leftovers.
 const CLEAN_UP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -364,6 +366,42 @@ async fn clean_up(cairn: &Cairn, model: &backup::Model) -> LogLine {
                 "warn",
                 format!("the leftovers of the lost attempt could not be removed: {error:#}"),
             )
+        }
+    }
+}
+
+/// Renews the lease every third of its length; returns when it is lost.
+pub(crate) async fn keep_lease<E: Leased>(worker: &Worker, id: uuid::Uuid, attempt: i32) {
+    let lease = worker.options.lease;
+    let period = lease / 3;
+    let mut last_renewed = Instant::now();
+    loop {
+        tokio::time::sleep(period).await;
+        match renew::<E>(&worker.cairn.db, id, attempt, lease, Utc::now()).await {
+            Ok(true) => last_renewed = Instant::now(),
+            Ok(false) => return,
+            Err(error) => {
+                tracing::warn!(id = %id, error = format!("{error:#}"), "renewing the lease failed");
+                // The lease is gone once its length has passed unrenewed.
+                if last_renewed.elapsed() >= lease {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// How long a backup or restore of `job_id`'s may run (the default when
+/// the job is gone or cannot be read: a read error must not lift the bound).
+pub(crate) async fn max_duration(worker: &Worker, job_id: Option<uuid::Uuid>) -> Duration {
+    match cairn_core::jobs::max_duration(&worker.cairn.db, job_id).await {
+        Ok(limit) => limit,
+        Err(error) => {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "reading the job's maxDurationSeconds failed; using the default"
+            );
+            Duration::from_secs(u64::from(cairn_core::jobs::DEFAULT_MAX_DURATION))
         }
     }
 }

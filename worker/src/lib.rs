@@ -10,7 +10,7 @@
 //! [`Worker::process_one`] and sleeps for the poll interval when there is
 //! nothing to do. A backup runs inside its loop's task, next to a lease
 //! renewal that fires every third of the lease; the archiver and uploads
-//! use blocking threads of their own (see `cairn_core::archive` and
+//! use blocking threads of their own (see `cairn_core::format::tar` and
 //! `cairn_core::storage`). One more loop dispatches due notification
 //! deliveries, so that a slow or failing receiver never holds a backup
 //! slot.
@@ -25,12 +25,13 @@
 //! objects it wrote are deleted. A worker that cannot renew its lease
 //! stops the backup (which aborts the upload).
 
-mod execute;
+mod backup;
+mod failure;
 mod housekeeping;
 pub mod lease;
 mod prune;
 mod restore;
-mod swap;
+mod volumes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -244,7 +245,7 @@ impl Worker {
         };
         let id = claimed.id;
         let run_id = claimed.run_id;
-        execute::run_backup(self, claimed, stop.clone()).await;
+        backup::run_backup(self, claimed, stop.clone()).await;
         if let Some(run_id) = run_id {
             prune::close_run(&self.cairn, run_id, Utc::now()).await?;
         }

@@ -1,7 +1,7 @@
 //! `/api/v1/organizations/{orgId}/backups/jobs`
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use cairn_core::encryption::{self, EncryptionKeyView, ExportedIdentityView};
+use cairn_core::format::age::{self, EncryptionKeyView, ExportedIdentityView};
 use cairn_core::jobs::{self, JobRequest, JobView, RetentionView};
 use cairn_core::runs::{self, RunView};
 use cairn_core::Cairn;
@@ -184,7 +184,7 @@ pub async fn encryption_key(
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = encryption::public_key(&cairn.db, path.org_id).await?;
+    let view = age::public_key(&cairn.db, path.org_id).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -205,7 +205,7 @@ pub async fn export_encryption_key(
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = encryption::export_identity(&cairn.db, &cairn.master_key, path.org_id).await?;
+    let view = age::export_identity(&cairn.db, &cairn.master_key, path.org_id).await?;
     tracing::info!(org_id = %path.org_id, "the organization's age identity was exported");
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))

@@ -2,7 +2,7 @@
 //! `…/history/{backupId}/restore` and `/api/v1/organizations/{orgId}/backups/restores`
 
 use actix_web::{web, HttpResponse};
-use cairn_core::preview::{self, PreviewView};
+use cairn_core::restores::preview::{self, PreviewView};
 use cairn_core::restores::{
     self, RestoreDetailView, RestorePage, RestoreQuery, RestoreRequest, RestoreView,
 };

@@ -4,7 +4,10 @@
 //!
 //! A destination has at most one restore pending or running: a partial
 //! unique index enforces it, so two requests racing cannot both be
-//! accepted. Dry runs write nothing and are not held to it.
+//! accepted. Dry runs write nothing and are not held to it. `preview`
+//! reads a backup back to show what a restore would write.
+
+pub mod preview;
 
 use std::io::Read;
 use std::sync::Arc;
@@ -22,9 +25,10 @@ use cairn_entity::{app, backup, backup_target, restore, volume};
 
 use crate::error::{is_unique_violation, Error, Result, Validator};
 use crate::failure::FailureCode;
+use crate::format::manifest::ManifestHeader;
+use crate::format::names::{ArchiveName, Format};
 use crate::history::{BackupStatus, LogLine};
 use crate::storage::{self, ByteStream, ObjectKey, Purpose, Storage};
-use crate::stored::{self, ArchiveName, Format};
 use crate::Cairn;
 
 /// `POST …/history/{backupId}/restore`
@@ -245,7 +249,11 @@ pub async fn stored_archive(cairn: &Cairn, model: backup::Model) -> Result<Store
 
 /// Refuses (409) a backup whose archive format is newer than this Cairn's.
 pub fn restorable(model: &backup::Model) -> Result<()> {
-    match stored::format_refusal(stored::format_version_of(model.manifest.as_ref())) {
+    match model
+        .manifest
+        .as_ref()
+        .and_then(|m| ManifestHeader::of(m).refusal())
+    {
         Some(refusal) => Err(Error::Conflict {
             field: None,
             message: refusal,

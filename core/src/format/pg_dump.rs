@@ -23,9 +23,9 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::apps::PostgresSettings;
-use crate::archive::{ArchiveError, ChunkSink, FailUnlessDone, Sealed};
-use crate::encryption::Recipients;
 use crate::failure::FailureCode;
+use crate::format::age::Recipients;
+use crate::format::tar::{ArchiveError, ChunkSink, FailUnlessDone, Sealed};
 use crate::netpolicy::AddressPolicy;
 use crate::storage::{received, ByteStream};
 
@@ -261,7 +261,7 @@ pub fn dump_stream(
     ByteStream,
     oneshot::Receiver<Result<DumpSummary, ArchiveError>>,
 ) {
-    let (sender, receiver) = mpsc::channel::<io::Result<Bytes>>(crate::archive::QUEUE);
+    let (sender, receiver) = mpsc::channel::<io::Result<Bytes>>(crate::format::tar::QUEUE);
     let (summary_sender, summary_receiver) = oneshot::channel();
     let process = std::sync::Arc::new(std::sync::Mutex::new(Process::default()));
     let kill_on_drop = KillOnDrop(process.clone());

@@ -16,9 +16,12 @@ use uuid::Uuid;
 use cairn_entity::backup;
 
 use crate::error::{Error, Result};
+use crate::format::manifest::{Manifest, ManifestContents, ManifestHeader};
+use crate::format::names::Format;
+use crate::format::pg_restore::{pg_restore_with_output, PgRestore};
+use crate::format::read;
 use crate::restores::{blocking_reader, kinds_of, stored_archive};
 use crate::storage::Cancellation;
-use crate::stored::{self, Format, PgRestore};
 use crate::Cairn;
 
 /// Tar entries (or table-of-contents lines) a preview lists at most.
@@ -117,7 +120,10 @@ pub async fn preview(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<P
         .await?
         .ok_or(Error::NotFound("backup"))?;
     let manifest = model.manifest.clone();
-    let format_version = stored::format_version_of(manifest.as_ref());
+    let header = manifest
+        .as_ref()
+        .map(ManifestHeader::of)
+        .unwrap_or_default();
     let mut view = PreviewView {
         backup_id: model.id,
         app_name: model.app_name.clone(),
@@ -129,12 +135,8 @@ pub async fn preview(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<P
         size: model.archive_size,
         created_at: model.created_at,
         finished_at: model.finished_at,
-        cairn_version: manifest
-            .as_ref()
-            .and_then(|m| m.get("cairnVersion"))
-            .and_then(|v| v.as_str())
-            .map(str::to_owned),
-        format_version,
+        cairn_version: header.cairn_version.clone(),
+        format_version: header.format_version,
         encrypted: model
             .storage_path
             .as_deref()
@@ -144,14 +146,14 @@ pub async fn preview(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<P
         manifest: manifest.clone(),
         contents: None,
     };
-    if let Some(refusal) = stored::format_refusal(format_version) {
+    if let Some(refusal) = header.refusal() {
         view.reason = Some(refusal);
         return Ok(view);
     }
     let archive = stored_archive(cairn, model).await?;
     view.kind = kinds_of(archive.name).0.to_owned();
     let identity = if archive.name.encrypted {
-        Some(crate::encryption::identity(&cairn.db, &cairn.master_key, organization_id).await?)
+        Some(crate::format::age::identity(&cairn.db, &cairn.master_key, organization_id).await?)
     } else {
         None
     };
@@ -162,9 +164,9 @@ pub async fn preview(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<P
     let reader = blocking_reader(stream);
     let name = archive.name;
     let pg_restore = cairn.config.pg_restore.clone();
-    let totals = totals_of(manifest.as_ref());
+    let totals = totals_of(manifest.as_ref().and_then(|m| Manifest::from_value(m).ok()));
     let contents = tokio::task::spawn_blocking(move || {
-        let plain = stored::open(reader, name, identity.as_ref()).map_err(|e| e.to_string())?;
+        let plain = read::open(reader, name, identity.as_ref()).map_err(|e| e.to_string())?;
         match name.format {
             Format::Dump => list_dump(plain, &pg_restore),
             _ => list_tar(plain, totals),
@@ -182,19 +184,18 @@ pub async fn preview(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<P
     Ok(view)
 }
 
-fn totals_of(manifest: Option<&serde_json::Value>) -> Totals {
-    let count = |field: &str| {
-        manifest
-            .and_then(|m| m.get(field))
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or(0)
-    };
-    Totals {
-        files: count("fileCount"),
-        directories: count("directoryCount"),
-        symlinks: count("symlinkCount"),
-        hard_links: count("hardLinkCount"),
-        bytes: count("contentBytes"),
+/// The totals the archiver counted, from the manifest (zeros when it has
+/// none, or is not a tar archive's).
+fn totals_of(manifest: Option<Manifest>) -> Totals {
+    match manifest.map(|m| m.contents) {
+        Some(ManifestContents::Tar(tar)) => Totals {
+            files: tar.file_count,
+            directories: tar.directory_count,
+            symlinks: tar.symlink_count,
+            hard_links: tar.hard_link_count,
+            bytes: tar.content_bytes,
+        },
+        _ => Totals::default(),
     }
 }
 
@@ -243,7 +244,7 @@ fn list_dump(
     mut plain: impl std::io::Read,
     pg_restore: &std::path::Path,
 ) -> Result<Contents, String> {
-    let (_, listing) = stored::pg_restore_with_output(
+    let (_, listing) = pg_restore_with_output(
         &mut plain,
         PgRestore::List,
         pg_restore,

@@ -5,6 +5,13 @@
 //!
 //! A job has at most one run with status `running`: a partial unique index
 //! enforces it, so two requests racing to start a run cannot both win.
+//!
+//! Beside it: `schedule` (when a job is due), `locks` (the schedulers'
+//! slot locks) and `retention` (which backups of a series are kept).
+
+pub mod locks;
+pub mod retention;
+pub mod schedule;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, Query};

@@ -25,8 +25,8 @@ use sha2::{Digest, Sha256};
 use tar::{EntryType, Header, HeaderMode};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::encryption::Recipients;
 use crate::failure::FailureCode;
+use crate::format::age::Recipients;
 use crate::storage::{received, ByteStream};
 
 /// Chunks handed to the uploader.

@@ -1,0 +1,139 @@
+//! The engine of a file volume: the deployed slot's directory, archived
+//! with tar (`cairn_core::format::tar`), compressed as the job says.
+
+use std::path::PathBuf;
+
+use cairn_core::apps::{exclude_patterns_of, Slot};
+use cairn_core::failure::FailureCode;
+use cairn_core::format::manifest::{ManifestContents, TarManifest};
+use cairn_core::format::tar::{self, Compression, TarOptions};
+use cairn_core::jobs::CompressionSetting;
+use cairn_core::Cairn;
+
+use super::{Attempt, Context, Upload, Written};
+use crate::failure::{storage_failure, Failure};
+use crate::volumes::resolve_volume;
+
+/// Manifests list at most this many excluded paths.
+const MAX_EXCLUDED_LISTED: usize = 10_000;
+
+/// A file volume about to be archived.
+pub(super) struct Files {
+    directory: PathBuf,
+    slot: Slot,
+    setting: CompressionSetting,
+    compression: Compression,
+    excludes: Vec<String>,
+}
+
+impl Files {
+    /// Finds the volume's directory (the deployed slot's first).
+    pub(super) fn prepare(cairn: &Cairn, context: &Context) -> Result<Files, Failure> {
+        let (directory, slot) = resolve_volume(
+            &cairn.config.volume_root,
+            &context.directories,
+            context.deployed_slot,
+        )?;
+        let setting = context.settings.compression;
+        Ok(Files {
+            directory,
+            slot,
+            setting,
+            compression: match setting {
+                CompressionSetting::Zstd => Compression::Zstd {
+                    level: 3,
+                    threads: std::thread::available_parallelism()
+                        .map(|n| n.get() as u32)
+                        .unwrap_or(1),
+                },
+                CompressionSetting::Gzip => Compression::Gzip { level: 6 },
+                CompressionSetting::None => Compression::None,
+            },
+            excludes: exclude_patterns_of(&context.volume.exclude_patterns),
+        })
+    }
+
+    pub(super) fn extension(&self) -> &'static str {
+        self.compression.extension()
+    }
+
+    pub(super) fn describe(&self) -> String {
+        format!(
+            "archiving {} ({} slot)",
+            self.directory.display(),
+            self.slot.as_str()
+        )
+    }
+
+    /// Streams the tar archive to the target; logs what it held.
+    pub(super) async fn store(
+        self,
+        attempt: &mut Attempt,
+        upload: Upload<'_>,
+    ) -> Result<Written, Failure> {
+        let (stream, summary) = tar::tar_stream(
+            self.directory.clone(),
+            TarOptions {
+                compression: self.compression,
+                excludes: self.excludes.clone(),
+                encryption: upload.recipients.cloned(),
+            },
+        );
+        let put = upload.storage.put(upload.key, stream).await;
+        let summary = summary.await.map_err(|_| {
+            Failure::new(
+                FailureCode::Internal,
+                "the archiver stopped without a summary",
+            )
+        })?;
+        let summary = match (put, summary) {
+            (Ok(_), Ok(summary)) => summary,
+            // The archiver's own failure says more than the upload that it
+            // cut short.
+            (_, Err(error)) if error.code != FailureCode::UploadFailed => return Err(error.into()),
+            (Err(error), _) => return Err(storage_failure("uploading the archive", &error)),
+            (Ok(_), Err(error)) => return Err(error.into()),
+        };
+        for note in &summary.notes {
+            let level = if note.starts_with("warning") {
+                "warn"
+            } else {
+                "info"
+            };
+            attempt.note(level, note.clone());
+        }
+        attempt.note(
+            "info",
+            format!(
+                "{} files, {} directories, {} symlinks, {} hard links; {} bytes of content",
+                summary.files,
+                summary.directories,
+                summary.symlinks,
+                summary.hard_links,
+                summary.content_bytes
+            ),
+        );
+        Ok(Written {
+            stored_bytes: summary.stored_bytes,
+            sha256: summary.sha256,
+            contents: ManifestContents::Tar(TarManifest {
+                slot: self.slot,
+                source: self.directory.display().to_string(),
+                compression: self.setting,
+                uncompressed_bytes: summary.tar_bytes,
+                content_bytes: summary.content_bytes,
+                file_count: summary.files,
+                directory_count: summary.directories,
+                symlink_count: summary.symlinks,
+                hard_link_count: summary.hard_links,
+                exclude_patterns: self.excludes,
+                excluded_truncated: summary.excluded.len() > MAX_EXCLUDED_LISTED,
+                excluded: summary
+                    .excluded
+                    .into_iter()
+                    .take(MAX_EXCLUDED_LISTED)
+                    .collect(),
+            }),
+        })
+    }
+}

@@ -1,0 +1,126 @@
+//! The engine of a PostgreSQL volume: `pg_dump --format=custom` of its
+//! database (`cairn_core::format::pg_dump`), through the address policy,
+//! with a pg_dump at least as new as the server.
+
+use secrecy::SecretString;
+
+use cairn_core::apps::PostgresSettings;
+use cairn_core::failure::FailureCode;
+use cairn_core::format::manifest::{DumpManifest, DumpSource, ManifestContents};
+use cairn_core::format::pg_dump::{self, DumpOptions};
+use cairn_core::storage;
+use cairn_core::Cairn;
+use cairn_entity::volume;
+
+use super::{Attempt, Upload, Written};
+use crate::failure::{internal, storage_failure, Failure};
+
+/// A database about to be dumped.
+pub(super) struct Postgres {
+    settings: PostgresSettings,
+    password: SecretString,
+}
+
+impl Postgres {
+    /// Reads the volume's connection settings and opens its password.
+    pub(super) fn prepare(cairn: &Cairn, volume: &volume::Model) -> Result<Postgres, Failure> {
+        let settings: PostgresSettings = volume
+            .postgres_config
+            .clone()
+            .and_then(|c| serde_json::from_value(c).ok())
+            .ok_or_else(|| {
+                Failure::new(
+                    FailureCode::VolumeMisconfigured,
+                    "the postgres volume has no connection settings",
+                )
+            })?;
+        let sealed = volume
+            .postgres_password_ciphertext
+            .as_ref()
+            .ok_or_else(|| {
+                Failure::new(
+                    FailureCode::VolumeMisconfigured,
+                    "the postgres volume has no password",
+                )
+            })?;
+        let password = cairn.master_key.open(volume.id, sealed).map_err(internal)?;
+        let password = String::from_utf8(password).map_err(internal)?;
+        Ok(Postgres {
+            settings,
+            password: SecretString::from(password),
+        })
+    }
+
+    pub(super) fn describe(&self) -> String {
+        format!(
+            "dumping database {:?} at {}:{}",
+            self.settings.database, self.settings.host, self.settings.port
+        )
+    }
+
+    /// Checks the versions, then streams the dump to the target.
+    pub(super) async fn store(
+        self,
+        cairn: &Cairn,
+        attempt: &mut Attempt,
+        upload: Upload<'_>,
+    ) -> Result<Written, Failure> {
+        let program = cairn.config.pg_dump.clone();
+        let (pg_dump_line, pg_dump_major) = pg_dump::pg_dump_version(&program).await?;
+        let hostaddr =
+            pg_dump::resolve_host(&storage::address_policy(cairn), &self.settings).await?;
+        let (server_version, server_major) =
+            pg_dump::server_version(&self.settings, hostaddr, &self.password).await?;
+        if pg_dump_major < server_major {
+            return Err(Failure::new(
+                FailureCode::PgDumpTooOld,
+                format!(
+                    "the worker's pg_dump is version {pg_dump_major} but the server runs PostgreSQL {server_version}; \
+                     pg_dump must be at least as new as the server: install pg_dump {server_major} or newer on the worker \
+                     (or point CAIRN_PG_DUMP at it)"
+                ),
+            ));
+        }
+        attempt.note(
+            "info",
+            format!("PostgreSQL {server_version}; using {pg_dump_line}"),
+        );
+        let (stream, summary) = pg_dump::dump_stream(DumpOptions {
+            program,
+            settings: self.settings.clone(),
+            hostaddr,
+            password: self.password,
+            encryption: upload.recipients.cloned(),
+        });
+        let put = upload.storage.put(upload.key, stream).await;
+        let summary = summary.await.map_err(|_| {
+            Failure::new(
+                FailureCode::Internal,
+                "pg_dump's reader stopped without a summary",
+            )
+        })?;
+        let summary = match (put, summary) {
+            (Ok(_), Ok(summary)) => summary,
+            // pg_dump's own failure says more than the upload it cut short.
+            (_, Err(error)) if error.code != FailureCode::UploadFailed => return Err(error.into()),
+            (Err(error), _) => return Err(storage_failure("uploading the dump", &error)),
+            (Ok(_), Err(error)) => return Err(error.into()),
+        };
+        Ok(Written {
+            stored_bytes: summary.stored_bytes,
+            sha256: summary.sha256,
+            contents: ManifestContents::PgDump(DumpManifest {
+                source: DumpSource {
+                    host: self.settings.host,
+                    port: self.settings.port,
+                    database: self.settings.database,
+                    username: self.settings.username,
+                },
+                compression: "pg_dump".into(),
+                uncompressed_bytes: summary.dump_bytes,
+                postgres_version: server_version,
+                pg_dump_version: pg_dump_line,
+            }),
+        })
+    }
+}

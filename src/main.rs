@@ -387,8 +387,8 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
             serve_api(cairn).await
         }
         Command::Migrate => {
-            let db = cairn_core::connect(&config).await?;
-            cairn_core::migrate(&db).await?;
+            let db = cairn_core::db::connect(&config).await?;
+            cairn_core::db::migrate(&db).await?;
             tracing::info!("migrations applied");
             Ok(())
         }
@@ -397,9 +397,9 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
         Command::Token {
             command: TokenCommand::Create { org, role, name },
         } => {
-            let db = cairn_core::connect(&config).await?;
+            let db = cairn_core::db::connect(&config).await?;
             if config.run_migrations {
-                cairn_core::migrate(&db).await?;
+                cairn_core::db::migrate(&db).await?;
             }
             if let Some(org) = org {
                 cairn_core::orgs::get(&db, org)

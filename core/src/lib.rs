@@ -14,6 +14,7 @@
 pub mod apps;
 pub mod auth;
 pub mod config;
+pub mod db;
 pub mod deployments;
 pub mod directories;
 pub mod error;
@@ -33,12 +34,10 @@ pub mod targets;
 pub mod validate;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use cairn_migration::{Migrator, MigratorTrait};
 use chrono::Utc;
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+use sea_orm::DatabaseConnection;
 
 pub use config::Config;
 pub use config::SystemTargetConfig;
@@ -91,9 +90,9 @@ impl Cairn {
             "outbound address policy: loopback and private addresses are {} (allow_private_endpoints)",
             if allow_private { "allowed" } else { "refused" }
         );
-        let db = connect(&config).await?;
+        let db = db::connect(&config).await?;
         if config.run_migrations {
-            migrate(&db).await?;
+            db::migrate(&db).await?;
         }
         let sealed = one_sealed_secret(&db).await?;
         // A new key next to existing secrets would only hide the real
@@ -204,135 +203,4 @@ async fn one_sealed_secret(
         .one(db)
         .await?;
     Ok(channel.and_then(|c| c.secrets_ciphertext.map(|sealed| (c.id, sealed))))
-}
-
-/// Opens the database pool.
-///
-/// SQLite (the embedded default) gets one connection: every statement and
-/// transaction runs in turn, so concurrent requests never meet "database is
-/// locked" errors, and the file is in WAL mode. PostgreSQL gets a pool.
-/// Creates `path` and its missing parents with mode 0700 (directories
-/// that exist keep theirs).
-pub fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-}
-
-/// Creates an empty file with mode 0600 unless it exists.
-fn create_private_file(path: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(_) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(error) => Err(error),
-    }
-}
-
-pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
-    let url = config.database_url();
-    let parsed = url::Url::parse(&url).map_err(|e| {
-        anyhow::anyhow!("invalid configuration: key `database_url`: not a URL ({e})")
-    })?;
-    if !matches!(parsed.scheme(), "sqlite" | "postgres" | "postgresql") {
-        anyhow::bail!(
-            "invalid configuration: key `database_url`: unsupported scheme `{}` (use sqlite:// or postgres://)",
-            parsed.scheme()
-        );
-    }
-    let is_sqlite = parsed.scheme() == "sqlite";
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        let path = std::path::Path::new(path.split('?').next().unwrap_or(path));
-        if let Some(parent) = path.parent() {
-            if !parent.as_os_str().is_empty() {
-                create_private_dir(parent)
-                    .with_context(|| format!("creating {}", parent.display()))?;
-            }
-        }
-        // The database holds every organization's settings and sealed
-        // secrets: created readable by its owner only (SQLite gives its
-        // -wal and -shm files the same mode).
-        create_private_file(path).with_context(|| format!("creating {}", path.display()))?;
-    }
-    let mut options = ConnectOptions::new(url.clone());
-    options
-        .max_connections(if is_sqlite { 1 } else { 10 })
-        .connect_timeout(Duration::from_secs(10))
-        .acquire_timeout(Duration::from_secs(30))
-        // Statement logging would print bound values; keep it off.
-        .sqlx_logging(false)
-        // A new SQLite file is created, whether or not the URL says `mode=rwc`.
-        .map_sqlx_sqlite_opts(|sqlite| sqlite.create_if_missing(true));
-    let db = Database::connect(options).await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot connect to the database: {}",
-            redact(&e.to_string(), &url, &parsed)
-        )
-    })?;
-    if db.get_database_backend() == DbBackend::Sqlite {
-        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000;")
-            .await?;
-    }
-    Ok(db)
-}
-
-/// Removes the password (and the whole URL) from a message about the
-/// database, whatever the driver chose to put in it.
-fn redact(message: &str, original: &str, url: &url::Url) -> String {
-    let mut redacted = message
-        .replace(original, "<database_url>")
-        .replace(url.as_str(), "<database_url>");
-    if let Some(password) = url.password().filter(|p| !p.is_empty()) {
-        redacted = redacted.replace(password, "<password>");
-        let decoded = percent_encoding::percent_decode_str(password).decode_utf8_lossy();
-        redacted = redacted.replace(decoded.as_ref(), "<password>");
-    }
-    redacted
-}
-
-/// Applies every pending migration.
-pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
-    Migrator::up(db, None)
-        .await
-        .context("applying database migrations")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn database_errors_lose_the_password() {
-        let original = "postgres://cairn:p%40ss%23word@db:5432/cairn";
-        let url = url::Url::parse(original).unwrap();
-        let message = format!("error with {original}: auth failed for p@ss#word and p%40ss%23word");
-        let redacted = redact(&message, original, &url);
-        assert!(!redacted.contains("p@ss#word"), "{redacted}");
-        assert!(!redacted.contains("p%40ss%23word"), "{redacted}");
-        assert!(redacted.contains("<database_url>"), "{redacted}");
-    }
-
-    #[tokio::test]
-    async fn unparseable_database_urls_are_named_without_their_value() {
-        let mut config = Config::with_data_dir("/nonexistent");
-        config.database_url = Some(secrecy::SecretString::from(
-            "postgres://u:pa ss#@/x".to_owned(),
-        ));
-        let error = connect(&config).await.unwrap_err().to_string();
-        assert!(error.contains("database_url"), "{error}");
-        assert!(!error.contains("pa ss"), "{error}");
-        config.database_url = Some(secrecy::SecretString::from(
-            "mysql://u:hunter2@db/x".to_owned(),
-        ));
-        let error = connect(&config).await.unwrap_err().to_string();
-        assert!(error.contains("mysql"), "{error}");
-        assert!(!error.contains("hunter2"), "{error}");
-    }
 }

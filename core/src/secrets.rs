@@ -88,7 +88,7 @@ impl MasterKey {
                 path.display()
             );
         }
-        crate::create_private_dir(data_dir)
+        crate::db::create_private_dir(data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;
         let key = MasterKey::generate();
         let mut options = std::fs::OpenOptions::new();

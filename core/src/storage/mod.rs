@@ -27,7 +27,8 @@ use cairn_entity::backup_target;
 
 use crate::failure::FailureCode;
 use crate::netpolicy::AddressPolicy;
-use crate::targets::{TargetSettings, TargetType};
+use crate::targets::config::{TargetSettings, PRIVATE_KEY, SECRET_ACCESS_KEY};
+use crate::targets::TargetType;
 use crate::Cairn;
 
 /// A stream of chunks of an object.
@@ -409,7 +410,7 @@ pub fn refusal(cairn: &Cairn, target: &backup_target::Model) -> Option<(FailureC
             let has_key = cairn
                 .master_key
                 .open_fields(target.id, target.secrets_ciphertext.as_deref())
-                .is_ok_and(|secrets| secrets.contains_key("privateKey"));
+                .is_ok_and(|secrets| secrets.contains_key(PRIVATE_KEY));
             (!has_key).then(|| {
                 (
                     FailureCode::SshKeyRequired,
@@ -450,15 +451,7 @@ pub fn open(
             message,
         });
     }
-    let target_type = TargetType::parse(&target.target_type).ok_or_else(|| {
-        anyhow::anyhow!(
-            "target {} has unknown type {}",
-            target.id,
-            target.target_type
-        )
-    })?;
-    let settings: TargetSettings =
-        serde_json::from_value(target.config.clone()).map_err(anyhow::Error::from)?;
+    let (_, settings) = TargetSettings::of(target)?;
     let secrets = cairn
         .master_key
         .open_fields(target.id, target.secrets_ciphertext.as_deref())?;
@@ -469,53 +462,44 @@ pub fn open(
         Purpose::Probe => PROBE_RETRY_BUDGET,
         Purpose::Transfer => Duration::from_secs(cairn.config.storage.retry_budget_seconds),
     });
-    let missing = |field: &str| anyhow::anyhow!("target {} has no {field}", target.id);
-    Ok(match target_type {
-        TargetType::S3 | TargetType::R2 | TargetType::B2 => Arc::new(s3::S3Storage::new(
-            s3::S3Options {
-                bucket: settings.bucket.clone().ok_or_else(|| missing("bucket"))?,
-                region: settings
-                    .region
-                    .clone()
-                    .unwrap_or_else(|| "us-east-1".into()),
-                access_key_id: settings
-                    .access_key_id
-                    .clone()
-                    .ok_or_else(|| missing("accessKeyId"))?,
-                secret_access_key: secrecy::SecretString::from(
-                    secrets
-                        .get("secretAccessKey")
-                        .cloned()
-                        .ok_or_else(|| missing("secretAccessKey"))?,
-                ),
-                endpoint: settings.endpoint.clone(),
-                prefix: settings.prefix.clone(),
-                retry_budget: budget,
-            },
-            policy,
-        )?),
-        TargetType::Ssh => Arc::new(ssh::SshStorage::new(
+    Ok(match settings {
+        TargetSettings::S3(settings) => {
+            // Validation required it; without it the sealed secrets are
+            // damaged, which no retry mends.
+            let secret = secrets.get(SECRET_ACCESS_KEY).cloned().ok_or_else(|| {
+                anyhow::anyhow!("target {} has no sealed {SECRET_ACCESS_KEY}", target.id)
+            })?;
+            Arc::new(s3::S3Storage::new(
+                s3::S3Options {
+                    bucket: settings.bucket,
+                    region: settings.region,
+                    access_key_id: settings.access_key_id,
+                    secret_access_key: secrecy::SecretString::from(secret),
+                    endpoint: settings.endpoint,
+                    prefix: settings.prefix,
+                    retry_budget: budget,
+                },
+                policy,
+            )?)
+        }
+        TargetSettings::Ssh(settings) => Arc::new(ssh::SshStorage::new(
             ssh::SshOptions {
-                host: settings.host.clone().ok_or_else(|| missing("host"))?,
-                port: settings.port.unwrap_or(22),
-                username: settings
-                    .username
-                    .clone()
-                    .ok_or_else(|| missing("username"))?,
-                path: settings.path.clone().ok_or_else(|| missing("path"))?,
+                host: settings.host,
+                port: settings.port,
+                username: settings.username,
+                path: settings.path,
                 private_key: secrets
-                    .get("privateKey")
+                    .get(PRIVATE_KEY)
                     .cloned()
                     .map(secrecy::SecretString::from),
-                host_key_fingerprint: settings.host_key_fingerprint.clone(),
+                host_key_fingerprint: settings.host_key_fingerprint,
                 purpose,
                 retry_budget: budget,
             },
             policy,
         )),
-        TargetType::Local => {
-            let storage =
-                local::LocalStorage::new(settings.path.clone().ok_or_else(|| missing("path"))?);
+        TargetSettings::Local(settings) => {
+            let storage = local::LocalStorage::new(settings.path);
             Arc::new(match target.organization_id {
                 Some(_) => storage.refusing_links_below(cairn.config.local_backup_root()),
                 None => storage,

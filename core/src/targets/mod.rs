@@ -5,7 +5,7 @@
 //! Secrets (`secretAccessKey`, `privateKey`) are sealed under the master key
 //! in `secrets_ciphertext` and never leave this module in a view.
 
-use std::path::{Component, Path, PathBuf};
+pub mod config;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
@@ -13,22 +13,19 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
     QueryOrder, QuerySelect, Set, TransactionTrait,
 };
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use cairn_entity::{backup, backup_job, backup_target};
 
-use crate::config::{Config, SystemTargetConfig};
-use crate::error::{is_unique_violation, Error, Result, Validator};
+use crate::config::SystemTargetConfig;
+use crate::error::{is_unique_violation, Error, Result};
 use crate::history::BackupStatus;
 use crate::secrets::MasterKey;
-use crate::validate::{
-    check_absolute_path, check_bucket, check_display_name, check_endpoint, check_host,
-    check_key_prefix, check_private_key_pem, check_username,
-};
 use crate::Cairn;
+use config::{validate, LocalRoot, Stored, TargetSettings, PRIVATE_KEY, SECRET_ACCESS_KEY};
 
 /// The name of the system-level target configured by `cairn.yml`.
 pub const SYSTEM_DEFAULT_NAME: &str = "System default";
@@ -71,7 +68,7 @@ impl TargetType {
         })
     }
 
-    fn is_s3_family(self) -> bool {
+    pub fn is_s3_family(self) -> bool {
         matches!(self, TargetType::S3 | TargetType::R2 | TargetType::B2)
     }
 }
@@ -133,33 +130,6 @@ pub struct TargetConfigRequest {
     pub host_key_fingerprint: Option<String>,
 }
 
-/// The non-secret settings of a target, as stored and as returned.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TargetSettings {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bucket: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub access_key_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub prefix: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    /// ssh: the trusted host key fingerprint.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub host_key_fingerprint: Option<String>,
-}
-
 /// A target's settings as returned: secrets appear only as "is set".
 #[derive(Clone, Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -189,18 +159,9 @@ pub struct TargetView {
     pub updated_at: DateTime<Utc>,
 }
 
-/// The secret settings of a target, sealed as one JSON object.
-type Secrets = crate::secrets::SecretFields;
-const SECRET_ACCESS_KEY: &str = "secretAccessKey";
-const PRIVATE_KEY: &str = "privateKey";
-
 fn view(key: &MasterKey, model: backup_target::Model) -> Result<TargetView> {
-    let target_type = TargetType::parse(&model.target_type).ok_or_else(|| {
-        anyhow::anyhow!("target {} has unknown type {}", model.id, model.target_type)
-    })?;
+    let (target_type, settings) = TargetSettings::of(&model)?;
     let secrets = key.open_fields(model.id, model.secrets_ciphertext.as_deref())?;
-    let settings: TargetSettings =
-        serde_json::from_value(model.config.clone()).map_err(anyhow::Error::from)?;
     Ok(TargetView {
         id: model.id,
         organization_id: model.organization_id,
@@ -208,282 +169,15 @@ fn view(key: &MasterKey, model: backup_target::Model) -> Result<TargetView> {
         target_type,
         is_default: model.is_default,
         config: TargetConfigView {
-            settings,
-            secret_access_key_set: target_type
-                .is_s3_family()
+            secret_access_key_set: matches!(settings, TargetSettings::S3(_))
                 .then(|| secrets.contains_key(SECRET_ACCESS_KEY)),
-            private_key_set: (target_type == TargetType::Ssh)
+            private_key_set: matches!(settings, TargetSettings::Ssh(_))
                 .then(|| secrets.contains_key(PRIVATE_KEY)),
+            settings,
         },
         created_at: model.created_at,
         updated_at: model.updated_at,
     })
-}
-
-/// Checks a request against the rules of its type and returns what to store.
-/// `stored` is the target being updated: its secrets are kept when the
-/// request omits them and the type still uses them, and so is its trusted
-/// host key while the SSH host and port stay the same.
-fn validate(
-    config: &Config,
-    organization_id: Option<Uuid>,
-    local_root: Option<&LocalRoot>,
-    request: &TargetRequest,
-    stored: Option<Stored>,
-) -> Result<(TargetSettings, Secrets)> {
-    let mut v = Validator::new();
-    v.check_result("name", check_display_name(&request.name));
-    if organization_id.is_none() && request.is_default {
-        v.add("isDefault", "applies to organization targets only");
-    }
-    let t = request.target_type;
-    let c = &request.config;
-    let mut settings = TargetSettings::default();
-    let mut secrets = Secrets::new();
-    let (stored_secrets, stored_settings) = match stored {
-        Some(stored)
-            if stored.target_type == t
-                || (stored.target_type.is_s3_family() && t.is_s3_family()) =>
-        {
-            (stored.secrets, stored.settings)
-        }
-        _ => (Secrets::new(), TargetSettings::default()),
-    };
-
-    match t {
-        TargetType::S3 | TargetType::R2 | TargetType::B2 => {
-            match c.bucket.as_deref() {
-                None => v.add("config.bucket", "is required"),
-                Some(bucket) => {
-                    v.check_result("config.bucket", check_bucket(bucket));
-                    settings.bucket = Some(bucket.to_owned());
-                }
-            }
-            match c.access_key_id.as_deref() {
-                None | Some("") => v.add("config.accessKeyId", "is required"),
-                Some(id)
-                    if id.len() > 128
-                        || id.chars().any(|c| c.is_whitespace() || c.is_control()) =>
-                {
-                    v.add(
-                        "config.accessKeyId",
-                        "must be at most 128 characters without whitespace",
-                    )
-                }
-                Some(id) => settings.access_key_id = Some(id.to_owned()),
-            }
-            match &c.secret_access_key {
-                Some(secret) if secret.expose_secret().is_empty() => {
-                    v.add("config.secretAccessKey", "must not be empty")
-                }
-                Some(secret) => {
-                    secrets.insert(SECRET_ACCESS_KEY.into(), secret.expose_secret().to_owned());
-                }
-                None => match stored_secrets.get(SECRET_ACCESS_KEY) {
-                    Some(kept) => {
-                        secrets.insert(SECRET_ACCESS_KEY.into(), kept.clone());
-                    }
-                    None => v.add("config.secretAccessKey", "is required"),
-                },
-            }
-            match c.endpoint.as_deref() {
-                None if matches!(t, TargetType::R2 | TargetType::B2) => v.add(
-                    "config.endpoint",
-                    format!("is required for {} targets", t.as_str()),
-                ),
-                None => {}
-                Some(endpoint) => {
-                    v.check_result("config.endpoint", check_endpoint(endpoint));
-                    settings.endpoint = Some(endpoint.trim_end_matches('/').to_owned());
-                }
-            }
-            let region = match (c.region.as_deref(), t) {
-                (Some(region), _) => Some(region.to_owned()),
-                (None, TargetType::S3) => Some("us-east-1".to_owned()),
-                (None, TargetType::R2) => Some("auto".to_owned()),
-                (None, _) => c.endpoint.as_deref().and_then(b2_region_of),
-            };
-            match region {
-                None => v.add(
-                    "config.region",
-                    "is required (it could not be taken from the endpoint)",
-                ),
-                Some(region)
-                    if region.is_empty()
-                        || region.len() > 32
-                        || !region
-                            .chars()
-                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') =>
-                {
-                    v.add(
-                        "config.region",
-                        "must be 1–32 lower-case letters, digits or dashes",
-                    )
-                }
-                Some(region) => settings.region = Some(region),
-            }
-            if let Some(prefix) = c.prefix.as_deref().filter(|p| !p.is_empty()) {
-                v.check_result("config.prefix", check_key_prefix(prefix));
-                settings.prefix = Some(prefix.to_owned());
-            }
-        }
-        TargetType::Ssh => {
-            match c.host.as_deref() {
-                None => v.add("config.host", "is required"),
-                Some(host) => {
-                    v.check_result("config.host", check_host(host));
-                    settings.host = Some(host.to_owned());
-                }
-            }
-            match c.port {
-                Some(0) => v.add("config.port", "must be between 1 and 65535"),
-                port => settings.port = Some(port.unwrap_or(22)),
-            }
-            match c.username.as_deref() {
-                None => v.add("config.username", "is required"),
-                Some(username) => {
-                    v.check_result("config.username", check_username(username));
-                    settings.username = Some(username.to_owned());
-                }
-            }
-            match c.path.as_deref() {
-                None => v.add("config.path", "is required"),
-                Some(path) => {
-                    v.check_result("config.path", check_absolute_path(path));
-                    settings.path = Some(path.to_owned());
-                }
-            }
-            match &c.private_key {
-                // The SSH agent holds the operator's keys: an organization's
-                // target must bring its own.
-                Some(key) if key.expose_secret().is_empty() && organization_id.is_some() => v.add(
-                    "config.privateKey",
-                    "is required for an organization's SSH target (the server's SSH agent is for system-level targets only)",
-                ),
-                // An empty key removes the stored one: the SSH agent is used.
-                Some(key) if key.expose_secret().is_empty() => {}
-                Some(key) => {
-                    v.check_result(
-                        "config.privateKey",
-                        check_private_key_pem(key.expose_secret()),
-                    );
-                    secrets.insert(
-                        PRIVATE_KEY.into(),
-                        key.expose_secret().trim().to_owned() + "\n",
-                    );
-                }
-                None => match stored_secrets.get(PRIVATE_KEY) {
-                    Some(kept) => {
-                        secrets.insert(PRIVATE_KEY.into(), kept.clone());
-                    }
-                    None if organization_id.is_some() => v.add(
-                        "config.privateKey",
-                        "is required for an organization's SSH target (the server's SSH agent is for system-level targets only)",
-                    ),
-                    None => {}
-                },
-            }
-            match c.host_key_fingerprint.as_deref() {
-                Some(fingerprint) => {
-                    v.check_result("config.hostKeyFingerprint", check_fingerprint(fingerprint));
-                    // Stored as OpenSSH prints it: base64 without padding.
-                    settings.host_key_fingerprint =
-                        Some(fingerprint.trim_end_matches('=').to_owned());
-                }
-                None if stored_settings.host == settings.host
-                    && stored_settings.port == settings.port =>
-                {
-                    settings.host_key_fingerprint = stored_settings.host_key_fingerprint.clone();
-                }
-                None => {}
-            }
-        }
-        TargetType::Local => {
-            if !config.allow_local_backups {
-                v.add(
-                    "type",
-                    "local targets are disabled on this server (CAIRN_ALLOW_LOCAL_BACKUPS=false)",
-                );
-            }
-            match (c.path.as_deref(), local_root) {
-                (None | Some(""), _) => v.add("config.path", "is required"),
-                (Some(path), Some(root)) => match root.resolve(path) {
-                    Ok(resolved) => settings.path = Some(resolved.to_string_lossy().into_owned()),
-                    Err(message) => v.add("config.path", message),
-                },
-                (Some(_), None) => {
-                    return Err(
-                        anyhow::anyhow!("no local root was resolved for a local target").into(),
-                    )
-                }
-            }
-        }
-    }
-    // A field another kind of target uses is a mistake worth naming.
-    let allowed: &[&str] = match t {
-        TargetType::S3 | TargetType::R2 | TargetType::B2 => &[
-            "bucket",
-            "region",
-            "accessKeyId",
-            "secretAccessKey",
-            "endpoint",
-            "prefix",
-        ],
-        TargetType::Ssh => &[
-            "host",
-            "port",
-            "username",
-            "path",
-            "privateKey",
-            "hostKeyFingerprint",
-        ],
-        TargetType::Local => &["path"],
-    };
-    let present = [
-        ("bucket", c.bucket.is_some()),
-        ("region", c.region.is_some()),
-        ("accessKeyId", c.access_key_id.is_some()),
-        ("secretAccessKey", c.secret_access_key.is_some()),
-        ("endpoint", c.endpoint.is_some()),
-        ("prefix", c.prefix.is_some()),
-        ("host", c.host.is_some()),
-        ("port", c.port.is_some()),
-        ("username", c.username.is_some()),
-        ("path", c.path.is_some()),
-        ("privateKey", c.private_key.is_some()),
-        ("hostKeyFingerprint", c.host_key_fingerprint.is_some()),
-    ];
-    for (field, given) in present {
-        if given && !allowed.contains(&field) {
-            v.add(
-                format!("config.{field}"),
-                format!("is not used by {} targets", t.as_str()),
-            );
-        }
-    }
-    v.finish()?;
-    Ok((settings, secrets))
-}
-
-/// The target being updated, as stored.
-struct Stored {
-    target_type: TargetType,
-    secrets: Secrets,
-    settings: TargetSettings,
-}
-
-/// `SHA256:` and the base64 of 32 bytes, as OpenSSH prints fingerprints.
-fn check_fingerprint(fingerprint: &str) -> Result<(), String> {
-    use base64::Engine;
-    let decoded = fingerprint.strip_prefix("SHA256:").and_then(|b64| {
-        base64::engine::general_purpose::STANDARD_NO_PAD
-            .decode(b64.trim_end_matches('='))
-            .ok()
-    });
-    match decoded {
-        Some(bytes) if bytes.len() == 32 => Ok(()),
-        _ => Err("must be a SHA-256 fingerprint as ssh-keygen -lf prints it (SHA256:…)".into()),
-    }
 }
 
 /// The address check made when a target is saved (and made again at
@@ -495,19 +189,20 @@ async fn check_addresses(
     settings: &TargetSettings,
 ) -> Result<()> {
     let policy = crate::storage::target_policy(cairn, organization_id);
-    if let Some(endpoint) = &settings.endpoint {
-        if let Some(host) = url::Url::parse(endpoint)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_owned))
-        {
-            if let Err(reason) = policy.check_host_on_save(&host).await {
-                return Err(Error::invalid("config.endpoint", reason));
-            }
-        }
-    }
-    if let Some(host) = &settings.host {
-        if let Err(reason) = policy.check_host_on_save(host).await {
-            return Err(Error::invalid("config.host", reason));
+    let (field, host) = match settings {
+        TargetSettings::S3(s3) => (
+            "config.endpoint",
+            s3.endpoint
+                .as_deref()
+                .and_then(|endpoint| url::Url::parse(endpoint).ok())
+                .and_then(|url| url.host_str().map(str::to_owned)),
+        ),
+        TargetSettings::Ssh(ssh) => ("config.host", Some(ssh.host.clone())),
+        TargetSettings::Local(_) => return Ok(()),
+    };
+    if let Some(host) = host {
+        if let Err(reason) = policy.check_host_on_save(&host).await {
+            return Err(Error::invalid(field, reason));
         }
     }
     Ok(())
@@ -522,8 +217,7 @@ pub async fn record_host_key(
     tested: &backup_target::Model,
     fingerprint: &str,
 ) -> Result<()> {
-    let tested_settings: TargetSettings =
-        serde_json::from_value(tested.config.clone()).map_err(anyhow::Error::from)?;
+    let (_, tested_settings) = TargetSettings::of(tested)?;
     let txn = cairn.db.begin().await?;
     let Some(model) = backup_target::Entity::find_by_id(tested.id)
         .one(&txn)
@@ -531,90 +225,24 @@ pub async fn record_host_key(
     else {
         return Ok(());
     };
-    let mut settings: TargetSettings =
-        serde_json::from_value(model.config.clone()).map_err(anyhow::Error::from)?;
+    let (_, settings) = TargetSettings::of(&model)?;
+    let (TargetSettings::Ssh(tested), TargetSettings::Ssh(mut settings)) =
+        (tested_settings, settings)
+    else {
+        return Ok(());
+    };
     if settings.host_key_fingerprint.is_some()
-        || settings.host != tested_settings.host
-        || settings.port != tested_settings.port
+        || settings.host != tested.host
+        || settings.port != tested.port
     {
         return Ok(());
     }
     settings.host_key_fingerprint = Some(fingerprint.to_owned());
     let mut active: backup_target::ActiveModel = model.into();
-    active.config = Set(serde_json::to_value(&settings).map_err(anyhow::Error::from)?);
+    active.config = Set(TargetSettings::Ssh(settings).to_value());
     active.update(&txn).await?;
     txn.commit().await?;
     Ok(())
-}
-
-/// Backblaze endpoints name their region: `s3.<region>.backblazeb2.com`.
-fn b2_region_of(endpoint: &str) -> Option<String> {
-    let url = url::Url::parse(endpoint).ok()?;
-    let host = url.host_str()?;
-    let region = host.strip_prefix("s3.")?.strip_suffix(".backblazeb2.com")?;
-    Some(region.to_owned())
-}
-
-/// Where the local targets of a scope may write: an organization's under
-/// `<local backup root>/<org slug>/`, so that organizations never share a
-/// directory; system-level ones anywhere (relative paths under the root).
-struct LocalRoot {
-    dir: PathBuf,
-    confined: bool,
-}
-
-impl LocalRoot {
-    async fn of(
-        cairn: &Cairn,
-        db: &impl ConnectionTrait,
-        organization_id: Option<Uuid>,
-    ) -> Result<LocalRoot> {
-        let root = cairn.config.local_backup_root();
-        Ok(match organization_id {
-            Some(id) => LocalRoot {
-                dir: root.join(crate::orgs::get(db, id).await?.slug),
-                confined: true,
-            },
-            None => LocalRoot {
-                dir: root,
-                confined: false,
-            },
-        })
-    }
-
-    /// Resolves a target's directory: relative paths are taken under the
-    /// root's directory; `..` is refused everywhere.
-    fn resolve(&self, path: &str) -> Result<PathBuf, String> {
-        let given = Path::new(path);
-        if given
-            .components()
-            .any(|c| matches!(c, Component::ParentDir))
-        {
-            return Err("must not contain '..' segments".into());
-        }
-        if path.chars().any(char::is_control) {
-            return Err("must not contain control characters".into());
-        }
-        let resolved = crate::config::absolute(&self.dir.join(given));
-        if self.confined && !resolved.starts_with(&self.dir) {
-            return Err(format!(
-                "must lie under this organization's local backup directory {}",
-                self.dir.display()
-            ));
-        }
-        // A link below the backup root would let the target write anywhere
-        // (checked again whenever the target is used).
-        if self.confined {
-            let base = self.dir.parent().unwrap_or(&self.dir);
-            if let Some(link) = crate::storage::local::symlink_below(base, &resolved) {
-                return Err(format!(
-                    "passes through a symlink ({}); an organization's local target may not",
-                    link.display()
-                ));
-            }
-        }
-        Ok(resolved)
-    }
 }
 
 /// Loads the local root only for local targets.
@@ -708,7 +336,7 @@ pub async fn create(
         organization_id: Set(organization_id),
         name: Set(request.name.trim().to_owned()),
         target_type: Set(request.target_type.as_str().to_owned()),
-        config: Set(serde_json::to_value(&settings).map_err(anyhow::Error::from)?),
+        config: Set(settings.to_value()),
         secrets_ciphertext: Set(cairn.master_key.seal_fields(id, &secrets)),
         is_default: Set(request.is_default),
         created_at: Set(now),
@@ -738,17 +366,14 @@ pub async fn update(
 ) -> Result<TargetView> {
     let txn = cairn.db.begin().await?;
     let existing = find_model(&txn, organization_id, id).await?;
-    let stored = match TargetType::parse(&existing.target_type) {
-        Some(target_type) => Some(Stored {
-            target_type,
-            secrets: cairn
-                .master_key
-                .open_fields(existing.id, existing.secrets_ciphertext.as_deref())?,
-            settings: serde_json::from_value(existing.config.clone())
-                .map_err(anyhow::Error::from)?,
-        }),
-        None => None,
-    };
+    let (target_type, settings) = TargetSettings::of(&existing)?;
+    let stored = Some(Stored {
+        target_type,
+        secrets: cairn
+            .master_key
+            .open_fields(existing.id, existing.secrets_ciphertext.as_deref())?,
+        settings,
+    });
     let local_root = local_root_for(cairn, &txn, organization_id, &request).await?;
     let (settings, secrets) = validate(
         &cairn.config,
@@ -765,7 +390,7 @@ pub async fn update(
     let mut model: backup_target::ActiveModel = existing.into();
     model.name = Set(request.name.trim().to_owned());
     model.target_type = Set(request.target_type.as_str().to_owned());
-    model.config = Set(serde_json::to_value(&settings).map_err(anyhow::Error::from)?);
+    model.config = Set(settings.to_value());
     model.secrets_ciphertext = Set(cairn.master_key.seal_fields(id, &secrets));
     model.is_default = Set(request.is_default);
     model.updated_at = Set(now);
@@ -814,18 +439,14 @@ async fn check_location_kept(
     if existing.target_type != target_type.as_str() {
         return refuse("type");
     }
-    let stored: TargetSettings =
-        serde_json::from_value(existing.config.clone()).map_err(anyhow::Error::from)?;
-    let fields = [
-        ("config.bucket", stored.bucket == settings.bucket),
-        ("config.endpoint", stored.endpoint == settings.endpoint),
-        ("config.prefix", stored.prefix == settings.prefix),
-        ("config.host", stored.host == settings.host),
-        ("config.port", stored.port == settings.port),
-        ("config.path", stored.path == settings.path),
-    ];
-    match fields.into_iter().find(|(_, same)| !same) {
-        Some((field, _)) => refuse(field),
+    let (_, stored) = TargetSettings::of(existing)?;
+    let changed = stored
+        .location()
+        .into_iter()
+        .zip(settings.location())
+        .find(|((_, before), (_, after))| before != after);
+    match changed {
+        Some(((field, _), _)) => refuse(field),
         None => Ok(()),
     }
 }

@@ -1,8 +1,7 @@
 //! The tar pipeline of file volumes, checked with GNU tar: what a user
 //! restoring by hand would see.
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -10,87 +9,7 @@ use cairn_core::format::tar::{tar_stream, Compression, TarOptions};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-/// What a tree holds, comparable: per path, its kind, mode, content hash or
-/// link target, and mtime.
-pub(crate) fn describe(root: &Path) -> BTreeMap<String, String> {
-    let mut tree = BTreeMap::new();
-    for entry in walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .sort_by_file_name()
-    {
-        let entry = entry.unwrap();
-        let relative = entry
-            .path()
-            .strip_prefix(root)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        if relative.is_empty() {
-            continue;
-        }
-        let metadata = entry.path().symlink_metadata().unwrap();
-        let kind = if metadata.file_type().is_symlink() {
-            format!(
-                "link -> {}",
-                std::fs::read_link(entry.path()).unwrap().display()
-            )
-        } else if metadata.is_dir() {
-            format!("dir {:o}", metadata.permissions().mode() & 0o7777)
-        } else if metadata.is_file() {
-            let digest = Sha256::digest(std::fs::read(entry.path()).unwrap());
-            format!(
-                "file {:o} {} bytes {:x} mtime {}",
-                metadata.permissions().mode() & 0o7777,
-                metadata.len(),
-                digest,
-                metadata.mtime()
-            )
-        } else {
-            "special".to_owned()
-        };
-        tree.insert(relative, kind);
-    }
-    tree
-}
-
-pub(crate) fn build_volume(root: &Path, big: usize) {
-    use std::os::unix::fs::symlink;
-    std::fs::create_dir_all(root.join("nested/deeper/deepest")).unwrap();
-    std::fs::create_dir_all(root.join("empty")).unwrap();
-    std::fs::create_dir_all(root.join("cache/tmp")).unwrap();
-    std::fs::write(root.join("nested/deeper/deepest/note.txt"), b"deep\n").unwrap();
-    std::fs::write(root.join("cache/tmp/drop.bin"), b"excluded").unwrap();
-    std::fs::write(root.join("scratch.tmp"), b"excluded too").unwrap();
-    std::fs::write(root.join("odd name with spaces & ünïcödé.txt"), b"odd").unwrap();
-    std::fs::write(root.join("secret.key"), b"0600").unwrap();
-    std::fs::set_permissions(
-        root.join("secret.key"),
-        std::fs::Permissions::from_mode(0o600),
-    )
-    .unwrap();
-    std::fs::write(root.join("run.sh"), b"#!/bin/sh\n").unwrap();
-    std::fs::set_permissions(root.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    symlink("nested/deeper/deepest/note.txt", root.join("relative-link")).unwrap();
-    symlink("/etc/hostname", root.join("absolute-link")).unwrap();
-    symlink("does-not-exist", root.join("dangling-link")).unwrap();
-    std::fs::hard_link(root.join("run.sh"), root.join("run-hardlink.sh")).unwrap();
-    let name = format!("{}.bin", "long-name-".repeat(15));
-    std::fs::write(root.join(&name), b"a name longer than 100 bytes").unwrap();
-    // A large file that compresses, but not to nothing.
-    let block: Vec<u8> = (0..1024 * 1024)
-        .map(|i: usize| ((i * 7919) % 251) as u8 ^ (i >> 12) as u8)
-        .collect();
-    let mut file = std::fs::File::create(root.join("large.bin")).unwrap();
-    for _ in 0..big {
-        std::io::Write::write_all(&mut file, &block).unwrap();
-    }
-    // A FIFO: skipped, with a note.
-    let status = Command::new("mkfifo")
-        .arg(root.join("pipe"))
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
+use crate::helpers::{build_volume, describe, extract, LEFT_OUT_BY_CACHE_AND_TMP};
 
 async fn archive_to(
     root: &Path,
@@ -121,39 +40,13 @@ async fn archive_to(
     summary
 }
 
-pub(crate) fn extract(archive: &Path, flag: Option<&str>, into: &Path) {
-    std::fs::create_dir_all(into).unwrap();
-    let mut command = Command::new("tar");
-    if let Some(flag) = flag {
-        command.arg(flag);
-    }
-    let output = command
-        .arg("-xpf")
-        .arg(archive)
-        .arg("-C")
-        .arg(into)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "tar: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 #[tokio::test]
 async fn a_volume_round_trips_through_gnu_tar() {
     let dir = tempfile::tempdir().unwrap();
     let volume = dir.path().join("volume");
     build_volume(&volume, 200);
     let mut expected = describe(&volume);
-    for left_out in [
-        "cache",
-        "cache/tmp",
-        "cache/tmp/drop.bin",
-        "scratch.tmp",
-        "pipe",
-    ] {
+    for left_out in LEFT_OUT_BY_CACHE_AND_TMP {
         expected.remove(left_out).unwrap();
     }
 

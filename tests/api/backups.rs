@@ -8,172 +8,16 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cairn_entity::{backup, backup_run};
-use cairn_worker::{Worker, WorkerOptions};
+use cairn_worker::Worker;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{json, Value};
-use tokio::sync::watch;
 
-use crate::archive::{build_volume, describe, extract};
 use crate::both_backends;
-use crate::helpers::{spawn_app_with, Backend, Org, TestApp};
-use crate::storage::{env, unique};
-
-/// An app whose volume root is a directory of the test's own.
-pub(crate) struct Fixture {
-    pub(crate) app: TestApp,
-    pub(crate) volumes: tempfile::TempDir,
-    pub(crate) org: Org,
-}
-
-pub(crate) async fn fixture(backend: Backend, slug: &str) -> Fixture {
-    fixture_with(backend, slug, |_| {}).await
-}
-
-/// [`fixture`] with more configuration.
-pub(crate) async fn fixture_with(
-    backend: Backend,
-    slug: &str,
-    customize: impl FnOnce(&mut cairn_core::Config),
-) -> Fixture {
-    let volumes = tempfile::tempdir().unwrap();
-    let root = volumes.path().to_path_buf();
-    let app = spawn_app_with(backend, move |config| {
-        config.volume_root = root;
-        if let Ok(bin) = std::env::var("TEST_PG_BIN") {
-            config.pg_dump = PathBuf::from(&bin).join("pg_dump");
-            config.pg_restore = PathBuf::from(bin).join("pg_restore");
-        }
-        customize(config);
-    })
-    .await;
-    let org = app.org(slug).await;
-    Fixture { app, volumes, org }
-}
-
-pub(crate) fn worker(app: &TestApp, lease: Duration) -> Worker {
-    Worker::new(
-        app.cairn.clone(),
-        WorkerOptions {
-            concurrency: 1,
-            lease,
-            poll: Duration::from_millis(50),
-            owner: format!("test-{}", unique("w")),
-        },
-    )
-}
-
-/// Runs pending backups until none is left; returns how many ran.
-pub(crate) async fn drain(worker: &Worker) -> usize {
-    let (_stop, stopped) = watch::channel(false);
-    let mut ran = 0;
-    while worker
-        .process_one(&stopped, chrono::Utc::now())
-        .await
-        .expect("a worker tick")
-        .is_some()
-    {
-        ran += 1;
-    }
-    ran
-}
-
-impl Fixture {
-    pub(crate) fn volume_dir(&self, app: &str, slot: &str, volume: &str) -> PathBuf {
-        let dir = self
-            .volumes
-            .path()
-            .join(format!("{app}-{slot}_{volume}"))
-            .join("_data");
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
-    pub(crate) async fn create_app(&self, body: Value) -> String {
-        let reply = self
-            .app
-            .post(&self.org.path("/apps"), &self.org.admin, &body)
-            .await;
-        reply.expect(201)["id"].as_str().unwrap().to_owned()
-    }
-
-    pub(crate) async fn create_job(&self, body: Value) -> String {
-        let reply = self
-            .app
-            .post(&self.org.path("/backups/jobs"), &self.org.admin, &body)
-            .await;
-        reply.expect(201)["id"].as_str().unwrap().to_owned()
-    }
-
-    /// `POST …/jobs/{job}/run` with `token`.
-    async fn start_run(&self, job: &str, token: &str) -> crate::helpers::Reply {
-        self.app
-            .post(
-                &self.org.path(&format!("/backups/jobs/{job}/run")),
-                token,
-                &json!({}),
-            )
-            .await
-    }
-
-    /// Runs the job, lets a worker run its backups, and returns the record
-    /// of its first backup.
-    pub(crate) async fn run_to_end(&self, job: &str) -> Value {
-        let run = self.run(job).await;
-        drain(&worker(&self.app, Duration::from_secs(30))).await;
-        self.backup(run["backups"][0]["id"].as_str().unwrap()).await
-    }
-
-    pub(crate) async fn run(&self, job: &str) -> Value {
-        self.start_run(job, &self.org.operator)
-            .await
-            .expect(202)
-            .clone()
-    }
-
-    pub(crate) async fn backup(&self, id: &str) -> Value {
-        self.app
-            .get(
-                &self.org.path(&format!("/backups/history/{id}")),
-                &self.org.viewer,
-            )
-            .await
-            .expect(200)
-            .clone()
-    }
-
-    /// Where the system default (local) target keeps `path`.
-    pub(crate) fn stored(&self, path: &str) -> PathBuf {
-        self.app.cairn.config.local_backup_root().join(path)
-    }
-}
-
-pub(crate) fn run_ok(command: &mut Command) -> Vec<u8> {
-    let output = command.output().unwrap();
-    assert!(
-        output.status.success(),
-        "{command:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
-}
-
-/// Runs `sql` with psql as the test server's superuser in `database`;
-/// returns its unaligned output.
-pub(crate) fn psql(database: &str, sql: &str) -> String {
-    let mut url = url::Url::parse(&env("TEST_POSTGRES_URL")).unwrap();
-    url.set_path(database);
-    String::from_utf8(run_ok(
-        Command::new(PathBuf::from(env("TEST_PG_BIN")).join("psql"))
-            .arg("-XAtq")
-            .arg("-v")
-            .arg("ON_ERROR_STOP=1")
-            .arg("-d")
-            .arg(url.as_str())
-            .arg("-c")
-            .arg(sql),
-    ))
-    .unwrap()
-}
+use crate::helpers::{
+    build_volume, cairn_process, create_orders, describe, drain, env, extract, fixture, free_port,
+    postgres_volume, psql, run_ok, s3_objects, s3_target_from_env, spawn_app_with,
+    ssh_target_from_env, unique, worker, Backend, Fixture, LEFT_OUT_BY_CACHE_AND_TMP,
+};
 
 async fn a_manual_run_archives_every_persistent_volume(backend: Backend) {
     let f = fixture(backend, "acme").await;
@@ -216,7 +60,7 @@ async fn a_manual_run_archives_every_persistent_volume(backend: Backend) {
     // Viewers cannot start runs.
     f.start_run(&job, &f.org.viewer).await.expect(403);
 
-    assert_eq!(drain(&worker(&f.app, Duration::from_secs(30))).await, 2);
+    assert_eq!(f.drain().await, 2);
 
     let id = backups[0]["id"].as_str().unwrap();
     let record = f.backup(id).await;
@@ -274,13 +118,7 @@ async fn a_manual_run_archives_every_persistent_volume(backend: Backend) {
 
     // GNU tar gives back the tree, without what was excluded.
     let mut expected = describe(&data);
-    for left_out in [
-        "cache",
-        "cache/tmp",
-        "cache/tmp/drop.bin",
-        "scratch.tmp",
-        "pipe",
-    ] {
+    for left_out in LEFT_OUT_BY_CACHE_AND_TMP {
         expected.remove(left_out).unwrap();
     }
     let restored = tempfile::tempdir().unwrap();
@@ -327,7 +165,7 @@ async fn failures_have_their_own_codes(backend: Backend) {
         .create_job(json!({ "name": "nightly", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 3 }))
         .await;
     let run = f.run(&job).await;
-    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    f.drain().await;
     let by_volume = |name: &str| {
         run["backups"]
             .as_array()
@@ -368,23 +206,12 @@ async fn failures_have_their_own_codes(backend: Backend) {
     assert_eq!(closed.reason.as_deref(), Some("2 of 2 backups failed"));
 
     // A target that does not answer: an S3 endpoint on a closed port.
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed_port = free_port();
     let target = f
-        .app
-        .post(
-            &f.org.path("/backups/targets"),
-            &f.org.admin,
-            &json!({ "name": "down", "type": "s3", "config": {
-                "bucket": "cairn-down", "accessKeyId": "AKIADOWN", "secretAccessKey": "down-secret-key-s3cr3t",
-                "endpoint": format!("http://127.0.0.1:{closed_port}") } }),
-        )
-        .await
-        .expect(201)["id"]
-        .clone();
+        .create_target(json!({ "name": "down", "type": "s3", "config": {
+            "bucket": "cairn-down", "accessKeyId": "AKIADOWN", "secretAccessKey": "down-secret-key-s3cr3t",
+            "endpoint": format!("http://127.0.0.1:{closed_port}") } }))
+        .await;
     std::fs::write(
         f.volume_dir("web", "blue", "files").join("index.html"),
         b"<html>",
@@ -486,17 +313,9 @@ async fn a_postgres_volume_restores_with_pg_restore() {
     // it reached pg_dump unquoted.
     let source = format!("src {} 'q' host", unique("db").replace('-', "_"));
     psql("postgres", &format!("CREATE DATABASE \"{source}\""));
-    psql(
-        &source,
-        "CREATE TABLE orders (id int PRIMARY KEY, item text NOT NULL); \
-         INSERT INTO orders SELECT n, 'item ' || n FROM generate_series(1, 5000) n;",
-    );
+    create_orders(&source, 5000);
     let app_id = f
-        .create_app(json!({ "name": "shop", "volumes": [
-            { "name": "db", "kind": "postgres", "postgres": {
-                "host": "127.0.0.1", "port": server.port().unwrap(), "database": source,
-                "username": server.username(), "password": server.password().unwrap() } },
-        ]}))
+        .create_app(json!({ "name": "shop", "volumes": [postgres_volume("db", &source)] }))
         .await;
     let job = f
         .create_job(
@@ -582,9 +401,7 @@ async fn encrypted_archives_decrypt_with_the_age_cli() {
 
     let data = f.volume_dir("shop", "blue", "data");
     std::fs::write(data.join("ledger.csv"), b"id,amount\n1,100\n").unwrap();
-    let app_id = f
-        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
-        .await;
+    let app_id = f.create_shop().await;
     // Bad recipients are refused with the field.
     f.app
         .post(
@@ -621,15 +438,7 @@ async fn encrypted_archives_decrypt_with_the_age_cli() {
         )
         .await
         .expect(403);
-    let exported = f
-        .app
-        .post(
-            &f.org.path("/backups/encryption-key/export"),
-            &f.org.admin,
-            &json!({}),
-        )
-        .await;
-    let exported = exported.expect(200).clone();
+    let exported = f.export_key().await;
     assert_eq!(exported["recipient"], recipient.as_str());
     let identity = keys.path().join("org.txt");
     std::fs::write(&identity, exported["identity"].as_str().unwrap()).unwrap();
@@ -679,26 +488,14 @@ async fn retention_prunes_old_archives_from_the_bucket() {
     let f = fixture(Backend::Sqlite, "acme").await;
     let prefix = unique("prune");
     let target = f
-        .app
-        .post(
-            &f.org.path("/backups/targets"),
-            &f.org.admin,
-            &json!({ "name": "s3", "type": "s3", "config": {
-                "bucket": env("TEST_S3_BUCKET"), "accessKeyId": env("TEST_S3_ACCESS_KEY"),
-                "secretAccessKey": env("TEST_S3_SECRET_KEY"), "endpoint": env("TEST_S3_ENDPOINT"),
-                "prefix": prefix } }),
-        )
-        .await
-        .expect(201)["id"]
-        .clone();
-    std::fs::write(f.volume_dir("shop", "blue", "data").join("f.txt"), b"v1").unwrap();
-    let app_id = f
-        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
+        .create_target(s3_target_from_env("s3", json!({ "prefix": prefix })))
         .await;
+    std::fs::write(f.volume_dir("shop", "blue", "data").join("f.txt"), b"v1").unwrap();
+    let app_id = f.create_shop().await;
     let job = f
-        .create_job(
-            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "targetId": target,
-                            "keepLast": 1, "compression": "gzip" }),
+        .create_job_for(
+            &app_id,
+            json!({ "targetId": target, "keepLast": 1, "compression": "gzip" }),
         )
         .await;
     let worker = worker(&f.app, Duration::from_secs(30));
@@ -708,9 +505,7 @@ async fn retention_prunes_old_archives_from_the_bucket() {
     assert_eq!(first["status"], "success", "{first}");
     let first_path = first["storagePath"].as_str().unwrap().to_owned();
     assert!(first_path.ends_with(".tar.gz"));
-    let bucket = PathBuf::from(env("TEST_S3_ROOT"))
-        .join(env("TEST_S3_BUCKET"))
-        .join(&prefix);
+    let bucket = s3_objects(&prefix);
     let objects = |bucket: &Path| -> Vec<String> {
         let mut names: Vec<String> = walkdir::WalkDir::new(bucket)
             .into_iter()
@@ -772,32 +567,18 @@ async fn ssh_targets_receive_archives_and_pin_the_host_key() {
     let f = fixture(Backend::Sqlite, "acme").await;
     let remote = PathBuf::from(env("TEST_SSH_ROOT")).join(unique("worker"));
     let target = f
-        .app
-        .post(
-            &f.org.path("/backups/targets"),
-            &f.org.admin,
-            &json!({ "name": "ssh", "type": "ssh", "config": {
-                "host": env("TEST_SSH_HOST"), "port": env("TEST_SSH_PORT").parse::<u16>().unwrap(),
-                "username": env("TEST_SSH_USER"), "path": remote.display().to_string(),
-                "privateKey": std::fs::read_to_string(env("TEST_SSH_KEY")).unwrap() } }),
-        )
-        .await
-        .expect(201)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .create_target(ssh_target_from_env("ssh", &remote.display().to_string()))
+        .await;
     std::fs::write(
         f.volume_dir("shop", "blue", "data").join("f.txt"),
         b"over ssh",
     )
     .unwrap();
-    let app_id = f
-        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
-        .await;
+    let app_id = f.create_shop().await;
     let job = f
-        .create_job(
-            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "targetId": target,
-                            "keepLast": 2, "compression": "none" }),
+        .create_job_for(
+            &app_id,
+            json!({ "targetId": target, "keepLast": 2, "compression": "none" }),
         )
         .await;
     let record = f.run_to_end(&job).await;
@@ -835,11 +616,9 @@ async fn large_pending_backup() -> (Fixture, PathBuf, String, String) {
     let data = f.volume_dir("shop", "blue", "data");
     let big = std::fs::File::create(data.join("big.img")).unwrap();
     big.set_len(3 * 1024 * 1024 * 1024).unwrap();
-    let app_id = f
-        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
-        .await;
+    let app_id = f.create_shop().await;
     let job = f
-        .create_job(json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 3, "compression": "none" }))
+        .create_job_for(&app_id, json!({ "keepLast": 3, "compression": "none" }))
         .await;
     let run = f.run(&job).await;
     let id = run["backups"][0]["id"].as_str().unwrap().to_owned();
@@ -851,34 +630,6 @@ fn worker_process(f: &Fixture, args: &[String], envs: &[(&str, String)]) -> std:
     cairn_process(f, "worker", args, envs)
 }
 
-/// The `cairn` binary running `role` against the fixture's database, data
-/// directory (master key, local target) and volume root.
-pub(crate) fn cairn_process(
-    f: &Fixture,
-    role: &str,
-    args: &[String],
-    envs: &[(&str, String)],
-) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .arg(role)
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap())
-        .env("CAIRN_DATA_DIR", f.app.cairn.config.data_dir.as_os_str())
-        .env(
-            "CAIRN_DATABASE_URL",
-            crate::helpers::database_url_of(&f.app),
-        )
-        .env("CAIRN_VOLUME_ROOT", f.volumes.path())
-        .env("CAIRN_WORKER__POLL_MILLIS", "100")
-        .env("CAIRN_RUN_MIGRATIONS", "false")
-        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
 /// A worker killed with SIGKILL in the middle of a large backup: within two
 /// lease periods the record is `failed`/`worker_lost`, nothing is left at
 /// the final key, a late write of the dead attempt changes nothing, and
@@ -888,11 +639,7 @@ async fn a_killed_worker_is_detected_and_fenced() {
     let (f, data, job, id) = large_pending_backup().await;
 
     let lease_seconds = 2;
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let metrics_port = free_port();
     let mut child = worker_process(
         &f,
         &[
@@ -910,11 +657,7 @@ async fn a_killed_worker_is_detected_and_fenced() {
             started.elapsed() < Duration::from_secs(60),
             "the worker never started the backup"
         );
-        let record = backup::Entity::find_by_id(uuid::Uuid::parse_str(&id).unwrap())
-            .one(&f.app.cairn.db)
-            .await
-            .unwrap()
-            .unwrap();
+        let record = f.backup_model(&id).await;
         if let (Some(path), "running") = (&record.storage_path, record.status.as_str()) {
             let dir = f.stored(path).parent().unwrap().to_path_buf();
             let writing = std::fs::read_dir(&dir)
@@ -1132,14 +875,8 @@ async fn runs_left_open_are_closed_by_the_next_tick(backend: Backend) {
     use sea_orm::{ActiveValue, QueryFilter};
     let f = fixture(backend, "acme").await;
     std::fs::write(f.volume_dir("shop", "blue", "data").join("f"), b"x").unwrap();
-    let app_id = f
-        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
-        .await;
-    let job = f
-        .create_job(
-            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 3 }),
-        )
-        .await;
+    let app_id = f.create_shop().await;
+    let job = f.create_job_for(&app_id, json!({ "keepLast": 3 })).await;
     let run = f.run(&job).await;
     let run_id = uuid::Uuid::parse_str(run["runId"].as_str().unwrap()).unwrap();
     // What a worker that died right after recording the outcome leaves.
@@ -1156,7 +893,7 @@ async fn runs_left_open_are_closed_by_the_next_tick(backend: Backend) {
     let reply = f.start_run(&job, &f.org.operator).await;
     reply.expect(409);
 
-    assert_eq!(drain(&worker(&f.app, Duration::from_secs(30))).await, 0);
+    assert_eq!(f.drain().await, 0);
     let closed = backup_run::Entity::find_by_id(run_id)
         .one(&f.app.cairn.db)
         .await
@@ -1184,9 +921,7 @@ async fn offline_tools_inspect_and_verify_stored_archives() {
     let f = fixture(Backend::Sqlite, "acme").await;
     let data = f.volume_dir("shop", "blue", "data");
     build_volume(&data, 2);
-    let app_id = f
-        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
-        .await;
+    let app_id = f.create_shop().await;
     let plain_job = f
         .create_job(json!({ "name": "plain", "schedule": "0 2 * * *", "appIds": [app_id], "keepAll": true }))
         .await;
@@ -1197,9 +932,9 @@ async fn offline_tools_inspect_and_verify_stored_archives() {
         )
         .await;
     let plain = f.run(&plain_job).await;
-    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    f.drain().await;
     let sealed = f.run(&sealed_job).await;
-    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    f.drain().await;
 
     // Copies, as an operator downloads them: archive and sidecars.
     let downloads = tempfile::tempdir().unwrap();
@@ -1246,20 +981,9 @@ async fn offline_tools_inspect_and_verify_stored_archives() {
     let without = cairn_archive(&["verify".as_ref(), sealed_file.as_os_str()]);
     assert!(without.status.success());
     assert!(String::from_utf8_lossy(&without.stdout).contains("pass --identity"));
-    let exported = f
-        .app
-        .post(
-            &f.org.path("/backups/encryption-key/export"),
-            &f.org.admin,
-            &json!({}),
-        )
-        .await;
+    let exported = f.export_key().await;
     let identity = downloads.path().join("identity.txt");
-    std::fs::write(
-        &identity,
-        exported.expect(200)["identity"].as_str().unwrap(),
-    )
-    .unwrap();
+    std::fs::write(&identity, exported["identity"].as_str().unwrap()).unwrap();
     let with = cairn_archive(&[
         "verify".as_ref(),
         sealed_file.as_os_str(),

@@ -1,28 +1,19 @@
 //! The real `cairn` binary, started as a user starts it.
 
-use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::both_backends;
-use crate::helpers::{fresh_database, s3_target, Backend, Reply};
+use crate::helpers::{free_port, fresh_database, s3_target, test_log_filter, Backend, Reply};
 
 both_backends!(serve_prints_its_token_once_and_keeps_secrets_out_of_logs);
 
 const S3_SECRET: &str = "S3-secret-that-must-never-be-logged-5b1f";
 const PG_PASSWORD: &str = "pg-password-that-must-never-be-logged-77c2";
 const NUMERIC_SECRET: u64 = 918_273_645_546_372;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `cairn` with a clean `CAIRN_*` environment, run in `dir`.
 fn cairn(dir: &Path) -> Command {
@@ -39,6 +30,18 @@ fn cairn(dir: &Path) -> Command {
 struct Server {
     child: Child,
     base: String,
+    /// Where its stderr goes (`stderr.log` in its directory).
+    stderr_log: PathBuf,
+}
+
+/// With `TEST_LOG` set, a test that fails shows the server's stderr.
+impl Drop for Server {
+    fn drop(&mut self) {
+        if std::thread::panicking() && test_log_filter().is_some() {
+            let log = std::fs::read_to_string(&self.stderr_log).unwrap_or_default();
+            eprintln!("[cairn {}] stderr:\n{log}", self.child.id());
+        }
+    }
 }
 
 impl Server {
@@ -50,7 +53,8 @@ impl Server {
     fn start_role(dir: &Path, role: &str, envs: &[(&str, String)]) -> Server {
         let port = free_port();
         let stdout = std::fs::File::create(dir.join("stdout.log")).unwrap();
-        let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
+        let stderr_log = dir.join("stderr.log");
+        let stderr = std::fs::File::create(&stderr_log).unwrap();
         let child = cairn(dir)
             .arg(role)
             .env("CAIRN_LISTEN", format!("127.0.0.1:{port}"))
@@ -62,6 +66,7 @@ impl Server {
         Server {
             child,
             base: format!("http://127.0.0.1:{port}"),
+            stderr_log,
         }
     }
 

@@ -7,10 +7,8 @@
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::backups::fixture;
 use crate::both_backends;
-use crate::helpers::{s3_target, Backend, Reply};
-use crate::sweep::{snapshot, tenant};
+use crate::helpers::{fixture, s3_target, snapshot, tenant, Backend, Reply};
 
 both_backends!(every_body_route_refuses_bad_bodies);
 

@@ -2,13 +2,11 @@
 //! "back up now", bad input refused without writing anything.
 
 use std::process::Command;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::backups::{drain, fixture, fixture_with, run_ok, worker, Fixture};
 use crate::both_backends;
-use crate::helpers::{s3_target, Backend, Reply};
+use crate::helpers::{fixture, fixture_with, run_ok, s3_target, Backend, Fixture, Reply};
 
 impl Fixture {
     async fn deploy(&self, app: &str, body: Value) -> Reply {
@@ -139,7 +137,7 @@ async fn first_deploy_creates_the_automatic_job(backend: Backend) {
     volumes.sort();
     assert_eq!(volumes, ["data", "uploads"]);
     f.backup_now(&app_id).await.expect(409);
-    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    f.drain().await;
     for backup in runs[0]["backups"].as_array().unwrap() {
         let record = f.backup(backup["id"].as_str().unwrap()).await;
         assert_eq!(record["status"], "success", "{record}");
@@ -283,7 +281,7 @@ async fn edited_and_deleted_automatic_jobs_are_left_alone() {
     let auto = jobs.iter().find(|j| j["name"] == "Auto: admin").unwrap();
     assert_eq!(auto["autoCreated"], true);
     assert_eq!(auto["appIds"], json!([admin_app]));
-    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    f.drain().await;
     let record = f
         .backup(started["runs"][0]["backups"][0]["id"].as_str().unwrap())
         .await;
@@ -408,7 +406,7 @@ async fn unlisted_volumes_are_detached_not_deleted() {
     let backups = started["runs"][0]["backups"].as_array().unwrap();
     assert_eq!(backups.len(), 1);
     assert_eq!(backups[0]["volumeName"], "data");
-    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    f.drain().await;
 
     let reply = f.deploy("shop", shop("blue")).await;
     let volumes = reply.expect(200)["app"]["volumes"]
@@ -461,7 +459,7 @@ async fn scoped_runs_and_deleted_apps() {
         )
         .await;
     f.run(&job).await;
-    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    f.drain().await;
     let job_path = f.org.path(&format!("/backups/jobs/{job}"));
     let health = f
         .app
@@ -471,7 +469,7 @@ async fn scoped_runs_and_deleted_apps() {
         .clone();
     assert_eq!(health["consecutiveFailures"], 1);
     let started = f.backup_now(&a).await.expect(202).clone();
-    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    f.drain().await;
     let after = f
         .app
         .get(&job_path, &f.org.viewer)

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::archive::{build_volume, describe};
+use crate::helpers::{build_volume, describe, raw_tar};
 
 /// The manifest of a tar archive whose tar stream is `tar_bytes` long, as
 /// the worker writes it beside the archive.
@@ -42,39 +42,6 @@ fn tar_manifest(tar_bytes: u64) -> Vec<u8> {
         }),
     };
     serde_json::to_vec(&manifest.to_value()).unwrap()
-}
-
-/// A ustar header for `path` of `kind` (`b'0'` file, `b'1'` hard link,
-/// `b'2'` symlink, `b'3'` character device, `b'5'` directory).
-fn header(path: &[u8], kind: u8, link: &[u8], size: usize) -> [u8; 512] {
-    let mut h = [0u8; 512];
-    h[..path.len()].copy_from_slice(path);
-    h[100..108].copy_from_slice(b"0000644\0");
-    h[108..116].copy_from_slice(b"0000000\0");
-    h[116..124].copy_from_slice(b"0000000\0");
-    h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
-    h[136..148].copy_from_slice(b"14000000000\0");
-    h[156] = kind;
-    h[157..157 + link.len()].copy_from_slice(link);
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    h
-}
-
-/// A tar stream written byte by byte, so that it can hold what the `tar`
-/// crate's builder refuses to write (`..`, absolute paths).
-pub(crate) fn raw_tar(entries: &[(&str, u8, &str, &[u8])]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (path, kind, link, data) in entries {
-        out.extend_from_slice(&header(path.as_bytes(), *kind, link.as_bytes(), data.len()));
-        out.extend_from_slice(data);
-        out.resize(out.len().div_ceil(512) * 512, 0);
-    }
-    out.resize(out.len() + 1024, 0);
-    out
 }
 
 fn extract(file: &Path, into: &Path, extra: &[&str]) -> Output {

@@ -5,10 +5,9 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use chrono::Utc;
 use hmac::{Hmac, Mac};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
@@ -20,116 +19,10 @@ use cairn_core::config::{SmtpConfig, SmtpTls};
 use cairn_core::notifications::{dispatch_due, DispatchReport};
 use cairn_entity::notification_delivery;
 
-use crate::backups::{drain, fixture_with, worker, Fixture};
 use crate::both_backends;
-use crate::helpers::{spawn_app, Backend};
-use crate::storage::{env, unique};
-
-/// One request a receiver got.
-#[derive(Clone, Debug)]
-pub(crate) struct Received {
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-}
-
-impl Received {
-    pub(crate) fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).expect("a JSON body")
-    }
-}
-
-#[derive(Default)]
-struct ReceiverState {
-    requests: Mutex<Vec<Received>>,
-    /// Statuses to answer, in order; 200 once they are used up.
-    script: Mutex<Vec<u16>>,
-}
-
-/// An HTTP server on 127.0.0.1 that records every request.
-pub(crate) struct Receiver {
-    pub(crate) url: String,
-    state: Arc<ReceiverState>,
-    handle: actix_web::dev::ServerHandle,
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let handle = self.handle.clone();
-        drop(tokio::spawn(async move { handle.stop(false).await }));
-    }
-}
-
-async fn record(
-    request: HttpRequest,
-    body: web::Bytes,
-    state: web::Data<ReceiverState>,
-) -> HttpResponse {
-    let headers = request
-        .headers()
-        .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_lowercase(),
-                value.to_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
-    state.requests.lock().unwrap().push(Received {
-        headers,
-        body: body.to_vec(),
-    });
-    let status = {
-        let mut script = state.script.lock().unwrap();
-        if script.is_empty() {
-            200
-        } else {
-            script.remove(0)
-        }
-    };
-    let mut response = HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
-    if (300..400).contains(&status) {
-        // A redirect towards the metadata service: never to be followed.
-        response.insert_header(("Location", "http://169.254.169.254/latest/meta-data/"));
-    }
-    response.body(if status == 200 {
-        "ok"
-    } else {
-        "receiver says no"
-    })
-}
-
-impl Receiver {
-    /// Answers `script` in order, then 200.
-    pub(crate) async fn start(script: Vec<u16>) -> Receiver {
-        let state = Arc::new(ReceiverState {
-            requests: Mutex::new(Vec::new()),
-            script: Mutex::new(script),
-        });
-        let data = web::Data::from(state.clone());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .default_service(web::to(record))
-        })
-        .workers(1)
-        .listen(listener)
-        .unwrap()
-        .run();
-        let handle = server.handle();
-        tokio::spawn(server);
-        Receiver {
-            url: format!("http://127.0.0.1:{port}/hooks/{}", unique("h")),
-            state,
-            handle,
-        }
-    }
-
-    pub(crate) fn requests(&self) -> Vec<Received> {
-        self.state.requests.lock().unwrap().clone()
-    }
-}
+use crate::helpers::{
+    env, fixture_with, spawn_app, unique, worker, Backend, Fixture, Received, Receiver,
+};
 
 /// The SMTP server of `scripts/test.sh`, over STARTTLS with its user.
 fn smtp_starttls() -> SmtpConfig {
@@ -303,37 +196,14 @@ async fn three_channels(
     let slack = Receiver::start(slack_script).await;
     let webhook = Receiver::start(webhook_script).await;
     let secret = format!("whsec-{}", unique("s"));
-    let channels = f.org.path("/notifications/channels");
     for body in [
         json!({ "name": "ops mail", "type": "email", "config": { "recipients": recipients } }),
         json!({ "name": "slack", "type": "slack", "config": { "url": slack.url } }),
         json!({ "name": "hook", "type": "webhook", "config": { "url": webhook.url, "secret": secret } }),
     ] {
-        f.app.post(&channels, &f.org.admin, &body).await.expect(201);
+        f.create_channel(body).await;
     }
     (f, recipients, slack, webhook, secret)
-}
-
-/// Creates a channel as the organization's admin; returns its id.
-async fn create_channel(f: &Fixture, body: Value) -> String {
-    f.app
-        .post(&f.org.path("/notifications/channels"), &f.org.admin, &body)
-        .await
-        .expect(201)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-/// `POST …/channels/{id}/test` as an operator.
-async fn test_channel(f: &Fixture, id: &str) -> crate::helpers::Reply {
-    f.app
-        .post(
-            &f.org.path(&format!("/notifications/channels/{id}/test")),
-            &f.org.operator,
-            &json!({}),
-        )
-        .await
 }
 
 async fn deliveries(f: &Fixture, query: &str) -> Vec<Value> {
@@ -369,7 +239,7 @@ async fn runs_reach_email_slack_and_webhook(backend: Backend) {
 
     // 1. A run with a missing volume: partial, so `backup.run.failed`.
     let run = f.run(&job).await;
-    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    f.drain().await;
     let pending = deliveries(&f, "?status=pending").await;
     assert_eq!(pending.len(), 3, "{pending:?}");
     let report = dispatch(&f, Utc::now()).await;
@@ -462,7 +332,7 @@ async fn runs_reach_email_slack_and_webhook(backend: Backend) {
     // 2. Every volume present: `backup.run.succeeded`, with the size.
     std::fs::write(f.volume_dir("shop", "blue", "gone").join("b.txt"), b"back").unwrap();
     let run = f.run(&job).await;
-    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    f.drain().await;
     assert_eq!(dispatch(&f, Utc::now()).await.sent, 3);
     let mut archived = 0;
     for backup in run["backups"].as_array().unwrap() {
@@ -540,9 +410,7 @@ both_backends!(runs_reach_email_slack_and_webhook);
 async fn success_messages_follow_the_job_and_failures_stay_out_of_backups() {
     let (f, _, slack, webhook, _) = three_channels(Backend::Sqlite, vec![500; 10], vec![]).await;
     std::fs::write(f.volume_dir("shop", "blue", "data").join("a.txt"), b"x").unwrap();
-    let app_id = f
-        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
-        .await;
+    let app_id = f.create_shop().await;
     let quiet = f
         .create_job(
             json!({ "name": "quiet", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 5 }),
@@ -589,21 +457,16 @@ async fn retries_back_off_and_end() {
     let broken = Receiver::start(vec![503; 10]).await;
     let gone = Receiver::start(vec![404]).await;
     let moved = Receiver::start(vec![302]).await;
-    let channels = f.org.path("/notifications/channels");
     for (name, receiver) in [
         ("flaky", &flaky),
         ("broken", &broken),
         ("gone", &gone),
         ("moved", &moved),
     ] {
-        f.app
-            .post(
-                &channels,
-                &f.org.admin,
-                &json!({ "name": name, "type": "webhook", "config": { "url": receiver.url } }),
-            )
-            .await
-            .expect(201);
+        f.create_channel(
+            json!({ "name": name, "type": "webhook", "config": { "url": receiver.url } }),
+        )
+        .await;
     }
     let app_id = f
         .create_app(json!({ "name": "shop", "volumes": [{ "name": "gone" }] }))
@@ -706,14 +569,10 @@ async fn concurrent_closers_and_restarts(backend: Backend) {
     let f = fixture_with(backend, "acme", |_| {}).await;
     let receivers = [Receiver::start(vec![]).await, Receiver::start(vec![]).await];
     for (i, receiver) in receivers.iter().enumerate() {
-        f.app
-            .post(
-                &f.org.path("/notifications/channels"),
-                &f.org.admin,
-                &json!({ "name": format!("hook {i}"), "type": "webhook", "config": { "url": receiver.url } }),
-            )
-            .await
-            .expect(201);
+        f.create_channel(
+            json!({ "name": format!("hook {i}"), "type": "webhook", "config": { "url": receiver.url } }),
+        )
+        .await;
     }
     let app_id = f
         .create_app(json!({ "name": "shop", "volumes": [{ "name": "gone" }, { "name": "lost" }] }))
@@ -722,7 +581,7 @@ async fn concurrent_closers_and_restarts(backend: Backend) {
         .create_job(json!({ "name": "nightly", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 5 }))
         .await;
     let run = f.run(&job).await;
-    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    f.drain().await;
     let run_id = uuid::Uuid::parse_str(run["runId"].as_str().unwrap()).unwrap();
     assert_eq!(deliveries(&f, "").await.len(), 2);
 
@@ -796,7 +655,7 @@ async fn concurrent_closers_and_restarts(backend: Backend) {
     // Deliveries whose last attempt's sender died with no attempt left end
     // `failed` once the lease expires, without another send.
     let run = f.run(&job).await;
-    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    f.drain().await;
     let run_id = run["runId"].as_str().unwrap();
     let held_until = Utc::now() - chrono::Duration::seconds(1);
     notification_delivery::Entity::update_many()
@@ -838,20 +697,14 @@ both_backends!(concurrent_closers_and_restarts);
 async fn failed_restores_notify() {
     let webhook = Receiver::start(vec![]).await;
     let f = fixture_with(Backend::Sqlite, "acme", |_| {}).await;
-    f.app
-        .post(
-            &f.org.path("/notifications/channels"),
-            &f.org.admin,
-            &json!({ "name": "hook", "type": "webhook", "config": { "url": webhook.url, "secret": "0123456789abcdef" } }),
-        )
-        .await
-        .expect(201);
+    f.create_channel(
+        json!({ "name": "hook", "type": "webhook", "config": { "url": webhook.url, "secret": "0123456789abcdef" } }),
+    )
+    .await;
     std::fs::write(f.volume_dir("shop", "blue", "data").join("a.txt"), b"x").unwrap();
-    let app_id = f
-        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
-        .await;
+    let app_id = f.create_shop().await;
     let job = f
-        .create_job(json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 1, "notifyOnFailure": false }))
+        .create_job_for(&app_id, json!({ "keepLast": 1, "notifyOnFailure": false }))
         .await;
     let record = f.run_to_end(&job).await;
     let stored = f.stored(record["storagePath"].as_str().unwrap());
@@ -1098,12 +951,12 @@ async fn email_channels_send_over_every_tls_mode() {
             .await
             .expect_field_error(422, "config.recipients[1]");
         let recipient = format!("{}@example.test", unique("tls"));
-        let id = create_channel(
-            &f,
-            json!({ "name": "mail", "type": "email", "config": { "recipients": [recipient] } }),
-        )
-        .await;
-        let report = test_channel(&f, &id).await;
+        let id = f
+            .create_channel(
+                json!({ "name": "mail", "type": "email", "config": { "recipients": [recipient] } }),
+            )
+            .await;
+        let report = f.test_channel(&id).await;
         assert_eq!(report.expect(200)["ok"], true, "{tls:?}: {}", report.text);
         assert_eq!(report.body["responseCode"], 250);
         let mails = wait_for_mails(&recipient, 1).await;
@@ -1120,8 +973,12 @@ async fn email_channels_send_over_every_tls_mode() {
         config.notifications.smtp = Some(smtp);
     })
     .await;
-    let id = create_channel(&f, json!({ "name": "mail", "type": "email", "config": { "recipients": ["ops@example.test"] } })).await;
-    let report = test_channel(&f, &id).await;
+    let id = f
+        .create_channel(
+            json!({ "name": "mail", "type": "email", "config": { "recipients": ["ops@example.test"] } }),
+        )
+        .await;
+    let report = f.test_channel(&id).await;
     assert_eq!(report.expect(200)["ok"], false);
     assert_eq!(report.body["responseCode"], 535, "{}", report.text);
     assert!(!report.text.contains("wrong-smtp-password"));
@@ -1137,13 +994,17 @@ async fn webhook_tests_report_the_outcome() {
     })
     .await;
     let channels = f.org.path("/notifications/channels");
-    let id = create_channel(&f, json!({ "name": "hook", "type": "webhook", "config": { "url": receiver.url, "secret": "0123456789abcdef" } })).await;
+    let id = f
+        .create_channel(
+            json!({ "name": "hook", "type": "webhook", "config": { "url": receiver.url, "secret": "0123456789abcdef" } }),
+        )
+        .await;
     let report = f
         .app
         .post(&format!("{channels}/{id}/test"), &f.org.viewer, &json!({}))
         .await;
     report.expect(403);
-    let report = test_channel(&f, &id).await;
+    let report = f.test_channel(&id).await;
     assert_eq!(report.expect(200)["ok"], true, "{}", report.text);
     let requests = receiver.requests();
     assert_eq!(requests.len(), 1);
@@ -1158,12 +1019,12 @@ async fn webhook_tests_report_the_outcome() {
         "http://127.0.0.1:{}/never",
         silent.local_addr().unwrap().port()
     );
-    let id = create_channel(
-        &f,
-        json!({ "name": "silent", "type": "webhook", "config": { "url": silent_url } }),
-    )
-    .await;
-    let report = test_channel(&f, &id).await;
+    let id = f
+        .create_channel(
+            json!({ "name": "silent", "type": "webhook", "config": { "url": silent_url } }),
+        )
+        .await;
+    let report = f.test_channel(&id).await;
     assert_eq!(report.expect(200)["ok"], false);
     assert!(
         report.body["error"]

@@ -10,21 +10,11 @@ use cairn_entity::backup;
 use sea_orm::{ActiveValue, EntityTrait};
 use serde_json::{json, Value};
 
-use crate::archive::{build_volume, describe};
-use crate::backups::{drain, fixture, psql, worker, Fixture};
 use crate::both_backends;
-use crate::helpers::{Backend, Reply};
-use crate::storage::{env, unique};
-
-/// A volume with every kind of entry a restore gives back: files with
-/// modes, directories, relative and dangling symlinks, a hard link, a long
-/// and an odd name. (Absolute symlinks and FIFOs are left out: restores
-/// refuse the first, backups skip the second.)
-fn restorable_volume(dir: &Path) {
-    build_volume(dir, 3);
-    std::fs::remove_file(dir.join("pipe")).unwrap();
-    std::fs::remove_file(dir.join("absolute-link")).unwrap();
-}
+use crate::helpers::{
+    cairn_process, create_orders, describe, env, fixture, postgres_volume, psql, raw_tar,
+    restorable_volume, s3_target_from_env, ssh_target_from_env, unique, Backend, Fixture,
+};
 
 /// Changes a volume: a file rewritten, one removed, one added.
 fn change(dir: &Path) {
@@ -34,79 +24,22 @@ fn change(dir: &Path) {
 }
 
 impl Fixture {
-    async fn request_restore(&self, backup: &str, body: Value) -> Reply {
-        self.app
-            .post(
-                &self.org.path(&format!("/backups/history/{backup}/restore")),
-                &self.org.operator,
-                &body,
-            )
-            .await
-    }
-
-    async fn restore(&self, id: &str) -> Value {
-        self.app
-            .get(
-                &self.org.path(&format!("/backups/restores/{id}")),
-                &self.org.viewer,
-            )
-            .await
-            .expect(200)
-            .clone()
-    }
-
-    /// Requests a restore of `backup`, lets a worker run it, and returns
-    /// its record.
-    pub(crate) async fn restore_to_end(&self, backup: &str, mut body: Value) -> Value {
-        body["confirm"] = json!(backup);
-        let requested = self.request_restore(backup, body).await;
-        let id = requested.expect(202)["id"].as_str().unwrap().to_owned();
-        assert_eq!(requested.body["status"], "pending");
-        drain(&worker(&self.app, Duration::from_secs(30))).await;
-        self.restore(&id).await
-    }
-
-    async fn preview(&self, backup: &str) -> Value {
-        self.app
-            .get(
-                &self.org.path(&format!("/backups/history/{backup}/preview")),
-                &self.org.viewer,
-            )
-            .await
-            .expect(200)
-            .clone()
-    }
-
     /// A target of `kind` (`local`: the system default) for a new job.
     async fn target(&self, kind: &str) -> Value {
         let config = match kind {
             "local" => return Value::Null,
-            "s3" => json!({ "name": "s3", "type": "s3", "config": {
-                "bucket": env("TEST_S3_BUCKET"), "accessKeyId": env("TEST_S3_ACCESS_KEY"),
-                "secretAccessKey": env("TEST_S3_SECRET_KEY"), "endpoint": env("TEST_S3_ENDPOINT"),
-                "prefix": unique("restore") } }),
-            "ssh" => json!({ "name": "ssh", "type": "ssh", "config": {
-                "host": env("TEST_SSH_HOST"), "port": env("TEST_SSH_PORT").parse::<u16>().unwrap(),
-                "username": env("TEST_SSH_USER"),
-                "path": PathBuf::from(env("TEST_SSH_ROOT")).join(unique("restore")).display().to_string(),
-                "privateKey": std::fs::read_to_string(env("TEST_SSH_KEY")).unwrap() } }),
+            "s3" => s3_target_from_env("s3", json!({ "prefix": unique("restore") })),
+            "ssh" => ssh_target_from_env(
+                "ssh",
+                &PathBuf::from(env("TEST_SSH_ROOT"))
+                    .join(unique("restore"))
+                    .display()
+                    .to_string(),
+            ),
             other => panic!("no target kind {other}"),
         };
-        self.app
-            .post(&self.org.path("/backups/targets"), &self.org.admin, &config)
-            .await
-            .expect(201)["id"]
-            .clone()
+        json!(self.create_target(config).await)
     }
-}
-
-/// The backup record as stored (for tests that tamper with it).
-async fn backup_model(f: &Fixture, id: &str) -> backup::Model {
-    backup::Entity::find_by_id(uuid::Uuid::parse_str(id).unwrap())
-        .one(&f.app.cairn.db)
-        .await
-        .unwrap()
-        .unwrap()
 }
 
 /// A file volume backed up to `target_kind`, changed afterwards, restored
@@ -115,17 +48,15 @@ async fn backup_model(f: &Fixture, id: &str) -> backup::Model {
 async fn file_round_trip(backend: Backend, target_kind: &str, compression: &str, encryption: &str) {
     let f = fixture(backend, "acme").await;
     let data = f.volume_dir("shop", "blue", "data");
-    restorable_volume(&data);
+    restorable_volume(&data, 3);
     let original = describe(&data);
-    let app_id = f
-        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
-        .await;
+    let app_id = f.create_shop().await;
     let target = f.target(target_kind).await;
     let job = f
-        .create_job(
-            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id],
-                            "targetId": target, "keepLast": 1,
-                            "compression": compression, "encryption": encryption }),
+        .create_job_for(
+            &app_id,
+            json!({ "targetId": target, "keepLast": 1,
+                    "compression": compression, "encryption": encryption }),
         )
         .await;
     let record = f.run_to_end(&job).await;
@@ -331,7 +262,7 @@ async fn restore_requests_are_checked() {
         .get(&f.org.path("/backups/restores"), &f.org.viewer)
         .await;
     assert_eq!(listed.expect(200)["items"].as_array().unwrap().len(), 2);
-    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    f.drain().await;
 
     // A backup written by a newer archive format: 409, upgrade.
     let mut manifest = record["manifest"].clone();
@@ -369,7 +300,7 @@ async fn restore_requests_are_checked() {
 /// in `suffix`, and records its checksum, as if Cairn had written it.
 async fn plant(f: &Fixture, backup_id: &str, bytes: &[u8], suffix: &str) {
     use sha2::Digest;
-    let model = backup_model(f, backup_id).await;
+    let model = f.backup_model(backup_id).await;
     let old = model.storage_path.clone().unwrap();
     let path = format!("{}.{suffix}", old.split('.').next().unwrap());
     let stored = f.stored(&path);
@@ -401,14 +332,8 @@ async fn hostile_archives_are_refused_through_the_api() {
     let sentinel = f.volumes.path().join("shop-blue_data/sentinel");
     std::fs::create_dir_all(&sentinel).unwrap();
     std::fs::write(sentinel.join("keep.txt"), b"sentinel").unwrap();
-    let app_id = f
-        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
-        .await;
-    let job = f
-        .create_job(
-            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 1 }),
-        )
-        .await;
+    let app_id = f.create_shop().await;
+    let job = f.create_job_for(&app_id, json!({ "keepLast": 1 })).await;
     let record = f.run_to_end(&job).await;
     assert_eq!(record["status"], "success", "{record}");
     let id = record["id"].as_str().unwrap().to_owned();
@@ -416,7 +341,7 @@ async fn hostile_archives_are_refused_through_the_api() {
 
     let evil = PathBuf::from(format!("/tmp/cairn-evil-{}", uuid::Uuid::now_v7()));
     let evil_text = evil.display().to_string();
-    let raw = crate::extract::raw_tar;
+    let raw = raw_tar;
     // 64 MiB of zeros: a few KiB compressed, far beyond the manifest's size.
     let zeros = raw(&[("zeros", b'0', "", &vec![0u8; 64 * 1024 * 1024])]);
     let compress = |tool: &str, bytes: &[u8]| -> Vec<u8> {
@@ -527,15 +452,9 @@ async fn hostile_archives_are_refused_through_the_api() {
 async fn a_checksum_mismatch_blocks_the_restore() {
     let f = fixture(Backend::Sqlite, "acme").await;
     let data = f.volume_dir("shop", "blue", "data");
-    restorable_volume(&data);
-    let app_id = f
-        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
-        .await;
-    let job = f
-        .create_job(
-            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 1 }),
-        )
-        .await;
+    restorable_volume(&data, 3);
+    let app_id = f.create_shop().await;
+    let job = f.create_job_for(&app_id, json!({ "keepLast": 1 })).await;
     let record = f.run_to_end(&job).await;
     let id = record["id"].as_str().unwrap().to_owned();
     change(&data);
@@ -559,19 +478,13 @@ async fn a_checksum_mismatch_blocks_the_restore() {
 async fn dry_runs_write_nothing_and_clones_leave_the_source_alone() {
     let f = fixture(Backend::Sqlite, "acme").await;
     let data = f.volume_dir("shop", "blue", "data");
-    restorable_volume(&data);
+    restorable_volume(&data, 3);
     let original = describe(&data);
-    let app_id = f
-        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
-        .await;
+    let app_id = f.create_shop().await;
     let staging_app = f
         .create_app(json!({ "name": "staging", "volumes": [{ "name": "copy" }] }))
         .await;
-    let job = f
-        .create_job(
-            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 1 }),
-        )
-        .await;
+    let job = f.create_job_for(&app_id, json!({ "keepLast": 1 })).await;
     let record = f.run_to_end(&job).await;
     let id = record["id"].as_str().unwrap().to_owned();
     change(&data);
@@ -608,32 +521,22 @@ async fn dry_runs_write_nothing_and_clones_leave_the_source_alone() {
 /// rows; a clone fills another database and leaves the source alone.
 async fn database_round_trip(target_kind: &str, encryption: &str) {
     let f = fixture(Backend::Sqlite, "acme").await;
-    let server = url::Url::parse(&env("TEST_POSTGRES_URL")).unwrap();
     let source = unique("rsrc").replace('-', "_");
     let clone = unique("rclone").replace('-', "_");
     psql("postgres", &format!("CREATE DATABASE \"{source}\""));
     psql("postgres", &format!("CREATE DATABASE \"{clone}\""));
-    psql(
-        &source,
-        "CREATE TABLE orders (id int PRIMARY KEY, item text NOT NULL); \
-         INSERT INTO orders SELECT n, 'item ' || n FROM generate_series(1, 2000) n;",
-    );
-    let volume = |name: &str, database: &str| {
-        json!({ "name": name, "kind": "postgres", "postgres": {
-            "host": "127.0.0.1", "port": server.port().unwrap(), "database": database,
-            "username": server.username(), "password": server.password().unwrap() } })
-    };
+    create_orders(&source, 2000);
     let app_id = f
-        .create_app(json!({ "name": "shop", "volumes": [volume("db", &source)] }))
+        .create_app(json!({ "name": "shop", "volumes": [postgres_volume("db", &source)] }))
         .await;
     let other = f
-        .create_app(json!({ "name": "other", "volumes": [volume("db", &clone)] }))
+        .create_app(json!({ "name": "other", "volumes": [postgres_volume("db", &clone)] }))
         .await;
     let target = f.target(target_kind).await;
     let job = f
-        .create_job(
-            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 1,
-                    "targetId": target, "encryption": encryption }),
+        .create_job_for(
+            &app_id,
+            json!({ "keepLast": 1, "targetId": target, "encryption": encryption }),
         )
         .await;
     let record = f.run_to_end(&job).await;
@@ -689,48 +592,25 @@ async fn database_round_trip(target_kind: &str, encryption: &str) {
 async fn the_cli_recovers_a_volume_from_the_bucket() {
     let f = fixture(Backend::Sqlite, "acme").await;
     let data = f.volume_dir("shop", "blue", "data");
-    restorable_volume(&data);
+    restorable_volume(&data, 3);
     let original = describe(&data);
-    let app_id = f
-        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
-        .await;
+    let app_id = f.create_shop().await;
     let prefix = unique("dr");
     let target = f
-        .app
-        .post(
-            &f.org.path("/backups/targets"),
-            &f.org.admin,
-            &json!({ "name": "s3", "type": "s3", "config": {
-                "bucket": env("TEST_S3_BUCKET"), "accessKeyId": env("TEST_S3_ACCESS_KEY"),
-                "secretAccessKey": env("TEST_S3_SECRET_KEY"), "endpoint": env("TEST_S3_ENDPOINT"),
-                "prefix": prefix } }),
-        )
-        .await
-        .expect(201)["id"]
-        .clone();
+        .create_target(s3_target_from_env("s3", json!({ "prefix": prefix })))
+        .await;
     let job = f
-        .create_job(
-            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id],
-                            "targetId": target, "keepLast": 1, "encryption": "age" }),
+        .create_job_for(
+            &app_id,
+            json!({ "targetId": target, "keepLast": 1, "encryption": "age" }),
         )
         .await;
     let record = f.run_to_end(&job).await;
     assert_eq!(record["status"], "success", "{record}");
-    let exported = f
-        .app
-        .post(
-            &f.org.path("/backups/encryption-key/export"),
-            &f.org.admin,
-            &json!({}),
-        )
-        .await;
+    let exported = f.export_key().await;
     let work = tempfile::tempdir().unwrap();
     let identity = work.path().join("org.key");
-    std::fs::write(
-        &identity,
-        exported.expect(200)["identity"].as_str().unwrap(),
-    )
-    .unwrap();
+    std::fs::write(&identity, exported["identity"].as_str().unwrap()).unwrap();
     let location = format!(
         "s3://{}/{prefix}/{}",
         env("TEST_S3_BUCKET"),
@@ -798,14 +678,8 @@ async fn a_lost_restore_is_reaped() {
     use cairn_entity::restore;
     let f = fixture(Backend::Sqlite, "acme").await;
     std::fs::write(f.volume_dir("shop", "blue", "data").join("f.txt"), b"x").unwrap();
-    let app_id = f
-        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
-        .await;
-    let job = f
-        .create_job(
-            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 1 }),
-        )
-        .await;
+    let app_id = f.create_shop().await;
+    let job = f.create_job_for(&app_id, json!({ "keepLast": 1 })).await;
     let id = f.run_to_end(&job).await["id"].as_str().unwrap().to_owned();
     let requested = f.request_restore(&id, json!({ "confirm": id })).await;
     let restore_id = uuid::Uuid::parse_str(requested.expect(202)["id"].as_str().unwrap()).unwrap();
@@ -824,7 +698,7 @@ async fn a_lost_restore_is_reaped() {
     f.request_restore(&id, json!({ "confirm": id }))
         .await
         .expect(409);
-    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    f.drain().await;
     let reaped = f.restore(&restore_id.to_string()).await;
     assert_eq!(reaped["status"], "failed", "{reaped}");
     assert_eq!(reaped["errorCode"], "worker_lost");
@@ -913,14 +787,9 @@ async fn a_restore_killed_mid_swap_leaves_one_tree(backend: Backend) {
     for i in 0..ENTRIES {
         std::fs::write(data.join(format!("f{i:06}")), i.to_string()).unwrap();
     }
-    let app_id = f
-        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
-        .await;
+    let app_id = f.create_shop().await;
     let job = f
-        .create_job(
-            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id],
-                            "keepLast": 1, "compression": "none" }),
-        )
+        .create_job_for(&app_id, json!({ "keepLast": 1, "compression": "none" }))
         .await;
     let record = f.run_to_end(&job).await;
     assert_eq!(record["status"], "success", "{record}");
@@ -944,7 +813,7 @@ async fn a_restore_killed_mid_swap_leaves_one_tree(backend: Backend) {
             .await;
         let restore_id = requested.expect(202)["id"].as_str().unwrap().to_owned();
         let files = SwapFiles::of(&data, &restore_id);
-        let mut child = crate::backups::cairn_process(
+        let mut child = cairn_process(
             &f,
             "worker",
             &[],
@@ -966,7 +835,7 @@ async fn a_restore_killed_mid_swap_leaves_one_tree(backend: Backend) {
         // The reaper (here, an in-process worker's) settles it once the
         // lease has expired.
         tokio::time::sleep(Duration::from_secs(lease_seconds + 1)).await;
-        drain(&worker(&f.app, Duration::from_secs(30))).await;
+        f.drain().await;
         let reaped = f.restore(&restore_id).await;
         assert_eq!(reaped["status"], "failed", "{reaped}");
         assert_eq!(reaped["errorCode"], "worker_lost", "{reaped}");

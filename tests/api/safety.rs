@@ -2,18 +2,14 @@
 //! careless operator and as a hostile tenant would: each test reproduces
 //! the loss and checks that it no longer happens.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
 use cairn_entity::backup_job;
 use sea_orm::EntityTrait;
 use serde_json::{json, Value};
 
-use crate::backups::{drain, fixture, worker, Fixture};
 use crate::both_backends;
-use crate::helpers::Backend;
-use crate::notifications::Receiver;
-use crate::storage::{env, unique};
+use crate::helpers::{
+    env, fixture, fixture_with, s3_objects, s3_target_from_env, unique, Backend, Fixture, Receiver,
+};
 
 impl Fixture {
     async fn retention(&self, job: &str) -> Value {
@@ -56,23 +52,12 @@ async fn empty_backups_cannot_push_the_real_one_out(backend: Backend) {
         std::fs::write(data.join(format!("file-{i}")), vec![b'x'; 1000]).unwrap();
     }
     let hook = Receiver::start(Vec::new()).await;
-    f.app
-        .post(
-            &f.org.path("/notifications/channels"),
-            &f.org.admin,
-            &json!({ "name": "hook", "type": "webhook", "config": { "url": hook.url } }),
-        )
-        .await
-        .expect(201);
-    let app_id = f
-        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
+    f.create_channel(json!({ "name": "hook", "type": "webhook", "config": { "url": hook.url } }))
         .await;
+    let app_id = f.create_shop().await;
     // keepLast 1: a single newer counted backup would prune the real one.
     let job = f
-        .create_job(
-            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id],
-                            "keepLast": 1, "notifyOnSuccess": false }),
-        )
+        .create_job_for(&app_id, json!({ "keepLast": 1, "notifyOnSuccess": false }))
         .await;
     let real = f.run_to_end(&job).await;
     assert_eq!(real["status"], "success", "{real}");
@@ -163,12 +148,7 @@ async fn empty_backups_cannot_push_the_real_one_out(backend: Backend) {
 
     // A restore about to read the real backup keeps it from being pruned.
     let requested = f
-        .app
-        .post(
-            &f.org.path(&format!("/backups/history/{real_id}/restore")),
-            &f.org.operator,
-            &json!({ "confirm": real_id }),
-        )
+        .request_restore(&real_id, json!({ "confirm": real_id }))
         .await;
     requested.expect(202);
     assert_eq!(reasons_of(&f.retention(&job).await, &real_id), ["reading"]);
@@ -181,7 +161,7 @@ async fn empty_backups_cannot_push_the_real_one_out(backend: Backend) {
     assert_eq!(f.backup(&real_id).await["status"], "success");
     assert!(real_archive.is_file());
     // The restore runs and brings the files back.
-    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    f.drain().await;
     assert_eq!(std::fs::read_dir(&data).unwrap().count(), 20);
     assert!(reasons_of(&f.retention(&job).await, &real_id).is_empty());
 
@@ -209,21 +189,15 @@ async fn a_target_holding_archives_keeps_its_location(backend: Backend) {
     let f = fixture(backend, "acme").await;
     let prefix = unique("fixed");
     let s3 = |bucket: &str, prefix: &str, secret: &str| {
-        json!({ "name": "s3", "type": "s3", "config": {
-            "bucket": bucket, "accessKeyId": env("TEST_S3_ACCESS_KEY"),
-            "secretAccessKey": secret, "endpoint": env("TEST_S3_ENDPOINT"),
-            "prefix": prefix } })
+        s3_target_from_env(
+            "s3",
+            json!({ "bucket": bucket, "prefix": prefix, "secretAccessKey": secret }),
+        )
     };
     let secret = env("TEST_S3_SECRET_KEY");
-    let created = f
-        .app
-        .post(
-            &f.org.path("/backups/targets"),
-            &f.org.admin,
-            &s3(&env("TEST_S3_BUCKET"), "elsewhere/", &secret),
-        )
+    let target = f
+        .create_target(s3(&env("TEST_S3_BUCKET"), "elsewhere/", &secret))
         .await;
-    let target = created.expect(201)["id"].as_str().unwrap().to_owned();
     let path = f.org.path(&format!("/backups/targets/{target}"));
     // No archive yet: it may move.
     f.app
@@ -236,21 +210,13 @@ async fn a_target_holding_archives_keeps_its_location(backend: Backend) {
         .expect(200);
 
     std::fs::write(f.volume_dir("shop", "blue", "data").join("f"), b"kept").unwrap();
-    let app_id = f
-        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
-        .await;
+    let app_id = f.create_shop().await;
     let job = f
-        .create_job(
-            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id],
-                            "targetId": target, "keepLast": 3 }),
-        )
+        .create_job_for(&app_id, json!({ "targetId": target, "keepLast": 3 }))
         .await;
     let record = f.run_to_end(&job).await;
     assert_eq!(record["status"], "success", "{record}");
-    let object = PathBuf::from(env("TEST_S3_ROOT"))
-        .join(env("TEST_S3_BUCKET"))
-        .join(&prefix)
-        .join(record["storagePath"].as_str().unwrap());
+    let object = s3_objects(&prefix).join(record["storagePath"].as_str().unwrap());
     assert!(object.is_file(), "{}", object.display());
 
     for (body, field) in [
@@ -288,17 +254,8 @@ async fn a_target_holding_archives_keeps_its_location(backend: Backend) {
     let again = f.run_to_end(&job).await;
     assert_eq!(again["status"], "success", "{again}");
     // The first archive still reads back through the API.
-    let restored = f
-        .app
-        .get(
-            &f.org.path(&format!(
-                "/backups/history/{}/preview",
-                record["id"].as_str().unwrap()
-            )),
-            &f.org.viewer,
-        )
-        .await;
-    assert_eq!(restored.expect(200)["restorable"], true);
+    let restored = f.preview(record["id"].as_str().unwrap()).await;
+    assert_eq!(restored["restorable"], true);
 }
 
 both_backends!(a_target_holding_archives_keeps_its_location);
@@ -308,7 +265,7 @@ both_backends!(a_target_holding_archives_keeps_its_location);
 /// link appears later); one deploy registers at most `max_volumes_per_app`
 /// volumes.
 async fn smaller_holes_are_closed(backend: Backend) {
-    let f = crate::backups::fixture_with(backend, "acme", |config| {
+    let f = fixture_with(backend, "acme", |config| {
         config.max_volumes_per_app = 5;
     })
     .await;
@@ -335,24 +292,11 @@ async fn smaller_holes_are_closed(backend: Backend) {
             .await
             .expect_field_error(422, "config.path");
     }
-    let created = f
-        .app
-        .post(
-            &f.org.path("/backups/targets"),
-            &f.org.admin,
-            &local("real"),
-        )
-        .await;
-    let target = created.expect(201)["id"].as_str().unwrap().to_owned();
+    let target = f.create_target(local("real")).await;
     std::fs::write(f.volume_dir("shop", "blue", "data").join("f"), b"x").unwrap();
-    let app_id = f
-        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
-        .await;
+    let app_id = f.create_shop().await;
     let job = f
-        .create_job(
-            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id],
-                            "targetId": target, "keepLast": 1 }),
-        )
+        .create_job_for(&app_id, json!({ "targetId": target, "keepLast": 1 }))
         .await;
     // The directory becomes a link behind Cairn's back.
     std::os::unix::fs::symlink(outside.path(), org_dir.join("real")).unwrap();
@@ -398,16 +342,10 @@ async fn upstream_bodies_stay_upstream(backend: Backend) {
     let upstream = Receiver::start(vec![403; 50]).await;
     let endpoint = upstream.url.split("/hooks/").next().unwrap().to_owned();
     let target = f
-        .app
-        .post(
-            &f.org.path("/backups/targets"),
-            &f.org.admin,
-            &json!({ "name": "s3", "type": "s3", "config": {
-                "bucket": "cairn-backups", "accessKeyId": "k", "secretAccessKey": "s",
-                "endpoint": endpoint } }),
-        )
+        .create_target(json!({ "name": "s3", "type": "s3", "config": {
+            "bucket": "cairn-backups", "accessKeyId": "k", "secretAccessKey": "s",
+            "endpoint": endpoint } }))
         .await;
-    let target = target.expect(201)["id"].as_str().unwrap().to_owned();
     let report = f
         .app
         .post(
@@ -427,23 +365,11 @@ async fn upstream_bodies_stay_upstream(backend: Backend) {
     );
 
     let channel = f
-        .app
-        .post(
-            &f.org.path("/notifications/channels"),
-            &f.org.admin,
-            &json!({ "name": "hook", "type": "webhook", "config": { "url": upstream.url } }),
+        .create_channel(
+            json!({ "name": "hook", "type": "webhook", "config": { "url": upstream.url } }),
         )
         .await;
-    let channel = channel.expect(201)["id"].as_str().unwrap().to_owned();
-    let tested = f
-        .app
-        .post(
-            &f.org
-                .path(&format!("/notifications/channels/{channel}/test")),
-            &f.org.operator,
-            &json!({}),
-        )
-        .await;
+    let tested = f.test_channel(&channel).await;
     let tested = tested.expect(200).clone();
     assert_eq!(tested["ok"], false);
     assert_eq!(tested["responseCode"], 403);
@@ -464,13 +390,9 @@ async fn deleting_an_organization_is_deliberate_and_reversible(backend: Backend)
     use cairn_scheduler::{LocalLocks, Scheduler};
     let f = fixture(backend, "acme").await;
     std::fs::write(f.volume_dir("shop", "blue", "data").join("f"), b"x").unwrap();
-    let app_id = f
-        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
-        .await;
+    let app_id = f.create_shop().await;
     let job = f
-        .create_job(
-            json!({ "name": "n", "schedule": "* * * * *", "appIds": [app_id], "keepLast": 1 }),
-        )
+        .create_job_for(&app_id, json!({ "schedule": "* * * * *", "keepLast": 1 }))
         .await;
     let record = f.run_to_end(&job).await;
     let archive = f.stored(record["storagePath"].as_str().unwrap());

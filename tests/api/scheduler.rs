@@ -13,9 +13,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::backups::{drain, fixture, worker, Fixture};
-use crate::helpers::Backend;
-use crate::storage::env;
+use crate::helpers::{cairn_process, env, fixture, free_port, spawn_app_with, Backend, Fixture};
 
 fn utc(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text)
@@ -346,9 +344,7 @@ async fn missed_slots_become_one_record() {
 async fn a_slow_backup_keeps_one_active_run() {
     let f = fixture(Backend::Sqlite, "acme").await;
     std::fs::write(f.volume_dir("shop", "blue", "data").join("f.txt"), b"x").unwrap();
-    let app = f
-        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
-        .await;
+    let app = f.create_shop().await;
     let id = job(
         &f,
         json!({ "name": "minutely", "schedule": "* * * * *", "appIds": [app] }),
@@ -356,14 +352,10 @@ async fn a_slow_backup_keeps_one_active_run() {
     .await;
     let start = utc("2026-05-01T10:00:00Z");
     due_at(&f, &[id], start).await;
-    f.app
-        .post(
-            &f.org.path("/notifications/channels"),
-            &f.org.admin,
-            &json!({ "name": "hook", "type": "webhook", "config": { "url": "http://127.0.0.1:9/hook" } }),
-        )
-        .await
-        .expect(201);
+    f.create_channel(
+        json!({ "name": "hook", "type": "webhook", "config": { "url": "http://127.0.0.1:9/hook" } }),
+    )
+    .await;
     let replica = scheduler(&f, Arc::new(LocalLocks::default()), "solo");
     // No worker runs: the first run stays active.
     for minute in 0..4 {
@@ -402,7 +394,7 @@ async fn a_slow_backup_keeps_one_active_run() {
 
     // The job's health follows its runs: the volume is gone, the run fails.
     std::fs::remove_dir_all(f.volumes.path().join("shop-blue_data")).unwrap();
-    drain(&worker(&f.app, std::time::Duration::from_secs(30))).await;
+    f.drain().await;
     let failed = job_view(&f, id).await;
     assert_eq!(failed["consecutiveFailures"], 4, "{failed}");
     assert_eq!(failed["lastSuccessAt"], serde_json::Value::Null);
@@ -413,7 +405,7 @@ async fn a_slow_backup_keeps_one_active_run() {
         .tick(start + Duration::minutes(4) + Duration::seconds(1))
         .await
         .unwrap();
-    drain(&worker(&f.app, std::time::Duration::from_secs(30))).await;
+    f.drain().await;
     let healthy = job_view(&f, id).await;
     assert_eq!(healthy["consecutiveFailures"], 0, "{healthy}");
     assert!(healthy["lastSuccessAt"].is_string(), "{healthy}");
@@ -475,12 +467,8 @@ async fn an_unreadable_schedule_flags_its_job_only() {
 async fn an_unreachable_redis_leaves_the_database_fence() {
     let volumes = tempfile::tempdir().unwrap();
     // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let app = crate::helpers::spawn_app_with(Backend::Sqlite, move |config| {
+    let port = free_port();
+    let app = spawn_app_with(Backend::Sqlite, move |config| {
         config.redis_url = Some(secrecy::SecretString::from(format!(
             "redis://:not-the-password@127.0.0.1:{port}/0"
         )));
@@ -526,9 +514,7 @@ async fn scheduler_processes_fire_each_minute_once() {
     use std::process::Child;
     let f = fixture(Backend::Postgres, "acme").await;
     std::fs::write(f.volume_dir("shop", "blue", "data").join("f.txt"), b"x").unwrap();
-    let app = f
-        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
-        .await;
+    let app = f.create_shop().await;
     let mut jobs = Vec::new();
     for i in 0..200 {
         jobs.push(
@@ -554,17 +540,10 @@ async fn scheduler_processes_fire_each_minute_once() {
     }
     let redis = vec![("CAIRN_REDIS_URL", env("TEST_REDIS_URL"))];
     let mut schedulers: Vec<Child> = (0..3)
-        .map(|_| crate::backups::cairn_process(&f, "scheduler", &[], &redis))
+        .map(|_| cairn_process(&f, "scheduler", &[], &redis))
         .collect();
     let mut workers: Vec<Child> = (0..2)
-        .map(|_| {
-            crate::backups::cairn_process(
-                &f,
-                "worker",
-                &["--concurrency".into(), "2".into()],
-                &redis,
-            )
-        })
+        .map(|_| cairn_process(&f, "worker", &["--concurrency".into(), "2".into()], &redis))
         .collect();
     let sleep_until = |at: DateTime<Utc>| async move {
         let wait = (at - Utc::now()).to_std().unwrap_or_default();

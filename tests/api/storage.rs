@@ -14,11 +14,7 @@ use futures::StreamExt;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
-pub fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the tests with scripts/test.sh, which starts the S3 server and sshd")
-    })
-}
+use crate::helpers::{env, s3_objects, unique, FaultProxy};
 
 const OPEN: AddressPolicy = AddressPolicy {
     allow_private: true,
@@ -26,11 +22,6 @@ const OPEN: AddressPolicy = AddressPolicy {
 
 fn key(text: &str) -> ObjectKey {
     ObjectKey::parse(text).unwrap()
-}
-
-/// A unique prefix, so that tests sharing a bucket or directory never meet.
-pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
 }
 
 pub fn s3(prefix: Option<&str>, secret: Option<&str>, bucket: Option<&str>) -> S3Storage {
@@ -196,10 +187,7 @@ async fn s3_round_trip_small_and_multipart_objects() {
     assert_eq!((announced, read), (total as u64, total as u64));
     assert_eq!(digest, expected);
     // The object is in the bucket, under the prefix, whole.
-    let on_disk = std::path::Path::new(&env("TEST_S3_ROOT"))
-        .join(env("TEST_S3_BUCKET"))
-        .join(&prefix)
-        .join("a/big.bin");
+    let on_disk = s3_objects(&prefix).join("a/big.bin");
     assert_eq!(std::fs::metadata(on_disk).unwrap().len(), total as u64);
     storage.delete(&big).await.unwrap();
 }
@@ -502,59 +490,6 @@ async fn unreachable_hosts_fail_the_connect_check() {
         closed.connect().await,
         Err(StorageError::AddressRefused(_))
     ));
-}
-
-/// A TCP proxy in front of the test S3 server that answers its first
-/// `failures` connections with `503 Service Unavailable` (one request each:
-/// the answer closes the connection) and forwards the later ones. It counts
-/// the connections it refused.
-pub(crate) struct FaultProxy {
-    pub(crate) endpoint: String,
-    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl FaultProxy {
-    pub(crate) async fn start(failures: usize) -> FaultProxy {
-        use std::sync::atomic::Ordering;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let upstream = env("TEST_S3_ENDPOINT")
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = refused.clone();
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let refuse = counter.load(Ordering::SeqCst) < failures;
-                let upstream = upstream.clone();
-                let counter = counter.clone();
-                tokio::spawn(async move {
-                    if refuse {
-                        counter.fetch_add(1, Ordering::SeqCst);
-                        // Read the request head, then answer and close.
-                        let mut buffer = vec![0u8; 64 * 1024];
-                        let _ = client.read(&mut buffer).await;
-                        let _ = client
-                            .write_all(
-                                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\
-                                  connection: close\r\n\r\n",
-                            )
-                            .await;
-                        let _ = client.shutdown().await;
-                    } else if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-            }
-        });
-        FaultProxy { endpoint, refused }
-    }
-
-    pub(crate) fn refused(&self) -> usize {
-        self.refused.load(std::sync::atomic::Ordering::SeqCst)
-    }
 }
 
 #[tokio::test]

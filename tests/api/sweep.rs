@@ -5,103 +5,13 @@
 //! field and query parameter that names another resource is sent with B's
 //! id, and each answer must reveal and change nothing of B's. A new route
 //! is covered without editing this file; a new kind of id makes it fail
-//! until the fixture below knows one.
-
-use std::collections::HashMap;
-use std::time::Duration;
+//! until `helpers::tenant` knows one.
 
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::backups::{drain, fixture, worker, Fixture};
 use crate::both_backends;
-use crate::helpers::{Backend, Org};
-
-/// The resources of one organization, by the name of the parameter or
-/// field that names them.
-pub(crate) struct Tenant {
-    pub(crate) org: Org,
-    pub(crate) ids: HashMap<&'static str, String>,
-}
-
-pub(crate) async fn tenant(f: &Fixture, org: Org, app: &str) -> Tenant {
-    let admin = &org.admin;
-    let data = f
-        .volumes
-        .path()
-        .join(format!("{app}-blue_data"))
-        .join("_data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("f.txt"), app.as_bytes()).unwrap();
-    let post = |path: String, body: Value| {
-        let app = &f.app;
-        async move { app.post(&path, admin, &body).await.expect(201).clone() }
-    };
-    let target = post(
-        org.path("/backups/targets"),
-        json!({ "name": "local", "type": "local", "config": { "path": "backups" } }),
-    )
-    .await;
-    let app_view = post(
-        org.path("/apps"),
-        json!({ "name": app, "volumes": [{ "name": "data" }] }),
-    )
-    .await;
-    let job = post(
-        org.path("/backups/jobs"),
-        json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_view["id"]],
-                "targetId": target["id"], "keepLast": 5 }),
-    )
-    .await;
-    let channel = post(
-        org.path("/notifications/channels"),
-        json!({ "name": "hook", "type": "webhook", "config": { "url": "http://127.0.0.1:9/hook" } }),
-    )
-    .await;
-    let token = post(
-        org.path("/tokens"),
-        json!({ "name": "spare", "role": "viewer" }),
-    )
-    .await;
-    let run = f
-        .app
-        .post(
-            &org.path(&format!(
-                "/backups/jobs/{}/run",
-                job["id"].as_str().unwrap()
-            )),
-            &org.operator,
-            &json!({}),
-        )
-        .await;
-    let run = run.expect(202).clone();
-    drain(&worker(&f.app, Duration::from_secs(30))).await;
-    let backup = run["backups"][0]["id"].as_str().unwrap().to_owned();
-    let restore = f
-        .app
-        .post(
-            &org.path(&format!("/backups/history/{backup}/restore")),
-            &org.operator,
-            &json!({ "confirm": backup, "dryRun": true }),
-        )
-        .await;
-    let restore = restore.expect(202)["id"].as_str().unwrap().to_owned();
-    drain(&worker(&f.app, Duration::from_secs(30))).await;
-    let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
-    let ids = HashMap::from([
-        ("orgId", org.id.clone()),
-        ("targetId", id(&target)),
-        ("appId", id(&app_view)),
-        ("appName", app.to_owned()),
-        ("jobId", id(&job)),
-        ("backupId", backup),
-        ("restoreId", restore),
-        ("channelId", id(&channel)),
-        ("tokenId", id(&token)),
-        ("runId", run["runId"].as_str().unwrap().to_owned()),
-    ]);
-    Tenant { org, ids }
-}
+use crate::helpers::{fixture, snapshot, tenant, Backend, Tenant};
 
 /// Fields that end like ids but name no Cairn resource.
 const NOT_RESOURCES: &[&str] = &["accessKeyId"];
@@ -176,31 +86,6 @@ fn set_path(body: &mut Value, path: &str, value: Value) {
         }
         target = &mut target[part];
     }
-}
-
-/// What A can see of itself, to check that nothing was written.
-pub(crate) async fn snapshot(f: &Fixture, org: &Org) -> Vec<String> {
-    let mut seen = Vec::new();
-    for path in [
-        "/apps",
-        "/backups/targets",
-        "/backups/jobs",
-        "/backups/history",
-        "/backups/restores",
-        "/notifications/channels",
-        "/tokens",
-    ] {
-        let reply = f.app.get(&org.path(path), &org.admin).await;
-        let mut listed = reply.expect(200).clone();
-        // Using a token is not a change of the organization's resources.
-        for item in listed["items"].as_array_mut().into_iter().flatten() {
-            if let Some(item) = item.as_object_mut() {
-                item.remove("lastUsedAt");
-            }
-        }
-        seen.push(listed.to_string());
-    }
-    seen
 }
 
 async fn every_route_keeps_other_tenants_out(backend: Backend) {
@@ -368,7 +253,7 @@ async fn every_route_keeps_other_tenants_out(backend: Backend) {
     }
     assert!(swept > 40, "only {swept} calls were generated");
     assert!(fields_swept >= 8, "only {fields_swept} fields were swept");
-    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    f.drain().await;
     assert_eq!(snapshot(&f, &b.org).await, b_before, "B is unchanged");
     assert_eq!(snapshot(&f, &a.org).await, a_before, "A wrote nothing");
 }

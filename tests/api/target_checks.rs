@@ -10,9 +10,9 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::both_backends;
-use crate::helpers::{spawn_app, spawn_app_with, Backend, Org, TestApp};
-use crate::history::{seed, Seed};
-use crate::storage::{env, unique};
+use crate::helpers::{
+    env, free_port, seed, spawn_app, spawn_app_with, unique, Backend, Org, Seed, TestApp,
+};
 
 both_backends!(
     connection_tests_report_each_check,
@@ -125,11 +125,7 @@ async fn connection_tests_report_each_check(backend: Backend) {
     assert!(!report.to_string().contains("wrong-secret-value"));
     assert!(!report.to_string().contains(&secret));
 
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed_port = free_port();
     let unreachable = create(
         &app,
         &org,

@@ -385,9 +385,9 @@ async fn targets_in_use_cannot_be_deleted(backend: Backend) {
     app.delete(&org.path(&format!("/backups/jobs/{job_id}")), &org.admin)
         .await
         .expect(204);
-    crate::history::seed(
+    crate::helpers::seed(
         &app,
-        crate::history::Seed {
+        crate::helpers::Seed {
             org: &org.id,
             job: None,
             app: None,

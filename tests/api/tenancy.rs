@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::archive::{build_volume, describe};
-use crate::backups::{drain, fixture_with, worker, Fixture};
 use crate::both_backends;
-use crate::helpers::{Backend, Org};
+use crate::helpers::{
+    describe, drain, env, extract, fixture_with, postgres_volume, psql, restorable_volume,
+    s3_target_from_env, unique, worker, Backend, FaultProxy, Fixture, Org, Reply,
+};
 
 const ORG_TEMPLATE: &str = "{org}-{app}-{slot}_{volume}";
 
@@ -17,7 +18,7 @@ fn shop() -> Value {
     json!({ "slot": "blue", "volumes": [{ "name": "data" }] })
 }
 
-async fn deploy(f: &Fixture, org: &Org, body: &Value) -> crate::helpers::Reply {
+async fn deploy(f: &Fixture, org: &Org, body: &Value) -> Reply {
     f.app
         .post(&org.path("/apps/shop/deployments"), &org.operator, body)
         .await
@@ -83,10 +84,7 @@ async fn each_organization_backs_up_and_restores_its_own_directory(backend: Back
     let root = f.volumes.path();
     let alpha_data = root.join("alpha-shop-blue_data/_data");
     let beta_data = root.join("beta-shop-blue_data/_data");
-    build_volume(&alpha_data, 2);
-    // Restores refuse absolute symlinks; backups skip FIFOs.
-    std::fs::remove_file(alpha_data.join("pipe")).unwrap();
-    std::fs::remove_file(alpha_data.join("absolute-link")).unwrap();
+    restorable_volume(&alpha_data, 2);
     std::fs::create_dir_all(&beta_data).unwrap();
     std::fs::write(beta_data.join("beta-only.txt"), b"beta's data").unwrap();
     // The default template's directory exists too and must never be read.
@@ -119,7 +117,7 @@ async fn each_organization_backs_up_and_restores_its_own_directory(backend: Back
             .as_str()
             .unwrap()
             .to_owned();
-        drain(&worker(&f.app, Duration::from_secs(30))).await;
+        f.drain().await;
         let record = f
             .app
             .get(
@@ -153,7 +151,7 @@ async fn each_organization_backs_up_and_restores_its_own_directory(backend: Back
             )
             .await;
         let restore_id = requested.expect(202)["id"].as_str().unwrap().to_owned();
-        drain(&worker(&f.app, Duration::from_secs(30))).await;
+        f.drain().await;
         let restored = f
             .app
             .get(
@@ -301,7 +299,7 @@ async fn an_upgrade_flags_volumes_that_shared_a_directory(backend: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
-    drain(&worker(&f.app, Duration::from_secs(30))).await;
+    f.drain().await;
     let record = f
         .app
         .get(
@@ -333,7 +331,6 @@ both_backends!(an_upgrade_flags_volumes_that_shared_a_directory);
 /// row that has none (one stored before the rule, or changed behind the
 /// API's back).
 async fn organization_ssh_targets_never_use_the_agent(backend: Backend) {
-    use crate::storage::env;
     use cairn_entity::backup_target;
     use sea_orm::{ActiveValue, EntityTrait};
     let f = fixture_with(backend, "alpha", |_| {}).await;
@@ -378,14 +375,9 @@ async fn organization_ssh_targets_never_use_the_agent(backend: Backend) {
     .await
     .unwrap();
     std::fs::write(f.volume_dir("shop", "blue", "data").join("f"), b"x").unwrap();
-    let app_id = f
-        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
-        .await;
+    let app_id = f.create_shop().await;
     let job = f
-        .create_job(
-            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id],
-                            "targetId": target_id, "keepLast": 1 }),
-        )
+        .create_job_for(&app_id, json!({ "targetId": target_id, "keepLast": 1 }))
         .await;
     let record = f.run_to_end(&job).await;
     assert_eq!(record["status"], "failed", "{record}");
@@ -404,15 +396,9 @@ async fn local_targets_are_refused_at_run_time_when_disabled(backend: Backend) {
     let f = fixture_with(backend, "alpha", |_| {}).await;
     let data = f.volume_dir("shop", "blue", "data");
     std::fs::write(data.join("f"), b"x").unwrap();
-    let app_id = f
-        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
-        .await;
+    let app_id = f.create_shop().await;
     // The system default target is a local one.
-    let job = f
-        .create_job(
-            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 1 }),
-        )
-        .await;
+    let job = f.create_job_for(&app_id, json!({ "keepLast": 1 })).await;
     let run = f.run(&job).await;
     let backup_id = run["backups"][0]["id"].as_str().unwrap().to_owned();
 
@@ -468,11 +454,7 @@ async fn reading_the_encryption_key_writes_nothing(backend: Backend) {
         .unwrap();
     assert_eq!(org.age_recipient, None);
     assert_eq!(org.age_identity_ciphertext, None);
-    let exported = f
-        .app
-        .post(&format!("{path}/export"), &f.org.admin, &json!({}))
-        .await;
-    let recipient = exported.expect(200)["recipient"].clone();
+    let recipient = f.export_key().await["recipient"].clone();
     let read = f.app.get(&path, &f.org.viewer).await;
     assert_eq!(read.expect(200)["recipient"], recipient);
 }
@@ -491,14 +473,9 @@ async fn a_backup_and_a_restore_of_one_volume_never_overlap(backend: Backend) {
         std::fs::write(data.join(format!("before-{i:04}")), i.to_string()).unwrap();
     }
     let before = describe(&data);
-    let app_id = f
-        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
-        .await;
+    let app_id = f.create_shop().await;
     let job = f
-        .create_job(
-            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id],
-                            "keepLast": 5, "compression": "none" }),
-        )
+        .create_job_for(&app_id, json!({ "keepLast": 5, "compression": "none" }))
         .await;
     let first = f.run_to_end(&job).await;
     let first_id = first["id"].as_str().unwrap().to_owned();
@@ -510,11 +487,9 @@ async fn a_backup_and_a_restore_of_one_volume_never_overlap(backend: Backend) {
 
     // Requested together; two workers race for them.
     let requested = f
-        .app
-        .post(
-            &f.org.path(&format!("/backups/history/{first_id}/restore")),
-            &f.org.operator,
-            &json!({ "confirm": first_id, "safetyBackup": false }),
+        .request_restore(
+            &first_id,
+            json!({ "confirm": first_id, "safetyBackup": false }),
         )
         .await;
     let restore_id = requested.expect(202)["id"].as_str().unwrap().to_owned();
@@ -526,19 +501,12 @@ async fn a_backup_and_a_restore_of_one_volume_never_overlap(backend: Backend) {
     );
     tokio::join!(drain(&one), drain(&two));
     drain(&one).await;
-    let restored = f
-        .app
-        .get(
-            &f.org.path(&format!("/backups/restores/{restore_id}")),
-            &f.org.viewer,
-        )
-        .await;
-    assert_eq!(restored.expect(200)["status"], "success");
+    assert_eq!(f.restore(&restore_id).await["status"], "success");
     let record = f.backup(&backup_id).await;
     assert_eq!(record["status"], "success", "{record}");
     let archive = f.stored(record["storagePath"].as_str().unwrap());
     let unpacked = tempfile::tempdir().unwrap();
-    crate::archive::extract(&archive, None, unpacked.path());
+    extract(&archive, None, unpacked.path());
     let archived = describe(unpacked.path());
     assert!(
         archived == before || archived == after,
@@ -562,23 +530,14 @@ async fn a_backup_and_a_restore_of_one_volume_never_overlap(backend: Backend) {
     .await
     .unwrap();
     let second = f
-        .app
-        .post(
-            &f.org.path(&format!("/backups/history/{first_id}/restore")),
-            &f.org.operator,
-            &json!({ "confirm": first_id, "safetyBackup": false }),
+        .request_restore(
+            &first_id,
+            json!({ "confirm": first_id, "safetyBackup": false }),
         )
         .await;
     let second_id = second.expect(202)["id"].as_str().unwrap().to_owned();
     assert_eq!(drain(&one).await, 0, "nothing may be claimed");
-    let waiting = f
-        .app
-        .get(
-            &f.org.path(&format!("/backups/restores/{second_id}")),
-            &f.org.viewer,
-        )
-        .await;
-    assert_eq!(waiting.expect(200)["status"], "pending");
+    assert_eq!(f.restore(&second_id).await["status"], "pending");
     backup::Entity::update(backup::ActiveModel {
         id: ActiveValue::Unchanged(held_id),
         status: ActiveValue::Set("failed".into()),
@@ -658,11 +617,7 @@ async fn postgres_hosts_pass_the_address_policy(backend: Backend) {
         )
         .await;
     let app_id = created.expect(201)["id"].as_str().unwrap().to_owned();
-    let job = f
-        .create_job(
-            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 1 }),
-        )
-        .await;
+    let job = f.create_job_for(&app_id, json!({ "keepLast": 1 })).await;
     for host in ["127.0.0.1", "169.254.169.254", "::ffff:127.0.0.1"] {
         let stored = volume::Entity::find()
             .filter(volume::Column::AppId.eq(uuid::Uuid::parse_str(&app_id).unwrap()))
@@ -708,14 +663,8 @@ async fn metrics_need_their_token_and_name_only_jobs(backend: Backend) {
     })
     .await;
     std::fs::write(f.volume_dir("shop", "blue", "data").join("f"), b"x").unwrap();
-    let app_id = f
-        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
-        .await;
-    let job = f
-        .create_job(
-            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 1 }),
-        )
-        .await;
+    let app_id = f.create_shop().await;
+    let job = f.create_job_for(&app_id, json!({ "keepLast": 1 })).await;
     let record = f.run_to_end(&job).await;
     assert_eq!(record["status"], "success");
     for token in [None, Some("wrong"), Some(f.org.admin.as_str())] {
@@ -749,8 +698,6 @@ both_backends!(metrics_need_their_token_and_name_only_jobs);
 /// with nothing stored, and the next run succeeds. The API keeps the field
 /// within 60–604 800 seconds.
 async fn a_backup_past_its_max_duration_is_cancelled(backend: Backend) {
-    use crate::backups::psql;
-    use crate::storage::{env, unique};
     use cairn_entity::backup_job;
     use sea_orm::{ActiveValue, EntityTrait};
     let f = fixture_with(backend, "alpha", |_| {}).await;
@@ -762,10 +709,7 @@ async fn a_backup_past_its_max_duration_is_cancelled(backend: Backend) {
         "CREATE TABLE orders (id int PRIMARY KEY); INSERT INTO orders VALUES (1);",
     );
     let app_id = f
-        .create_app(json!({ "name": "shop", "volumes": [
-            { "name": "db", "kind": "postgres", "postgres": {
-                "host": "127.0.0.1", "port": server.port().unwrap(), "database": database,
-                "username": server.username(), "password": server.password().unwrap() } }]}))
+        .create_app(json!({ "name": "shop", "volumes": [postgres_volume("db", &database)] }))
         .await;
     for bad in [59, 604_801] {
         f.app
@@ -779,10 +723,7 @@ async fn a_backup_past_its_max_duration_is_cancelled(backend: Backend) {
             .expect_field_error(422, "maxDurationSeconds");
     }
     let job = f
-        .create_job(
-            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id],
-                            "keepLast": 1, "maxDurationSeconds": 60 }),
-        )
+        .create_job_for(&app_id, json!({ "keepLast": 1, "maxDurationSeconds": 60 }))
         .await;
     // Two seconds, set behind the API's back, keep the test short.
     backup_job::Entity::update(backup_job::ActiveModel {
@@ -856,33 +797,21 @@ both_backends!(a_backup_past_its_max_duration_is_cancelled);
 /// everything, the backup fails `target_unreachable` once the budget is spent,
 /// saying so, instead of retrying each request for as long again.
 async fn storage_retries_of_a_backup_share_one_budget(backend: Backend) {
-    use crate::storage::{env, FaultProxy};
     let f = fixture_with(backend, "alpha", |config| {
         config.storage.retry_budget_seconds = 2;
     })
     .await;
     let proxy = FaultProxy::start(usize::MAX).await;
     let target = f
-        .app
-        .post(
-            &f.org.path("/backups/targets"),
-            &f.org.admin,
-            &json!({ "name": "unwell", "type": "s3", "config": {
-                "bucket": env("TEST_S3_BUCKET"), "accessKeyId": env("TEST_S3_ACCESS_KEY"),
-                "secretAccessKey": env("TEST_S3_SECRET_KEY"), "endpoint": proxy.endpoint } }),
-        )
-        .await
-        .expect(201)["id"]
-        .clone();
-    std::fs::write(f.volume_dir("shop", "blue", "data").join("f.txt"), b"v1").unwrap();
-    let app_id = f
-        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
+        .create_target(s3_target_from_env(
+            "unwell",
+            json!({ "endpoint": proxy.endpoint }),
+        ))
         .await;
+    std::fs::write(f.volume_dir("shop", "blue", "data").join("f.txt"), b"v1").unwrap();
+    let app_id = f.create_shop().await;
     let job = f
-        .create_job(
-            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id],
-                            "targetId": target, "keepLast": 1 }),
-        )
+        .create_job_for(&app_id, json!({ "targetId": target, "keepLast": 1 }))
         .await;
     let record = f.run_to_end(&job).await;
     assert_eq!(record["status"], "failed", "{record}");
@@ -908,14 +837,8 @@ async fn growth_is_bounded(backend: Backend) {
     let f = fixture_with(backend, "alpha", |_| {}).await;
     let data = f.volume_dir("shop", "blue", "data");
     std::fs::write(data.join("f"), b"first").unwrap();
-    let app_id = f
-        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }] }))
-        .await;
-    let job = f
-        .create_job(
-            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app_id], "keepLast": 5 }),
-        )
-        .await;
+    let app_id = f.create_shop().await;
+    let job = f.create_job_for(&app_id, json!({ "keepLast": 5 })).await;
     let first = f.run_to_end(&job).await;
     std::fs::write(data.join("f"), b"second").unwrap();
     let second = f.run_to_end(&job).await;
@@ -948,23 +871,11 @@ async fn growth_is_bounded(backend: Backend) {
     // A restore takes a safety backup; it expires after 7 days unless it
     // is the volume's only successful backup.
     let restored = f
-        .app
-        .post(
-            &f.org.path(&format!("/backups/history/{second_id}/restore")),
-            &f.org.operator,
-            &json!({ "confirm": second_id }),
-        )
+        .request_restore(&second_id, json!({ "confirm": second_id }))
         .await;
     let restore_id = restored.expect(202)["id"].as_str().unwrap().to_owned();
-    drain(&worker(&f.app, Duration::from_secs(30))).await;
-    let restore = f
-        .app
-        .get(
-            &f.org.path(&format!("/backups/restores/{restore_id}")),
-            &f.org.viewer,
-        )
-        .await;
-    let safety_id = restore.expect(200)["safetyBackupId"]
+    f.drain().await;
+    let safety_id = f.restore(&restore_id).await["safetyBackupId"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -995,14 +906,10 @@ async fn growth_is_bounded(backend: Backend) {
     assert!(!safety_archive.exists());
 
     // Deliveries that ended are deleted after keep_days; pending ones stay.
-    f.app
-        .post(
-            &f.org.path("/notifications/channels"),
-            &f.org.admin,
-            &json!({ "name": "hook", "type": "webhook", "config": { "url": "http://127.0.0.1:9/hook" } }),
-        )
-        .await
-        .expect(201);
+    f.create_channel(
+        json!({ "name": "hook", "type": "webhook", "config": { "url": "http://127.0.0.1:9/hook" } }),
+    )
+    .await;
     std::fs::remove_dir_all(f.volumes.path().join("shop-blue_data")).unwrap();
     f.run_to_end(&job).await;
     f.run_to_end(&job).await;

@@ -1,7 +1,46 @@
-//! `spawn_app()`: the real API, built by the same `Application::build` that
-//! `cairn serve` uses, on port 0, against a fresh database of its own — a
-//! new SQLite file, or a new database on the PostgreSQL server that
-//! `scripts/test.sh` starts (`TEST_POSTGRES_URL`).
+//! What the test files share; they import it as `crate::helpers::…`.
+//!
+//! This file: `spawn_app()`, the real API built by the same
+//! `Application::build` that `cairn serve` uses, on port 0, against a fresh
+//! database of its own — a new SQLite file, or a new database on the
+//! PostgreSQL server that `scripts/test.sh` starts (`TEST_POSTGRES_URL`) —
+//! with `TestApp`, `Reply`, `Org` and request bodies. Beside it:
+//!
+//! - `fixture.rs`: `Fixture` (an app with a volume root and an organization
+//!   of its own, and the set-up steps tests repeat: apps, jobs, runs,
+//!   targets, channels, restores), in-process `worker`s and `drain`;
+//! - `services.rs`: the services `scripts/test.sh` starts (`TEST_*`): target
+//!   requests for its S3 server and sshd, `psql`, a fault-injecting proxy;
+//! - `process.rs`: the `cairn` binary as a child process, `run_ok`;
+//! - `trees.rs`: volume trees built, described and extracted with GNU tar,
+//!   and raw tar streams;
+//! - `receiver.rs`: an HTTP receiver on loopback that records requests;
+//! - `records.rs`: backup records written as a worker writes them;
+//! - `tenant.rs`: one organization with one resource of every kind;
+//! - `logging.rs`: `TEST_LOG`, the server's logs in a failing test's output.
+
+mod fixture;
+mod logging;
+mod process;
+mod receiver;
+mod records;
+mod services;
+mod tenant;
+mod trees;
+
+pub use fixture::{drain, fixture, fixture_with, worker, Fixture};
+pub use logging::test_log_filter;
+pub use process::{cairn_process, run_ok};
+pub use receiver::{Received, Receiver};
+pub use records::{seed, Seed};
+pub use services::{
+    create_orders, env, postgres_volume, psql, s3_objects, s3_target_from_env, ssh_target_from_env,
+    unique, FaultProxy,
+};
+pub use tenant::{snapshot, tenant, Tenant};
+pub use trees::{
+    build_volume, describe, extract, raw_tar, restorable_volume, LEFT_OUT_BY_CACHE_AND_TMP,
+};
 
 use std::net::TcpListener;
 
@@ -112,6 +151,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 }
 
 pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Config)) -> TestApp {
+    logging::init();
     let data_dir = tempfile::tempdir().expect("a temporary directory");
     let database_url = fresh_database(backend, data_dir.path()).await;
     let admin_token = format!("test-admin-{}", Uuid::now_v7().simple());
@@ -334,6 +374,15 @@ impl Org {
     pub fn path(&self, rest: &str) -> String {
         format!("/api/v1/organizations/{}{}", self.id, rest)
     }
+}
+
+/// A loopback port that nothing listens on (until someone binds it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind a port")
+        .local_addr()
+        .expect("a local address")
+        .port()
 }
 
 /// An S3 target request with `secret` as its secret key.

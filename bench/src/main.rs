@@ -299,7 +299,7 @@ async fn backup(volume_root: PathBuf, volume: serde_json::Value) -> anyhow::Resu
     let record = cairn_core::history::get(&cairn, org.id, run.backups[0].id)
         .await
         .map_err(failed)?;
-    if record.backup.status != cairn_core::history::BackupStatus::Success {
+    if record.backup.status != cairn_entity::enums::BackupStatus::Success {
         bail!(
             "the backup failed: {:?} {:?}",
             record.backup.error_code,
@@ -355,7 +355,7 @@ async fn restore(volume_root: PathBuf) -> anyhow::Result<()> {
     let record = cairn_core::restores::get(&cairn, org.id, requested.id)
         .await
         .map_err(failed)?;
-    if record.restore.status != cairn_core::restores::RestoreStatus::Success {
+    if record.restore.status != cairn_entity::enums::RestoreStatus::Success {
         bail!(
             "the restore failed: {:?} {:?}",
             record.restore.error_code,

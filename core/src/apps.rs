@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use cairn_entity::enums::{Slot, VolumeKind};
 use cairn_entity::{app, volume};
 
 use crate::directories::{self, Naming};
@@ -22,26 +23,6 @@ use crate::error::{is_unique_violation, Error, Result, Validator};
 use crate::secrets::MasterKey;
 use crate::validate::{check_host, check_resource_name, check_username};
 use crate::Cairn;
-
-/// How a volume is backed up.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum VolumeKind {
-    /// Files, archived with `tar`.
-    #[default]
-    Generic,
-    /// A PostgreSQL database, dumped with `pg_dump`.
-    Postgres,
-}
-
-impl VolumeKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            VolumeKind::Generic => "generic",
-            VolumeKind::Postgres => "postgres",
-        }
-    }
-}
 
 /// `POST`/`PUT` body of an app.
 #[derive(Deserialize, ToSchema)]
@@ -145,31 +126,6 @@ pub struct AppView {
     pub last_deployment: Option<LastDeploymentView>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-}
-
-/// The blue/green slot a deploy went to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Slot {
-    Blue,
-    Green,
-}
-
-impl Slot {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Slot::Blue => "blue",
-            Slot::Green => "green",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Slot> {
-        match text {
-            "blue" => Some(Slot::Blue),
-            "green" => Some(Slot::Green),
-            _ => None,
-        }
-    }
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -366,10 +322,7 @@ pub(crate) async fn check_postgres_hosts(cairn: &Cairn, specs: &[VolumeSpec]) ->
 }
 
 fn volume_view(model: volume::Model, directories: Vec<String>) -> Result<VolumeView> {
-    let kind = match model.kind.as_str() {
-        "postgres" => VolumeKind::Postgres,
-        _ => VolumeKind::Generic,
-    };
+    let kind = model.kind;
     let postgres = match model.postgres_config {
         Some(config) => Some(PostgresView {
             settings: serde_json::from_value(config).map_err(anyhow::Error::from)?,
@@ -418,10 +371,7 @@ fn app_view(
                 volume_view(v, names)
             })
             .collect::<Result<_>>()?,
-        last_deployment: match (
-            model.last_deploy_slot.as_deref().and_then(Slot::parse),
-            model.last_deployed_at,
-        ) {
+        last_deployment: match (model.last_deploy_slot, model.last_deployed_at) {
             (Some(slot), Some(deployed_at)) => Some(LastDeploymentView { slot, deployed_at }),
             _ => None,
         },
@@ -571,7 +521,7 @@ pub(crate) async fn insert_volume(
         app_id: Set(naming.app_id),
         name: Set(spec.name.clone()),
         persistent: Set(spec.persistent),
-        kind: Set(spec.kind.as_str().to_owned()),
+        kind: Set(spec.kind),
         postgres_config: Set(config),
         postgres_password_ciphertext: Set(password),
         exclude_patterns: Set(patterns_value(&spec.exclude_patterns)),
@@ -711,7 +661,7 @@ pub(crate) async fn apply_volumes(
                 let (config, password) = split_postgres(key, current.id, spec.postgres)?;
                 let mut volume: volume::ActiveModel = current.into();
                 volume.persistent = Set(spec.persistent);
-                volume.kind = Set(spec.kind.as_str().to_owned());
+                volume.kind = Set(spec.kind);
                 volume.postgres_config = Set(config);
                 volume.postgres_password_ciphertext = Set(password);
                 volume.exclude_patterns = Set(patterns_value(&spec.exclude_patterns));

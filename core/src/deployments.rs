@@ -25,12 +25,12 @@ use uuid::Uuid;
 
 use cairn_entity::{app, backup, backup_job, backup_job_app, deployment, volume};
 
-use crate::apps::{self, AppView, Slot, Unlisted, VolumeRequest};
+use crate::apps::{self, AppView, Unlisted, VolumeRequest};
 use crate::error::{Error, Result, Validator};
-use crate::history::BackupStatus;
-use crate::runs::{self, RunView, Started, Trigger};
+use crate::runs::{self, RunView, Started};
 use crate::validate::check_resource_name;
 use crate::Cairn;
+use cairn_entity::enums::{BackupStatus, Slot, Trigger};
 
 /// `POST …/apps/{appName}/deployments`.
 #[derive(Deserialize, ToSchema)]
@@ -178,7 +178,7 @@ pub async fn deploy(
         id: Set(deployment_id),
         organization_id: Set(organization_id),
         app_id: Set(model.id),
-        slot: Set(request.slot.as_str().to_owned()),
+        slot: Set(request.slot),
         created_at: Set(now),
     }
     .insert(&txn)
@@ -372,10 +372,7 @@ pub async fn backup_now(
         .await?;
     let active = backup::Entity::find()
         .filter(backup::Column::AppId.eq(app_id))
-        .filter(backup::Column::Status.is_in([
-            BackupStatus::Pending.as_str(),
-            BackupStatus::Running.as_str(),
-        ]))
+        .filter(backup::Column::Status.is_in([BackupStatus::Pending, BackupStatus::Running]))
         .one(&txn)
         .await?;
     if let Some(active) = active {

@@ -16,9 +16,9 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, Query
 use serde::Deserialize;
 use uuid::Uuid;
 
+use cairn_entity::enums::{Slot, VolumeKind};
 use cairn_entity::{volume, volume_directory};
 
-use crate::apps::{Slot, VolumeKind};
 use crate::error::{is_unique_violation, Error, Result};
 
 /// `volume_name_template`: how a volume's directory is named, with the
@@ -227,7 +227,7 @@ pub(crate) async fn claim(
         let inserted = volume_directory::ActiveModel {
             name: Set(directory.name.clone()),
             volume_id: Set(volume_id),
-            slot: Set(directory.slot.map(|s| s.as_str().to_owned())),
+            slot: Set(directory.slot),
         }
         .insert(db)
         .await;
@@ -267,7 +267,7 @@ pub async fn of_volume(db: &impl ConnectionTrait, volume_id: Uuid) -> Result<Vec
         .await?
         .into_iter()
         .map(|row| Directory {
-            slot: row.slot.as_deref().and_then(Slot::parse),
+            slot: row.slot,
             name: row.name,
         })
         .collect())

@@ -9,6 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use cairn_entity::backup;
+use cairn_entity::enums::{BackupStatus, Trigger, VolumeKind};
 
 use crate::error::{Error, Result, Validator};
 use crate::failure::FailureCode;
@@ -18,45 +19,6 @@ use crate::Cairn;
 
 pub const DEFAULT_PAGE: u64 = 50;
 pub const MAX_PAGE: u64 = 200;
-
-/// The state of one backup.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum BackupStatus {
-    Pending,
-    Running,
-    Success,
-    Failed,
-    Pruned,
-    /// An admin deleted its archive (`DELETE …/history/{backupId}`); the
-    /// record stays.
-    Deleted,
-}
-
-impl BackupStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackupStatus::Pending => "pending",
-            BackupStatus::Running => "running",
-            BackupStatus::Success => "success",
-            BackupStatus::Failed => "failed",
-            BackupStatus::Pruned => "pruned",
-            BackupStatus::Deleted => "deleted",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<BackupStatus> {
-        Some(match text {
-            "pending" => BackupStatus::Pending,
-            "running" => BackupStatus::Running,
-            "success" => BackupStatus::Success,
-            "failed" => BackupStatus::Failed,
-            "pruned" => BackupStatus::Pruned,
-            "deleted" => BackupStatus::Deleted,
-            _ => return None,
-        })
-    }
-}
 
 /// Query parameters of the history listing. Values arrive as text and are
 /// checked here so that each bad one is named.
@@ -107,9 +69,9 @@ pub struct BackupView {
     pub volume_name: String,
     pub status: BackupStatus,
     /// `manual`, `schedule` or `safety`.
-    pub trigger: String,
+    pub trigger: Trigger,
     /// `generic` (a tar archive) or `postgres` (a pg_dump).
-    pub kind: Option<String>,
+    pub kind: Option<VolumeKind>,
     /// Bytes stored, once the archive is complete.
     pub archive_size: Option<i64>,
     pub storage_path: Option<String>,
@@ -152,9 +114,7 @@ pub struct HistoryPage {
 }
 
 fn view(model: &backup::Model) -> Result<BackupView> {
-    let status = BackupStatus::parse(&model.status).ok_or_else(|| {
-        anyhow::anyhow!("backup {} has unknown status {}", model.id, model.status)
-    })?;
+    let status = model.status;
     Ok(BackupView {
         id: model.id,
         organization_id: model.organization_id,
@@ -165,8 +125,8 @@ fn view(model: &backup::Model) -> Result<BackupView> {
         app_name: model.app_name.clone(),
         volume_name: model.volume_name.clone(),
         status,
-        trigger: model.trigger.clone(),
-        kind: model.kind.clone(),
+        trigger: model.trigger,
+        kind: model.kind,
         archive_size: model.archive_size,
         storage_path: model.storage_path.clone(),
         sha256: model.sha256.clone(),
@@ -198,7 +158,7 @@ pub async fn shrink_reason(
     manifest: &Manifest,
     fraction: f64,
 ) -> Result<Option<String>> {
-    if fraction <= 0.0 || model.trigger == crate::runs::Trigger::Safety.as_str() {
+    if fraction <= 0.0 || model.trigger == cairn_entity::enums::Trigger::Safety {
         return Ok(None);
     }
     let Some(job_id) = model.job_id else {
@@ -208,8 +168,8 @@ pub async fn shrink_reason(
         .filter(backup::Column::JobId.eq(job_id))
         .filter(backup::Column::AppName.eq(&model.app_name))
         .filter(backup::Column::VolumeName.eq(&model.volume_name))
-        .filter(backup::Column::Status.eq(BackupStatus::Success.as_str()))
-        .filter(backup::Column::Trigger.ne(crate::runs::Trigger::Safety.as_str()))
+        .filter(backup::Column::Status.eq(BackupStatus::Success))
+        .filter(backup::Column::Trigger.ne(cairn_entity::enums::Trigger::Safety))
         .filter(backup::Column::Id.lt(model.id))
         .filter(counted())
         .order_by_desc(backup::Column::Id)
@@ -357,8 +317,8 @@ pub async fn being_read(
         .select_only()
         .column(restore::Column::BackupId)
         .filter(restore::Column::Status.is_in([
-            crate::restores::RestoreStatus::Pending.as_str(),
-            crate::restores::RestoreStatus::Running.as_str(),
+            cairn_entity::enums::RestoreStatus::Pending,
+            cairn_entity::enums::RestoreStatus::Running,
         ]))
         .into_tuple()
         .all(db)
@@ -392,7 +352,7 @@ pub async fn delete(
     now: DateTime<Utc>,
 ) -> Result<BackupDetailView> {
     let model = find_model(&cairn.db, organization_id, id).await?;
-    if model.status != BackupStatus::Success.as_str() {
+    if model.status != BackupStatus::Success {
         return Err(Error::Conflict {
             field: None,
             message: format!(
@@ -416,7 +376,7 @@ pub async fn delete(
             Some(job_id) => backup::Column::JobId.eq(job_id),
             None => backup::Column::JobId.is_null(),
         })
-        .filter(backup::Column::Status.eq(BackupStatus::Success.as_str()))
+        .filter(backup::Column::Status.eq(BackupStatus::Success))
         .filter(backup::Column::Id.gt(id))
         .filter(counted())
         .one(&cairn.db)
@@ -431,10 +391,10 @@ pub async fn delete(
     let marked = backup::Entity::update_many()
         .col_expr(
             backup::Column::Status,
-            sea_orm::sea_query::Expr::value(BackupStatus::Deleted.as_str()),
+            sea_orm::sea_query::Expr::value(BackupStatus::Deleted),
         )
         .filter(backup::Column::Id.eq(id))
-        .filter(backup::Column::Status.eq(BackupStatus::Success.as_str()))
+        .filter(backup::Column::Status.eq(BackupStatus::Success))
         .exec(&cairn.db)
         .await?;
     if marked.rows_affected == 1 {

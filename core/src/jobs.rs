@@ -741,10 +741,10 @@ pub async fn retention_series(
     let backups = backup::Entity::find()
         .filter(backup::Column::OrganizationId.eq(job.organization_id))
         .filter(backup::Column::JobId.eq(job.id))
-        .filter(backup::Column::Status.eq(crate::history::BackupStatus::Success.as_str()))
+        .filter(backup::Column::Status.eq(cairn_entity::enums::BackupStatus::Success))
         // Safety backups (taken before a restore) are not the job's series:
         // retention never prunes them.
-        .filter(backup::Column::Trigger.ne(crate::runs::Trigger::Safety.as_str()))
+        .filter(backup::Column::Trigger.ne(cairn_entity::enums::Trigger::Safety))
         .order_by_asc(backup::Column::AppName)
         .order_by_asc(backup::Column::VolumeName)
         .order_by_desc(backup::Column::Id)

@@ -1,5 +1,7 @@
 use sea_orm::entity::prelude::*;
 
+use crate::enums::Slot;
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "apps")]
 pub struct Model {
@@ -12,7 +14,7 @@ pub struct Model {
     pub last_deployed_at: Option<DateTimeUtc>,
     /// `blue` or `green`: the slot of the last deploy, whose volumes are
     /// backed up first.
-    pub last_deploy_slot: Option<String>,
+    pub last_deploy_slot: Option<Slot>,
     /// When the automatic backup job was created (once per app).
     pub auto_job_created_at: Option<DateTimeUtc>,
     /// When a user deleted the automatic job (it is not created again).

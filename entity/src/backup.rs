@@ -1,5 +1,7 @@
 use sea_orm::entity::prelude::*;
 
+use crate::enums::{BackupStatus, Trigger, VolumeKind};
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "backups")]
 pub struct Model {
@@ -12,8 +14,7 @@ pub struct Model {
     pub target_id: Option<Uuid>,
     pub app_name: String,
     pub volume_name: String,
-    /// `pending`, `running`, `success`, `failed` or `pruned`.
-    pub status: String,
+    pub status: BackupStatus,
     pub archive_size: Option<i64>,
     pub storage_path: Option<String>,
     pub sha256: Option<String>,
@@ -28,10 +29,9 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub started_at: Option<DateTimeUtc>,
     pub finished_at: Option<DateTimeUtc>,
-    /// `manual`, `schedule` or `safety`.
-    pub trigger: String,
-    /// `generic` or `postgres`, once known.
-    pub kind: Option<String>,
+    pub trigger: Trigger,
+    /// The volume's kind, once known.
+    pub kind: Option<VolumeKind>,
     /// The manifest written beside the archive.
     pub manifest: Option<Json>,
     /// A successful backup whose content shrank sharply against the

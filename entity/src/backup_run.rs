@@ -1,5 +1,7 @@
 use sea_orm::entity::prelude::*;
 
+use crate::enums::{RunStatus, Trigger};
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "backup_runs")]
 pub struct Model {
@@ -7,10 +9,10 @@ pub struct Model {
     pub id: Uuid,
     pub job_id: Uuid,
     /// `schedule`, `manual` or `safety`.
-    pub trigger: String,
+    pub trigger: Trigger,
     /// The minute this run was scheduled for; unique per job.
     pub scheduled_for: DateTimeUtc,
-    pub status: String,
+    pub status: RunStatus,
     pub reason: Option<String>,
     pub created_at: DateTimeUtc,
     pub finished_at: Option<DateTimeUtc>,

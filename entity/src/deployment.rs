@@ -1,5 +1,7 @@
 use sea_orm::entity::prelude::*;
 
+use crate::enums::Slot;
+
 /// One deploy call of an app.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "deployments")]
@@ -9,7 +11,7 @@ pub struct Model {
     pub organization_id: Uuid,
     pub app_id: Uuid,
     /// `blue` or `green`.
-    pub slot: String,
+    pub slot: Slot,
     pub created_at: DateTimeUtc,
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Entities are data only: no behaviour, no validation, no queries. The code
 //! that reads and writes them lives in `cairn-core`, next to its rules. Ids
-//! are UUID v7 (time-ordered) and every timestamp is UTC.
+//! are UUID v7 (time-ordered) and every timestamp is UTC. Columns that hold
+//! one of a fixed set of words are typed by the enums of [`enums`].
 
 pub mod api_token;
 pub mod app;
@@ -12,6 +13,7 @@ pub mod backup_job_app;
 pub mod backup_run;
 pub mod backup_target;
 pub mod deployment;
+pub mod enums;
 pub mod notification_channel;
 pub mod notification_delivery;
 pub mod organization;

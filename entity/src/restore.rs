@@ -1,5 +1,7 @@
 use sea_orm::entity::prelude::*;
 
+use crate::enums::{ArchiveKind, RestoreStatus};
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "restores")]
 pub struct Model {
@@ -11,7 +13,7 @@ pub struct Model {
     pub app_id: Option<Uuid>,
     pub volume_name: String,
     /// `pending`, `running`, `success` or `failed`.
-    pub status: String,
+    pub status: RestoreStatus,
     pub safety_backup_id: Option<Uuid>,
     pub log: Json,
     pub error_code: Option<String>,
@@ -28,8 +30,8 @@ pub struct Model {
     pub safety_backup: bool,
     /// The destination app's name when the restore was requested.
     pub app_name: String,
-    /// `tar` or `pg_dump`, from the backup.
-    pub kind: Option<String>,
+    /// From the backup's archive.
+    pub kind: Option<ArchiveKind>,
     /// What the restore found and wrote (counts, bytes, destination).
     pub summary: Option<Json>,
 }

@@ -1,5 +1,7 @@
 use sea_orm::entity::prelude::*;
 
+use crate::enums::VolumeKind;
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "volumes")]
 pub struct Model {
@@ -9,7 +11,7 @@ pub struct Model {
     pub name: String,
     pub persistent: bool,
     /// `generic` or `postgres`.
-    pub kind: String,
+    pub kind: VolumeKind,
     /// Connection settings of a `postgres` volume, without the password.
     pub postgres_config: Option<Json>,
     /// The PostgreSQL password, sealed with AES-256-GCM under the master key.

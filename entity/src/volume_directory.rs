@@ -1,5 +1,7 @@
 use sea_orm::entity::prelude::*;
 
+use crate::enums::Slot;
+
 /// A directory under the volume root that one volume resolves to.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "volume_directories")]
@@ -10,7 +12,7 @@ pub struct Model {
     pub volume_id: Uuid,
     /// `blue` or `green`; `None` when the template has no `{slot}` and one
     /// directory serves both.
-    pub slot: Option<String>,
+    pub slot: Option<Slot>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

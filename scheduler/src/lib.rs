@@ -38,10 +38,10 @@ use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, Quer
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use cairn_core::history::BackupStatus;
 use cairn_core::runs::schedule::JobSchedule;
-use cairn_core::runs::{self, MissedSlots, RunStatus, Started, Trigger};
+use cairn_core::runs::{self, MissedSlots, Started};
 use cairn_core::Cairn;
+use cairn_entity::enums::{BackupStatus, RunStatus, Trigger};
 use cairn_entity::{backup, backup_job};
 
 pub use cairn_core::runs::locks::{self, LocalLocks, LockError, RedisLocks, SlotLocks, LOCK_TTL};
@@ -343,10 +343,7 @@ impl Scheduler {
         // A backup of the job still pending or running (of any run).
         let active = backup::Entity::find()
             .filter(backup::Column::JobId.eq(job.id))
-            .filter(backup::Column::Status.is_in([
-                BackupStatus::Pending.as_str(),
-                BackupStatus::Running.as_str(),
-            ]))
+            .filter(backup::Column::Status.is_in([BackupStatus::Pending, BackupStatus::Running]))
             .one(db)
             .await?;
         let skip = |reason: String| async move {

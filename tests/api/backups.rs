@@ -143,7 +143,7 @@ async fn a_manual_run_archives_every_persistent_volume(backend: Backend) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(closed.status, "success");
+    assert_eq!(closed.status, cairn_entity::enums::RunStatus::Success);
     assert!(closed.finished_at.is_some());
     f.run(&job).await;
 }
@@ -202,7 +202,7 @@ async fn failures_have_their_own_codes(backend: Backend) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(closed.status, "failed");
+    assert_eq!(closed.status, cairn_entity::enums::RunStatus::Failed);
     assert_eq!(closed.reason.as_deref(), Some("2 of 2 backups failed"));
 
     // A target that does not answer: an S3 endpoint on a closed port.
@@ -252,7 +252,7 @@ async fn a_run_with_nothing_to_back_up_is_skipped(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(runs.len(), 1);
-    assert_eq!(runs[0].status, "skipped");
+    assert_eq!(runs[0].status, cairn_entity::enums::RunStatus::Skipped);
     assert_eq!(
         runs[0].reason.as_deref(),
         Some("the job covers no persistent volume")
@@ -290,7 +290,11 @@ async fn concurrent_workers_claim_each_backup_once(backend: Backend) {
     let records = backup::Entity::find().all(&f.app.cairn.db).await.unwrap();
     assert_eq!(records.len(), 6);
     for record in records {
-        assert_eq!(record.status, "success", "{record:?}");
+        assert_eq!(
+            record.status,
+            cairn_entity::enums::BackupStatus::Success,
+            "{record:?}"
+        );
         assert_eq!(record.attempt, 1, "claimed more than once: {record:?}");
     }
 }
@@ -717,7 +721,7 @@ async fn a_killed_worker_is_detected_and_fenced() {
         uuid::Uuid::parse_str(&id).unwrap(),
         attempt,
         backup::ActiveModel {
-            status: sea_orm::ActiveValue::Set("success".into()),
+            status: sea_orm::ActiveValue::Set(cairn_entity::enums::BackupStatus::Success),
             sha256: sea_orm::ActiveValue::Set(Some("0".repeat(64))),
             ..Default::default()
         },
@@ -882,7 +886,7 @@ async fn runs_left_open_are_closed_by_the_next_tick(backend: Backend) {
     // What a worker that died right after recording the outcome leaves.
     backup::Entity::update_many()
         .set(backup::ActiveModel {
-            status: ActiveValue::Set("failed".into()),
+            status: ActiveValue::Set(cairn_entity::enums::BackupStatus::Failed),
             error_code: ActiveValue::Set(Some("internal".into())),
             ..Default::default()
         })
@@ -899,7 +903,7 @@ async fn runs_left_open_are_closed_by_the_next_tick(backend: Backend) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(closed.status, "failed");
+    assert_eq!(closed.status, cairn_entity::enums::RunStatus::Failed);
     f.run(&job).await;
 }
 

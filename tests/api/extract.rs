@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::helpers::{build_volume, describe, raw_tar};
+use cairn_entity::enums::Slot;
 
 /// The manifest of a tar archive whose tar stream is `tar_bytes` long, as
 /// the worker writes it beside the archive.
 fn tar_manifest(tar_bytes: u64) -> Vec<u8> {
-    use cairn_core::apps::Slot;
     use cairn_core::format::manifest::{Manifest, ManifestContents, TarManifest};
     use cairn_core::jobs::CompressionSetting;
     let manifest = Manifest {

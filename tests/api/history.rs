@@ -52,7 +52,7 @@ async fn history_pages_filters_and_details(backend: Backend) {
                     app: app_id,
                     target: None,
                     path: None,
-                    status,
+                    status: cairn_entity::enums::BackupStatus::parse(status).unwrap(),
                     created_at: day(10 + i as u32),
                 },
             )
@@ -180,7 +180,7 @@ async fn history_of_other_organizations_is_not_found(backend: Backend) {
             app: None,
             target: None,
             path: None,
-            status: "success",
+            status: cairn_entity::enums::BackupStatus::Success,
             created_at: Utc::now(),
         },
     )
@@ -234,7 +234,7 @@ async fn deleting_an_organization_removes_its_records_only(backend: Backend) {
                 app: None,
                 target: Some(&target),
                 path: None,
-                status: "success",
+                status: cairn_entity::enums::BackupStatus::Success,
                 created_at: Utc::now(),
             },
         )
@@ -301,7 +301,7 @@ async fn job_retention_shows_what_would_be_kept_and_pruned(backend: Backend) {
                     app: None,
                     target: None,
                     path: None,
-                    status,
+                    status: cairn_entity::enums::BackupStatus::parse(status).unwrap(),
                     created_at: time,
                 },
             )

@@ -285,7 +285,7 @@ async fn restore_requests_are_checked() {
     // Only successful backups restore.
     backup::Entity::update(backup::ActiveModel {
         id: ActiveValue::Unchanged(uuid::Uuid::parse_str(&id).unwrap()),
-        status: ActiveValue::Set("failed".into()),
+        status: ActiveValue::Set(cairn_entity::enums::BackupStatus::Failed),
         ..Default::default()
     })
     .exec(&f.app.cairn.db)
@@ -686,7 +686,7 @@ async fn a_lost_restore_is_reaped() {
     // As a worker that claimed it and died would leave it.
     restore::Entity::update(restore::ActiveModel {
         id: ActiveValue::Unchanged(restore_id),
-        status: ActiveValue::Set("running".into()),
+        status: ActiveValue::Set(cairn_entity::enums::RestoreStatus::Running),
         attempt: ActiveValue::Set(1),
         lease_owner: ActiveValue::Set(Some("dead-worker".into())),
         lease_expires_at: ActiveValue::Set(Some(chrono::Utc::now() - chrono::Duration::seconds(5))),

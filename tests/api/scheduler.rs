@@ -167,8 +167,12 @@ async fn replicas_with_skewed_clocks_fire_every_slot_once() {
         let mut by_slot: BTreeMap<DateTime<Utc>, usize> = BTreeMap::new();
         for run in &runs {
             *by_slot.entry(run.scheduled_for).or_default() += 1;
-            assert_ne!(run.status, "missed", "{run:?}");
-            assert_eq!(run.trigger, "schedule");
+            assert_ne!(
+                run.status,
+                cairn_entity::enums::RunStatus::Missed,
+                "{run:?}"
+            );
+            assert_eq!(run.trigger, cairn_entity::enums::Trigger::Schedule);
         }
         assert!(by_slot.values().all(|n| *n == 1));
         let slots: Vec<DateTime<Utc>> = by_slot.into_keys().collect();
@@ -296,7 +300,10 @@ async fn missed_slots_become_one_record() {
     // The strict job's latest slot is two minutes old: past its deadline.
     let strict_runs = runs_of(&f, strict).await;
     assert_eq!(strict_runs.len(), 2);
-    assert_eq!(strict_runs[1].status, "missed");
+    assert_eq!(
+        strict_runs[1].status,
+        cairn_entity::enums::RunStatus::Missed
+    );
     assert_eq!(strict_runs[1].missed_count, Some(36));
     // Both are back on schedule.
     let next = replica
@@ -578,8 +585,15 @@ async fn scheduler_processes_fire_each_minute_once() {
         let slots: Vec<DateTime<Utc>> = runs.iter().map(|r| r.scheduled_for).collect();
         let expected: Vec<DateTime<Utc>> = (0..4).map(|m| first + Duration::minutes(m)).collect();
         assert_eq!(slots, expected, "job {job}: {runs:?}");
-        assert!(runs.iter().all(|r| r.status != "missed"), "{runs:?}");
-        fired += runs.iter().filter(|r| r.status != "skipped").count();
+        assert!(
+            runs.iter()
+                .all(|r| r.status != cairn_entity::enums::RunStatus::Missed),
+            "{runs:?}"
+        );
+        fired += runs
+            .iter()
+            .filter(|r| r.status != cairn_entity::enums::RunStatus::Skipped)
+            .count();
     }
     // The workers ran the backups (a slot whose previous run was still
     // active is skipped, never doubled).

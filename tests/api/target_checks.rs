@@ -284,7 +284,7 @@ async fn archive_on(
             app: None,
             target: Some(target),
             path: Some(key),
-            status,
+            status: cairn_entity::enums::BackupStatus::parse(status).unwrap(),
             created_at: Utc::now(),
         },
     )
@@ -401,7 +401,7 @@ async fn archives_download_from_every_kind_of_target(backend: Backend) {
             app: None,
             target: Some(&s3),
             path: Some("acme/never-written.tar.zst"),
-            status: "success",
+            status: cairn_entity::enums::BackupStatus::Success,
             created_at: Utc::now(),
         },
     )
@@ -420,7 +420,7 @@ async fn archives_download_from_every_kind_of_target(backend: Backend) {
             app: None,
             target: Some(&local_target),
             path: Some("acme/never-written.tar.zst"),
-            status: "success",
+            status: cairn_entity::enums::BackupStatus::Success,
             created_at: Utc::now(),
         },
     )

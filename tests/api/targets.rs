@@ -393,7 +393,7 @@ async fn targets_in_use_cannot_be_deleted(backend: Backend) {
             app: None,
             target: Some(&target),
             path: None,
-            status: "success",
+            status: cairn_entity::enums::BackupStatus::Success,
             created_at: chrono::Utc::now(),
         },
     )

@@ -520,7 +520,7 @@ async fn a_backup_and_a_restore_of_one_volume_never_overlap(backend: Backend) {
     let held_id = uuid::Uuid::parse_str(held["backups"][0]["id"].as_str().unwrap()).unwrap();
     backup::Entity::update(backup::ActiveModel {
         id: ActiveValue::Unchanged(held_id),
-        status: ActiveValue::Set("running".into()),
+        status: ActiveValue::Set(cairn_entity::enums::BackupStatus::Running),
         attempt: ActiveValue::Set(1),
         lease_owner: ActiveValue::Set(Some("a live worker".into())),
         lease_expires_at: ActiveValue::Set(Some(chrono::Utc::now() + chrono::Duration::minutes(5))),
@@ -540,7 +540,7 @@ async fn a_backup_and_a_restore_of_one_volume_never_overlap(backend: Backend) {
     assert_eq!(f.restore(&second_id).await["status"], "pending");
     backup::Entity::update(backup::ActiveModel {
         id: ActiveValue::Unchanged(held_id),
-        status: ActiveValue::Set("failed".into()),
+        status: ActiveValue::Set(cairn_entity::enums::BackupStatus::Failed),
         ..Default::default()
     })
     .exec(&f.app.cairn.db)
@@ -920,7 +920,7 @@ async fn growth_is_bounded(backend: Backend) {
     assert_eq!(deliveries.len(), 2);
     notification_delivery::Entity::update(notification_delivery::ActiveModel {
         id: ActiveValue::Unchanged(deliveries[0].id),
-        status: ActiveValue::Set("sent".into()),
+        status: ActiveValue::Set(cairn_entity::enums::DeliveryStatus::Sent),
         ..Default::default()
     })
     .exec(&f.app.cairn.db)

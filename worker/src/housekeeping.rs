@@ -13,9 +13,9 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
-use cairn_core::history::{self, BackupStatus};
-use cairn_core::runs::Trigger;
+use cairn_core::history::{self};
 use cairn_core::Cairn;
+use cairn_entity::enums::{BackupStatus, DeliveryStatus, Trigger};
 use cairn_entity::{backup, notification_delivery};
 
 use crate::lease::{append_log, line};
@@ -33,8 +33,8 @@ pub async fn housekeeping(cairn: &Cairn, now: DateTime<Utc>) -> anyhow::Result<H
     let mut done = Housekept::default();
     let cutoff = now - chrono::Duration::days(i64::from(cairn.config.safety_backup_retention_days));
     let expired = backup::Entity::find()
-        .filter(backup::Column::Trigger.eq(Trigger::Safety.as_str()))
-        .filter(backup::Column::Status.eq(BackupStatus::Success.as_str()))
+        .filter(backup::Column::Trigger.eq(Trigger::Safety))
+        .filter(backup::Column::Status.eq(BackupStatus::Success))
         .filter(backup::Column::CreatedAt.lt(cutoff))
         .all(&cairn.db)
         .await?;
@@ -47,7 +47,7 @@ pub async fn housekeeping(cairn: &Cairn, now: DateTime<Utc>) -> anyhow::Result<H
             .filter(backup::Column::OrganizationId.eq(model.organization_id))
             .filter(backup::Column::AppName.eq(&model.app_name))
             .filter(backup::Column::VolumeName.eq(&model.volume_name))
-            .filter(backup::Column::Status.eq(BackupStatus::Success.as_str()))
+            .filter(backup::Column::Status.eq(BackupStatus::Success))
             .filter(backup::Column::Id.ne(model.id))
             .filter(history::counted())
             .one(&cairn.db)
@@ -63,10 +63,10 @@ pub async fn housekeeping(cairn: &Cairn, now: DateTime<Utc>) -> anyhow::Result<H
         let updated = backup::Entity::update_many()
             .col_expr(
                 backup::Column::Status,
-                sea_orm::sea_query::Expr::value(BackupStatus::Pruned.as_str()),
+                sea_orm::sea_query::Expr::value(BackupStatus::Pruned),
             )
             .filter(backup::Column::Id.eq(model.id))
-            .filter(backup::Column::Status.eq(BackupStatus::Success.as_str()))
+            .filter(backup::Column::Status.eq(BackupStatus::Success))
             .exec(&cairn.db)
             .await?;
         if updated.rows_affected == 1 {
@@ -87,7 +87,10 @@ pub async fn housekeeping(cairn: &Cairn, now: DateTime<Utc>) -> anyhow::Result<H
     }
     let kept_since = now - chrono::Duration::days(i64::from(cairn.config.notifications.keep_days));
     let deleted = notification_delivery::Entity::delete_many()
-        .filter(notification_delivery::Column::Status.is_in(["sent", "failed"]))
+        .filter(
+            notification_delivery::Column::Status
+                .is_in([DeliveryStatus::Sent, DeliveryStatus::Failed]),
+        )
         .filter(notification_delivery::Column::CreatedAt.lt(kept_since))
         .exec(&cairn.db)
         .await?;

@@ -13,9 +13,10 @@ use sea_orm::{
 use uuid::Uuid;
 
 use cairn_core::failure::FailureCode;
-use cairn_core::history::{BackupStatus, LogLine};
+use cairn_core::history::LogLine;
 use cairn_core::storage::{self, ObjectKey, Purpose};
 use cairn_core::Cairn;
+use cairn_entity::enums::BackupStatus;
 use cairn_entity::{backup, backup_run, backup_target};
 
 use crate::Worker;
@@ -93,7 +94,7 @@ pub(crate) async fn claim<E: Leased>(
     let mut candidate = Query::select()
         .column(column("id"))
         .from(E::default())
-        .and_where(Expr::col(column("status")).eq(BackupStatus::Pending.as_str()))
+        .and_where(Expr::col(column("status")).eq(BackupStatus::Pending))
         .to_owned();
     if let Some(condition) = E::claimable() {
         candidate.and_where(Expr::cust(condition));
@@ -105,10 +106,7 @@ pub(crate) async fn claim<E: Leased>(
         .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
         .to_owned();
     let claimed = E::update_many()
-        .col_expr(
-            column("status"),
-            Expr::value(BackupStatus::Running.as_str()),
-        )
+        .col_expr(column("status"), Expr::value(BackupStatus::Running))
         .col_expr(column("attempt"), Expr::col(column("attempt")).add(1))
         .col_expr(column("lease_owner"), Expr::value(owner))
         .col_expr(
@@ -120,7 +118,7 @@ pub(crate) async fn claim<E: Leased>(
             None,
             Box::new(SubQueryStatement::SelectStatement(candidate)),
         )))
-        .filter(Expr::col(column("status")).eq(BackupStatus::Pending.as_str()));
+        .filter(Expr::col(column("status")).eq(BackupStatus::Pending));
     // SQLite has one writer at a time; PostgreSQL takes turns by the lock.
     let txn = db.begin().await?;
     if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
@@ -157,7 +155,7 @@ fn held(id: Uuid, attempt: i32) -> Condition {
     Condition::all()
         .add(Expr::col(column("id")).eq(id))
         .add(Expr::col(column("attempt")).eq(attempt))
-        .add(Expr::col(column("status")).eq(BackupStatus::Running.as_str()))
+        .add(Expr::col(column("status")).eq(BackupStatus::Running))
 }
 
 /// Writes `changes` only while attempt `attempt` holds the row; false when
@@ -238,7 +236,7 @@ pub(crate) use cairn_core::history::objects_of;
 /// finished. Returns how many backups it failed.
 pub async fn reap(cairn: &Cairn, now: DateTime<Utc>) -> anyhow::Result<usize> {
     let expired = backup::Entity::find()
-        .filter(backup::Column::Status.eq(BackupStatus::Running.as_str()))
+        .filter(backup::Column::Status.eq(BackupStatus::Running))
         .filter(backup::Column::LeaseExpiresAt.lt(now))
         .order_by_asc(backup::Column::Id)
         .limit(100)
@@ -256,7 +254,7 @@ pub async fn reap(cairn: &Cairn, now: DateTime<Utc>) -> anyhow::Result<usize> {
         );
         let failed = backup::Entity::update_many()
             .set(backup::ActiveModel {
-                status: ActiveValue::Set(BackupStatus::Failed.as_str().to_owned()),
+                status: ActiveValue::Set(BackupStatus::Failed),
                 error_code: ActiveValue::Set(Some(FailureCode::WorkerLost.as_str().to_owned())),
                 error_message: ActiveValue::Set(Some(message.clone())),
                 finished_at: ActiveValue::Set(Some(now)),
@@ -266,7 +264,7 @@ pub async fn reap(cairn: &Cairn, now: DateTime<Utc>) -> anyhow::Result<usize> {
             })
             .filter(backup::Column::Id.eq(model.id))
             .filter(backup::Column::Attempt.eq(model.attempt))
-            .filter(backup::Column::Status.eq(BackupStatus::Running.as_str()))
+            .filter(backup::Column::Status.eq(BackupStatus::Running))
             .filter(backup::Column::LeaseExpiresAt.lt(now))
             .exec(&cairn.db)
             .await?;
@@ -307,13 +305,13 @@ async fn close_finished_runs(cairn: &Cairn, now: DateTime<Utc>) -> anyhow::Resul
             Expr::col((backup::Entity, backup::Column::RunId))
                 .equals((backup_run::Entity, backup_run::Column::Id)),
         )
-        .and_where(Expr::col((backup::Entity, backup::Column::Status)).is_in([
-            BackupStatus::Pending.as_str(),
-            BackupStatus::Running.as_str(),
-        ]))
+        .and_where(
+            Expr::col((backup::Entity, backup::Column::Status))
+                .is_in([BackupStatus::Pending, BackupStatus::Running]),
+        )
         .to_owned();
     let stale = backup_run::Entity::find()
-        .filter(backup_run::Column::Status.eq(cairn_core::runs::RunStatus::Running.as_str()))
+        .filter(backup_run::Column::Status.eq(cairn_entity::enums::RunStatus::Running))
         .filter(Condition::all().add(Expr::exists(active).not()))
         .limit(100)
         .all(&cairn.db)

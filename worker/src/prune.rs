@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ActiveValue, ColumnTrait, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
-use cairn_core::history::BackupStatus;
 use cairn_core::Cairn;
+use cairn_entity::enums::BackupStatus;
 use cairn_entity::{backup, backup_job};
 
 use crate::lease::{append_log, line};
@@ -55,11 +55,11 @@ pub async fn prune(cairn: &Cairn, job: &backup_job::Model) -> anyhow::Result<usi
                 Ok(()) => {
                     let updated = backup::Entity::update_many()
                         .set(backup::ActiveModel {
-                            status: ActiveValue::Set(BackupStatus::Pruned.as_str().to_owned()),
+                            status: ActiveValue::Set(BackupStatus::Pruned),
                             ..Default::default()
                         })
                         .filter(backup::Column::Id.eq(model.id))
-                        .filter(backup::Column::Status.eq(BackupStatus::Success.as_str()))
+                        .filter(backup::Column::Status.eq(BackupStatus::Success))
                         .exec(&cairn.db)
                         .await?;
                     if updated.rows_affected == 1 {

@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use cairn_core::apps::Slot;
 use cairn_core::directories::{self, Directory};
 use cairn_core::failure::FailureCode;
+use cairn_entity::enums::{Slot, VolumeKind};
 use cairn_entity::volume;
 
 use crate::failure::{internal, Failure};
@@ -39,7 +39,7 @@ pub(crate) async fn volume_directories(
     db: &sea_orm::DatabaseConnection,
     volume: &volume::Model,
 ) -> Result<Vec<Directory>, Failure> {
-    if volume.kind == "postgres" {
+    if volume.kind == VolumeKind::Postgres {
         return Ok(Vec::new());
     }
     if volume.conflict {

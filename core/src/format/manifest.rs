@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::apps::Slot;
 use crate::jobs::CompressionSetting;
+use cairn_entity::enums::Slot;
 
 /// The version of the archive layout (archive + `.sha256` +
 /// `.manifest.json`) that this Cairn writes and reads; a restore refuses

@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use cairn_entity::enums::DeliveryStatus;
 use cairn_entity::{backup_job, backup_run, notification_channel, notification_delivery, restore};
 
 use crate::config::NotificationsConfig;
@@ -52,37 +53,6 @@ pub use payload::{Event, NotificationPayload};
 const BATCH: u64 = 32;
 /// Deliveries sent at once by one pass.
 const PARALLEL: usize = 8;
-
-/// The state of a delivery.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum DeliveryStatus {
-    /// Not sent yet, or waiting for its next attempt (`nextAttemptAt`).
-    Pending,
-    Sent,
-    /// Every attempt failed, or the receiver refused it for good;
-    /// `lastError` says why.
-    Failed,
-}
-
-impl DeliveryStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryStatus::Pending => "pending",
-            DeliveryStatus::Sent => "sent",
-            DeliveryStatus::Failed => "failed",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<DeliveryStatus> {
-        Some(match text {
-            "pending" => DeliveryStatus::Pending,
-            "sent" => DeliveryStatus::Sent,
-            "failed" => DeliveryStatus::Failed,
-            _ => return None,
-        })
-    }
-}
 
 /// What an event is about.
 #[derive(Clone, Copy, Debug)]
@@ -150,7 +120,7 @@ pub async fn enqueue(
             restore_id: Set(restore_id),
             event: Set(payload.event.as_str().to_owned()),
             payload: Set(serde_json::to_value(&payload).map_err(anyhow::Error::from)?),
-            status: Set(DeliveryStatus::Pending.as_str().to_owned()),
+            status: Set(DeliveryStatus::Pending),
             attempts: Set(0),
             next_attempt_at: Set(now),
             lease_owner: Set(None),
@@ -241,7 +211,7 @@ pub async fn dispatch_due(
 ) -> Result<DispatchReport> {
     use notification_delivery::Column as D;
     let due = notification_delivery::Entity::find()
-        .filter(D::Status.eq(DeliveryStatus::Pending.as_str()))
+        .filter(D::Status.eq(DeliveryStatus::Pending))
         .filter(D::NextAttemptAt.lte(now))
         .filter(
             Condition::any()
@@ -305,7 +275,7 @@ async fn attempt(
     if delivery.attempts >= max_attempts {
         let ended = notification_delivery::Entity::update_many()
             .set(notification_delivery::ActiveModel {
-                status: Set(DeliveryStatus::Failed.as_str().to_owned()),
+                status: Set(DeliveryStatus::Failed),
                 lease_owner: Set(None),
                 lease_expires_at: Set(None),
                 last_error: Set(Some(format!(
@@ -316,7 +286,7 @@ async fn attempt(
             })
             .filter(D::Id.eq(delivery.id))
             .filter(D::Attempts.eq(delivery.attempts))
-            .filter(D::Status.eq(DeliveryStatus::Pending.as_str()))
+            .filter(D::Status.eq(DeliveryStatus::Pending))
             .exec(&cairn.db)
             .await?;
         return Ok((ended.rows_affected == 1).then_some(DeliveryStatus::Failed));
@@ -330,7 +300,7 @@ async fn attempt(
         .col_expr(D::LeaseExpiresAt, Expr::value(at + lease))
         .col_expr(D::LastAttemptAt, Expr::value(at))
         .filter(D::Id.eq(delivery.id))
-        .filter(D::Status.eq(DeliveryStatus::Pending.as_str()))
+        .filter(D::Status.eq(DeliveryStatus::Pending))
         .filter(D::Attempts.eq(delivery.attempts))
         .filter(
             Condition::any()
@@ -379,7 +349,7 @@ async fn attempt(
     }
     notification_delivery::Entity::update_many()
         .set(notification_delivery::ActiveModel {
-            status: Set(status.as_str().to_owned()),
+            status: Set(status),
             next_attempt_at: Set(next_attempt_at),
             lease_owner: Set(None),
             lease_expires_at: Set(None),
@@ -391,7 +361,7 @@ async fn attempt(
         .filter(D::Id.eq(delivery.id))
         .filter(D::Attempts.eq(attempts))
         .filter(D::LeaseOwner.eq(owner))
-        .filter(D::Status.eq(DeliveryStatus::Pending.as_str()))
+        .filter(D::Status.eq(DeliveryStatus::Pending))
         .exec(&cairn.db)
         .await?;
     Ok(Some(status))
@@ -599,8 +569,7 @@ fn delivery_view(model: notification_delivery::Model) -> Result<DeliveryView> {
     let unknown = |what: &str, value: &str| -> Error {
         anyhow::anyhow!("delivery {} has unknown {what} {value}", model.id).into()
     };
-    let status =
-        DeliveryStatus::parse(&model.status).ok_or_else(|| unknown("status", &model.status))?;
+    let status = model.status;
     let event = Event::parse(&model.event).ok_or_else(|| unknown("event", &model.event))?;
     let payload: NotificationPayload =
         serde_json::from_value(model.payload.clone()).map_err(anyhow::Error::from)?;

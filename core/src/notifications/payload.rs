@@ -15,7 +15,7 @@ use cairn_entity::{backup, backup_job, backup_run, restore};
 
 use crate::error::Result;
 use crate::failure::FailureCode;
-use crate::history::BackupStatus;
+use cairn_entity::enums::{BackupStatus, RunStatus, Trigger};
 
 /// The schema version of [`NotificationPayload`].
 pub const PAYLOAD_VERSION: u32 = 1;
@@ -134,9 +134,9 @@ pub struct JobRef {
 pub struct RunRef {
     pub id: Uuid,
     /// `schedule` or `manual`.
-    pub trigger: String,
+    pub trigger: Trigger,
     /// `success`, `partial`, `failed`, `missed` or `skipped`.
-    pub status: String,
+    pub status: RunStatus,
     /// The slot (scheduled runs) or the time it was asked for.
     pub scheduled_for: DateTime<Utc>,
     #[schema(required = true)]
@@ -171,7 +171,7 @@ pub struct VolumeResult {
     pub app_name: String,
     pub volume_name: String,
     /// `success` or `failed` (`pruned` when retention removed it since).
-    pub status: String,
+    pub status: BackupStatus,
     #[schema(required = true)]
     pub archive_size: Option<u64>,
     #[schema(required = true)]
@@ -215,20 +215,19 @@ pub fn run_event(
     job: &backup_job::Model,
     suspicious: bool,
 ) -> Option<Event> {
-    use crate::runs::{RunStatus, Trigger};
-    if run.trigger == Trigger::Safety.as_str() {
+    if run.trigger == Trigger::Safety {
         return None;
     }
-    let status = run.status.as_str();
-    let (event, wanted) = if status == RunStatus::Success.as_str() && suspicious {
+    let status = run.status;
+    let (event, wanted) = if status == RunStatus::Success && suspicious {
         (Event::RunSuspicious, job.notify_on_failure)
-    } else if status == RunStatus::Success.as_str() {
+    } else if status == RunStatus::Success {
         (Event::RunSucceeded, job.notify_on_success)
-    } else if status == RunStatus::Failed.as_str() || status == RunStatus::Partial.as_str() {
+    } else if status == RunStatus::Failed || status == RunStatus::Partial {
         (Event::RunFailed, job.notify_on_failure)
-    } else if status == RunStatus::Missed.as_str() {
+    } else if status == RunStatus::Missed {
         (Event::RunMissed, job.notify_on_failure)
-    } else if status == RunStatus::Skipped.as_str() && run.trigger == Trigger::Schedule.as_str() {
+    } else if status == RunStatus::Skipped && run.trigger == Trigger::Schedule {
         (Event::RunSkipped, job.notify_on_failure)
     } else {
         return None;
@@ -277,14 +276,14 @@ pub async fn run_payload(
         .order_by_asc(backup::Column::VolumeName)
         .all(db)
         .await?;
-    let failed = |b: &backup::Model| b.status == BackupStatus::Failed.as_str();
+    let failed = |b: &backup::Model| b.status == BackupStatus::Failed;
     let volumes: Vec<VolumeResult> = backups
         .iter()
         .map(|b| VolumeResult {
             backup_id: b.id,
             app_name: b.app_name.clone(),
             volume_name: b.volume_name.clone(),
-            status: b.status.clone(),
+            status: b.status,
             archive_size: b.archive_size.map(|size| size.max(0) as u64),
             error: if failed(b) {
                 error_of(&b.error_code, &b.error_message)
@@ -322,8 +321,8 @@ pub async fn run_payload(
         }),
         run: Some(RunRef {
             id: run.id,
-            trigger: run.trigger.clone(),
-            status: run.status.clone(),
+            trigger: run.trigger,
+            status: run.status,
             scheduled_for: run.scheduled_for,
             finished_at: run.finished_at,
             reason: run.reason.clone(),

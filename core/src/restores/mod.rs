@@ -21,13 +21,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use cairn_entity::enums::{ArchiveKind, BackupStatus, RestoreStatus, VolumeKind};
 use cairn_entity::{app, backup, backup_target, restore, volume};
 
 use crate::error::{is_unique_violation, Error, Result, Validator};
 use crate::failure::FailureCode;
 use crate::format::manifest::ManifestHeader;
 use crate::format::names::{ArchiveName, Format};
-use crate::history::{BackupStatus, LogLine};
+use crate::history::LogLine;
 use crate::storage::{self, ByteStream, ObjectKey, Purpose, Storage};
 use crate::Cairn;
 
@@ -64,37 +65,6 @@ pub struct RestoreInto {
     pub volume_name: String,
 }
 
-/// The state of a restore.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum RestoreStatus {
-    Pending,
-    Running,
-    Success,
-    Failed,
-}
-
-impl RestoreStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RestoreStatus::Pending => "pending",
-            RestoreStatus::Running => "running",
-            RestoreStatus::Success => "success",
-            RestoreStatus::Failed => "failed",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<RestoreStatus> {
-        Some(match text {
-            "pending" => RestoreStatus::Pending,
-            "running" => RestoreStatus::Running,
-            "success" => RestoreStatus::Success,
-            "failed" => RestoreStatus::Failed,
-            _ => return None,
-        })
-    }
-}
-
 /// A restore.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -108,7 +78,7 @@ pub struct RestoreView {
     pub app_name: String,
     pub volume_name: String,
     /// `tar` (files) or `pg_dump` (PostgreSQL).
-    pub kind: Option<String>,
+    pub kind: Option<ArchiveKind>,
     pub status: RestoreStatus,
     pub dry_run: bool,
     /// Whether a safety backup of the destination was requested.
@@ -160,9 +130,7 @@ pub struct RestorePage {
 }
 
 pub fn view(model: &restore::Model) -> Result<RestoreView> {
-    let status = RestoreStatus::parse(&model.status).ok_or_else(|| {
-        anyhow::anyhow!("restore {} has unknown status {}", model.id, model.status)
-    })?;
+    let status = model.status;
     Ok(RestoreView {
         id: model.id,
         organization_id: model.organization_id,
@@ -170,7 +138,7 @@ pub fn view(model: &restore::Model) -> Result<RestoreView> {
         app_id: model.app_id,
         app_name: model.app_name.clone(),
         volume_name: model.volume_name.clone(),
-        kind: model.kind.clone(),
+        kind: model.kind,
         status,
         dry_run: model.dry_run,
         safety_backup: model.safety_backup,
@@ -186,10 +154,10 @@ pub fn view(model: &restore::Model) -> Result<RestoreView> {
 
 /// The kind of archive (`tar` or `pg_dump`) and the kind of volume it
 /// restores into (`generic` or `postgres`).
-pub fn kinds_of(name: ArchiveName) -> (&'static str, &'static str) {
+pub fn kinds_of(name: ArchiveName) -> (ArchiveKind, VolumeKind) {
     match name.format {
-        Format::Dump => ("pg_dump", "postgres"),
-        _ => ("tar", "generic"),
+        Format::Dump => (ArchiveKind::PgDump, VolumeKind::Postgres),
+        _ => (ArchiveKind::Tar, VolumeKind::Generic),
     }
 }
 
@@ -211,7 +179,7 @@ pub async fn stored_archive(cairn: &Cairn, model: backup::Model) -> Result<Store
         field: None,
         message,
     };
-    if model.status != BackupStatus::Success.as_str() {
+    if model.status != BackupStatus::Success {
         return Err(conflict(format!(
             "only successful backups can be read (restored, previewed, downloaded); this one is {}",
             model.status
@@ -387,8 +355,8 @@ pub async fn request(
         app_id: Set(Some(destination_app.id)),
         app_name: Set(destination_app.name.clone()),
         volume_name: Set(destination_volume.name.clone()),
-        kind: Set(Some(archive_kind.to_owned())),
-        status: Set(RestoreStatus::Pending.as_str().to_owned()),
+        kind: Set(Some(archive_kind)),
+        status: Set(RestoreStatus::Pending),
         dry_run: Set(body.dry_run),
         safety_backup: Set(body.safety_backup && !body.dry_run),
         safety_backup_id: Set(None),

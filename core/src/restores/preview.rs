@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use cairn_entity::backup;
+use cairn_entity::enums::{ArchiveKind, VolumeKind};
 
 use crate::error::{Error, Result};
 use crate::format::manifest::{Manifest, ManifestContents, ManifestHeader};
@@ -35,7 +36,7 @@ pub struct PreviewView {
     pub app_name: String,
     pub volume_name: String,
     /// `tar` (files) or `pg_dump` (PostgreSQL).
-    pub kind: String,
+    pub kind: ArchiveKind,
     /// Bytes stored.
     pub size: Option<i64>,
     pub created_at: DateTime<Utc>,
@@ -128,9 +129,9 @@ pub async fn preview(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<P
         backup_id: model.id,
         app_name: model.app_name.clone(),
         volume_name: model.volume_name.clone(),
-        kind: match model.kind.as_deref() {
-            Some("postgres") => "pg_dump".into(),
-            _ => "tar".into(),
+        kind: match model.kind {
+            Some(VolumeKind::Postgres) => ArchiveKind::PgDump,
+            _ => ArchiveKind::Tar,
         },
         size: model.archive_size,
         created_at: model.created_at,
@@ -151,7 +152,7 @@ pub async fn preview(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<P
         return Ok(view);
     }
     let archive = stored_archive(cairn, model).await?;
-    view.kind = kinds_of(archive.name).0.to_owned();
+    view.kind = kinds_of(archive.name).0;
     let identity = if archive.name.encrypted {
         Some(crate::format::age::identity(&cairn.db, &cairn.master_key, organization_id).await?)
     } else {

@@ -26,60 +26,9 @@ use uuid::Uuid;
 use cairn_entity::{app, backup, backup_job, backup_job_app, backup_run, backup_target, volume};
 
 use crate::error::{is_unique_violation, Error, Result};
-use crate::history::BackupStatus;
 use crate::notifications::Subject;
 use crate::Cairn;
-
-/// The state of a run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    /// Some of its backups are pending or running.
-    Running,
-    /// Every backup succeeded.
-    Success,
-    /// Some backups failed, some succeeded.
-    Partial,
-    /// Every backup failed.
-    Failed,
-    /// Nothing was backed up; `reason` says why.
-    Skipped,
-    /// Slots passed while no scheduler ran; one record stands for all of
-    /// them (`missedCount`, `missedFrom`, `missedTo`).
-    Missed,
-}
-
-impl RunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Running => "running",
-            RunStatus::Success => "success",
-            RunStatus::Partial => "partial",
-            RunStatus::Failed => "failed",
-            RunStatus::Skipped => "skipped",
-            RunStatus::Missed => "missed",
-        }
-    }
-}
-
-/// What made a run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Trigger {
-    Manual,
-    Schedule,
-    /// Taken by a restore, of the destination, before it is replaced.
-    Safety,
-}
-
-impl Trigger {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Manual => "manual",
-            Trigger::Schedule => "schedule",
-            Trigger::Safety => "safety",
-        }
-    }
-}
+use cairn_entity::enums::{BackupStatus, RunStatus, Trigger};
 
 /// One backup a run created.
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -240,13 +189,12 @@ pub async fn start_scoped(
     let inserted = backup_run::ActiveModel {
         id: Set(run_id),
         job_id: Set(job.id),
-        trigger: Set(trigger.as_str().to_owned()),
+        trigger: Set(trigger),
         scheduled_for: Set(scheduled_for),
         status: Set(match skip_reason {
             Some(_) => RunStatus::Skipped,
             None => RunStatus::Running,
         }
-        .as_str()
         .to_owned()),
         reason: Set(skip_reason.clone()),
         created_at: Set(now),
@@ -292,7 +240,7 @@ pub async fn start_scoped(
             target_id: Set(Some(target.id)),
             app_name: Set(app.name.clone()),
             volume_name: Set(volume.name.clone()),
-            status: Set(BackupStatus::Pending.as_str().to_owned()),
+            status: Set(BackupStatus::Pending),
             archive_size: Set(None),
             storage_path: Set(None),
             sha256: Set(None),
@@ -305,8 +253,8 @@ pub async fn start_scoped(
             created_at: Set(now),
             started_at: Set(None),
             finished_at: Set(None),
-            trigger: Set(trigger.as_str().to_owned()),
-            kind: Set(Some(volume.kind.clone())),
+            trigger: Set(trigger),
+            kind: Set(Some(volume.kind)),
             manifest: Set(None),
             suspicious: Set(false),
             suspicious_reason: Set(None),
@@ -357,9 +305,9 @@ pub async fn record_unfired(
     let inserted = backup_run::ActiveModel {
         id: Set(run_id),
         job_id: Set(job_id),
-        trigger: Set(Trigger::Schedule.as_str().to_owned()),
+        trigger: Set(Trigger::Schedule),
         scheduled_for: Set(scheduled_for),
-        status: Set(status.as_str().to_owned()),
+        status: Set(status),
         reason: Set(Some(reason)),
         created_at: Set(now),
         finished_at: Set(Some(now)),
@@ -392,12 +340,12 @@ pub async fn record_unfired(
             .await?;
         let previous = backup_run::Entity::find()
             .filter(backup_run::Column::JobId.eq(job_id))
-            .filter(backup_run::Column::Trigger.eq(Trigger::Schedule.as_str()))
+            .filter(backup_run::Column::Trigger.eq(Trigger::Schedule))
             .filter(backup_run::Column::ScheduledFor.lt(scheduled_for))
             .order_by_desc(backup_run::Column::ScheduledFor)
             .one(&txn)
             .await?;
-        if previous.is_some_and(|run| run.status == RunStatus::Skipped.as_str()) {
+        if previous.is_some_and(|run| run.status == RunStatus::Skipped) {
             crate::notifications::enqueue_guarded(&txn, Subject::Run(run_id), now).await;
         }
     }
@@ -467,15 +415,14 @@ pub async fn close_if_done(
         .filter(backup::Column::RunId.eq(run_id))
         .all(db)
         .await?;
-    let active = |status: &str| {
-        status == BackupStatus::Pending.as_str() || status == BackupStatus::Running.as_str()
-    };
-    if backups.iter().any(|b| active(&b.status)) {
+    let active =
+        |status: BackupStatus| status == BackupStatus::Pending || status == BackupStatus::Running;
+    if backups.iter().any(|b| active(b.status)) {
         return Ok(None);
     }
     let failed = backups
         .iter()
-        .filter(|b| b.status == BackupStatus::Failed.as_str())
+        .filter(|b| b.status == BackupStatus::Failed)
         .count() as u64;
     let succeeded = backups.len() as u64 - failed;
     let status = match (succeeded, failed) {
@@ -488,20 +435,20 @@ pub async fn close_if_done(
         .expr(Expr::val(1))
         .from(backup::Entity)
         .and_where(Expr::col((backup::Entity, backup::Column::RunId)).eq(run_id))
-        .and_where(Expr::col((backup::Entity, backup::Column::Status)).is_in([
-            BackupStatus::Pending.as_str(),
-            BackupStatus::Running.as_str(),
-        ]))
+        .and_where(
+            Expr::col((backup::Entity, backup::Column::Status))
+                .is_in([BackupStatus::Pending, BackupStatus::Running]),
+        )
         .to_owned();
     let updated = backup_run::Entity::update_many()
         .set(backup_run::ActiveModel {
-            status: Set(status.as_str().to_owned()),
+            status: Set(status),
             reason: Set(reason),
             finished_at: Set(Some(now)),
             ..Default::default()
         })
         .filter(backup_run::Column::Id.eq(run_id))
-        .filter(backup_run::Column::Status.eq(RunStatus::Running.as_str()))
+        .filter(backup_run::Column::Status.eq(RunStatus::Running))
         .filter(Condition::all().add(Expr::exists(still_active).not()))
         .exec(db)
         .await?;
@@ -516,7 +463,7 @@ pub async fn close_if_done(
     // adds one. Only the closer gets here, so each run counts once. A
     // safety backup (before a restore) says nothing of the job's schedule,
     // and a run of one app's volumes says nothing of the others'.
-    if run.trigger != Trigger::Safety.as_str() && run.scope_app_id.is_none() {
+    if run.trigger != Trigger::Safety && run.scope_app_id.is_none() {
         let health =
             backup_job::Entity::update_many().filter(backup_job::Column::Id.eq(run.job_id));
         if status == RunStatus::Success {
@@ -551,7 +498,7 @@ pub struct RunRecordView {
     pub id: Uuid,
     pub job_id: Uuid,
     /// `schedule`, `manual` or `safety` (the safety backup of a restore).
-    pub trigger: String,
+    pub trigger: Trigger,
     /// The slot (scheduled runs) or the time it was asked for.
     pub scheduled_for: DateTime<Utc>,
     pub status: RunStatus,
@@ -586,18 +533,6 @@ pub struct RunPage {
     pub items: Vec<RunRecordView>,
     /// Pass as `cursor` for the next page; `null` on the last page.
     pub next_cursor: Option<String>,
-}
-
-fn parse_run_status(text: &str) -> Option<RunStatus> {
-    Some(match text {
-        "running" => RunStatus::Running,
-        "success" => RunStatus::Success,
-        "partial" => RunStatus::Partial,
-        "failed" => RunStatus::Failed,
-        "skipped" => RunStatus::Skipped,
-        "missed" => RunStatus::Missed,
-        _ => return None,
-    })
 }
 
 /// One page of a job's runs, newest first, with their backups.
@@ -636,9 +571,7 @@ pub async fn list(
     let items = rows
         .into_iter()
         .map(|run| {
-            let status = parse_run_status(&run.status).ok_or_else(|| {
-                anyhow::anyhow!("run {} has unknown status {}", run.id, run.status)
-            })?;
+            let status = run.status;
             Ok(RunRecordView {
                 backups: backups
                     .iter()
@@ -647,7 +580,7 @@ pub async fn list(
                         id: b.id,
                         app_name: b.app_name.clone(),
                         volume_name: b.volume_name.clone(),
-                        status: BackupStatus::parse(&b.status).unwrap_or(BackupStatus::Failed),
+                        status: b.status,
                     })
                     .collect(),
                 id: run.id,

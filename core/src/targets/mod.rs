@@ -22,9 +22,9 @@ use cairn_entity::{backup, backup_job, backup_target};
 
 use crate::config::SystemTargetConfig;
 use crate::error::{is_unique_violation, Error, Result};
-use crate::history::BackupStatus;
 use crate::secrets::MasterKey;
 use crate::Cairn;
+use cairn_entity::enums::BackupStatus;
 use config::{validate, LocalRoot, Stored, TargetSettings, PRIVATE_KEY, SECRET_ACCESS_KEY};
 
 /// The name of the system-level target configured by `cairn.yml`.
@@ -419,10 +419,7 @@ async fn check_location_kept(
 ) -> Result<()> {
     let holds_archives = backup::Entity::find()
         .filter(backup::Column::TargetId.eq(existing.id))
-        .filter(backup::Column::Status.is_in([
-            BackupStatus::Success.as_str(),
-            BackupStatus::Running.as_str(),
-        ]))
+        .filter(backup::Column::Status.is_in([BackupStatus::Success, BackupStatus::Running]))
         .one(db)
         .await?
         .is_some();

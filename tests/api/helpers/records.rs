@@ -2,6 +2,7 @@
 //! entities), for tests of what reads them.
 
 use cairn_entity::backup;
+use cairn_entity::enums::{BackupStatus, Trigger, VolumeKind};
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{ActiveModelTrait, Set};
 use serde_json::json;
@@ -17,7 +18,7 @@ pub struct Seed<'a> {
     pub target: Option<&'a str>,
     /// The archive's key on the target.
     pub path: Option<&'a str>,
-    pub status: &'a str,
+    pub status: BackupStatus,
     pub created_at: DateTime<Utc>,
 }
 
@@ -37,12 +38,14 @@ pub async fn seed(app: &TestApp, seed: Seed<'_>) -> Uuid {
         target_id: Set(id_of(seed.target)),
         app_name: Set("shop".into()),
         volume_name: Set("data".into()),
-        status: Set(seed.status.into()),
-        archive_size: Set((seed.status == "success").then_some(1024)),
+        status: Set(seed.status),
+        archive_size: Set((seed.status == BackupStatus::Success).then_some(1024)),
         storage_path: Set(seed.path.map(str::to_owned)),
         sha256: Set(None),
         log: Set(log),
-        error_code: Set((seed.status == "failed").then(|| "volume_not_found".to_owned())),
+        error_code: Set(
+            (seed.status == BackupStatus::Failed).then(|| "volume_not_found".to_owned())
+        ),
         error_message: Set(None),
         attempt: Set(1),
         lease_owner: Set(None),
@@ -50,8 +53,8 @@ pub async fn seed(app: &TestApp, seed: Seed<'_>) -> Uuid {
         created_at: Set(seed.created_at),
         started_at: Set(Some(seed.created_at)),
         finished_at: Set(Some(seed.created_at + Duration::seconds(3))),
-        trigger: Set("manual".into()),
-        kind: Set(Some("generic".into())),
+        trigger: Set(Trigger::Manual),
+        kind: Set(Some(VolumeKind::Generic)),
         manifest: Set(None),
         suspicious: Set(false),
         suspicious_reason: Set(None),

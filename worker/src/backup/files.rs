@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use cairn_core::apps::{exclude_patterns_of, Slot};
+use cairn_core::apps::exclude_patterns_of;
 use cairn_core::failure::FailureCode;
 use cairn_core::format::manifest::{ManifestContents, TarManifest};
 use cairn_core::format::tar::{self, Compression, TarOptions};
@@ -13,6 +13,7 @@ use cairn_core::Cairn;
 use super::{Attempt, Context, Upload, Written};
 use crate::failure::{storage_failure, Failure};
 use crate::volumes::resolve_volume;
+use cairn_entity::enums::Slot;
 
 /// Manifests list at most this many excluded paths.
 const MAX_EXCLUDED_LISTED: usize = 10_000;

@@ -20,7 +20,6 @@ use sea_orm::{ActiveValue, ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::json;
 use tokio::sync::watch;
 
-use cairn_core::apps::Slot;
 use cairn_core::directories::Directory;
 use cairn_core::failure::FailureCode;
 use cairn_core::format::age::{self, Recipients};
@@ -28,11 +27,10 @@ use cairn_core::format::manifest::{
     Manifest, ManifestContents, ManifestEncryption, ARCHIVE_FORMAT_VERSION,
 };
 use cairn_core::format::names::{self, sha256_line, Sidecar};
-use cairn_core::history::BackupStatus;
 use cairn_core::jobs::{extra_recipients_of, CompressionSetting, EncryptionSetting};
-use cairn_core::runs::Trigger;
 use cairn_core::storage::{self, ObjectKey, Purpose, Storage};
 use cairn_core::Cairn;
+use cairn_entity::enums::{BackupStatus, Slot, Trigger, VolumeKind};
 use cairn_entity::{app, backup, backup_job, backup_target, organization, volume};
 
 use crate::failure::{internal, storage_failure, Failure};
@@ -105,11 +103,7 @@ pub(crate) async fn run_backup(
         }
     };
     let now = Utc::now();
-    let kind = attempt
-        .model
-        .kind
-        .clone()
-        .unwrap_or_else(|| "generic".into());
+    let kind = attempt.model.kind.unwrap_or_default();
     let recorded = match outcome {
         Ok(stored) => {
             attempt.note(
@@ -144,7 +138,7 @@ pub(crate) async fn run_backup(
             let changes = backup::ActiveModel {
                 suspicious: ActiveValue::Set(suspicious.is_some()),
                 suspicious_reason: ActiveValue::Set(suspicious),
-                status: ActiveValue::Set(BackupStatus::Success.as_str().to_owned()),
+                status: ActiveValue::Set(BackupStatus::Success),
                 archive_size: ActiveValue::Set(Some(stored.size as i64)),
                 sha256: ActiveValue::Set(Some(stored.sha256.clone())),
                 manifest: ActiveValue::Set(Some(stored.manifest.to_value())),
@@ -166,13 +160,13 @@ pub(crate) async fn run_backup(
                         .set(now.timestamp() as f64);
                 }
             }
-            (recorded, "success")
+            (recorded, BackupStatus::Success)
         }
         Err(failure) => {
             tracing::warn!(backup_id = %id, code = %failure.code, "backup failed: {}", failure.message);
             attempt.note("error", format!("{}: {}", failure.code, failure.message));
             let changes = backup::ActiveModel {
-                status: ActiveValue::Set(BackupStatus::Failed.as_str().to_owned()),
+                status: ActiveValue::Set(BackupStatus::Failed),
                 error_code: ActiveValue::Set(Some(failure.code.as_str().to_owned())),
                 error_message: ActiveValue::Set(Some(failure.message)),
                 log: ActiveValue::Set(attempt.log_value()),
@@ -184,19 +178,19 @@ pub(crate) async fn run_backup(
             (
                 lease::fenced_update::<backup::Entity>(&worker.cairn.db, id, attempt_no, changes)
                     .await,
-                "failed",
+                BackupStatus::Failed,
             )
         }
     };
     metrics.running.dec();
     match recorded {
         (Ok(true), status) => {
-            metrics.finished.with_label_values(&[status]).inc();
+            metrics.finished.with_label_values(&[status.as_str()]).inc();
             metrics
                 .duration
-                .with_label_values(&[&kind, status])
+                .with_label_values(&[kind.as_str(), status.as_str()])
                 .observe(started.elapsed().as_secs_f64());
-            if status == "failed" {
+            if status == BackupStatus::Failed {
                 remove_written(id, written).await;
             }
         }
@@ -279,7 +273,7 @@ async fn context(worker: &Worker, model: &backup::Model) -> Result<Context, Fail
         // A safety backup outlives its job: it is taken with the defaults,
         // encrypted when the organization has a key (it has encrypted
         // before).
-        None if model.trigger == Trigger::Safety.as_str() => Settings {
+        None if model.trigger == Trigger::Safety => Settings {
             compression: CompressionSetting::Zstd,
             encryption: if organization.age_recipient.is_some() {
                 EncryptionSetting::Age
@@ -340,7 +334,7 @@ async fn context(worker: &Worker, model: &backup::Model) -> Result<Context, Fail
                     "the app was deleted before the backup ran",
                 )
             })?;
-        deployed_slot = app.last_deploy_slot.as_deref().and_then(Slot::parse);
+        deployed_slot = app.last_deploy_slot;
     }
     let directories = volume_directories(db, &volume).await?;
     Ok(Context {
@@ -362,7 +356,7 @@ enum Engine {
 
 impl Engine {
     fn of(cairn: &Cairn, context: &Context) -> Result<Engine, Failure> {
-        Ok(if context.volume.kind == "postgres" {
+        Ok(if context.volume.kind == VolumeKind::Postgres {
             Engine::Postgres(postgres::Postgres::prepare(cairn, &context.volume)?)
         } else {
             Engine::Files(files::Files::prepare(cairn, context)?)
@@ -537,7 +531,7 @@ async fn record_path(
             attempt.model.attempt,
             backup::ActiveModel {
                 storage_path: ActiveValue::Set(Some(path.clone())),
-                kind: ActiveValue::Set(Some(context.volume.kind.clone())),
+                kind: ActiveValue::Set(Some(context.volume.kind)),
                 log: ActiveValue::Set(serde_json::to_value(&log).unwrap_or_else(|_| json!([]))),
                 ..Default::default()
             },

@@ -15,12 +15,7 @@ impl Restore<'_> {
     ) -> Result<Value, Failure> {
         let cairn = &self.worker.cairn;
         let dry_run = attempt.model.dry_run;
-        let deployed_slot = self
-            .destination
-            .app
-            .last_deploy_slot
-            .as_deref()
-            .and_then(Slot::parse);
+        let deployed_slot = self.destination.app.last_deploy_slot;
         // A volume that does not exist yet is created in the slot last
         // deployed (blue without a deploy on record).
         let located = directories::locate(

@@ -35,7 +35,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use cairn_core::apps::{PostgresSettings, Slot};
+use cairn_core::apps::PostgresSettings;
 use cairn_core::directories;
 use cairn_core::failure::FailureCode;
 use cairn_core::format::extract::{self, ExtractError};
@@ -43,11 +43,11 @@ use cairn_core::format::manifest::Manifest;
 use cairn_core::format::names::ArchiveName;
 use cairn_core::format::pg_restore::{pg_restore_with_output, PgRestore};
 use cairn_core::format::read::{self, Checked, ReadError};
-use cairn_core::history::{BackupStatus, LogLine};
+use cairn_core::history::LogLine;
 use cairn_core::notifications::{self, Subject};
-use cairn_core::restores::{blocking_reader, kinds_of, restorable, stored_archive, RestoreStatus};
-use cairn_core::runs::{RunStatus, Trigger};
+use cairn_core::restores::{blocking_reader, kinds_of, restorable, stored_archive};
 use cairn_core::storage::Cancellation;
+use cairn_entity::enums::{ArchiveKind, RestoreStatus};
 use cairn_entity::{app, backup, backup_run, restore, volume};
 
 use crate::failure::{download_failure, internal, Failure};
@@ -141,7 +141,7 @@ pub(crate) async fn run_restore(
         Ok(summary) => {
             attempt.note("info", "restore finished");
             restore::ActiveModel {
-                status: ActiveValue::Set(RestoreStatus::Success.as_str().to_owned()),
+                status: ActiveValue::Set(RestoreStatus::Success),
                 summary: ActiveValue::Set(Some(summary)),
                 log: ActiveValue::Set(attempt.log_value()),
                 finished_at: ActiveValue::Set(Some(now)),
@@ -154,7 +154,7 @@ pub(crate) async fn run_restore(
             tracing::warn!(restore_id = %id, code = %failure.code, "restore failed: {}", failure.message);
             attempt.note("error", format!("{}: {}", failure.code, failure.message));
             restore::ActiveModel {
-                status: ActiveValue::Set(RestoreStatus::Failed.as_str().to_owned()),
+                status: ActiveValue::Set(RestoreStatus::Failed),
                 error_code: ActiveValue::Set(Some(failure.code.as_str().to_owned())),
                 error_message: ActiveValue::Set(Some(failure.message)),
                 log: ActiveValue::Set(attempt.log_value()),
@@ -331,7 +331,7 @@ async fn perform(
         destination: &destination,
         stop,
     };
-    let mut summary = if kind == "pg_dump" {
+    let mut summary = if kind == ArchiveKind::PgDump {
         restore.database(attempt, input).await?
     } else {
         let cap = archive

@@ -4,6 +4,7 @@
 //! as `worker_lost`.
 
 use super::*;
+use cairn_entity::enums::{ArchiveKind, RestoreStatus};
 
 /// Writes on the record of a restore that died mid-swap how its swap was
 /// settled: a log line, the summary's `swap` (`rolled_back` or
@@ -37,7 +38,7 @@ pub(crate) async fn record_settled(
         summary: ActiveValue::Set(Some(summary)),
         ..Default::default()
     };
-    if model.status == RestoreStatus::Failed.as_str() {
+    if model.status == RestoreStatus::Failed {
         update.error_message = ActiveValue::Set(Some(format!(
             "{}; {message}",
             model.error_message.as_deref().unwrap_or("the worker died")
@@ -118,7 +119,7 @@ pub(crate) async fn recover_swaps(cairn: &cairn_core::Cairn) -> anyhow::Result<u
         let running = restore::Entity::find_by_id(id)
             .one(&cairn.db)
             .await?
-            .is_some_and(|r| r.status == RestoreStatus::Running.as_str());
+            .is_some_and(|r| r.status == RestoreStatus::Running);
         if running {
             continue;
         }
@@ -141,7 +142,7 @@ pub(crate) async fn reap(
     now: chrono::DateTime<Utc>,
 ) -> anyhow::Result<usize> {
     let expired = restore::Entity::find()
-        .filter(restore::Column::Status.eq(RestoreStatus::Running.as_str()))
+        .filter(restore::Column::Status.eq(RestoreStatus::Running))
         .filter(restore::Column::LeaseExpiresAt.lt(now))
         .all(&cairn.db)
         .await?;
@@ -154,7 +155,7 @@ pub(crate) async fn reap(
                 .lease_expires_at
                 .map(|t| t.to_rfc3339())
                 .unwrap_or_default(),
-            if model.kind.as_deref() == Some("dump") {
+            if model.kind == Some(ArchiveKind::PgDump) {
                 "pg_restore runs in one transaction, so the database is unchanged"
             } else {
                 "A volume's entries are swapped only as the last step, journalled: a swap that had \
@@ -173,7 +174,7 @@ pub(crate) async fn reap(
         let txn = cairn.db.begin().await?;
         let failed = restore::Entity::update_many()
             .set(restore::ActiveModel {
-                status: ActiveValue::Set(RestoreStatus::Failed.as_str().to_owned()),
+                status: ActiveValue::Set(RestoreStatus::Failed),
                 error_code: ActiveValue::Set(Some(FailureCode::WorkerLost.as_str().to_owned())),
                 error_message: ActiveValue::Set(Some(message.clone())),
                 log: ActiveValue::Set(serde_json::to_value(log)?),
@@ -184,7 +185,7 @@ pub(crate) async fn reap(
             })
             .filter(restore::Column::Id.eq(model.id))
             .filter(restore::Column::Attempt.eq(model.attempt))
-            .filter(restore::Column::Status.eq(RestoreStatus::Running.as_str()))
+            .filter(restore::Column::Status.eq(RestoreStatus::Running))
             .filter(restore::Column::LeaseExpiresAt.lt(now))
             .exec(&txn)
             .await?;

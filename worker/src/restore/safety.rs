@@ -3,6 +3,7 @@
 //! restore's own worker.
 
 use super::*;
+use cairn_entity::enums::{BackupStatus, RunStatus, Trigger};
 
 impl Restore<'_> {
     /// Backs up the destination as it is now: a backup record with trigger
@@ -20,9 +21,9 @@ impl Restore<'_> {
                 let run = backup_run::ActiveModel {
                     id: Set(Uuid::now_v7()),
                     job_id: Set(job_id),
-                    trigger: Set(Trigger::Safety.as_str().to_owned()),
+                    trigger: Set(Trigger::Safety),
                     scheduled_for: Set(now),
-                    status: Set(RunStatus::Running.as_str().to_owned()),
+                    status: Set(RunStatus::Running),
                     reason: Set(Some(format!(
                         "safety backup of {}/{} before restore {}",
                         self.destination.app.name, self.destination.volume.name, attempt.model.id
@@ -53,7 +54,7 @@ impl Restore<'_> {
             target_id: Set(self.source.target_id),
             app_name: Set(self.destination.app.name.clone()),
             volume_name: Set(self.destination.volume.name.clone()),
-            status: Set(BackupStatus::Running.as_str().to_owned()),
+            status: Set(BackupStatus::Running),
             archive_size: Set(None),
             storage_path: Set(None),
             sha256: Set(None),
@@ -70,7 +71,7 @@ impl Restore<'_> {
             created_at: Set(now),
             started_at: Set(Some(now)),
             finished_at: Set(None),
-            trigger: Set(Trigger::Safety.as_str().to_owned()),
+            trigger: Set(Trigger::Safety),
             kind: Set(None),
             manifest: Set(None),
             suspicious: Set(false),
@@ -113,7 +114,7 @@ impl Restore<'_> {
             .await
             .map_err(internal)?
             .ok_or_else(|| internal("the safety backup's record disappeared"))?;
-        if ended.status != BackupStatus::Success.as_str() {
+        if ended.status != BackupStatus::Success {
             return Err(Failure::new(
                 FailureCode::SafetyBackupFailed,
                 format!(

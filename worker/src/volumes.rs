@@ -1,11 +1,16 @@
 //! Where a volume's data is: the directories recorded for it when its app
 //! was saved or deployed (`cairn_core::directories` resolves the naming
-//! template, once), the deployed slot's first.
+//! template, once), the deployed slot's first; and how a PostgreSQL volume
+//! is reached.
 
 use std::path::{Path, PathBuf};
 
+use secrecy::SecretString;
+
+use cairn_core::apps::PostgresSettings;
 use cairn_core::directories::{self, Directory};
 use cairn_core::failure::FailureCode;
+use cairn_core::Cairn;
 use cairn_entity::enums::{Slot, VolumeKind};
 use cairn_entity::volume;
 
@@ -30,6 +35,34 @@ pub fn resolve_volume(
             ),
         )),
     }
+}
+
+/// A PostgreSQL volume's connection settings and its password (opened
+/// from the sealed column; `None` when none is stored).
+pub(crate) fn postgres_connection(
+    cairn: &Cairn,
+    volume: &volume::Model,
+) -> Result<(PostgresSettings, Option<SecretString>), Failure> {
+    let settings: PostgresSettings = volume
+        .postgres_config
+        .clone()
+        .and_then(|c| serde_json::from_value(c).ok())
+        .ok_or_else(|| {
+            Failure::new(
+                FailureCode::VolumeMisconfigured,
+                "the postgres volume has no connection settings",
+            )
+        })?;
+    let password = match &volume.postgres_password_ciphertext {
+        Some(sealed) => {
+            let password = cairn.master_key.open(volume.id, sealed).map_err(internal)?;
+            Some(SecretString::from(
+                String::from_utf8(password).map_err(internal)?,
+            ))
+        }
+        None => None,
+    };
+    Ok((settings, password))
 }
 
 /// The directories of a file volume (none for a database, which is

@@ -245,97 +245,25 @@ pub async fn request(
     body: &RestoreRequest,
     now: DateTime<Utc>,
 ) -> Result<RestoreView> {
+    // 1. The backup, the organization's own.
     let model = backup::Entity::find_by_id(backup_id)
         .filter(backup::Column::OrganizationId.eq(organization_id))
         .one(&cairn.db)
         .await?
         .ok_or(Error::NotFound("backup"))?;
-    let mut v = Validator::new();
-    match body.confirm.as_deref().map(str::trim) {
-        None | Some("") => v.add(
-            "confirm",
-            "is required: repeat the backup's id to confirm that the destination's contents are replaced",
-        ),
-        Some(text) if text.eq_ignore_ascii_case(&backup_id.to_string()) => {}
-        Some(_) => v.add("confirm", "does not match the backup's id"),
-    }
-    if let Some(into) = &body.into {
-        v.check(
-            !into.volume_name.trim().is_empty(),
-            "into.volumeName",
-            "is required",
-        );
-    }
-    v.finish()?;
-
+    // 2. The body: the confirmation and the destination's fields.
+    check_request(backup_id, body)?;
+    // 3. An archive this Cairn can read.
     let archive = stored_archive(cairn, model).await?;
     restorable(&archive.backup)?;
     let (archive_kind, volume_kind) = kinds_of(archive.name);
-
-    // The destination: the named volume, or the backup's own.
+    // 4. The destination: the named volume, or the backup's own, of the
+    //    kind the archive restores into and with a directory of its own.
     let (destination_app, destination_volume) = match &body.into {
         Some(into) => {
-            let app = app::Entity::find_by_id(into.app_id)
-                .filter(app::Column::OrganizationId.eq(organization_id))
-                .one(&cairn.db)
-                .await?
-                .ok_or_else(|| {
-                    Error::invalid("into.appId", "no app with this id in the organization")
-                })?;
-            let volume = volume::Entity::find()
-                .filter(volume::Column::AppId.eq(app.id))
-                .filter(volume::Column::Name.eq(into.volume_name.trim()))
-                .one(&cairn.db)
-                .await?
-                .ok_or_else(|| {
-                    Error::invalid(
-                        "into.volumeName",
-                        format!("app {} has no volume with this name", app.name),
-                    )
-                })?;
-            if volume.kind != volume_kind {
-                return Err(Error::invalid(
-                    "into.volumeName",
-                    format!(
-                        "is a {} volume; this backup is a {archive_kind} archive, which restores into a {volume_kind} volume",
-                        volume.kind
-                    ),
-                ));
-            }
-            (app, volume)
+            named_destination(cairn, organization_id, into, archive_kind, volume_kind).await?
         }
-        None => {
-            let gone = || {
-                Error::Conflict {
-                field: None,
-                message: format!(
-                    "the backup's volume {}/{} no longer exists: restore into another volume with `into`",
-                    archive.backup.app_name, archive.backup.volume_name
-                ),
-            }
-            };
-            let app = match archive.backup.app_id {
-                Some(app_id) => app::Entity::find_by_id(app_id).one(&cairn.db).await?,
-                None => None,
-            }
-            .ok_or_else(gone)?;
-            let volume = volume::Entity::find()
-                .filter(volume::Column::AppId.eq(app.id))
-                .filter(volume::Column::Name.eq(&archive.backup.volume_name))
-                .one(&cairn.db)
-                .await?
-                .ok_or_else(gone)?;
-            if volume.kind != volume_kind {
-                return Err(Error::Conflict {
-                    field: None,
-                    message: format!(
-                        "the volume {}/{} is now a {} volume; this backup is a {archive_kind} archive",
-                        app.name, volume.name, volume.kind
-                    ),
-                });
-            }
-            (app, volume)
-        }
+        None => own_destination(cairn, &archive, archive_kind, volume_kind).await?,
     };
     if destination_volume.conflict {
         return Err(Error::Conflict {
@@ -348,6 +276,7 @@ pub async fn request(
         });
     }
 
+    // 5. The request, unless one for the destination is pending or running.
     let created = restore::ActiveModel {
         id: Set(Uuid::now_v7()),
         organization_id: Set(organization_id),
@@ -395,6 +324,103 @@ pub async fn request(
         }),
         Err(error) => Err(error.into()),
     }
+}
+
+/// The confirmation (the backup's id, repeated) and the destination's
+/// volume name.
+fn check_request(backup_id: Uuid, body: &RestoreRequest) -> Result<()> {
+    let mut v = Validator::new();
+    match body.confirm.as_deref().map(str::trim) {
+        None | Some("") => v.add(
+            "confirm",
+            "is required: repeat the backup's id to confirm that the destination's contents are replaced",
+        ),
+        Some(text) if text.eq_ignore_ascii_case(&backup_id.to_string()) => {}
+        Some(_) => v.add("confirm", "does not match the backup's id"),
+    }
+    if let Some(into) = &body.into {
+        v.check(
+            !into.volume_name.trim().is_empty(),
+            "into.volumeName",
+            "is required",
+        );
+    }
+    v.finish()
+}
+
+/// `into`: a volume of the organization's, of the kind the archive
+/// restores into.
+async fn named_destination(
+    cairn: &Cairn,
+    organization_id: Uuid,
+    into: &RestoreInto,
+    archive_kind: ArchiveKind,
+    volume_kind: VolumeKind,
+) -> Result<(app::Model, volume::Model)> {
+    let app = app::Entity::find_by_id(into.app_id)
+        .filter(app::Column::OrganizationId.eq(organization_id))
+        .one(&cairn.db)
+        .await?
+        .ok_or_else(|| Error::invalid("into.appId", "no app with this id in the organization"))?;
+    let volume = volume::Entity::find()
+        .filter(volume::Column::AppId.eq(app.id))
+        .filter(volume::Column::Name.eq(into.volume_name.trim()))
+        .one(&cairn.db)
+        .await?
+        .ok_or_else(|| {
+            Error::invalid(
+                "into.volumeName",
+                format!("app {} has no volume with this name", app.name),
+            )
+        })?;
+    if volume.kind != volume_kind {
+        return Err(Error::invalid(
+            "into.volumeName",
+            format!(
+                "is a {} volume; this backup is a {archive_kind} archive, which restores into a {volume_kind} volume",
+                volume.kind
+            ),
+        ));
+    }
+    Ok((app, volume))
+}
+
+/// The backup's own volume, while it exists and is still of the kind the
+/// archive restores into.
+async fn own_destination(
+    cairn: &Cairn,
+    archive: &StoredArchive,
+    archive_kind: ArchiveKind,
+    volume_kind: VolumeKind,
+) -> Result<(app::Model, volume::Model)> {
+    let gone = || Error::Conflict {
+        field: None,
+        message: format!(
+            "the backup's volume {}/{} no longer exists: restore into another volume with `into`",
+            archive.backup.app_name, archive.backup.volume_name
+        ),
+    };
+    let app = match archive.backup.app_id {
+        Some(app_id) => app::Entity::find_by_id(app_id).one(&cairn.db).await?,
+        None => None,
+    }
+    .ok_or_else(gone)?;
+    let volume = volume::Entity::find()
+        .filter(volume::Column::AppId.eq(app.id))
+        .filter(volume::Column::Name.eq(&archive.backup.volume_name))
+        .one(&cairn.db)
+        .await?
+        .ok_or_else(gone)?;
+    if volume.kind != volume_kind {
+        return Err(Error::Conflict {
+            field: None,
+            message: format!(
+                "the volume {}/{} is now a {} volume; this backup is a {archive_kind} archive",
+                app.name, volume.name, volume.kind
+            ),
+        });
+    }
+    Ok((app, volume))
 }
 
 /// One page of an organization's restores, newest first.

@@ -54,17 +54,19 @@ pub(super) struct Written {
 
 type Attempt = lease::Attempt<backup::Model>;
 
-/// Runs a claimed backup to its outcome.
-pub(crate) async fn run_backup(
-    worker: &Worker,
-    model: backup::Model,
-    mut stop: watch::Receiver<bool>,
-) {
+/// Runs a claimed backup to its outcome:
+/// 1. note the claim on the record's log;
+/// 2. run [`perform`] under its limits: the job's `maxDurationSeconds`,
+///    the lease (renewed meanwhile) and the worker's stop signal;
+/// 3. record the outcome, fenced on this attempt: a success (flagged
+///    suspicious when the volume shrank sharply) or the failure;
+/// 4. count it, and delete what was written unless it was recorded as a
+///    success.
+pub(crate) async fn run_backup(worker: &Worker, model: backup::Model, stop: watch::Receiver<bool>) {
     let metrics = cairn_core::metrics::backup_metrics();
     metrics.running.inc();
     let started = Instant::now();
-    let id = model.id;
-    let attempt_no = model.attempt;
+    let (id, attempt_no) = (model.id, model.attempt);
     let log = model.log.clone();
     let mut attempt = Attempt::new(model, "backup", id, &log);
     attempt.note(
@@ -75,116 +77,21 @@ pub(crate) async fn run_backup(
         ),
     );
     let mut written: Option<(Arc<dyn Storage>, String)> = None;
-    // Nothing runs forever: past the job's maxDurationSeconds the work is
-    // dropped, which kills its children and aborts its upload.
-    let limit = max_duration(worker, attempt.model.job_id).await;
-    let outcome = {
-        let work = perform(worker, &mut attempt, &mut written).fuse();
-        let lease = keep_lease::<backup::Entity>(worker, id, attempt_no).fuse();
-        tokio::pin!(work, lease);
-        tokio::select! {
-            outcome = &mut work => outcome,
-            () = tokio::time::sleep(limit) => Err(Failure::new(
-                FailureCode::DeadlineExceeded,
-                format!(
-                    "the backup ran longer than the job's maxDurationSeconds ({} s) and was cancelled; \
-                     nothing was stored",
-                    limit.as_secs()
-                ),
-            )),
-            () = &mut lease => Err(Failure::new(
-                FailureCode::LeaseLost,
-                "the worker lost its lease on this backup and stopped",
-            )),
-            _ = stop.wait_for(|stopped| *stopped) => Err(Failure::new(
-                FailureCode::Interrupted,
-                "the worker was stopped while the backup ran; run the job again",
-            )),
-        }
-    };
-    let now = Utc::now();
+    let outcome = perform_within_limits(worker, &mut attempt, &mut written, stop).await;
     let kind = attempt.model.kind.unwrap_or_default();
-    let recorded = match outcome {
-        Ok(stored) => {
-            attempt.note(
-                "info",
-                format!("stored {} bytes, sha256 {}", stored.size, stored.sha256),
-            );
-            // A sharp shrink (an exclude of everything, a volume emptied by
-            // mistake or malice) still succeeds, but must not push the real
-            // backups out of retention.
-            let suspicious = match cairn_core::history::shrink_reason(
-                &worker.cairn.db,
-                &attempt.model,
-                &stored.manifest,
-                worker.cairn.config.suspicious_shrink_fraction,
-            )
-            .await
-            {
-                Ok(reason) => reason,
-                Err(error) => {
-                    tracing::warn!(backup_id = %id, error = format!("{error:#}"), "comparing with the previous backup failed");
-                    None
-                }
-            };
-            if let Some(reason) = &suspicious {
-                attempt.note(
-                    "warn",
-                    format!(
-                        "suspicious: {reason}; it does not count toward retention until an admin accepts it"
-                    ),
-                );
-            }
-            let changes = backup::ActiveModel {
-                suspicious: ActiveValue::Set(suspicious.is_some()),
-                suspicious_reason: ActiveValue::Set(suspicious),
-                status: ActiveValue::Set(BackupStatus::Success),
-                archive_size: ActiveValue::Set(Some(stored.size as i64)),
-                sha256: ActiveValue::Set(Some(stored.sha256.clone())),
-                manifest: ActiveValue::Set(Some(stored.manifest.to_value())),
-                log: ActiveValue::Set(attempt.log_value()),
-                finished_at: ActiveValue::Set(Some(now)),
-                lease_owner: ActiveValue::Set(None),
-                lease_expires_at: ActiveValue::Set(None),
-                ..Default::default()
-            };
-            let recorded =
-                lease::fenced_update::<backup::Entity>(&worker.cairn.db, id, attempt_no, changes)
-                    .await;
-            if matches!(recorded, Ok(true)) {
-                metrics.bytes_written.inc_by(stored.size);
-                if let Some(job_id) = attempt.model.job_id {
-                    metrics
-                        .last_success
-                        .with_label_values(&[&job_id.to_string()])
-                        .set(now.timestamp() as f64);
-                }
-            }
-            (recorded, BackupStatus::Success)
-        }
-        Err(failure) => {
-            tracing::warn!(backup_id = %id, code = %failure.code, "backup failed: {}", failure.message);
-            attempt.note("error", format!("{}: {}", failure.code, failure.message));
-            let changes = backup::ActiveModel {
-                status: ActiveValue::Set(BackupStatus::Failed),
-                error_code: ActiveValue::Set(Some(failure.code.as_str().to_owned())),
-                error_message: ActiveValue::Set(Some(failure.message)),
-                log: ActiveValue::Set(attempt.log_value()),
-                finished_at: ActiveValue::Set(Some(now)),
-                lease_owner: ActiveValue::Set(None),
-                lease_expires_at: ActiveValue::Set(None),
-                ..Default::default()
-            };
-            (
-                lease::fenced_update::<backup::Entity>(&worker.cairn.db, id, attempt_no, changes)
-                    .await,
-                BackupStatus::Failed,
-            )
-        }
+    let (recorded, status) = match outcome {
+        Ok(stored) => (
+            record_success(worker, &mut attempt, stored).await,
+            BackupStatus::Success,
+        ),
+        Err(failure) => (
+            record_failure(worker, &mut attempt, failure).await,
+            BackupStatus::Failed,
+        ),
     };
     metrics.running.dec();
     match recorded {
-        (Ok(true), status) => {
+        Ok(true) => {
             metrics.finished.with_label_values(&[status.as_str()]).inc();
             metrics
                 .duration
@@ -194,16 +101,144 @@ pub(crate) async fn run_backup(
                 remove_written(id, written).await;
             }
         }
-        (Ok(false), _) => {
+        Ok(false) => {
             // Another worker failed this attempt as lost: its record stands,
             // and what this attempt wrote must not outlive it.
             tracing::warn!(backup_id = %id, attempt = attempt_no, "the outcome was not recorded: this attempt no longer holds the backup");
             remove_written(id, written).await;
         }
-        (Err(error), _) => {
+        Err(error) => {
             tracing::error!(backup_id = %id, error = format!("{error:#}"), "recording the outcome failed; the lease will expire and the backup will be failed as worker_lost");
         }
     }
+}
+
+/// [`perform`], cancelled (its children killed, its upload aborted) when
+/// the job's `maxDurationSeconds` passes, the lease is lost, or the worker
+/// stops: nothing runs forever.
+async fn perform_within_limits(
+    worker: &Worker,
+    attempt: &mut Attempt,
+    written: &mut Option<(Arc<dyn Storage>, String)>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<Stored, Failure> {
+    let (id, attempt_no) = (attempt.model.id, attempt.model.attempt);
+    let limit = max_duration(worker, attempt.model.job_id).await;
+    let work = perform(worker, attempt, written).fuse();
+    let lease = keep_lease::<backup::Entity>(worker, id, attempt_no).fuse();
+    tokio::pin!(work, lease);
+    tokio::select! {
+        outcome = &mut work => outcome,
+        () = tokio::time::sleep(limit) => Err(Failure::new(
+            FailureCode::DeadlineExceeded,
+            format!(
+                "the backup ran longer than the job's maxDurationSeconds ({} s) and was cancelled; \
+                 nothing was stored",
+                limit.as_secs()
+            ),
+        )),
+        () = &mut lease => Err(Failure::new(
+            FailureCode::LeaseLost,
+            "the worker lost its lease on this backup and stopped",
+        )),
+        _ = stop.wait_for(|stopped| *stopped) => Err(Failure::new(
+            FailureCode::Interrupted,
+            "the worker was stopped while the backup ran; run the job again",
+        )),
+    }
+}
+
+/// Records a success, fenced on the attempt. A sharp shrink (an exclude of
+/// everything, a volume emptied by mistake or malice) still succeeds, but
+/// is flagged suspicious so it cannot push the real backups out of
+/// retention. Returns whether this attempt still held the backup.
+async fn record_success(
+    worker: &Worker,
+    attempt: &mut Attempt,
+    stored: Stored,
+) -> anyhow::Result<bool> {
+    let id = attempt.model.id;
+    attempt.note(
+        "info",
+        format!("stored {} bytes, sha256 {}", stored.size, stored.sha256),
+    );
+    let suspicious = match cairn_core::history::shrink_reason(
+        &worker.cairn.db,
+        &attempt.model,
+        &stored.manifest,
+        worker.cairn.config.suspicious_shrink_fraction,
+    )
+    .await
+    {
+        Ok(reason) => reason,
+        Err(error) => {
+            tracing::warn!(backup_id = %id, error = format!("{error:#}"), "comparing with the previous backup failed");
+            None
+        }
+    };
+    if let Some(reason) = &suspicious {
+        attempt.note(
+            "warn",
+            format!(
+                "suspicious: {reason}; it does not count toward retention until an admin accepts it"
+            ),
+        );
+    }
+    let now = Utc::now();
+    let changes = backup::ActiveModel {
+        suspicious: ActiveValue::Set(suspicious.is_some()),
+        suspicious_reason: ActiveValue::Set(suspicious),
+        status: ActiveValue::Set(BackupStatus::Success),
+        archive_size: ActiveValue::Set(Some(stored.size as i64)),
+        sha256: ActiveValue::Set(Some(stored.sha256.clone())),
+        manifest: ActiveValue::Set(Some(stored.manifest.to_value())),
+        log: ActiveValue::Set(attempt.log_value()),
+        finished_at: ActiveValue::Set(Some(now)),
+        lease_owner: ActiveValue::Set(None),
+        lease_expires_at: ActiveValue::Set(None),
+        ..Default::default()
+    };
+    let recorded = lease::fenced_update::<backup::Entity>(
+        &worker.cairn.db,
+        id,
+        attempt.model.attempt,
+        changes,
+    )
+    .await;
+    if matches!(recorded, Ok(true)) {
+        let metrics = cairn_core::metrics::backup_metrics();
+        metrics.bytes_written.inc_by(stored.size);
+        if let Some(job_id) = attempt.model.job_id {
+            metrics
+                .last_success
+                .with_label_values(&[&job_id.to_string()])
+                .set(now.timestamp() as f64);
+        }
+    }
+    recorded
+}
+
+/// Records a failure with its code and message, fenced on the attempt.
+async fn record_failure(
+    worker: &Worker,
+    attempt: &mut Attempt,
+    failure: Failure,
+) -> anyhow::Result<bool> {
+    let id = attempt.model.id;
+    tracing::warn!(backup_id = %id, code = %failure.code, "backup failed: {}", failure.message);
+    attempt.note("error", format!("{}: {}", failure.code, failure.message));
+    let changes = backup::ActiveModel {
+        status: ActiveValue::Set(BackupStatus::Failed),
+        error_code: ActiveValue::Set(Some(failure.code.as_str().to_owned())),
+        error_message: ActiveValue::Set(Some(failure.message)),
+        log: ActiveValue::Set(attempt.log_value()),
+        finished_at: ActiveValue::Set(Some(Utc::now())),
+        lease_owner: ActiveValue::Set(None),
+        lease_expires_at: ActiveValue::Set(None),
+        ..Default::default()
+    };
+    lease::fenced_update::<backup::Entity>(&worker.cairn.db, id, attempt.model.attempt, changes)
+        .await
 }
 
 /// Deletes what an attempt that did not succeed wrote.

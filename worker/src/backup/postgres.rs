@@ -13,7 +13,8 @@ use cairn_core::Cairn;
 use cairn_entity::volume;
 
 use super::{Attempt, Upload, Written};
-use crate::failure::{internal, storage_failure, Failure};
+use crate::failure::{storage_failure, Failure};
+use crate::volumes::postgres_connection;
 
 /// A database about to be dumped.
 pub(super) struct Postgres {
@@ -24,31 +25,14 @@ pub(super) struct Postgres {
 impl Postgres {
     /// Reads the volume's connection settings and opens its password.
     pub(super) fn prepare(cairn: &Cairn, volume: &volume::Model) -> Result<Postgres, Failure> {
-        let settings: PostgresSettings = volume
-            .postgres_config
-            .clone()
-            .and_then(|c| serde_json::from_value(c).ok())
-            .ok_or_else(|| {
-                Failure::new(
-                    FailureCode::VolumeMisconfigured,
-                    "the postgres volume has no connection settings",
-                )
-            })?;
-        let sealed = volume
-            .postgres_password_ciphertext
-            .as_ref()
-            .ok_or_else(|| {
-                Failure::new(
-                    FailureCode::VolumeMisconfigured,
-                    "the postgres volume has no password",
-                )
-            })?;
-        let password = cairn.master_key.open(volume.id, sealed).map_err(internal)?;
-        let password = String::from_utf8(password).map_err(internal)?;
-        Ok(Postgres {
-            settings,
-            password: SecretString::from(password),
-        })
+        let (settings, password) = postgres_connection(cairn, volume)?;
+        let password = password.ok_or_else(|| {
+            Failure::new(
+                FailureCode::VolumeMisconfigured,
+                "the postgres volume has no password",
+            )
+        })?;
+        Ok(Postgres { settings, password })
     }
 
     pub(super) fn describe(&self) -> String {

@@ -3,37 +3,29 @@
 //! --if-exists --no-owner --single-transaction`, so the database ends up
 //! restored or unchanged.
 
+use crate::volumes::postgres_connection;
+
 use super::*;
 
 impl Restore<'_> {
-    /// A dump into the volume's database.
+    /// A dump into the volume's database:
+    /// 1. read the volume's connection settings and password;
+    /// 2. spool the download to an unnamed temporary file while hashing it,
+    ///    and hold the hash to the record (the database changes as
+    ///    pg_restore reads, so the whole dump is verified first);
+    /// 3. check the server's address against the policy, once (skipped by
+    ///    a dry run, which connects to nothing);
+    /// 4. take the safety backup of the database as it is;
+    /// 5. feed the dump to `pg_restore` — or, for a dry run, to
+    ///    `pg_restore --list`.
     pub(super) async fn database(
         &self,
         attempt: &mut Attempt,
         input: Input,
     ) -> Result<Value, Failure> {
         let cairn = &self.worker.cairn;
-        let volume = &self.destination.volume;
         let dry_run = attempt.model.dry_run;
-        let settings: PostgresSettings = volume
-            .postgres_config
-            .clone()
-            .and_then(|c| serde_json::from_value(c).ok())
-            .ok_or_else(|| {
-                Failure::new(
-                    FailureCode::VolumeMisconfigured,
-                    "the postgres volume has no connection settings",
-                )
-            })?;
-        let password = match &volume.postgres_password_ciphertext {
-            Some(sealed) => {
-                let password = cairn.master_key.open(volume.id, sealed).map_err(internal)?;
-                Some(SecretString::from(
-                    String::from_utf8(password).map_err(internal)?,
-                ))
-            }
-            None => None,
-        };
+        let (settings, password) = postgres_connection(cairn, &self.destination.volume)?;
         let Input {
             reader,
             name,
@@ -41,28 +33,7 @@ impl Restore<'_> {
             expected,
             cancel,
         } = input;
-        // The dump is spooled: the database changes as pg_restore reads it,
-        // so the whole archive is verified before pg_restore starts.
-        let spool_cancel = cancel.clone();
-        let (spooled, digest) = tokio::task::spawn_blocking(move || {
-            let mut checked = Checked::new(reader, spool_cancel);
-            let spooled = tempfile::tempfile()
-                .and_then(|mut file| {
-                    std::io::copy(&mut checked, &mut file)?;
-                    file.rewind()?;
-                    Ok(file)
-                })
-                .map_err(|e| {
-                    Failure::new(
-                        FailureCode::RestoreFailed,
-                        format!("spooling the dump to a temporary file: {e}"),
-                    )
-                });
-            (spooled, checked.finish())
-        })
-        .await
-        .map_err(internal)?;
-        let (file, size) = verdict(spooled, digest, &expected, &cancel)?;
+        let (file, size) = spool(reader, &expected, &cancel).await?;
         attempt.note(
             "info",
             format!("checksum verified ({size} bytes, spooled to a temporary file)"),
@@ -71,43 +42,45 @@ impl Restore<'_> {
             "database {:?} at {}:{}",
             settings.database, settings.host, settings.port
         );
-        let program = cairn.config.pg_restore.clone();
-        // Checked once, before the safety backup and pg_restore: the address
-        // connected to is the one the policy allowed.
-        let hostaddr = if dry_run {
-            None
+        let action = if dry_run {
+            Action::List
         } else {
-            Some(
-                cairn_core::format::pg_dump::resolve_host(
-                    &cairn_core::storage::address_policy(cairn),
-                    &settings,
-                )
-                .await
-                .map_err(Failure::from)?,
+            let hostaddr = cairn_core::format::pg_dump::resolve_host(
+                &cairn_core::storage::address_policy(cairn),
+                &settings,
             )
-        };
-        if !dry_run && attempt.model.safety_backup {
-            self.safety_backup(attempt).await?;
-        }
-        if !dry_run {
+            .await
+            .map_err(Failure::from)?;
+            if attempt.model.safety_backup {
+                self.safety_backup(attempt).await?;
+            }
             attempt.note(
                 "info",
                 format!(
                     "running pg_restore --clean --if-exists --no-owner --single-transaction into {target}"
                 ),
             );
-        }
+            Action::Into {
+                settings,
+                hostaddr,
+                password,
+            }
+        };
+        let program = cairn.config.pg_restore.clone();
         let pg_cancel = cancel.clone();
         let restored = tokio::task::spawn_blocking(move || {
             let mut plain = read::open(file, name, identity.as_ref()).map_err(read_failure)?;
-            let action = if dry_run {
-                PgRestore::List
-            } else {
-                PgRestore::Into {
-                    settings: &settings,
+            let action = match &action {
+                Action::List => PgRestore::List,
+                Action::Into {
+                    settings,
                     hostaddr,
+                    password,
+                } => PgRestore::Into {
+                    settings,
+                    hostaddr: Some(*hostaddr),
                     password: password.as_ref(),
-                }
+                },
             };
             pg_restore_with_output(&mut plain, action, &program, &pg_cancel)
                 .map_err(|message| Failure::new(FailureCode::PgRestoreFailed, message))
@@ -146,4 +119,45 @@ impl Restore<'_> {
         }
         Ok(summary)
     }
+}
+
+/// What pg_restore is asked to do, owned so it can move to the blocking
+/// thread.
+enum Action {
+    List,
+    Into {
+        settings: PostgresSettings,
+        /// The address the policy allowed, connected to as it is.
+        hostaddr: std::net::IpAddr,
+        password: Option<SecretString>,
+    },
+}
+
+/// Spools the download to an unnamed temporary file while hashing it;
+/// returns the file, rewound, once the hash equals the record's.
+async fn spool(
+    reader: Box<dyn Read + Send>,
+    expected: &str,
+    cancel: &Cancellation,
+) -> Result<(std::fs::File, u64), Failure> {
+    let spool_cancel = cancel.clone();
+    let (spooled, digest) = tokio::task::spawn_blocking(move || {
+        let mut checked = Checked::new(reader, spool_cancel);
+        let spooled = tempfile::tempfile()
+            .and_then(|mut file| {
+                std::io::copy(&mut checked, &mut file)?;
+                file.rewind()?;
+                Ok(file)
+            })
+            .map_err(|e| {
+                Failure::new(
+                    FailureCode::RestoreFailed,
+                    format!("spooling the dump to a temporary file: {e}"),
+                )
+            });
+        (spooled, checked.finish())
+    })
+    .await
+    .map_err(internal)?;
+    verdict(spooled, digest, expected, cancel)
 }

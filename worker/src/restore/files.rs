@@ -3,113 +3,68 @@
 //! whole archive extracted, its hash matched and the safety backup
 //! succeeded.
 
+use cairn_entity::enums::Slot;
+
 use super::*;
 
+/// Where a file restore writes: the volume's `_data`, the slot's
+/// directory holding it, and the staging directory beside it.
+struct Place {
+    data: PathBuf,
+    slot: Slot,
+    /// Whether `_data` existed (else this restore creates it).
+    exists: bool,
+    holder: PathBuf,
+    staging: PathBuf,
+}
+
+impl Place {
+    /// Removes the staging directory (and the slot's directory when this
+    /// restore created it).
+    fn discard(&self) {
+        discard(&self.staging, &self.holder, self.exists);
+    }
+}
+
 impl Restore<'_> {
-    /// A tar archive into the volume's directory.
+    /// A tar archive into the volume's directory:
+    /// 1. locate the destination (the deployed slot's directory first; one
+    ///    that does not exist yet is created in that slot);
+    /// 2. prepare a staging directory beside `_data`, settling what restores
+    ///    that died left there (skipped by a dry run);
+    /// 3. extract into it — or, for a dry run, only check — while hashing,
+    ///    and hold the hash to the record;
+    /// 4. take the safety backup of what is about to be replaced;
+    /// 5. swap the staged entries in (journalled, see `swap`).
+    ///
+    /// Any failure before the swap leaves `_data` as it was.
     pub(super) async fn files(
         &self,
         attempt: &mut Attempt,
         input: Input,
         cap: Option<u64>,
     ) -> Result<Value, Failure> {
-        let cairn = &self.worker.cairn;
         let dry_run = attempt.model.dry_run;
-        let deployed_slot = self.destination.app.last_deploy_slot;
-        // A volume that does not exist yet is created in the slot last
-        // deployed (blue without a deploy on record).
-        let located = directories::locate(
-            &cairn.config.volume_root,
-            &self.destination.directories,
-            deployed_slot,
-        )
-        .ok_or_else(|| internal("the destination has no directory recorded"))?;
-        let (data, slot, exists) = (located.data, located.slot.as_str(), located.exists);
-        let holder = data
-            .parent()
-            .ok_or_else(|| internal("a volume directory has no parent"))?
-            .to_path_buf();
-        let staging = swap::staging_dir(&data, attempt.model.id).map_err(internal)?;
+        let expected = input.expected.clone();
+        let place = self.place(attempt)?;
         if dry_run {
             attempt.note(
                 "info",
                 format!(
-                    "the destination would be {} ({slot} slot{})",
-                    data.display(),
-                    if exists { "" } else { ", created" }
+                    "the destination would be {} ({} slot{})",
+                    place.data.display(),
+                    place.slot,
+                    if place.exists { "" } else { ", created" }
                 ),
             );
         } else {
-            attempt.note(
-                "info",
-                format!(
-                    "extracting into {} beside {} ({slot} slot{})",
-                    staging.display(),
-                    data.display(),
-                    if exists {
-                        ""
-                    } else {
-                        "; no directory of the volume exists, so this one is created"
-                    }
-                ),
-            );
-            let (prepared_holder, prepared_staging) = (holder.clone(), staging.clone());
-            let recovered = tokio::task::spawn_blocking(move || {
-                prepare_staging(&prepared_holder, &prepared_staging)
-            })
-            .await
-            .map_err(internal)?
-            .map_err(|e| {
-                Failure::new(
-                    FailureCode::RestoreFailed,
-                    format!("preparing {}: {e}", staging.display()),
-                )
-            })?;
-            for settled in recovered {
-                attempt.note(
-                    "warn",
-                    format!(
-                        "restore {} had died mid-swap: {}",
-                        settled.restore_id,
-                        settled.settled.describe(&settled.data)
-                    ),
-                );
-                record_settled(cairn, &settled, Utc::now())
-                    .await
-                    .map_err(internal)?;
-            }
+            self.prepare(attempt, &place).await?;
         }
-
-        let Input {
-            reader,
-            name,
-            identity,
-            expected,
-            cancel,
-        } = input;
-        let staged = staging.clone();
-        let blocking_cancel = cancel.clone();
-        let (outcome, digest) = tokio::task::spawn_blocking(move || {
-            let mut checked = Checked::new(reader, blocking_cancel);
-            let outcome = (|| {
-                let plain =
-                    read::open(&mut checked, name, identity.as_ref()).map_err(read_failure)?;
-                if dry_run {
-                    extract::check(plain, cap).map_err(extract_failure)
-                } else {
-                    extract::extract(plain, &staged, cap).map_err(extract_failure)
-                }
-            })();
-            (outcome, checked.finish())
-        })
-        .await
-        .map_err(internal)?;
-        let verified = verdict(outcome, digest, &expected, &cancel);
-        let (extracted, size) = match verified {
+        let (extracted, size) = match extract_into(input, &place.staging, cap, dry_run).await {
             Ok(done) => done,
             Err(failure) => {
                 if !dry_run {
-                    discard(&staging, &holder, exists);
+                    place.discard();
                 }
                 return Err(failure);
             }
@@ -126,8 +81,8 @@ impl Restore<'_> {
             ),
         );
         let mut summary = json!({
-            "destination": data.display().to_string(),
-            "slot": slot,
+            "destination": place.data.display().to_string(),
+            "slot": place.slot,
             "sha256": expected,
             "storedBytes": size,
             "files": extracted.files,
@@ -139,10 +94,9 @@ impl Restore<'_> {
         if dry_run {
             return Ok(summary);
         }
-
-        if attempt.model.safety_backup && exists {
+        if attempt.model.safety_backup && place.exists {
             if let Err(failure) = self.safety_backup(attempt).await {
-                discard(&staging, &holder, exists);
+                place.discard();
                 return Err(failure);
             }
         } else if attempt.model.safety_backup {
@@ -151,41 +105,149 @@ impl Restore<'_> {
                 "no safety backup: the volume did not exist, so nothing is replaced",
             );
         }
+        let replaced = swap_in(attempt, &place).await?;
+        if let Some(object) = summary.as_object_mut() {
+            object.insert("created".into(), json!(!place.exists));
+            object.insert("replacedEntries".into(), json!(replaced));
+        }
+        Ok(summary)
+    }
 
-        let (swap_data, restore_id) = (data.clone(), attempt.model.id);
-        let swapped = tokio::task::spawn_blocking(move || swap::swap(&swap_data, restore_id))
+    /// The destination's directories, from those recorded for the volume.
+    fn place(&self, attempt: &Attempt) -> Result<Place, Failure> {
+        let located = directories::locate(
+            &self.worker.cairn.config.volume_root,
+            &self.destination.directories,
+            self.destination.app.last_deploy_slot,
+        )
+        .ok_or_else(|| internal("the destination has no directory recorded"))?;
+        let holder = located
+            .data
+            .parent()
+            .ok_or_else(|| internal("a volume directory has no parent"))?
+            .to_path_buf();
+        let staging = swap::staging_dir(&located.data, attempt.model.id).map_err(internal)?;
+        Ok(Place {
+            data: located.data,
+            slot: located.slot,
+            exists: located.exists,
+            holder,
+            staging,
+        })
+    }
+
+    /// Creates the staging directory, after settling (and recording) the
+    /// swaps that dead restores left in the slot's directory.
+    async fn prepare(&self, attempt: &mut Attempt, place: &Place) -> Result<(), Failure> {
+        attempt.note(
+            "info",
+            format!(
+                "extracting into {} beside {} ({} slot{})",
+                place.staging.display(),
+                place.data.display(),
+                place.slot,
+                if place.exists {
+                    ""
+                } else {
+                    "; no directory of the volume exists, so this one is created"
+                }
+            ),
+        );
+        let (holder, staging) = (place.holder.clone(), place.staging.clone());
+        let recovered = tokio::task::spawn_blocking(move || prepare_staging(&holder, &staging))
             .await
-            .map_err(internal)?;
-        match swapped {
-            Ok(replaced) => {
-                attempt.note(
-                    "info",
-                    format!(
-                        "replaced {replaced} entr{} of {} with the restored ones",
-                        if replaced == 1 { "y" } else { "ies" },
-                        data.display()
-                    ),
-                );
-                if let Some(object) = summary.as_object_mut() {
-                    object.insert("created".into(), json!(!exists));
-                    object.insert("replacedEntries".into(), json!(replaced));
-                }
-                Ok(summary)
-            }
-            Err(error) => {
-                // A journal left behind means the swap is half done: its
-                // staging directory is the recovery's to finish with.
-                if !swap::unsettled(&data, attempt.model.id) {
-                    discard(&staging, &holder, exists);
-                }
-                Err(Failure::new(
+            .map_err(internal)?
+            .map_err(|e| {
+                Failure::new(
                     FailureCode::RestoreFailed,
-                    format!(
-                        "moving the restored entries into {}: {error}",
-                        data.display()
-                    ),
-                ))
+                    format!("preparing {}: {e}", place.staging.display()),
+                )
+            })?;
+        for settled in recovered {
+            attempt.note(
+                "warn",
+                format!(
+                    "restore {} had died mid-swap: {}",
+                    settled.restore_id,
+                    settled.settled.describe(&settled.data)
+                ),
+            );
+            record_settled(&self.worker.cairn, &settled, Utc::now())
+                .await
+                .map_err(internal)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the archive on a blocking thread: decrypts and decompresses it,
+/// extracts it into `staging` (or only checks it, for a dry run) with the
+/// extraction rules, and hashes every byte read. The hash must equal the
+/// record's before anything counts as extracted.
+async fn extract_into(
+    input: Input,
+    staging: &Path,
+    cap: Option<u64>,
+    dry_run: bool,
+) -> Result<(extract::Extracted, u64), Failure> {
+    let Input {
+        reader,
+        name,
+        identity,
+        expected,
+        cancel,
+    } = input;
+    let staged = staging.to_path_buf();
+    let blocking_cancel = cancel.clone();
+    let (outcome, digest) = tokio::task::spawn_blocking(move || {
+        let mut checked = Checked::new(reader, blocking_cancel);
+        let outcome = (|| {
+            let plain = read::open(&mut checked, name, identity.as_ref()).map_err(read_failure)?;
+            if dry_run {
+                extract::check(plain, cap).map_err(extract_failure)
+            } else {
+                extract::extract(plain, &staged, cap).map_err(extract_failure)
             }
+        })();
+        (outcome, checked.finish())
+    })
+    .await
+    .map_err(internal)?;
+    verdict(outcome, digest, &expected, &cancel)
+}
+
+/// Moves the volume's entries aside and the staged ones in; returns how
+/// many were replaced.
+async fn swap_in(attempt: &mut Attempt, place: &Place) -> Result<usize, Failure> {
+    let (data, restore_id) = (place.data.clone(), attempt.model.id);
+    let swapped = tokio::task::spawn_blocking(move || swap::swap(&data, restore_id))
+        .await
+        .map_err(internal)?;
+    match swapped {
+        Ok(replaced) => {
+            attempt.note(
+                "info",
+                format!(
+                    "replaced {replaced} entr{} of {} with the restored ones",
+                    if replaced == 1 { "y" } else { "ies" },
+                    place.data.display()
+                ),
+            );
+            Ok(replaced)
+        }
+        Err(error) => {
+            // A journal left behind means the swap is half done: its
+            // staging directory is the recovery's to finish with.
+            if !swap::unsettled(&place.data, attempt.model.id) {
+                place.discard();
+            }
+            Err(Failure::new(
+                FailureCode::RestoreFailed,
+                format!(
+                    "moving the restored entries into {}: {error}",
+                    place.data.display()
+                ),
+            ))
         }
     }
 }

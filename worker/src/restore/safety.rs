@@ -6,82 +6,18 @@ use super::*;
 use cairn_entity::enums::{BackupStatus, RunStatus, Trigger};
 
 impl Restore<'_> {
-    /// Backs up the destination as it is now: a backup record with trigger
-    /// `safety`, to the source backup's target, claimed by this worker and
-    /// run here. The restore links it before it runs.
+    /// Backs up the destination as it is now:
+    /// 1. open a run of its own (trigger `safety`) in the restored backup's
+    ///    job, when that job still exists;
+    /// 2. insert the backup record, to the source backup's target, already
+    ///    claimed by this worker;
+    /// 3. link it to the restore (fenced on the restore's attempt);
+    /// 4. run it here and close its run;
+    /// 5. refuse to go on unless it succeeded.
     pub(super) async fn safety_backup(&self, attempt: &mut Attempt) -> Result<Uuid, Failure> {
         let cairn = &self.worker.cairn;
-        let now = Utc::now();
-        let lease = chrono::Duration::from_std(self.worker.options.lease)
-            .unwrap_or(chrono::Duration::seconds(30));
-        // A run of its own (trigger `safety`) in the restored backup's job,
-        // when that job still exists.
-        let run_id = match self.source.job_id {
-            Some(job_id) => {
-                let run = backup_run::ActiveModel {
-                    id: Set(Uuid::now_v7()),
-                    job_id: Set(job_id),
-                    trigger: Set(Trigger::Safety),
-                    scheduled_for: Set(now),
-                    status: Set(RunStatus::Running),
-                    reason: Set(Some(format!(
-                        "safety backup of {}/{} before restore {}",
-                        self.destination.app.name, self.destination.volume.name, attempt.model.id
-                    ))),
-                    created_at: Set(now),
-                    finished_at: Set(None),
-                    missed_count: Set(None),
-                    missed_from: Set(None),
-                    missed_to: Set(None),
-                    scope_app_id: Set(None),
-                }
-                .insert(&cairn.db)
-                .await;
-                match run {
-                    Ok(run) => Some(run.id),
-                    Err(error) if cairn_core::error::is_unique_violation(&error) => None,
-                    Err(error) => return Err(internal(error)),
-                }
-            }
-            None => None,
-        };
-        let model = backup::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            organization_id: Set(attempt.model.organization_id),
-            run_id: Set(run_id),
-            job_id: Set(self.source.job_id),
-            app_id: Set(Some(self.destination.app.id)),
-            target_id: Set(self.source.target_id),
-            app_name: Set(self.destination.app.name.clone()),
-            volume_name: Set(self.destination.volume.name.clone()),
-            status: Set(BackupStatus::Running),
-            archive_size: Set(None),
-            storage_path: Set(None),
-            sha256: Set(None),
-            log: Set(json!([{
-                "at": now,
-                "level": "info",
-                "message": format!("safety backup before restore {}", attempt.model.id),
-            }])),
-            error_code: Set(None),
-            error_message: Set(None),
-            attempt: Set(1),
-            lease_owner: Set(Some(self.worker.options.owner.clone())),
-            lease_expires_at: Set(Some(now + lease)),
-            created_at: Set(now),
-            started_at: Set(Some(now)),
-            finished_at: Set(None),
-            trigger: Set(Trigger::Safety),
-            kind: Set(None),
-            manifest: Set(None),
-            suspicious: Set(false),
-            suspicious_reason: Set(None),
-            accepted_at: Set(None),
-            read_until: Set(None),
-        }
-        .insert(&cairn.db)
-        .await
-        .map_err(internal)?;
+        let run_id = self.open_safety_run(attempt).await?;
+        let model = self.claimed_safety_record(attempt, run_id).await?;
         let id = model.id;
         attempt.note("info", format!("taking safety backup {id}"));
         let linked = lease::fenced_update::<restore::Entity>(
@@ -134,5 +70,87 @@ impl Restore<'_> {
             ),
         );
         Ok(id)
+    }
+
+    /// A run of trigger `safety` in the restored backup's job (`None` when
+    /// the job is gone, or a safety run of it is already open).
+    async fn open_safety_run(&self, attempt: &Attempt) -> Result<Option<Uuid>, Failure> {
+        let Some(job_id) = self.source.job_id else {
+            return Ok(None);
+        };
+        let now = Utc::now();
+        let run = backup_run::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            job_id: Set(job_id),
+            trigger: Set(Trigger::Safety),
+            scheduled_for: Set(now),
+            status: Set(RunStatus::Running),
+            reason: Set(Some(format!(
+                "safety backup of {}/{} before restore {}",
+                self.destination.app.name, self.destination.volume.name, attempt.model.id
+            ))),
+            created_at: Set(now),
+            finished_at: Set(None),
+            missed_count: Set(None),
+            missed_from: Set(None),
+            missed_to: Set(None),
+            scope_app_id: Set(None),
+        }
+        .insert(&self.worker.cairn.db)
+        .await;
+        match run {
+            Ok(run) => Ok(Some(run.id)),
+            Err(error) if cairn_core::error::is_unique_violation(&error) => Ok(None),
+            Err(error) => Err(internal(error)),
+        }
+    }
+
+    /// The safety backup's record, `running` and leased to this worker from
+    /// the start, so no other worker claims it.
+    async fn claimed_safety_record(
+        &self,
+        attempt: &Attempt,
+        run_id: Option<Uuid>,
+    ) -> Result<backup::Model, Failure> {
+        let now = Utc::now();
+        let lease = chrono::Duration::from_std(self.worker.options.lease)
+            .unwrap_or(chrono::Duration::seconds(30));
+        backup::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            organization_id: Set(attempt.model.organization_id),
+            run_id: Set(run_id),
+            job_id: Set(self.source.job_id),
+            app_id: Set(Some(self.destination.app.id)),
+            target_id: Set(self.source.target_id),
+            app_name: Set(self.destination.app.name.clone()),
+            volume_name: Set(self.destination.volume.name.clone()),
+            status: Set(BackupStatus::Running),
+            archive_size: Set(None),
+            storage_path: Set(None),
+            sha256: Set(None),
+            log: Set(json!([{
+                "at": now,
+                "level": "info",
+                "message": format!("safety backup before restore {}", attempt.model.id),
+            }])),
+            error_code: Set(None),
+            error_message: Set(None),
+            attempt: Set(1),
+            lease_owner: Set(Some(self.worker.options.owner.clone())),
+            lease_expires_at: Set(Some(now + lease)),
+            created_at: Set(now),
+            started_at: Set(Some(now)),
+            finished_at: Set(None),
+            trigger: Set(Trigger::Safety),
+            kind: Set(None),
+            manifest: Set(None),
+            suspicious: Set(false),
+            suspicious_reason: Set(None),
+            accepted_at: Set(None),
+            read_until: Set(None),
+        }
+        .insert(&self.worker.cairn.db)
+        .await
+        .map_err(internal)
     }
 }

@@ -431,7 +431,7 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
 async fn archive_tool(command: &ArchiveCommand) -> Result<(), String> {
     use cairn_core::format::manifest::Manifest;
     use cairn_core::format::names::Sidecar;
-    use cairn_core::format::{offline, read};
+    use cairn_core::format::offline;
     // An s3:// FILE is downloaded first, with its sidecars, into a
     // temporary directory that lives as long as the command.
     let download =
@@ -478,11 +478,7 @@ async fn archive_tool(command: &ArchiveCommand) -> Result<(), String> {
             max_bytes,
             ..
         } => {
-            let identity = identity
-                .as_deref()
-                .map(read::read_identity)
-                .transpose()
-                .map_err(|e| e.to_string())?;
+            let identity = offline::identity_from(identity.as_deref())?;
             let (done, cap) = offline::extract_file(file, into, identity.as_ref(), *max_bytes)
                 .map_err(|e| {
                     format!(
@@ -512,11 +508,7 @@ async fn archive_tool(command: &ArchiveCommand) -> Result<(), String> {
             pg_restore,
             ..
         } => {
-            let identity = identity
-                .as_deref()
-                .map(read::read_identity)
-                .transpose()
-                .map_err(|e| e.to_string())?;
+            let identity = offline::identity_from(identity.as_deref())?;
             let bytes = offline::pg_restore_file(file, dbname, identity.as_ref(), pg_restore)?;
             println!("restored {bytes} bytes of dump with pg_restore");
             Ok(())
@@ -524,11 +516,7 @@ async fn archive_tool(command: &ArchiveCommand) -> Result<(), String> {
         ArchiveCommand::Verify {
             sha256, identity, ..
         } => {
-            let identity = identity
-                .as_deref()
-                .map(read::read_identity)
-                .transpose()
-                .map_err(|e| e.to_string())?;
+            let identity = offline::identity_from(identity.as_deref())?;
             let verified = offline::verify_file(file, sha256.as_deref(), identity.as_ref())?;
             println!(
                 "checksum ok: sha256 {} ({} bytes) matches {}",

@@ -22,6 +22,24 @@ pub struct Verified {
     pub read: Option<ReadSummary>,
 }
 
+/// The age identity of `--identity FILE`, when one is given.
+pub fn identity_from(path: Option<&Path>) -> Result<Option<age::x25519::Identity>, String> {
+    path.map(super::read::read_identity)
+        .transpose()
+        .map_err(|e| e.to_string())
+}
+
+/// The file name of the archive at `path` and what it says the archive is.
+fn archive_name_of(path: &Path) -> Result<(String, ArchiveName), String> {
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| format!("{} is not a file", path.display()))?;
+    let name = ArchiveName::parse(&file_name)
+        .ok_or_else(|| ReadError::UnknownFormat(file_name.clone()).to_string())?;
+    Ok((file_name, name))
+}
+
 /// Checks a stored archive: its SHA-256 against `expected` (or its
 /// `.sha256` sidecar), then — when it can be decrypted — that it reads to
 /// its end.
@@ -30,12 +48,7 @@ pub fn verify_file(
     expected: Option<&str>,
     identity: Option<&age::x25519::Identity>,
 ) -> Result<Verified, String> {
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| format!("{} is not a file", path.display()))?;
-    let name = ArchiveName::parse(&file_name)
-        .ok_or_else(|| ReadError::UnknownFormat(file_name.clone()).to_string())?;
+    let (file_name, name) = archive_name_of(path)?;
     let (expected, checked_against) = match expected {
         Some(hash) => (hash.trim().to_ascii_lowercase(), "--sha256".to_owned()),
         None => {
@@ -84,12 +97,7 @@ pub fn extract_file(
     identity: Option<&age::x25519::Identity>,
     max_bytes: Option<u64>,
 ) -> Result<(crate::format::extract::Extracted, Option<u64>), String> {
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| format!("{} is not a file", path.display()))?;
-    let name = ArchiveName::parse(&file_name)
-        .ok_or_else(|| ReadError::UnknownFormat(file_name.clone()).to_string())?;
+    let (file_name, name) = archive_name_of(path)?;
     if name.format == Format::Dump {
         return Err(format!(
             "{file_name} is a PostgreSQL dump: restore it with pg_restore (decrypt it first with age when it ends in .age)"
@@ -140,12 +148,7 @@ pub fn pg_restore_file(
     identity: Option<&age::x25519::Identity>,
     program: &Path,
 ) -> Result<u64, String> {
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| format!("{} is not a file", path.display()))?;
-    let name = ArchiveName::parse(&file_name)
-        .ok_or_else(|| ReadError::UnknownFormat(file_name.clone()).to_string())?;
+    let (file_name, name) = archive_name_of(path)?;
     if name.format != Format::Dump {
         return Err(format!(
             "{file_name} is a tar archive: use `cairn archive extract`"

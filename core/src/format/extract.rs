@@ -88,6 +88,27 @@ fn is_over_cap(error: &io::Error) -> bool {
         .is_some_and(|inner| inner.downcast_ref::<OverCap>().is_some())
 }
 
+/// The tar reader over `plain`, cut at `cap` bytes.
+fn capped_archive<R: Read>(plain: R, cap: Option<u64>) -> tar::Archive<Capped<R>> {
+    tar::Archive::new(Capped {
+        inner: plain,
+        cap,
+        read: 0,
+    })
+}
+
+/// What a read error of the tar stream means: past the cap, a bomb;
+/// otherwise the archive could not be read.
+fn read_error(cap: Option<u64>) -> impl Fn(io::Error) -> ExtractError {
+    move |e: io::Error| {
+        if is_over_cap(&e) {
+            ExtractError::TooLarge(cap.unwrap_or(0))
+        } else {
+            ExtractError::Io(format!("reading the archive: {e}"))
+        }
+    }
+}
+
 fn c_name(name: &OsStr) -> io::Result<CString> {
     CString::new(name.as_bytes()).map_err(|_| io::Error::other("a name holds a NUL byte"))
 }
@@ -311,18 +332,8 @@ pub fn extract(
     };
     // SAFETY: geteuid has no preconditions.
     let as_root = unsafe { libc::geteuid() } == 0;
-    let io_error = |e: io::Error| {
-        if is_over_cap(&e) {
-            ExtractError::TooLarge(cap.unwrap_or(0))
-        } else {
-            ExtractError::Io(format!("reading the archive: {e}"))
-        }
-    };
-    let mut archive = tar::Archive::new(Capped {
-        inner: plain,
-        cap,
-        read: 0,
-    });
+    let io_error = &read_error(cap);
+    let mut archive = capped_archive(plain, cap);
     let mut done = Extracted::default();
     let mut directories: Vec<DirectoryMeta> = Vec::new();
     for entry in archive.entries().map_err(io_error)? {
@@ -505,18 +516,8 @@ pub fn check(plain: impl Read, cap: Option<u64>) -> Result<Extracted, ExtractErr
         Symlink,
         Other,
     }
-    let io_error = |e: io::Error| {
-        if is_over_cap(&e) {
-            ExtractError::TooLarge(cap.unwrap_or(0))
-        } else {
-            ExtractError::Io(format!("reading the archive: {e}"))
-        }
-    };
-    let mut archive = tar::Archive::new(Capped {
-        inner: plain,
-        cap,
-        read: 0,
-    });
+    let io_error = &read_error(cap);
+    let mut archive = capped_archive(plain, cap);
     let mut seen: HashMap<PathBuf, Seen> = HashMap::new();
     let mut done = Extracted::default();
     for entry in archive.entries().map_err(io_error)? {

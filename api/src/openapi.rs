@@ -8,7 +8,9 @@ use utoipa::openapi::{ContentBuilder, OpenApi as OpenApiDoc, Ref, ResponseBuilde
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{Problem, PROBLEM_JSON};
-use crate::routes::{apps, history, jobs, notifications, ops, orgs, restores, targets, tokens};
+use crate::routes::{
+    apps, history, jobs, notifications, ops, orgs, restores, targets, tokens, verifications,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -66,6 +68,9 @@ use crate::routes::{apps, history, jobs, notifications, ops, orgs, restores, tar
         restores::request,
         restores::list,
         restores::get,
+        verifications::request,
+        verifications::list,
+        verifications::get,
         notifications::list,
         notifications::create,
         notifications::get,
@@ -85,6 +90,7 @@ use crate::routes::{apps, history, jobs, notifications, ops, orgs, restores, tar
         (name = "jobs", description = "Backup jobs: schedule, target, retention, notifications"),
         (name = "history", description = "Every backup and its log"),
         (name = "restores", description = "Previews, restores and clones of backups"),
+        (name = "verifications", description = "Proof that backups restore: read back or restored into scratch space, and compared with their manifests"),
         (name = "notifications", description = "Email, Slack and webhook channels, and every delivery. Webhook bodies follow the `NotificationPayload` schema (version 1)."),
         (name = "operations", description = "Liveness and readiness"),
     )

@@ -134,6 +134,21 @@ pub struct Config {
     /// environment.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// Verification of backups: `verification:` in the file,
+    /// `CAIRN_VERIFICATION__…` in the environment.
+    #[serde(default)]
+    pub verification: VerificationConfig,
+}
+
+/// The `verification:` section.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationConfig {
+    /// Where `restore`-mode verifications of file backups extract, each
+    /// into a directory of its own that is removed afterwards. Unset: file
+    /// backups verify in `read` mode only.
+    #[serde(default)]
+    pub scratch_dir: Option<PathBuf>,
 }
 
 /// The `storage:` section.

@@ -21,7 +21,13 @@ use utoipa::{PartialSchema, ToSchema};
 pub enum Scope {
     Backups,
     Restores,
+    Verifications,
+    /// Restores and verifications: reading a backup back.
+    ReadBack,
+    /// Backups and restores.
     Both,
+    /// Backups, restores and verifications.
+    Any,
 }
 
 impl Scope {
@@ -29,7 +35,10 @@ impl Scope {
         match self {
             Scope::Backups => "backups",
             Scope::Restores => "restores",
-            Scope::Both => "both",
+            Scope::Verifications => "verifications",
+            Scope::ReadBack => "restores, verifications",
+            Scope::Both => "backups, restores",
+            Scope::Any => "any",
         }
     }
 }
@@ -91,15 +100,15 @@ failure_codes! {
     // Reaching the target.
     UploadFailed = "upload_failed", Backups, retry: true,
         "writing the archive or a sidecar to the target failed";
-    TargetUnreachable = "target_unreachable", Both, retry: true,
+    TargetUnreachable = "target_unreachable", Any, retry: true,
         "the target could not be reached, or its retries used up storage.retry_budget_seconds";
-    TargetAccessDenied = "target_access_denied", Both, retry: false,
+    TargetAccessDenied = "target_access_denied", Any, retry: false,
         "the target refused the credentials or the access";
-    TargetBucketMissing = "target_bucket_missing", Both, retry: false,
+    TargetBucketMissing = "target_bucket_missing", Any, retry: false,
         "the target's bucket does not exist";
-    TargetHostKeyMismatch = "target_host_key_mismatch", Both, retry: false,
+    TargetHostKeyMismatch = "target_host_key_mismatch", Any, retry: false,
         "the SSH server's host key is not the pinned one";
-    TargetAddressRefused = "target_address_refused", Both, retry: false,
+    TargetAddressRefused = "target_address_refused", Any, retry: false,
         "the outbound address policy refused the target's address";
     TargetMissing = "target_missing", Backups, retry: false,
         "the job's target was deleted before the backup ran";
@@ -108,15 +117,15 @@ failure_codes! {
     SshKeyRequired = "ssh_key_required", Backups, retry: false,
         "an organization's SSH target has no private key of its own";
     // The worker and its limits.
-    DeadlineExceeded = "deadline_exceeded", Both, retry: true,
+    DeadlineExceeded = "deadline_exceeded", Any, retry: true,
         "the work ran past the job's maxDurationSeconds and was cancelled";
-    LeaseLost = "lease_lost", Both, retry: true,
+    LeaseLost = "lease_lost", Any, retry: true,
         "the worker lost its claim on the work and stopped";
-    Interrupted = "interrupted", Both, retry: true,
+    Interrupted = "interrupted", Any, retry: true,
         "the worker was stopped while the work ran";
-    WorkerLost = "worker_lost", Both, retry: true,
+    WorkerLost = "worker_lost", Any, retry: true,
         "the worker stopped renewing its claim (it died); its leftovers were removed";
-    Internal = "internal", Both, retry: true,
+    Internal = "internal", Any, retry: true,
         "an unexpected error inside Cairn (the database, a key); the message says which";
     // What is backed up.
     VolumeNotFound = "volume_not_found", Backups, retry: false,
@@ -135,7 +144,7 @@ failure_codes! {
         "the app was deleted before the backup ran";
     JobDeleted = "job_deleted", Backups, retry: false,
         "the job was deleted before the backup ran";
-    OrganizationDeleted = "organization_deleted", Both, retry: false,
+    OrganizationDeleted = "organization_deleted", Any, retry: false,
         "the organization was deleted before the work ran";
     // PostgreSQL.
     PostgresAddressRefused = "postgres_address_refused", Both, retry: false,
@@ -148,24 +157,24 @@ failure_codes! {
         "pg_dump failed; the message has its last words";
     PgDumpTooOld = "pg_dump_too_old", Backups, retry: false,
         "the worker's pg_dump is older than the server's major version";
-    PgRestoreFailed = "pg_restore_failed", Restores, retry: true,
+    PgRestoreFailed = "pg_restore_failed", ReadBack, retry: true,
         "pg_restore failed; the database is left as it was";
     // Reading a backup back.
-    DownloadFailed = "download_failed", Restores, retry: true,
+    DownloadFailed = "download_failed", ReadBack, retry: true,
         "reading the archive from the target failed";
-    ArchiveMissing = "archive_missing", Restores, retry: false,
+    ArchiveMissing = "archive_missing", ReadBack, retry: false,
         "the archive is not on the target any more";
-    ChecksumMismatch = "checksum_mismatch", Restores, retry: false,
+    ChecksumMismatch = "checksum_mismatch", ReadBack, retry: false,
         "the archive's SHA-256 is not the one recorded: it changed or was damaged in storage";
-    DecryptionFailed = "decryption_failed", Restores, retry: false,
+    DecryptionFailed = "decryption_failed", ReadBack, retry: false,
         "the archive could not be decrypted with the organization's key";
-    ArchiveDamaged = "archive_damaged", Restores, retry: false,
+    ArchiveDamaged = "archive_damaged", ReadBack, retry: false,
         "the archive could not be read to its end";
-    ArchiveRefused = "archive_refused", Restores, retry: false,
+    ArchiveRefused = "archive_refused", ReadBack, retry: false,
         "the archive holds an entry the extraction rules refuse";
-    ArchiveTooLarge = "archive_too_large", Restores, retry: false,
+    ArchiveTooLarge = "archive_too_large", ReadBack, retry: false,
         "the archive expands past what its manifest allows";
-    BackupUnavailable = "backup_unavailable", Restores, retry: false,
+    BackupUnavailable = "backup_unavailable", ReadBack, retry: false,
         "the backup was deleted or pruned, or cannot be restored";
     // The restore's destination.
     DestinationMissing = "destination_missing", Restores, retry: false,
@@ -174,8 +183,11 @@ failure_codes! {
         "the destination volume's kind is not the archive's";
     SafetyBackupFailed = "safety_backup_failed", Restores, retry: true,
         "the safety backup taken before the restore failed; nothing was restored";
-    RestoreFailed = "restore_failed", Restores, retry: true,
-        "writing the restored data failed (staging, swap, spooling)";
+    RestoreFailed = "restore_failed", ReadBack, retry: true,
+        "writing the restored data failed (staging, swap, spooling, scratch space)";
+    // Verifications.
+    VerificationMismatch = "verification_mismatch", Verifications, retry: false,
+        "the archive read back does not hold what its manifest says; the failed check says where";
 }
 
 impl FailureCode {

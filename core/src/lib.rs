@@ -32,6 +32,7 @@ pub mod secrets;
 pub mod storage;
 pub mod targets;
 pub mod validate;
+pub mod verifications;
 
 use std::sync::Arc;
 

@@ -113,6 +113,32 @@ column_enum! {
 }
 
 column_enum! {
+    /// The state of a verification.
+    VerificationStatus {
+        Pending = "pending",
+        Running = "running",
+        /// Every check passed.
+        Success = "success",
+        /// A check failed, or the archive could not be read; `errorCode`
+        /// says why.
+        Failed = "failed",
+    }
+}
+
+column_enum! {
+    /// How a backup is verified.
+    VerifyMode {
+        /// Download, checksum, decryption, decompression, and every tar
+        /// entry checked by the extraction rules (or `pg_restore --list`);
+        /// nothing is written.
+        Read = "read",
+        /// A real restore into scratch space, compared with the manifest,
+        /// then removed.
+        Restore = "restore",
+    }
+}
+
+column_enum! {
     /// The state of a notification delivery.
     DeliveryStatus {
         /// Not sent yet, or waiting for its next attempt (`nextAttemptAt`).
@@ -190,6 +216,12 @@ mod tests {
         check(VolumeKind::ALL, VolumeKind::as_str, VolumeKind::parse);
         check(Slot::ALL, Slot::as_str, Slot::parse);
         check(ArchiveKind::ALL, ArchiveKind::as_str, ArchiveKind::parse);
+        check(
+            VerificationStatus::ALL,
+            VerificationStatus::as_str,
+            VerificationStatus::parse,
+        );
+        check(VerifyMode::ALL, VerifyMode::as_str, VerifyMode::parse);
         assert_eq!(BackupStatus::Success.to_value(), "success");
     }
 }

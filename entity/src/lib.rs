@@ -19,5 +19,6 @@ pub mod notification_delivery;
 pub mod organization;
 pub mod restore;
 pub mod retired_slug;
+pub mod verification;
 pub mod volume;
 pub mod volume_directory;

@@ -20,6 +20,7 @@ mod m20261204_000008_add_volume_directories;
 mod m20261204_000009_add_suspicious_backups;
 mod m20261204_000010_add_max_duration;
 mod m20261204_000011_add_organization_deletion;
+mod m20261206_000012_add_verifications;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000009_add_suspicious_backups::Migration),
             Box::new(m20261204_000010_add_max_duration::Migration),
             Box::new(m20261204_000011_add_organization_deletion::Migration),
+            Box::new(m20261206_000012_add_verifications::Migration),
         ]
     }
 }

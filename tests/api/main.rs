@@ -25,3 +25,4 @@ mod target_checks;
 mod targets;
 mod tenancy;
 mod tokens;
+mod verifications;

@@ -146,10 +146,11 @@ async fn openapi_document_is_served_complete_with_swagger_ui() {
     assert!(codes["description"]
         .as_str()
         .unwrap()
-        .contains("| `worker_lost` | both | yes |"));
+        .contains("| `worker_lost` | any | yes |"));
     for (schema, field) in [
         ("BackupView", "errorCode"),
         ("RestoreView", "errorCode"),
+        ("VerificationView", "errorCode"),
         ("ErrorRef", "code"),
     ] {
         let property = served["components"]["schemas"][schema]["properties"][field].to_string();

@@ -28,8 +28,8 @@ fn lease_until(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30))
 }
 
-/// A table whose rows are claimed by workers under a lease: `backups` and
-/// `restores` share the columns `id`, `status`, `attempt`, `lease_owner`,
+/// A table whose rows are claimed by workers under a lease: `backups`,
+/// `restores` and `verifications` share the columns `id`, `status`, `attempt`, `lease_owner`,
 /// `lease_expires_at`, `created_at` and `started_at`.
 pub trait Leased: EntityTrait + Default {
     /// What else a pending row must satisfy to be claimed now (SQL on the
@@ -60,6 +60,19 @@ impl Leased for cairn_entity::restore::Entity {
             "(restores.dry_run = TRUE OR NOT EXISTS (SELECT 1 FROM backups b \
              WHERE b.status = 'running' AND b.trigger <> 'safety' \
              AND b.app_id = restores.app_id AND b.volume_name = restores.volume_name))",
+        )
+    }
+}
+
+/// A verification reads a backup, never a volume; it waits only while a
+/// restore (not a dry run) writes the backup's volume, so what it proves is
+/// not mixed up with a restore in flight.
+impl Leased for cairn_entity::verification::Entity {
+    fn claimable() -> Option<&'static str> {
+        Some(
+            "NOT EXISTS (SELECT 1 FROM restores r WHERE r.status IN ('pending', 'running') \
+             AND r.dry_run = FALSE AND r.app_id = verifications.app_id \
+             AND r.volume_name = verifications.volume_name)",
         )
     }
 }

@@ -31,6 +31,7 @@ mod housekeeping;
 pub mod lease;
 mod prune;
 mod restore;
+mod verify;
 mod volumes;
 
 use std::sync::Arc;
@@ -199,15 +200,16 @@ impl Worker {
     }
 
     /// One unit of work:
-    /// 1. fail backups and restores whose lease expired (`worker_lost`)
-    ///    and clean up after them;
+    /// 1. fail backups, restores and verifications whose lease expired
+    ///    (`worker_lost`) and clean up after them;
     /// 2. claim the oldest pending restore — restores go first: someone is
-    ///    waiting for them — else the oldest pending backup;
+    ///    waiting for them — else the oldest pending backup, else the
+    ///    oldest pending verification;
     /// 3. run it, renewing the lease, and record the outcome (fenced);
     /// 4. for a backup, close its run when it was the last, and prune by
     ///    retention.
     ///
-    /// Returns the id of the restore or backup it ran.
+    /// Returns the id of the restore, backup or verification it ran.
     pub async fn process_one(
         &self,
         stop: &watch::Receiver<bool>,
@@ -215,6 +217,7 @@ impl Worker {
     ) -> anyhow::Result<Option<Uuid>> {
         reap(&self.cairn, now).await?;
         restore::reap(&self.cairn, now).await?;
+        verify::reap(&self.cairn, now).await?;
         if *stop.borrow() {
             return Ok(None);
         }
@@ -241,7 +244,23 @@ impl Worker {
         )
         .await?
         else {
-            return Ok(None);
+            // Verifications last: they prove backups that exist, and wait
+            // for nothing but a restore of their volume.
+            let claimed = lease::claim::<cairn_entity::verification::Entity>(
+                &self.cairn.db,
+                &self.options.owner,
+                self.options.lease,
+                claimed_at,
+            )
+            .await?;
+            return Ok(match claimed {
+                Some(claimed) => {
+                    let id = claimed.id;
+                    verify::run_verification(self, claimed, stop.clone()).await;
+                    Some(id)
+                }
+                None => None,
+            });
         };
         let id = claimed.id;
         let run_id = claimed.run_id;

@@ -33,6 +33,7 @@ pub mod orgs;
 pub mod restores;
 pub mod targets;
 pub mod tokens;
+pub mod verifications;
 
 use actix_web::web;
 use serde::Deserialize;
@@ -55,6 +56,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     jobs::configure(cfg);
     history::configure(cfg);
     restores::configure(cfg);
+    verifications::configure(cfg);
     notifications::configure(cfg);
 }
 
@@ -69,6 +71,7 @@ pub fn wired() -> Vec<(&'static str, &'static str)> {
         jobs::WIRED,
         history::WIRED,
         restores::WIRED,
+        verifications::WIRED,
         notifications::WIRED,
     ]
     .concat()
@@ -104,6 +107,7 @@ org_resource_path!(OrgAppPath, app_id, "app");
 org_resource_path!(OrgJobPath, job_id, "job");
 org_resource_path!(OrgBackupPath, backup_id, "backup");
 org_resource_path!(OrgRestorePath, restore_id, "restore");
+org_resource_path!(OrgVerificationPath, verification_id, "verification");
 org_resource_path!(OrgChannelPath, channel_id, "channel");
 
 /// `{targetId}` of a system-level target.

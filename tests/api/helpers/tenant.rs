@@ -79,6 +79,15 @@ pub async fn tenant(f: &Fixture, org: Org, app: &str) -> Tenant {
         )
         .await;
     let restore = restore.expect(202)["id"].as_str().unwrap().to_owned();
+    let verification = f
+        .app
+        .post(
+            &org.path(&format!("/backups/history/{backup}/verify")),
+            &org.operator,
+            &json!({ "mode": "read" }),
+        )
+        .await;
+    let verification = verification.expect(202)["id"].as_str().unwrap().to_owned();
     f.drain().await;
     let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
     let ids = HashMap::from([
@@ -89,6 +98,7 @@ pub async fn tenant(f: &Fixture, org: Org, app: &str) -> Tenant {
         ("jobId", id(&job)),
         ("backupId", backup),
         ("restoreId", restore),
+        ("verificationId", verification),
         ("channelId", id(&channel)),
         ("tokenId", id(&token)),
         ("runId", run["runId"].as_str().unwrap().to_owned()),

@@ -367,7 +367,7 @@ struct Input {
 
 /// How reading the archive ended: the step's own outcome, and the digest of
 /// everything downloaded.
-fn verdict<T>(
+pub(crate) fn verdict<T>(
     outcome: Result<T, Failure>,
     digest: std::io::Result<(String, u64)>,
     expected: &str,
@@ -376,7 +376,7 @@ fn verdict<T>(
     if cancel.is_cancelled() {
         return Err(Failure::new(
             FailureCode::Interrupted,
-            "the worker was stopped while the restore ran; nothing was changed",
+            "the worker was stopped while the archive was read; nothing was changed",
         ));
     }
     // A mismatch explains any other failure (a flipped byte also breaks
@@ -399,7 +399,7 @@ fn verdict<T>(
     outcome.map(|value| (value, size))
 }
 
-fn read_failure(error: ReadError) -> Failure {
+pub(crate) fn read_failure(error: ReadError) -> Failure {
     match error {
         ReadError::Decrypt(_) | ReadError::IdentityNeeded => {
             Failure::new(FailureCode::DecryptionFailed, error.to_string())
@@ -408,7 +408,7 @@ fn read_failure(error: ReadError) -> Failure {
     }
 }
 
-fn extract_failure(error: ExtractError) -> Failure {
+pub(crate) fn extract_failure(error: ExtractError) -> Failure {
     match error {
         ExtractError::Refused { .. } => {
             Failure::new(FailureCode::ArchiveRefused, error.to_string())

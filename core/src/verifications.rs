@@ -1,0 +1,308 @@
+//! Verifications: proof that a successful backup restores. A request (on
+//! demand, `POST …/history/{backupId}/verify`) records a pending
+//! verification; a worker claims it under a lease like a backup or a
+//! restore, reads the archive back — or restores it into scratch space —
+//! and records every check it ran, with its timings.
+//!
+//! `read` needs nothing but the target. `restore` needs scratch space for
+//! the kind of archive (`verification.scratch_dir` for file backups) and is
+//! refused without it, naming the key.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use cairn_entity::enums::{ArchiveKind, BackupStatus, Trigger, VerificationStatus, VerifyMode};
+use cairn_entity::{backup, verification};
+
+use crate::error::{Error, Result, Validator};
+use crate::failure::FailureCode;
+use crate::format::names::ArchiveName;
+use crate::history::LogLine;
+use crate::restores::{kinds_of, restorable};
+use crate::Cairn;
+
+/// `POST …/history/{backupId}/verify`
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VerifyRequest {
+    pub mode: VerifyMode,
+}
+
+/// One check a verification ran.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Check {
+    /// What was checked (`sha256`, `read`, `entries`, `files`, `bytes`, …).
+    pub name: String,
+    pub ok: bool,
+    /// What was found, and what was expected when they differ.
+    pub detail: String,
+}
+
+/// How long each step took, in milliseconds.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Timings {
+    /// Downloading and hashing the archive.
+    pub download_ms: Option<i64>,
+    /// Reading it back, or restoring it into scratch space.
+    pub restore_ms: Option<i64>,
+    pub total_ms: Option<i64>,
+}
+
+/// A verification.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationView {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    /// The backup verified.
+    pub backup_id: Uuid,
+    /// The backup's job (`null` once it is deleted).
+    pub job_id: Option<Uuid>,
+    pub app_id: Option<Uuid>,
+    pub app_name: String,
+    pub volume_name: String,
+    pub mode: VerifyMode,
+    pub trigger: Trigger,
+    pub status: VerificationStatus,
+    /// Every check run, in order; the first that failed ends it.
+    pub checks: Vec<Check>,
+    pub timings: Timings,
+    /// Why it failed (see the table of codes).
+    pub error_code: Option<FailureCode>,
+    pub error_message: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A verification with its timestamped log.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationDetailView {
+    #[serde(flatten)]
+    pub verification: VerificationView,
+    pub log: Vec<LogLine>,
+}
+
+/// Query parameters of the verification listing.
+#[derive(Clone, Debug, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct VerificationQuery {
+    /// Only verifications of this job's backups.
+    #[param(value_type = Option<Uuid>)]
+    pub job_id: Option<String>,
+    /// Only verifications of this backup.
+    #[param(value_type = Option<Uuid>)]
+    pub backup_id: Option<String>,
+    /// Only verifications in this state.
+    #[param(value_type = Option<VerificationStatus>)]
+    pub status: Option<String>,
+    /// Page size, 1–200 (default 50).
+    #[param(value_type = Option<u64>)]
+    pub limit: Option<String>,
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationPage {
+    pub items: Vec<VerificationView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+pub fn view(model: &verification::Model) -> Result<VerificationView> {
+    let checks: Vec<Check> =
+        serde_json::from_value(model.checks.clone()).map_err(anyhow::Error::from)?;
+    Ok(VerificationView {
+        id: model.id,
+        organization_id: model.organization_id,
+        backup_id: model.backup_id,
+        job_id: model.job_id,
+        app_id: model.app_id,
+        app_name: model.app_name.clone(),
+        volume_name: model.volume_name.clone(),
+        mode: model.mode,
+        trigger: model.trigger,
+        status: model.status,
+        checks,
+        timings: Timings {
+            download_ms: model.download_ms,
+            restore_ms: model.restore_ms,
+            total_ms: model.total_ms,
+        },
+        error_code: model.error_code.as_deref().map(FailureCode::from_stored),
+        error_message: model.error_message.clone(),
+        created_at: model.created_at,
+        started_at: model.started_at,
+        finished_at: model.finished_at,
+    })
+}
+
+/// Records a pending verification of one of the organization's successful
+/// backups:
+/// 1. the backup, the organization's own, successful and of an archive
+///    format this Cairn reads;
+/// 2. the mode: `restore` only where scratch space for its kind is set;
+/// 3. the record, `pending`, for a worker to claim.
+pub async fn request(
+    cairn: &Cairn,
+    organization_id: Uuid,
+    backup_id: Uuid,
+    body: &VerifyRequest,
+    now: DateTime<Utc>,
+) -> Result<VerificationView> {
+    let model = backup::Entity::find_by_id(backup_id)
+        .filter(backup::Column::OrganizationId.eq(organization_id))
+        .one(&cairn.db)
+        .await?
+        .ok_or(Error::NotFound("backup"))?;
+    if model.status != BackupStatus::Success {
+        return Err(Error::Conflict {
+            field: None,
+            message: format!(
+                "the backup is {}; only a successful backup can be verified",
+                model.status
+            ),
+        });
+    }
+    restorable(&model)?;
+    let archive_kind = model
+        .storage_path
+        .as_deref()
+        .and_then(|path| ArchiveName::parse(path.rsplit('/').next().unwrap_or(path)))
+        .map(|name| kinds_of(name).0)
+        .ok_or_else(|| anyhow::anyhow!("backup {backup_id} has no archive name Cairn reads"))?;
+    let mut v = Validator::new();
+    if let Some(reason) = restore_refusal(cairn, body.mode, archive_kind) {
+        v.add("mode", reason);
+    }
+    v.finish()?;
+    let created = verification::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        organization_id: Set(organization_id),
+        backup_id: Set(backup_id),
+        job_id: Set(model.job_id),
+        app_id: Set(model.app_id),
+        app_name: Set(model.app_name.clone()),
+        volume_name: Set(model.volume_name.clone()),
+        mode: Set(body.mode),
+        trigger: Set(Trigger::Manual),
+        status: Set(VerificationStatus::Pending),
+        checks: Set(serde_json::json!([])),
+        download_ms: Set(None),
+        restore_ms: Set(None),
+        total_ms: Set(None),
+        log: Set(serde_json::json!([{
+            "at": now,
+            "level": "info",
+            "message": format!(
+                "{} verification of backup {backup_id} requested",
+                body.mode
+            ),
+        }])),
+        error_code: Set(None),
+        error_message: Set(None),
+        attempt: Set(0),
+        lease_owner: Set(None),
+        lease_expires_at: Set(None),
+        created_at: Set(now),
+        started_at: Set(None),
+        finished_at: Set(None),
+    }
+    .insert(&cairn.db)
+    .await?;
+    view(&created)
+}
+
+/// Why `mode` cannot verify an archive of `kind` on this server, if it
+/// cannot: a restore needs scratch space of the archive's kind.
+pub fn restore_refusal(cairn: &Cairn, mode: VerifyMode, kind: ArchiveKind) -> Option<String> {
+    match (mode, kind) {
+        (VerifyMode::Read, _) => None,
+        (VerifyMode::Restore, ArchiveKind::Tar) => {
+            cairn.config.verification.scratch_dir.is_none().then(|| {
+                "restore needs scratch space for files, and this server has none \
+                 (verification.scratch_dir); use read"
+                    .to_owned()
+            })
+        }
+        (VerifyMode::Restore, ArchiveKind::PgDump) => Some(
+            "restore of a PostgreSQL backup needs a scratch database server, which this server \
+             does not have; use read (pg_restore --list)"
+                .to_owned(),
+        ),
+    }
+}
+
+/// One page of the organization's verifications, newest first.
+pub async fn list(
+    cairn: &Cairn,
+    organization_id: Uuid,
+    query: &VerificationQuery,
+) -> Result<VerificationPage> {
+    use crate::history::{cut_page, page_limit, parse_uuid};
+    let mut v = Validator::new();
+    let job_id = parse_uuid(&mut v, "jobId", query.job_id.as_deref());
+    let backup_id = parse_uuid(&mut v, "backupId", query.backup_id.as_deref());
+    let cursor = parse_uuid(&mut v, "cursor", query.cursor.as_deref());
+    let limit = page_limit(&mut v, query.limit.as_deref());
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(text) => {
+            let status = VerificationStatus::parse(text);
+            if status.is_none() {
+                v.add("status", "must be one of pending, running, success, failed");
+            }
+            status
+        }
+    };
+    v.finish()?;
+    let mut select = verification::Entity::find()
+        .filter(verification::Column::OrganizationId.eq(organization_id));
+    if let Some(job_id) = job_id {
+        select = select.filter(verification::Column::JobId.eq(job_id));
+    }
+    if let Some(backup_id) = backup_id {
+        select = select.filter(verification::Column::BackupId.eq(backup_id));
+    }
+    if let Some(status) = status {
+        select = select.filter(verification::Column::Status.eq(status));
+    }
+    if let Some(cursor) = cursor {
+        select = select.filter(verification::Column::Id.lt(cursor));
+    }
+    let mut rows = select
+        .order_by_desc(verification::Column::Id)
+        .limit(limit + 1)
+        .all(&cairn.db)
+        .await?;
+    let next_cursor = cut_page(&mut rows, limit, |row| row.id);
+    Ok(VerificationPage {
+        items: rows.iter().map(view).collect::<Result<_>>()?,
+        next_cursor,
+    })
+}
+
+/// One of the organization's verifications, with its log.
+pub async fn get(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<VerificationDetailView> {
+    let model = verification::Entity::find_by_id(id)
+        .filter(verification::Column::OrganizationId.eq(organization_id))
+        .one(&cairn.db)
+        .await?
+        .ok_or(Error::NotFound("verification"))?;
+    let log: Vec<LogLine> =
+        serde_json::from_value(model.log.clone()).map_err(anyhow::Error::from)?;
+    Ok(VerificationDetailView {
+        verification: view(&model)?,
+        log,
+    })
+}

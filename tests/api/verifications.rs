@@ -1,0 +1,350 @@
+//! Verifications end to end: requested through the API, carried out by a
+//! real worker, and held to what a user would check — every count of the
+//! manifest read back, a flipped byte in the stored archive caught, a
+//! manifest that disagrees with its archive named by the failed check, and
+//! nothing left in the scratch directory.
+
+use cairn_entity::backup;
+use sea_orm::{ActiveValue, EntityTrait};
+use serde_json::{json, Value};
+
+use crate::both_backends;
+use crate::helpers::{
+    build_volume, create_orders, fixture, fixture_with, postgres_volume, psql, restorable_volume,
+    unique, Backend, Fixture,
+};
+
+/// A file backup of `shop/data` (every kind of entry a restore gives
+/// back), run to its end; returns the backup's record.
+async fn file_backup(f: &Fixture) -> Value {
+    restorable_volume(&f.volume_dir("shop", "blue", "data"), 1);
+    let app = f.create_shop().await;
+    let job = f.create_job_for(&app, json!({ "keepLast": 5 })).await;
+    let record = f.run_to_end(&job).await;
+    assert_eq!(record["status"], "success", "{record}");
+    record
+}
+
+/// Requests a verification of `backup` as an operator.
+async fn request_verification(f: &Fixture, backup: &str, mode: &str) -> Value {
+    f.app
+        .post(
+            &f.org.path(&format!("/backups/history/{backup}/verify")),
+            &f.org.operator,
+            &json!({ "mode": mode }),
+        )
+        .await
+        .expect(202)
+        .clone()
+}
+
+/// Verifies `backup` in `mode` with a worker; returns the verification as
+/// a viewer reads it.
+async fn verify(f: &Fixture, backup: &str, mode: &str) -> Value {
+    let requested = request_verification(f, backup, mode).await;
+    assert_eq!(requested["status"], "pending", "{requested}");
+    assert_eq!(requested["mode"], mode);
+    f.drain().await;
+    f.app
+        .get(
+            &f.org.path(&format!(
+                "/backups/verifications/{}",
+                requested["id"].as_str().unwrap()
+            )),
+            &f.org.viewer,
+        )
+        .await
+        .expect(200)
+        .clone()
+}
+
+/// The check named `name` of a verification.
+fn check<'a>(verification: &'a Value, name: &str) -> &'a Value {
+    verification["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name}: {verification}"))
+}
+
+/// A good file backup verifies in both modes: every count equals the
+/// manifest's, and the scratch directory is empty afterwards.
+async fn a_good_file_backup_verifies_in_both_modes(backend: Backend) {
+    let scratch = tempfile::tempdir().unwrap();
+    let root = scratch.path().join("verify");
+    let configured = root.clone();
+    let f = fixture_with(backend, "alpha", move |config| {
+        config.verification.scratch_dir = Some(configured);
+    })
+    .await;
+    let record = file_backup(&f).await;
+    let backup = record["id"].as_str().unwrap();
+    let manifest = &record["manifest"];
+    for mode in ["read", "restore"] {
+        let verified = verify(&f, backup, mode).await;
+        assert_eq!(verified["status"], "success", "{mode}: {verified}");
+        assert_eq!(verified["backupId"], backup);
+        assert_eq!(verified["trigger"], "manual");
+        assert_eq!(verified["errorCode"], Value::Null);
+        for (name, field) in [
+            ("files", "fileCount"),
+            ("directories", "directoryCount"),
+            ("symlinks", "symlinkCount"),
+            ("hardLinks", "hardLinkCount"),
+            ("bytes", "contentBytes"),
+            ("storedBytes", "storedBytes"),
+        ] {
+            let found = check(&verified, name);
+            assert_eq!(found["ok"], true, "{mode} {name}: {verified}");
+            assert_eq!(
+                found["detail"],
+                manifest[field].to_string(),
+                "{mode} {name}: {verified}"
+            );
+        }
+        assert_eq!(check(&verified, "sha256")["ok"], true);
+        assert!(manifest["fileCount"].as_u64().unwrap() > 3, "{manifest}");
+        let timings = &verified["timings"];
+        assert!(timings["totalMs"].as_i64().unwrap() >= timings["downloadMs"].as_i64().unwrap());
+        assert!(verified["log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|line| line["message"].as_str().unwrap().contains("checks passed")));
+        // Restore mode extracted under the scratch root, and removed it.
+        let left: Vec<_> = std::fs::read_dir(&root)
+            .map(|entries| entries.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{mode}: left in scratch: {left:?}");
+    }
+    assert!(root.exists(), "restore mode created the scratch root");
+    // The listing filters by backup and status.
+    let page = f
+        .app
+        .get(
+            &f.org.path(&format!(
+                "/backups/verifications?backupId={backup}&status=success"
+            )),
+            &f.org.viewer,
+        )
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(page["items"].as_array().unwrap().len(), 2, "{page}");
+    let failed = f
+        .app
+        .get(
+            &f.org.path("/backups/verifications?status=failed"),
+            &f.org.viewer,
+        )
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(failed["items"], json!([]));
+}
+
+both_backends!(a_good_file_backup_verifies_in_both_modes);
+
+/// A flipped byte in the stored archive fails the verification with
+/// `checksum_mismatch`, its sha256 check failed.
+#[tokio::test]
+async fn a_flipped_byte_fails_with_checksum_mismatch() {
+    let f = fixture(Backend::Sqlite, "alpha").await;
+    let record = file_backup(&f).await;
+    let stored = f.stored(record["storagePath"].as_str().unwrap());
+    let mut bytes = std::fs::read(&stored).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&stored, bytes).unwrap();
+    let verified = verify(&f, record["id"].as_str().unwrap(), "read").await;
+    assert_eq!(verified["status"], "failed", "{verified}");
+    assert_eq!(verified["errorCode"], "checksum_mismatch", "{verified}");
+    assert_eq!(check(&verified, "sha256")["ok"], false, "{verified}");
+}
+
+/// A backup that a restore would refuse (it holds an absolute symlink)
+/// fails its verification in read mode too, with the entry named: the
+/// operator learns it before the day of the restore.
+#[tokio::test]
+async fn an_archive_a_restore_would_refuse_fails_verification() {
+    let f = fixture(Backend::Sqlite, "alpha").await;
+    build_volume(&f.volume_dir("shop", "blue", "data"), 1);
+    let app = f.create_shop().await;
+    let job = f.create_job_for(&app, json!({ "keepLast": 5 })).await;
+    let record = f.run_to_end(&job).await;
+    assert_eq!(record["status"], "success", "{record}");
+    let verified = verify(&f, record["id"].as_str().unwrap(), "read").await;
+    assert_eq!(verified["status"], "failed", "{verified}");
+    assert_eq!(verified["errorCode"], "archive_refused", "{verified}");
+    assert!(
+        verified["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("absolute-link"),
+        "{verified}"
+    );
+}
+
+/// A manifest whose counts disagree with its archive fails the
+/// verification, naming the check.
+#[tokio::test]
+async fn a_manifest_that_disagrees_fails_the_named_check() {
+    let f = fixture(Backend::Sqlite, "alpha").await;
+    let record = file_backup(&f).await;
+    let id = record["id"].as_str().unwrap();
+    let mut manifest = record["manifest"].clone();
+    let recorded = manifest["fileCount"].as_u64().unwrap();
+    manifest["fileCount"] = json!(recorded + 1);
+    backup::Entity::update(backup::ActiveModel {
+        id: ActiveValue::Unchanged(uuid::Uuid::parse_str(id).unwrap()),
+        manifest: ActiveValue::Set(Some(manifest)),
+        ..Default::default()
+    })
+    .exec(&f.app.cairn.db)
+    .await
+    .unwrap();
+    let verified = verify(&f, id, "read").await;
+    assert_eq!(verified["status"], "failed", "{verified}");
+    assert_eq!(verified["errorCode"], "verification_mismatch", "{verified}");
+    let message = verified["errorMessage"].as_str().unwrap();
+    assert!(message.contains("check files failed"), "{message}");
+    let files = check(&verified, "files");
+    assert_eq!(files["ok"], false);
+    assert_eq!(
+        files["detail"],
+        format!("{recorded} read back, the manifest says {}", recorded + 1)
+    );
+    assert_eq!(check(&verified, "directories")["ok"], true, "{verified}");
+}
+
+/// Restore mode needs scratch space, and only successful backups verify.
+#[tokio::test]
+async fn requests_are_checked() {
+    let f = fixture(Backend::Sqlite, "alpha").await;
+    let record = file_backup(&f).await;
+    let id = record["id"].as_str().unwrap();
+    let path = f.org.path(&format!("/backups/history/{id}/verify"));
+    f.app
+        .post(&path, &f.org.operator, &json!({ "mode": "restore" }))
+        .await
+        .expect_field_error(422, "mode");
+    f.app
+        .post(&path, &f.org.operator, &json!({ "mode": "sometimes" }))
+        .await
+        .expect_field_error(422, "mode");
+    f.app
+        .post(&path, &f.org.viewer, &json!({ "mode": "read" }))
+        .await
+        .expect(403);
+    // A failed backup is not verified.
+    backup::Entity::update(backup::ActiveModel {
+        id: ActiveValue::Unchanged(uuid::Uuid::parse_str(id).unwrap()),
+        status: ActiveValue::Set(cairn_entity::enums::BackupStatus::Failed),
+        ..Default::default()
+    })
+    .exec(&f.app.cairn.db)
+    .await
+    .unwrap();
+    f.app
+        .post(&path, &f.org.operator, &json!({ "mode": "read" }))
+        .await
+        .expect(409);
+    // Nothing was recorded.
+    let page = f
+        .app
+        .get(&f.org.path("/backups/verifications"), &f.org.viewer)
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(page["items"], json!([]));
+}
+
+/// A PostgreSQL backup, encrypted, verifies in read mode: its dump is
+/// decrypted and listed by `pg_restore --list`; restore mode is refused
+/// while this server has no scratch database server.
+#[tokio::test]
+async fn a_database_backup_verifies_in_read_mode() {
+    let scratch = tempfile::tempdir().unwrap();
+    let configured = scratch.path().to_path_buf();
+    let f = fixture_with(Backend::Sqlite, "alpha", move |config| {
+        config.verification.scratch_dir = Some(configured);
+    })
+    .await;
+    let database = unique("vsrc").replace('-', "_");
+    psql("postgres", &format!("CREATE DATABASE \"{database}\""));
+    create_orders(&database, 50);
+    let app = f
+        .create_app(json!({ "name": "shop", "volumes": [postgres_volume("db", &database)] }))
+        .await;
+    let job = f
+        .create_job_for(&app, json!({ "keepLast": 5, "encryption": "age" }))
+        .await;
+    let record = f.run_to_end(&job).await;
+    assert_eq!(record["status"], "success", "{record}");
+    let id = record["id"].as_str().unwrap();
+    let verified = verify(&f, id, "read").await;
+    assert_eq!(verified["status"], "success", "{verified}");
+    let listed = check(&verified, "tableOfContents");
+    assert_eq!(listed["ok"], true, "{verified}");
+    assert_eq!(check(&verified, "storedBytes")["ok"], true, "{verified}");
+    f.app
+        .post(
+            &f.org.path(&format!("/backups/history/{id}/verify")),
+            &f.org.operator,
+            &json!({ "mode": "restore" }),
+        )
+        .await
+        .expect_field_error(422, "mode");
+}
+
+/// A verification whose worker died (its lease expired) is failed as
+/// `worker_lost` by the next worker's reaper, which removes the scratch
+/// directory it left.
+#[tokio::test]
+async fn a_lost_verification_is_reaped_and_its_scratch_removed() {
+    use cairn_entity::enums::VerificationStatus;
+    use cairn_entity::verification;
+    let scratch = tempfile::tempdir().unwrap();
+    let configured = scratch.path().to_path_buf();
+    let f = fixture_with(Backend::Sqlite, "alpha", move |config| {
+        config.verification.scratch_dir = Some(configured);
+    })
+    .await;
+    let record = file_backup(&f).await;
+    let requested = request_verification(&f, record["id"].as_str().unwrap(), "restore").await;
+    let id = uuid::Uuid::parse_str(requested["id"].as_str().unwrap()).unwrap();
+    // As a worker that claimed it, began extracting, and died.
+    verification::Entity::update(verification::ActiveModel {
+        id: ActiveValue::Unchanged(id),
+        status: ActiveValue::Set(VerificationStatus::Running),
+        attempt: ActiveValue::Set(1),
+        lease_owner: ActiveValue::Set(Some("dead-worker".into())),
+        lease_expires_at: ActiveValue::Set(Some(chrono::Utc::now() - chrono::Duration::seconds(5))),
+        started_at: ActiveValue::Set(Some(chrono::Utc::now())),
+        ..Default::default()
+    })
+    .exec(&f.app.cairn.db)
+    .await
+    .unwrap();
+    let left = scratch.path().join(format!("cairn-verify-{id}"));
+    std::fs::create_dir_all(left.join("nested")).unwrap();
+    std::fs::write(left.join("nested/partial.bin"), b"half").unwrap();
+    f.drain().await;
+    let reaped = f
+        .app
+        .get(
+            &f.org.path(&format!("/backups/verifications/{id}")),
+            &f.org.viewer,
+        )
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(reaped["status"], "failed", "{reaped}");
+    assert_eq!(reaped["errorCode"], "worker_lost", "{reaped}");
+    assert!(reaped["errorMessage"]
+        .as_str()
+        .unwrap()
+        .contains("dead-worker"));
+    assert!(!left.exists(), "the scratch directory was removed");
+}

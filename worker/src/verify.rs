@@ -1,0 +1,468 @@
+//! Running one claimed verification: the backup's archive downloaded and
+//! hashed, decrypted and decompressed, then read back — every tar entry
+//! checked by the extraction rules, or `pg_restore --list` — or, in
+//! `restore` mode, extracted into a scratch directory of its own; what came
+//! back is compared with the manifest, check by check. Nothing of the
+//! organization's is written, and the scratch directory is removed however
+//! the verification ends (a worker that died leaves it to the reaper of
+//! this machine, which removes it too).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chrono::Utc;
+use futures::FutureExt;
+use sea_orm::{ActiveValue, ColumnTrait, EntityTrait, QueryFilter};
+use tokio::sync::watch;
+
+use cairn_core::failure::FailureCode;
+use cairn_core::format::extract::{self, Extracted};
+use cairn_core::format::manifest::{Manifest, ManifestContents};
+use cairn_core::format::names::Format;
+use cairn_core::format::pg_restore::{pg_restore_with_output, PgRestore};
+use cairn_core::format::read::{self, Checked};
+use cairn_core::history::LogLine;
+use cairn_core::restores::{blocking_reader, restorable, stored_archive};
+use cairn_core::storage::Cancellation;
+use cairn_core::verifications::Check;
+use cairn_entity::enums::{VerificationStatus, VerifyMode};
+use cairn_entity::{backup, verification};
+
+use crate::failure::{download_failure, internal, Failure};
+use crate::lease::{self, keep_lease, line, max_duration};
+use crate::restore::{extract_failure, read_failure, verdict};
+use crate::Worker;
+
+type Attempt = lease::Attempt<verification::Model>;
+
+/// What a verification found: its checks and how long its steps took.
+#[derive(Default)]
+struct Findings {
+    checks: Vec<Check>,
+    download_ms: Option<i64>,
+    restore_ms: Option<i64>,
+}
+
+impl Findings {
+    fn check(&mut self, name: &str, ok: bool, detail: impl Into<String>) {
+        self.checks.push(Check {
+            name: name.to_owned(),
+            ok,
+            detail: detail.into(),
+        });
+    }
+}
+
+/// Runs a claimed verification to its outcome:
+/// 1. note the claim;
+/// 2. run [`perform`] under the job's `maxDurationSeconds`, the lease and
+///    the worker's stop signal (each cancels the blocking steps);
+/// 3. record the checks, the timings and the outcome, fenced on this
+///    attempt.
+pub(crate) async fn run_verification(
+    worker: &Worker,
+    model: verification::Model,
+    stop: watch::Receiver<bool>,
+) {
+    let started = Instant::now();
+    let (id, attempt_no) = (model.id, model.attempt);
+    let log = model.log.clone();
+    let mut attempt = Attempt::new(model, "verification", id, &log);
+    attempt.note(
+        "info",
+        format!(
+            "claimed by worker {} (attempt {attempt_no})",
+            worker.options.owner
+        ),
+    );
+    let mut findings = Findings::default();
+    let outcome = perform_within_limits(worker, &mut attempt, &mut findings, stop).await;
+    let total_ms = started.elapsed().as_millis() as i64;
+    let mut changes = verification::ActiveModel {
+        checks: ActiveValue::Set(serde_json::to_value(&findings.checks).unwrap_or_default()),
+        download_ms: ActiveValue::Set(findings.download_ms),
+        restore_ms: ActiveValue::Set(findings.restore_ms),
+        total_ms: ActiveValue::Set(Some(total_ms)),
+        finished_at: ActiveValue::Set(Some(Utc::now())),
+        lease_owner: ActiveValue::Set(None),
+        lease_expires_at: ActiveValue::Set(None),
+        ..Default::default()
+    };
+    match outcome {
+        Ok(()) => {
+            attempt.note(
+                "info",
+                format!("verified: {} checks passed", findings.checks.len()),
+            );
+            changes.status = ActiveValue::Set(VerificationStatus::Success);
+        }
+        Err(failure) => {
+            tracing::warn!(verification_id = %id, code = %failure.code, "verification failed: {}", failure.message);
+            attempt.note("error", format!("{}: {}", failure.code, failure.message));
+            changes.status = ActiveValue::Set(VerificationStatus::Failed);
+            changes.error_code = ActiveValue::Set(Some(failure.code.as_str().to_owned()));
+            changes.error_message = ActiveValue::Set(Some(failure.message));
+        }
+    }
+    changes.log = ActiveValue::Set(attempt.log_value());
+    match lease::fenced_update::<verification::Entity>(&worker.cairn.db, id, attempt_no, changes)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(verification_id = %id, attempt = attempt_no, "the outcome was not recorded: this attempt no longer holds the verification");
+        }
+        Err(error) => {
+            tracing::error!(verification_id = %id, error = format!("{error:#}"), "recording the outcome failed; the lease will expire and the verification will be failed as worker_lost");
+        }
+    }
+}
+
+/// [`perform`], with its blocking steps cancelled when the job's
+/// `maxDurationSeconds` passes or the worker stops, and abandoned when the
+/// lease is lost.
+async fn perform_within_limits(
+    worker: &Worker,
+    attempt: &mut Attempt,
+    findings: &mut Findings,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), Failure> {
+    let (id, attempt_no) = (attempt.model.id, attempt.model.attempt);
+    let cancel = Cancellation::default();
+    let limit = max_duration(worker, attempt.model.job_id).await;
+    let mut overdue = false;
+    let outcome = {
+        let work = perform(worker, attempt, findings, cancel.clone()).fuse();
+        let lease = keep_lease::<verification::Entity>(worker, id, attempt_no).fuse();
+        let stopped = stop.wait_for(|stopped| *stopped).fuse();
+        let deadline = tokio::time::sleep(limit).fuse();
+        tokio::pin!(work, lease, stopped, deadline);
+        loop {
+            tokio::select! {
+                outcome = &mut work => break outcome,
+                () = &mut lease => break Err(Failure::new(
+                    FailureCode::LeaseLost,
+                    "the worker lost its lease on this verification and stopped",
+                )),
+                _ = &mut stopped => cancel.cancel(),
+                () = &mut deadline => {
+                    overdue = true;
+                    cancel.cancel();
+                }
+            }
+        }
+    };
+    match outcome {
+        Err(failure) if overdue => Err(Failure::new(
+            FailureCode::DeadlineExceeded,
+            format!(
+                "the verification ran longer than the job's maxDurationSeconds ({} s) and was cancelled \
+                 ({}: {})",
+                limit.as_secs(),
+                failure.code,
+                failure.message
+            ),
+        )),
+        other => other,
+    }
+}
+
+/// Verifies the backup:
+/// 1. the backup, still successful and of a format this Cairn reads, and
+///    its manifest;
+/// 2. the organization's age identity when the archive is encrypted;
+/// 3. the download, hashed as it arrives, read back (or restored into
+///    scratch space) on a blocking thread; the hash must equal the
+///    record's;
+/// 4. what came back compared with the manifest, one check per count.
+async fn perform(
+    worker: &Worker,
+    attempt: &mut Attempt,
+    findings: &mut Findings,
+    cancel: Cancellation,
+) -> Result<(), Failure> {
+    let cairn = &worker.cairn;
+    let mode = attempt.model.mode;
+    let source = backup::Entity::find_by_id(attempt.model.backup_id)
+        .one(&cairn.db)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| Failure::new(FailureCode::BackupUnavailable, "the backup was deleted"))?;
+    let archive = async {
+        let archive = stored_archive(cairn, source).await?;
+        restorable(&archive.backup)?;
+        Ok(archive)
+    }
+    .await
+    .map_err(|error| match error {
+        cairn_core::Error::Conflict { message, .. } => {
+            Failure::new(FailureCode::BackupUnavailable, message)
+        }
+        other => internal(other),
+    })?;
+    let expected = archive.backup.sha256.clone().ok_or_else(|| {
+        Failure::new(
+            FailureCode::BackupUnavailable,
+            "the backup has no recorded checksum to verify against",
+        )
+    })?;
+    let manifest = archive
+        .backup
+        .manifest
+        .as_ref()
+        .map(Manifest::from_value)
+        .transpose()
+        .map_err(|e| Failure::new(FailureCode::BackupUnavailable, e.to_string()))?
+        .ok_or_else(|| {
+            Failure::new(
+                FailureCode::BackupUnavailable,
+                "the backup has no manifest to compare with",
+            )
+        })?;
+    let identity = if archive.name.encrypted {
+        Some(
+            cairn_core::format::age::identity(
+                &cairn.db,
+                &cairn.master_key,
+                archive.backup.organization_id,
+            )
+            .await
+            .map_err(internal)?,
+        )
+    } else {
+        None
+    };
+    let scratch = match mode {
+        VerifyMode::Read => None,
+        VerifyMode::Restore => Some(Scratch::create(
+            cairn.config.verification.scratch_dir.as_deref(),
+            attempt.model.id,
+        )?),
+    };
+    attempt.note(
+        "info",
+        format!(
+            "{} {} ({} bytes, sha256 {expected}) from target '{}'{}",
+            match mode {
+                VerifyMode::Read => "reading back",
+                VerifyMode::Restore => "restoring",
+            },
+            archive.key,
+            archive.backup.archive_size.unwrap_or(0),
+            archive.target.name,
+            scratch
+                .as_ref()
+                .map(|s| format!(" into {}", s.path.display()))
+                .unwrap_or_default()
+        ),
+    );
+    let downloading = Instant::now();
+    let (_, stream) = archive
+        .storage
+        .get(&archive.key)
+        .await
+        .map_err(|e| download_failure("downloading the archive", &e))?;
+    let reader = blocking_reader(stream);
+    let name = archive.name;
+    let cap = manifest.expansion_cap();
+    let program = cairn.config.pg_restore.clone();
+    let into = scratch.as_ref().map(|s| s.path.clone());
+    let blocking_cancel = cancel.clone();
+    let (outcome, digest) = tokio::task::spawn_blocking(move || {
+        let mut checked = Checked::new(reader, blocking_cancel.clone());
+        let outcome = (|| {
+            let mut plain =
+                read::open(&mut checked, name, identity.as_ref()).map_err(read_failure)?;
+            match (name.format, into) {
+                (Format::Dump, _) => {
+                    let (_, listing) = pg_restore_with_output(
+                        &mut plain,
+                        PgRestore::List,
+                        &program,
+                        &blocking_cancel,
+                    )
+                    .map_err(|message| Failure::new(FailureCode::PgRestoreFailed, message))?;
+                    Ok(ReadBack::Dump {
+                        entries: listing
+                            .lines()
+                            .filter(|l| !l.trim().is_empty() && !l.starts_with(';'))
+                            .count() as u64,
+                    })
+                }
+                (_, Some(into)) => extract::extract(plain, &into, Some(cap))
+                    .map(ReadBack::Tar)
+                    .map_err(extract_failure),
+                (_, None) => extract::check(plain, Some(cap))
+                    .map(ReadBack::Tar)
+                    .map_err(extract_failure),
+            }
+        })();
+        (outcome, checked.finish())
+    })
+    .await
+    .map_err(internal)?;
+    // The download and the read run together; the time is theirs.
+    let elapsed = downloading.elapsed().as_millis() as i64;
+    findings.download_ms = Some(elapsed);
+    findings.restore_ms = Some(elapsed);
+    let verified = verdict(outcome, digest, &expected, &cancel);
+    findings.check(
+        "sha256",
+        !matches!(&verified, Err(f) if f.code == FailureCode::ChecksumMismatch),
+        format!("expected {expected}"),
+    );
+    let (read_back, size) = verified?;
+    compare(&manifest, &read_back, size, findings);
+    drop(scratch);
+    match findings.checks.iter().find(|check| !check.ok) {
+        Some(failed) => Err(Failure::new(
+            FailureCode::VerificationMismatch,
+            format!("check {} failed: {}", failed.name, failed.detail),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// What reading the archive back found.
+enum ReadBack {
+    Tar(Extracted),
+    Dump { entries: u64 },
+}
+
+/// One check per count the manifest recorded.
+fn compare(manifest: &Manifest, read_back: &ReadBack, size: u64, findings: &mut Findings) {
+    let mut count = |name: &str, found: u64, expected: u64| {
+        findings.check(
+            name,
+            found == expected,
+            if found == expected {
+                format!("{found}")
+            } else {
+                format!("{found} read back, the manifest says {expected}")
+            },
+        );
+    };
+    count("storedBytes", size, manifest.stored_bytes);
+    match (&manifest.contents, read_back) {
+        (ManifestContents::Tar(tar), ReadBack::Tar(found)) => {
+            count("files", found.files, tar.file_count);
+            count("directories", found.directories, tar.directory_count);
+            count("symlinks", found.symlinks, tar.symlink_count);
+            count("hardLinks", found.hard_links, tar.hard_link_count);
+            count("bytes", found.bytes, tar.content_bytes);
+        }
+        (ManifestContents::PgDump(_), ReadBack::Dump { entries }) => {
+            findings.check(
+                "tableOfContents",
+                *entries > 0,
+                format!("{entries} entries listed by pg_restore --list"),
+            );
+        }
+        _ => findings.check(
+            "kind",
+            false,
+            "the archive's name and its manifest disagree on what it holds",
+        ),
+    }
+}
+
+/// A verification's scratch directory, removed when dropped.
+struct Scratch {
+    path: PathBuf,
+}
+
+impl Scratch {
+    fn create(root: Option<&Path>, id: uuid::Uuid) -> Result<Scratch, Failure> {
+        let root = root.ok_or_else(|| {
+            Failure::new(
+                FailureCode::RestoreFailed,
+                "restore mode needs verification.scratch_dir, which is not set on this worker",
+            )
+        })?;
+        let path = scratch_path(root, id);
+        let created =
+            cairn_core::db::create_private_dir(root).and_then(|()| std::fs::create_dir(&path));
+        created.map_err(|e| {
+            Failure::new(
+                FailureCode::RestoreFailed,
+                format!("creating {}: {e}", path.display()),
+            )
+        })?;
+        Ok(Scratch { path })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        remove_scratch(&self.path);
+    }
+}
+
+/// Where verification `id` extracts, under `root`.
+fn scratch_path(root: &Path, id: uuid::Uuid) -> PathBuf {
+    root.join(format!("cairn-verify-{id}"))
+}
+
+fn remove_scratch(path: &Path) {
+    if let Err(error) = std::fs::remove_dir_all(path) {
+        if error.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), "removing a verification's scratch directory failed: {error}");
+        }
+    }
+}
+
+/// Fails verifications whose lease expired before `now` with
+/// `worker_lost`, and removes their scratch directories when they are on
+/// this machine.
+pub(crate) async fn reap(
+    cairn: &cairn_core::Cairn,
+    now: chrono::DateTime<Utc>,
+) -> anyhow::Result<usize> {
+    let expired = verification::Entity::find()
+        .filter(verification::Column::Status.eq(VerificationStatus::Running))
+        .filter(verification::Column::LeaseExpiresAt.lt(now))
+        .all(&cairn.db)
+        .await?;
+    let mut reaped = 0;
+    for model in expired {
+        let message = format!(
+            "the worker {} stopped renewing its lease (expired at {}); it is presumed dead",
+            model.lease_owner.as_deref().unwrap_or("unknown"),
+            model
+                .lease_expires_at
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default(),
+        );
+        let mut log: Vec<LogLine> = serde_json::from_value(model.log.clone()).unwrap_or_default();
+        log.push(line(
+            "error",
+            format!("{}: {message}", FailureCode::WorkerLost),
+        ));
+        let failed = verification::Entity::update_many()
+            .set(verification::ActiveModel {
+                status: ActiveValue::Set(VerificationStatus::Failed),
+                error_code: ActiveValue::Set(Some(FailureCode::WorkerLost.as_str().to_owned())),
+                error_message: ActiveValue::Set(Some(message.clone())),
+                log: ActiveValue::Set(serde_json::to_value(log)?),
+                finished_at: ActiveValue::Set(Some(now)),
+                lease_owner: ActiveValue::Set(None),
+                lease_expires_at: ActiveValue::Set(None),
+                ..Default::default()
+            })
+            .filter(verification::Column::Id.eq(model.id))
+            .filter(verification::Column::Attempt.eq(model.attempt))
+            .filter(verification::Column::Status.eq(VerificationStatus::Running))
+            .filter(verification::Column::LeaseExpiresAt.lt(now))
+            .exec(&cairn.db)
+            .await?;
+        if failed.rows_affected != 1 {
+            continue;
+        }
+        reaped += 1;
+        tracing::warn!(verification_id = %model.id, "{message}");
+        if let Some(root) = &cairn.config.verification.scratch_dir {
+            remove_scratch(&scratch_path(root, model.id));
+        }
+    }
+    Ok(reaped)
+}

@@ -768,6 +768,7 @@ pub async fn retention_series(
         now,
     )
     .await?;
+    let verified = crate::verifications::verified_good(db, job.id).await?;
     Ok(grouped
         .into_iter()
         .map(|((app_name, volume_name), members)| {
@@ -797,6 +798,17 @@ pub async fn retention_series(
                 }
             }
             backups.sort_by_key(|(model, _)| std::cmp::Reverse(taken_at(model)));
+            // Last known good: the newest backup a verification proved
+            // restores stays, even when the rules would let it go.
+            if let Some((_, decision)) = backups
+                .iter_mut()
+                .find(|(model, _)| verified.contains(&model.id))
+            {
+                decision.keep = true;
+                decision
+                    .reasons
+                    .push(crate::runs::retention::Reason::Verified);
+            }
             Series {
                 app_name,
                 volume_name,

@@ -243,6 +243,36 @@ pub fn restore_refusal(cairn: &Cairn, mode: VerifyMode, kind: ArchiveKind) -> Op
     }
 }
 
+/// The backups of `job_id` whose latest finished verification succeeded:
+/// the ones proven to restore.
+pub async fn verified_good(
+    db: &impl sea_orm::ConnectionTrait,
+    job_id: Uuid,
+) -> Result<std::collections::HashSet<Uuid>> {
+    let finished: Vec<(Uuid, VerificationStatus)> = verification::Entity::find()
+        .select_only()
+        .column(verification::Column::BackupId)
+        .column(verification::Column::Status)
+        .filter(verification::Column::JobId.eq(job_id))
+        .filter(
+            verification::Column::Status
+                .is_in([VerificationStatus::Success, VerificationStatus::Failed]),
+        )
+        .order_by_asc(verification::Column::Id)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut latest = std::collections::HashMap::new();
+    for (backup_id, status) in finished {
+        latest.insert(backup_id, status);
+    }
+    Ok(latest
+        .into_iter()
+        .filter(|(_, status)| *status == VerificationStatus::Success)
+        .map(|(backup_id, _)| backup_id)
+        .collect())
+}
+
 /// One page of the organization's verifications, newest first.
 pub async fn list(
     cairn: &Cairn,

@@ -348,3 +348,65 @@ async fn a_lost_verification_is_reaped_and_its_scratch_removed() {
         .contains("dead-worker"));
     assert!(!left.exists(), "the scratch directory was removed");
 }
+
+/// Last known good: with keepLast 1, the newest backup a verification
+/// proved restores is kept while newer ones come and go — here when the
+/// newer backup's own verification failed.
+#[tokio::test]
+async fn retention_keeps_the_newest_verified_good_backup() {
+    let f = fixture(Backend::Sqlite, "alpha").await;
+    restorable_volume(&f.volume_dir("shop", "blue", "data"), 1);
+    let app = f.create_shop().await;
+    let job = f.create_job_for(&app, json!({ "keepLast": 1 })).await;
+    let good = f.run_to_end(&job).await;
+    let good_id = good["id"].as_str().unwrap();
+    assert_eq!(verify(&f, good_id, "read").await["status"], "success");
+
+    let second = f.run_to_end(&job).await;
+    let second_id = second["id"].as_str().unwrap();
+    assert_eq!(
+        f.backup(good_id).await["status"],
+        "success",
+        "kept after the second run"
+    );
+    let stored = f.stored(second["storagePath"].as_str().unwrap());
+    let mut bytes = std::fs::read(&stored).unwrap();
+    bytes[10] ^= 0x01;
+    std::fs::write(&stored, bytes).unwrap();
+    let failed = verify(&f, second_id, "read").await;
+    assert_eq!(failed["errorCode"], "checksum_mismatch", "{failed}");
+
+    let third = f.run_to_end(&job).await;
+    assert_eq!(third["status"], "success", "{third}");
+    let kept = f.backup(good_id).await;
+    assert_eq!(kept["status"], "success", "{kept}");
+    assert!(f.stored(kept["storagePath"].as_str().unwrap()).exists());
+    let pruned = f.backup(second_id).await;
+    assert_eq!(pruned["status"], "pruned", "{pruned}");
+    assert!(!stored.exists(), "the failed one was pruned from storage");
+    let retention = f
+        .app
+        .get(
+            &f.org.path(&format!("/backups/jobs/{job}/retention")),
+            &f.org.viewer,
+        )
+        .await
+        .expect(200)
+        .clone();
+    let series = &retention["series"][0]["backups"];
+    let reasons_of = |id: &str| {
+        series
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["backupId"] == id)
+            .map(|b| b["reasons"].clone())
+            .unwrap_or_else(|| panic!("{id} not in {retention}"))
+    };
+    assert_eq!(reasons_of(good_id), json!(["verified"]), "{retention}");
+    assert_eq!(
+        reasons_of(third["id"].as_str().unwrap()),
+        json!(["last"]),
+        "{retention}"
+    );
+}

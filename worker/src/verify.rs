@@ -22,7 +22,7 @@ use cairn_core::format::names::Format;
 use cairn_core::format::pg_restore::{pg_restore_with_output, PgRestore};
 use cairn_core::format::read::{self, Checked};
 use cairn_core::history::LogLine;
-use cairn_core::restores::{blocking_reader, restorable, stored_archive};
+use cairn_core::restores::{blocking_reader, restorable, stored_archive, StoredArchive};
 use cairn_core::storage::Cancellation;
 use cairn_core::verifications::Check;
 use cairn_entity::enums::{VerificationStatus, VerifyMode};
@@ -168,9 +168,9 @@ async fn perform_within_limits(
 }
 
 /// Verifies the backup:
-/// 1. the backup, still successful and of a format this Cairn reads, and
-///    its manifest;
-/// 2. the organization's age identity when the archive is encrypted;
+/// 1. the backup, still successful and of a format this Cairn reads, its
+///    manifest, and the age identity when the archive is encrypted;
+/// 2. the scratch directory, in `restore` mode;
 /// 3. the download, hashed as it arrives, read back (or restored into
 ///    scratch space) on a blocking thread; the hash must equal the
 ///    record's;
@@ -183,28 +183,100 @@ async fn perform(
 ) -> Result<(), Failure> {
     let cairn = &worker.cairn;
     let mode = attempt.model.mode;
-    let source = backup::Entity::find_by_id(attempt.model.backup_id)
+    let source = load(cairn, attempt.model.backup_id).await?;
+    let scratch = match mode {
+        VerifyMode::Read => None,
+        VerifyMode::Restore => Some(Scratch::create(
+            cairn.config.verification.scratch_dir.as_deref(),
+            attempt.model.id,
+        )?),
+    };
+    let archive = &source.archive;
+    attempt.note(
+        "info",
+        format!(
+            "{} {} ({} bytes, sha256 {}) from target '{}'{}",
+            match mode {
+                VerifyMode::Read => "reading back",
+                VerifyMode::Restore => "restoring",
+            },
+            archive.key,
+            archive.backup.archive_size.unwrap_or(0),
+            source.expected,
+            archive.target.name,
+            scratch
+                .as_ref()
+                .map(|s| format!(" into {}", s.path.display()))
+                .unwrap_or_default()
+        ),
+    );
+    let started = Instant::now();
+    let (_, stream) = archive
+        .storage
+        .get(&archive.key)
+        .await
+        .map_err(|e| download_failure("downloading the archive", &e))?;
+    let outcome = read_back(
+        Box::new(blocking_reader(stream)),
+        &source,
+        scratch.as_ref().map(|s| s.path.clone()),
+        cairn.config.pg_restore.clone(),
+        cancel.clone(),
+    )
+    .await?;
+    // The download and the read run together; the time is theirs.
+    let elapsed = started.elapsed().as_millis() as i64;
+    findings.download_ms = Some(elapsed);
+    findings.restore_ms = Some(elapsed);
+    let verified = verdict(outcome.0, outcome.1, &source.expected, &cancel);
+    findings.check(
+        "sha256",
+        !matches!(&verified, Err(f) if f.code == FailureCode::ChecksumMismatch),
+        format!("expected {}", source.expected),
+    );
+    let (found, size) = verified?;
+    compare(&source.manifest, &found, size, findings);
+    drop(scratch);
+    match findings.checks.iter().find(|check| !check.ok) {
+        Some(failed) => Err(Failure::new(
+            FailureCode::VerificationMismatch,
+            format!("check {} failed: {}", failed.name, failed.detail),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// What a verification reads: the stored archive, the checksum and the
+/// manifest it is held to, and the key that decrypts it.
+struct Source {
+    archive: StoredArchive,
+    expected: String,
+    manifest: Manifest,
+    identity: Option<age::x25519::Identity>,
+}
+
+/// The backup, still successful and of a format this Cairn reads, with
+/// its checksum, manifest and (when encrypted) the organization's
+/// identity.
+async fn load(cairn: &cairn_core::Cairn, backup_id: uuid::Uuid) -> Result<Source, Failure> {
+    let unavailable = |message: String| Failure::new(FailureCode::BackupUnavailable, message);
+    let model = backup::Entity::find_by_id(backup_id)
         .one(&cairn.db)
         .await
         .map_err(internal)?
-        .ok_or_else(|| Failure::new(FailureCode::BackupUnavailable, "the backup was deleted"))?;
+        .ok_or_else(|| unavailable("the backup was deleted".into()))?;
     let archive = async {
-        let archive = stored_archive(cairn, source).await?;
+        let archive = stored_archive(cairn, model).await?;
         restorable(&archive.backup)?;
         Ok(archive)
     }
     .await
     .map_err(|error| match error {
-        cairn_core::Error::Conflict { message, .. } => {
-            Failure::new(FailureCode::BackupUnavailable, message)
-        }
+        cairn_core::Error::Conflict { message, .. } => unavailable(message),
         other => internal(other),
     })?;
     let expected = archive.backup.sha256.clone().ok_or_else(|| {
-        Failure::new(
-            FailureCode::BackupUnavailable,
-            "the backup has no recorded checksum to verify against",
-        )
+        unavailable("the backup has no recorded checksum to verify against".into())
     })?;
     let manifest = archive
         .backup
@@ -212,13 +284,8 @@ async fn perform(
         .as_ref()
         .map(Manifest::from_value)
         .transpose()
-        .map_err(|e| Failure::new(FailureCode::BackupUnavailable, e.to_string()))?
-        .ok_or_else(|| {
-            Failure::new(
-                FailureCode::BackupUnavailable,
-                "the backup has no manifest to compare with",
-            )
-        })?;
+        .map_err(|e| unavailable(e.to_string()))?
+        .ok_or_else(|| unavailable("the backup has no manifest to compare with".into()))?;
     let identity = if archive.name.encrypted {
         Some(
             cairn_core::format::age::identity(
@@ -232,56 +299,40 @@ async fn perform(
     } else {
         None
     };
-    let scratch = match mode {
-        VerifyMode::Read => None,
-        VerifyMode::Restore => Some(Scratch::create(
-            cairn.config.verification.scratch_dir.as_deref(),
-            attempt.model.id,
-        )?),
-    };
-    attempt.note(
-        "info",
-        format!(
-            "{} {} ({} bytes, sha256 {expected}) from target '{}'{}",
-            match mode {
-                VerifyMode::Read => "reading back",
-                VerifyMode::Restore => "restoring",
-            },
-            archive.key,
-            archive.backup.archive_size.unwrap_or(0),
-            archive.target.name,
-            scratch
-                .as_ref()
-                .map(|s| format!(" into {}", s.path.display()))
-                .unwrap_or_default()
-        ),
-    );
-    let downloading = Instant::now();
-    let (_, stream) = archive
-        .storage
-        .get(&archive.key)
-        .await
-        .map_err(|e| download_failure("downloading the archive", &e))?;
-    let reader = blocking_reader(stream);
-    let name = archive.name;
-    let cap = manifest.expansion_cap();
-    let program = cairn.config.pg_restore.clone();
-    let into = scratch.as_ref().map(|s| s.path.clone());
-    let blocking_cancel = cancel.clone();
-    let (outcome, digest) = tokio::task::spawn_blocking(move || {
-        let mut checked = Checked::new(reader, blocking_cancel.clone());
+    Ok(Source {
+        archive,
+        expected,
+        manifest,
+        identity,
+    })
+}
+
+/// Reads the download back on a blocking thread — a dump listed by
+/// `pg_restore --list`, a tar archive checked by the extraction rules or
+/// extracted `into` scratch space — while hashing every byte; returns the
+/// read's outcome and the digest.
+async fn read_back(
+    reader: Box<dyn std::io::Read + Send>,
+    source: &Source,
+    into: Option<PathBuf>,
+    program: PathBuf,
+    cancel: Cancellation,
+) -> Result<(Result<ReadBack, Failure>, std::io::Result<(String, u64)>), Failure> {
+    let name = source.archive.name;
+    let cap = source.manifest.expansion_cap();
+    let identity = source.identity.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut checked = Checked::new(reader, cancel.clone());
         let outcome = (|| {
             let mut plain =
                 read::open(&mut checked, name, identity.as_ref()).map_err(read_failure)?;
             match (name.format, into) {
                 (Format::Dump, _) => {
-                    let (_, listing) = pg_restore_with_output(
-                        &mut plain,
-                        PgRestore::List,
-                        &program,
-                        &blocking_cancel,
-                    )
-                    .map_err(|message| Failure::new(FailureCode::PgRestoreFailed, message))?;
+                    let (_, listing) =
+                        pg_restore_with_output(&mut plain, PgRestore::List, &program, &cancel)
+                            .map_err(|message| {
+                                Failure::new(FailureCode::PgRestoreFailed, message)
+                            })?;
                     Ok(ReadBack::Dump {
                         entries: listing
                             .lines()
@@ -300,27 +351,7 @@ async fn perform(
         (outcome, checked.finish())
     })
     .await
-    .map_err(internal)?;
-    // The download and the read run together; the time is theirs.
-    let elapsed = downloading.elapsed().as_millis() as i64;
-    findings.download_ms = Some(elapsed);
-    findings.restore_ms = Some(elapsed);
-    let verified = verdict(outcome, digest, &expected, &cancel);
-    findings.check(
-        "sha256",
-        !matches!(&verified, Err(f) if f.code == FailureCode::ChecksumMismatch),
-        format!("expected {expected}"),
-    );
-    let (read_back, size) = verified?;
-    compare(&manifest, &read_back, size, findings);
-    drop(scratch);
-    match findings.checks.iter().find(|check| !check.ok) {
-        Some(failed) => Err(Failure::new(
-            FailureCode::VerificationMismatch,
-            format!("check {} failed: {}", failed.name, failed.detail),
-        )),
-        None => Ok(()),
-    }
+    .map_err(internal)
 }
 
 /// What reading the archive back found.

@@ -43,6 +43,9 @@ pub enum Reason {
     Suspicious,
     /// A pending or running restore is about to read it: kept until it ends.
     Reading,
+    /// The newest backup of its series that a verification proved
+    /// restores ("last known good"): kept whatever the rules say.
+    Verified,
 }
 
 /// The fate of one backup.
@@ -73,7 +76,9 @@ fn period(reason: Reason, time: DateTime<Utc>, position: usize) -> Period {
         }
         Reason::Monthly => (time.year().into(), time.month().into(), 0, 0),
         Reason::Yearly => (time.year().into(), 0, 0, 0),
-        Reason::All | Reason::Newest | Reason::Suspicious | Reason::Reading => (0, 0, 0, 0),
+        Reason::All | Reason::Newest | Reason::Suspicious | Reason::Reading | Reason::Verified => {
+            (0, 0, 0, 0)
+        }
     }
 }
 

@@ -75,6 +75,7 @@ async fn create_jobs(
             timezone: Set("UTC".into()),
             starting_deadline_seconds: Set(3600),
             max_duration_seconds: Set(21_600),
+            rpo_target_seconds: Set(None),
             schedule_error: Set(None),
             last_success_at: Set(None),
             consecutive_failures: Set(0),

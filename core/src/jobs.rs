@@ -49,6 +49,10 @@ pub struct JobRequest {
     /// failure.
     #[serde(default = "default_max_duration")]
     pub max_duration_seconds: u32,
+    /// The recovery point objective, in seconds (60 to 31 536 000;
+    /// optional): how old the newest backup that passed a verification may
+    /// be. The job view says whether it is met (`rpoMet`).
+    pub rpo_target_seconds: Option<u32>,
     /// Default true.
     #[serde(default = "default_true")]
     pub enabled: bool,
@@ -186,6 +190,9 @@ pub const DEFAULT_MAX_DURATION: u32 = 21_600;
 /// The bounds of `maxDurationSeconds`.
 const MAX_DURATION_RANGE: std::ops::RangeInclusive<u32> = 60..=604_800;
 
+/// The range of `rpoTargetSeconds`: a minute to a year.
+const RPO_TARGET_RANGE: std::ops::RangeInclusive<u32> = 60..=31_536_000;
+
 /// How long a backup or restore of `job_id`'s may run.
 pub async fn max_duration(
     db: &impl ConnectionTrait,
@@ -235,6 +242,17 @@ pub struct JobView {
     pub timezone: String,
     pub starting_deadline_seconds: u32,
     pub max_duration_seconds: u32,
+    pub rpo_target_seconds: Option<u32>,
+    /// Seconds since the newest backup that passed a verification ended
+    /// (its recovery point); `null` while none has.
+    pub rpo_seconds: Option<i64>,
+    /// Whether `rpoSeconds` is within `rpoTargetSeconds` (`false` while no
+    /// backup has passed a verification); `null` without a target.
+    pub rpo_met: Option<bool>,
+    /// When a verification of the job's backups last succeeded.
+    pub last_verified_at: Option<DateTime<Utc>>,
+    /// The job's latest finished verification.
+    pub last_verification: Option<crate::verifications::LastVerificationView>,
     /// The slot of the last scheduled run.
     pub last_run_at: Option<DateTime<Utc>>,
     /// When the last run that succeeded ended.
@@ -276,7 +294,12 @@ pub fn parse_schedule(expression: &str) -> Result<cron_parser::Schedule, String>
     Ok(schedule)
 }
 
-fn view(model: backup_job::Model, app_ids: Vec<Uuid>, now: DateTime<Utc>) -> JobView {
+fn view(
+    model: backup_job::Model,
+    app_ids: Vec<Uuid>,
+    health: crate::verifications::JobHealth,
+    now: DateTime<Utc>,
+) -> JobView {
     let overdue = model.enabled
         && model
             .next_run_at
@@ -305,6 +328,15 @@ fn view(model: backup_job::Model, app_ids: Vec<Uuid>, now: DateTime<Utc>) -> Job
         timezone: model.timezone,
         starting_deadline_seconds: model.starting_deadline_seconds.max(0) as u32,
         max_duration_seconds: model.max_duration_seconds.max(0) as u32,
+        rpo_target_seconds: model.rpo_target_seconds.map(|s| s.max(0) as u32),
+        rpo_met: model.rpo_target_seconds.map(|target| {
+            health
+                .rpo_seconds
+                .is_some_and(|rpo| rpo <= i64::from(target))
+        }),
+        rpo_seconds: health.rpo_seconds,
+        last_verified_at: health.last_verified_at,
+        last_verification: health.last_verification,
         last_run_at: model.last_run_at,
         last_success_at: model.last_success_at,
         consecutive_failures: model.consecutive_failures.max(0) as u32,
@@ -420,6 +452,17 @@ async fn validate(
             None
         }
     };
+    if let Some(target) = request.rpo_target_seconds {
+        v.check(
+            RPO_TARGET_RANGE.contains(&target),
+            "rpoTargetSeconds",
+            format!(
+                "must be from {} to {} seconds",
+                RPO_TARGET_RANGE.start(),
+                RPO_TARGET_RANGE.end()
+            ),
+        );
+    }
     v.check(
         MAX_DURATION_RANGE.contains(&request.max_duration_seconds),
         "maxDurationSeconds",
@@ -478,6 +521,7 @@ fn apply(
     model.timezone = Set(request.timezone.trim().to_owned());
     model.starting_deadline_seconds = Set(request.starting_deadline_seconds as i32);
     model.max_duration_seconds = Set(request.max_duration_seconds as i32);
+    model.rpo_target_seconds = Set(request.rpo_target_seconds.map(|s| s as i32));
     model.schedule_error = Set(None);
     model.next_run_at = Set(if request.enabled {
         schedule.next_after(now)
@@ -551,13 +595,13 @@ pub async fn list(
         .await?;
     let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
     let mut apps = apps_of(&cairn.db, &ids).await?;
-    Ok(jobs
-        .into_iter()
-        .map(|job| {
-            let app_ids = apps.remove(&job.id).unwrap_or_default();
-            view(job, app_ids, now)
-        })
-        .collect())
+    let mut views = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let app_ids = apps.remove(&job.id).unwrap_or_default();
+        let health = crate::verifications::job_health(&cairn.db, job.id, now).await?;
+        views.push(view(job, app_ids, health, now));
+    }
+    Ok(views)
 }
 
 pub async fn get(
@@ -571,7 +615,8 @@ pub async fn get(
         .await?
         .remove(&id)
         .unwrap_or_default();
-    Ok(view(job, app_ids, now))
+    let health = crate::verifications::job_health(&cairn.db, id, now).await?;
+    Ok(view(job, app_ids, health, now))
 }
 
 pub async fn create(

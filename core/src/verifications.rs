@@ -243,6 +243,83 @@ pub fn restore_refusal(cairn: &Cairn, mode: VerifyMode, kind: ArchiveKind) -> Op
     }
 }
 
+/// A job's latest finished verification, as its view shows it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastVerificationView {
+    pub id: Uuid,
+    pub status: VerificationStatus,
+    pub backup_id: Uuid,
+    pub mode: VerifyMode,
+    /// For a `restore`-mode verification, the time the whole restore took:
+    /// the recovery time measured.
+    pub rto_seconds: Option<f64>,
+}
+
+/// What a job's verifications say of it.
+#[derive(Clone, Debug, Default)]
+pub struct JobHealth {
+    /// Seconds since the newest backup that passed a verification ended.
+    pub rpo_seconds: Option<i64>,
+    pub last_verified_at: Option<DateTime<Utc>>,
+    pub last_verification: Option<LastVerificationView>,
+}
+
+/// The verification health of `job_id` at `now`: its latest finished
+/// verification, its latest success, and the age of its newest backup
+/// that passed one (still stored: a pruned backup restores nothing).
+pub async fn job_health(
+    db: &impl sea_orm::ConnectionTrait,
+    job_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<JobHealth> {
+    let finished = || {
+        verification::Entity::find()
+            .filter(verification::Column::JobId.eq(job_id))
+            .filter(
+                verification::Column::Status
+                    .is_in([VerificationStatus::Success, VerificationStatus::Failed]),
+            )
+            .order_by_desc(verification::Column::FinishedAt)
+            .order_by_desc(verification::Column::Id)
+    };
+    let last = finished().one(db).await?;
+    let last_success = finished()
+        .filter(verification::Column::Status.eq(VerificationStatus::Success))
+        .one(db)
+        .await?;
+    let good: Vec<Uuid> = verified_good(db, job_id).await?.into_iter().collect();
+    let recovery_point = if good.is_empty() {
+        None
+    } else {
+        backup::Entity::find()
+            .select_only()
+            .column(backup::Column::FinishedAt)
+            .filter(backup::Column::JobId.eq(job_id))
+            .filter(backup::Column::Status.eq(BackupStatus::Success))
+            .filter(backup::Column::Id.is_in(good))
+            .order_by_desc(backup::Column::FinishedAt)
+            .into_tuple::<Option<DateTime<Utc>>>()
+            .one(db)
+            .await?
+            .flatten()
+    };
+    Ok(JobHealth {
+        rpo_seconds: recovery_point.map(|at| (now - at).num_seconds().max(0)),
+        last_verified_at: last_success.and_then(|v| v.finished_at),
+        last_verification: last.map(|v| LastVerificationView {
+            id: v.id,
+            status: v.status,
+            backup_id: v.backup_id,
+            mode: v.mode,
+            rto_seconds: (v.mode == VerifyMode::Restore)
+                .then_some(v.total_ms)
+                .flatten()
+                .map(|ms| ms as f64 / 1000.0),
+        }),
+    })
+}
+
 /// The backups of `job_id` whose latest finished verification succeeded:
 /// the ones proven to restore.
 pub async fn verified_good(

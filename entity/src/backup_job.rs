@@ -37,6 +37,9 @@ pub struct Model {
     pub starting_deadline_seconds: i32,
     /// A backup or restore running longer fails `deadline_exceeded`.
     pub max_duration_seconds: i32,
+    /// The recovery point objective: how old the newest verified backup
+    /// may be, in seconds.
+    pub rpo_target_seconds: Option<i32>,
     /// Why the scheduler could not read the stored schedule or zone; the
     /// job does not fire until it is corrected.
     pub schedule_error: Option<String>,

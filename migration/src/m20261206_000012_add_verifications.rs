@@ -1,7 +1,8 @@
 //! Verifications: a successful backup read back — or restored into scratch
 //! space — to prove that it restores, with the checks it passed or failed.
 //! Claimed by workers under a lease like backups and restores; the index
-//! serves the claim and the reaper.
+//! serves the claim and the reaper. And a job's recovery point objective
+//! (`rpo_target_seconds`), held against its verified backups.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
@@ -53,6 +54,7 @@ enum Backups {
 enum BackupJobs {
     Table,
     Id,
+    RpoTargetSeconds,
 }
 
 #[derive(DeriveIden)]
@@ -133,6 +135,14 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(BackupJobs::Table)
+                    .add_column(integer_null(BackupJobs::RpoTargetSeconds))
+                    .to_owned(),
+            )
+            .await?;
         let db = manager.get_connection();
         for statement in [
             "CREATE INDEX ix_verifications_lease ON verifications (status, lease_expires_at)",
@@ -145,6 +155,14 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(BackupJobs::Table)
+                    .drop_column(BackupJobs::RpoTargetSeconds)
+                    .to_owned(),
+            )
+            .await?;
         manager
             .drop_table(Table::drop().table(Verifications::Table).to_owned())
             .await

@@ -410,3 +410,78 @@ async fn retention_keeps_the_newest_verified_good_backup() {
         "{retention}"
     );
 }
+
+/// The job at `path` as a viewer reads it.
+async fn job_view(f: &Fixture, path: &str) -> Value {
+    f.app.get(path, &f.org.viewer).await.expect(200).clone()
+}
+
+/// A job's view holds its recovery point against its target: none until a
+/// backup passes a verification, then the age of that backup; the last
+/// verification with the recovery time a restore-mode one measured.
+#[tokio::test]
+async fn the_job_view_measures_rpo_and_rto_from_verifications() {
+    let scratch = tempfile::tempdir().unwrap();
+    let configured = scratch.path().to_path_buf();
+    let f = fixture_with(Backend::Sqlite, "alpha", move |config| {
+        config.verification.scratch_dir = Some(configured);
+    })
+    .await;
+    restorable_volume(&f.volume_dir("shop", "blue", "data"), 1);
+    let app = f.create_shop().await;
+    let path = f.org.path("/backups/jobs");
+    f.app
+        .post(
+            &path,
+            &f.org.admin,
+            &json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app],
+                     "keepLast": 5, "rpoTargetSeconds": 10 }),
+        )
+        .await
+        .expect_field_error(422, "rpoTargetSeconds");
+    let job = f
+        .create_job_for(&app, json!({ "keepLast": 5, "rpoTargetSeconds": 3600 }))
+        .await;
+    let job_path = f.org.path(&format!("/backups/jobs/{job}"));
+    let record = f.run_to_end(&job).await;
+    let before = job_view(&f, &job_path).await;
+    assert_eq!(before["rpoTargetSeconds"], 3600);
+    assert_eq!(before["rpoSeconds"], Value::Null, "{before}");
+    assert_eq!(before["rpoMet"], false, "{before}");
+    assert_eq!(before["lastVerification"], Value::Null);
+
+    let read = verify(&f, record["id"].as_str().unwrap(), "read").await;
+    let after = job_view(&f, &job_path).await;
+    let rpo = after["rpoSeconds"].as_i64().unwrap();
+    let finished = chrono::DateTime::parse_from_rfc3339(record["finishedAt"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let age = (chrono::Utc::now() - finished).num_seconds();
+    assert!(rpo <= age && rpo >= age - 5, "rpo {rpo}, age {age}");
+    assert_eq!(after["rpoMet"], true, "{after}");
+    assert_eq!(after["lastVerifiedAt"], read["finishedAt"]);
+    assert_eq!(after["lastVerification"]["id"], read["id"]);
+    assert_eq!(after["lastVerification"]["status"], "success");
+    assert_eq!(after["lastVerification"]["backupId"], record["id"]);
+    assert_eq!(after["lastVerification"]["rtoSeconds"], Value::Null);
+
+    let restored = verify(&f, record["id"].as_str().unwrap(), "restore").await;
+    let measured = job_view(&f, &job_path).await;
+    assert_eq!(measured["lastVerification"]["id"], restored["id"]);
+    assert_eq!(
+        measured["lastVerification"]["rtoSeconds"].as_f64().unwrap(),
+        restored["timings"]["totalMs"].as_f64().unwrap() / 1000.0
+    );
+    // The listing shows the same figures.
+    let listed = f
+        .app
+        .get(&f.org.path("/backups/jobs"), &f.org.viewer)
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(
+        listed["items"][0]["lastVerification"],
+        measured["lastVerification"]
+    );
+    assert_eq!(listed["items"][0]["rpoMet"], true);
+}

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use cairn_entity::enums::VerifyMode;
 use cairn_entity::{app, backup_job, backup_job_app, backup_target};
 
 use crate::error::{is_unique_violation, Error, Result, Validator};
@@ -53,6 +54,16 @@ pub struct JobRequest {
     /// optional): how old the newest backup that passed a verification may
     /// be. The job view says whether it is met (`rpoMet`).
     pub rpo_target_seconds: Option<u32>,
+    /// When the job's newest backups are verified, as a five-field cron
+    /// expression in `timezone` (optional; without it, verifications run
+    /// only on demand). Each slot verifies the newest successful backup of
+    /// every app and volume the job covers.
+    pub verify_schedule: Option<String>,
+    /// How scheduled verifications run (default `read`); `restore` needs
+    /// the server's `verification.scratch_dir` (PostgreSQL backups are
+    /// verified in `read` mode whatever this says).
+    #[serde(default = "default_verify_mode")]
+    pub verify_mode: VerifyMode,
     /// Default true.
     #[serde(default = "default_true")]
     pub enabled: bool,
@@ -180,6 +191,10 @@ fn default_starting_deadline() -> u32 {
     3600
 }
 
+fn default_verify_mode() -> VerifyMode {
+    VerifyMode::Read
+}
+
 fn default_max_duration() -> u32 {
     DEFAULT_MAX_DURATION
 }
@@ -243,6 +258,11 @@ pub struct JobView {
     pub starting_deadline_seconds: u32,
     pub max_duration_seconds: u32,
     pub rpo_target_seconds: Option<u32>,
+    pub verify_schedule: Option<String>,
+    pub verify_mode: VerifyMode,
+    /// When the next scheduled verification is due; `null` without a
+    /// verify schedule or while the job is disabled.
+    pub next_verify_at: Option<DateTime<Utc>>,
     /// Seconds since the newest backup that passed a verification ended
     /// (its recovery point); `null` while none has.
     pub rpo_seconds: Option<i64>,
@@ -329,6 +349,9 @@ fn view(
         starting_deadline_seconds: model.starting_deadline_seconds.max(0) as u32,
         max_duration_seconds: model.max_duration_seconds.max(0) as u32,
         rpo_target_seconds: model.rpo_target_seconds.map(|s| s.max(0) as u32),
+        verify_schedule: model.verify_schedule,
+        verify_mode: model.verify_mode,
+        next_verify_at: model.next_verify_at,
         rpo_met: model.rpo_target_seconds.map(|target| {
             health
                 .rpo_seconds
@@ -355,7 +378,7 @@ async fn validate(
     db: &impl ConnectionTrait,
     organization_id: Uuid,
     request: &JobRequest,
-) -> Result<crate::runs::schedule::JobSchedule> {
+) -> Result<Schedules> {
     let mut v = Validator::new();
     v.check_result("name", check_display_name(&request.name));
     let schedule = match parse_schedule(&request.schedule) {
@@ -452,6 +475,23 @@ async fn validate(
             None
         }
     };
+    let verify_schedule = match request.verify_schedule.as_deref().map(str::trim) {
+        None => None,
+        Some(expression) if expression.len() > MAX_SCHEDULE_LEN => {
+            v.add(
+                "verifySchedule",
+                format!("must be at most {MAX_SCHEDULE_LEN} characters"),
+            );
+            None
+        }
+        Some(expression) => match parse_schedule(expression) {
+            Ok(schedule) => Some(schedule),
+            Err(message) => {
+                v.add("verifySchedule", message);
+                None
+            }
+        },
+    };
     if let Some(target) = request.rpo_target_seconds {
         v.check(
             RPO_TARGET_RANGE.contains(&target),
@@ -482,17 +522,41 @@ async fn validate(
         ),
     );
     v.finish()?;
-    // The validator has accepted the schedule and the zone, so both parsed.
+    // The validator has accepted the schedules and the zone, so they parsed.
     match (schedule, zone) {
-        (Some(schedule), Some(zone)) => Ok(crate::runs::schedule::JobSchedule::new(schedule, zone)),
+        (Some(schedule), Some(zone)) => Ok(Schedules {
+            backups: crate::runs::schedule::JobSchedule::new(schedule, zone),
+            verifications: verify_schedule
+                .map(|schedule| crate::runs::schedule::JobSchedule::new(schedule, zone)),
+        }),
         _ => Err(Error::invalid("schedule", "is not a valid cron expression")),
     }
+}
+
+/// Refuses `verifyMode: restore` on a server without scratch space for it
+/// (the job's own fields are checked by [`validate`]).
+fn check_verify_mode(config: &crate::Config, request: &JobRequest) -> Result<()> {
+    let mut v = Validator::new();
+    if request.verify_mode == VerifyMode::Restore && config.verification.scratch_dir.is_none() {
+        v.add(
+            "verifyMode",
+            "restore needs scratch space for files, and this server has none \
+             (verification.scratch_dir); use read",
+        );
+    }
+    v.finish()
+}
+
+/// A valid job's schedules, parsed in its zone.
+struct Schedules {
+    backups: crate::runs::schedule::JobSchedule,
+    verifications: Option<crate::runs::schedule::JobSchedule>,
 }
 
 fn apply(
     model: &mut backup_job::ActiveModel,
     request: &JobRequest,
-    schedule: &crate::runs::schedule::JobSchedule,
+    schedules: &Schedules,
     now: DateTime<Utc>,
 ) {
     let count = |n: Option<u32>| n.map(|n| n as i32);
@@ -524,9 +588,18 @@ fn apply(
     model.rpo_target_seconds = Set(request.rpo_target_seconds.map(|s| s as i32));
     model.schedule_error = Set(None);
     model.next_run_at = Set(if request.enabled {
-        schedule.next_after(now)
+        schedules.backups.next_after(now)
     } else {
         None
+    });
+    model.verify_schedule = Set(request
+        .verify_schedule
+        .as_deref()
+        .map(|expression| expression.trim().to_owned()));
+    model.verify_mode = Set(request.verify_mode);
+    model.next_verify_at = Set(match &schedules.verifications {
+        Some(schedule) if request.enabled => schedule.next_after(now),
+        _ => None,
     });
     model.updated_at = Set(now);
 }
@@ -625,6 +698,7 @@ pub async fn create(
     request: JobRequest,
     now: DateTime<Utc>,
 ) -> Result<JobView> {
+    check_verify_mode(&cairn.config, &request)?;
     let txn = cairn.db.begin().await?;
     let id = create_in(&txn, organization_id, &request, None, now).await?;
     txn.commit().await?;
@@ -641,7 +715,7 @@ pub(crate) async fn create_in(
     auto_app: Option<Uuid>,
     now: DateTime<Utc>,
 ) -> Result<Uuid> {
-    let schedule = validate(db, organization_id, request).await?;
+    let schedules = validate(db, organization_id, request).await?;
     let id = Uuid::now_v7();
     let mut model = backup_job::ActiveModel {
         id: Set(id),
@@ -652,7 +726,7 @@ pub(crate) async fn create_in(
         created_at: Set(now),
         ..Default::default()
     };
-    apply(&mut model, request, &schedule, now);
+    apply(&mut model, request, &schedules, now);
     match model.insert(db).await {
         Ok(_) => {}
         Err(error) if is_unique_violation(&error) => return Err(name_taken(&request.name)),
@@ -671,9 +745,10 @@ pub async fn update(
 ) -> Result<JobView> {
     let txn = cairn.db.begin().await?;
     let existing = find_model(&txn, organization_id, id).await?;
-    let schedule = validate(&txn, organization_id, &request).await?;
+    check_verify_mode(&cairn.config, &request)?;
+    let schedules = validate(&txn, organization_id, &request).await?;
     let mut model: backup_job::ActiveModel = existing.into();
-    apply(&mut model, &request, &schedule, now);
+    apply(&mut model, &request, &schedules, now);
     match model.update(&txn).await {
         Ok(_) => {}
         Err(error) if is_unique_violation(&error) => return Err(name_taken(&request.name)),

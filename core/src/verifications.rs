@@ -196,6 +196,7 @@ pub async fn request(
         volume_name: Set(model.volume_name.clone()),
         mode: Set(body.mode),
         trigger: Set(Trigger::Manual),
+        scheduled_for: Set(None),
         status: Set(VerificationStatus::Pending),
         checks: Set(serde_json::json!([])),
         download_ms: Set(None),
@@ -348,6 +349,92 @@ pub async fn verified_good(
         .filter(|(_, status)| *status == VerificationStatus::Success)
         .map(|(backup_id, _)| backup_id)
         .collect())
+}
+
+/// Records the verifications of one verify slot of `job`: the newest
+/// successful backup of every app and volume of the job (safety backups
+/// aside), each `pending` in the job's mode — `read` for a PostgreSQL
+/// backup, or where no scratch space fits. The unique `(job_id, backup_id,
+/// scheduled_for)` is the fence: a slot another replica recorded adds
+/// nothing. Returns how many this call recorded.
+pub async fn fire_slot(
+    cairn: &Cairn,
+    job: &cairn_entity::backup_job::Model,
+    slot: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<usize> {
+    let newest = backup::Entity::find()
+        .filter(backup::Column::JobId.eq(job.id))
+        .filter(backup::Column::Status.eq(BackupStatus::Success))
+        .filter(backup::Column::Trigger.ne(Trigger::Safety))
+        .order_by_asc(backup::Column::AppName)
+        .order_by_asc(backup::Column::VolumeName)
+        .order_by_desc(backup::Column::Id)
+        .all(&cairn.db)
+        .await?;
+    let mut recorded = 0;
+    let mut previous: Option<(String, String)> = None;
+    for model in newest {
+        let series = (model.app_name.clone(), model.volume_name.clone());
+        if previous.as_ref() == Some(&series) {
+            continue;
+        }
+        previous = Some(series);
+        let kind = model
+            .storage_path
+            .as_deref()
+            .and_then(|path| ArchiveName::parse(path.rsplit('/').next().unwrap_or(path)))
+            .map(|name| kinds_of(name).0);
+        let mode = match kind {
+            Some(kind) if restore_refusal(cairn, job.verify_mode, kind).is_none() => {
+                job.verify_mode
+            }
+            _ => VerifyMode::Read,
+        };
+        let inserted = verification::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            organization_id: Set(job.organization_id),
+            backup_id: Set(model.id),
+            job_id: Set(Some(job.id)),
+            app_id: Set(model.app_id),
+            app_name: Set(model.app_name.clone()),
+            volume_name: Set(model.volume_name.clone()),
+            mode: Set(mode),
+            trigger: Set(Trigger::Schedule),
+            scheduled_for: Set(Some(slot)),
+            status: Set(VerificationStatus::Pending),
+            checks: Set(serde_json::json!([])),
+            download_ms: Set(None),
+            restore_ms: Set(None),
+            total_ms: Set(None),
+            log: Set(serde_json::json!([{
+                "at": now,
+                "level": "info",
+                "message": format!(
+                    "{mode} verification of backup {} for the verify slot {}{}",
+                    model.id,
+                    slot.to_rfc3339(),
+                    if mode == job.verify_mode { "" } else { " (read: no scratch space fits this archive)" }
+                ),
+            }])),
+            error_code: Set(None),
+            error_message: Set(None),
+            attempt: Set(0),
+            lease_owner: Set(None),
+            lease_expires_at: Set(None),
+            created_at: Set(now),
+            started_at: Set(None),
+            finished_at: Set(None),
+        }
+        .insert(&cairn.db)
+        .await;
+        match inserted {
+            Ok(_) => recorded += 1,
+            Err(error) if crate::error::is_unique_violation(&error) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(recorded)
 }
 
 /// One page of the organization's verifications, newest first.

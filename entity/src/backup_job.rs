@@ -1,5 +1,7 @@
 use sea_orm::entity::prelude::*;
 
+use crate::enums::VerifyMode;
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "backup_jobs")]
 pub struct Model {
@@ -40,6 +42,12 @@ pub struct Model {
     /// The recovery point objective: how old the newest verified backup
     /// may be, in seconds.
     pub rpo_target_seconds: Option<i32>,
+    /// When the job's newest backups are verified (cron in `timezone`);
+    /// `None`: only on demand.
+    pub verify_schedule: Option<String>,
+    pub verify_mode: VerifyMode,
+    /// The next verification slot; `None` without a verify schedule.
+    pub next_verify_at: Option<DateTimeUtc>,
     /// Why the scheduler could not read the stored schedule or zone; the
     /// job does not fire until it is corrected.
     pub schedule_error: Option<String>,

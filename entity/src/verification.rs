@@ -18,6 +18,8 @@ pub struct Model {
     pub mode: VerifyMode,
     /// `manual` (on demand) or `schedule`.
     pub trigger: Trigger,
+    /// The verify slot of a scheduled verification.
+    pub scheduled_for: Option<DateTimeUtc>,
     pub status: VerificationStatus,
     /// `[{ "name", "ok", "detail" }]`, in the order they ran.
     pub checks: Json,

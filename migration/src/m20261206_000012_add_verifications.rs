@@ -1,8 +1,12 @@
 //! Verifications: a successful backup read back — or restored into scratch
 //! space — to prove that it restores, with the checks it passed or failed.
 //! Claimed by workers under a lease like backups and restores; the index
-//! serves the claim and the reaper. And a job's recovery point objective
-//! (`rpo_target_seconds`), held against its verified backups.
+//! serves the claim and the reaper. A job's verification schedule
+//! (`verify_schedule`, `verify_mode`, `next_verify_at`): a scheduled
+//! verification carries its slot (`scheduled_for`), and the unique
+//! `(job_id, backup_id, scheduled_for)` keeps a slot to one verification of
+//! each backup across scheduler replicas. And a job's recovery point
+//! objective (`rpo_target_seconds`), held against its verified backups.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
@@ -22,6 +26,7 @@ enum Verifications {
     VolumeName,
     Mode,
     Trigger,
+    ScheduledFor,
     Status,
     Checks,
     DownloadMs,
@@ -55,6 +60,9 @@ enum BackupJobs {
     Table,
     Id,
     RpoTargetSeconds,
+    VerifySchedule,
+    VerifyMode,
+    NextVerifyAt,
 }
 
 #[derive(DeriveIden)]
@@ -94,6 +102,7 @@ impl MigrationTrait for Migration {
                     .col(string_len(Verifications::VolumeName, 63))
                     .col(string_len(Verifications::Mode, 16))
                     .col(string_len(Verifications::Trigger, 16))
+                    .col(timestamp_with_time_zone_null(Verifications::ScheduledFor))
                     .col(string_len(Verifications::Status, 16))
                     .col(json_binary(Verifications::Checks))
                     .col(big_integer_null(Verifications::DownloadMs))
@@ -135,19 +144,33 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(BackupJobs::Table)
-                    .add_column(integer_null(BackupJobs::RpoTargetSeconds))
-                    .to_owned(),
-            )
-            .await?;
+        // SQLite takes one column per ALTER TABLE.
+        let columns = [
+            integer_null(BackupJobs::RpoTargetSeconds),
+            string_len_null(BackupJobs::VerifySchedule, 128),
+            string_len(BackupJobs::VerifyMode, 16)
+                .default("read")
+                .to_owned(),
+            timestamp_with_time_zone_null(BackupJobs::NextVerifyAt),
+        ];
+        for mut column in columns {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(BackupJobs::Table)
+                        .add_column(&mut column)
+                        .to_owned(),
+                )
+                .await?;
+        }
         let db = manager.get_connection();
         for statement in [
             "CREATE INDEX ix_verifications_lease ON verifications (status, lease_expires_at)",
             "CREATE INDEX ix_verifications_backup ON verifications (backup_id)",
             "CREATE INDEX ix_verifications_organization ON verifications (organization_id, id)",
+            "CREATE UNIQUE INDEX ux_verifications_slot ON verifications (job_id, backup_id, scheduled_for) \
+             WHERE scheduled_for IS NOT NULL",
+            "CREATE INDEX ix_backup_jobs_verify_due ON backup_jobs (next_verify_at)",
         ] {
             db.execute_unprepared(statement).await?;
         }
@@ -156,13 +179,24 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
-            .alter_table(
-                Table::alter()
-                    .table(BackupJobs::Table)
-                    .drop_column(BackupJobs::RpoTargetSeconds)
-                    .to_owned(),
-            )
+            .get_connection()
+            .execute_unprepared("DROP INDEX ix_backup_jobs_verify_due")
             .await?;
+        for column in [
+            BackupJobs::RpoTargetSeconds,
+            BackupJobs::VerifySchedule,
+            BackupJobs::VerifyMode,
+            BackupJobs::NextVerifyAt,
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(BackupJobs::Table)
+                        .drop_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
         manager
             .drop_table(Table::drop().table(Verifications::Table).to_owned())
             .await

@@ -26,6 +26,15 @@
 //! A job whose stored schedule or zone cannot be read (written by an older
 //! version) is flagged (`schedule_error`, `next_run_at` cleared) and the
 //! tick goes on with the others.
+//!
+//! Then the verify slots: jobs with a `verify_schedule` whose
+//! `next_verify_at` passed, locked the same way (`lock:verify:{jobId}:
+//! {minute}`), each recording one verification of the newest backup of
+//! every series it covers (`cairn_core::verifications::fire_slot`, fenced
+//! by the unique `(job_id, backup_id, scheduled_for)`), then
+//! `next_verify_at` advanced past `now` conditionally. Verify slots that
+//! passed while no scheduler ran are not made up: the next one verifies the
+//! newest backups anyway.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -79,6 +88,10 @@ pub struct TickReport {
     pub flagged: usize,
     /// The lock service failed: this tick relied on the database fence.
     pub lock_service_down: bool,
+    /// Verify slots due.
+    pub verify_due: usize,
+    /// Verifications recorded for verify slots.
+    pub verifications: usize,
 }
 
 impl TickReport {
@@ -91,6 +104,8 @@ impl TickReport {
         self.already_recorded += other.already_recorded;
         self.flagged += other.flagged;
         self.lock_service_down |= other.lock_service_down;
+        self.verify_due += other.verify_due;
+        self.verifications += other.verifications;
     }
 }
 
@@ -205,7 +220,93 @@ impl Scheduler {
                 break;
             }
         }
+        self.tick_verifications(now, &mut report).await?;
         Ok(report)
+    }
+
+    /// The verify slots due at `now`, a page at a time: lock, record, and
+    /// advance each job's `next_verify_at`.
+    async fn tick_verifications(
+        &self,
+        now: DateTime<Utc>,
+        report: &mut TickReport,
+    ) -> anyhow::Result<()> {
+        loop {
+            let jobs = backup_job::Entity::find()
+                .filter(backup_job::Column::Enabled.eq(true))
+                .filter(backup_job::Column::NextVerifyAt.lte(now))
+                .filter(sea_orm::sea_query::Expr::cust(
+                    "backup_jobs.organization_id NOT IN \
+                     (SELECT id FROM organizations WHERE deleted_at IS NOT NULL)",
+                ))
+                .order_by_asc(backup_job::Column::NextVerifyAt)
+                .order_by_asc(backup_job::Column::Id)
+                .limit(PAGE)
+                .all(&self.cairn.db)
+                .await?;
+            let full = jobs.len() as u64 == PAGE;
+            report.verify_due += jobs.len();
+            let keys: Vec<String> = jobs
+                .iter()
+                .filter_map(|job| {
+                    job.next_verify_at
+                        .map(|slot| locks::verify_key(job.id, slot))
+                })
+                .collect();
+            let taken = match self.locks.acquire(&keys, &self.instance, LOCK_TTL).await {
+                Ok(taken) => taken,
+                Err(error) => {
+                    report.lock_service_down = true;
+                    self.log_outage(&error);
+                    vec![true; keys.len()]
+                }
+            };
+            for (job, taken) in jobs.into_iter().zip(taken) {
+                if !taken {
+                    report.locked_elsewhere += 1;
+                    continue;
+                }
+                report.verifications += self.fire_verify_slot(&job, now).await?;
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Records one job's verify slot, then moves `next_verify_at` past
+    /// `now` (unless another replica moved it first). A schedule that no
+    /// longer reads clears `next_verify_at`, with a warning.
+    async fn fire_verify_slot(
+        &self,
+        job: &backup_job::Model,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<usize> {
+        let Some(slot) = job.next_verify_at else {
+            return Ok(0);
+        };
+        let schedule = job
+            .verify_schedule
+            .as_deref()
+            .map(|expression| JobSchedule::parse(expression, &job.timezone));
+        let (recorded, next) = match schedule {
+            Some(Ok(schedule)) => (
+                cairn_core::verifications::fire_slot(&self.cairn, job, slot, now).await?,
+                schedule.next_after(now),
+            ),
+            Some(Err(error)) => {
+                tracing::warn!(job_id = %job.id, "the verify schedule cannot be read ({error}); verifications stop until the job is updated");
+                (0, None)
+            }
+            None => (0, None),
+        };
+        backup_job::Entity::update_many()
+            .col_expr(backup_job::Column::NextVerifyAt, Expr::value(next))
+            .filter(backup_job::Column::Id.eq(job.id))
+            .filter(backup_job::Column::NextVerifyAt.eq(slot))
+            .exec(&self.cairn.db)
+            .await?;
+        Ok(recorded)
     }
 
     async fn page(

@@ -237,6 +237,23 @@ async fn requests_are_checked() {
         .post(&path, &f.org.viewer, &json!({ "mode": "read" }))
         .await
         .expect(403);
+    // A job's verify settings are checked like its schedule.
+    let app = record["appId"].as_str().unwrap();
+    for (settings, field) in [
+        (json!({ "verifyMode": "restore" }), "verifyMode"),
+        (json!({ "verifySchedule": "every day" }), "verifySchedule"),
+        (json!({ "verifySchedule": "0 2 1 * 1" }), "verifySchedule"),
+    ] {
+        let mut body =
+            json!({ "name": "v", "schedule": "0 2 * * *", "appIds": [app], "keepLast": 1 });
+        for (key, value) in settings.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        f.app
+            .post(&f.org.path("/backups/jobs"), &f.org.admin, &body)
+            .await
+            .expect_field_error(422, field);
+    }
     // A failed backup is not verified.
     backup::Entity::update(backup::ActiveModel {
         id: ActiveValue::Unchanged(uuid::Uuid::parse_str(id).unwrap()),
@@ -485,3 +502,108 @@ async fn the_job_view_measures_rpo_and_rto_from_verifications() {
     );
     assert_eq!(listed["items"][0]["rpoMet"], true);
 }
+
+/// A verify schedule: three scheduler replicas — each with a lock of its
+/// own, so that only the database fence stands between them — tick at the
+/// same verify slot; the newest backup of each series is verified once,
+/// and the job's next verify slot moves on.
+async fn verify_slots_fire_once_across_replicas(backend: Backend) {
+    use cairn_entity::enums::Trigger;
+    use cairn_entity::verification;
+    use cairn_scheduler::{LocalLocks, Scheduler};
+    use sea_orm::{ColumnTrait, QueryFilter};
+    use std::sync::Arc;
+    let f = fixture(backend, "alpha").await;
+    for volume in ["data", "logs"] {
+        let dir = f.volume_dir("shop", "blue", volume);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a.txt"), volume).unwrap();
+    }
+    let app = f
+        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }, { "name": "logs" }] }))
+        .await;
+    let job = f
+        .create_job_for(
+            &app,
+            json!({ "keepLast": 5, "schedule": "0 2 1 1 *", "verifySchedule": "*/5 * * * *" }),
+        )
+        .await;
+    f.run_to_end(&job).await;
+    let newest = f.run(&job).await;
+    f.drain().await;
+    let mut expected: Vec<String> = newest["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_owned())
+        .collect();
+    expected.sort();
+    let view = f
+        .app
+        .get(&f.org.path(&format!("/backups/jobs/{job}")), &f.org.viewer)
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(view["verifySchedule"], "*/5 * * * *");
+    assert_eq!(view["verifyMode"], "read");
+    let slot = chrono::DateTime::parse_from_rfc3339(view["nextVerifyAt"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    assert!(slot > chrono::Utc::now() - chrono::Duration::seconds(1));
+    let at = slot + chrono::Duration::seconds(1);
+    let replicas: Vec<Scheduler> = (0..3)
+        .map(|i| {
+            Scheduler::new(
+                f.app.cairn.clone(),
+                Arc::new(LocalLocks::default()),
+                format!("replica-{i}"),
+            )
+        })
+        .collect();
+    let reports = futures::future::join_all(replicas.iter().map(|r| r.tick(at))).await;
+    let recorded: usize = reports.into_iter().map(|r| r.unwrap().verifications).sum();
+    assert_eq!(recorded, 2, "one verification per series");
+    let job_id = uuid::Uuid::parse_str(&job).unwrap();
+    let scheduled = verification::Entity::find()
+        .filter(verification::Column::JobId.eq(job_id))
+        .all(&f.app.cairn.db)
+        .await
+        .unwrap();
+    let mut verified: Vec<String> = scheduled.iter().map(|v| v.backup_id.to_string()).collect();
+    verified.sort();
+    assert_eq!(verified, expected, "the newest backup of each series");
+    assert!(scheduled
+        .iter()
+        .all(|v| v.trigger == Trigger::Schedule && v.scheduled_for == Some(slot)));
+    // The slot moved on; ticking again at the same time records nothing.
+    let again = replicas[0].tick(at).await.unwrap();
+    assert_eq!(again.verifications, 0);
+    let moved = f
+        .app
+        .get(&f.org.path(&format!("/backups/jobs/{job}")), &f.org.viewer)
+        .await
+        .expect(200)
+        .clone();
+    let next = chrono::DateTime::parse_from_rfc3339(moved["nextVerifyAt"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    assert!(next > at, "{next} after {at}");
+    f.drain().await;
+    let done = f
+        .app
+        .get(
+            &f.org.path("/backups/verifications?status=success"),
+            &f.org.viewer,
+        )
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(done["items"].as_array().unwrap().len(), 2, "{done}");
+    assert!(done["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|v| v["trigger"] == "schedule"));
+}
+
+both_backends!(verify_slots_fire_once_across_replicas);

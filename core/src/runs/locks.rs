@@ -22,6 +22,12 @@ pub fn key(job_id: Uuid, slot: DateTime<Utc>) -> String {
     format!("lock:backup:{job_id}:{minute}")
 }
 
+/// The key of a job's verify slot, minute-keyed like [`key`].
+pub fn verify_key(job_id: Uuid, slot: DateTime<Utc>) -> String {
+    let minute = slot.timestamp() - slot.timestamp().rem_euclid(60);
+    format!("lock:verify:{job_id}:{minute}")
+}
+
 /// Why the lock service could not answer.
 #[derive(Debug, thiserror::Error)]
 #[error("the lock service is unreachable: {0}")]

@@ -186,39 +186,14 @@ pub async fn request(
         v.add("mode", reason);
     }
     v.finish()?;
-    let created = verification::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        organization_id: Set(organization_id),
-        backup_id: Set(backup_id),
-        job_id: Set(model.job_id),
-        app_id: Set(model.app_id),
-        app_name: Set(model.app_name.clone()),
-        volume_name: Set(model.volume_name.clone()),
-        mode: Set(body.mode),
-        trigger: Set(Trigger::Manual),
-        scheduled_for: Set(None),
-        status: Set(VerificationStatus::Pending),
-        checks: Set(serde_json::json!([])),
-        download_ms: Set(None),
-        restore_ms: Set(None),
-        total_ms: Set(None),
-        log: Set(serde_json::json!([{
-            "at": now,
-            "level": "info",
-            "message": format!(
-                "{} verification of backup {backup_id} requested",
-                body.mode
-            ),
-        }])),
-        error_code: Set(None),
-        error_message: Set(None),
-        attempt: Set(0),
-        lease_owner: Set(None),
-        lease_expires_at: Set(None),
-        created_at: Set(now),
-        started_at: Set(None),
-        finished_at: Set(None),
-    }
+    let created = pending(
+        &model,
+        model.job_id,
+        body.mode,
+        None,
+        format!("{} verification of backup {backup_id} requested", body.mode),
+        now,
+    )
     .insert(&cairn.db)
     .await?;
     view(&created)
@@ -351,6 +326,48 @@ pub async fn verified_good(
         .collect())
 }
 
+/// A new verification of `backup`, `pending`: on demand (`slot` `None`)
+/// or for a verify slot of its job.
+fn pending(
+    backup: &backup::Model,
+    job_id: Option<Uuid>,
+    mode: VerifyMode,
+    slot: Option<DateTime<Utc>>,
+    message: String,
+    now: DateTime<Utc>,
+) -> verification::ActiveModel {
+    verification::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        organization_id: Set(backup.organization_id),
+        backup_id: Set(backup.id),
+        job_id: Set(job_id),
+        app_id: Set(backup.app_id),
+        app_name: Set(backup.app_name.clone()),
+        volume_name: Set(backup.volume_name.clone()),
+        mode: Set(mode),
+        trigger: Set(if slot.is_some() {
+            Trigger::Schedule
+        } else {
+            Trigger::Manual
+        }),
+        scheduled_for: Set(slot),
+        status: Set(VerificationStatus::Pending),
+        checks: Set(serde_json::json!([])),
+        download_ms: Set(None),
+        restore_ms: Set(None),
+        total_ms: Set(None),
+        log: Set(serde_json::json!([{ "at": now, "level": "info", "message": message }])),
+        error_code: Set(None),
+        error_message: Set(None),
+        attempt: Set(0),
+        lease_owner: Set(None),
+        lease_expires_at: Set(None),
+        created_at: Set(now),
+        started_at: Set(None),
+        finished_at: Set(None),
+    }
+}
+
 /// Records the verifications of one verify slot of `job`: the newest
 /// successful backup of every app and volume of the job (safety backups
 /// aside), each `pending` in the job's mode — `read` for a PostgreSQL
@@ -391,43 +408,19 @@ pub async fn fire_slot(
             }
             _ => VerifyMode::Read,
         };
-        let inserted = verification::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            organization_id: Set(job.organization_id),
-            backup_id: Set(model.id),
-            job_id: Set(Some(job.id)),
-            app_id: Set(model.app_id),
-            app_name: Set(model.app_name.clone()),
-            volume_name: Set(model.volume_name.clone()),
-            mode: Set(mode),
-            trigger: Set(Trigger::Schedule),
-            scheduled_for: Set(Some(slot)),
-            status: Set(VerificationStatus::Pending),
-            checks: Set(serde_json::json!([])),
-            download_ms: Set(None),
-            restore_ms: Set(None),
-            total_ms: Set(None),
-            log: Set(serde_json::json!([{
-                "at": now,
-                "level": "info",
-                "message": format!(
-                    "{mode} verification of backup {} for the verify slot {}{}",
-                    model.id,
-                    slot.to_rfc3339(),
-                    if mode == job.verify_mode { "" } else { " (read: no scratch space fits this archive)" }
-                ),
-            }])),
-            error_code: Set(None),
-            error_message: Set(None),
-            attempt: Set(0),
-            lease_owner: Set(None),
-            lease_expires_at: Set(None),
-            created_at: Set(now),
-            started_at: Set(None),
-            finished_at: Set(None),
-        }
-        .insert(&cairn.db)
-        .await;
+        let message = format!(
+            "{mode} verification of backup {} for the verify slot {}{}",
+            model.id,
+            slot.to_rfc3339(),
+            if mode == job.verify_mode {
+                ""
+            } else {
+                " (read: no scratch space fits this archive)"
+            }
+        );
+        let inserted = pending(&model, Some(job.id), mode, Some(slot), message, now)
+            .insert(&cairn.db)
+            .await;
         match inserted {
             Ok(_) => recorded += 1,
             Err(error) if crate::error::is_unique_violation(&error) => {}

@@ -416,3 +416,57 @@ pub(crate) async fn max_duration(worker: &Worker, job_id: Option<uuid::Uuid>) ->
         }
     }
 }
+
+/// Runs `work` — whose blocking steps stop when `cancel` is set — under the
+/// limits of an attempt of `what` (`restore`, `verification`): the worker's
+/// stop signal and `limit` (the job's `maxDurationSeconds`) cancel it, and
+/// the work then ends on its own (a restore's swap still ends whole); a lost
+/// lease abandons it. Past the deadline the failure is `deadline_exceeded`,
+/// with the cancelled step's own code and message.
+pub(crate) async fn cancellable<E: Leased, T>(
+    worker: &Worker,
+    (id, attempt): (Uuid, i32),
+    what: &str,
+    limit: Duration,
+    cancel: &cairn_core::storage::Cancellation,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    work: impl std::future::Future<Output = Result<T, crate::failure::Failure>>,
+) -> Result<T, crate::failure::Failure> {
+    use crate::failure::Failure;
+    use futures::FutureExt;
+    let mut overdue = false;
+    let outcome = {
+        let work = work.fuse();
+        let lease = keep_lease::<E>(worker, id, attempt).fuse();
+        let stopped = stop.wait_for(|stopped| *stopped).fuse();
+        let deadline = tokio::time::sleep(limit).fuse();
+        tokio::pin!(work, lease, stopped, deadline);
+        loop {
+            tokio::select! {
+                outcome = &mut work => break outcome,
+                () = &mut lease => break Err(Failure::new(
+                    FailureCode::LeaseLost,
+                    format!("the worker lost its lease on this {what} and stopped"),
+                )),
+                _ = &mut stopped => cancel.cancel(),
+                () = &mut deadline => {
+                    overdue = true;
+                    cancel.cancel();
+                }
+            }
+        }
+    };
+    match outcome {
+        Err(failure) if overdue => Err(Failure::new(
+            FailureCode::DeadlineExceeded,
+            format!(
+                "the {what} ran longer than the job's maxDurationSeconds ({} s) and was cancelled \
+                 ({}: {})",
+                limit.as_secs(),
+                failure.code,
+                failure.message
+            ),
+        )),
+        other => other,
+    }
+}

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use chrono::Utc;
-use futures::FutureExt;
 use sea_orm::{ActiveValue, ColumnTrait, EntityTrait, QueryFilter};
 use tokio::sync::watch;
 
@@ -29,7 +28,7 @@ use cairn_entity::enums::{VerificationStatus, VerifyMode};
 use cairn_entity::{backup, verification};
 
 use crate::failure::{download_failure, internal, Failure};
-use crate::lease::{self, keep_lease, line, max_duration};
+use crate::lease::{self, line, max_duration};
 use crate::restore::{extract_failure, read_failure, verdict};
 use crate::Worker;
 
@@ -118,53 +117,27 @@ pub(crate) async fn run_verification(
     }
 }
 
-/// [`perform`], with its blocking steps cancelled when the job's
-/// `maxDurationSeconds` passes or the worker stops, and abandoned when the
-/// lease is lost.
+/// [`perform`] under the attempt's limits (see [`lease::cancellable`]).
 async fn perform_within_limits(
     worker: &Worker,
     attempt: &mut Attempt,
     findings: &mut Findings,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<(), Failure> {
-    let (id, attempt_no) = (attempt.model.id, attempt.model.attempt);
+    let id = (attempt.model.id, attempt.model.attempt);
     let cancel = Cancellation::default();
     let limit = max_duration(worker, attempt.model.job_id).await;
-    let mut overdue = false;
-    let outcome = {
-        let work = perform(worker, attempt, findings, cancel.clone()).fuse();
-        let lease = keep_lease::<verification::Entity>(worker, id, attempt_no).fuse();
-        let stopped = stop.wait_for(|stopped| *stopped).fuse();
-        let deadline = tokio::time::sleep(limit).fuse();
-        tokio::pin!(work, lease, stopped, deadline);
-        loop {
-            tokio::select! {
-                outcome = &mut work => break outcome,
-                () = &mut lease => break Err(Failure::new(
-                    FailureCode::LeaseLost,
-                    "the worker lost its lease on this verification and stopped",
-                )),
-                _ = &mut stopped => cancel.cancel(),
-                () = &mut deadline => {
-                    overdue = true;
-                    cancel.cancel();
-                }
-            }
-        }
-    };
-    match outcome {
-        Err(failure) if overdue => Err(Failure::new(
-            FailureCode::DeadlineExceeded,
-            format!(
-                "the verification ran longer than the job's maxDurationSeconds ({} s) and was cancelled \
-                 ({}: {})",
-                limit.as_secs(),
-                failure.code,
-                failure.message
-            ),
-        )),
-        other => other,
-    }
+    let work = perform(worker, attempt, findings, cancel.clone());
+    lease::cancellable::<verification::Entity, _>(
+        worker,
+        id,
+        "verification",
+        limit,
+        &cancel,
+        stop,
+        work,
+    )
+    .await
 }
 
 /// Verifies the backup:

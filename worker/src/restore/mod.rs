@@ -26,7 +26,6 @@ use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
-use futures::FutureExt;
 use sea_orm::{
     ActiveModelTrait, ActiveValue, ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait,
 };
@@ -51,7 +50,7 @@ use cairn_entity::enums::{ArchiveKind, RestoreStatus};
 use cairn_entity::{app, backup, backup_run, restore, volume};
 
 use crate::failure::{download_failure, internal, Failure};
-use crate::lease::{self, keep_lease, line, max_duration};
+use crate::lease::{self, line, max_duration};
 use crate::volumes::volume_directories;
 use crate::Worker;
 
@@ -73,7 +72,7 @@ type Attempt = lease::Attempt<restore::Model>;
 pub(crate) async fn run_restore(
     worker: &Worker,
     model: restore::Model,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let id = model.id;
     let attempt_no = model.attempt;
@@ -100,41 +99,17 @@ pub(crate) async fn run_restore(
         .flatten()
         .and_then(|b| b.job_id);
     let limit = max_duration(worker, source_job).await;
-    let mut overdue = false;
-    let outcome = {
-        let work = perform(worker, &mut attempt, cancel.clone(), stop.clone()).fuse();
-        let lease = keep_lease::<restore::Entity>(worker, id, attempt_no).fuse();
-        let stopped = stop.wait_for(|stopped| *stopped).fuse();
-        let deadline = tokio::time::sleep(limit).fuse();
-        tokio::pin!(work, lease, stopped, deadline);
-        loop {
-            tokio::select! {
-                outcome = &mut work => break outcome,
-                () = &mut lease => break Err(Failure::new(
-                    FailureCode::LeaseLost,
-                    "the worker lost its lease on this restore and stopped",
-                )),
-                _ = &mut stopped => cancel.cancel(),
-                () = &mut deadline => {
-                    overdue = true;
-                    cancel.cancel();
-                }
-            }
-        }
-    };
-    let outcome = match outcome {
-        Err(failure) if overdue => Err(Failure::new(
-            FailureCode::DeadlineExceeded,
-            format!(
-                "the restore ran longer than the job's maxDurationSeconds ({} s) and was cancelled \
-                 ({}: {})",
-                limit.as_secs(),
-                failure.code,
-                failure.message
-            ),
-        )),
-        other => other,
-    };
+    let work = perform(worker, &mut attempt, cancel.clone(), stop.clone());
+    let outcome = lease::cancellable::<restore::Entity, _>(
+        worker,
+        (id, attempt_no),
+        "restore",
+        limit,
+        &cancel,
+        stop,
+        work,
+    )
+    .await;
     let now = Utc::now();
     let failed = outcome.is_err();
     let changes = match outcome {

@@ -380,21 +380,88 @@ async fn validate(
     request: &JobRequest,
 ) -> Result<Schedules> {
     let mut v = Validator::new();
+    // 1. The name, the schedules and the zone they are read in.
     v.check_result("name", check_display_name(&request.name));
-    let schedule = match parse_schedule(&request.schedule) {
-        Ok(_) if request.schedule.trim().len() > MAX_SCHEDULE_LEN => {
-            v.add(
-                "schedule",
-                format!("must be at most {MAX_SCHEDULE_LEN} characters"),
-            );
-            None
-        }
-        Ok(schedule) => Some(schedule),
+    let schedule = schedule_field(&mut v, "schedule", &request.schedule);
+    let verify_schedule = request
+        .verify_schedule
+        .as_deref()
+        .and_then(|expression| schedule_field(&mut v, "verifySchedule", expression));
+    let zone = match crate::runs::schedule::parse_zone(&request.timezone) {
+        Ok(zone) => Some(zone),
         Err(message) => {
-            v.add("schedule", message);
+            v.add("timezone", message);
             None
         }
     };
+    // 2. At least one retention rule, each within bounds.
+    check_retention(&mut v, request);
+    // 3. The target and the apps: the organization's own.
+    check_references(db, &mut v, organization_id, request).await?;
+    // 4. The extra recipients, with encryption only.
+    check_recipients(&mut v, request);
+    // 5. The durations, each within its range.
+    if let Some(target) = request.rpo_target_seconds {
+        in_range(&mut v, "rpoTargetSeconds", target, RPO_TARGET_RANGE);
+    }
+    in_range(
+        &mut v,
+        "maxDurationSeconds",
+        request.max_duration_seconds,
+        MAX_DURATION_RANGE,
+    );
+    in_range(
+        &mut v,
+        "startingDeadlineSeconds",
+        request.starting_deadline_seconds,
+        DEADLINE_RANGE,
+    );
+    v.finish()?;
+    // The validator has accepted the schedules and the zone, so they parsed.
+    match (schedule, zone) {
+        (Some(schedule), Some(zone)) => Ok(Schedules {
+            backups: crate::runs::schedule::JobSchedule::new(schedule, zone),
+            verifications: verify_schedule
+                .map(|schedule| crate::runs::schedule::JobSchedule::new(schedule, zone)),
+        }),
+        _ => Err(Error::invalid("schedule", "is not a valid cron expression")),
+    }
+}
+
+/// A cron expression of the request, parsed (`None`, with the field's
+/// error, when it is too long or does not parse).
+fn schedule_field(
+    v: &mut Validator,
+    field: &str,
+    expression: &str,
+) -> Option<cron_parser::Schedule> {
+    if expression.trim().len() > MAX_SCHEDULE_LEN {
+        v.add(
+            field,
+            format!("must be at most {MAX_SCHEDULE_LEN} characters"),
+        );
+        return None;
+    }
+    match parse_schedule(expression) {
+        Ok(schedule) => Some(schedule),
+        Err(message) => {
+            v.add(field, message);
+            None
+        }
+    }
+}
+
+/// `value` of `field` within `range` (seconds).
+fn in_range(v: &mut Validator, field: &str, value: u32, range: std::ops::RangeInclusive<u32>) {
+    v.check(
+        range.contains(&value),
+        field,
+        format!("must be from {} to {} seconds", range.start(), range.end()),
+    );
+}
+
+/// At least one retention rule (or `keepAll`), each within bounds.
+fn check_retention(v: &mut Validator, request: &JobRequest) {
     let rules = [
         ("keepLast", request.keep_last),
         ("keepHourly", request.keep_hourly),
@@ -415,6 +482,15 @@ async fn validate(
             "a job needs a retention rule: set keepAll, or at least one of keepLast, keepHourly, keepDaily, keepWeekly, keepMonthly, keepYearly above 0",
         );
     }
+}
+
+/// The target and the apps a job names must be the organization's own.
+async fn check_references(
+    db: &impl ConnectionTrait,
+    v: &mut Validator,
+    organization_id: Uuid,
+    request: &JobRequest,
+) -> Result<()> {
     if let Some(target_id) = request.target_id {
         let found = backup_target::Entity::find_by_id(target_id)
             .filter(backup_target::Column::OrganizationId.eq(organization_id))
@@ -453,6 +529,12 @@ async fn validate(
             );
         }
     }
+    Ok(())
+}
+
+/// At most `MAX_EXTRA_RECIPIENTS` extra recipients, each a public key, and
+/// only with encryption.
+fn check_recipients(v: &mut Validator, request: &JobRequest) {
     if request.extra_recipients.len() > MAX_EXTRA_RECIPIENTS {
         v.add(
             "extraRecipients",
@@ -467,69 +549,6 @@ async fn validate(
             format!("extraRecipients[{i}]"),
             crate::format::age::parse_recipient(recipient).map(|_| ()),
         );
-    }
-    let zone = match crate::runs::schedule::parse_zone(&request.timezone) {
-        Ok(zone) => Some(zone),
-        Err(message) => {
-            v.add("timezone", message);
-            None
-        }
-    };
-    let verify_schedule = match request.verify_schedule.as_deref().map(str::trim) {
-        None => None,
-        Some(expression) if expression.len() > MAX_SCHEDULE_LEN => {
-            v.add(
-                "verifySchedule",
-                format!("must be at most {MAX_SCHEDULE_LEN} characters"),
-            );
-            None
-        }
-        Some(expression) => match parse_schedule(expression) {
-            Ok(schedule) => Some(schedule),
-            Err(message) => {
-                v.add("verifySchedule", message);
-                None
-            }
-        },
-    };
-    if let Some(target) = request.rpo_target_seconds {
-        v.check(
-            RPO_TARGET_RANGE.contains(&target),
-            "rpoTargetSeconds",
-            format!(
-                "must be from {} to {} seconds",
-                RPO_TARGET_RANGE.start(),
-                RPO_TARGET_RANGE.end()
-            ),
-        );
-    }
-    v.check(
-        MAX_DURATION_RANGE.contains(&request.max_duration_seconds),
-        "maxDurationSeconds",
-        format!(
-            "must be from {} to {} seconds",
-            MAX_DURATION_RANGE.start(),
-            MAX_DURATION_RANGE.end()
-        ),
-    );
-    v.check(
-        DEADLINE_RANGE.contains(&request.starting_deadline_seconds),
-        "startingDeadlineSeconds",
-        format!(
-            "must be from {} to {} seconds",
-            DEADLINE_RANGE.start(),
-            DEADLINE_RANGE.end()
-        ),
-    );
-    v.finish()?;
-    // The validator has accepted the schedules and the zone, so they parsed.
-    match (schedule, zone) {
-        (Some(schedule), Some(zone)) => Ok(Schedules {
-            backups: crate::runs::schedule::JobSchedule::new(schedule, zone),
-            verifications: verify_schedule
-                .map(|schedule| crate::runs::schedule::JobSchedule::new(schedule, zone)),
-        }),
-        _ => Err(Error::invalid("schedule", "is not a valid cron expression")),
     }
 }
 

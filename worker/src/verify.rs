@@ -21,15 +21,15 @@ use cairn_core::format::names::Format;
 use cairn_core::format::pg_restore::{pg_restore_with_output, PgRestore};
 use cairn_core::format::read::{self, Checked};
 use cairn_core::history::LogLine;
-use cairn_core::restores::{blocking_reader, restorable, stored_archive, StoredArchive};
+use cairn_core::restores::{blocking_reader, StoredArchive};
 use cairn_core::storage::Cancellation;
 use cairn_core::verifications::Check;
 use cairn_entity::enums::{VerificationStatus, VerifyMode};
-use cairn_entity::{backup, verification};
+use cairn_entity::verification;
 
 use crate::failure::{download_failure, internal, Failure};
 use crate::lease::{self, line, max_duration};
-use crate::restore::{extract_failure, read_failure, verdict};
+use crate::restore::{extract_failure, read_failure, readable, verdict, Readable};
 use crate::Worker;
 
 type Attempt = lease::Attempt<verification::Model>;
@@ -232,25 +232,12 @@ struct Source {
 /// its checksum, manifest and (when encrypted) the organization's
 /// identity.
 async fn load(cairn: &cairn_core::Cairn, backup_id: uuid::Uuid) -> Result<Source, Failure> {
+    let Readable {
+        archive,
+        expected,
+        identity,
+    } = readable(cairn, backup_id).await?;
     let unavailable = |message: String| Failure::new(FailureCode::BackupUnavailable, message);
-    let model = backup::Entity::find_by_id(backup_id)
-        .one(&cairn.db)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| unavailable("the backup was deleted".into()))?;
-    let archive = async {
-        let archive = stored_archive(cairn, model).await?;
-        restorable(&archive.backup)?;
-        Ok(archive)
-    }
-    .await
-    .map_err(|error| match error {
-        cairn_core::Error::Conflict { message, .. } => unavailable(message),
-        other => internal(other),
-    })?;
-    let expected = archive.backup.sha256.clone().ok_or_else(|| {
-        unavailable("the backup has no recorded checksum to verify against".into())
-    })?;
     let manifest = archive
         .backup
         .manifest
@@ -259,19 +246,6 @@ async fn load(cairn: &cairn_core::Cairn, backup_id: uuid::Uuid) -> Result<Source
         .transpose()
         .map_err(|e| unavailable(e.to_string()))?
         .ok_or_else(|| unavailable("the backup has no manifest to compare with".into()))?;
-    let identity = if archive.name.encrypted {
-        Some(
-            cairn_core::format::age::identity(
-                &cairn.db,
-                &cairn.master_key,
-                archive.backup.organization_id,
-            )
-            .await
-            .map_err(internal)?,
-        )
-    } else {
-        None
-    };
     Ok(Source {
         archive,
         expected,

@@ -44,7 +44,7 @@ use cairn_core::format::pg_restore::{pg_restore_with_output, PgRestore};
 use cairn_core::format::read::{self, Checked, ReadError};
 use cairn_core::history::LogLine;
 use cairn_core::notifications::{self, Subject};
-use cairn_core::restores::{blocking_reader, kinds_of, restorable, stored_archive};
+use cairn_core::restores::{blocking_reader, kinds_of, restorable, stored_archive, StoredArchive};
 use cairn_core::storage::Cancellation;
 use cairn_entity::enums::{ArchiveKind, RestoreStatus};
 use cairn_entity::{app, backup, backup_run, restore, volume};
@@ -163,6 +163,61 @@ pub(crate) async fn run_restore(
     }
 }
 
+/// A backup to read back: its stored archive (of a successful backup, in a
+/// format this Cairn reads), the checksum recorded for it, and the
+/// organization's age identity when the archive is encrypted.
+pub(crate) struct Readable {
+    pub(crate) archive: StoredArchive,
+    pub(crate) expected: String,
+    pub(crate) identity: Option<age::x25519::Identity>,
+}
+
+/// Opens backup `backup_id` for reading back; a backup that is gone, no
+/// longer successful, of a newer format, or without a checksum is
+/// `backup_unavailable`.
+pub(crate) async fn readable(
+    cairn: &cairn_core::Cairn,
+    backup_id: Uuid,
+) -> Result<Readable, Failure> {
+    let unavailable = |message: String| Failure::new(FailureCode::BackupUnavailable, message);
+    let model = backup::Entity::find_by_id(backup_id)
+        .one(&cairn.db)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| unavailable("the backup was deleted".into()))?;
+    let archive = async {
+        let archive = stored_archive(cairn, model).await?;
+        restorable(&archive.backup)?;
+        Ok(archive)
+    }
+    .await
+    .map_err(|error| match error {
+        cairn_core::Error::Conflict { message, .. } => unavailable(message),
+        other => internal(other),
+    })?;
+    let expected = archive.backup.sha256.clone().ok_or_else(|| {
+        unavailable("the backup has no recorded checksum to verify against".into())
+    })?;
+    let identity = if archive.name.encrypted {
+        Some(
+            cairn_core::format::age::identity(
+                &cairn.db,
+                &cairn.master_key,
+                archive.backup.organization_id,
+            )
+            .await
+            .map_err(internal)?,
+        )
+    } else {
+        None
+    };
+    Ok(Readable {
+        archive,
+        expected,
+        identity,
+    })
+}
+
 /// The destination as the worker finds it.
 struct Destination {
     app: app::Model,
@@ -224,29 +279,11 @@ async fn perform(
 ) -> Result<Value, Failure> {
     let cairn = &worker.cairn;
     let model = attempt.model.clone();
-    let source = backup::Entity::find_by_id(model.backup_id)
-        .one(&cairn.db)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| Failure::new(FailureCode::BackupUnavailable, "the backup was deleted"))?;
-    let archive = async {
-        let archive = stored_archive(cairn, source).await?;
-        restorable(&archive.backup)?;
-        Ok(archive)
-    }
-    .await
-    .map_err(|error| match error {
-        cairn_core::Error::Conflict { message, .. } => {
-            Failure::new(FailureCode::BackupUnavailable, message)
-        }
-        other => internal(other),
-    })?;
-    let expected = archive.backup.sha256.clone().ok_or_else(|| {
-        Failure::new(
-            FailureCode::BackupUnavailable,
-            "the backup has no recorded checksum to verify against",
-        )
-    })?;
+    let Readable {
+        archive,
+        expected,
+        identity,
+    } = readable(cairn, model.backup_id).await?;
     let destination = destination(worker, &model).await?;
     let (kind, volume_kind) = kinds_of(archive.name);
     if destination.volume.kind != volume_kind {
@@ -258,19 +295,6 @@ async fn perform(
             ),
         ));
     }
-    let identity = if archive.name.encrypted {
-        Some(
-            cairn_core::format::age::identity(
-                &cairn.db,
-                &cairn.master_key,
-                archive.backup.organization_id,
-            )
-            .await
-            .map_err(internal)?,
-        )
-    } else {
-        None
-    };
     attempt.note(
         "info",
         format!(

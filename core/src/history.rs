@@ -472,19 +472,29 @@ pub(crate) fn page_limit(v: &mut Validator, text: Option<&str>) -> u64 {
     }
 }
 
-/// Cuts `rows` (read with `limit + 1`, newest first) to a page; the cursor
-/// of the next page is the id of the last row kept, when more followed.
-pub(crate) fn cut_page<T>(
-    rows: &mut Vec<T>,
+/// One page of `select`, newest id first: the rows older than `cursor` (an
+/// id), at most `limit` of them, and the cursor of the next page when there
+/// is one.
+pub(crate) async fn newest_page<E: sea_orm::EntityTrait>(
+    db: &impl ConnectionTrait,
+    select: sea_orm::Select<E>,
+    id: E::Column,
+    cursor: Option<Uuid>,
     limit: u64,
-    id: impl Fn(&T) -> Uuid,
-) -> Option<String> {
-    if rows.len() as u64 > limit {
+    id_of: impl Fn(&E::Model) -> Uuid,
+) -> Result<(Vec<E::Model>, Option<String>)> {
+    let select = match cursor {
+        Some(cursor) => select.filter(id.lt(cursor)),
+        None => select,
+    };
+    let mut rows = select.order_by_desc(id).limit(limit + 1).all(db).await?;
+    let next_cursor = if rows.len() as u64 > limit {
         rows.truncate(limit as usize);
-        rows.last().map(|last| id(last).to_string())
+        rows.last().map(|last| id_of(last).to_string())
     } else {
         None
-    }
+    };
+    Ok((rows, next_cursor))
 }
 
 pub(crate) fn parse_uuid(v: &mut Validator, field: &str, value: Option<&str>) -> Option<Uuid> {
@@ -556,15 +566,15 @@ pub async fn list(
     if let Some(to) = to {
         select = select.filter(backup::Column::CreatedAt.lt(to));
     }
-    if let Some(cursor) = cursor {
-        select = select.filter(backup::Column::Id.lt(cursor));
-    }
-    let mut rows = select
-        .order_by_desc(backup::Column::Id)
-        .limit(limit + 1)
-        .all(&cairn.db)
-        .await?;
-    let next_cursor = cut_page(&mut rows, limit, |row| row.id);
+    let (rows, next_cursor) = newest_page(
+        &cairn.db,
+        select,
+        backup::Column::Id,
+        cursor,
+        limit,
+        |row| row.id,
+    )
+    .await?;
     Ok(HistoryPage {
         items: rows.iter().map(view).collect::<Result<_>>()?,
         next_cursor,

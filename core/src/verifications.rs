@@ -436,7 +436,7 @@ pub async fn list(
     organization_id: Uuid,
     query: &VerificationQuery,
 ) -> Result<VerificationPage> {
-    use crate::history::{cut_page, page_limit, parse_uuid};
+    use crate::history::{newest_page, page_limit, parse_uuid};
     let mut v = Validator::new();
     let job_id = parse_uuid(&mut v, "jobId", query.job_id.as_deref());
     let backup_id = parse_uuid(&mut v, "backupId", query.backup_id.as_deref());
@@ -464,15 +464,15 @@ pub async fn list(
     if let Some(status) = status {
         select = select.filter(verification::Column::Status.eq(status));
     }
-    if let Some(cursor) = cursor {
-        select = select.filter(verification::Column::Id.lt(cursor));
-    }
-    let mut rows = select
-        .order_by_desc(verification::Column::Id)
-        .limit(limit + 1)
-        .all(&cairn.db)
-        .await?;
-    let next_cursor = cut_page(&mut rows, limit, |row| row.id);
+    let (rows, next_cursor) = newest_page(
+        &cairn.db,
+        select,
+        verification::Column::Id,
+        cursor,
+        limit,
+        |row| row.id,
+    )
+    .await?;
     Ok(VerificationPage {
         items: rows.iter().map(view).collect::<Result<_>>()?,
         next_cursor,

@@ -516,7 +516,7 @@ pub async fn list_deliveries(
     organization_id: Uuid,
     query: &DeliveryQuery,
 ) -> Result<DeliveryPage> {
-    use crate::history::{cut_page, page_limit, parse_uuid};
+    use crate::history::{newest_page, page_limit, parse_uuid};
     use notification_delivery::Column as D;
     let mut v = crate::error::Validator::new();
     let status = match query.status.as_deref() {
@@ -549,15 +549,8 @@ pub async fn list_deliveries(
     if let Some(id) = restore_id {
         select = select.filter(D::RestoreId.eq(id));
     }
-    if let Some(cursor) = cursor {
-        select = select.filter(D::Id.lt(cursor));
-    }
-    let mut rows = select
-        .order_by_desc(D::Id)
-        .limit(limit + 1)
-        .all(&cairn.db)
-        .await?;
-    let next_cursor = cut_page(&mut rows, limit, |row| row.id);
+    let (rows, next_cursor) =
+        newest_page(&cairn.db, select, D::Id, cursor, limit, |row| row.id).await?;
     let items = rows
         .into_iter()
         .map(delivery_view)

@@ -13,10 +13,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    Set,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, Set};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -429,7 +426,7 @@ pub async fn list(
     organization_id: Uuid,
     query: &RestoreQuery,
 ) -> Result<RestorePage> {
-    use crate::history::{cut_page, page_limit, parse_uuid};
+    use crate::history::{newest_page, page_limit, parse_uuid};
     let mut v = Validator::new();
     let backup_id = parse_uuid(&mut v, "backupId", query.backup_id.as_deref());
     let cursor = parse_uuid(&mut v, "cursor", query.cursor.as_deref());
@@ -440,15 +437,15 @@ pub async fn list(
     if let Some(backup_id) = backup_id {
         select = select.filter(restore::Column::BackupId.eq(backup_id));
     }
-    if let Some(cursor) = cursor {
-        select = select.filter(restore::Column::Id.lt(cursor));
-    }
-    let mut rows = select
-        .order_by_desc(restore::Column::Id)
-        .limit(limit + 1)
-        .all(&cairn.db)
-        .await?;
-    let next_cursor = cut_page(&mut rows, limit, |row| row.id);
+    let (rows, next_cursor) = newest_page(
+        &cairn.db,
+        select,
+        restore::Column::Id,
+        cursor,
+        limit,
+        |row| row.id,
+    )
+    .await?;
     Ok(RestorePage {
         items: rows.iter().map(view).collect::<Result<_>>()?,
         next_cursor,

@@ -542,8 +542,7 @@ pub async fn list(
     job_id: Uuid,
     query: &RunQuery,
 ) -> Result<RunPage> {
-    use crate::history::{cut_page, page_limit, parse_uuid};
-    use sea_orm::QuerySelect;
+    use crate::history::{newest_page, page_limit, parse_uuid};
     let mut v = crate::error::Validator::new();
     let cursor = parse_uuid(&mut v, "cursor", query.cursor.as_deref());
     let limit = page_limit(&mut v, query.limit.as_deref());
@@ -553,16 +552,16 @@ pub async fn list(
         .one(&cairn.db)
         .await?
         .ok_or(Error::NotFound("job"))?;
-    let mut select = backup_run::Entity::find().filter(backup_run::Column::JobId.eq(job_id));
-    if let Some(cursor) = cursor {
-        select = select.filter(backup_run::Column::Id.lt(cursor));
-    }
-    let mut rows = select
-        .order_by_desc(backup_run::Column::Id)
-        .limit(limit + 1)
-        .all(&cairn.db)
-        .await?;
-    let next_cursor = cut_page(&mut rows, limit, |row| row.id);
+    let select = backup_run::Entity::find().filter(backup_run::Column::JobId.eq(job_id));
+    let (rows, next_cursor) = newest_page(
+        &cairn.db,
+        select,
+        backup_run::Column::Id,
+        cursor,
+        limit,
+        |row| row.id,
+    )
+    .await?;
     let backups = backup::Entity::find()
         .filter(backup::Column::RunId.is_in(rows.iter().map(|r| r.id)))
         .order_by_asc(backup::Column::Id)

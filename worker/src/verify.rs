@@ -201,13 +201,21 @@ async fn perform(
     let elapsed = started.elapsed().as_millis() as i64;
     findings.download_ms = Some(elapsed);
     findings.restore_ms = Some(elapsed);
-    let verified = verdict(outcome.0, outcome.1, &source.expected, &cancel);
-    findings.check(
-        "sha256",
-        !matches!(&verified, Err(f) if f.code == FailureCode::ChecksumMismatch),
-        format!("expected {}", source.expected),
-    );
-    let (found, size) = verified?;
+    let (read, digest) = outcome;
+    // The check is recorded only when the whole download was hashed: a
+    // failed or interrupted download proves nothing either way.
+    if let (Ok((actual, _)), false) = (&digest, cancel.is_cancelled()) {
+        findings.check(
+            "sha256",
+            *actual == source.expected,
+            if *actual == source.expected {
+                actual.clone()
+            } else {
+                format!("{actual} read back, the record says {}", source.expected)
+            },
+        );
+    }
+    let (found, size) = verdict(read, digest, &source.expected, &cancel)?;
     compare(&source.manifest, &found, size, findings);
     drop(scratch);
     match findings.checks.iter().find(|check| !check.ok) {

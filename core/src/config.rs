@@ -149,6 +149,30 @@ pub struct VerificationConfig {
     /// backups verify in `read` mode only.
     #[serde(default)]
     pub scratch_dir: Option<PathBuf>,
+    /// A PostgreSQL server the operator provides for `restore`-mode
+    /// verifications of database backups, as
+    /// `postgres://user:password@host:port/database` (the database is the
+    /// one Cairn connects to in order to create and drop scratch
+    /// databases, usually `postgres`; the user needs `CREATEDB`). Each
+    /// verification restores into a database `cairn_verify_{id}` of its
+    /// own, dropped afterwards (and by the reaper after a worker died).
+    /// Unset: database backups verify in `read` mode only.
+    #[serde(default)]
+    pub postgres_url: Option<SecretString>,
+}
+
+impl VerificationConfig {
+    /// The scratch database server's connection settings and password.
+    pub fn scratch_server(
+        &self,
+    ) -> Option<Result<(crate::apps::PostgresSettings, Option<SecretString>), String>> {
+        self.postgres_url.as_ref().map(|url| {
+            crate::format::pg_restore::parse_database_url(
+                "verification.postgres_url",
+                url.expose_secret(),
+            )
+        })
+    }
 }
 
 /// The `storage:` section.
@@ -460,6 +484,11 @@ impl Config {
             return Err(ConfigError(
                 "key `storage.retry_budget_seconds`: must be at least 1".into(),
             ));
+        }
+        if let Some(Err(reason)) = config.verification.scratch_server() {
+            return Err(ConfigError(format!(
+                "key `verification.postgres_url`: {reason}"
+            )));
         }
         if !(0.0..=1.0).contains(&config.suspicious_shrink_fraction) {
             return Err(ConfigError(

@@ -60,8 +60,11 @@ pub struct JobRequest {
     /// every app and volume the job covers.
     pub verify_schedule: Option<String>,
     /// How scheduled verifications run (default `read`); `restore` needs
-    /// the server's `verification.scratch_dir` (PostgreSQL backups are
-    /// verified in `read` mode whatever this says).
+    /// scratch space for each kind of volume the job's apps have: the
+    /// server's `verification.scratch_dir` for files,
+    /// `verification.postgres_url` for PostgreSQL. A volume added later
+    /// whose kind has none is verified in `read` mode, and its
+    /// verification says so.
     #[serde(default = "default_verify_mode")]
     pub verify_mode: VerifyMode,
     /// Default true.
@@ -552,16 +555,46 @@ fn check_recipients(v: &mut Validator, request: &JobRequest) {
     }
 }
 
-/// Refuses `verifyMode: restore` on a server without scratch space for it
-/// (the job's own fields are checked by [`validate`]).
-fn check_verify_mode(config: &crate::Config, request: &JobRequest) -> Result<()> {
+/// Refuses `verifyMode: restore` on a server without scratch space for
+/// the kinds of volume the job's apps have (without apps: for either
+/// kind). The job's own fields are checked by [`validate`].
+async fn check_verify_mode(
+    db: &impl ConnectionTrait,
+    config: &crate::Config,
+    request: &JobRequest,
+) -> Result<()> {
+    use cairn_entity::enums::{ArchiveKind, VolumeKind};
+    use cairn_entity::volume;
+    if request.verify_mode != VerifyMode::Restore {
+        return Ok(());
+    }
+    let kinds: std::collections::HashSet<VolumeKind> = volume::Entity::find()
+        .filter(volume::Column::AppId.is_in(request.app_ids.clone()))
+        .filter(volume::Column::DetachedAt.is_null())
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|v| v.kind)
+        .collect();
+    let archive = |kind: VolumeKind| match kind {
+        VolumeKind::Generic => ArchiveKind::Tar,
+        VolumeKind::Postgres => ArchiveKind::PgDump,
+    };
+    let missing: Vec<String> = kinds
+        .iter()
+        .filter_map(|kind| crate::verifications::scratch_missing(config, archive(*kind)))
+        .collect();
+    let none_at_all =
+        config.verification.scratch_dir.is_none() && config.verification.postgres_url.is_none();
     let mut v = Validator::new();
-    if request.verify_mode == VerifyMode::Restore && config.verification.scratch_dir.is_none() {
+    if none_at_all {
         v.add(
             "verifyMode",
-            "restore needs scratch space for files, and this server has none \
-             (verification.scratch_dir); use read",
+            "restore needs scratch space, and this server has none \
+             (verification.scratch_dir, verification.postgres_url); use read",
         );
+    } else if let Some(reason) = missing.first() {
+        v.add("verifyMode", reason.clone());
     }
     v.finish()
 }
@@ -717,7 +750,7 @@ pub async fn create(
     request: JobRequest,
     now: DateTime<Utc>,
 ) -> Result<JobView> {
-    check_verify_mode(&cairn.config, &request)?;
+    check_verify_mode(&cairn.db, &cairn.config, &request).await?;
     let txn = cairn.db.begin().await?;
     let id = create_in(&txn, organization_id, &request, None, now).await?;
     txn.commit().await?;
@@ -764,7 +797,7 @@ pub async fn update(
 ) -> Result<JobView> {
     let txn = cairn.db.begin().await?;
     let existing = find_model(&txn, organization_id, id).await?;
-    check_verify_mode(&cairn.config, &request)?;
+    check_verify_mode(&txn, &cairn.config, &request).await?;
     let schedules = validate(&txn, organization_id, &request).await?;
     let mut model: backup_job::ActiveModel = existing.into();
     apply(&mut model, &request, &schedules, now);

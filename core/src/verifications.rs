@@ -5,8 +5,9 @@
 //! and records every check it ran, with its timings.
 //!
 //! `read` needs nothing but the target. `restore` needs scratch space for
-//! the kind of archive (`verification.scratch_dir` for file backups) and is
-//! refused without it, naming the key.
+//! the kind of archive (`verification.scratch_dir` for file backups,
+//! `verification.postgres_url` for database backups) and is refused
+//! without it, naming the key.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -43,6 +44,18 @@ pub struct Check {
     pub detail: String,
 }
 
+/// One table of a database backup restored into scratch: the rows
+/// restored and the rows the backup recorded (`null` where the table is
+/// missing on that side).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TableCheck {
+    /// `schema.table`.
+    pub name: String,
+    pub rows: Option<u64>,
+    pub expected_rows: Option<u64>,
+}
+
 /// How long each step took, in milliseconds.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -72,6 +85,9 @@ pub struct VerificationView {
     pub status: VerificationStatus,
     /// Every check run, in order; the first that failed ends it.
     pub checks: Vec<Check>,
+    /// A PostgreSQL backup verified in `restore` mode: every table
+    /// restored or recorded, with both row counts (empty otherwise).
+    pub tables: Vec<TableCheck>,
     pub timings: Timings,
     /// Why it failed (see the table of codes).
     pub error_code: Option<FailureCode>,
@@ -122,6 +138,10 @@ pub struct VerificationPage {
 pub fn view(model: &verification::Model) -> Result<VerificationView> {
     let checks: Vec<Check> =
         serde_json::from_value(model.checks.clone()).map_err(anyhow::Error::from)?;
+    let tables: Vec<TableCheck> = match &model.tables {
+        Some(tables) => serde_json::from_value(tables.clone()).map_err(anyhow::Error::from)?,
+        None => Vec::new(),
+    };
     Ok(VerificationView {
         id: model.id,
         organization_id: model.organization_id,
@@ -134,6 +154,7 @@ pub fn view(model: &verification::Model) -> Result<VerificationView> {
         trigger: model.trigger,
         status: model.status,
         checks,
+        tables,
         timings: Timings {
             download_ms: model.download_ms,
             restore_ms: model.restore_ms,
@@ -202,20 +223,26 @@ pub async fn request(
 /// Why `mode` cannot verify an archive of `kind` on this server, if it
 /// cannot: a restore needs scratch space of the archive's kind.
 pub fn restore_refusal(cairn: &Cairn, mode: VerifyMode, kind: ArchiveKind) -> Option<String> {
-    match (mode, kind) {
-        (VerifyMode::Read, _) => None,
-        (VerifyMode::Restore, ArchiveKind::Tar) => {
-            cairn.config.verification.scratch_dir.is_none().then(|| {
-                "restore needs scratch space for files, and this server has none \
-                 (verification.scratch_dir); use read"
-                    .to_owned()
-            })
-        }
-        (VerifyMode::Restore, ArchiveKind::PgDump) => Some(
-            "restore of a PostgreSQL backup needs a scratch database server, which this server \
-             does not have; use read (pg_restore --list)"
-                .to_owned(),
-        ),
+    match mode {
+        VerifyMode::Read => None,
+        VerifyMode::Restore => scratch_missing(&cairn.config, kind),
+    }
+}
+
+/// Why a `restore`-mode verification of an archive of `kind` has no
+/// scratch space on this server, if it has none.
+pub fn scratch_missing(config: &crate::Config, kind: ArchiveKind) -> Option<String> {
+    match kind {
+        ArchiveKind::Tar => config.verification.scratch_dir.is_none().then(|| {
+            "restore of a file backup needs scratch space, and this server has none \
+             (verification.scratch_dir); use read"
+                .to_owned()
+        }),
+        ArchiveKind::PgDump => config.verification.postgres_url.is_none().then(|| {
+            "restore of a PostgreSQL backup needs a scratch database server, and this server \
+             has none (verification.postgres_url); use read (pg_restore --list)"
+                .to_owned()
+        }),
     }
 }
 
@@ -353,6 +380,7 @@ fn pending(
         scheduled_for: Set(slot),
         status: Set(VerificationStatus::Pending),
         checks: Set(serde_json::json!([])),
+        tables: Set(None),
         download_ms: Set(None),
         restore_ms: Set(None),
         total_ms: Set(None),

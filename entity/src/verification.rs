@@ -23,6 +23,9 @@ pub struct Model {
     pub status: VerificationStatus,
     /// `[{ "name", "ok", "detail" }]`, in the order they ran.
     pub checks: Json,
+    /// A database backup restored into scratch: `[{ "name", "rows",
+    /// "expectedRows" }]`, one per table restored or recorded.
+    pub tables: Option<Json>,
     /// Milliseconds spent downloading (and hashing) the archive.
     pub download_ms: Option<i64>,
     /// Milliseconds spent reading back or restoring it.

@@ -607,3 +607,249 @@ async fn verify_slots_fire_once_across_replicas(backend: Backend) {
 }
 
 both_backends!(verify_slots_fire_once_across_replicas);
+
+/// A role for scratch databases: it logs in and creates databases, and is
+/// no superuser. Returns the URL of its `postgres` database on the test
+/// server.
+fn scratch_role() -> String {
+    let role = unique("vscratch").replace('-', "_");
+    psql(
+        "postgres",
+        &format!("CREATE ROLE \"{role}\" LOGIN CREATEDB PASSWORD 'scratch secret'"),
+    );
+    let mut url = url::Url::parse(&std::env::var("TEST_POSTGRES_URL").unwrap()).unwrap();
+    url.set_username(&role).unwrap();
+    url.set_password(Some("scratch secret")).unwrap();
+    url.set_path("postgres");
+    url.to_string()
+}
+
+/// Whether the test server has the database `name`.
+fn database_exists(name: &str) -> bool {
+    psql(
+        "postgres",
+        &format!("SELECT count(*) FROM pg_database WHERE datname = '{name}'"),
+    )
+    .trim()
+        == "1"
+}
+
+/// The scratch database of verification `id`.
+fn scratch_database(id: &str) -> String {
+    format!(
+        "cairn_verify_{}",
+        uuid::Uuid::parse_str(id).unwrap().simple()
+    )
+}
+
+/// A source database with two tables — one in a schema and with a name
+/// that need quoting — backed up by `f`; returns the backup's record.
+async fn database_backup(f: &Fixture) -> Value {
+    let database = unique("vsrc").replace('-', "_");
+    psql("postgres", &format!("CREATE DATABASE \"{database}\""));
+    create_orders(&database, 50);
+    psql(
+        &database,
+        "CREATE SCHEMA \"Sales\"; \
+         CREATE TABLE \"Sales\".\"line items\" (n int CHECK (n > 0)); \
+         INSERT INTO \"Sales\".\"line items\" SELECT generate_series(1, 7);",
+    );
+    let app = f
+        .create_app(json!({ "name": "shop", "volumes": [postgres_volume("db", &database)] }))
+        .await;
+    let job = f
+        .create_job_for(&app, json!({ "keepLast": 5, "encryption": "age" }))
+        .await;
+    let record = f.run_to_end(&job).await;
+    assert_eq!(record["status"], "success", "{record}");
+    record
+}
+
+/// A PostgreSQL backup verified by a real restore into a scratch database
+/// on the test server: the backup recorded every table's rows, the
+/// restore brought back the same tables and rows, and the scratch database
+/// is gone afterwards. A manifest whose counts disagree with the archive
+/// fails the `rows` and `tables` checks, naming the tables.
+#[tokio::test]
+async fn a_database_backup_verifies_by_a_real_restore() {
+    let url = scratch_role();
+    let f = fixture_with(Backend::Sqlite, "alpha", move |config| {
+        config.verification.postgres_url = Some(url.into());
+    })
+    .await;
+    let record = database_backup(&f).await;
+    let id = record["id"].as_str().unwrap().to_owned();
+    let recorded = json!([
+        { "name": "\"Sales\".\"line items\"", "rows": 7 },
+        { "name": "public.orders", "rows": 50 },
+    ]);
+    assert_eq!(record["manifest"]["tables"], recorded, "{record}");
+
+    let verified = verify(&f, &id, "restore").await;
+    assert_eq!(verified["status"], "success", "{verified}");
+    assert_eq!(
+        verified["tables"],
+        json!([
+            { "name": "\"Sales\".\"line items\"", "rows": 7, "expectedRows": 7 },
+            { "name": "public.orders", "rows": 50, "expectedRows": 50 },
+        ]),
+        "{verified}"
+    );
+    for name in ["sha256", "storedBytes", "restore", "tables", "rows"] {
+        assert_eq!(check(&verified, name)["ok"], true, "{name}: {verified}");
+    }
+    assert!(verified["timings"]["restoreMs"].as_i64().is_some());
+    assert!(!database_exists(&scratch_database(
+        verified["id"].as_str().unwrap()
+    )));
+
+    // The record's manifest now says one more order and a table that the
+    // archive does not hold.
+    let mut manifest = record["manifest"].clone();
+    manifest["tables"] = json!([
+        { "name": "\"Sales\".\"line items\"", "rows": 7 },
+        { "name": "public.orders", "rows": 51 },
+        { "name": "public.refunds", "rows": 3 },
+    ]);
+    backup::Entity::update(backup::ActiveModel {
+        id: ActiveValue::Unchanged(uuid::Uuid::parse_str(&id).unwrap()),
+        manifest: ActiveValue::Set(Some(manifest)),
+        ..Default::default()
+    })
+    .exec(&f.app.cairn.db)
+    .await
+    .unwrap();
+    let failed = verify(&f, &id, "restore").await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["errorCode"], "verification_mismatch", "{failed}");
+    let tables = check(&failed, "tables");
+    assert_eq!(tables["ok"], false, "{failed}");
+    assert!(
+        tables["detail"]
+            .as_str()
+            .unwrap()
+            .contains("missing after the restore: public.refunds"),
+        "{failed}"
+    );
+    let rows = check(&failed, "rows");
+    assert_eq!(rows["ok"], false, "{failed}");
+    assert_eq!(
+        rows["detail"], "public.orders (50 restored, 51 recorded)",
+        "{failed}"
+    );
+    assert!(failed["tables"]
+        .as_array()
+        .unwrap()
+        .contains(&json!({ "name": "public.refunds", "rows": null, "expectedRows": 3 })));
+    assert!(!database_exists(&scratch_database(
+        failed["id"].as_str().unwrap()
+    )));
+}
+
+/// The scratch role must not be a superuser (a dump's SQL runs as it): a
+/// verification on one fails before it creates anything, saying why, and
+/// the password of the URL is nowhere in what it says.
+#[tokio::test]
+async fn a_superuser_scratch_server_is_refused() {
+    let url = std::env::var("TEST_POSTGRES_URL").unwrap();
+    let password = url::Url::parse(&url)
+        .unwrap()
+        .password()
+        .unwrap()
+        .to_owned();
+    let f = fixture_with(Backend::Sqlite, "alpha", move |config| {
+        config.verification.postgres_url = Some(url.into());
+    })
+    .await;
+    let record = database_backup(&f).await;
+    let failed = verify(&f, record["id"].as_str().unwrap(), "restore").await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["errorCode"], "restore_failed", "{failed}");
+    assert!(
+        failed["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("without SUPERUSER"),
+        "{failed}"
+    );
+    assert!(!failed.to_string().contains(&password), "{failed}");
+    assert!(!database_exists(&scratch_database(
+        failed["id"].as_str().unwrap()
+    )));
+}
+
+/// A `cairn worker` killed with SIGKILL while it restores a dump into its
+/// scratch database: the next worker's reaper fails the verification as
+/// `worker_lost` and drops the database.
+#[tokio::test]
+async fn a_scratch_database_is_dropped_after_its_worker_was_killed() {
+    let url = scratch_role();
+    let configured = url.clone();
+    let f = fixture_with(Backend::Sqlite, "alpha", move |config| {
+        config.verification.postgres_url = Some(configured.into());
+    })
+    .await;
+    let record = database_backup(&f).await;
+    let requested = request_verification(&f, record["id"].as_str().unwrap(), "restore").await;
+    let id = requested["id"].as_str().unwrap().to_owned();
+    let database = scratch_database(&id);
+
+    // A pg_restore that takes its time, so the worker dies mid-restore.
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("slow-pg_restore");
+    let pid_file = dir.path().join("pid");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho $$ > '{}'\nsleep 120\nexec '{}' \"$@\"\n",
+            pid_file.display(),
+            f.app.cairn.config.pg_restore.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let lease_seconds = 2;
+    let mut child = crate::helpers::cairn_process(
+        &f,
+        "worker",
+        &[],
+        &[
+            ("CAIRN_WORKER__LEASE_SECONDS", lease_seconds.to_string()),
+            ("CAIRN_VERIFICATION__POSTGRES_URL", url),
+            ("CAIRN_PG_RESTORE", wrapper.display().to_string()),
+        ],
+    );
+    let started = std::time::Instant::now();
+    while !(database_exists(&database) && pid_file.exists()) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "the worker never began restoring"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+        let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+    }
+    assert!(database_exists(&database), "killed mid-restore");
+
+    tokio::time::sleep(std::time::Duration::from_secs(lease_seconds + 1)).await;
+    f.drain().await;
+    let reaped = f
+        .app
+        .get(
+            &f.org.path(&format!("/backups/verifications/{id}")),
+            &f.org.viewer,
+        )
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(reaped["status"], "failed", "{reaped}");
+    assert_eq!(reaped["errorCode"], "worker_lost", "{reaped}");
+    assert!(!database_exists(&database), "the reaper dropped {database}");
+}

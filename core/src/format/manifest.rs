@@ -113,6 +113,12 @@ pub struct DumpManifest {
     pub postgres_version: String,
     /// `pg_dump --version` of the worker that dumped it.
     pub pg_dump_version: String,
+    /// Every table the dump holds rows of, with its rows counted in the
+    /// dump's own snapshot. Absent from dumps of older Cairns, of
+    /// databases with more than 10 000 tables, and when the count failed
+    /// (the backup's log says why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<Vec<crate::format::pg_tables::TableRows>>,
 }
 
 /// Where a dump came from.
@@ -291,6 +297,7 @@ pub(crate) mod tests {
                 uncompressed_bytes: 77,
                 postgres_version: "15.18".into(),
                 pg_dump_version: "pg_dump (PostgreSQL) 15.18".into(),
+                tables: None,
             }),
             ..tar_manifest()
         };

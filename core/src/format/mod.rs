@@ -23,5 +23,6 @@ pub mod names;
 pub mod offline;
 pub mod pg_dump;
 pub mod pg_restore;
+pub mod pg_tables;
 pub mod read;
 pub mod tar;

@@ -154,7 +154,7 @@ pub fn pg_restore_file(
             "{file_name} is a tar archive: use `cairn archive extract`"
         ));
     }
-    let (settings, password) = parse_database_url(database_url)?;
+    let (settings, password) = parse_database_url("--dbname", database_url)?;
     // The password: the URL's, else the operator's PGPASSWORD (the other
     // PG* variables are not passed on: the URL says where to restore).
     let password = password.or_else(|| {

@@ -15,7 +15,6 @@ use std::io::{self, Read};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use bytes::Bytes;
 use secrecy::{ExposeSecret, SecretString};
@@ -75,6 +74,9 @@ pub struct DumpOptions {
     pub hostaddr: IpAddr,
     pub password: SecretString,
     pub encryption: Option<Recipients>,
+    /// A snapshot exported by Cairn's own transaction
+    /// (`pg_tables::DumpSnapshot`), so pg_dump dumps the rows Cairn counts.
+    pub snapshot: Option<String>,
 }
 
 /// What a dump holds, known when it is complete.
@@ -189,68 +191,40 @@ pub async fn pg_dump_version(program: &PathBuf) -> Result<(String, u32), Archive
     Ok((line, major))
 }
 
-/// Connects to the volume's server and returns its version
-/// (`server_version`, and the major version from `server_version_num`).
+/// Connects to the volume's server and returns the connection with the
+/// server's version (`server_version`, and the major version from
+/// `server_version_num`).
 pub async fn server_version(
     settings: &PostgresSettings,
     hostaddr: IpAddr,
     password: &SecretString,
-) -> Result<(String, u32), ArchiveError> {
-    use sea_orm::sqlx::{self, Connection};
-    let options = sqlx::postgres::PgConnectOptions::new()
-        .host(&hostaddr.to_string())
-        .port(settings.port)
-        .username(&settings.username)
-        .password(password.expose_secret())
-        .database(&settings.database)
-        .application_name("cairn");
-    let failed = |error: sqlx::Error| {
-        ArchiveError::new(
-            FailureCode::PostgresConnectionFailed,
-            format!(
-                "cannot connect to PostgreSQL at {}:{} (database {:?}, user {:?}): {}",
-                settings.host,
-                settings.port,
-                settings.database,
-                settings.username,
-                describe(&error)
-            ),
-        )
-    };
-    let mut connection = tokio::time::timeout(
-        Duration::from_secs(15),
-        sqlx::PgConnection::connect_with(&options),
+) -> Result<(sea_orm::sqlx::PgConnection, String, u32), ArchiveError> {
+    use crate::format::pg_tables::{connect, describe};
+    let mut connection = connect(
+        settings,
+        Some(hostaddr),
+        Some(password),
+        FailureCode::PostgresConnectionFailed,
     )
-    .await
-    .map_err(|_| {
-        ArchiveError::new(
-            FailureCode::PostgresConnectionFailed,
-            format!(
-                "PostgreSQL at {}:{} did not answer within 15 s",
-                settings.host, settings.port
-            ),
-        )
-    })?
-    .map_err(failed)?;
-    let (version, number): (String, String) = sqlx::query_as(
+    .await?;
+    let (version, number): (String, String) = sea_orm::sqlx::query_as(
         "SELECT current_setting('server_version'), current_setting('server_version_num')",
     )
     .fetch_one(&mut connection)
     .await
-    .map_err(failed)?;
-    let _ = connection.close().await;
+    .map_err(|error| {
+        ArchiveError::new(
+            FailureCode::PostgresConnectionFailed,
+            format!(
+                "PostgreSQL at {}:{} did not report its version: {}",
+                settings.host,
+                settings.port,
+                describe(&error)
+            ),
+        )
+    })?;
     let major = number.parse::<u32>().map(|n| n / 10_000).unwrap_or(0);
-    Ok((version, major))
-}
-
-/// A database error's message without the connection options.
-fn describe(error: &sea_orm::sqlx::Error) -> String {
-    match error {
-        sea_orm::sqlx::Error::Database(db) => db.message().to_owned(),
-        sea_orm::sqlx::Error::Io(io) => io.to_string(),
-        sea_orm::sqlx::Error::Tls(tls) => format!("TLS: {tls}"),
-        other => other.to_string(),
-    }
+    Ok((connection, version, major))
 }
 
 /// Runs `pg_dump`. The stream yields the stored bytes; the receiver gets
@@ -303,6 +277,12 @@ fn dump(
         .arg("--format=custom")
         .arg("--no-password")
         .arg(format!("--lock-wait-timeout={LOCK_WAIT_TIMEOUT_MS}"))
+        .args(
+            options
+                .snapshot
+                .iter()
+                .map(|name| format!("--snapshot={name}")),
+        )
         .arg(format!(
             "--dbname={}",
             conninfo(&options.settings, Some(options.hostaddr))

@@ -6,27 +6,29 @@ use std::path::Path;
 
 /// A `postgres://user:password@host:port/database` URL split into the
 /// connection settings and the password (which goes to the environment,
-/// never to argv).
+/// never to argv). Messages name the URL `what` (`--dbname`, a key of the
+/// configuration), never its text.
 pub fn parse_database_url(
+    what: &str,
     text: &str,
 ) -> Result<(crate::apps::PostgresSettings, Option<secrecy::SecretString>), String> {
-    let url = url::Url::parse(text).map_err(|_| "--dbname is not a URL".to_owned())?;
+    let url = url::Url::parse(text).map_err(|_| format!("{what} is not a URL"))?;
     if url.scheme() != "postgres" && url.scheme() != "postgresql" {
-        return Err("--dbname must be a postgres:// URL".into());
+        return Err(format!("{what} must be a postgres:// URL"));
     }
     let decode = |s: &str| {
         percent_encoding::percent_decode_str(s)
             .decode_utf8()
             .map(|s| s.into_owned())
-            .map_err(|_| "--dbname holds invalid percent-encoding".to_owned())
+            .map_err(|_| format!("{what} holds invalid percent-encoding"))
     };
     let host = url
         .host_str()
-        .ok_or_else(|| "--dbname names no host".to_owned())?
+        .ok_or_else(|| format!("{what} names no host"))?
         .to_owned();
     let database = decode(url.path().trim_start_matches('/'))?;
     if database.is_empty() {
-        return Err("--dbname names no database".into());
+        return Err(format!("{what} names no database"));
     }
     let username = decode(url.username())?;
     let password = url
@@ -59,6 +61,14 @@ pub enum PgRestore<'a> {
         /// The checked address to connect to (`hostaddr`); `None` for the
         /// operator's offline tool, which connects where it is told.
         hostaddr: Option<std::net::IpAddr>,
+        password: Option<&'a secrecy::SecretString>,
+    },
+    /// Into a fresh scratch database of a verification: `--no-owner
+    /// --no-privileges --no-tablespaces --no-publications
+    /// --no-subscriptions --single-transaction`, so nothing of the source
+    /// server (its roles, tablespaces, replication) is needed or reached.
+    Scratch {
+        settings: &'a crate::apps::PostgresSettings,
         password: Option<&'a secrecy::SecretString>,
     },
     /// `--list`: the table of contents, printed; nothing is connected to.
@@ -107,6 +117,24 @@ pub fn pg_restore_with_output(
                 .arg(format!(
                     "--dbname={}",
                     crate::format::pg_dump::conninfo(settings, hostaddr)
+                ));
+            if let Some(password) = password {
+                command.env("PGPASSWORD", password.expose_secret());
+            }
+        }
+        PgRestore::Scratch { settings, password } => {
+            command
+                .args([
+                    "--no-owner",
+                    "--no-privileges",
+                    "--no-tablespaces",
+                    "--no-publications",
+                    "--no-subscriptions",
+                    "--single-transaction",
+                ])
+                .arg(format!(
+                    "--dbname={}",
+                    crate::format::pg_dump::conninfo(settings, None)
                 ));
             if let Some(password) = password {
                 command.env("PGPASSWORD", password.expose_secret());
@@ -208,20 +236,23 @@ mod tests {
     #[test]
     fn database_urls_split_into_settings_and_a_password() {
         use secrecy::ExposeSecret;
-        let (settings, password) =
-            parse_database_url("postgres://app%40x:p%3Ass@db.internal:5433/shop%20db").unwrap();
+        let (settings, password) = parse_database_url(
+            "--dbname",
+            "postgres://app%40x:p%3Ass@db.internal:5433/shop%20db",
+        )
+        .unwrap();
         assert_eq!(settings.host, "db.internal");
         assert_eq!(settings.port, 5433);
         assert_eq!(settings.username, "app@x");
         assert_eq!(settings.database, "shop db");
         assert_eq!(password.unwrap().expose_secret(), "p:ss");
-        let (settings, password) = parse_database_url("postgresql://h/d").unwrap();
+        let (settings, password) = parse_database_url("--dbname", "postgresql://h/d").unwrap();
         assert_eq!(
             (settings.port, settings.username.as_str()),
             (5432, "postgres")
         );
         assert!(password.is_none());
-        assert!(parse_database_url("mysql://h/d").is_err());
-        assert!(parse_database_url("postgres://h/").is_err());
+        assert!(parse_database_url("--dbname", "mysql://h/d").is_err());
+        assert!(parse_database_url("--dbname", "postgres://h/").is_err());
     }
 }

@@ -1,11 +1,15 @@
 //! Running one claimed verification: the backup's archive downloaded and
 //! hashed, decrypted and decompressed, then read back — every tar entry
 //! checked by the extraction rules, or `pg_restore --list` — or, in
-//! `restore` mode, extracted into a scratch directory of its own; what came
-//! back is compared with the manifest, check by check. Nothing of the
-//! organization's is written, and the scratch directory is removed however
-//! the verification ends (a worker that died leaves it to the reaper of
-//! this machine, which removes it too).
+//! `restore` mode, extracted into a scratch directory of its own, or
+//! restored into a scratch database of its own (`database`); what came
+//! back is compared with the manifest, check by check, table by table.
+//! Nothing of the organization's is written, and the scratch space is
+//! removed however the verification ends (a worker that died leaves it to
+//! the reaper, which removes it too: the directory when the reaper runs on
+//! the same machine, the database always).
+
+mod database;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -19,11 +23,12 @@ use cairn_core::format::extract::{self, Extracted};
 use cairn_core::format::manifest::{Manifest, ManifestContents};
 use cairn_core::format::names::Format;
 use cairn_core::format::pg_restore::{pg_restore_with_output, PgRestore};
+use cairn_core::format::pg_tables::TableRows;
 use cairn_core::format::read::{self, Checked};
 use cairn_core::history::LogLine;
 use cairn_core::restores::{blocking_reader, StoredArchive};
 use cairn_core::storage::Cancellation;
-use cairn_core::verifications::Check;
+use cairn_core::verifications::{Check, TableCheck};
 use cairn_entity::enums::{VerificationStatus, VerifyMode};
 use cairn_entity::verification;
 
@@ -31,15 +36,21 @@ use crate::failure::{download_failure, internal, Failure};
 use crate::lease::{self, line, max_duration};
 use crate::restore::{extract_failure, read_failure, readable, verdict, Readable};
 use crate::Worker;
+use database::{database_name, ScratchServer};
 
 type Attempt = lease::Attempt<verification::Model>;
 
-/// What a verification found: its checks and how long its steps took.
+/// What a verification found: its checks, its tables and how long its
+/// steps took; and the scratch database it created, to drop.
 #[derive(Default)]
 struct Findings {
     checks: Vec<Check>,
+    tables: Option<Vec<TableCheck>>,
     download_ms: Option<i64>,
     restore_ms: Option<i64>,
+    /// Set before the database is created, so it is dropped even when
+    /// the verification was abandoned halfway.
+    scratch_database: Option<String>,
 }
 
 impl Findings {
@@ -76,9 +87,18 @@ pub(crate) async fn run_verification(
     );
     let mut findings = Findings::default();
     let outcome = perform_within_limits(worker, &mut attempt, &mut findings, stop).await;
+    if let Some(name) = findings.scratch_database.take() {
+        drop_scratch_database(worker, &mut attempt, &name).await;
+    }
     let total_ms = started.elapsed().as_millis() as i64;
     let mut changes = verification::ActiveModel {
         checks: ActiveValue::Set(serde_json::to_value(&findings.checks).unwrap_or_default()),
+        tables: ActiveValue::Set(
+            findings
+                .tables
+                .as_ref()
+                .map(|tables| serde_json::to_value(tables).unwrap_or_default()),
+        ),
         download_ms: ActiveValue::Set(findings.download_ms),
         restore_ms: ActiveValue::Set(findings.restore_ms),
         total_ms: ActiveValue::Set(Some(total_ms)),
@@ -113,6 +133,31 @@ pub(crate) async fn run_verification(
         }
         Err(error) => {
             tracing::error!(verification_id = %id, error = format!("{error:#}"), "recording the outcome failed; the lease will expire and the verification will be failed as worker_lost");
+        }
+    }
+}
+
+/// Drops a verification's scratch database, noting the outcome.
+async fn drop_scratch_database(worker: &Worker, attempt: &mut Attempt, name: &str) {
+    let dropped = match ScratchServer::configured(&worker.cairn.config) {
+        Some(Ok(server)) => server.drop_database(name).await,
+        Some(Err(failure)) => Err(failure),
+        None => Err(Failure::new(
+            FailureCode::RestoreFailed,
+            "verification.postgres_url is no longer set",
+        )),
+    };
+    match dropped {
+        Ok(()) => attempt.note("info", format!("dropped the scratch database {name}")),
+        Err(failure) => {
+            tracing::warn!(verification_id = %attempt.model.id, "{}", failure.message);
+            attempt.note(
+                "warn",
+                format!(
+                    "the scratch database {name} is left behind: {}",
+                    failure.message
+                ),
+            );
         }
     }
 }
@@ -157,12 +202,38 @@ async fn perform(
     let cairn = &worker.cairn;
     let mode = attempt.model.mode;
     let source = load(cairn, attempt.model.backup_id).await?;
-    let scratch = match mode {
-        VerifyMode::Read => None,
-        VerifyMode::Restore => Some(Scratch::create(
-            cairn.config.verification.scratch_dir.as_deref(),
-            attempt.model.id,
-        )?),
+    let mut scratch_dir = None;
+    let mut scratch_db = None;
+    let into = match (mode, source.archive.name.format) {
+        (VerifyMode::Read, _) => Scratchpad::Nothing,
+        (VerifyMode::Restore, Format::Dump) => {
+            let server = ScratchServer::required(&cairn.config)?;
+            let name = database_name(attempt.model.id);
+            findings.scratch_database = Some(name.clone());
+            server.create(&name).await?;
+            attempt.note(
+                "info",
+                format!(
+                    "created the scratch database {name} on {}",
+                    server.describe()
+                ),
+            );
+            let into = Scratchpad::Database {
+                settings: server.settings_of(&name),
+                password: server.password().cloned(),
+            };
+            scratch_db = Some((server, name));
+            into
+        }
+        (VerifyMode::Restore, _) => {
+            let dir = Scratch::create(
+                cairn.config.verification.scratch_dir.as_deref(),
+                attempt.model.id,
+            )?;
+            let into = Scratchpad::Directory(dir.path.clone());
+            scratch_dir = Some(dir);
+            into
+        }
     };
     let archive = &source.archive;
     attempt.note(
@@ -177,10 +248,12 @@ async fn perform(
             archive.backup.archive_size.unwrap_or(0),
             source.expected,
             archive.target.name,
-            scratch
-                .as_ref()
-                .map(|s| format!(" into {}", s.path.display()))
-                .unwrap_or_default()
+            match &into {
+                Scratchpad::Nothing => String::new(),
+                Scratchpad::Directory(path) => format!(" into {}", path.display()),
+                Scratchpad::Database { settings, .. } =>
+                    format!(" into the scratch database {}", settings.database),
+            }
         ),
     );
     let started = Instant::now();
@@ -192,7 +265,7 @@ async fn perform(
     let outcome = read_back(
         Box::new(blocking_reader(stream)),
         &source,
-        scratch.as_ref().map(|s| s.path.clone()),
+        into,
         cairn.config.pg_restore.clone(),
         cancel.clone(),
     )
@@ -216,8 +289,31 @@ async fn perform(
         );
     }
     let (found, size) = verdict(read, digest, &source.expected, &cancel)?;
+    let found = match (found, &scratch_db) {
+        (ReadBack::Restored { bytes }, Some((server, name))) => {
+            findings.check(
+                "restore",
+                true,
+                format!("pg_restore restored {bytes} bytes of dump into {name}"),
+            );
+            let tables = server.count(name).await?;
+            attempt.note(
+                "info",
+                match &tables {
+                    Some(tables) => format!(
+                        "counted {} rows in {} tables restored",
+                        tables.iter().map(|t| t.rows).sum::<u64>(),
+                        tables.len()
+                    ),
+                    None => "too many tables restored to count".to_owned(),
+                },
+            );
+            ReadBack::Counted(tables)
+        }
+        (found, _) => found,
+    };
     compare(&source.manifest, &found, size, findings);
-    drop(scratch);
+    drop(scratch_dir);
     match findings.checks.iter().find(|check| !check.ok) {
         Some(failed) => Err(Failure::new(
             FailureCode::VerificationMismatch,
@@ -262,14 +358,27 @@ async fn load(cairn: &cairn_core::Cairn, backup_id: uuid::Uuid) -> Result<Source
     })
 }
 
+/// Where a verification reads the archive back into.
+enum Scratchpad {
+    /// Nowhere: `read` mode.
+    Nothing,
+    /// A scratch directory (a tar archive in `restore` mode).
+    Directory(PathBuf),
+    /// A scratch database (a dump in `restore` mode).
+    Database {
+        settings: cairn_core::apps::PostgresSettings,
+        password: Option<secrecy::SecretString>,
+    },
+}
+
 /// Reads the download back on a blocking thread — a dump listed by
-/// `pg_restore --list`, a tar archive checked by the extraction rules or
-/// extracted `into` scratch space — while hashing every byte; returns the
-/// read's outcome and the digest.
+/// `pg_restore --list` or restored into a scratch database, a tar archive
+/// checked by the extraction rules or extracted into a scratch directory —
+/// while hashing every byte; returns the read's outcome and the digest.
 async fn read_back(
     reader: Box<dyn std::io::Read + Send>,
     source: &Source,
-    into: Option<PathBuf>,
+    into: Scratchpad,
     program: PathBuf,
     cancel: Cancellation,
 ) -> Result<(Result<ReadBack, Failure>, std::io::Result<(String, u64)>), Failure> {
@@ -282,6 +391,15 @@ async fn read_back(
             let mut plain =
                 read::open(&mut checked, name, identity.as_ref()).map_err(read_failure)?;
             match (name.format, into) {
+                (Format::Dump, Scratchpad::Database { settings, password }) => {
+                    let action = PgRestore::Scratch {
+                        settings: &settings,
+                        password: password.as_ref(),
+                    };
+                    pg_restore_with_output(&mut plain, action, &program, &cancel)
+                        .map(|(bytes, _)| ReadBack::Restored { bytes })
+                        .map_err(|message| Failure::new(FailureCode::PgRestoreFailed, message))
+                }
                 (Format::Dump, _) => {
                     let (_, listing) =
                         pg_restore_with_output(&mut plain, PgRestore::List, &program, &cancel)
@@ -295,10 +413,10 @@ async fn read_back(
                             .count() as u64,
                     })
                 }
-                (_, Some(into)) => extract::extract(plain, &into, Some(cap))
+                (_, Scratchpad::Directory(into)) => extract::extract(plain, &into, Some(cap))
                     .map(ReadBack::Tar)
                     .map_err(extract_failure),
-                (_, None) => extract::check(plain, Some(cap))
+                (_, _) => extract::check(plain, Some(cap))
                     .map(ReadBack::Tar)
                     .map_err(extract_failure),
             }
@@ -312,7 +430,16 @@ async fn read_back(
 /// What reading the archive back found.
 enum ReadBack {
     Tar(Extracted),
-    Dump { entries: u64 },
+    /// `pg_restore --list`.
+    Dump {
+        entries: u64,
+    },
+    /// Restored into the scratch database; not counted yet.
+    Restored {
+        bytes: u64,
+    },
+    /// The tables restored, with their rows (`None`: too many to count).
+    Counted(Option<Vec<TableRows>>),
 }
 
 /// One check per count the manifest recorded.
@@ -344,12 +471,132 @@ fn compare(manifest: &Manifest, read_back: &ReadBack, size: u64, findings: &mut 
                 format!("{entries} entries listed by pg_restore --list"),
             );
         }
+        (ManifestContents::PgDump(dump), ReadBack::Counted(restored)) => {
+            compare_tables(dump.tables.as_deref(), restored.as_deref(), findings);
+        }
         _ => findings.check(
             "kind",
             false,
             "the archive's name and its manifest disagree on what it holds",
         ),
     }
+}
+
+/// The tables restored against those the backup recorded: a `tables`
+/// check (none missing, none unrecorded) and a `rows` check (every count
+/// equal), with every table in `findings.tables`.
+fn compare_tables(
+    recorded: Option<&[TableRows]>,
+    restored: Option<&[TableRows]>,
+    findings: &mut Findings,
+) {
+    let (Some(recorded), Some(restored)) = (recorded, restored) else {
+        let restored_count = restored.map(|t| t.len().to_string());
+        findings.check(
+            "tables",
+            true,
+            format!(
+                "{} tables restored; {}",
+                restored_count.as_deref().unwrap_or("more than 10 000"),
+                if recorded.is_none() {
+                    "the backup recorded no row counts to compare with (see its log)"
+                } else {
+                    "too many to compare"
+                }
+            ),
+        );
+        findings.tables = restored.map(|tables| {
+            tables
+                .iter()
+                .map(|t| TableCheck {
+                    name: t.name.clone(),
+                    rows: Some(t.rows),
+                    expected_rows: None,
+                })
+                .collect()
+        });
+        return;
+    };
+    let mut rows: std::collections::BTreeMap<&str, (Option<u64>, Option<u64>)> =
+        std::collections::BTreeMap::new();
+    for table in recorded {
+        rows.entry(&table.name).or_default().1 = Some(table.rows);
+    }
+    for table in restored {
+        rows.entry(&table.name).or_default().0 = Some(table.rows);
+    }
+    let tables: Vec<TableCheck> = rows
+        .into_iter()
+        .map(|(name, (rows, expected_rows))| TableCheck {
+            name: name.to_owned(),
+            rows,
+            expected_rows,
+        })
+        .collect();
+    let listed = |names: Vec<&str>| {
+        let shown: Vec<&str> = names.iter().take(10).copied().collect();
+        let more = names.len().saturating_sub(shown.len());
+        format!(
+            "{}{}",
+            shown.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        )
+    };
+    let missing: Vec<&str> = tables
+        .iter()
+        .filter(|t| t.rows.is_none())
+        .map(|t| t.name.as_str())
+        .collect();
+    let unrecorded: Vec<&str> = tables
+        .iter()
+        .filter(|t| t.expected_rows.is_none())
+        .map(|t| t.name.as_str())
+        .collect();
+    let mut problems = Vec::new();
+    if !missing.is_empty() {
+        problems.push(format!("missing after the restore: {}", listed(missing)));
+    }
+    if !unrecorded.is_empty() {
+        problems.push(format!(
+            "restored but not recorded by the backup: {}",
+            listed(unrecorded)
+        ));
+    }
+    findings.check(
+        "tables",
+        problems.is_empty(),
+        if problems.is_empty() {
+            format!("{} tables, as the backup recorded", tables.len())
+        } else {
+            problems.join("; ")
+        },
+    );
+    let differing: Vec<String> = tables
+        .iter()
+        .filter_map(|t| match (t.rows, t.expected_rows) {
+            (Some(rows), Some(expected)) if rows != expected => {
+                Some(format!("{} ({rows} restored, {expected} recorded)", t.name))
+            }
+            _ => None,
+        })
+        .collect();
+    findings.check(
+        "rows",
+        differing.is_empty(),
+        if differing.is_empty() {
+            format!(
+                "{} rows, as the backup recorded",
+                tables.iter().filter_map(|t| t.rows).sum::<u64>()
+            )
+        } else {
+            listed(differing.iter().map(String::as_str).collect())
+        },
+    );
+    findings.tables = Some(tables);
 }
 
 /// A verification's scratch directory, removed when dropped.
@@ -446,8 +693,17 @@ pub(crate) async fn reap(
         }
         reaped += 1;
         tracing::warn!(verification_id = %model.id, "{message}");
+        if model.mode != VerifyMode::Restore {
+            continue;
+        }
         if let Some(root) = &cairn.config.verification.scratch_dir {
             remove_scratch(&scratch_path(root, model.id));
+        }
+        if let Some(Ok(server)) = ScratchServer::configured(&cairn.config) {
+            let name = database_name(model.id);
+            if let Err(failure) = server.drop_database(&name).await {
+                tracing::warn!(verification_id = %model.id, "{}", failure.message);
+            }
         }
     }
     Ok(reaped)

@@ -71,6 +71,7 @@ use crate::routes::{
         verifications::request,
         verifications::list,
         verifications::get,
+        verifications::report,
         notifications::list,
         notifications::create,
         notifications::get,

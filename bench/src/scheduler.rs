@@ -76,6 +76,7 @@ async fn create_jobs(
             starting_deadline_seconds: Set(3600),
             max_duration_seconds: Set(21_600),
             rpo_target_seconds: Set(None),
+            rto_target_seconds: Set(None),
             verify_schedule: Set(None),
             verify_mode: Set(cairn_entity::enums::VerifyMode::Read),
             next_verify_at: Set(None),

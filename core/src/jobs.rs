@@ -54,6 +54,11 @@ pub struct JobRequest {
     /// optional): how old the newest backup that passed a verification may
     /// be. The job view says whether it is met (`rpoMet`).
     pub rpo_target_seconds: Option<u32>,
+    /// The recovery time objective, in seconds (1 to 604 800; optional):
+    /// how long restoring one of the job's volumes may take, as the latest
+    /// successful `restore`-mode verification measured it. The job view
+    /// says whether it is met (`rtoMet`).
+    pub rto_target_seconds: Option<u32>,
     /// When the job's newest backups are verified, as a five-field cron
     /// expression in `timezone` (optional; without it, verifications run
     /// only on demand). Each slot verifies the newest successful backup of
@@ -211,6 +216,10 @@ const MAX_DURATION_RANGE: std::ops::RangeInclusive<u32> = 60..=604_800;
 /// The range of `rpoTargetSeconds`: a minute to a year.
 const RPO_TARGET_RANGE: std::ops::RangeInclusive<u32> = 60..=31_536_000;
 
+/// The range of `rtoTargetSeconds`: a second to a week (the longest a job's
+/// restore may run).
+const RTO_TARGET_RANGE: std::ops::RangeInclusive<u32> = 1..=604_800;
+
 /// How long a backup or restore of `job_id`'s may run.
 pub async fn max_duration(
     db: &impl ConnectionTrait,
@@ -261,6 +270,7 @@ pub struct JobView {
     pub starting_deadline_seconds: u32,
     pub max_duration_seconds: u32,
     pub rpo_target_seconds: Option<u32>,
+    pub rto_target_seconds: Option<u32>,
     pub verify_schedule: Option<String>,
     pub verify_mode: VerifyMode,
     /// When the next scheduled verification is due; `null` without a
@@ -272,6 +282,12 @@ pub struct JobView {
     /// Whether `rpoSeconds` is within `rpoTargetSeconds` (`false` while no
     /// backup has passed a verification); `null` without a target.
     pub rpo_met: Option<bool>,
+    /// The recovery time measured: the total time of the latest successful
+    /// `restore`-mode verification, in seconds; `null` while none has run.
+    pub rto_seconds: Option<f64>,
+    /// Whether `rtoSeconds` is within `rtoTargetSeconds` (`false` while
+    /// none was measured); `null` without a target.
+    pub rto_met: Option<bool>,
     /// When a verification of the job's backups last succeeded.
     pub last_verified_at: Option<DateTime<Utc>>,
     /// The job's latest finished verification.
@@ -361,6 +377,13 @@ fn view(
                 .is_some_and(|rpo| rpo <= i64::from(target))
         }),
         rpo_seconds: health.rpo_seconds,
+        rto_target_seconds: model.rto_target_seconds.map(|s| s.max(0) as u32),
+        rto_met: model.rto_target_seconds.map(|target| {
+            health
+                .rto_seconds
+                .is_some_and(|rto| rto <= f64::from(target))
+        }),
+        rto_seconds: health.rto_seconds,
         last_verified_at: health.last_verified_at,
         last_verification: health.last_verification,
         last_run_at: model.last_run_at,
@@ -406,6 +429,9 @@ async fn validate(
     // 5. The durations, each within its range.
     if let Some(target) = request.rpo_target_seconds {
         in_range(&mut v, "rpoTargetSeconds", target, RPO_TARGET_RANGE);
+    }
+    if let Some(target) = request.rto_target_seconds {
+        in_range(&mut v, "rtoTargetSeconds", target, RTO_TARGET_RANGE);
     }
     in_range(
         &mut v,
@@ -638,6 +664,7 @@ fn apply(
     model.starting_deadline_seconds = Set(request.starting_deadline_seconds as i32);
     model.max_duration_seconds = Set(request.max_duration_seconds as i32);
     model.rpo_target_seconds = Set(request.rpo_target_seconds.map(|s| s as i32));
+    model.rto_target_seconds = Set(request.rto_target_seconds.map(|s| s as i32));
     model.schedule_error = Set(None);
     model.next_run_at = Set(if request.enabled {
         schedules.backups.next_after(now)

@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod netpolicy;
 pub mod notifications;
 pub mod orgs;
+pub mod report;
 pub mod restores;
 pub mod runs;
 pub mod secrets;

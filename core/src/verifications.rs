@@ -264,6 +264,9 @@ pub struct LastVerificationView {
 pub struct JobHealth {
     /// Seconds since the newest backup that passed a verification ended.
     pub rpo_seconds: Option<i64>,
+    /// The total time of the latest successful `restore`-mode
+    /// verification, in seconds.
+    pub rto_seconds: Option<f64>,
     pub last_verified_at: Option<DateTime<Utc>>,
     pub last_verification: Option<LastVerificationView>,
 }
@@ -291,6 +294,11 @@ pub async fn job_health(
         .filter(verification::Column::Status.eq(VerificationStatus::Success))
         .one(db)
         .await?;
+    let last_restore = finished()
+        .filter(verification::Column::Status.eq(VerificationStatus::Success))
+        .filter(verification::Column::Mode.eq(VerifyMode::Restore))
+        .one(db)
+        .await?;
     let good: Vec<Uuid> = verified_good(db, job_id).await?.into_iter().collect();
     let recovery_point = if good.is_empty() {
         None
@@ -309,6 +317,7 @@ pub async fn job_health(
     };
     Ok(JobHealth {
         rpo_seconds: recovery_point.map(|at| (now - at).num_seconds().max(0)),
+        rto_seconds: last_restore.and_then(|v| v.total_ms).map(seconds),
         last_verified_at: last_success.and_then(|v| v.finished_at),
         last_verification: last.map(|v| LastVerificationView {
             id: v.id,
@@ -318,9 +327,14 @@ pub async fn job_health(
             rto_seconds: (v.mode == VerifyMode::Restore)
                 .then_some(v.total_ms)
                 .flatten()
-                .map(|ms| ms as f64 / 1000.0),
+                .map(seconds),
         }),
     })
+}
+
+/// Milliseconds as seconds.
+pub fn seconds(ms: i64) -> f64 {
+    ms as f64 / 1000.0
 }
 
 /// The backups of `job_id` whose latest finished verification succeeded:

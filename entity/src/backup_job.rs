@@ -42,6 +42,10 @@ pub struct Model {
     /// The recovery point objective: how old the newest verified backup
     /// may be, in seconds.
     pub rpo_target_seconds: Option<i32>,
+    /// The recovery time objective: how long a restore of one of the job's
+    /// volumes may take, in seconds, as restore-mode verifications measure
+    /// it.
+    pub rto_target_seconds: Option<i32>,
     /// When the job's newest backups are verified (cron in `timezone`);
     /// `None`: only on demand.
     pub verify_schedule: Option<String>,

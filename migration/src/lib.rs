@@ -21,7 +21,7 @@ mod m20261204_000009_add_suspicious_backups;
 mod m20261204_000010_add_max_duration;
 mod m20261204_000011_add_organization_deletion;
 mod m20261206_000012_add_verifications;
-mod m20261206_000013_add_verification_tables;
+mod m20261206_000013_add_verification_results;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -42,7 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000010_add_max_duration::Migration),
             Box::new(m20261204_000011_add_organization_deletion::Migration),
             Box::new(m20261206_000012_add_verifications::Migration),
-            Box::new(m20261206_000013_add_verification_tables::Migration),
+            Box::new(m20261206_000013_add_verification_results::Migration),
         ]
     }
 }

@@ -853,3 +853,140 @@ async fn a_scratch_database_is_dropped_after_its_worker_was_killed() {
     assert_eq!(reaped["errorCode"], "worker_lost", "{reaped}");
     assert!(!database_exists(&database), "the reaper dropped {database}");
 }
+
+/// The report of a job with two series, one verified in `restore` mode and
+/// one in `read` mode: per series the last success, the recovery point and
+/// its age, the recovery time measured, each against the job's targets;
+/// per job the same figures as its view. A failed verification takes its
+/// backup's proof back.
+async fn the_report_holds_rpo_and_rto_per_job_and_series(backend: Backend) {
+    let scratch = tempfile::tempdir().unwrap();
+    let configured = scratch.path().to_path_buf();
+    let f = fixture_with(backend, "alpha", move |config| {
+        config.verification.scratch_dir = Some(configured);
+    })
+    .await;
+    for volume in ["data", "logs"] {
+        restorable_volume(&f.volume_dir("shop", "blue", volume), 1);
+    }
+    let app = f
+        .create_app(json!({ "name": "shop", "volumes": [{ "name": "data" }, { "name": "logs" }] }))
+        .await;
+    f.app
+        .post(
+            &f.org.path("/backups/jobs"),
+            &f.org.admin,
+            &json!({ "name": "n", "schedule": "0 */6 * * *", "appIds": [app],
+                     "keepLast": 5, "rtoTargetSeconds": 0 }),
+        )
+        .await
+        .expect_field_error(422, "rtoTargetSeconds");
+    let job = f
+        .create_job_for(
+            &app,
+            json!({ "keepLast": 5, "schedule": "0 */6 * * *",
+                    "rpoTargetSeconds": 3600, "rtoTargetSeconds": 600 }),
+        )
+        .await;
+    let run = f.run(&job).await;
+    f.drain().await;
+    let backups: Vec<Value> = {
+        let mut backups = Vec::new();
+        for b in run["backups"].as_array().unwrap() {
+            backups.push(f.backup(b["id"].as_str().unwrap()).await);
+        }
+        backups.sort_by_key(|b| b["volumeName"].as_str().unwrap().to_owned());
+        backups
+    };
+    let (data, logs) = (&backups[0], &backups[1]);
+    assert_eq!(data["volumeName"], "data");
+    let report = || async {
+        f.app
+            .get(&f.org.path("/backups/report"), &f.org.viewer)
+            .await
+            .expect(200)
+            .clone()
+    };
+
+    let before = report().await;
+    let entry = &before["jobs"][0];
+    assert_eq!(entry["jobId"], job, "{before}");
+    assert_eq!(entry["scheduleIntervalSeconds"], 21_600, "{before}");
+    assert_eq!(entry["rpoTargetSeconds"], 3600);
+    assert_eq!(entry["rtoTargetSeconds"], 600);
+    assert_eq!(entry["rpoSeconds"], Value::Null);
+    assert_eq!(entry["rpoMet"], false);
+    assert_eq!(entry["rtoMet"], false);
+    let series = entry["series"].as_array().unwrap();
+    assert_eq!(series.len(), 2, "{before}");
+    assert_eq!(series[0]["volumeName"], "data");
+    assert_eq!(series[0]["appId"], app);
+    assert_eq!(series[0]["lastSuccessAt"], data["finishedAt"], "{before}");
+    assert_eq!(series[1]["lastSuccessAt"], logs["finishedAt"], "{before}");
+    assert_eq!(series[0]["recoveryPointBackupId"], Value::Null);
+
+    let restored = verify(&f, data["id"].as_str().unwrap(), "restore").await;
+    assert_eq!(restored["status"], "success", "{restored}");
+    let read = verify(&f, logs["id"].as_str().unwrap(), "read").await;
+    assert_eq!(read["status"], "success", "{read}");
+    let age_of = |backup: &Value| {
+        let finished =
+            chrono::DateTime::parse_from_rfc3339(backup["finishedAt"].as_str().unwrap()).unwrap();
+        (chrono::Utc::now() - finished.with_timezone(&chrono::Utc)).num_seconds()
+    };
+    let after = report().await;
+    let view = job_view(&f, &f.org.path(&format!("/backups/jobs/{job}"))).await;
+    let entry = &after["jobs"][0];
+    let series = entry["series"].as_array().unwrap();
+    let (data_series, logs_series) = (&series[0], &series[1]);
+    assert_eq!(data_series["recoveryPointBackupId"], data["id"], "{after}");
+    assert_eq!(data_series["recoveryPointAt"], data["finishedAt"]);
+    let rpo = data_series["rpoSeconds"].as_i64().unwrap();
+    assert!((age_of(data) - 5..=age_of(data)).contains(&rpo), "{after}");
+    assert_eq!(data_series["rpoMet"], true);
+    assert_eq!(
+        data_series["rtoSeconds"].as_f64().unwrap(),
+        restored["timings"]["totalMs"].as_f64().unwrap() / 1000.0
+    );
+    assert_eq!(data_series["rtoMeasuredAt"], restored["finishedAt"]);
+    assert_eq!(data_series["rtoMet"], true);
+    assert_eq!(data_series["lastVerifiedAt"], restored["finishedAt"]);
+    assert_eq!(data_series["lastVerificationStatus"], "success");
+    assert_eq!(logs_series["recoveryPointBackupId"], logs["id"], "{after}");
+    assert_eq!(logs_series["lastVerifiedAt"], read["finishedAt"]);
+    assert_eq!(
+        logs_series["rtoSeconds"],
+        Value::Null,
+        "read mode measures no RTO"
+    );
+    assert_eq!(logs_series["rtoMet"], false);
+    // The job's figures are its view's.
+    assert_eq!(entry["rtoSeconds"], view["rtoSeconds"], "{view}");
+    assert_eq!(entry["rtoMet"], view["rtoMet"]);
+    assert_eq!(entry["rtoMet"], true);
+    assert_eq!(entry["rpoMet"], view["rpoMet"]);
+    assert_eq!(entry["lastVerifiedAt"], view["lastVerifiedAt"]);
+    assert_eq!(entry["lastVerifiedAt"], read["finishedAt"]);
+    let (ours, theirs) = (
+        entry["rpoSeconds"].as_i64().unwrap(),
+        view["rpoSeconds"].as_i64().unwrap(),
+    );
+    assert!((ours - theirs).abs() <= 2, "report {ours}, view {theirs}");
+
+    // The data backup's archive damaged: its next verification fails, and
+    // the series has no recovery point any more.
+    let stored = f.stored(data["storagePath"].as_str().unwrap());
+    let mut bytes = std::fs::read(&stored).unwrap();
+    bytes[10] ^= 0x01;
+    std::fs::write(&stored, bytes).unwrap();
+    let failed = verify(&f, data["id"].as_str().unwrap(), "read").await;
+    assert_eq!(failed["errorCode"], "checksum_mismatch", "{failed}");
+    let damaged = report().await;
+    let data_series = &damaged["jobs"][0]["series"][0];
+    assert_eq!(data_series["lastVerificationStatus"], "failed", "{damaged}");
+    assert_eq!(data_series["recoveryPointBackupId"], Value::Null);
+    assert_eq!(data_series["rpoSeconds"], Value::Null);
+    assert_eq!(data_series["rpoMet"], false);
+    assert_eq!(damaged["jobs"][0]["series"][1]["rpoMet"], true);
+}
+both_backends!(the_report_holds_rpo_and_rto_per_job_and_series);

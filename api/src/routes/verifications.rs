@@ -1,7 +1,9 @@
-//! `/api/v1/organizations/{orgId}/backups/history/{backupId}/verify` and
-//! `/api/v1/organizations/{orgId}/backups/verifications`
+//! `/api/v1/organizations/{orgId}/backups/history/{backupId}/verify`,
+//! `/api/v1/organizations/{orgId}/backups/verifications` and the report of
+//! what they proved, `/api/v1/organizations/{orgId}/backups/report`
 
 use actix_web::{web, HttpResponse};
+use cairn_core::report::Report;
 use cairn_core::verifications::{
     self, VerificationDetailView, VerificationPage, VerificationQuery, VerificationView,
     VerifyRequest,
@@ -18,6 +20,7 @@ routes! {
     "/api/v1/organizations/{orgId}/backups/history/{backupId}/verify" => { post: request },
     "/api/v1/organizations/{orgId}/backups/verifications" => { get: list },
     "/api/v1/organizations/{orgId}/backups/verifications/{verificationId}" => { get: get },
+    "/api/v1/organizations/{orgId}/backups/report" => { get: report },
 }
 
 /// Verify a backup.
@@ -25,10 +28,12 @@ routes! {
 /// A worker downloads the archive and checks its SHA-256, decrypts and
 /// decompresses it, then — `read` — checks every tar entry with the
 /// extraction rules (or lists a dump with `pg_restore --list`), or —
-/// `restore` — extracts it into scratch space (`verification.scratch_dir`),
-/// and compares what came back with the manifest, count by count. Nothing
-/// of the organization's is written. `restore` is refused (422 `mode`)
-/// where the server has no scratch space for the archive's kind.
+/// `restore` — extracts it into scratch space (`verification.scratch_dir`)
+/// or restores a dump into a scratch database of its own
+/// (`verification.postgres_url`), and compares what came back with the
+/// manifest, count by count and, for a dump, table by table. Nothing of the
+/// organization's is written. `restore` is refused (422 `mode`) where the
+/// server has no scratch space for the archive's kind.
 #[utoipa::path(
     post,
     path = "/api/v1/organizations/{orgId}/backups/history/{backupId}/verify",
@@ -74,4 +79,21 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok()
         .json(verifications::get(&cairn, path.org_id, path.verification_id).await?))
+}
+
+/// Recovery report: per job and series, the schedule's interval, the last
+/// success, the last verification, the RPO now and the RTO measured, with
+/// the job's targets and whether they are met.
+///
+/// RPO is the age of the newest backup whose latest verification succeeded
+/// (and that is still stored); RTO is the total time of the latest
+/// successful `restore`-mode verification. Both come from the records, so
+/// they match the job view and every verification listed.
+#[utoipa::path(get, path = "/api/v1/organizations/{orgId}/backups/report", tag = "verifications", params(OrgPath), responses((status = 200, body = Report)))]
+pub async fn report(
+    _access: OrgAccess<Viewer>,
+    cairn: web::Data<Cairn>,
+    path: web::Path<OrgPath>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(cairn_core::report::report(&cairn, path.org_id, Utc::now()).await?))
 }

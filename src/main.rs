@@ -277,13 +277,14 @@ fn init_logging(format: LogFormat) {
 fn serve_metrics(
     listen: Option<SocketAddr>,
     role: &str,
+    cairn: &Cairn,
 ) -> anyhow::Result<Option<actix_web::dev::ServerHandle>> {
     let Some(address) = listen else {
         return Ok(None);
     };
     let listener = TcpListener::bind(address).with_context(|| format!("binding {address}"))?;
     tracing::info!(%address, "{role} metrics at /metrics");
-    let server = cairn_api::metrics_server(listener)?;
+    let server = cairn_api::metrics_server(listener, cairn.clone())?;
     let handle = server.handle();
     tokio::spawn(server);
     Ok(Some(handle))
@@ -343,7 +344,7 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
                 config.worker.concurrency = concurrency;
             }
             let cairn = Cairn::open(config, StartMode::Replica).await?;
-            let metrics_handle = serve_metrics(metrics_listen, "worker")?;
+            let metrics_handle = serve_metrics(metrics_listen, "worker", &cairn)?;
             let (stop, stopped) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {
                 shutdown_signal().await;
@@ -366,7 +367,7 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
             if cairn.config.redis_url.is_none() {
                 tracing::warn!("no CAIRN_REDIS_URL: slot locks are in-process; several schedulers still fire each slot once (the database fence) but do the work twice");
             }
-            let metrics_handle = serve_metrics(metrics_listen, "scheduler")?;
+            let metrics_handle = serve_metrics(metrics_listen, "scheduler", &cairn)?;
             let (stop, stopped) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {
                 shutdown_signal().await;

@@ -168,26 +168,45 @@ async fn metrics_guard(
                 .into());
             }
         }
+        if let Some(cairn) = request.app_data::<web::Data<Cairn>>() {
+            refresh_metrics(cairn).await;
+        }
     }
     next.call(request).await
 }
 
-/// The HTTP side of a process that serves no API (`cairn worker`):
-/// `/healthz` and the backup metrics at `/metrics`, on `listener`. Stops
-/// gracefully on SIGTERM or SIGINT, like the API.
-pub fn metrics_server(listener: TcpListener) -> anyhow::Result<Server> {
+/// Reads the per-job metrics from the database before a scrape answers; a
+/// failure is logged and the scrape answers with the last figures read.
+async fn refresh_metrics(cairn: &Cairn) {
+    if let Err(error) = cairn_core::metrics::refresh(&cairn.db).await {
+        tracing::warn!(
+            error = format!("{error:#}"),
+            "reading the per-job metrics from the database failed"
+        );
+    }
+}
+
+/// The HTTP side of a process that serves no API (`cairn worker`, `cairn
+/// scheduler`): `/healthz` and the backup metrics at `/metrics`, on
+/// `listener`, the per-job ones read from the database on every scrape.
+/// Stops gracefully on SIGTERM or SIGINT, like the API.
+pub fn metrics_server(listener: TcpListener, cairn: Cairn) -> anyhow::Result<Server> {
     let registry = prometheus::Registry::new();
     cairn_core::metrics::register(&registry)
         .map_err(|e| anyhow::anyhow!("registering the backup metrics: {e}"))?;
     let registry = web::Data::new(registry);
+    let cairn = web::Data::new(cairn);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(registry.clone())
+            .app_data(cairn.clone())
             .route("/healthz", web::get().to(routes::ops::healthz))
             .route(
                 "/metrics",
-                web::get().to(|registry: web::Data<prometheus::Registry>| async move {
+                web::get().to(|registry: web::Data<prometheus::Registry>,
+                               cairn: web::Data<Cairn>| async move {
                     use prometheus::Encoder;
+                    refresh_metrics(&cairn).await;
                     let mut body = Vec::new();
                     let encoder = prometheus::TextEncoder::new();
                     match encoder.encode(&registry.gather(), &mut body) {

@@ -1,5 +1,11 @@
 //! Backup metrics, shared by every role in a process: the worker records,
-//! the API's `/metrics` (or the worker's own metrics listener) exposes.
+//! the API's `/metrics` (or a worker's or scheduler's own metrics
+//! listener) exposes.
+//!
+//! Counters and `cairn_backups_running` are this process's. The
+//! per-job timestamps are read from the database on every scrape
+//! ([`refresh`]): they survive restarts and every replica reports the
+//! same.
 
 use std::sync::OnceLock;
 
@@ -17,8 +23,16 @@ pub struct BackupMetrics {
     pub duration: HistogramVec,
     /// `cairn_backup_bytes_written_total`: archive bytes stored.
     pub bytes_written: IntCounter,
-    /// `cairn_backup_last_success_timestamp_seconds{job_id}`.
+    /// `cairn_backup_last_success_timestamp_seconds{job_id}`: when the
+    /// job's newest successful backup ended (from the database).
     pub last_success: GaugeVec,
+    /// `cairn_verifications_total{mode,status}`: verifications this process
+    /// ran to an outcome.
+    pub verifications: IntCounterVec,
+    /// `cairn_backup_last_verified_timestamp_seconds{job_id}`: when a
+    /// verification of the job's backups last succeeded (from the
+    /// database).
+    pub last_verified: GaugeVec,
 }
 
 /// The process's backup metrics.
@@ -58,6 +72,22 @@ pub fn backup_metrics() -> &'static BackupMetrics {
                 &["job_id"],
             )
             .expect("valid metric"),
+            verifications: IntCounterVec::new(
+                Opts::new(
+                    "cairn_verifications_total",
+                    "Verifications that ended, by mode and status",
+                ),
+                &["mode", "status"],
+            )
+            .expect("valid metric"),
+            last_verified: GaugeVec::new(
+                Opts::new(
+                    "cairn_backup_last_verified_timestamp_seconds",
+                    "Unix time of the last successful verification of a job's backups, per job",
+                ),
+                &["job_id"],
+            )
+            .expect("valid metric"),
         }
     })
 }
@@ -70,5 +100,55 @@ pub fn register(registry: &Registry) -> prometheus::Result<()> {
     registry.register(Box::new(metrics.duration.clone()))?;
     registry.register(Box::new(metrics.bytes_written.clone()))?;
     registry.register(Box::new(metrics.last_success.clone()))?;
+    registry.register(Box::new(metrics.verifications.clone()))?;
+    registry.register(Box::new(metrics.last_verified.clone()))?;
+    Ok(())
+}
+
+/// Reads the per-job timestamps from the database: the end of each job's
+/// newest successful backup (safety backups aside) and of its latest
+/// successful verification. A job with neither has no series.
+pub async fn refresh(db: &sea_orm::DatabaseConnection) -> anyhow::Result<()> {
+    use cairn_entity::enums::{BackupStatus, Trigger, VerificationStatus};
+    use cairn_entity::{backup, verification};
+    use chrono::{DateTime, Utc};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+    type Row = (Option<uuid::Uuid>, Option<DateTime<Utc>>);
+    let successes: Vec<Row> = backup::Entity::find()
+        .select_only()
+        .column(backup::Column::JobId)
+        .column_as(backup::Column::FinishedAt.max(), "finished_at")
+        .filter(backup::Column::Status.eq(BackupStatus::Success))
+        .filter(backup::Column::Trigger.ne(Trigger::Safety))
+        .filter(backup::Column::JobId.is_not_null())
+        .group_by(backup::Column::JobId)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let verified: Vec<Row> = verification::Entity::find()
+        .select_only()
+        .column(verification::Column::JobId)
+        .column_as(verification::Column::FinishedAt.max(), "finished_at")
+        .filter(verification::Column::Status.eq(VerificationStatus::Success))
+        .filter(verification::Column::JobId.is_not_null())
+        .group_by(verification::Column::JobId)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let metrics = backup_metrics();
+    for (gauge, rows) in [
+        (&metrics.last_success, successes),
+        (&metrics.last_verified, verified),
+    ] {
+        // Jobs deleted since the last scrape lose their series.
+        gauge.reset();
+        for (job_id, at) in rows {
+            if let (Some(job_id), Some(at)) = (job_id, at) {
+                gauge
+                    .with_label_values(&[&job_id.to_string()])
+                    .set(at.timestamp() as f64);
+            }
+        }
+    }
     Ok(())
 }

@@ -15,6 +15,8 @@ pub struct Model {
     pub channel_type: String,
     pub run_id: Option<Uuid>,
     pub restore_id: Option<Uuid>,
+    /// The verification whose outcome this delivery reports.
+    pub verification_id: Option<Uuid>,
     /// `backup.run.failed`, `backup.run.succeeded`, …
     pub event: String,
     /// The event as it was when it happened (schema version 1).

@@ -1036,3 +1036,108 @@ async fn webhook_tests_report_the_outcome() {
     );
     drop(silent);
 }
+
+/// A verification's outcome reaches every channel once: a success (the job
+/// notifies successes) as `backup.verification.succeeded`, a failure — the
+/// stored archive damaged — as `backup.verification.failed`, with the
+/// failed check and its code, in the versioned payload.
+#[tokio::test]
+async fn verifications_reach_email_and_webhook() {
+    let (f, recipients, _slack, webhook, secret) =
+        three_channels(Backend::Sqlite, vec![], vec![]).await;
+    crate::helpers::restorable_volume(&f.volume_dir("shop", "blue", "data"), 1);
+    let app_id = f.create_shop().await;
+    let job = f
+        .create_job(
+            json!({ "name": "nightly", "schedule": "0 2 * * *", "appIds": [app_id],
+                             "keepLast": 5, "notifyOnSuccess": true }),
+        )
+        .await;
+    let record = f.run_to_end(&job).await;
+    assert_eq!(record["status"], "success", "{record}");
+    let backup_id = record["id"].as_str().unwrap().to_owned();
+    // The run's own success, out of the way.
+    assert_eq!(dispatch(&f, Utc::now()).await.sent, 3);
+    wait_for_mails(&recipients[0], 1).await;
+
+    let verify = || async {
+        let requested = f
+            .app
+            .post(
+                &f.org.path(&format!("/backups/history/{backup_id}/verify")),
+                &f.org.operator,
+                &json!({ "mode": "read" }),
+            )
+            .await
+            .expect(202)
+            .clone();
+        f.drain().await;
+        requested["id"].as_str().unwrap().to_owned()
+    };
+
+    let succeeded = verify().await;
+    let queued = deliveries(&f, &format!("?verificationId={succeeded}")).await;
+    assert_eq!(queued.len(), 3, "{queued:?}");
+    assert!(queued
+        .iter()
+        .all(|d| d["event"] == "backup.verification.succeeded"
+            && d["verificationId"] == succeeded.as_str()));
+    assert_eq!(dispatch(&f, Utc::now()).await.sent, 3);
+    let hooks = webhook.requests();
+    let body = hooks.last().unwrap().json();
+    verify_signature(&secret, hooks.last().unwrap());
+    check_against_schema(&body);
+    assert_eq!(body["event"], "backup.verification.succeeded");
+    assert_eq!(body["job"]["id"], job.as_str());
+    assert_eq!(body["verification"]["id"], succeeded.as_str());
+    assert_eq!(body["verification"]["backupId"], backup_id.as_str());
+    assert_eq!(body["verification"]["status"], "success");
+    assert_eq!(body["verification"]["mode"], "read");
+    assert_eq!(body["verification"]["error"], Value::Null);
+    assert!(!body["verification"]["checks"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert_eq!(body["run"], Value::Null);
+    let mails = wait_for_mails(&recipients[0], 2).await;
+    let subjects: Vec<&str> = mails
+        .iter()
+        .map(|m| m.headers["subject"].as_str())
+        .collect();
+    assert!(
+        subjects
+            .iter()
+            .any(|s| s.contains("Verification succeeded: shop/data (nightly, acme)")),
+        "{subjects:?}"
+    );
+
+    let stored = f.stored(record["storagePath"].as_str().unwrap());
+    let mut bytes = std::fs::read(&stored).unwrap();
+    bytes[10] ^= 0x01;
+    std::fs::write(&stored, bytes).unwrap();
+    let failed = verify().await;
+    assert_eq!(
+        deliveries(&f, &format!("?verificationId={failed}"))
+            .await
+            .len(),
+        3
+    );
+    assert_eq!(dispatch(&f, Utc::now()).await.sent, 3);
+    let body = webhook.requests().last().unwrap().json();
+    check_against_schema(&body);
+    assert_eq!(body["event"], "backup.verification.failed");
+    assert_eq!(body["verification"]["id"], failed.as_str());
+    assert_eq!(body["verification"]["status"], "failed");
+    assert_eq!(body["verification"]["error"]["code"], "checksum_mismatch");
+    let mails = wait_for_mails(&recipients[0], 3).await;
+    let mail = mails
+        .iter()
+        .find(|m| m.headers["subject"].contains("Verification failed: shop/data (nightly, acme)"))
+        .expect("the failure's mail");
+    assert!(
+        mail.body.contains("Error: checksum_mismatch"),
+        "{}",
+        mail.body
+    );
+    assert!(mail.body.contains("Failed check sha256"), "{}", mail.body);
+}

@@ -990,3 +990,130 @@ async fn the_report_holds_rpo_and_rto_per_job_and_series(backend: Backend) {
     assert_eq!(damaged["jobs"][0]["series"][1]["rpoMet"], true);
 }
 both_backends!(the_report_holds_rpo_and_rto_per_job_and_series);
+
+/// The value of the metric line that starts with `series` in `text`.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+async fn scrape(port: u16) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        match reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+            Ok(response) => return response.text().await.unwrap(),
+            Err(error) => {
+                assert!(
+                    started.elapsed() < std::time::Duration::from_secs(60),
+                    "nothing answers on {port}: {error}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// A `cairn worker` runs a verification and counts it in
+/// `cairn_verifications_total`; its `/metrics` and that of a scheduler
+/// started afterwards — a process that ran nothing — both show the job's
+/// last success and last verification, read from the database.
+#[tokio::test]
+async fn verification_metrics_come_from_the_database() {
+    use crate::helpers::{cairn_process, free_port};
+    let f = fixture(Backend::Sqlite, "alpha").await;
+    let record = file_backup(&f).await;
+    let job = record["jobId"].as_str().unwrap().to_owned();
+    let requested = request_verification(&f, record["id"].as_str().unwrap(), "read").await;
+    let id = requested["id"].as_str().unwrap().to_owned();
+    let worker_port = free_port();
+    let mut worker = cairn_process(
+        &f,
+        "worker",
+        &[
+            "--metrics-listen".into(),
+            format!("127.0.0.1:{worker_port}"),
+        ],
+        &[],
+    );
+    let started = std::time::Instant::now();
+    let verified = loop {
+        let view = f
+            .app
+            .get(
+                &f.org.path(&format!("/backups/verifications/{id}")),
+                &f.org.viewer,
+            )
+            .await
+            .expect(200)
+            .clone();
+        if view["status"] == "success" || view["status"] == "failed" {
+            break view;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the worker never verified: {view}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(verified["status"], "success", "{verified}");
+    let epoch = |value: &Value| {
+        chrono::DateTime::parse_from_rfc3339(value.as_str().unwrap())
+            .unwrap()
+            .timestamp() as f64
+    };
+    let last_success = format!("cairn_backup_last_success_timestamp_seconds{{job_id=\"{job}\"}}");
+    let last_verified = format!("cairn_backup_last_verified_timestamp_seconds{{job_id=\"{job}\"}}");
+    let text = scrape(worker_port).await;
+    assert_eq!(
+        metric(
+            &text,
+            "cairn_verifications_total{mode=\"read\",status=\"success\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, &last_verified),
+        Some(epoch(&verified["finishedAt"])),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, &last_success),
+        Some(epoch(&record["finishedAt"])),
+        "{text}"
+    );
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+
+    let scheduler_port = free_port();
+    let mut scheduler = cairn_process(
+        &f,
+        "scheduler",
+        &[
+            "--metrics-listen".into(),
+            format!("127.0.0.1:{scheduler_port}"),
+        ],
+        &[],
+    );
+    let text = scrape(scheduler_port).await;
+    scheduler.kill().unwrap();
+    scheduler.wait().unwrap();
+    assert_eq!(
+        metric(&text, &last_verified),
+        Some(epoch(&verified["finishedAt"])),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, &last_success),
+        Some(epoch(&record["finishedAt"])),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "cairn_verifications_total{mode=\"read\",status=\"success\"}"
+        ),
+        None,
+        "a process that verified nothing counted nothing: {text}"
+    );
+}

@@ -9,7 +9,8 @@
 //!    delivery per enabled channel of the organization is inserted, with the
 //!    payload fixed then ([`payload`]). The event is recorded once, so its
 //!    deliveries are too (and unique indexes on (channel, run, event) and
-//!    (channel, restore, event) say so in the schema). Enqueueing runs in a
+//!    (channel, restore, event) and (channel, verification, event) say so in
+//!    the schema). Enqueueing runs in a
 //!    savepoint: if it fails, the error is logged and the event itself is
 //!    still recorded — a notification problem never fails a backup.
 //! 2. **Dispatch** ([`dispatch_due`], driven by every worker process): due
@@ -59,6 +60,7 @@ const PARALLEL: usize = 8;
 pub enum Subject {
     Run(Uuid),
     Restore(Uuid),
+    Verification(Uuid),
 }
 
 /// Inserts the deliveries of the event `subject` is in now (a closed or
@@ -69,6 +71,7 @@ pub async fn enqueue(
     subject: Subject,
     now: DateTime<Utc>,
 ) -> Result<usize> {
+    let mut verification_id = None;
     let (organization_id, payload, run_id, restore_id) = match subject {
         Subject::Run(run_id) => {
             let run = backup_run::Entity::find_by_id(run_id)
@@ -99,6 +102,23 @@ pub async fn enqueue(
             let payload = payload::restore_payload(db, &restore, now).await?;
             (restore.organization_id, payload, None, Some(restore_id))
         }
+        Subject::Verification(id) => {
+            let verification = cairn_entity::verification::Entity::find_by_id(id)
+                .one(db)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("verification {id} vanished while notifying"))?;
+            let job = match verification.job_id {
+                Some(job_id) => backup_job::Entity::find_by_id(job_id).one(db).await?,
+                None => None,
+            };
+            let Some(event) = payload::verification_event(&verification, job.as_ref()) else {
+                return Ok(0);
+            };
+            let payload =
+                payload::verification_payload(db, &verification, job.as_ref(), event, now).await?;
+            verification_id = Some(id);
+            (verification.organization_id, payload, None, None)
+        }
     };
     let channels = notification_channel::Entity::find()
         .filter(notification_channel::Column::OrganizationId.eq(organization_id))
@@ -118,6 +138,7 @@ pub async fn enqueue(
             channel_type: Set(channel.channel_type.clone()),
             run_id: Set(run_id),
             restore_id: Set(restore_id),
+            verification_id: Set(verification_id),
             event: Set(payload.event.as_str().to_owned()),
             payload: Set(serde_json::to_value(&payload).map_err(anyhow::Error::from)?),
             status: Set(DeliveryStatus::Pending),
@@ -478,6 +499,7 @@ pub struct DeliveryView {
     pub last_error: Option<String>,
     pub run_id: Option<Uuid>,
     pub restore_id: Option<Uuid>,
+    pub verification_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub last_attempt_at: Option<DateTime<Utc>>,
     pub delivered_at: Option<DateTime<Utc>>,
@@ -495,6 +517,7 @@ pub struct DeliveryQuery {
     pub channel_id: Option<String>,
     pub run_id: Option<String>,
     pub restore_id: Option<String>,
+    pub verification_id: Option<String>,
     /// Page size, 1–200 (default 50).
     #[param(value_type = Option<u64>)]
     pub limit: Option<String>,
@@ -532,6 +555,7 @@ pub async fn list_deliveries(
     let channel_id = parse_uuid(&mut v, "channelId", query.channel_id.as_deref());
     let run_id = parse_uuid(&mut v, "runId", query.run_id.as_deref());
     let restore_id = parse_uuid(&mut v, "restoreId", query.restore_id.as_deref());
+    let verification_id = parse_uuid(&mut v, "verificationId", query.verification_id.as_deref());
     let cursor = parse_uuid(&mut v, "cursor", query.cursor.as_deref());
     let limit = page_limit(&mut v, query.limit.as_deref());
     v.finish()?;
@@ -548,6 +572,9 @@ pub async fn list_deliveries(
     }
     if let Some(id) = restore_id {
         select = select.filter(D::RestoreId.eq(id));
+    }
+    if let Some(id) = verification_id {
+        select = select.filter(D::VerificationId.eq(id));
     }
     let (rows, next_cursor) =
         newest_page(&cairn.db, select, D::Id, cursor, limit, |row| row.id).await?;
@@ -581,6 +608,7 @@ fn delivery_view(model: notification_delivery::Model) -> Result<DeliveryView> {
         last_error: model.last_error,
         run_id: model.run_id,
         restore_id: model.restore_id,
+        verification_id: model.verification_id,
         created_at: model.created_at,
         last_attempt_at: model.last_attempt_at,
         delivered_at: model.delivered_at,

@@ -11,11 +11,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use cairn_entity::{backup, backup_job, backup_run, restore};
+use cairn_entity::{backup, backup_job, backup_run, restore, verification};
 
 use crate::error::Result;
 use crate::failure::FailureCode;
-use cairn_entity::enums::{BackupStatus, RunStatus, Trigger};
+use cairn_entity::enums::{BackupStatus, RunStatus, Trigger, VerificationStatus, VerifyMode};
 
 /// The schema version of [`NotificationPayload`].
 pub const PAYLOAD_VERSION: u32 = 1;
@@ -47,6 +47,15 @@ pub enum Event {
     /// organization, whatever the job's settings.
     #[serde(rename = "restore.failed")]
     RestoreFailed,
+    /// A verification of a backup failed: the archive did not read back,
+    /// or did not hold what its manifest says (`verification`). Sent when
+    /// the job's `notifyOnFailure` is on (always, once the job is deleted).
+    #[serde(rename = "backup.verification.failed")]
+    VerificationFailed,
+    /// A verification proved a backup restores. Sent when the job's
+    /// `notifyOnSuccess` is on.
+    #[serde(rename = "backup.verification.succeeded")]
+    VerificationSucceeded,
     /// `POST …/channels/{channelId}/test`.
     #[serde(rename = "notification.test")]
     Test,
@@ -61,6 +70,8 @@ impl Event {
             Event::RunSkipped => "backup.run.skipped",
             Event::RunSuspicious => "backup.run.suspicious",
             Event::RestoreFailed => "restore.failed",
+            Event::VerificationFailed => "backup.verification.failed",
+            Event::VerificationSucceeded => "backup.verification.succeeded",
             Event::Test => "notification.test",
         }
     }
@@ -73,6 +84,8 @@ impl Event {
             Event::RunSkipped,
             Event::RunSuspicious,
             Event::RestoreFailed,
+            Event::VerificationFailed,
+            Event::VerificationSucceeded,
             Event::Test,
         ]
         .into_iter()
@@ -81,8 +94,9 @@ impl Event {
 }
 
 /// A webhook request body (schema version 1). Every field is always
-/// present; those that do not apply to the event are `null` (`job`, `run`, `summary`
-/// for a restore; `restore` for a run) or empty (`volumes`).
+/// present; those that do not apply to the event are `null` (`job`, `run`,
+/// `summary` for a restore; `restore` and `verification` for a run; `run`,
+/// `summary` and `restore` for a verification) or empty (`volumes`).
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NotificationPayload {
@@ -112,6 +126,11 @@ pub struct NotificationPayload {
     pub volumes: Vec<VolumeResult>,
     #[schema(required = true)]
     pub restore: Option<RestoreRef>,
+    /// For `backup.verification.*`: the verification and its outcome.
+    /// (Absent from payloads stored before verifications notified.)
+    #[serde(default)]
+    #[schema(required = true)]
+    pub verification: Option<VerificationRef>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -205,6 +224,91 @@ pub struct RestoreRef {
     pub safety_backup_id: Option<Uuid>,
     #[schema(required = true)]
     pub error: Option<ErrorRef>,
+}
+
+/// A verification, as its notification reports it.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationRef {
+    pub id: Uuid,
+    /// The backup verified.
+    pub backup_id: Uuid,
+    pub app_name: String,
+    pub volume_name: String,
+    pub mode: VerifyMode,
+    /// `schedule` (a verify slot) or `manual`.
+    pub trigger: Trigger,
+    /// `success` or `failed`.
+    pub status: VerificationStatus,
+    /// Every check run; the failed one says what did not match.
+    pub checks: Vec<crate::verifications::Check>,
+    /// The whole verification's time, in milliseconds (for `restore` mode,
+    /// the recovery time measured).
+    #[schema(required = true)]
+    pub total_ms: Option<i64>,
+    #[schema(required = true)]
+    pub error: Option<ErrorRef>,
+}
+
+/// The event a finished verification notifies, given its job's settings
+/// (`None`: its job is deleted); `None` when it notifies nothing.
+pub fn verification_event(
+    verification: &verification::Model,
+    job: Option<&backup_job::Model>,
+) -> Option<Event> {
+    match verification.status {
+        VerificationStatus::Failed => job
+            .is_none_or(|job| job.notify_on_failure)
+            .then_some(Event::VerificationFailed),
+        VerificationStatus::Success => job
+            .is_some_and(|job| job.notify_on_success)
+            .then_some(Event::VerificationSucceeded),
+        VerificationStatus::Pending | VerificationStatus::Running => None,
+    }
+}
+
+/// The payload of a verification's `event` (`id` is set per delivery).
+pub async fn verification_payload(
+    db: &impl ConnectionTrait,
+    verification: &verification::Model,
+    job: Option<&backup_job::Model>,
+    event: Event,
+    now: DateTime<Utc>,
+) -> Result<NotificationPayload> {
+    let organization = organization_of(db, verification.organization_id).await?;
+    let occurred_at = verification.finished_at.unwrap_or(now);
+    let checks = serde_json::from_value(verification.checks.clone()).unwrap_or_default();
+    let mut payload = NotificationPayload {
+        version: PAYLOAD_VERSION,
+        id: Uuid::nil(),
+        event,
+        occurred_at,
+        sent_at: occurred_at,
+        title: String::new(),
+        organization,
+        job: job.map(|job| JobRef {
+            id: job.id,
+            name: job.name.clone(),
+        }),
+        run: None,
+        summary: None,
+        volumes: Vec::new(),
+        restore: None,
+        verification: Some(VerificationRef {
+            id: verification.id,
+            backup_id: verification.backup_id,
+            app_name: verification.app_name.clone(),
+            volume_name: verification.volume_name.clone(),
+            mode: verification.mode,
+            trigger: verification.trigger,
+            status: verification.status,
+            checks,
+            total_ms: verification.total_ms,
+            error: error_of(&verification.error_code, &verification.error_message),
+        }),
+    };
+    payload.title = super::render::title(&payload);
+    Ok(payload)
 }
 
 /// The event a closed run (or an unfired slot) notifies, given the job's
@@ -333,6 +437,7 @@ pub async fn run_payload(
         summary,
         volumes,
         restore: None,
+        verification: None,
     };
     payload.title = super::render::title(&payload);
     Ok(payload)
@@ -358,6 +463,7 @@ pub async fn restore_payload(
         run: None,
         summary: None,
         volumes: Vec::new(),
+        verification: None,
         restore: Some(RestoreRef {
             id: restore.id,
             backup_id: restore.backup_id,
@@ -390,6 +496,7 @@ pub fn test_payload(
         summary: None,
         volumes: Vec::new(),
         restore: None,
+        verification: None,
     };
     payload.title = super::render::title(&payload);
     payload

@@ -78,6 +78,25 @@ pub fn title(payload: &NotificationPayload) -> String {
                 if dry { "Restore dry run" } else { "Restore" }
             )
         }
+        Event::VerificationFailed | Event::VerificationSucceeded => {
+            let (series, mode) = payload
+                .verification
+                .as_ref()
+                .map(|v| (format!("{}/{}", v.app_name, v.volume_name), v.mode.as_str()))
+                .unwrap_or_default();
+            let job = if job.is_empty() {
+                String::new()
+            } else {
+                format!("{job}, ")
+            };
+            if payload.event == Event::VerificationFailed {
+                format!("[Cairn] Verification failed: {series} ({job}{org}) - the backup did not {mode} back as recorded")
+            } else {
+                format!(
+                    "[Cairn] Verification succeeded: {series} ({job}{org}) - {mode} check passed"
+                )
+            }
+        }
         Event::Test => format!("[Cairn] Test notification for {org}"),
     }
 }
@@ -135,6 +154,27 @@ fn detail_lines(payload: &NotificationPayload) -> Vec<String> {
         }
         if let Some(safety) = restore.safety_backup_id {
             lines.push(format!("Safety backup: {safety}"));
+        }
+    }
+    if let Some(verification) = &payload.verification {
+        lines.push(format!(
+            "Verification: {} ({} mode, {}) of backup {} of {}/{}{}",
+            verification.id,
+            verification.mode,
+            verification.trigger,
+            verification.backup_id,
+            verification.app_name,
+            verification.volume_name,
+            verification
+                .total_ms
+                .map(|ms| format!(", {:.1} s", ms as f64 / 1000.0))
+                .unwrap_or_default()
+        ));
+        if let Some(error) = &verification.error {
+            lines.push(format!("Error: {}: {}", error.code, error.message));
+        }
+        for check in verification.checks.iter().filter(|c| !c.ok) {
+            lines.push(format!("Failed check {}: {}", check.name, check.detail));
         }
     }
     if payload.event == Event::Test {

@@ -206,14 +206,9 @@ async fn record_success(
     )
     .await;
     if matches!(recorded, Ok(true)) {
-        let metrics = cairn_core::metrics::backup_metrics();
-        metrics.bytes_written.inc_by(stored.size);
-        if let Some(job_id) = attempt.model.job_id {
-            metrics
-                .last_success
-                .with_label_values(&[&job_id.to_string()])
-                .set(now.timestamp() as f64);
-        }
+        cairn_core::metrics::backup_metrics()
+            .bytes_written
+            .inc_by(stored.size);
     }
     recorded
 }

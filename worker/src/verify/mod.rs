@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use chrono::Utc;
-use sea_orm::{ActiveValue, ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ActiveValue, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
 use tokio::sync::watch;
 
 use cairn_core::failure::FailureCode;
@@ -26,6 +26,7 @@ use cairn_core::format::pg_restore::{pg_restore_with_output, PgRestore};
 use cairn_core::format::pg_tables::TableRows;
 use cairn_core::format::read::{self, Checked};
 use cairn_core::history::LogLine;
+use cairn_core::notifications::{self, Subject};
 use cairn_core::restores::{blocking_reader, StoredArchive};
 use cairn_core::storage::Cancellation;
 use cairn_core::verifications::{Check, TableCheck};
@@ -124,9 +125,23 @@ pub(crate) async fn run_verification(
         }
     }
     changes.log = ActiveValue::Set(attempt.log_value());
-    match lease::fenced_update::<verification::Entity>(&worker.cairn.db, id, attempt_no, changes)
-        .await
-    {
+    let status = changes.status.clone().unwrap();
+    // The outcome and its notifications are recorded together.
+    let recorded = async {
+        let txn = worker.cairn.db.begin().await?;
+        let updated =
+            lease::fenced_update::<verification::Entity>(&txn, id, attempt_no, changes).await?;
+        if updated {
+            notifications::enqueue_guarded(&txn, Subject::Verification(id), Utc::now()).await;
+        }
+        txn.commit().await?;
+        anyhow::Ok(updated)
+    }
+    .await;
+    if matches!(recorded, Ok(true)) {
+        count(attempt.model.mode, status);
+    }
+    match recorded {
         Ok(true) => {}
         Ok(false) => {
             tracing::warn!(verification_id = %id, attempt = attempt_no, "the outcome was not recorded: this attempt no longer holds the verification");
@@ -135,6 +150,14 @@ pub(crate) async fn run_verification(
             tracing::error!(verification_id = %id, error = format!("{error:#}"), "recording the outcome failed; the lease will expire and the verification will be failed as worker_lost");
         }
     }
+}
+
+/// Counts a verification that ended in `cairn_verifications_total`.
+fn count(mode: VerifyMode, status: VerificationStatus) {
+    cairn_core::metrics::backup_metrics()
+        .verifications
+        .with_label_values(&[mode.as_str(), status.as_str()])
+        .inc();
 }
 
 /// Drops a verification's scratch database, noting the outcome.
@@ -671,6 +694,7 @@ pub(crate) async fn reap(
             "error",
             format!("{}: {message}", FailureCode::WorkerLost),
         ));
+        let txn = cairn.db.begin().await?;
         let failed = verification::Entity::update_many()
             .set(verification::ActiveModel {
                 status: ActiveValue::Set(VerificationStatus::Failed),
@@ -686,12 +710,17 @@ pub(crate) async fn reap(
             .filter(verification::Column::Attempt.eq(model.attempt))
             .filter(verification::Column::Status.eq(VerificationStatus::Running))
             .filter(verification::Column::LeaseExpiresAt.lt(now))
-            .exec(&cairn.db)
+            .exec(&txn)
             .await?;
+        if failed.rows_affected == 1 {
+            notifications::enqueue_guarded(&txn, Subject::Verification(model.id), now).await;
+        }
+        txn.commit().await?;
         if failed.rows_affected != 1 {
             continue;
         }
         reaped += 1;
+        count(model.mode, VerificationStatus::Failed);
         tracing::warn!(verification_id = %model.id, "{message}");
         if model.mode != VerifyMode::Restore {
             continue;

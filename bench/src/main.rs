@@ -8,6 +8,7 @@
 //! cairn-bench backup files VOLUME_ROOT           # volume bench-blue_data
 //! cairn-bench backup postgres HOST PORT DB USER  # password in PGPASSWORD
 //! cairn-bench restore files VOLUME_ROOT          # the newest backup, into its volume
+//! cairn-bench verify files SCRATCH_DIR           # the newest backup, restore mode
 //! cairn-bench scheduler JOBS DUE                 # see scheduler.rs
 //! ```
 //!
@@ -262,6 +263,38 @@ async fn bench_app(
     Ok((org, app))
 }
 
+/// The organization `bench` and its newest backup, which `backup files`
+/// left in `BENCH_DATA_DIR`; `what` names the step that needs it.
+async fn newest_backup(
+    cairn: &cairn_core::Cairn,
+    what: &str,
+) -> anyhow::Result<(
+    cairn_core::orgs::OrganizationView,
+    cairn_core::history::BackupView,
+)> {
+    let failed = |e: cairn_core::Error| anyhow::anyhow!("{e}: {e:?}");
+    let admin = cairn_core::auth::Principal {
+        token_id: None,
+        organization_id: None,
+        role: cairn_core::auth::Role::Admin,
+    };
+    let org = cairn_core::orgs::list(&cairn.db, &admin)
+        .await
+        .map_err(failed)?
+        .into_iter()
+        .find(|org| org.slug == "bench")
+        .ok_or_else(|| anyhow::anyhow!("no backup to {what}: run `backup files` first"))?;
+    let page = cairn_core::history::list(cairn, org.id, &Default::default())
+        .await
+        .map_err(failed)?;
+    let backup = page
+        .items
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no backup to {what}"))?;
+    Ok((org, backup))
+}
+
 /// One backup of the app `bench`'s volume through a real worker.
 async fn backup(volume_root: PathBuf, volume: serde_json::Value) -> anyhow::Result<()> {
     use cairn_core::{Cairn, Config, StartMode};
@@ -320,24 +353,7 @@ async fn restore(volume_root: PathBuf) -> anyhow::Result<()> {
     config.volume_root = volume_root;
     let cairn = Cairn::open(config, StartMode::Embedded).await?;
     let failed = |e: cairn_core::Error| anyhow::anyhow!("{e}: {e:?}");
-    let admin = cairn_core::auth::Principal {
-        token_id: None,
-        organization_id: None,
-        role: cairn_core::auth::Role::Admin,
-    };
-    let org = cairn_core::orgs::list(&cairn.db, &admin)
-        .await
-        .map_err(failed)?
-        .into_iter()
-        .find(|org| org.slug == "bench")
-        .ok_or_else(|| anyhow::anyhow!("no backup to restore: run `backup files` first"))?;
-    let page = cairn_core::history::list(&cairn, org.id, &Default::default())
-        .await
-        .map_err(failed)?;
-    let backup = page
-        .items
-        .first()
-        .ok_or_else(|| anyhow::anyhow!("no backup to restore"))?;
+    let (org, backup) = newest_backup(&cairn, "restore").await?;
     let request: cairn_core::restores::RestoreRequest =
         serde_json::from_value(serde_json::json!({ "confirm": backup.id, "safetyBackup": false }))?;
     let requested =
@@ -360,6 +376,56 @@ async fn restore(volume_root: PathBuf) -> anyhow::Result<()> {
             "the restore failed: {:?} {:?}",
             record.restore.error_code,
             record.restore.error_message
+        );
+    }
+    report(backup.archive_size.unwrap_or(0) as u64, elapsed);
+    Ok(())
+}
+
+/// One restore-mode verification, through a real worker, of the newest
+/// backup that `backup files` left in `BENCH_DATA_DIR`, extracted under
+/// `scratch_dir` (`verification.scratch_dir`). The time is from the
+/// record's creation until the worker has recorded its outcome, which
+/// includes removing its scratch directory.
+async fn verify(scratch_dir: PathBuf) -> anyhow::Result<()> {
+    use cairn_core::{Cairn, Config, StartMode};
+    let data_dir = PathBuf::from(env("BENCH_DATA_DIR")?);
+    let mut config = Config::with_data_dir(&data_dir);
+    config.verification.scratch_dir = Some(scratch_dir);
+    let cairn = Cairn::open(config, StartMode::Embedded).await?;
+    let failed = |e: cairn_core::Error| anyhow::anyhow!("{e}: {e:?}");
+    let (org, backup) = newest_backup(&cairn, "verify").await?;
+    let request = cairn_core::verifications::VerifyRequest {
+        mode: cairn_entity::enums::VerifyMode::Restore,
+    };
+    let worker = cairn_worker::Worker::new(
+        cairn.clone(),
+        cairn_worker::WorkerOptions::from_config(&cairn.config.worker),
+    );
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let started = Instant::now();
+    let requested =
+        cairn_core::verifications::request(&cairn, org.id, backup.id, &request, chrono::Utc::now())
+            .await
+            .map_err(failed)?;
+    let claimed = worker.process_one(&stopped, chrono::Utc::now()).await?;
+    let elapsed = started.elapsed();
+    if claimed != Some(requested.id) {
+        bail!(
+            "the worker claimed {claimed:?}, not the verification {}",
+            requested.id
+        );
+    }
+    let record = cairn_core::verifications::get(&cairn, org.id, requested.id)
+        .await
+        .map_err(failed)?;
+    let verification = record.verification;
+    if verification.status != cairn_entity::enums::VerificationStatus::Success {
+        bail!(
+            "the verification failed: {:?} {:?}; checks: {}",
+            verification.error_code,
+            verification.error_message,
+            serde_json::to_string(&verification.checks)?
         );
     }
     report(backup.archive_size.unwrap_or(0) as u64, elapsed);
@@ -412,6 +478,7 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         }
         ["restore", "files", volume_root] => restore(PathBuf::from(volume_root)).await?,
+        ["verify", "files", scratch_dir] => verify(PathBuf::from(scratch_dir)).await?,
         ["scheduler", jobs, due] => scheduler::run(jobs.parse()?, due.parse()?).await?,
         ["backup", "postgres", host, port, database, username] => {
             let password = env("PGPASSWORD")?;
@@ -423,7 +490,7 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
         }
-        _ => bail!("usage: cairn-bench generate FILE BYTES | cairn-bench storage local|s3|ssh write|read BYTES | cairn-bench backup files VOLUME_ROOT | cairn-bench backup postgres HOST PORT DB USER | cairn-bench restore files VOLUME_ROOT | cairn-bench scheduler JOBS DUE"),
+        _ => bail!("usage: cairn-bench generate FILE BYTES | cairn-bench storage local|s3|ssh write|read BYTES | cairn-bench backup files VOLUME_ROOT | cairn-bench backup postgres HOST PORT DB USER | cairn-bench restore files VOLUME_ROOT | cairn-bench verify files SCRATCH_DIR | cairn-bench scheduler JOBS DUE"),
     }
     Ok(())
 }

@@ -288,13 +288,14 @@ async fn newest_backups(
     cairn: &Cairn,
     organization_id: Uuid,
 ) -> Result<HashMap<SeriesKey, Newest>> {
-    let rows: Vec<(
+    type Row = (
         Option<Uuid>,
         String,
         String,
         Option<Uuid>,
         Option<DateTime<Utc>>,
-    )> = backup::Entity::find()
+    );
+    let rows: Vec<Row> = backup::Entity::find()
         .select_only()
         .column(backup::Column::JobId)
         .column(backup::Column::AppName)

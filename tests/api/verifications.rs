@@ -313,6 +313,23 @@ async fn a_database_backup_verifies_in_read_mode() {
         )
         .await
         .expect_field_error(422, "mode");
+    // A job of this app cannot verify in restore mode either: the server
+    // has scratch space for files only.
+    let refused = f
+        .app
+        .post(
+            &f.org.path("/backups/jobs"),
+            &f.org.admin,
+            &json!({ "name": "restore-drill", "schedule": "0 2 * * *", "appIds": [app],
+                     "keepLast": 5, "verifyMode": "restore" }),
+        )
+        .await;
+    refused.expect_field_error(422, "verifyMode");
+    assert!(
+        refused.text.contains("verification.postgres_url"),
+        "{}",
+        refused.text
+    );
 }
 
 /// A verification whose worker died (its lease expired) is failed as
@@ -679,6 +696,27 @@ async fn a_database_backup_verifies_by_a_real_restore() {
     .await;
     let record = database_backup(&f).await;
     let id = record["id"].as_str().unwrap().to_owned();
+    // With a scratch database server, a job of a PostgreSQL app may verify
+    // in restore mode (and one of a file app may not: no scratch_dir).
+    let app = record["appId"].as_str().unwrap();
+    f.create_job_for(
+        app,
+        json!({ "name": "db-drill", "keepLast": 5, "verifyMode": "restore" }),
+    )
+    .await;
+    restorable_volume(&f.volume_dir("files", "blue", "data"), 1);
+    let files = f
+        .create_app(json!({ "name": "files", "volumes": [{ "name": "data" }] }))
+        .await;
+    f.app
+        .post(
+            &f.org.path("/backups/jobs"),
+            &f.org.admin,
+            &json!({ "name": "files-drill", "schedule": "0 2 * * *", "appIds": [files],
+                     "keepLast": 5, "verifyMode": "restore" }),
+        )
+        .await
+        .expect_field_error(422, "verifyMode");
     let recorded = json!([
         { "name": "\"Sales\".\"line items\"", "rows": 7 },
         { "name": "public.orders", "rows": 50 },

@@ -166,9 +166,28 @@ impl DumpSnapshot {
         Ok(DumpSnapshot { connection, name })
     }
 
-    /// Counts every table's rows in the snapshot.
+    /// Counts every table's rows in the snapshot. The counts run in a
+    /// savepoint: an error (a table the role may not read) aborts only the
+    /// savepoint, so the transaction — and the snapshot pg_dump may not
+    /// have imported yet — lives on, and pg_dump reports its own error.
     pub async fn count(&mut self) -> Result<Option<Vec<TableRows>>, sqlx::Error> {
-        count_tables(&mut self.connection).await
+        sqlx::query("SAVEPOINT cairn_count")
+            .execute(&mut self.connection)
+            .await?;
+        match count_tables(&mut self.connection).await {
+            Ok(tables) => {
+                sqlx::query("RELEASE SAVEPOINT cairn_count")
+                    .execute(&mut self.connection)
+                    .await?;
+                Ok(tables)
+            }
+            Err(error) => {
+                let _ = sqlx::query("ROLLBACK TO SAVEPOINT cairn_count")
+                    .execute(&mut self.connection)
+                    .await;
+                Err(error)
+            }
+        }
     }
 
     /// Ends the transaction, once pg_dump has ended (it imported the

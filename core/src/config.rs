@@ -138,6 +138,53 @@ pub struct Config {
     /// `CAIRN_VERIFICATION__…` in the environment.
     #[serde(default)]
     pub verification: VerificationConfig,
+    /// Copies on further targets: `copies:` in the file, `CAIRN_COPIES__…`
+    /// in the environment.
+    #[serde(default)]
+    pub copies: CopiesConfig,
+}
+
+/// The `copies:` section.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopiesConfig {
+    /// Attempts a copy gets (the one written beside the backup counts)
+    /// before it ends `failed`.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// The wait after the first failed attempt, doubled after each further
+    /// one.
+    #[serde(default = "default_retry_base_seconds")]
+    pub retry_base_seconds: u64,
+    /// The longest wait between attempts.
+    #[serde(default = "default_retry_max_seconds")]
+    pub retry_max_seconds: u64,
+}
+
+impl Default for CopiesConfig {
+    fn default() -> CopiesConfig {
+        CopiesConfig {
+            max_attempts: default_max_attempts(),
+            retry_base_seconds: default_retry_base_seconds(),
+            retry_max_seconds: default_retry_max_seconds(),
+        }
+    }
+}
+
+impl CopiesConfig {
+    /// The wait before attempt `attempts + 1`, after `attempts` failed
+    /// ones.
+    pub fn retry_delay(&self, attempts: u32) -> std::time::Duration {
+        backoff(self.retry_base_seconds, self.retry_max_seconds, attempts)
+    }
+}
+
+/// The wait before attempt `attempts + 1`, after `attempts` failed ones:
+/// `base_seconds` doubled per further failure, at most `max_seconds`.
+pub fn backoff(base_seconds: u64, max_seconds: u64, attempts: u32) -> std::time::Duration {
+    let base = base_seconds.max(1);
+    let doubled = base.saturating_mul(1u64 << attempts.saturating_sub(1).min(32));
+    std::time::Duration::from_secs(doubled.min(max_seconds.max(base)))
 }
 
 /// The `verification:` section.

@@ -88,6 +88,81 @@ pub struct BackupView {
     pub suspicious: bool,
     pub suspicious_reason: Option<String>,
     pub accepted_at: Option<DateTime<Utc>>,
+    /// Its copies on the job's copy targets, in the order they were made.
+    pub copies: Vec<CopyView>,
+}
+
+/// A backup's copy on a copy target.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyView {
+    /// `null` once the target was deleted.
+    pub target_id: Option<Uuid>,
+    pub target_name: String,
+    pub status: cairn_entity::enums::CopyStatus,
+    /// The archive's path on the copy target.
+    pub path: Option<String>,
+    /// SHA-256 of what the copy target stored (once `success`).
+    pub sha256: Option<String>,
+    pub size: Option<i64>,
+    /// Attempts made, the one beside the backup included.
+    pub attempts: u32,
+    /// Why the last attempt failed.
+    pub error: Option<CopyError>,
+    /// When a `pending` copy is tried next.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A copy's failure: its code and message.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyError {
+    pub code: FailureCode,
+    pub message: String,
+}
+
+fn copy_view(model: cairn_entity::backup_copy::Model) -> CopyView {
+    use cairn_entity::enums::CopyStatus;
+    CopyView {
+        target_id: model.target_id,
+        target_name: model.target_name,
+        status: model.status,
+        path: model.storage_path,
+        sha256: model.sha256,
+        size: model.size,
+        attempts: model.attempt.max(0) as u32,
+        error: model.error_code.map(|code| CopyError {
+            code: FailureCode::from_stored(&code),
+            message: model.error_message.unwrap_or_default(),
+        }),
+        next_attempt_at: (model.status == CopyStatus::Pending).then_some(model.next_attempt_at),
+        finished_at: model.finished_at,
+    }
+}
+
+/// The copies of `backup_ids`, by backup.
+async fn copies_of(
+    db: &impl ConnectionTrait,
+    backup_ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, Vec<CopyView>>> {
+    use cairn_entity::backup_copy;
+    let mut by_backup: std::collections::HashMap<Uuid, Vec<CopyView>> = Default::default();
+    if backup_ids.is_empty() {
+        return Ok(by_backup);
+    }
+    let rows = backup_copy::Entity::find()
+        .filter(backup_copy::Column::BackupId.is_in(backup_ids.iter().copied()))
+        .order_by_asc(backup_copy::Column::Id)
+        .all(db)
+        .await?;
+    for row in rows {
+        by_backup
+            .entry(row.backup_id)
+            .or_default()
+            .push(copy_view(row));
+    }
+    Ok(by_backup)
 }
 
 /// A backup with its timestamped log.
@@ -113,7 +188,7 @@ pub struct HistoryPage {
     pub next_cursor: Option<String>,
 }
 
-fn view(model: &backup::Model) -> Result<BackupView> {
+fn view(model: &backup::Model, copies: Vec<CopyView>) -> Result<BackupView> {
     let status = model.status;
     Ok(BackupView {
         id: model.id,
@@ -138,6 +213,7 @@ fn view(model: &backup::Model) -> Result<BackupView> {
         suspicious: model.suspicious,
         suspicious_reason: model.suspicious_reason.clone(),
         accepted_at: model.accepted_at,
+        copies,
     })
 }
 
@@ -277,6 +353,7 @@ pub async fn delete_stored(cairn: &Cairn, model: &backup::Model) -> Result<()> {
         .one(&cairn.db)
         .await?
         .ok_or_else(|| Error::Upstream("the backup's target no longer exists".into()))?;
+    delete_copies(cairn, model).await?;
     let storage = crate::storage::open(cairn, &target, Purpose::Transfer)?;
     let mut objects = objects_of(path).into_iter();
     if let Some(archive) = objects.next() {
@@ -291,6 +368,58 @@ pub async fn delete_stored(cairn: &Cairn, model: &backup::Model) -> Result<()> {
         if let Err(error) = storage.delete(&key).await {
             tracing::warn!(backup_id = %model.id, key = %sidecar, "deleting a sidecar failed: {error}");
         }
+    }
+    Ok(())
+}
+
+/// Deletes a backup's copies on every copy target (archive first, then
+/// sidecars) and marks them `pruned`. A copy whose archive cannot be
+/// deleted stops it: nothing of the backup is marked, and the next prune
+/// tries again.
+async fn delete_copies(cairn: &Cairn, model: &backup::Model) -> Result<()> {
+    use crate::storage::{ObjectKey, Purpose};
+    use cairn_entity::enums::CopyStatus;
+    use cairn_entity::{backup_copy, backup_target};
+    let copies = backup_copy::Entity::find()
+        .filter(backup_copy::Column::BackupId.eq(model.id))
+        .filter(backup_copy::Column::Status.ne(CopyStatus::Pruned))
+        .all(&cairn.db)
+        .await?;
+    for copy in copies {
+        let (Some(path), Some(target_id)) = (&copy.storage_path, copy.target_id) else {
+            continue;
+        };
+        if let Some(target) = backup_target::Entity::find_by_id(target_id)
+            .one(&cairn.db)
+            .await?
+        {
+            let storage = crate::storage::open(cairn, &target, Purpose::Transfer)?;
+            for (i, object) in objects_of(path).into_iter().enumerate() {
+                let key = ObjectKey::parse(&object).map_err(anyhow::Error::from)?;
+                match storage.delete(&key).await {
+                    Ok(()) => {}
+                    Err(error) if i == 0 => {
+                        return Err(Error::Upstream(format!(
+                            "deleting the copy on target '{}': {error}",
+                            copy.target_name
+                        )))
+                    }
+                    Err(error) => {
+                        tracing::warn!(backup_id = %model.id, key = %object, "deleting a sidecar of a copy failed: {error}");
+                    }
+                }
+            }
+        }
+        backup_copy::Entity::update_many()
+            .set(backup_copy::ActiveModel {
+                status: sea_orm::ActiveValue::Set(CopyStatus::Pruned),
+                lease_owner: sea_orm::ActiveValue::Set(None),
+                lease_expires_at: sea_orm::ActiveValue::Set(None),
+                ..Default::default()
+            })
+            .filter(backup_copy::Column::Id.eq(copy.id))
+            .exec(&cairn.db)
+            .await?;
     }
     Ok(())
 }
@@ -575,8 +704,13 @@ pub async fn list(
         |row| row.id,
     )
     .await?;
+    let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
+    let mut copies = copies_of(&cairn.db, &ids).await?;
     Ok(HistoryPage {
-        items: rows.iter().map(view).collect::<Result<_>>()?,
+        items: rows
+            .iter()
+            .map(|row| view(row, copies.remove(&row.id).unwrap_or_default()))
+            .collect::<Result<_>>()?,
         next_cursor,
     })
 }
@@ -586,7 +720,13 @@ pub async fn get(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<Backu
     let log: Vec<LogLine> =
         serde_json::from_value(model.log.clone()).map_err(anyhow::Error::from)?;
     Ok(BackupDetailView {
-        backup: view(&model)?,
+        backup: view(
+            &model,
+            copies_of(&cairn.db, &[model.id])
+                .await?
+                .remove(&model.id)
+                .unwrap_or_default(),
+        )?,
         log,
         manifest: model.manifest.clone(),
     })

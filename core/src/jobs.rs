@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use cairn_entity::enums::VerifyMode;
-use cairn_entity::{app, backup_job, backup_job_app, backup_target};
+use cairn_entity::{app, backup_job, backup_job_app, backup_job_copy_target, backup_target};
 
 use crate::error::{is_unique_violation, Error, Result, Validator};
 use crate::validate::check_display_name;
@@ -81,6 +81,12 @@ pub struct JobRequest {
     /// The apps whose persistent volumes the job backs up.
     #[serde(default)]
     pub app_ids: Vec<Uuid>,
+    /// Further targets every backup is also written to, in one read of the
+    /// volume (0 to 3; the organization's or system-level targets, none of
+    /// them the job's own target). A copy that fails is retried later from
+    /// the primary and never fails the backup.
+    #[serde(default)]
+    pub copy_target_ids: Vec<Uuid>,
     /// Keep every archive (no pruning).
     #[serde(default)]
     pub keep_all: bool,
@@ -179,6 +185,9 @@ impl EncryptionSetting {
 /// The most extra recipients a job takes.
 const MAX_EXTRA_RECIPIENTS: usize = 20;
 
+/// Copy targets a job may name: with its own target, four places.
+const MAX_COPY_TARGETS: usize = 3;
+
 /// The extra recipients stored with a job.
 pub fn extra_recipients_of(stored: &Option<serde_json::Value>) -> Vec<String> {
     stored
@@ -254,6 +263,8 @@ pub struct JobView {
     pub enabled: bool,
     pub target_id: Option<Uuid>,
     pub app_ids: Vec<Uuid>,
+    /// The copy targets, in order.
+    pub copy_target_ids: Vec<Uuid>,
     pub keep_all: bool,
     pub keep_last: Option<u32>,
     pub keep_hourly: Option<u32>,
@@ -335,10 +346,14 @@ pub fn parse_schedule(expression: &str) -> Result<cron_parser::Schedule, String>
 
 fn view(
     model: backup_job::Model,
-    app_ids: Vec<Uuid>,
+    links: Links,
     health: crate::verifications::JobHealth,
     now: DateTime<Utc>,
 ) -> JobView {
+    let Links {
+        app_ids,
+        copy_target_ids,
+    } = links;
     let overdue = model.enabled
         && model
             .next_run_at
@@ -352,6 +367,7 @@ fn view(
         enabled: model.enabled,
         target_id: model.target_id,
         app_ids,
+        copy_target_ids,
         keep_all: model.keep_all,
         keep_last: count(model.keep_last),
         keep_hourly: count(model.keep_hourly),
@@ -541,6 +557,7 @@ async fn check_references(
     if wanted.len() != request.app_ids.len() {
         v.add("appIds", "lists an app more than once");
     }
+    check_copy_targets(db, v, organization_id, request).await?;
     if !wanted.is_empty() {
         let found: HashSet<Uuid> = app::Entity::find()
             .filter(app::Column::OrganizationId.eq(organization_id))
@@ -555,6 +572,52 @@ async fn check_references(
                 found.contains(id),
                 format!("appIds[{i}]"),
                 "no app with this id in the organization",
+            );
+        }
+    }
+    Ok(())
+}
+
+/// At most [`MAX_COPY_TARGETS`] copy targets, distinct, none the job's own
+/// target; each the organization's or a system-level one (another
+/// organization's, or none at all, is `404`).
+async fn check_copy_targets(
+    db: &impl ConnectionTrait,
+    v: &mut Validator,
+    organization_id: Uuid,
+    request: &JobRequest,
+) -> Result<()> {
+    let ids = &request.copy_target_ids;
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let distinct: HashSet<Uuid> = ids.iter().copied().collect();
+    let found = backup_target::Entity::find()
+        .filter(backup_target::Column::Id.is_in(distinct.iter().copied()))
+        .filter(
+            sea_orm::Condition::any()
+                .add(backup_target::Column::OrganizationId.eq(organization_id))
+                .add(backup_target::Column::OrganizationId.is_null()),
+        )
+        .count(db)
+        .await?;
+    if found as usize != distinct.len() {
+        return Err(Error::NotFound("target"));
+    }
+    if ids.len() > MAX_COPY_TARGETS {
+        v.add(
+            "copyTargetIds",
+            format!("at most {MAX_COPY_TARGETS} copy targets (four places in all)"),
+        );
+    }
+    if distinct.len() != ids.len() {
+        v.add("copyTargetIds", "lists a target more than once");
+    }
+    for (i, id) in ids.iter().enumerate() {
+        if Some(*id) == request.target_id {
+            v.add(
+                format!("copyTargetIds[{i}]"),
+                "is the job's own target; a copy goes to another one",
             );
         }
     }
@@ -703,6 +766,67 @@ async fn set_apps(db: &impl ConnectionTrait, job_id: Uuid, app_ids: &[Uuid]) -> 
     Ok(())
 }
 
+/// Replaces the job's copy targets, in the request's order.
+async fn set_copy_targets(db: &impl ConnectionTrait, job_id: Uuid, ids: &[Uuid]) -> Result<()> {
+    backup_job_copy_target::Entity::delete_many()
+        .filter(backup_job_copy_target::Column::JobId.eq(job_id))
+        .exec(db)
+        .await?;
+    let rows: Vec<backup_job_copy_target::ActiveModel> = ids
+        .iter()
+        .enumerate()
+        .map(
+            |(position, target_id)| backup_job_copy_target::ActiveModel {
+                job_id: Set(job_id),
+                target_id: Set(*target_id),
+                position: Set(position as i32),
+            },
+        )
+        .collect();
+    if !rows.is_empty() {
+        backup_job_copy_target::Entity::insert_many(rows)
+            .exec(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The copy targets of a job, in order.
+pub async fn copy_targets_of(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Vec<Uuid>> {
+    Ok(links_of(db, &[job_id])
+        .await?
+        .remove(&job_id)
+        .unwrap_or_default()
+        .copy_target_ids)
+}
+
+/// What a job points at besides its own row.
+#[derive(Default)]
+struct Links {
+    app_ids: Vec<Uuid>,
+    copy_target_ids: Vec<Uuid>,
+}
+
+async fn links_of(db: &impl ConnectionTrait, job_ids: &[Uuid]) -> Result<HashMap<Uuid, Links>> {
+    let mut links: HashMap<Uuid, Links> = HashMap::new();
+    for (job_id, app_ids) in apps_of(db, job_ids).await? {
+        links.entry(job_id).or_default().app_ids = app_ids;
+    }
+    let copies = backup_job_copy_target::Entity::find()
+        .filter(backup_job_copy_target::Column::JobId.is_in(job_ids.iter().copied()))
+        .order_by_asc(backup_job_copy_target::Column::Position)
+        .all(db)
+        .await?;
+    for row in copies {
+        links
+            .entry(row.job_id)
+            .or_default()
+            .copy_target_ids
+            .push(row.target_id);
+    }
+    Ok(links)
+}
+
 async fn apps_of(db: &impl ConnectionTrait, job_ids: &[Uuid]) -> Result<HashMap<Uuid, Vec<Uuid>>> {
     let mut by_job: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
     let rows = backup_job_app::Entity::find()
@@ -746,12 +870,12 @@ pub async fn list(
         .all(&cairn.db)
         .await?;
     let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
-    let mut apps = apps_of(&cairn.db, &ids).await?;
+    let mut links = links_of(&cairn.db, &ids).await?;
     let mut views = Vec::with_capacity(jobs.len());
     for job in jobs {
-        let app_ids = apps.remove(&job.id).unwrap_or_default();
+        let job_links = links.remove(&job.id).unwrap_or_default();
         let health = crate::verifications::job_health(&cairn.db, job.id, now).await?;
-        views.push(view(job, app_ids, health, now));
+        views.push(view(job, job_links, health, now));
     }
     Ok(views)
 }
@@ -763,12 +887,12 @@ pub async fn get(
     now: DateTime<Utc>,
 ) -> Result<JobView> {
     let job = find_model(&cairn.db, organization_id, id).await?;
-    let app_ids = apps_of(&cairn.db, &[id])
+    let links = links_of(&cairn.db, &[id])
         .await?
         .remove(&id)
         .unwrap_or_default();
     let health = crate::verifications::job_health(&cairn.db, id, now).await?;
-    Ok(view(job, app_ids, health, now))
+    Ok(view(job, links, health, now))
 }
 
 pub async fn create(
@@ -812,6 +936,7 @@ pub(crate) async fn create_in(
         Err(error) => return Err(error.into()),
     }
     set_apps(db, id, &request.app_ids).await?;
+    set_copy_targets(db, id, &request.copy_target_ids).await?;
     Ok(id)
 }
 
@@ -834,6 +959,7 @@ pub async fn update(
         Err(error) => return Err(error.into()),
     }
     set_apps(&txn, id, &request.app_ids).await?;
+    set_copy_targets(&txn, id, &request.copy_target_ids).await?;
     txn.commit().await?;
     get(cairn, organization_id, id, now).await
 }

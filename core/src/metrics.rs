@@ -33,6 +33,9 @@ pub struct BackupMetrics {
     /// verification of the job's backups last succeeded (from the
     /// database).
     pub last_verified: GaugeVec,
+    /// `cairn_backup_copies_total{status}`: copies on copy targets that
+    /// ended (`success`, `failed`), by this process.
+    pub copies: IntCounterVec,
 }
 
 /// The process's backup metrics.
@@ -88,6 +91,14 @@ pub fn backup_metrics() -> &'static BackupMetrics {
                 &["job_id"],
             )
             .expect("valid metric"),
+            copies: IntCounterVec::new(
+                Opts::new(
+                    "cairn_backup_copies_total",
+                    "Copies of backups on copy targets that ended, by status",
+                ),
+                &["status"],
+            )
+            .expect("valid metric"),
         }
     })
 }
@@ -102,6 +113,7 @@ pub fn register(registry: &Registry) -> prometheus::Result<()> {
     registry.register(Box::new(metrics.last_success.clone()))?;
     registry.register(Box::new(metrics.verifications.clone()))?;
     registry.register(Box::new(metrics.last_verified.clone()))?;
+    registry.register(Box::new(metrics.copies.clone()))?;
     Ok(())
 }
 

@@ -126,6 +126,22 @@ column_enum! {
 }
 
 column_enum! {
+    /// The state of a backup's copy on a copy target.
+    CopyStatus {
+        /// Waiting for its (next) attempt.
+        Pending = "pending",
+        Running = "running",
+        /// Complete and checked on the copy target.
+        Success = "success",
+        /// Every attempt failed (`copies.max_attempts`), or its backup
+        /// failed.
+        Failed = "failed",
+        /// Deleted with its backup by retention.
+        Pruned = "pruned",
+    }
+}
+
+column_enum! {
     /// How a backup is verified.
     VerifyMode {
         /// Download, checksum, decryption, decompression, and every tar
@@ -222,6 +238,7 @@ mod tests {
             VerificationStatus::parse,
         );
         check(VerifyMode::ALL, VerifyMode::as_str, VerifyMode::parse);
+        check(CopyStatus::ALL, CopyStatus::as_str, CopyStatus::parse);
         assert_eq!(BackupStatus::Success.to_value(), "success");
     }
 }

@@ -8,8 +8,10 @@
 pub mod api_token;
 pub mod app;
 pub mod backup;
+pub mod backup_copy;
 pub mod backup_job;
 pub mod backup_job_app;
+pub mod backup_job_copy_target;
 pub mod backup_run;
 pub mod backup_target;
 pub mod deployment;

@@ -22,6 +22,7 @@ mod m20261204_000010_add_max_duration;
 mod m20261204_000011_add_organization_deletion;
 mod m20261206_000012_add_verifications;
 mod m20261206_000013_add_verification_results;
+mod m20261206_000014_add_backup_copies;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -43,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000011_add_organization_deletion::Migration),
             Box::new(m20261206_000012_add_verifications::Migration),
             Box::new(m20261206_000013_add_verification_results::Migration),
+            Box::new(m20261206_000014_add_backup_copies::Migration),
         ]
     }
 }

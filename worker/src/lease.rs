@@ -37,6 +37,19 @@ pub trait Leased: EntityTrait + Default {
     fn claimable() -> Option<&'static str> {
         None
     }
+
+    /// A column a pending row must have reached (`<= now`) to be claimed.
+    fn due_column() -> Option<&'static str> {
+        None
+    }
+}
+
+/// A copy is claimed once its next attempt is due, whatever else runs: it
+/// reads the primary, never a volume.
+impl Leased for cairn_entity::backup_copy::Entity {
+    fn due_column() -> Option<&'static str> {
+        Some("next_attempt_at")
+    }
 }
 
 /// A backup and a restore of one volume never overlap: a backup waits while
@@ -111,6 +124,9 @@ pub(crate) async fn claim<E: Leased>(
         .to_owned();
     if let Some(condition) = E::claimable() {
         candidate.and_where(Expr::cust(condition));
+    }
+    if let Some(due) = E::due_column() {
+        candidate.and_where(Expr::col(column(due)).lte(now));
     }
     let candidate = candidate
         .order_by(column("created_at"), sea_orm::Order::Asc)

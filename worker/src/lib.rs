@@ -26,6 +26,7 @@
 //! stops the backup (which aborts the upload).
 
 mod backup;
+mod copy;
 mod failure;
 mod housekeeping;
 pub mod lease;
@@ -218,6 +219,7 @@ impl Worker {
         reap(&self.cairn, now).await?;
         restore::reap(&self.cairn, now).await?;
         verify::reap(&self.cairn, now).await?;
+        copy::reap(&self.cairn, now).await?;
         if *stop.borrow() {
             return Ok(None);
         }
@@ -244,6 +246,19 @@ impl Worker {
         )
         .await?
         else {
+            // Then copies due for another attempt: they read the primary.
+            if let Some(claimed) = lease::claim::<cairn_entity::backup_copy::Entity>(
+                &self.cairn.db,
+                &self.options.owner,
+                self.options.lease,
+                claimed_at,
+            )
+            .await?
+            {
+                let id = claimed.id;
+                copy::run_copy(self, claimed, stop.clone()).await;
+                return Ok(Some(id));
+            }
             // Verifications last: they prove backups that exist, and wait
             // for nothing but a restore of their volume.
             let claimed = lease::claim::<cairn_entity::verification::Entity>(

@@ -190,9 +190,11 @@ pub async fn enqueue_guarded(txn: &DatabaseTransaction, subject: Subject, now: D
 /// `retry_base_seconds` doubled per further failure, at most
 /// `retry_max_seconds`.
 pub fn retry_delay(config: &NotificationsConfig, attempts: u32) -> Duration {
-    let base = config.retry_base_seconds.max(1);
-    let doubled = base.saturating_mul(1u64 << attempts.saturating_sub(1).min(32));
-    Duration::from_secs(doubled.min(config.retry_max_seconds.max(base)))
+    crate::config::backoff(
+        config.retry_base_seconds,
+        config.retry_max_seconds,
+        attempts,
+    )
 }
 
 /// What one dispatch pass did.

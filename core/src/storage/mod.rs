@@ -9,6 +9,8 @@
 //! step or permission failed and never carry credentials.
 
 pub mod budget;
+pub mod fanout;
+pub mod hashing;
 pub mod local;
 pub mod s3;
 pub mod ssh;

@@ -24,7 +24,7 @@ use crate::config::SystemTargetConfig;
 use crate::error::{is_unique_violation, Error, Result};
 use crate::secrets::MasterKey;
 use crate::Cairn;
-use cairn_entity::enums::BackupStatus;
+use cairn_entity::enums::{BackupStatus, CopyStatus};
 use config::{validate, LocalRoot, Stored, TargetSettings, PRIVATE_KEY, SECRET_ACCESS_KEY};
 
 /// The name of the system-level target configured by `cairn.yml`.
@@ -467,6 +467,49 @@ pub async fn delete(cairn: &Cairn, organization_id: Option<Uuid>, id: Uuid) -> R
                 "the target is used by {} job(s): {}; point them at another target first",
                 jobs.len(),
                 jobs.join(", ")
+            ),
+        });
+    }
+    let copying_jobs: Vec<Uuid> = cairn_entity::backup_job_copy_target::Entity::find()
+        .select_only()
+        .column(cairn_entity::backup_job_copy_target::Column::JobId)
+        .filter(cairn_entity::backup_job_copy_target::Column::TargetId.eq(id))
+        .into_tuple()
+        .all(&txn)
+        .await?;
+    let copying: Vec<String> = backup_job::Entity::find()
+        .select_only()
+        .column(backup_job::Column::Name)
+        .filter(backup_job::Column::Id.is_in(copying_jobs))
+        .order_by_asc(backup_job::Column::Name)
+        .into_tuple()
+        .all(&txn)
+        .await?;
+    if !copying.is_empty() {
+        return Err(Error::Conflict {
+            field: None,
+            message: format!(
+                "the target is a copy target of {} job(s): {}; remove it from their copyTargetIds first",
+                copying.len(),
+                copying.join(", ")
+            ),
+        });
+    }
+    let copies = cairn_entity::backup_copy::Entity::find()
+        .filter(cairn_entity::backup_copy::Column::TargetId.eq(id))
+        .filter(cairn_entity::backup_copy::Column::Status.is_in([
+            CopyStatus::Pending,
+            CopyStatus::Running,
+            CopyStatus::Success,
+        ]))
+        .count(&txn)
+        .await?;
+    if copies > 0 {
+        return Err(Error::Conflict {
+            field: None,
+            message: format!(
+                "the target holds {copies} copy(ies) of backups; deleting it would lose them \
+                 (they go when retention prunes their backups)"
             ),
         });
     }

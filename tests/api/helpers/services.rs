@@ -98,6 +98,7 @@ pub fn psql(database: &str, sql: &str) -> String {
 pub struct FaultProxy {
     pub endpoint: String,
     refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    failures: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl FaultProxy {
@@ -112,9 +113,11 @@ impl FaultProxy {
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = refused.clone();
+        let failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(failures));
+        let allowed = failures.clone();
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
-                let refuse = counter.load(Ordering::SeqCst) < failures;
+                let refuse = counter.load(Ordering::SeqCst) < allowed.load(Ordering::SeqCst);
                 let upstream = upstream.clone();
                 let counter = counter.clone();
                 tokio::spawn(async move {
@@ -136,7 +139,16 @@ impl FaultProxy {
                 });
             }
         });
-        FaultProxy { endpoint, refused }
+        FaultProxy {
+            endpoint,
+            refused,
+            failures,
+        }
+    }
+
+    /// Forwards every connection from now on: the server is back.
+    pub fn heal(&self) {
+        self.failures.store(0, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn refused(&self) -> usize {

@@ -8,6 +8,7 @@
 //! stored with the kind-specific part of its manifest. The next engine is
 //! one new file and one arm of [`Engine`].
 
+pub(crate) mod copies;
 mod files;
 mod postgres;
 
@@ -77,18 +78,31 @@ pub(crate) async fn run_backup(worker: &Worker, model: backup::Model, stop: watc
         ),
     );
     let mut written: Option<(Arc<dyn Storage>, String)> = None;
-    let outcome = perform_within_limits(worker, &mut attempt, &mut written, stop).await;
+    let mut sinks: Vec<Arc<copies::CopySink>> = Vec::new();
+    let outcome = perform_within_limits(worker, &mut attempt, &mut written, &mut sinks, stop).await;
     let kind = attempt.model.kind.unwrap_or_default();
-    let (recorded, status) = match outcome {
-        Ok(stored) => (
-            record_success(worker, &mut attempt, stored).await,
-            BackupStatus::Success,
-        ),
+    let (recorded, status, summary) = match outcome {
+        Ok(stored) => {
+            let summary = (stored.size, stored.sha256.clone());
+            (
+                record_success(worker, &mut attempt, stored).await,
+                BackupStatus::Success,
+                Some(summary),
+            )
+        }
         Err(failure) => (
             record_failure(worker, &mut attempt, failure).await,
             BackupStatus::Failed,
+            None,
         ),
     };
+    // The copies follow the backup as recorded: kept (or to be retried)
+    // only beside a success this attempt recorded.
+    let kept = summary
+        .as_ref()
+        .filter(|_| matches!(recorded, Ok(true)))
+        .map(|(size, sha256)| (*size, sha256.as_str()));
+    copies::settle(&worker.cairn, &mut attempt, &sinks, kept).await;
     metrics.running.dec();
     match recorded {
         Ok(true) => {
@@ -120,11 +134,12 @@ async fn perform_within_limits(
     worker: &Worker,
     attempt: &mut Attempt,
     written: &mut Option<(Arc<dyn Storage>, String)>,
+    sinks: &mut Vec<Arc<copies::CopySink>>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Stored, Failure> {
     let (id, attempt_no) = (attempt.model.id, attempt.model.attempt);
     let limit = max_duration(worker, attempt.model.job_id).await;
-    let work = perform(worker, attempt, written).fuse();
+    let work = perform(worker, attempt, written, sinks).fuse();
     let lease = keep_lease::<backup::Entity>(worker, id, attempt_no).fuse();
     tokio::pin!(work, lease);
     tokio::select! {
@@ -435,14 +450,16 @@ pub(super) struct Upload<'a> {
 /// 2. prepare its engine (a dump for a PostgreSQL volume, tar otherwise);
 /// 3. collect the recipients when the job encrypts;
 /// 4. name the archive and record its path before anything is written;
-/// 5. open the target, refusing one the settings no longer allow;
-/// 6. let the engine store the archive;
+/// 5. open the target, refusing one the settings no longer allow, and the
+///    job's copy targets beside it (their rows recorded `running`);
+/// 6. let the engine store the archive, on every target at once;
 /// 7. write the sidecars (checksum, manifest) beside it;
 /// 8. pin the SSH host key the transfer saw.
 async fn perform(
     worker: &Worker,
     attempt: &mut Attempt,
     written: &mut Option<(Arc<dyn Storage>, String)>,
+    sinks: &mut Vec<Arc<copies::CopySink>>,
 ) -> Result<Stored, Failure> {
     let cairn = &worker.cairn;
     let started_at = attempt.model.started_at.unwrap_or_else(Utc::now);
@@ -462,7 +479,16 @@ async fn perform(
     if let Some((code, message)) = storage::refusal(cairn, &context.target) {
         return Err(Failure::new(code, message));
     }
-    let storage = storage::open(cairn, &context.target, Purpose::Transfer).map_err(internal)?;
+    let primary = storage::open(cairn, &context.target, Purpose::Transfer).map_err(internal)?;
+    *sinks = copies::prepare(cairn, attempt, &context.target, &path).await?;
+    let storage: Arc<dyn Storage> = if sinks.is_empty() {
+        primary
+    } else {
+        Arc::new(copies::Replicated {
+            primary,
+            copies: sinks.clone(),
+        })
+    };
     *written = Some((storage.clone(), path.clone()));
     let stored = engine
         .store(

@@ -1,0 +1,259 @@
+//! Copies on several targets, against the real S3 server and sshd: one
+//! read of the volume lands on every target byte for byte, sidecars
+//! included; a copy that fails leaves the backup a success and is copied
+//! later from the primary (the volume untouched); retention prunes every
+//! copy.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::both_backends;
+use crate::helpers::{
+    env, fixture, fixture_with, restorable_volume, s3_objects, s3_target_from_env,
+    ssh_target_from_env, unique, Backend, FaultProxy, Fixture,
+};
+
+/// The archive at `path` under `root` and its two sidecars, as bytes.
+fn stored_set(root: &Path, path: &str) -> Vec<(String, Vec<u8>)> {
+    [
+        path.to_owned(),
+        format!("{path}.sha256"),
+        format!("{path}.manifest.json"),
+    ]
+    .into_iter()
+    .map(|name| {
+        let bytes = std::fs::read(root.join(&name))
+            .unwrap_or_else(|e| panic!("{} under {}: {e}", name, root.display()));
+        (name, bytes)
+    })
+    .collect()
+}
+
+/// Whether anything of the archive at `path` is left under `root`.
+fn any_left(root: &Path, path: &str) -> bool {
+    [
+        path.to_owned(),
+        format!("{path}.sha256"),
+        format!("{path}.manifest.json"),
+    ]
+    .iter()
+    .any(|name| root.join(name).exists())
+}
+
+/// The primary: a local target under the fixture's backup root.
+async fn local_primary(f: &Fixture) -> String {
+    f.create_target(json!({ "name": "local", "type": "local", "config": { "path": "primary" } }))
+        .await
+}
+
+/// Where the local primary keeps its archives.
+fn primary_root(f: &Fixture) -> PathBuf {
+    f.stored("acme/primary")
+}
+
+fn copy_of<'a>(record: &'a Value, target: &str) -> &'a Value {
+    record["copies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["targetId"] == target)
+        .unwrap_or_else(|| panic!("no copy on {target}: {record}"))
+}
+
+/// A job on the local primary with copies on the S3 server and sshd: every
+/// archive is on all three, byte-identical, with its sidecars; each copy
+/// says so in the history. Retention (keepLast 1) then prunes the older
+/// archive from all three, and a copy target cannot be deleted while the
+/// job names it.
+async fn copies_land_on_every_target(backend: Backend) {
+    let f = fixture(backend, "acme").await;
+    restorable_volume(&f.volume_dir("shop", "blue", "data"), 1);
+    let local = local_primary(&f).await;
+    let prefix = unique("copies");
+    let s3 = f
+        .create_target(s3_target_from_env("s3-copy", json!({ "prefix": prefix })))
+        .await;
+    let remote = PathBuf::from(env("TEST_SSH_ROOT")).join(unique("copies"));
+    let ssh = f
+        .create_target(ssh_target_from_env(
+            "ssh-copy",
+            &remote.display().to_string(),
+        ))
+        .await;
+    let app = f.create_shop().await;
+    let job = f
+        .create_job_for(
+            &app,
+            json!({ "targetId": local, "keepLast": 1, "copyTargetIds": [s3, ssh] }),
+        )
+        .await;
+    let view = f
+        .app
+        .get(&f.org.path(&format!("/backups/jobs/{job}")), &f.org.viewer)
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(view["copyTargetIds"], json!([s3, ssh]), "{view}");
+
+    let first = f.run_to_end(&job).await;
+    assert_eq!(first["status"], "success", "{first}");
+    let path = first["storagePath"].as_str().unwrap().to_owned();
+    for target in [&s3, &ssh] {
+        let copy = copy_of(&first, target);
+        assert_eq!(copy["status"], "success", "{first}");
+        assert_eq!(copy["sha256"], first["sha256"]);
+        assert_eq!(copy["size"], first["archiveSize"]);
+        assert_eq!(copy["path"], path.as_str());
+        assert_eq!(copy["attempts"], 1);
+        assert_eq!(copy["error"], Value::Null);
+    }
+    let primary = stored_set(&primary_root(&f), &path);
+    let bucket = s3_objects(&prefix);
+    assert_eq!(stored_set(&bucket, &path), primary, "the S3 copy");
+    assert_eq!(stored_set(&remote, &path), primary, "the SSH copy");
+
+    let second = f.run_to_end(&job).await;
+    assert_eq!(second["status"], "success", "{second}");
+    let pruned = f.backup(first["id"].as_str().unwrap()).await;
+    assert_eq!(pruned["status"], "pruned", "{pruned}");
+    for target in [&s3, &ssh] {
+        assert_eq!(copy_of(&pruned, target)["status"], "pruned", "{pruned}");
+    }
+    for root in [primary_root(&f), bucket.clone(), remote.clone()] {
+        assert!(!any_left(&root, &path), "left on {}", root.display());
+    }
+    let newest = second["storagePath"].as_str().unwrap();
+    assert_eq!(
+        stored_set(&bucket, newest),
+        stored_set(&primary_root(&f), newest)
+    );
+
+    f.app
+        .delete(&f.org.path(&format!("/backups/targets/{s3}")), &f.org.admin)
+        .await
+        .expect(409);
+}
+both_backends!(copies_land_on_every_target);
+
+/// `copyTargetIds` is checked: at most three, distinct, not the job's own
+/// target, and each a target this organization may use (404 otherwise).
+#[tokio::test]
+async fn copy_targets_are_checked() {
+    let f = fixture(Backend::Sqlite, "acme").await;
+    let app = f.create_shop().await;
+    let mut targets = Vec::new();
+    for i in 0..4 {
+        targets.push(
+            f.create_target(s3_target_from_env(
+                &format!("s3-{i}"),
+                json!({ "prefix": unique("checked") }),
+            ))
+            .await,
+        );
+    }
+    let post = |body: Value| {
+        let f = &f;
+        async move {
+            f.app
+                .post(&f.org.path("/backups/jobs"), &f.org.admin, &body)
+                .await
+        }
+    };
+    let job = |extra: Value| {
+        let mut body =
+            json!({ "name": "n", "schedule": "0 2 * * *", "appIds": [app], "keepLast": 1 });
+        for (key, value) in extra.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        body
+    };
+    post(job(json!({ "copyTargetIds": targets })))
+        .await
+        .expect_field_error(422, "copyTargetIds");
+    post(job(json!({ "copyTargetIds": [targets[0], targets[0]] })))
+        .await
+        .expect_field_error(422, "copyTargetIds");
+    post(job(
+        json!({ "targetId": targets[0], "copyTargetIds": [targets[1], targets[0]] }),
+    ))
+    .await
+    .expect_field_error(422, "copyTargetIds[1]");
+    post(job(json!({ "copyTargetIds": [uuid::Uuid::now_v7()] })))
+        .await
+        .expect(404);
+    post(job(
+        json!({ "copyTargetIds": [targets[0], targets[1], targets[2]] }),
+    ))
+    .await
+    .expect(201);
+}
+
+/// The S3 server unreachable during the run: the backup succeeds, its S3
+/// copy is `pending` with the cause. With the server back and the volume
+/// gone, the retry copies from the primary: the copy ends `success` and
+/// its bytes equal the primary's.
+#[tokio::test]
+async fn a_failed_copy_is_retried_from_the_primary() {
+    let f = fixture_with(Backend::Sqlite, "acme", |config| {
+        config.storage.retry_budget_seconds = 2;
+        config.copies.retry_base_seconds = 1;
+    })
+    .await;
+    let volume = f.volume_dir("shop", "blue", "data");
+    restorable_volume(&volume, 1);
+    let local = local_primary(&f).await;
+    let proxy = FaultProxy::start(usize::MAX).await;
+    let prefix = unique("retried");
+    let s3 = f
+        .create_target(s3_target_from_env(
+            "s3-copy",
+            json!({ "prefix": prefix, "endpoint": proxy.endpoint }),
+        ))
+        .await;
+    let app = f.create_shop().await;
+    let job = f
+        .create_job_for(
+            &app,
+            json!({ "targetId": local, "keepLast": 3, "copyTargetIds": [s3] }),
+        )
+        .await;
+    let record = f.run_to_end(&job).await;
+    assert_eq!(record["status"], "success", "{record}");
+    let copy = copy_of(&record, &s3);
+    assert_eq!(copy["status"], "pending", "{record}");
+    assert_eq!(copy["attempts"], 1);
+    let code = copy["error"]["code"].as_str().unwrap();
+    assert!(
+        ["target_unreachable", "upload_failed"].contains(&code),
+        "{record}"
+    );
+    assert!(proxy.refused() > 0);
+    let path = record["storagePath"].as_str().unwrap().to_owned();
+    let bucket = s3_objects(&prefix);
+    assert!(!any_left(&bucket, &path));
+
+    // The server is back; the volume is gone: the copy cannot read it.
+    proxy.heal();
+    std::fs::remove_dir_all(&volume).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    f.drain().await;
+    let copied = f.backup(record["id"].as_str().unwrap()).await;
+    let copy = copy_of(&copied, &s3);
+    assert_eq!(copy["status"], "success", "{copied}");
+    assert_eq!(copy["attempts"], 2);
+    assert_eq!(copy["sha256"], record["sha256"]);
+    assert_eq!(
+        stored_set(&bucket, &path),
+        stored_set(&primary_root(&f), &path)
+    );
+    assert!(copied["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["message"]
+            .as_str()
+            .unwrap()
+            .contains("copied to target 's3-copy' from the primary")));
+}

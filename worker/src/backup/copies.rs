@@ -1,0 +1,405 @@
+//! Copies written beside the backup: the job's copy targets get the same
+//! stream as the primary, read once from the source and split by
+//! [`fan_out`] (bounded queues: a slow copy slows the backup, never makes
+//! it hold the archive). A copy that fails is left out from then on and
+//! never fails the backup; it is retried later from the primary
+//! (`crate::copy`).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ActiveModelTrait, ActiveValue, ColumnTrait, EntityTrait, QueryFilter};
+use uuid::Uuid;
+
+use cairn_core::failure::FailureCode;
+use cairn_core::storage::fanout::fan_out;
+use cairn_core::storage::{
+    self, ByteStream, ObjectInfo, ObjectKey, Purpose, Storage, StorageResult,
+};
+use cairn_core::Cairn;
+use cairn_entity::enums::CopyStatus;
+use cairn_entity::{backup_copy, backup_target};
+
+use super::Attempt;
+use crate::failure::{internal, storage_failure, Failure};
+use crate::lease::{append_log, line};
+use cairn_core::history::LogLine;
+
+/// Chunks a copy may lag behind the fastest writer.
+const COPY_QUEUE: usize = 8;
+
+/// One copy being written beside the backup.
+pub(crate) struct CopySink {
+    /// The copy's row.
+    pub id: Uuid,
+    pub target: backup_target::Model,
+    /// `None` when the target could not be opened.
+    storage: Option<Arc<dyn Storage>>,
+    /// The first failure; the copy is left out from then on.
+    failure: Mutex<Option<Failure>>,
+    /// Bytes of the archive the copy target stored.
+    stored: Mutex<Option<u64>>,
+}
+
+impl CopySink {
+    fn fail(&self, failure: Failure) {
+        if let Ok(mut slot) = self.failure.lock() {
+            if slot.is_none() {
+                *slot = Some(failure);
+            }
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.failure.lock().map(|f| f.is_some()).unwrap_or(true)
+    }
+
+    fn take_failure(&self) -> Option<Failure> {
+        self.failure.lock().ok().and_then(|mut f| f.take())
+    }
+}
+
+/// The job's copy targets for this backup, each with its row recorded
+/// `running` (attempt 1) before anything is written, so that whoever fails
+/// this attempt knows what to clean up. A copy target the settings refuse
+/// (or the primary itself) is recorded `pending` with the reason, to be
+/// retried, and gets nothing now.
+pub(super) async fn prepare(
+    cairn: &Cairn,
+    attempt: &mut Attempt,
+    primary: &backup_target::Model,
+    path: &str,
+) -> Result<Vec<Arc<CopySink>>, Failure> {
+    let Some(job_id) = attempt.model.job_id else {
+        return Ok(Vec::new());
+    };
+    let ids = cairn_core::jobs::copy_targets_of(&cairn.db, job_id)
+        .await
+        .map_err(internal)?;
+    let mut sinks = Vec::new();
+    let now = Utc::now();
+    for target_id in ids {
+        if target_id == primary.id {
+            continue;
+        }
+        let Some(target) = backup_target::Entity::find_by_id(target_id)
+            .one(&cairn.db)
+            .await
+            .map_err(internal)?
+        else {
+            continue;
+        };
+        let opened = match storage::refusal(cairn, &target) {
+            Some((code, message)) => Err(Failure::new(code, message)),
+            None => storage::open(cairn, &target, Purpose::Transfer).map_err(|e| {
+                Failure::new(
+                    FailureCode::TargetUnreachable,
+                    format!("opening the copy target: {e}"),
+                )
+            }),
+        };
+        let id = Uuid::now_v7();
+        let row = backup_copy::ActiveModel {
+            id: ActiveValue::Set(id),
+            backup_id: ActiveValue::Set(attempt.model.id),
+            organization_id: ActiveValue::Set(attempt.model.organization_id),
+            target_id: ActiveValue::Set(Some(target.id)),
+            target_name: ActiveValue::Set(target.name.clone()),
+            status: ActiveValue::Set(CopyStatus::Running),
+            storage_path: ActiveValue::Set(Some(path.to_owned())),
+            sha256: ActiveValue::Set(None),
+            size: ActiveValue::Set(None),
+            attempt: ActiveValue::Set(1),
+            next_attempt_at: ActiveValue::Set(now),
+            error_code: ActiveValue::Set(None),
+            error_message: ActiveValue::Set(None),
+            lease_owner: ActiveValue::Set(None),
+            lease_expires_at: ActiveValue::Set(None),
+            created_at: ActiveValue::Set(now),
+            started_at: ActiveValue::Set(Some(now)),
+            finished_at: ActiveValue::Set(None),
+        };
+        // A retried backup attempt (the same record) replaces the copies of
+        // the attempt before.
+        backup_copy::Entity::delete_many()
+            .filter(backup_copy::Column::BackupId.eq(attempt.model.id))
+            .filter(backup_copy::Column::TargetId.eq(target.id))
+            .exec(&cairn.db)
+            .await
+            .map_err(internal)?;
+        row.insert(&cairn.db).await.map_err(internal)?;
+        let storage = match opened {
+            Ok(storage) => storage,
+            Err(failure) => {
+                attempt.note(
+                    "warn",
+                    format!(
+                        "copy to target '{}' skipped: {}",
+                        target.name, failure.message
+                    ),
+                );
+                let sink = CopySink {
+                    id,
+                    storage: None,
+                    target,
+                    failure: Mutex::new(Some(failure)),
+                    stored: Mutex::new(None),
+                };
+                sinks.push(Arc::new(sink));
+                continue;
+            }
+        };
+        attempt.note(
+            "info",
+            format!("copying to target '{}' as {path}", target.name),
+        );
+        sinks.push(Arc::new(CopySink {
+            id,
+            target,
+            storage: Some(storage),
+            failure: Mutex::new(None),
+            stored: Mutex::new(None),
+        }));
+    }
+    Ok(sinks)
+}
+
+/// The primary target with its copies: a `put` writes the same bytes to
+/// every copy still going, reading the body once; reads go to the primary;
+/// a delete (the clean-up of a failed attempt) reaches every copy too.
+pub(super) struct Replicated {
+    pub primary: Arc<dyn Storage>,
+    pub copies: Vec<Arc<CopySink>>,
+}
+
+#[async_trait::async_trait]
+impl Storage for Replicated {
+    async fn connect(&self) -> StorageResult<()> {
+        self.primary.connect().await
+    }
+
+    async fn put(&self, key: &ObjectKey, body: ByteStream) -> StorageResult<u64> {
+        let live: Vec<(&Arc<CopySink>, &Arc<dyn Storage>)> = self
+            .copies
+            .iter()
+            .filter(|c| !c.failed())
+            .filter_map(|c| c.storage.as_ref().map(|s| (c, s)))
+            .collect();
+        if live.is_empty() {
+            return self.primary.put(key, body).await;
+        }
+        let mut readers = fan_out(body, live.len() + 1, COPY_QUEUE).into_iter();
+        let Some(primary) = readers.next() else {
+            return Err(storage::StorageError::Io(
+                "no reader for the primary".into(),
+            ));
+        };
+        let copies = live
+            .into_iter()
+            .zip(readers)
+            .map(|((copy, storage), reader)| async move {
+                let put = storage.put(key, reader).await;
+                (copy, put)
+            });
+        let (written, copied) = futures::future::join(
+            self.primary.put(key, primary),
+            futures::future::join_all(copies),
+        )
+        .await;
+        for (copy, put) in copied {
+            match put {
+                Ok(bytes) => {
+                    if let Ok(mut stored) = copy.stored.lock() {
+                        // The archive is the first object put; sidecars after.
+                        stored.get_or_insert(bytes);
+                    }
+                }
+                Err(error) => copy.fail(storage_failure(
+                    &format!("copying {key} to target '{}'", copy.target.name),
+                    &error,
+                )),
+            }
+        }
+        written
+    }
+
+    async fn get(&self, key: &ObjectKey) -> StorageResult<(u64, ByteStream)> {
+        self.primary.get(key).await
+    }
+
+    async fn head(&self, key: &ObjectKey) -> StorageResult<Option<u64>> {
+        self.primary.head(key).await
+    }
+
+    async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectInfo>> {
+        self.primary.list(prefix).await
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> StorageResult<()> {
+        for copy in &self.copies {
+            let Some(storage) = &copy.storage else {
+                continue;
+            };
+            if let Err(error) = storage.delete(key).await {
+                tracing::warn!(key = %key, target = %copy.target.name, "deleting a copy's object failed: {error}");
+            }
+        }
+        self.primary.delete(key).await
+    }
+
+    async fn presigned_get(
+        &self,
+        key: &ObjectKey,
+        expires_in: Duration,
+    ) -> StorageResult<Option<url::Url>> {
+        self.primary.presigned_get(key, expires_in).await
+    }
+
+    async fn remove_incomplete(&self, key: &ObjectKey) -> StorageResult<usize> {
+        self.primary.remove_incomplete(key).await
+    }
+
+    fn observed_host_key(&self) -> Option<String> {
+        self.primary.observed_host_key()
+    }
+}
+
+/// Records how each copy ended, once the backup's outcome is recorded:
+/// - the backup succeeded: a copy that stored all of it (its size checked
+///   against the primary's) is `success`; one that failed is `pending`,
+///   to be retried from the primary after the first backoff (or `failed`
+///   when `copies.max_attempts` is 1);
+/// - the backup failed: every copy is `failed` (what it wrote was deleted
+///   with the primary's).
+pub(super) async fn settle(
+    cairn: &Cairn,
+    attempt: &mut Attempt,
+    copies: &[Arc<CopySink>],
+    outcome: Option<(u64, &str)>,
+) {
+    if copies.is_empty() {
+        return;
+    }
+    let now = Utc::now();
+    let mut lines = Vec::new();
+    for copy in copies {
+        let stored = copy.stored.lock().ok().and_then(|s| *s);
+        let failure = copy.take_failure();
+        let changes = match (outcome, failure) {
+            (Some((size, sha256)), None) if stored == Some(size) => {
+                lines.push(line(
+                    "info",
+                    format!("copied to target '{}' ({size} bytes)", copy.target.name),
+                ));
+                count(CopyStatus::Success);
+                finished(CopyStatus::Success, now, Some((size, sha256)), None)
+            }
+            (Some((size, _)), failure) => {
+                let failure = failure.unwrap_or_else(|| {
+                    Failure::new(
+                        FailureCode::UploadFailed,
+                        format!(
+                            "the copy target stored {} bytes of {size}",
+                            stored.map_or("no".into(), |s| s.to_string())
+                        ),
+                    )
+                });
+                retry_later(cairn, &mut lines, copy, failure, now)
+            }
+            (None, _) => finished(
+                CopyStatus::Failed,
+                now,
+                None,
+                Some(Failure::new(
+                    FailureCode::UploadFailed,
+                    "the backup failed; nothing of it is kept on this copy target",
+                )),
+            ),
+        };
+        if let Err(error) = backup_copy::Entity::update_many()
+            .set(changes)
+            .filter(backup_copy::Column::Id.eq(copy.id))
+            .exec(&cairn.db)
+            .await
+        {
+            tracing::error!(copy_id = %copy.id, "recording a copy's outcome failed: {error}");
+        }
+    }
+    // The backup's outcome (and its log) is recorded already.
+    attempt.log.extend(lines.iter().cloned());
+    if let Err(error) = append_log(&cairn.db, attempt.model.id, lines).await {
+        tracing::warn!(backup_id = %attempt.model.id, "logging the copies' outcome failed: {error:#}");
+    }
+}
+
+/// A failed first attempt: `pending` again after the first backoff, or
+/// `failed` when no attempt is left.
+fn retry_later(
+    cairn: &Cairn,
+    lines: &mut Vec<LogLine>,
+    copy: &CopySink,
+    failure: Failure,
+    now: DateTime<Utc>,
+) -> backup_copy::ActiveModel {
+    let config = &cairn.config.copies;
+    if config.max_attempts <= 1 {
+        lines.push(line(
+            "warn",
+            format!(
+                "copy to target '{}' failed for good: {}",
+                copy.target.name, failure.message
+            ),
+        ));
+        count(CopyStatus::Failed);
+        return finished(CopyStatus::Failed, now, None, Some(failure));
+    }
+    let delay = config.retry_delay(1);
+    lines.push(line(
+        "warn",
+        format!(
+            "copy to target '{}' failed ({}: {}); it will be copied from the primary in {} s",
+            copy.target.name,
+            failure.code,
+            failure.message,
+            delay.as_secs()
+        ),
+    ));
+    backup_copy::ActiveModel {
+        status: ActiveValue::Set(CopyStatus::Pending),
+        next_attempt_at: ActiveValue::Set(
+            now + chrono::Duration::from_std(delay).unwrap_or_default(),
+        ),
+        error_code: ActiveValue::Set(Some(failure.code.as_str().to_owned())),
+        error_message: ActiveValue::Set(Some(failure.message)),
+        ..Default::default()
+    }
+}
+
+/// The changes that end a copy.
+pub(crate) fn finished(
+    status: CopyStatus,
+    now: DateTime<Utc>,
+    stored: Option<(u64, &str)>,
+    failure: Option<Failure>,
+) -> backup_copy::ActiveModel {
+    backup_copy::ActiveModel {
+        status: ActiveValue::Set(status),
+        size: ActiveValue::Set(stored.map(|(size, _)| size as i64)),
+        sha256: ActiveValue::Set(stored.map(|(_, sha)| sha.to_owned())),
+        error_code: ActiveValue::Set(failure.as_ref().map(|f| f.code.as_str().to_owned())),
+        error_message: ActiveValue::Set(failure.map(|f| f.message)),
+        finished_at: ActiveValue::Set(Some(now)),
+        lease_owner: ActiveValue::Set(None),
+        lease_expires_at: ActiveValue::Set(None),
+        ..Default::default()
+    }
+}
+
+/// Counts a copy that ended in `cairn_backup_copies_total`.
+pub(crate) fn count(status: CopyStatus) {
+    cairn_core::metrics::backup_metrics()
+        .copies
+        .with_label_values(&[status.as_str()])
+        .inc();
+}

@@ -16,10 +16,16 @@ use crate::helpers::{fixture, snapshot, tenant, Backend, Tenant};
 /// Fields that end like ids but name no Cairn resource.
 const NOT_RESOURCES: &[&str] = &["accessKeyId"];
 
+/// Fields whose name is not their kind's (`copyTargetIds` name targets).
+const ALIASES: &[(&str, &str)] = &[("copyTargetIds", "targetId")];
+
 /// Which kind of resource a request field names (`appIds` → `appId`).
 fn id_kind(field: &str) -> Option<&str> {
     if NOT_RESOURCES.contains(&field) {
         return None;
+    }
+    if let Some((_, kind)) = ALIASES.iter().find(|(name, _)| *name == field) {
+        return Some(kind);
     }
     field
         .strip_suffix("Ids")
@@ -68,7 +74,8 @@ fn valid_body(schema: &str, a: &Tenant) -> Option<Value> {
     let id = |kind: &str| json!(a.ids[kind]);
     Some(match schema {
         "JobRequest" => json!({ "name": "sweep", "schedule": "0 3 * * *",
-            "appIds": [id("appId")], "targetId": id("targetId"), "keepLast": 1 }),
+            "appIds": [id("appId")], "targetId": id("targetId"), "copyTargetIds": [],
+            "keepLast": 1 }),
         "RestoreRequest" => json!({ "confirm": id("backupId"), "dryRun": true,
             "into": { "appId": id("appId"), "volumeName": "data" } }),
         _ => return None,

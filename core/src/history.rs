@@ -783,7 +783,7 @@ pub async fn download(
         storage,
         key,
         ..
-    } = crate::restores::stored_archive(cairn, model).await?;
+    } = crate::restores::reachable_archive(cairn, model).await?.0;
     // Retention keeps the backup while this download may read it: as long
     // as a pre-signed URL is valid (streams are marked the same).
     let read_until =

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::both_backends;
 use crate::helpers::{
-    env, fixture, fixture_with, restorable_volume, s3_objects, s3_target_from_env,
+    describe, env, fixture, fixture_with, restorable_volume, s3_objects, s3_target_from_env,
     ssh_target_from_env, unique, Backend, FaultProxy, Fixture,
 };
 
@@ -113,6 +113,32 @@ async fn copies_land_on_every_target(backend: Backend) {
     let bucket = s3_objects(&prefix);
     assert_eq!(stored_set(&bucket, &path), primary, "the S3 copy");
     assert_eq!(stored_set(&remote, &path), primary, "the SSH copy");
+
+    // The primary's archive deleted by hand: a restore reads a copy, and
+    // its log says which; the volume gets the backed-up tree back.
+    let volume = f.volume_dir("shop", "blue", "data");
+    let backed_up = describe(&volume);
+    std::fs::write(volume.join("changed.txt"), b"after the backup").unwrap();
+    std::fs::remove_file(primary_root(&f).join(&path)).unwrap();
+    let restored = f
+        .restore_to_end(
+            first["id"].as_str().unwrap(),
+            json!({ "safetyBackup": false }),
+        )
+        .await;
+    assert_eq!(restored["status"], "success", "{restored}");
+    assert!(
+        restored["log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["message"]
+                .as_str()
+                .unwrap()
+                .contains("no longer holds the archive; reading the copy on target 's3-copy'")),
+        "{restored}"
+    );
+    assert!(describe(&volume) == backed_up, "the restored tree");
 
     let second = f.run_to_end(&job).await;
     assert_eq!(second["status"], "success", "{second}");

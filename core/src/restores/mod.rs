@@ -212,6 +212,80 @@ pub async fn stored_archive(cairn: &Cairn, model: backup::Model) -> Result<Store
     })
 }
 
+/// A successful backup's archive where it can be read now: the primary's,
+/// or — when the primary's target cannot be reached, is gone, or no longer
+/// holds the object — the first successful copy that does (in the order
+/// the copies were made). Returns the archive and, when it is a copy, why
+/// the primary was passed over (for the reader's log). Without a copy that
+/// answers, the primary's archive is returned and its read fails with its
+/// own error.
+pub async fn reachable_archive(
+    cairn: &Cairn,
+    model: backup::Model,
+) -> Result<(StoredArchive, Option<String>)> {
+    use cairn_entity::backup_copy;
+    use cairn_entity::enums::CopyStatus;
+    use sea_orm::QueryOrder;
+    if model.status != BackupStatus::Success {
+        return stored_archive(cairn, model).await.map(|a| (a, None));
+    }
+    let primary = stored_archive(cairn, model.clone()).await;
+    let reason = match &primary {
+        Ok(archive) => match archive.storage.head(&archive.key).await {
+            Ok(Some(_)) => return primary.map(|a| (a, None)),
+            Ok(None) => format!(
+                "the primary target '{}' no longer holds the archive",
+                archive.target.name
+            ),
+            Err(error) => format!(
+                "the primary target '{}' cannot be read ({error})",
+                archive.target.name
+            ),
+        },
+        Err(error) => error.to_string(),
+    };
+    let copies = backup_copy::Entity::find()
+        .filter(backup_copy::Column::BackupId.eq(model.id))
+        .filter(backup_copy::Column::Status.eq(CopyStatus::Success))
+        .order_by_asc(backup_copy::Column::Id)
+        .all(&cairn.db)
+        .await?;
+    for copy in copies {
+        let (Some(target_id), Some(path)) = (copy.target_id, copy.storage_path.as_deref()) else {
+            continue;
+        };
+        let Some(target) = backup_target::Entity::find_by_id(target_id)
+            .one(&cairn.db)
+            .await?
+        else {
+            continue;
+        };
+        let (Ok(key), Some(name)) = (
+            ObjectKey::parse(path),
+            ArchiveName::parse(path.rsplit('/').next().unwrap_or(path)),
+        ) else {
+            continue;
+        };
+        let Ok(storage) = storage::open(cairn, &target, Purpose::Transfer) else {
+            continue;
+        };
+        if let Ok(Some(_)) = storage.head(&key).await {
+            let note = format!("{reason}; reading the copy on target '{}'", target.name);
+            return Ok((
+                StoredArchive {
+                    backup: model,
+                    target,
+                    storage,
+                    key,
+                    name,
+                },
+                Some(note),
+            ));
+        }
+    }
+    primary.map(|a| (a, None))
+}
+
 /// Refuses (409) a backup whose archive format is newer than this Cairn's.
 pub fn restorable(model: &backup::Model) -> Result<()> {
     match model

@@ -21,7 +21,7 @@ use crate::format::manifest::{Manifest, ManifestContents, ManifestHeader};
 use crate::format::names::Format;
 use crate::format::pg_restore::{pg_restore_with_output, PgRestore};
 use crate::format::read;
-use crate::restores::{blocking_reader, kinds_of, stored_archive};
+use crate::restores::{blocking_reader, kinds_of};
 use crate::storage::Cancellation;
 use crate::Cairn;
 
@@ -151,7 +151,7 @@ pub async fn preview(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<P
         view.reason = Some(refusal);
         return Ok(view);
     }
-    let archive = stored_archive(cairn, model).await?;
+    let (archive, _) = super::reachable_archive(cairn, model).await?;
     view.kind = kinds_of(archive.name).0;
     let identity = if archive.name.encrypted {
         Some(crate::format::age::identity(&cairn.db, &cairn.master_key, organization_id).await?)

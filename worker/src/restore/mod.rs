@@ -44,7 +44,9 @@ use cairn_core::format::pg_restore::{pg_restore_with_output, PgRestore};
 use cairn_core::format::read::{self, Checked, ReadError};
 use cairn_core::history::LogLine;
 use cairn_core::notifications::{self, Subject};
-use cairn_core::restores::{blocking_reader, kinds_of, restorable, stored_archive, StoredArchive};
+use cairn_core::restores::{
+    blocking_reader, kinds_of, reachable_archive, restorable, StoredArchive,
+};
 use cairn_core::storage::Cancellation;
 use cairn_entity::enums::{ArchiveKind, RestoreStatus};
 use cairn_entity::{app, backup, backup_run, restore, volume};
@@ -170,6 +172,8 @@ pub(crate) struct Readable {
     pub(crate) archive: StoredArchive,
     pub(crate) expected: String,
     pub(crate) identity: Option<age::x25519::Identity>,
+    /// Why a copy is read instead of the primary, when it is.
+    pub(crate) fallback: Option<String>,
 }
 
 /// Opens backup `backup_id` for reading back; a backup that is gone, no
@@ -185,10 +189,10 @@ pub(crate) async fn readable(
         .await
         .map_err(internal)?
         .ok_or_else(|| unavailable("the backup was deleted".into()))?;
-    let archive = async {
-        let archive = stored_archive(cairn, model).await?;
+    let (archive, fallback) = async {
+        let (archive, fallback) = reachable_archive(cairn, model).await?;
         restorable(&archive.backup)?;
-        Ok(archive)
+        Ok((archive, fallback))
     }
     .await
     .map_err(|error| match error {
@@ -215,6 +219,7 @@ pub(crate) async fn readable(
         archive,
         expected,
         identity,
+        fallback,
     })
 }
 
@@ -283,7 +288,11 @@ async fn perform(
         archive,
         expected,
         identity,
+        fallback,
     } = readable(cairn, model.backup_id).await?;
+    if let Some(fallback) = fallback {
+        attempt.note("warn", fallback);
+    }
     let destination = destination(worker, &model).await?;
     let (kind, volume_kind) = kinds_of(archive.name);
     if destination.volume.kind != volume_kind {

@@ -225,6 +225,9 @@ async fn perform(
     let cairn = &worker.cairn;
     let mode = attempt.model.mode;
     let source = load(cairn, attempt.model.backup_id).await?;
+    if let Some(fallback) = &source.fallback {
+        attempt.note("warn", fallback.clone());
+    }
     let mut scratch_dir = None;
     let mut scratch_db = None;
     let into = match (mode, source.archive.name.format) {
@@ -353,6 +356,8 @@ struct Source {
     expected: String,
     manifest: Manifest,
     identity: Option<age::x25519::Identity>,
+    /// Why a copy is read instead of the primary, when it is.
+    fallback: Option<String>,
 }
 
 /// The backup, still successful and of a format this Cairn reads, with
@@ -363,6 +368,7 @@ async fn load(cairn: &cairn_core::Cairn, backup_id: uuid::Uuid) -> Result<Source
         archive,
         expected,
         identity,
+        fallback,
     } = readable(cairn, backup_id).await?;
     let unavailable = |message: String| Failure::new(FailureCode::BackupUnavailable, message);
     let manifest = archive
@@ -378,6 +384,7 @@ async fn load(cairn: &cairn_core::Cairn, backup_id: uuid::Uuid) -> Result<Source
         expected,
         manifest,
         identity,
+        fallback,
     })
 }
 

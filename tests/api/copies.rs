@@ -283,3 +283,61 @@ async fn a_failed_copy_is_retried_from_the_primary() {
             .unwrap()
             .contains("copied to target 's3-copy' from the primary")));
 }
+
+/// The primary unreachable during the run while its copy target works: the
+/// backup is still a success, its target is now the copy's (where the whole
+/// archive is), and the old primary gets its copy later, from there.
+#[tokio::test]
+async fn a_failed_primary_leaves_the_backup_on_its_copy() {
+    let f = fixture_with(Backend::Sqlite, "acme", |config| {
+        config.storage.retry_budget_seconds = 2;
+        config.copies.retry_base_seconds = 1;
+    })
+    .await;
+    restorable_volume(&f.volume_dir("shop", "blue", "data"), 1);
+    let local = local_primary(&f).await;
+    let proxy = FaultProxy::start(usize::MAX).await;
+    let prefix = unique("promoted");
+    let s3 = f
+        .create_target(s3_target_from_env(
+            "s3-primary",
+            json!({ "prefix": prefix, "endpoint": proxy.endpoint }),
+        ))
+        .await;
+    let app = f.create_shop().await;
+    let job = f
+        .create_job_for(
+            &app,
+            json!({ "targetId": s3, "keepLast": 3, "copyTargetIds": [local] }),
+        )
+        .await;
+    let record = f.run_to_end(&job).await;
+    assert_eq!(record["status"], "success", "{record}");
+    assert_eq!(record["targetId"], local.as_str(), "{record}");
+    let path = record["storagePath"].as_str().unwrap().to_owned();
+    assert_eq!(stored_set(&primary_root(&f), &path).len(), 3);
+    let copy = copy_of(&record, &s3);
+    assert_eq!(copy["status"], "pending", "{record}");
+    assert!(
+        copy["error"]["message"].as_str().unwrap().contains("503"),
+        "{record}"
+    );
+    assert!(record["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["message"]
+            .as_str()
+            .unwrap()
+            .contains("which is now the backup's target")));
+
+    proxy.heal();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    f.drain().await;
+    let healed = f.backup(record["id"].as_str().unwrap()).await;
+    assert_eq!(copy_of(&healed, &s3)["status"], "success", "{healed}");
+    assert_eq!(
+        stored_set(&s3_objects(&prefix), &path),
+        stored_set(&primary_root(&f), &path)
+    );
+}

@@ -26,6 +26,12 @@ use crate::failure::{internal, storage_failure, Failure};
 use crate::lease::{append_log, line};
 use cairn_core::history::LogLine;
 
+/// The targets a backup writes: its primary and its copies.
+pub(crate) struct Fanout {
+    pub primary: Arc<CopySink>,
+    pub copies: Vec<Arc<CopySink>>,
+}
+
 /// Chunks a copy may lag behind the fastest writer.
 const COPY_QUEUE: usize = 8;
 
@@ -166,11 +172,29 @@ pub(super) async fn prepare(
 }
 
 /// The primary target with its copies: a `put` writes the same bytes to
-/// every copy still going, reading the body once; reads go to the primary;
-/// a delete (the clean-up of a failed attempt) reaches every copy too.
+/// every target still going, reading the body once, and succeeds when one
+/// of them stored it all — the primary, or, when the primary failed, a
+/// copy (which then becomes the backup's target, see [`promotion`]). Reads
+/// go to the primary; a delete (the clean-up of a failed attempt) reaches
+/// every target.
 pub(super) struct Replicated {
     pub primary: Arc<dyn Storage>,
+    /// The primary as a sink (its row id is nil: it has no copy row).
+    pub primary_sink: Arc<CopySink>,
     pub copies: Vec<Arc<CopySink>>,
+}
+
+impl CopySink {
+    /// The primary, as the fan-out sees it.
+    pub(super) fn primary(target: backup_target::Model, storage: Arc<dyn Storage>) -> CopySink {
+        CopySink {
+            id: Uuid::nil(),
+            target,
+            storage: Some(storage),
+            failure: Mutex::new(None),
+            stored: Mutex::new(None),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -180,48 +204,56 @@ impl Storage for Replicated {
     }
 
     async fn put(&self, key: &ObjectKey, body: ByteStream) -> StorageResult<u64> {
-        let live: Vec<(&Arc<CopySink>, &Arc<dyn Storage>)> = self
-            .copies
-            .iter()
+        let live: Vec<(&Arc<CopySink>, &Arc<dyn Storage>)> = std::iter::once(&self.primary_sink)
+            .chain(self.copies.iter())
             .filter(|c| !c.failed())
             .filter_map(|c| c.storage.as_ref().map(|s| (c, s)))
             .collect();
         if live.is_empty() {
-            return self.primary.put(key, body).await;
-        }
-        let mut readers = fan_out(body, live.len() + 1, COPY_QUEUE).into_iter();
-        let Some(primary) = readers.next() else {
             return Err(storage::StorageError::Io(
-                "no reader for the primary".into(),
+                "every target of this backup has failed".into(),
             ));
-        };
-        let copies = live
+        }
+        let readers = fan_out(body, live.len(), COPY_QUEUE);
+        let puts = live
             .into_iter()
             .zip(readers)
-            .map(|((copy, storage), reader)| async move {
+            .map(|((sink, storage), reader)| async move {
                 let put = storage.put(key, reader).await;
-                (copy, put)
+                (sink, put)
             });
-        let (written, copied) = futures::future::join(
-            self.primary.put(key, primary),
-            futures::future::join_all(copies),
-        )
-        .await;
-        for (copy, put) in copied {
+        let mut primary_error = None;
+        let mut written = None;
+        for (sink, put) in futures::future::join_all(puts).await {
+            let is_primary = Arc::ptr_eq(sink, &self.primary_sink);
             match put {
                 Ok(bytes) => {
-                    if let Ok(mut stored) = copy.stored.lock() {
+                    if let Ok(mut stored) = sink.stored.lock() {
                         // The archive is the first object put; sidecars after.
                         stored.get_or_insert(bytes);
                     }
+                    if is_primary || written.is_none() {
+                        written = Some(bytes);
+                    }
                 }
-                Err(error) => copy.fail(storage_failure(
-                    &format!("copying {key} to target '{}'", copy.target.name),
-                    &error,
-                )),
+                Err(error) => {
+                    sink.fail(storage_failure(
+                        &format!("writing {key} to target '{}'", sink.target.name),
+                        &error,
+                    ));
+                    if is_primary {
+                        primary_error = Some(error);
+                    }
+                }
             }
         }
-        written
+        match (written, primary_error) {
+            (Some(bytes), _) => Ok(bytes),
+            (None, Some(error)) => Err(error),
+            (None, None) => Err(storage::StorageError::Io(
+                "every target of this backup has failed".into(),
+            )),
+        }
     }
 
     async fn get(&self, key: &ObjectKey) -> StorageResult<(u64, ByteStream)> {
@@ -265,6 +297,24 @@ impl Storage for Replicated {
     }
 }
 
+/// When the primary failed but a copy stored the whole archive: that copy
+/// (the first such), which becomes the backup's target, and the primary's
+/// failure. `None` while the primary holds it.
+pub(super) fn promotion(
+    primary: &CopySink,
+    copies: &[Arc<CopySink>],
+    size: u64,
+) -> Option<(Arc<CopySink>, Failure)> {
+    if !primary.failed() {
+        return None;
+    }
+    let promoted = copies
+        .iter()
+        .find(|copy| !copy.failed() && copy.stored.lock().ok().and_then(|s| *s) == Some(size))?;
+    let failure = primary.take_failure()?;
+    Some((promoted.clone(), failure))
+}
+
 /// Records how each copy ended, once the backup's outcome is recorded:
 /// - the backup succeeded: a copy that stored all of it (its size checked
 ///   against the primary's) is `success`; one that failed is `pending`,
@@ -275,15 +325,50 @@ impl Storage for Replicated {
 pub(super) async fn settle(
     cairn: &Cairn,
     attempt: &mut Attempt,
-    copies: &[Arc<CopySink>],
+    fanout: &Fanout,
     outcome: Option<(u64, &str)>,
+    promoted: Option<(Arc<CopySink>, Failure)>,
 ) {
-    if copies.is_empty() {
-        return;
-    }
     let now = Utc::now();
     let mut lines = Vec::new();
-    for copy in copies {
+    // A promoted copy's row now stands for the primary that failed: that
+    // target gets its copy later, from the new primary.
+    if let (Some((sink, failure)), Some(_)) = (&promoted, outcome) {
+        let old = &fanout.primary.target;
+        lines.push(line(
+            "warn",
+            format!(
+                "the primary target '{}' failed ({}: {}); the archive is complete on copy target '{}', \
+                 which is now the backup's target",
+                old.name, failure.code, failure.message, sink.target.name
+            ),
+        ));
+        let mut changes = retry_later(
+            cairn,
+            &mut lines,
+            old,
+            Failure::new(failure.code, failure.message.clone()),
+            now,
+        );
+        changes.target_id = ActiveValue::Set(Some(old.id));
+        changes.target_name = ActiveValue::Set(old.name.clone());
+        if let Err(error) = backup_copy::Entity::update_many()
+            .set(changes)
+            .filter(backup_copy::Column::Id.eq(sink.id))
+            .exec(&cairn.db)
+            .await
+        {
+            tracing::error!(copy_id = %sink.id, "recording the promotion failed: {error}");
+        }
+    }
+    for copy in &fanout.copies {
+        if outcome.is_some()
+            && promoted
+                .as_ref()
+                .is_some_and(|(sink, _)| Arc::ptr_eq(sink, copy))
+        {
+            continue;
+        }
         let stored = copy.stored.lock().ok().and_then(|s| *s);
         let failure = copy.take_failure();
         let changes = match (outcome, failure) {
@@ -305,7 +390,7 @@ pub(super) async fn settle(
                         ),
                     )
                 });
-                retry_later(cairn, &mut lines, copy, failure, now)
+                retry_later(cairn, &mut lines, &copy.target, failure, now)
             }
             (None, _) => finished(
                 CopyStatus::Failed,
@@ -338,7 +423,7 @@ pub(super) async fn settle(
 fn retry_later(
     cairn: &Cairn,
     lines: &mut Vec<LogLine>,
-    copy: &CopySink,
+    target: &backup_target::Model,
     failure: Failure,
     now: DateTime<Utc>,
 ) -> backup_copy::ActiveModel {
@@ -348,7 +433,7 @@ fn retry_later(
             "warn",
             format!(
                 "copy to target '{}' failed for good: {}",
-                copy.target.name, failure.message
+                target.name, failure.message
             ),
         ));
         count(CopyStatus::Failed);
@@ -359,7 +444,7 @@ fn retry_later(
         "warn",
         format!(
             "copy to target '{}' failed ({}: {}); it will be copied from the primary in {} s",
-            copy.target.name,
+            target.name,
             failure.code,
             failure.message,
             delay.as_secs()

@@ -78,14 +78,22 @@ pub(crate) async fn run_backup(worker: &Worker, model: backup::Model, stop: watc
         ),
     );
     let mut written: Option<(Arc<dyn Storage>, String)> = None;
-    let mut sinks: Vec<Arc<copies::CopySink>> = Vec::new();
-    let outcome = perform_within_limits(worker, &mut attempt, &mut written, &mut sinks, stop).await;
+    let mut fanout: Option<copies::Fanout> = None;
+    let outcome =
+        perform_within_limits(worker, &mut attempt, &mut written, &mut fanout, stop).await;
     let kind = attempt.model.kind.unwrap_or_default();
+    let mut promoted = None;
     let (recorded, status, summary) = match outcome {
         Ok(stored) => {
             let summary = (stored.size, stored.sha256.clone());
+            // The primary failed but a copy holds it all: that copy's
+            // target becomes the backup's.
+            promoted = fanout
+                .as_ref()
+                .and_then(|f| copies::promotion(&f.primary, &f.copies, stored.size));
+            let target = promoted.as_ref().map(|(sink, _)| sink.target.id);
             (
-                record_success(worker, &mut attempt, stored).await,
+                record_success(worker, &mut attempt, stored, target).await,
                 BackupStatus::Success,
                 Some(summary),
             )
@@ -102,7 +110,9 @@ pub(crate) async fn run_backup(worker: &Worker, model: backup::Model, stop: watc
         .as_ref()
         .filter(|_| matches!(recorded, Ok(true)))
         .map(|(size, sha256)| (*size, sha256.as_str()));
-    copies::settle(&worker.cairn, &mut attempt, &sinks, kept).await;
+    if let Some(fanout) = &fanout {
+        copies::settle(&worker.cairn, &mut attempt, fanout, kept, promoted).await;
+    }
     metrics.running.dec();
     match recorded {
         Ok(true) => {
@@ -134,12 +144,12 @@ async fn perform_within_limits(
     worker: &Worker,
     attempt: &mut Attempt,
     written: &mut Option<(Arc<dyn Storage>, String)>,
-    sinks: &mut Vec<Arc<copies::CopySink>>,
+    fanout: &mut Option<copies::Fanout>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Stored, Failure> {
     let (id, attempt_no) = (attempt.model.id, attempt.model.attempt);
     let limit = max_duration(worker, attempt.model.job_id).await;
-    let work = perform(worker, attempt, written, sinks).fuse();
+    let work = perform(worker, attempt, written, fanout).fuse();
     let lease = keep_lease::<backup::Entity>(worker, id, attempt_no).fuse();
     tokio::pin!(work, lease);
     tokio::select! {
@@ -171,6 +181,7 @@ async fn record_success(
     worker: &Worker,
     attempt: &mut Attempt,
     stored: Stored,
+    target: Option<uuid::Uuid>,
 ) -> anyhow::Result<bool> {
     let id = attempt.model.id;
     attempt.note(
@@ -211,6 +222,10 @@ async fn record_success(
         finished_at: ActiveValue::Set(Some(now)),
         lease_owner: ActiveValue::Set(None),
         lease_expires_at: ActiveValue::Set(None),
+        target_id: match target {
+            Some(target) => ActiveValue::Set(Some(target)),
+            None => ActiveValue::NotSet,
+        },
         ..Default::default()
     };
     let recorded = lease::fenced_update::<backup::Entity>(
@@ -459,7 +474,7 @@ async fn perform(
     worker: &Worker,
     attempt: &mut Attempt,
     written: &mut Option<(Arc<dyn Storage>, String)>,
-    sinks: &mut Vec<Arc<copies::CopySink>>,
+    fanout: &mut Option<copies::Fanout>,
 ) -> Result<Stored, Failure> {
     let cairn = &worker.cairn;
     let started_at = attempt.model.started_at.unwrap_or_else(Utc::now);
@@ -480,13 +495,22 @@ async fn perform(
         return Err(Failure::new(code, message));
     }
     let primary = storage::open(cairn, &context.target, Purpose::Transfer).map_err(internal)?;
-    *sinks = copies::prepare(cairn, attempt, &context.target, &path).await?;
+    let sinks = copies::prepare(cairn, attempt, &context.target, &path).await?;
     let storage: Arc<dyn Storage> = if sinks.is_empty() {
         primary
     } else {
+        let primary_sink = Arc::new(copies::CopySink::primary(
+            context.target.clone(),
+            primary.clone(),
+        ));
+        *fanout = Some(copies::Fanout {
+            primary: primary_sink.clone(),
+            copies: sinks.clone(),
+        });
         Arc::new(copies::Replicated {
             primary,
-            copies: sinks.clone(),
+            primary_sink,
+            copies: sinks,
         })
     };
     *written = Some((storage.clone(), path.clone()));

@@ -17,6 +17,8 @@ pub struct Model {
     pub restore_id: Option<Uuid>,
     /// The verification whose outcome this delivery reports.
     pub verification_id: Option<Uuid>,
+    /// The backup copy whose final failure this delivery reports.
+    pub copy_id: Option<Uuid>,
     /// `backup.run.failed`, `backup.run.succeeded`, …
     pub event: String,
     /// The event as it was when it happened (schema version 1).

@@ -44,6 +44,12 @@ enum BackupCopies {
 }
 
 #[derive(DeriveIden)]
+enum NotificationDeliveries {
+    Table,
+    CopyId,
+}
+
+#[derive(DeriveIden)]
 enum BackupJobs {
     Table,
     Id,
@@ -161,8 +167,19 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(NotificationDeliveries::Table)
+                    .add_column(uuid_null(NotificationDeliveries::CopyId))
+                    .to_owned(),
+            )
+            .await?;
         let db = manager.get_connection();
         for statement in [
+            // A copy's final failure reaches a channel once.
+            "CREATE UNIQUE INDEX ux_notification_deliveries_copy \
+             ON notification_deliveries (channel_id, copy_id, event)",
             "CREATE UNIQUE INDEX ux_backup_copies_target ON backup_copies (backup_id, target_id)",
             "CREATE INDEX ix_backup_copies_due ON backup_copies (status, next_attempt_at)",
             "CREATE INDEX ix_backup_copies_lease ON backup_copies (status, lease_expires_at)",
@@ -175,6 +192,11 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        db.execute_unprepared("DROP INDEX ux_notification_deliveries_copy")
+            .await?;
+        db.execute_unprepared("ALTER TABLE notification_deliveries DROP COLUMN copy_id")
+            .await?;
         manager
             .drop_table(Table::drop().table(BackupCopies::Table).to_owned())
             .await?;

@@ -341,3 +341,63 @@ async fn a_failed_primary_leaves_the_backup_on_its_copy() {
         stored_set(&primary_root(&f), &path)
     );
 }
+
+/// A copy target that never comes back: the run's notification counts the
+/// copy that did not land, and once its last attempt fails the copy is
+/// `failed` and `backup.copy.failed` reaches the webhook.
+#[tokio::test]
+async fn a_copy_that_never_lands_is_notified() {
+    use cairn_core::notifications::dispatch_due;
+    let f = fixture_with(Backend::Sqlite, "acme", |config| {
+        config.storage.retry_budget_seconds = 2;
+        config.copies.retry_base_seconds = 1;
+        config.copies.max_attempts = 2;
+    })
+    .await;
+    let hook = crate::helpers::Receiver::start(vec![]).await;
+    f.create_channel(json!({ "name": "hook", "type": "webhook", "config": { "url": hook.url } }))
+        .await;
+    restorable_volume(&f.volume_dir("shop", "blue", "data"), 1);
+    let local = local_primary(&f).await;
+    let proxy = FaultProxy::start(usize::MAX).await;
+    let s3 = f
+        .create_target(s3_target_from_env(
+            "s3-copy",
+            json!({ "prefix": unique("lost"), "endpoint": proxy.endpoint }),
+        ))
+        .await;
+    let app = f.create_shop().await;
+    let job = f
+        .create_job_for(
+            &app,
+            json!({ "targetId": local, "keepLast": 3, "copyTargetIds": [s3],
+                    "notifyOnSuccess": true }),
+        )
+        .await;
+    let record = f.run_to_end(&job).await;
+    assert_eq!(record["status"], "success", "{record}");
+    let dispatch = || async {
+        dispatch_due(&f.app.cairn, "test-dispatcher", chrono::Utc::now())
+            .await
+            .unwrap()
+    };
+    assert_eq!(dispatch().await.sent, 1);
+    let run = hook.requests()[0].json();
+    assert_eq!(run["event"], "backup.run.succeeded", "{run}");
+    assert_eq!(run["summary"]["copiesFailed"], 1, "{run}");
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    f.drain().await;
+    let failed = f.backup(record["id"].as_str().unwrap()).await;
+    let copy = copy_of(&failed, &s3);
+    assert_eq!(copy["status"], "failed", "{failed}");
+    assert_eq!(copy["attempts"], 2);
+    assert_eq!(dispatch().await.sent, 1);
+    let body = hook.requests()[1].json();
+    assert_eq!(body["event"], "backup.copy.failed", "{body}");
+    assert_eq!(body["copy"]["backupId"], record["id"]);
+    assert_eq!(body["copy"]["targetName"], "s3-copy");
+    assert_eq!(body["copy"]["attempts"], 2);
+    assert!(body["copy"]["error"]["code"].is_string(), "{body}");
+    assert_eq!(body["job"]["id"], job.as_str());
+}

@@ -6,11 +6,12 @@
 //! `copies.max_attempts`; then the copy is `failed`.
 
 use chrono::Utc;
-use sea_orm::{ActiveValue, ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ActiveValue, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
 use tokio::sync::watch;
 
 use cairn_core::failure::FailureCode;
 use cairn_core::format::names::{sha256_line, Sidecar};
+use cairn_core::notifications::{self, Subject};
 use cairn_core::storage::hashing::hashing;
 use cairn_core::storage::{self, Cancellation, ObjectKey, Purpose};
 use cairn_entity::enums::{BackupStatus, CopyStatus};
@@ -120,9 +121,19 @@ pub(crate) async fn run_copy(
             )
         }
     };
-    match lease::fenced_update::<backup_copy::Entity>(&worker.cairn.db, id, attempt_no, changes)
-        .await
-    {
+    // A final failure and its notifications are recorded together.
+    let recorded = async {
+        let txn = worker.cairn.db.begin().await?;
+        let updated =
+            lease::fenced_update::<backup_copy::Entity>(&txn, id, attempt_no, changes).await?;
+        if updated && status == Some(CopyStatus::Failed) {
+            notifications::enqueue_guarded(&txn, Subject::Copy(id), now).await;
+        }
+        txn.commit().await?;
+        anyhow::Ok(updated)
+    }
+    .await;
+    match recorded {
         Ok(true) => {
             if let Some(status) = status {
                 count(status);
@@ -274,14 +285,19 @@ pub(crate) async fn reap(
                 ..Default::default()
             }
         };
+        let txn = cairn.db.begin().await?;
         let updated = backup_copy::Entity::update_many()
             .set(changes)
             .filter(backup_copy::Column::Id.eq(model.id))
             .filter(backup_copy::Column::Attempt.eq(model.attempt))
             .filter(backup_copy::Column::Status.eq(CopyStatus::Running))
             .filter(backup_copy::Column::LeaseExpiresAt.lt(now))
-            .exec(&cairn.db)
+            .exec(&txn)
             .await?;
+        if updated.rows_affected == 1 && last {
+            notifications::enqueue_guarded(&txn, Subject::Copy(model.id), now).await;
+        }
+        txn.commit().await?;
         if updated.rows_affected == 1 {
             reaped += 1;
             if last {

@@ -61,6 +61,8 @@ pub enum Subject {
     Run(Uuid),
     Restore(Uuid),
     Verification(Uuid),
+    /// A backup's copy that failed for good.
+    Copy(Uuid),
 }
 
 /// Inserts the deliveries of the event `subject` is in now (a closed or
@@ -72,6 +74,7 @@ pub async fn enqueue(
     now: DateTime<Utc>,
 ) -> Result<usize> {
     let mut verification_id = None;
+    let mut copy_id = None;
     let (organization_id, payload, run_id, restore_id) = match subject {
         Subject::Run(run_id) => {
             let run = backup_run::Entity::find_by_id(run_id)
@@ -119,6 +122,28 @@ pub async fn enqueue(
             verification_id = Some(id);
             (verification.organization_id, payload, None, None)
         }
+        Subject::Copy(id) => {
+            let copy = cairn_entity::backup_copy::Entity::find_by_id(id)
+                .one(db)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("copy {id} vanished while notifying"))?;
+            let backup = cairn_entity::backup::Entity::find_by_id(copy.backup_id)
+                .one(db)
+                .await?
+                .ok_or_else(|| {
+                    anyhow::anyhow!("backup {} vanished while notifying", copy.backup_id)
+                })?;
+            let job = match backup.job_id {
+                Some(job_id) => backup_job::Entity::find_by_id(job_id).one(db).await?,
+                None => None,
+            };
+            if job.as_ref().is_some_and(|job| !job.notify_on_failure) {
+                return Ok(0);
+            }
+            let payload = payload::copy_payload(db, &copy, &backup, job.as_ref(), now).await?;
+            copy_id = Some(id);
+            (copy.organization_id, payload, None, None)
+        }
     };
     let channels = notification_channel::Entity::find()
         .filter(notification_channel::Column::OrganizationId.eq(organization_id))
@@ -139,6 +164,7 @@ pub async fn enqueue(
             run_id: Set(run_id),
             restore_id: Set(restore_id),
             verification_id: Set(verification_id),
+            copy_id: Set(copy_id),
             event: Set(payload.event.as_str().to_owned()),
             payload: Set(serde_json::to_value(&payload).map_err(anyhow::Error::from)?),
             status: Set(DeliveryStatus::Pending),
@@ -502,6 +528,7 @@ pub struct DeliveryView {
     pub run_id: Option<Uuid>,
     pub restore_id: Option<Uuid>,
     pub verification_id: Option<Uuid>,
+    pub copy_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub last_attempt_at: Option<DateTime<Utc>>,
     pub delivered_at: Option<DateTime<Utc>>,
@@ -611,6 +638,7 @@ fn delivery_view(model: notification_delivery::Model) -> Result<DeliveryView> {
         run_id: model.run_id,
         restore_id: model.restore_id,
         verification_id: model.verification_id,
+        copy_id: model.copy_id,
         created_at: model.created_at,
         last_attempt_at: model.last_attempt_at,
         delivered_at: model.delivered_at,

@@ -56,6 +56,11 @@ pub enum Event {
     /// `notifyOnSuccess` is on.
     #[serde(rename = "backup.verification.succeeded")]
     VerificationSucceeded,
+    /// A backup's copy on a copy target failed for good (every attempt of
+    /// `copies.max_attempts`; `copy`). Sent when the job's
+    /// `notifyOnFailure` is on (always, once the job is deleted).
+    #[serde(rename = "backup.copy.failed")]
+    CopyFailed,
     /// `POST …/channels/{channelId}/test`.
     #[serde(rename = "notification.test")]
     Test,
@@ -72,6 +77,7 @@ impl Event {
             Event::RestoreFailed => "restore.failed",
             Event::VerificationFailed => "backup.verification.failed",
             Event::VerificationSucceeded => "backup.verification.succeeded",
+            Event::CopyFailed => "backup.copy.failed",
             Event::Test => "notification.test",
         }
     }
@@ -86,6 +92,7 @@ impl Event {
             Event::RestoreFailed,
             Event::VerificationFailed,
             Event::VerificationSucceeded,
+            Event::CopyFailed,
             Event::Test,
         ]
         .into_iter()
@@ -131,6 +138,68 @@ pub struct NotificationPayload {
     #[serde(default)]
     #[schema(required = true)]
     pub verification: Option<VerificationRef>,
+    /// For `backup.copy.failed`: the copy and why it failed. (Absent from
+    /// payloads stored before copies notified.)
+    #[serde(default)]
+    #[schema(required = true)]
+    pub copy: Option<CopyRef>,
+}
+
+/// A backup's copy on a copy target, as its notification reports it.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyRef {
+    pub backup_id: Uuid,
+    pub app_name: String,
+    pub volume_name: String,
+    #[schema(required = true)]
+    pub target_id: Option<Uuid>,
+    pub target_name: String,
+    /// Attempts made.
+    pub attempts: u32,
+    #[schema(required = true)]
+    pub error: Option<ErrorRef>,
+}
+
+/// The payload of `backup.copy.failed` (`id` is set per delivery).
+pub async fn copy_payload(
+    db: &impl ConnectionTrait,
+    copy: &cairn_entity::backup_copy::Model,
+    backup: &backup::Model,
+    job: Option<&backup_job::Model>,
+    now: DateTime<Utc>,
+) -> Result<NotificationPayload> {
+    let organization = organization_of(db, copy.organization_id).await?;
+    let occurred_at = copy.finished_at.unwrap_or(now);
+    let mut payload = NotificationPayload {
+        version: PAYLOAD_VERSION,
+        id: Uuid::nil(),
+        event: Event::CopyFailed,
+        occurred_at,
+        sent_at: occurred_at,
+        title: String::new(),
+        organization,
+        job: job.map(|job| JobRef {
+            id: job.id,
+            name: job.name.clone(),
+        }),
+        run: None,
+        summary: None,
+        volumes: Vec::new(),
+        restore: None,
+        verification: None,
+        copy: Some(CopyRef {
+            backup_id: backup.id,
+            app_name: backup.app_name.clone(),
+            volume_name: backup.volume_name.clone(),
+            target_id: copy.target_id,
+            target_name: copy.target_name.clone(),
+            attempts: copy.attempt.max(0) as u32,
+            error: error_of(&copy.error_code, &copy.error_message),
+        }),
+    };
+    payload.title = super::render::title(&payload);
+    Ok(payload)
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -181,6 +250,10 @@ pub struct RunSummary {
     pub failed: u32,
     /// Combined size of the successful archives, in bytes.
     pub archive_bytes: u64,
+    /// Copies on copy targets that did not make it beside their backup
+    /// (retried from the primary; `backup.copy.failed` if they never do).
+    #[serde(default)]
+    pub copies_failed: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -306,6 +379,7 @@ pub async fn verification_payload(
             total_ms: verification.total_ms,
             error: error_of(&verification.error_code, &verification.error_message),
         }),
+        copy: None,
     };
     payload.title = super::render::title(&payload);
     Ok(payload)
@@ -399,6 +473,19 @@ pub async fn run_payload(
         })
         .collect();
     let failed_count = backups.iter().filter(|b| failed(b)).count() as u32;
+    let copies_failed = if backups.is_empty() {
+        0
+    } else {
+        use sea_orm::PaginatorTrait;
+        cairn_entity::backup_copy::Entity::find()
+            .filter(cairn_entity::backup_copy::Column::BackupId.is_in(backups.iter().map(|b| b.id)))
+            .filter(cairn_entity::backup_copy::Column::Status.is_in([
+                cairn_entity::enums::CopyStatus::Pending,
+                cairn_entity::enums::CopyStatus::Failed,
+            ]))
+            .count(db)
+            .await? as u32
+    };
     let summary = (!backups.is_empty()).then(|| RunSummary {
         total: backups.len() as u32,
         succeeded: backups.len() as u32 - failed_count,
@@ -409,6 +496,7 @@ pub async fn run_payload(
             .filter_map(|b| b.archive_size)
             .map(|size| size.max(0) as u64)
             .sum(),
+        copies_failed,
     });
     let occurred_at = run.finished_at.unwrap_or(run.created_at);
     let mut payload = NotificationPayload {
@@ -438,6 +526,7 @@ pub async fn run_payload(
         volumes,
         restore: None,
         verification: None,
+        copy: None,
     };
     payload.title = super::render::title(&payload);
     Ok(payload)
@@ -464,6 +553,7 @@ pub async fn restore_payload(
         summary: None,
         volumes: Vec::new(),
         verification: None,
+        copy: None,
         restore: Some(RestoreRef {
             id: restore.id,
             backup_id: restore.backup_id,
@@ -497,6 +587,7 @@ pub fn test_payload(
         volumes: Vec::new(),
         restore: None,
         verification: None,
+        copy: None,
     };
     payload.title = super::render::title(&payload);
     payload

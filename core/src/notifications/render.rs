@@ -97,6 +97,21 @@ pub fn title(payload: &NotificationPayload) -> String {
                 )
             }
         }
+        Event::CopyFailed => {
+            let (series, target) = payload
+                .copy
+                .as_ref()
+                .map(|c| {
+                    (
+                        format!("{}/{}", c.app_name, c.volume_name),
+                        c.target_name.clone(),
+                    )
+                })
+                .unwrap_or_default();
+            format!(
+                "[Cairn] Copy failed: {series} ({job}, {org}) - not copied to target '{target}'"
+            )
+        }
         Event::Test => format!("[Cairn] Test notification for {org}"),
     }
 }
@@ -139,6 +154,12 @@ fn detail_lines(payload: &NotificationPayload) -> Vec<String> {
             summary.failed,
             human_bytes(summary.archive_bytes)
         ));
+        if summary.copies_failed > 0 {
+            lines.push(format!(
+                "Copies: {} did not reach their copy targets; they are retried from the primary",
+                summary.copies_failed
+            ));
+        }
     }
     if let Some(restore) = &payload.restore {
         lines.push(format!(
@@ -175,6 +196,15 @@ fn detail_lines(payload: &NotificationPayload) -> Vec<String> {
         }
         for check in verification.checks.iter().filter(|c| !c.ok) {
             lines.push(format!("Failed check {}: {}", check.name, check.detail));
+        }
+    }
+    if let Some(copy) = &payload.copy {
+        lines.push(format!(
+            "Copy of backup {} of {}/{} to target '{}': failed after {} attempt(s); the backup itself is kept on its target",
+            copy.backup_id, copy.app_name, copy.volume_name, copy.target_name, copy.attempts
+        ));
+        if let Some(error) = &copy.error {
+            lines.push(format!("Error: {}: {}", error.code, error.message));
         }
     }
     if payload.event == Event::Test {

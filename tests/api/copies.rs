@@ -114,10 +114,34 @@ async fn copies_land_on_every_target(backend: Backend) {
     assert_eq!(stored_set(&bucket, &path), primary, "the S3 copy");
     assert_eq!(stored_set(&remote, &path), primary, "the SSH copy");
 
-    // The primary's archive deleted by hand: a restore reads a copy, and
-    // its log says which; the volume gets the backed-up tree back.
+    // A flipped byte in the primary's archive: the restore finds the
+    // checksum wrong, reads the first copy instead, and says so.
     let volume = f.volume_dir("shop", "blue", "data");
     let backed_up = describe(&volume);
+    let on_primary = primary_root(&f).join(&path);
+    let mut bytes = std::fs::read(&on_primary).unwrap();
+    bytes[100] ^= 0x01;
+    std::fs::write(&on_primary, bytes).unwrap();
+    std::fs::write(volume.join("changed.txt"), b"after the backup").unwrap();
+    let restored = f
+        .restore_to_end(
+            first["id"].as_str().unwrap(),
+            json!({ "safetyBackup": false }),
+        )
+        .await;
+    assert_eq!(restored["status"], "success", "{restored}");
+    assert!(
+        restored["log"].as_array().unwrap().iter().any(|l| {
+            let message = l["message"].as_str().unwrap();
+            message.contains("from target 'local' failed (checksum_mismatch")
+                && message.contains("reading the copy on target 's3-copy'")
+        }),
+        "{restored}"
+    );
+    assert!(describe(&volume) == backed_up, "the restored tree");
+
+    // The primary's archive deleted by hand: a restore reads a copy, and
+    // its log says which; the volume gets the backed-up tree back.
     std::fs::write(volume.join("changed.txt"), b"after the backup").unwrap();
     std::fs::remove_file(primary_root(&f).join(&path)).unwrap();
     let restored = f

@@ -223,9 +223,6 @@ pub async fn reachable_archive(
     cairn: &Cairn,
     model: backup::Model,
 ) -> Result<(StoredArchive, Option<String>)> {
-    use cairn_entity::backup_copy;
-    use cairn_entity::enums::CopyStatus;
-    use sea_orm::QueryOrder;
     if model.status != BackupStatus::Success {
         return stored_archive(cairn, model).await.map(|a| (a, None));
     }
@@ -244,16 +241,42 @@ pub async fn reachable_archive(
         },
         Err(error) => error.to_string(),
     };
+    for copy in copy_archives(cairn, &model, None).await? {
+        if let Ok(Some(_)) = copy.storage.head(&copy.key).await {
+            let note = format!(
+                "{reason}; reading the copy on target '{}'",
+                copy.target.name
+            );
+            return Ok((copy, Some(note)));
+        }
+    }
+    primary.map(|a| (a, None))
+}
+
+/// The successful copies of a backup, opened for reading, in the order
+/// they were made (leaving out the one on `except`).
+pub async fn copy_archives(
+    cairn: &Cairn,
+    model: &backup::Model,
+    except: Option<Uuid>,
+) -> Result<Vec<StoredArchive>> {
+    use cairn_entity::backup_copy;
+    use cairn_entity::enums::CopyStatus;
+    use sea_orm::QueryOrder;
     let copies = backup_copy::Entity::find()
         .filter(backup_copy::Column::BackupId.eq(model.id))
         .filter(backup_copy::Column::Status.eq(CopyStatus::Success))
         .order_by_asc(backup_copy::Column::Id)
         .all(&cairn.db)
         .await?;
+    let mut archives = Vec::new();
     for copy in copies {
         let (Some(target_id), Some(path)) = (copy.target_id, copy.storage_path.as_deref()) else {
             continue;
         };
+        if Some(target_id) == except {
+            continue;
+        }
         let Some(target) = backup_target::Entity::find_by_id(target_id)
             .one(&cairn.db)
             .await?
@@ -269,21 +292,15 @@ pub async fn reachable_archive(
         let Ok(storage) = storage::open(cairn, &target, Purpose::Transfer) else {
             continue;
         };
-        if let Ok(Some(_)) = storage.head(&key).await {
-            let note = format!("{reason}; reading the copy on target '{}'", target.name);
-            return Ok((
-                StoredArchive {
-                    backup: model,
-                    target,
-                    storage,
-                    key,
-                    name,
-                },
-                Some(note),
-            ));
-        }
+        archives.push(StoredArchive {
+            backup: model.clone(),
+            target,
+            storage,
+            key,
+            name,
+        });
     }
-    primary.map(|a| (a, None))
+    Ok(archives)
 }
 
 /// Refuses (409) a backup whose archive format is newer than this Cairn's.

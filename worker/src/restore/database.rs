@@ -26,14 +26,25 @@ impl Restore<'_> {
         let cairn = &self.worker.cairn;
         let dry_run = attempt.model.dry_run;
         let (settings, password) = postgres_connection(cairn, &self.destination.volume)?;
-        let Input {
-            reader,
-            name,
-            identity,
-            expected,
-            cancel,
-        } = input;
-        let (file, size) = spool(reader, &expected, &cancel).await?;
+        let (name, identity, expected, cancel) = (
+            input.name,
+            input.identity.clone(),
+            input.expected.clone(),
+            input.cancel.clone(),
+        );
+        // The whole dump is spooled and its hash held to the record before
+        // the database is touched: a copy is read when the first is not.
+        let (file, size) = self
+            .read_with_fallback(
+                attempt,
+                input,
+                || Ok(()),
+                |input| {
+                    let (expected, cancel) = (input.expected.clone(), input.cancel.clone());
+                    async move { spool(input.reader, &expected, &cancel).await }
+                },
+            )
+            .await?;
         attempt.note(
             "info",
             format!("checksum verified ({size} bytes, spooled to a temporary file)"),

@@ -60,7 +60,26 @@ impl Restore<'_> {
         } else {
             self.prepare(attempt, &place).await?;
         }
-        let (extracted, size) = match extract_into(input, &place.staging, cap, dry_run).await {
+        let staging = place.staging.clone();
+        let read = self
+            .read_with_fallback(
+                attempt,
+                input,
+                || {
+                    if dry_run {
+                        return Ok(());
+                    }
+                    empty_staging(&staging).map_err(|e| {
+                        Failure::new(
+                            FailureCode::RestoreFailed,
+                            format!("emptying {}: {e}", staging.display()),
+                        )
+                    })
+                },
+                |input| extract_into(input, &place.staging, cap, dry_run),
+            )
+            .await;
+        let (extracted, size) = match read {
             Ok(done) => done,
             Err(failure) => {
                 if !dry_run {
@@ -264,6 +283,13 @@ fn prepare_staging(holder: &Path, staging: &Path) -> std::io::Result<Vec<swap::R
     let recovered = swap::recover(holder)?;
     std::fs::DirBuilder::new().mode(0o700).create(staging)?;
     Ok(recovered)
+}
+
+/// Empties a staging directory for another read of the archive.
+fn empty_staging(staging: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::remove_dir_all(staging)?;
+    std::fs::DirBuilder::new().mode(0o700).create(staging)
 }
 
 /// Removes the staging directory, and the slot's directory when this

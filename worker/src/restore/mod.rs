@@ -333,11 +333,19 @@ async fn perform(
         expected,
         cancel,
     };
+    // Copies to read instead, should this archive turn out unreadable or
+    // not the one recorded.
+    let alternates =
+        cairn_core::restores::copy_archives(cairn, &archive.backup, Some(archive.target.id))
+            .await
+            .map_err(internal)?;
     let restore = Restore {
         worker,
         source: &archive.backup,
         destination: &destination,
         stop,
+        reading: archive.target.name.clone(),
+        alternates: &alternates,
     };
     let mut summary = if kind == ArchiveKind::PgDump {
         restore.database(attempt, input).await?
@@ -432,4 +440,81 @@ struct Restore<'a> {
     source: &'a backup::Model,
     destination: &'a Destination,
     stop: watch::Receiver<bool>,
+    /// The target the archive is read from first.
+    reading: String,
+    /// Successful copies on other targets, read in turn when a read fails
+    /// in a way a copy may not ([`copy_may_help`]).
+    alternates: &'a [StoredArchive],
+}
+
+/// Whether a read that failed with `code` may succeed from a copy: the
+/// archive was unreachable, gone, damaged or not the one recorded.
+fn copy_may_help(code: FailureCode) -> bool {
+    matches!(
+        code,
+        FailureCode::ChecksumMismatch
+            | FailureCode::ArchiveMissing
+            | FailureCode::ArchiveDamaged
+            | FailureCode::DecryptionFailed
+            | FailureCode::DownloadFailed
+            | FailureCode::TargetUnreachable
+    )
+}
+
+impl Restore<'_> {
+    /// Reads the archive with `read`, from the first source and then —
+    /// while a read fails in a way a copy may not — from each successful
+    /// copy in turn, saying so in the log; `reset` runs before each new
+    /// attempt (a staging directory emptied). Returns what the first
+    /// read that succeeded returned, or the last failure.
+    async fn read_with_fallback<T, R, Fut>(
+        &self,
+        attempt: &mut Attempt,
+        first: Input,
+        mut reset: impl FnMut() -> Result<(), Failure>,
+        mut read: R,
+    ) -> Result<T, Failure>
+    where
+        R: FnMut(Input) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Failure>>,
+    {
+        let (name, identity, expected, cancel) = (
+            first.name,
+            first.identity.clone(),
+            first.expected.clone(),
+            first.cancel.clone(),
+        );
+        let mut reading = self.reading.clone();
+        let mut outcome = read(first).await;
+        for copy in self.alternates {
+            let failure = match &outcome {
+                Err(failure) if copy_may_help(failure.code) && !cancel.is_cancelled() => failure,
+                _ => break,
+            };
+            attempt.note(
+                "warn",
+                format!(
+                    "reading the archive from target '{reading}' failed ({}: {}); reading the copy on target '{}'",
+                    failure.code, failure.message, copy.target.name
+                ),
+            );
+            reading = copy.target.name.clone();
+            reset()?;
+            let input = match copy.storage.get(&copy.key).await {
+                Ok((_, stream)) => Input {
+                    reader: Box::new(blocking_reader(stream)),
+                    name,
+                    identity: identity.clone(),
+                    expected: expected.clone(),
+                    cancel: cancel.clone(),
+                },
+                Err(error) => {
+                    outcome = Err(download_failure("downloading the copy", &error));
+                    continue;
+                }
+            };
+            outcome = read(input).await;
+        }
+        outcome
+    }
 }

@@ -397,6 +397,7 @@ async fn verify(scratch_dir: PathBuf) -> anyhow::Result<()> {
     let (org, backup) = newest_backup(&cairn, "verify").await?;
     let request = cairn_core::verifications::VerifyRequest {
         mode: cairn_entity::enums::VerifyMode::Restore,
+        target_id: None,
     };
     let worker = cairn_worker::Worker::new(
         cairn.clone(),

@@ -775,6 +775,7 @@ pub async fn download(
     organization_id: Uuid,
     id: Uuid,
     now: DateTime<Utc>,
+    target_id: Option<Uuid>,
 ) -> Result<Download> {
     let model = find_model(&cairn.db, organization_id, id).await?;
     let crate::restores::StoredArchive {
@@ -783,7 +784,9 @@ pub async fn download(
         storage,
         key,
         ..
-    } = crate::restores::reachable_archive(cairn, model).await?.0;
+    } = crate::restores::archive_for(cairn, model, target_id)
+        .await?
+        .0;
     // Retention keeps the backup while this download may read it: as long
     // as a pre-signed URL is valid (streams are marked the same).
     let read_until =

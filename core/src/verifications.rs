@@ -32,6 +32,10 @@ use crate::Cairn;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VerifyRequest {
     pub mode: VerifyMode,
+    /// Read the archive from this target: the backup's own or one holding
+    /// a successful copy (default: the primary, else a copy that answers).
+    #[serde(default)]
+    pub target_id: Option<Uuid>,
 }
 
 /// One check a verification ran.
@@ -196,6 +200,9 @@ pub async fn request(
         });
     }
     restorable(&model)?;
+    if body.target_id.is_some() {
+        crate::restores::archive_for(cairn, model.clone(), body.target_id).await?;
+    }
     let archive_kind = model
         .storage_path
         .as_deref()
@@ -207,16 +214,16 @@ pub async fn request(
         v.add("mode", reason);
     }
     v.finish()?;
-    let created = pending(
+    let mut created = pending(
         &model,
         model.job_id,
         body.mode,
         None,
         format!("{} verification of backup {backup_id} requested", body.mode),
         now,
-    )
-    .insert(&cairn.db)
-    .await?;
+    );
+    created.source_target_id = Set(body.target_id);
+    let created = created.insert(&cairn.db).await?;
     view(&created)
 }
 
@@ -393,6 +400,7 @@ fn pending(
         }),
         scheduled_for: Set(slot),
         status: Set(VerificationStatus::Pending),
+        source_target_id: Set(None),
         checks: Set(serde_json::json!([])),
         tables: Set(None),
         download_ms: Set(None),

@@ -15,6 +15,9 @@ pub struct Model {
     /// `pending`, `running`, `success` or `failed`.
     pub status: RestoreStatus,
     pub safety_backup_id: Option<Uuid>,
+    /// The target to read the archive from, when the request named one (the
+    /// primary's or a copy's); `None`: the primary, then its copies.
+    pub source_target_id: Option<Uuid>,
     pub log: Json,
     pub error_code: Option<String>,
     pub error_message: Option<String>,

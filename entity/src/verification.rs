@@ -9,6 +9,9 @@ pub struct Model {
     pub id: Uuid,
     pub organization_id: Uuid,
     pub backup_id: Uuid,
+    /// The target to read the archive from, when the request named one;
+    /// `None`: the primary, then its copies.
+    pub source_target_id: Option<Uuid>,
     /// The backup's job, when it still exists.
     pub job_id: Option<Uuid>,
     /// The backup's app, when it still exists.

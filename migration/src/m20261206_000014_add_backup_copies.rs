@@ -44,6 +44,18 @@ enum BackupCopies {
 }
 
 #[derive(DeriveIden)]
+enum Restores {
+    Table,
+    SourceTargetId,
+}
+
+#[derive(DeriveIden)]
+enum Verifications {
+    Table,
+    SourceTargetId,
+}
+
+#[derive(DeriveIden)]
 enum NotificationDeliveries {
     Table,
     CopyId,
@@ -175,6 +187,23 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        // A restore or verification asked to read one target's archive.
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Restores::Table)
+                    .add_column(uuid_null(Restores::SourceTargetId))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Verifications::Table)
+                    .add_column(uuid_null(Verifications::SourceTargetId))
+                    .to_owned(),
+            )
+            .await?;
         let db = manager.get_connection();
         for statement in [
             // A copy's final failure reaches a channel once.
@@ -196,6 +225,10 @@ impl MigrationTrait for Migration {
         db.execute_unprepared("DROP INDEX ux_notification_deliveries_copy")
             .await?;
         db.execute_unprepared("ALTER TABLE notification_deliveries DROP COLUMN copy_id")
+            .await?;
+        db.execute_unprepared("ALTER TABLE restores DROP COLUMN source_target_id")
+            .await?;
+        db.execute_unprepared("ALTER TABLE verifications DROP COLUMN source_target_id")
             .await?;
         manager
             .drop_table(Table::drop().table(BackupCopies::Table).to_owned())

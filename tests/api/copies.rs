@@ -114,6 +114,50 @@ async fn copies_land_on_every_target(backend: Backend) {
     assert_eq!(stored_set(&bucket, &path), primary, "the S3 copy");
     assert_eq!(stored_set(&remote, &path), primary, "the SSH copy");
 
+    // Each copy can be read on its own: a preview and a dry run of the SSH
+    // copy say they read it; a target without a copy of this backup is
+    // refused on the field.
+    let id = first["id"].as_str().unwrap().to_owned();
+    let preview = f
+        .app
+        .get(
+            &f.org
+                .path(&format!("/backups/history/{id}/preview?targetId={ssh}")),
+            &f.org.viewer,
+        )
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(preview["restorable"], true, "{preview}");
+    let dry = f
+        .restore_to_end(&id, json!({ "dryRun": true, "targetId": ssh }))
+        .await;
+    assert_eq!(dry["status"], "success", "{dry}");
+    assert!(
+        dry["log"].to_string().contains("from target 'ssh-copy'"),
+        "{dry}"
+    );
+    let elsewhere = f
+        .create_target(s3_target_from_env(
+            "s3-other",
+            json!({ "prefix": unique("other") }),
+        ))
+        .await;
+    f.request_restore(
+        &id,
+        json!({ "confirm": id, "dryRun": true, "targetId": elsewhere }),
+    )
+    .await
+    .expect_field_error(422, "targetId");
+    f.app
+        .get(
+            &f.org
+                .path(&format!("/backups/history/{id}/preview?targetId=nope")),
+            &f.org.viewer,
+        )
+        .await
+        .expect_field_error(422, "targetId");
+
     // A flipped byte in the primary's archive: the restore finds the
     // checksum wrong, reads the first copy instead, and says so.
     let volume = f.volume_dir("shop", "blue", "data");
@@ -174,6 +218,38 @@ async fn copies_land_on_every_target(backend: Backend) {
     for root in [primary_root(&f), bucket.clone(), remote.clone()] {
         assert!(!any_left(&root, &path), "left on {}", root.display());
     }
+    // A verification of the newest backup's SSH copy reads that copy.
+    let id = second["id"].as_str().unwrap().to_owned();
+    let verification = f
+        .app
+        .post(
+            &f.org.path(&format!("/backups/history/{id}/verify")),
+            &f.org.operator,
+            &json!({ "mode": "read", "targetId": ssh }),
+        )
+        .await
+        .expect(202)
+        .clone();
+    f.drain().await;
+    let verified = f
+        .app
+        .get(
+            &f.org.path(&format!(
+                "/backups/verifications/{}",
+                verification["id"].as_str().unwrap()
+            )),
+            &f.org.viewer,
+        )
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(verified["status"], "success", "{verified}");
+    assert!(
+        verified["log"]
+            .to_string()
+            .contains("from target 'ssh-copy'"),
+        "{verified}"
+    );
     let newest = second["storagePath"].as_str().unwrap();
     assert_eq!(
         stored_set(&bucket, newest),

@@ -77,7 +77,9 @@ fn valid_body(schema: &str, a: &Tenant) -> Option<Value> {
             "appIds": [id("appId")], "targetId": id("targetId"), "copyTargetIds": [],
             "keepLast": 1 }),
         "RestoreRequest" => json!({ "confirm": id("backupId"), "dryRun": true,
-            "into": { "appId": id("appId"), "volumeName": "data" } }),
+            "into": { "appId": id("appId"), "volumeName": "data" },
+            "targetId": id("targetId") }),
+        "VerifyRequest" => json!({ "mode": "read", "targetId": id("targetId") }),
         _ => return None,
     })
 }

@@ -106,10 +106,15 @@ pub async fn accept(
 #[derive(serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
+#[serde(rename_all = "camelCase")]
 pub struct DownloadQuery {
     /// For S3-family targets: answer `302` to the pre-signed URL.
     #[serde(default)]
     pub redirect: bool,
+    /// Download from this target: the backup's own or one holding a
+    /// successful copy (default: the primary, else a copy).
+    #[param(value_type = Option<uuid::Uuid>)]
+    pub target_id: Option<String>,
 }
 
 /// Download a backup's archive.
@@ -137,7 +142,19 @@ pub async fn download(
     path: web::Path<OrgBackupPath>,
     query: web::Query<DownloadQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    match history::download(&cairn, path.org_id, path.backup_id, chrono::Utc::now()).await? {
+    let target = cairn_core::restores::SourceQuery {
+        target_id: query.target_id.clone(),
+    }
+    .target()?;
+    match history::download(
+        &cairn,
+        path.org_id,
+        path.backup_id,
+        chrono::Utc::now(),
+        target,
+    )
+    .await?
+    {
         Download::Presigned(view) if query.redirect => Ok(HttpResponse::Found()
             .insert_header(("Location", view.url))
             .finish()),

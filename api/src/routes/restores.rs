@@ -3,6 +3,7 @@
 
 use actix_web::{web, HttpResponse};
 use cairn_core::restores::preview::{self, PreviewView};
+use cairn_core::restores::SourceQuery;
 use cairn_core::restores::{
     self, RestoreDetailView, RestorePage, RestoreQuery, RestoreRequest, RestoreView,
 };
@@ -32,7 +33,7 @@ routes! {
     get,
     path = "/api/v1/organizations/{orgId}/backups/history/{backupId}/preview",
     tag = "restores",
-    params(OrgBackupPath),
+    params(OrgBackupPath, SourceQuery),
     responses(
         (status = 200, body = PreviewView),
         (status = 409, description = "The backup is not a successful one", body = crate::error::Problem, content_type = "application/problem+json"),
@@ -43,8 +44,11 @@ pub async fn preview(
     _access: OrgAccess<Viewer>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgBackupPath>,
+    query: web::Query<SourceQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(preview::preview(&cairn, path.org_id, path.backup_id).await?))
+    let target = query.target()?;
+    Ok(HttpResponse::Ok()
+        .json(preview::preview(&cairn, path.org_id, path.backup_id, target).await?))
 }
 
 /// Restore a backup.

@@ -48,6 +48,12 @@ pub struct RestoreRequest {
     /// dump) without writing the destination (default false).
     #[serde(default)]
     pub dry_run: bool,
+    /// Read the archive from this target: the backup's own or one holding
+    /// a successful copy. Without it the primary is read, then each
+    /// successful copy when the primary is unreachable, missing the
+    /// archive, or fails its checksum.
+    #[serde(default)]
+    pub target_id: Option<Uuid>,
 }
 
 fn default_true() -> bool {
@@ -253,6 +259,58 @@ pub async fn reachable_archive(
     primary.map(|a| (a, None))
 }
 
+/// `?targetId=`: read a backup's archive from this target (the backup's
+/// own or one holding a successful copy of it).
+#[derive(Clone, Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SourceQuery {
+    /// The target to read from; without it the primary is read, then each
+    /// successful copy when the primary cannot serve the archive.
+    #[param(value_type = Option<Uuid>)]
+    pub target_id: Option<String>,
+}
+
+impl SourceQuery {
+    /// The target asked for (`422 targetId` when it is not an id).
+    pub fn target(&self) -> Result<Option<Uuid>> {
+        let mut v = crate::error::Validator::new();
+        let id = crate::history::parse_uuid(&mut v, "targetId", self.target_id.as_deref());
+        v.finish()?;
+        Ok(id)
+    }
+}
+
+/// The archive to read: on `target_id` when given — the primary's target
+/// or one holding a successful copy (`422 targetId` otherwise) — else where
+/// it can be read now ([`reachable_archive`]).
+pub async fn archive_for(
+    cairn: &Cairn,
+    model: backup::Model,
+    target_id: Option<Uuid>,
+) -> Result<(StoredArchive, Option<String>)> {
+    let Some(target_id) = target_id else {
+        return reachable_archive(cairn, model).await;
+    };
+    if model.target_id == Some(target_id) {
+        return stored_archive(cairn, model).await.map(|a| (a, None));
+    }
+    if model.status != BackupStatus::Success {
+        return stored_archive(cairn, model).await.map(|a| (a, None));
+    }
+    copy_archives(cairn, &model, None)
+        .await?
+        .into_iter()
+        .find(|copy| copy.target.id == target_id)
+        .map(|copy| (copy, None))
+        .ok_or_else(|| {
+            Error::invalid(
+                "targetId",
+                "holds neither this backup's archive nor a complete copy of it",
+            )
+        })
+}
+
 /// The successful copies of a backup, opened for reading, in the order
 /// they were made (leaving out the one on `except`).
 pub async fn copy_archives(
@@ -341,8 +399,8 @@ pub async fn request(
         .ok_or(Error::NotFound("backup"))?;
     // 2. The body: the confirmation and the destination's fields.
     check_request(backup_id, body)?;
-    // 3. An archive this Cairn can read.
-    let archive = stored_archive(cairn, model).await?;
+    // 3. An archive this Cairn can read (on the target asked for).
+    let (archive, _) = archive_for(cairn, model, body.target_id).await?;
     restorable(&archive.backup)?;
     let (archive_kind, volume_kind) = kinds_of(archive.name);
     // 4. The destination: the named volume, or the backup's own, of the
@@ -377,6 +435,7 @@ pub async fn request(
         dry_run: Set(body.dry_run),
         safety_backup: Set(body.safety_backup && !body.dry_run),
         safety_backup_id: Set(None),
+        source_target_id: Set(body.target_id),
         summary: Set(None),
         log: Set(serde_json::json!([{
             "at": now,

@@ -114,7 +114,12 @@ pub struct DumpContents {
 }
 
 /// Previews a successful backup.
-pub async fn preview(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<PreviewView> {
+pub async fn preview(
+    cairn: &Cairn,
+    organization_id: Uuid,
+    id: Uuid,
+    target_id: Option<Uuid>,
+) -> Result<PreviewView> {
     let model = backup::Entity::find_by_id(id)
         .filter(backup::Column::OrganizationId.eq(organization_id))
         .one(&cairn.db)
@@ -151,7 +156,7 @@ pub async fn preview(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<P
         view.reason = Some(refusal);
         return Ok(view);
     }
-    let (archive, _) = super::reachable_archive(cairn, model).await?;
+    let (archive, _) = super::archive_for(cairn, model, target_id).await?;
     view.kind = kinds_of(archive.name).0;
     let identity = if archive.name.encrypted {
         Some(crate::format::age::identity(&cairn.db, &cairn.master_key, organization_id).await?)

@@ -44,9 +44,7 @@ use cairn_core::format::pg_restore::{pg_restore_with_output, PgRestore};
 use cairn_core::format::read::{self, Checked, ReadError};
 use cairn_core::history::LogLine;
 use cairn_core::notifications::{self, Subject};
-use cairn_core::restores::{
-    blocking_reader, kinds_of, reachable_archive, restorable, StoredArchive,
-};
+use cairn_core::restores::{archive_for, blocking_reader, kinds_of, restorable, StoredArchive};
 use cairn_core::storage::Cancellation;
 use cairn_entity::enums::{ArchiveKind, RestoreStatus};
 use cairn_entity::{app, backup, backup_run, restore, volume};
@@ -182,6 +180,7 @@ pub(crate) struct Readable {
 pub(crate) async fn readable(
     cairn: &cairn_core::Cairn,
     backup_id: Uuid,
+    source_target: Option<Uuid>,
 ) -> Result<Readable, Failure> {
     let unavailable = |message: String| Failure::new(FailureCode::BackupUnavailable, message);
     let model = backup::Entity::find_by_id(backup_id)
@@ -190,13 +189,20 @@ pub(crate) async fn readable(
         .map_err(internal)?
         .ok_or_else(|| unavailable("the backup was deleted".into()))?;
     let (archive, fallback) = async {
-        let (archive, fallback) = reachable_archive(cairn, model).await?;
+        let (archive, fallback) = archive_for(cairn, model, source_target).await?;
         restorable(&archive.backup)?;
         Ok((archive, fallback))
     }
     .await
     .map_err(|error| match error {
         cairn_core::Error::Conflict { message, .. } => unavailable(message),
+        cairn_core::Error::Validation(errors) => unavailable(
+            errors
+                .into_iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
         other => internal(other),
     })?;
     let expected = archive.backup.sha256.clone().ok_or_else(|| {
@@ -289,7 +295,7 @@ async fn perform(
         expected,
         identity,
         fallback,
-    } = readable(cairn, model.backup_id).await?;
+    } = readable(cairn, model.backup_id, model.source_target_id).await?;
     if let Some(fallback) = fallback {
         attempt.note("warn", fallback);
     }
@@ -334,11 +340,15 @@ async fn perform(
         cancel,
     };
     // Copies to read instead, should this archive turn out unreadable or
-    // not the one recorded.
-    let alternates =
-        cairn_core::restores::copy_archives(cairn, &archive.backup, Some(archive.target.id))
-            .await
-            .map_err(internal)?;
+    // not the one recorded (none when the request named the target).
+    let alternates = match model.source_target_id {
+        Some(_) => Vec::new(),
+        None => {
+            cairn_core::restores::copy_archives(cairn, &archive.backup, Some(archive.target.id))
+                .await
+                .map_err(internal)?
+        }
+    };
     let restore = Restore {
         worker,
         source: &archive.backup,

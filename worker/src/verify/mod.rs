@@ -224,7 +224,12 @@ async fn perform(
 ) -> Result<(), Failure> {
     let cairn = &worker.cairn;
     let mode = attempt.model.mode;
-    let source = load(cairn, attempt.model.backup_id).await?;
+    let source = load(
+        cairn,
+        attempt.model.backup_id,
+        attempt.model.source_target_id,
+    )
+    .await?;
     if let Some(fallback) = &source.fallback {
         attempt.note("warn", fallback.clone());
     }
@@ -363,13 +368,17 @@ struct Source {
 /// The backup, still successful and of a format this Cairn reads, with
 /// its checksum, manifest and (when encrypted) the organization's
 /// identity.
-async fn load(cairn: &cairn_core::Cairn, backup_id: uuid::Uuid) -> Result<Source, Failure> {
+async fn load(
+    cairn: &cairn_core::Cairn,
+    backup_id: uuid::Uuid,
+    source_target: Option<uuid::Uuid>,
+) -> Result<Source, Failure> {
     let Readable {
         archive,
         expected,
         identity,
         fallback,
-    } = readable(cairn, backup_id).await?;
+    } = readable(cairn, backup_id, source_target).await?;
     let unavailable = |message: String| Failure::new(FailureCode::BackupUnavailable, message);
     let manifest = archive
         .backup

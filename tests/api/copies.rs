@@ -53,6 +53,33 @@ fn primary_root(f: &Fixture) -> PathBuf {
     f.stored("acme/primary")
 }
 
+/// A fixture that gives up on storage quickly (2 s) and retries copies
+/// after a second, with a local target and an S3 target behind a proxy
+/// that refuses every connection until it is healed; returns the
+/// fixture, the local target, the S3 target, its prefix and the proxy.
+async fn with_s3_down(
+    name: &str,
+    max_attempts: u32,
+) -> (Fixture, String, String, String, FaultProxy) {
+    let f = fixture_with(Backend::Sqlite, "acme", move |config| {
+        config.storage.retry_budget_seconds = 2;
+        config.copies.retry_base_seconds = 1;
+        config.copies.max_attempts = max_attempts;
+    })
+    .await;
+    restorable_volume(&f.volume_dir("shop", "blue", "data"), 1);
+    let local = local_primary(&f).await;
+    let proxy = FaultProxy::start(usize::MAX).await;
+    let prefix = unique(name);
+    let s3 = f
+        .create_target(s3_target_from_env(
+            name,
+            json!({ "prefix": prefix, "endpoint": proxy.endpoint }),
+        ))
+        .await;
+    (f, local, s3, prefix, proxy)
+}
+
 fn copy_of<'a>(record: &'a Value, target: &str) -> &'a Value {
     record["copies"]
         .as_array()
@@ -322,22 +349,8 @@ async fn copy_targets_are_checked() {
 /// its bytes equal the primary's.
 #[tokio::test]
 async fn a_failed_copy_is_retried_from_the_primary() {
-    let f = fixture_with(Backend::Sqlite, "acme", |config| {
-        config.storage.retry_budget_seconds = 2;
-        config.copies.retry_base_seconds = 1;
-    })
-    .await;
+    let (f, local, s3, prefix, proxy) = with_s3_down("s3-copy", 8).await;
     let volume = f.volume_dir("shop", "blue", "data");
-    restorable_volume(&volume, 1);
-    let local = local_primary(&f).await;
-    let proxy = FaultProxy::start(usize::MAX).await;
-    let prefix = unique("retried");
-    let s3 = f
-        .create_target(s3_target_from_env(
-            "s3-copy",
-            json!({ "prefix": prefix, "endpoint": proxy.endpoint }),
-        ))
-        .await;
     let app = f.create_shop().await;
     let job = f
         .create_job_for(
@@ -389,21 +402,7 @@ async fn a_failed_copy_is_retried_from_the_primary() {
 /// archive is), and the old primary gets its copy later, from there.
 #[tokio::test]
 async fn a_failed_primary_leaves_the_backup_on_its_copy() {
-    let f = fixture_with(Backend::Sqlite, "acme", |config| {
-        config.storage.retry_budget_seconds = 2;
-        config.copies.retry_base_seconds = 1;
-    })
-    .await;
-    restorable_volume(&f.volume_dir("shop", "blue", "data"), 1);
-    let local = local_primary(&f).await;
-    let proxy = FaultProxy::start(usize::MAX).await;
-    let prefix = unique("promoted");
-    let s3 = f
-        .create_target(s3_target_from_env(
-            "s3-primary",
-            json!({ "prefix": prefix, "endpoint": proxy.endpoint }),
-        ))
-        .await;
+    let (f, local, s3, prefix, proxy) = with_s3_down("s3-primary", 8).await;
     let app = f.create_shop().await;
     let job = f
         .create_job_for(
@@ -448,23 +447,9 @@ async fn a_failed_primary_leaves_the_backup_on_its_copy() {
 #[tokio::test]
 async fn a_copy_that_never_lands_is_notified() {
     use cairn_core::notifications::dispatch_due;
-    let f = fixture_with(Backend::Sqlite, "acme", |config| {
-        config.storage.retry_budget_seconds = 2;
-        config.copies.retry_base_seconds = 1;
-        config.copies.max_attempts = 2;
-    })
-    .await;
+    let (f, local, s3, _, _proxy) = with_s3_down("s3-copy", 2).await;
     let hook = crate::helpers::Receiver::start(vec![]).await;
     f.create_channel(json!({ "name": "hook", "type": "webhook", "config": { "url": hook.url } }))
-        .await;
-    restorable_volume(&f.volume_dir("shop", "blue", "data"), 1);
-    let local = local_primary(&f).await;
-    let proxy = FaultProxy::start(usize::MAX).await;
-    let s3 = f
-        .create_target(s3_target_from_env(
-            "s3-copy",
-            json!({ "prefix": unique("lost"), "endpoint": proxy.endpoint }),
-        ))
         .await;
     let app = f.create_shop().await;
     let job = f

@@ -6,7 +6,7 @@
 //! `copies.max_attempts`; then the copy is `failed`.
 
 use chrono::Utc;
-use sea_orm::{ActiveValue, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
 use tokio::sync::watch;
 
 use cairn_core::failure::FailureCode;
@@ -17,7 +17,7 @@ use cairn_core::storage::{self, Cancellation, ObjectKey, Purpose};
 use cairn_entity::enums::{BackupStatus, CopyStatus};
 use cairn_entity::{backup, backup_copy, backup_target};
 
-use crate::backup::copies::{count, finished};
+use crate::backup::copies::{count, finished, pending_again};
 use crate::failure::{download_failure, internal, storage_failure, Failure};
 use crate::lease::{self, append_log, line, max_duration};
 use crate::Worker;
@@ -104,21 +104,7 @@ pub(crate) async fn run_copy(
                     delay.as_secs()
                 ),
             );
-            (
-                backup_copy::ActiveModel {
-                    status: ActiveValue::Set(CopyStatus::Pending),
-                    next_attempt_at: ActiveValue::Set(
-                        now + chrono::Duration::from_std(delay).unwrap_or_default(),
-                    ),
-                    error_code: ActiveValue::Set(Some(failure.code.as_str().to_owned())),
-                    error_message: ActiveValue::Set(Some(failure.message)),
-                    lease_owner: ActiveValue::Set(None),
-                    lease_expires_at: ActiveValue::Set(None),
-                    ..Default::default()
-                },
-                message,
-                None,
-            )
+            (pending_again(now, delay, failure), message, None)
         }
     };
     // A final failure and its notifications are recorded together.
@@ -275,15 +261,7 @@ pub(crate) async fn reap(
         let changes = if last {
             finished(CopyStatus::Failed, now, None, Some(lost))
         } else {
-            backup_copy::ActiveModel {
-                status: ActiveValue::Set(CopyStatus::Pending),
-                next_attempt_at: ActiveValue::Set(now),
-                error_code: ActiveValue::Set(Some(lost.code.as_str().to_owned())),
-                error_message: ActiveValue::Set(Some(lost.message)),
-                lease_owner: ActiveValue::Set(None),
-                lease_expires_at: ActiveValue::Set(None),
-                ..Default::default()
-            }
+            pending_again(now, std::time::Duration::ZERO, lost)
         };
         let txn = cairn.db.begin().await?;
         let updated = backup_copy::Entity::update_many()

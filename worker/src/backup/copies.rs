@@ -450,6 +450,16 @@ fn retry_later(
             delay.as_secs()
         ),
     ));
+    pending_again(now, delay, failure)
+}
+
+/// The changes that put a copy back to `pending`, due after `delay`, with
+/// the failure of the attempt that just ended.
+pub(crate) fn pending_again(
+    now: DateTime<Utc>,
+    delay: Duration,
+    failure: Failure,
+) -> backup_copy::ActiveModel {
     backup_copy::ActiveModel {
         status: ActiveValue::Set(CopyStatus::Pending),
         next_attempt_at: ActiveValue::Set(
@@ -457,6 +467,8 @@ fn retry_later(
         ),
         error_code: ActiveValue::Set(Some(failure.code.as_str().to_owned())),
         error_message: ActiveValue::Set(Some(failure.message)),
+        lease_owner: ActiveValue::Set(None),
+        lease_expires_at: ActiveValue::Set(None),
         ..Default::default()
     }
 }

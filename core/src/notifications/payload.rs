@@ -171,23 +171,7 @@ pub async fn copy_payload(
 ) -> Result<NotificationPayload> {
     let organization = organization_of(db, copy.organization_id).await?;
     let occurred_at = copy.finished_at.unwrap_or(now);
-    let mut payload = NotificationPayload {
-        version: PAYLOAD_VERSION,
-        id: Uuid::nil(),
-        event: Event::CopyFailed,
-        occurred_at,
-        sent_at: occurred_at,
-        title: String::new(),
-        organization,
-        job: job.map(|job| JobRef {
-            id: job.id,
-            name: job.name.clone(),
-        }),
-        run: None,
-        summary: None,
-        volumes: Vec::new(),
-        restore: None,
-        verification: None,
+    Ok(NotificationPayload {
         copy: Some(CopyRef {
             backup_id: backup.id,
             app_name: backup.app_name.clone(),
@@ -197,9 +181,9 @@ pub async fn copy_payload(
             attempts: copy.attempt.max(0) as u32,
             error: error_of(&copy.error_code, &copy.error_message),
         }),
-    };
-    payload.title = super::render::title(&payload);
-    Ok(payload)
+        ..NotificationPayload::of(Event::CopyFailed, organization, job, occurred_at)
+    }
+    .titled())
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -351,22 +335,7 @@ pub async fn verification_payload(
     let organization = organization_of(db, verification.organization_id).await?;
     let occurred_at = verification.finished_at.unwrap_or(now);
     let checks = serde_json::from_value(verification.checks.clone()).unwrap_or_default();
-    let mut payload = NotificationPayload {
-        version: PAYLOAD_VERSION,
-        id: Uuid::nil(),
-        event,
-        occurred_at,
-        sent_at: occurred_at,
-        title: String::new(),
-        organization,
-        job: job.map(|job| JobRef {
-            id: job.id,
-            name: job.name.clone(),
-        }),
-        run: None,
-        summary: None,
-        volumes: Vec::new(),
-        restore: None,
+    Ok(NotificationPayload {
         verification: Some(VerificationRef {
             id: verification.id,
             backup_id: verification.backup_id,
@@ -379,10 +348,9 @@ pub async fn verification_payload(
             total_ms: verification.total_ms,
             error: error_of(&verification.error_code, &verification.error_message),
         }),
-        copy: None,
-    };
-    payload.title = super::render::title(&payload);
-    Ok(payload)
+        ..NotificationPayload::of(event, organization, job, occurred_at)
+    }
+    .titled())
 }
 
 /// The event a closed run (or an unfired slot) notifies, given the job's
@@ -411,6 +379,45 @@ pub fn run_event(
         return None;
     };
     wanted.then_some(event)
+}
+
+impl NotificationPayload {
+    /// A payload of `event` with nothing but the organization and the job
+    /// set; the caller fills in what the event is about, then [`titled`].
+    ///
+    /// [`titled`]: NotificationPayload::titled
+    fn of(
+        event: Event,
+        organization: OrganizationRef,
+        job: Option<&backup_job::Model>,
+        occurred_at: DateTime<Utc>,
+    ) -> NotificationPayload {
+        NotificationPayload {
+            version: PAYLOAD_VERSION,
+            id: Uuid::nil(),
+            event,
+            occurred_at,
+            sent_at: occurred_at,
+            title: String::new(),
+            organization,
+            job: job.map(|job| JobRef {
+                id: job.id,
+                name: job.name.clone(),
+            }),
+            run: None,
+            summary: None,
+            volumes: Vec::new(),
+            restore: None,
+            verification: None,
+            copy: None,
+        }
+    }
+
+    /// The payload with its one-line title.
+    fn titled(mut self) -> NotificationPayload {
+        self.title = super::render::title(&self);
+        self
+    }
 }
 
 fn organization_ref(model: crate::orgs::OrganizationView) -> OrganizationRef {
@@ -499,18 +506,7 @@ pub async fn run_payload(
         copies_failed,
     });
     let occurred_at = run.finished_at.unwrap_or(run.created_at);
-    let mut payload = NotificationPayload {
-        version: PAYLOAD_VERSION,
-        id: Uuid::nil(),
-        event,
-        occurred_at,
-        sent_at: occurred_at,
-        title: String::new(),
-        organization,
-        job: Some(JobRef {
-            id: job.id,
-            name: job.name.clone(),
-        }),
+    Ok(NotificationPayload {
         run: Some(RunRef {
             id: run.id,
             trigger: run.trigger,
@@ -524,12 +520,9 @@ pub async fn run_payload(
         }),
         summary,
         volumes,
-        restore: None,
-        verification: None,
-        copy: None,
-    };
-    payload.title = super::render::title(&payload);
-    Ok(payload)
+        ..NotificationPayload::of(event, organization, Some(job), occurred_at)
+    }
+    .titled())
 }
 
 /// The payload of `restore.failed` (`id` is set per delivery).
@@ -540,20 +533,7 @@ pub async fn restore_payload(
 ) -> Result<NotificationPayload> {
     let organization = organization_of(db, restore.organization_id).await?;
     let occurred_at = restore.finished_at.unwrap_or(now);
-    let mut payload = NotificationPayload {
-        version: PAYLOAD_VERSION,
-        id: Uuid::nil(),
-        event: Event::RestoreFailed,
-        occurred_at,
-        sent_at: occurred_at,
-        title: String::new(),
-        organization,
-        job: None,
-        run: None,
-        summary: None,
-        volumes: Vec::new(),
-        verification: None,
-        copy: None,
+    Ok(NotificationPayload {
         restore: Some(RestoreRef {
             id: restore.id,
             backup_id: restore.backup_id,
@@ -563,9 +543,9 @@ pub async fn restore_payload(
             safety_backup_id: restore.safety_backup_id,
             error: error_of(&restore.error_code, &restore.error_message),
         }),
-    };
-    payload.title = super::render::title(&payload);
-    Ok(payload)
+        ..NotificationPayload::of(Event::RestoreFailed, organization, None, occurred_at)
+    }
+    .titled())
 }
 
 /// The payload of a channel test.
@@ -573,22 +553,9 @@ pub fn test_payload(
     organization: crate::orgs::OrganizationView,
     now: DateTime<Utc>,
 ) -> NotificationPayload {
-    let mut payload = NotificationPayload {
-        version: PAYLOAD_VERSION,
+    NotificationPayload {
         id: Uuid::now_v7(),
-        event: Event::Test,
-        occurred_at: now,
-        sent_at: now,
-        title: String::new(),
-        organization: organization_ref(organization),
-        job: None,
-        run: None,
-        summary: None,
-        volumes: Vec::new(),
-        restore: None,
-        verification: None,
-        copy: None,
-    };
-    payload.title = super::render::title(&payload);
-    payload
+        ..NotificationPayload::of(Event::Test, organization_ref(organization), None, now)
+    }
+    .titled()
 }

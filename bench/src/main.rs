@@ -5,7 +5,7 @@
 //! cairn-bench generate FILE BYTES
 //! cairn-bench storage local|s3|ssh write|read BYTES
 //! cairn-bench volume DIR BYTES                    # a generated file volume
-//! cairn-bench backup files VOLUME_ROOT           # volume bench-blue_data
+//! cairn-bench backup files VOLUME_ROOT [--s3-copy] # volume bench-blue_data
 //! cairn-bench backup postgres HOST PORT DB USER  # password in PGPASSWORD
 //! cairn-bench restore files VOLUME_ROOT          # the newest backup, into its volume
 //! cairn-bench verify files SCRATCH_DIR           # the newest backup, restore mode
@@ -16,7 +16,11 @@
 //! database under `BENCH_DATA_DIR`, an app, a job on the system default
 //! (local) target, a manual run, and one worker tick that claims and runs
 //! the backup. The time reported is the worker's (claim to recorded
-//! outcome).
+//! outcome). With `--s3-copy` the job also has a copy target: a
+//! system-level S3 target on the `TEST_S3_*` server, created through
+//! `targets::create` and named in the job's `copyTargetIds`, so the worker
+//! fans the archive out to the local primary and the bucket at once; the
+//! run fails unless the backup and its copy both end `success`.
 //!
 //! The adapters are configured from the same variables the tests use
 //! (`TEST_S3_*`, `TEST_SSH_*`, `BENCH_LOCAL_DIR`), which `scripts/services.sh`
@@ -38,6 +42,7 @@ use cairn_core::storage::s3::{S3Options, S3Storage};
 use cairn_core::storage::ssh::{SshOptions, SshStorage};
 use cairn_core::storage::{ByteStream, ObjectKey, Purpose, Storage};
 use futures::StreamExt;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use secrecy::SecretString;
 
 const CHUNK: usize = 1024 * 1024;
@@ -295,8 +300,43 @@ async fn newest_backup(
     Ok((org, backup))
 }
 
-/// One backup of the app `bench`'s volume through a real worker.
-async fn backup(volume_root: PathBuf, volume: serde_json::Value) -> anyhow::Result<()> {
+/// The system-level S3 target `bench-s3-copy` on the server the
+/// `TEST_S3_*` variables name (`start_s3` in `scripts/services.sh`), made
+/// the way the API makes one (settings checked, secret sealed).
+///
+/// System-level, not the organization's: a job without a target of its
+/// own writes to the organization's oldest target when it has one, so an
+/// organization target would become the primary (and the copy, being the
+/// primary, would be skipped). With no organization target the primary
+/// stays the system default local target, as in the run without a copy.
+async fn s3_copy_target(
+    cairn: &cairn_core::Cairn,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<uuid::Uuid> {
+    let request: cairn_core::targets::TargetRequest = serde_json::from_value(serde_json::json!({
+        "name": "bench-s3-copy",
+        "type": "s3",
+        "config": {
+            "bucket": env("TEST_S3_BUCKET")?,
+            "region": "us-east-1",
+            "accessKeyId": env("TEST_S3_ACCESS_KEY")?,
+            "secretAccessKey": env("TEST_S3_SECRET_KEY")?,
+            "endpoint": env("TEST_S3_ENDPOINT")?,
+        },
+    }))?;
+    let target = cairn_core::targets::create(cairn, None, request, now)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the S3 copy target: {e}: {e:?}"))?;
+    Ok(target.id)
+}
+
+/// One backup of the app `bench`'s volume through a real worker; with
+/// `s3_copy`, the job copies it to an S3 target as well.
+async fn backup(
+    volume_root: PathBuf,
+    volume: serde_json::Value,
+    s3_copy: bool,
+) -> anyhow::Result<()> {
     use cairn_core::{Cairn, Config, StartMode};
     let data_dir = PathBuf::from(env("BENCH_DATA_DIR")?);
     let mut config = Config::with_data_dir(&data_dir);
@@ -308,16 +348,30 @@ async fn backup(volume_root: PathBuf, volume: serde_json::Value) -> anyhow::Resu
     let now = chrono::Utc::now();
     let failed = |e: cairn_core::Error| anyhow::anyhow!("{e}: {e:?}");
     let (org, app) = bench_app(&cairn, volume, now).await?;
+    let copy_target_ids = if s3_copy {
+        vec![s3_copy_target(&cairn, now).await?]
+    } else {
+        Vec::new()
+    };
+    // `copyTargetIds` is stored by `jobs::create` as the job's
+    // `backup_job_copy_targets` rows, which the worker reads.
     let job = cairn_core::jobs::create(
         &cairn,
         org.id,
         serde_json::from_value(serde_json::json!({
-            "name": "bench", "schedule": "0 2 * * *", "appIds": [app.id], "keepAll": true
+            "name": "bench", "schedule": "0 2 * * *", "appIds": [app.id], "keepAll": true,
+            "copyTargetIds": copy_target_ids,
         }))?,
         now,
     )
     .await
     .map_err(failed)?;
+    let stored = cairn_core::jobs::copy_targets_of(&cairn.db, job.id)
+        .await
+        .map_err(failed)?;
+    if stored != copy_target_ids {
+        bail!("the job's copy targets are {stored:?}, not {copy_target_ids:?}");
+    }
     let run = cairn_core::runs::start_manual(&cairn, org.id, job.id, now)
         .await
         .map_err(failed)?;
@@ -332,14 +386,65 @@ async fn backup(volume_root: PathBuf, volume: serde_json::Value) -> anyhow::Resu
     let record = cairn_core::history::get(&cairn, org.id, run.backups[0].id)
         .await
         .map_err(failed)?;
+    let copies = cairn_entity::backup_copy::Entity::find()
+        .filter(cairn_entity::backup_copy::Column::BackupId.eq(record.backup.id))
+        .all(&cairn.db)
+        .await?;
+    // The copy rows and the backup's log, for a failure's message.
+    let show_copies = || {
+        let rows = copies
+            .iter()
+            .map(|copy| format!("\n  copy row: {copy:?}"))
+            .collect::<String>();
+        let log = record
+            .log
+            .iter()
+            .map(|line| format!("\n  log: {} {}", line.level, line.message))
+            .collect::<String>();
+        format!("{rows}{log}")
+    };
     if record.backup.status != cairn_entity::enums::BackupStatus::Success {
         bail!(
-            "the backup failed: {:?} {:?}",
+            "the backup failed: {:?} {:?}; {} copy rows{}",
             record.backup.error_code,
-            record.backup.error_message
+            record.backup.error_message,
+            copies.len(),
+            show_copies()
         );
     }
-    report(record.backup.archive_size.unwrap_or(0) as u64, elapsed);
+    let size = record.backup.archive_size.unwrap_or(0);
+    // Every copy target must hold the whole archive: the primary is none
+    // of them, and each has one row, `success`, with the primary's size
+    // and checksum.
+    let copied = record
+        .backup
+        .target_id
+        .is_some_and(|primary| !copy_target_ids.contains(&primary))
+        && copies.len() == copy_target_ids.len()
+        && copies.iter().all(|copy| {
+            copy.status == cairn_entity::enums::CopyStatus::Success
+                && copy.size == Some(size)
+                && copy.sha256.is_some()
+                && copy.sha256 == record.backup.sha256
+        });
+    if !copied {
+        bail!(
+            "the backup succeeded ({size} bytes on target {:?}) but its copies did not: {} copy rows for {} copy targets{}",
+            record.backup.target_id,
+            copies.len(),
+            copy_target_ids.len(),
+            show_copies()
+        );
+    }
+    for copy in &copies {
+        eprintln!(
+            "[bench] copy on '{}': {} ({} bytes)",
+            copy.target_name,
+            copy.status.as_str(),
+            copy.size.unwrap_or(0)
+        );
+    }
+    report(size as u64, elapsed);
     Ok(())
 }
 
@@ -475,6 +580,15 @@ async fn main() -> anyhow::Result<()> {
             backup(
                 PathBuf::from(volume_root),
                 serde_json::json!({ "name": "data" }),
+                false,
+            )
+            .await?;
+        }
+        ["backup", "files", volume_root, "--s3-copy"] => {
+            backup(
+                PathBuf::from(volume_root),
+                serde_json::json!({ "name": "data" }),
+                true,
             )
             .await?;
         }
@@ -488,10 +602,11 @@ async fn main() -> anyhow::Result<()> {
                 serde_json::json!({ "name": "db", "kind": "postgres", "postgres": {
                     "host": host, "port": port.parse::<u16>()?, "database": database,
                     "username": username, "password": password } }),
+                false,
             )
             .await?;
         }
-        _ => bail!("usage: cairn-bench generate FILE BYTES | cairn-bench storage local|s3|ssh write|read BYTES | cairn-bench backup files VOLUME_ROOT | cairn-bench backup postgres HOST PORT DB USER | cairn-bench restore files VOLUME_ROOT | cairn-bench verify files SCRATCH_DIR | cairn-bench scheduler JOBS DUE"),
+        _ => bail!("usage: cairn-bench generate FILE BYTES | cairn-bench storage local|s3|ssh write|read BYTES | cairn-bench backup files VOLUME_ROOT [--s3-copy] | cairn-bench backup postgres HOST PORT DB USER | cairn-bench restore files VOLUME_ROOT | cairn-bench verify files SCRATCH_DIR | cairn-bench scheduler JOBS DUE"),
     }
     Ok(())
 }

@@ -86,9 +86,6 @@ pub(super) async fn prepare(
     let mut sinks = Vec::new();
     let now = Utc::now();
     for target_id in ids {
-        if target_id == primary.id {
-            continue;
-        }
         let Some(target) = backup_target::Entity::find_by_id(target_id)
             .one(&cairn.db)
             .await
@@ -96,6 +93,20 @@ pub(super) async fn prepare(
         else {
             continue;
         };
+        if target_id == primary.id {
+            // A job without a targetId writes to its default target, which
+            // may be one of its copy targets: that place holds the primary.
+            attempt.note(
+                "warn",
+                format!(
+                    "copy target '{}' is this backup's own target (the job names no targetId and \
+                     this is its default), so the backup is in one place fewer than the job asks; \
+                     set the job's targetId",
+                    target.name
+                ),
+            );
+            continue;
+        }
         let opened = match storage::refusal(cairn, &target) {
             Some((code, message)) => Err(Failure::new(code, message)),
             None => storage::open(cairn, &target, Purpose::Transfer).map_err(|e| {

@@ -258,18 +258,7 @@ async fn copies_land_on_every_target(backend: Backend) {
         .expect(202)
         .clone();
     f.drain().await;
-    let verified = f
-        .app
-        .get(
-            &f.org.path(&format!(
-                "/backups/verifications/{}",
-                verification["id"].as_str().unwrap()
-            )),
-            &f.org.viewer,
-        )
-        .await
-        .expect(200)
-        .clone();
+    let verified = f.verification(verification["id"].as_str().unwrap()).await;
     assert_eq!(verified["status"], "success", "{verified}");
     assert!(
         verified["log"]

@@ -45,17 +45,7 @@ async fn verify(f: &Fixture, backup: &str, mode: &str) -> Value {
     assert_eq!(requested["status"], "pending", "{requested}");
     assert_eq!(requested["mode"], mode);
     f.drain().await;
-    f.app
-        .get(
-            &f.org.path(&format!(
-                "/backups/verifications/{}",
-                requested["id"].as_str().unwrap()
-            )),
-            &f.org.viewer,
-        )
-        .await
-        .expect(200)
-        .clone()
+    f.verification(requested["id"].as_str().unwrap()).await
 }
 
 /// The check named `name` of a verification.
@@ -365,15 +355,7 @@ async fn a_lost_verification_is_reaped_and_its_scratch_removed() {
     std::fs::create_dir_all(left.join("nested")).unwrap();
     std::fs::write(left.join("nested/partial.bin"), b"half").unwrap();
     f.drain().await;
-    let reaped = f
-        .app
-        .get(
-            &f.org.path(&format!("/backups/verifications/{id}")),
-            &f.org.viewer,
-        )
-        .await
-        .expect(200)
-        .clone();
+    let reaped = f.verification(&id.to_string()).await;
     assert_eq!(reaped["status"], "failed", "{reaped}");
     assert_eq!(reaped["errorCode"], "worker_lost", "{reaped}");
     assert!(reaped["errorMessage"]
@@ -878,15 +860,7 @@ async fn a_scratch_database_is_dropped_after_its_worker_was_killed() {
 
     tokio::time::sleep(std::time::Duration::from_secs(lease_seconds + 1)).await;
     f.drain().await;
-    let reaped = f
-        .app
-        .get(
-            &f.org.path(&format!("/backups/verifications/{id}")),
-            &f.org.viewer,
-        )
-        .await
-        .expect(200)
-        .clone();
+    let reaped = f.verification(&id).await;
     assert_eq!(reaped["status"], "failed", "{reaped}");
     assert_eq!(reaped["errorCode"], "worker_lost", "{reaped}");
     assert!(!database_exists(&database), "the reaper dropped {database}");
@@ -1075,15 +1049,7 @@ async fn verification_metrics_come_from_the_database() {
     );
     let started = std::time::Instant::now();
     let verified = loop {
-        let view = f
-            .app
-            .get(
-                &f.org.path(&format!("/backups/verifications/{id}")),
-                &f.org.viewer,
-            )
-            .await
-            .expect(200)
-            .clone();
+        let view = f.verification(&id).await;
         if view["status"] == "success" || view["status"] == "failed" {
             break view;
         }

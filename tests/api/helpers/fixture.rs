@@ -270,6 +270,18 @@ impl Fixture {
         self.restore(&id).await
     }
 
+    /// Verification `id` as a viewer reads it.
+    pub async fn verification(&self, id: &str) -> Value {
+        self.app
+            .get(
+                &self.org.path(&format!("/backups/verifications/{id}")),
+                &self.org.viewer,
+            )
+            .await
+            .expect(200)
+            .clone()
+    }
+
     /// The restore preview of `backup` as a viewer reads it.
     pub async fn preview(&self, backup: &str) -> Value {
         self.app

@@ -475,3 +475,69 @@ async fn a_copy_that_never_lands_is_notified() {
     assert!(body["copy"]["error"]["code"].is_string(), "{body}");
     assert_eq!(body["job"]["id"], job.as_str());
 }
+
+/// A backup whose worker died while it wrote the copies: the reaper fails
+/// the backup (`worker_lost`) and its copies with it, so no copy stays
+/// `running` for ever.
+#[tokio::test]
+async fn a_lost_backup_fails_its_copies() {
+    use cairn_entity::enums::{BackupStatus, CopyStatus};
+    use cairn_entity::{backup, backup_copy};
+    use sea_orm::{ActiveModelTrait, ActiveValue, EntityTrait};
+    let (f, local, s3, _, _proxy) = with_s3_down("s3-copy", 8).await;
+    let app = f.create_shop().await;
+    let job = f
+        .create_job_for(
+            &app,
+            json!({ "targetId": local, "keepLast": 3, "copyTargetIds": [s3] }),
+        )
+        .await;
+    let run = f.run(&job).await;
+    let id = uuid::Uuid::parse_str(run["backups"][0]["id"].as_str().unwrap()).unwrap();
+    let now = chrono::Utc::now();
+    let path = "acme/shop/data/2026-01-01T00-00-00-000Z.tar.zst";
+    // As a worker that claimed it, began writing primary and copy, and died.
+    backup::Entity::update(backup::ActiveModel {
+        id: ActiveValue::Unchanged(id),
+        status: ActiveValue::Set(BackupStatus::Running),
+        attempt: ActiveValue::Set(1),
+        storage_path: ActiveValue::Set(Some(path.into())),
+        lease_owner: ActiveValue::Set(Some("dead-worker".into())),
+        lease_expires_at: ActiveValue::Set(Some(now - chrono::Duration::seconds(5))),
+        started_at: ActiveValue::Set(Some(now)),
+        ..Default::default()
+    })
+    .exec(&f.app.cairn.db)
+    .await
+    .unwrap();
+    backup_copy::ActiveModel {
+        id: ActiveValue::Set(uuid::Uuid::now_v7()),
+        backup_id: ActiveValue::Set(id),
+        organization_id: ActiveValue::Set(uuid::Uuid::parse_str(&f.org.id).unwrap()),
+        target_id: ActiveValue::Set(Some(uuid::Uuid::parse_str(&s3).unwrap())),
+        target_name: ActiveValue::Set("s3-copy".into()),
+        status: ActiveValue::Set(CopyStatus::Running),
+        storage_path: ActiveValue::Set(Some(path.into())),
+        sha256: ActiveValue::Set(None),
+        size: ActiveValue::Set(None),
+        attempt: ActiveValue::Set(1),
+        next_attempt_at: ActiveValue::Set(now),
+        error_code: ActiveValue::Set(None),
+        error_message: ActiveValue::Set(None),
+        lease_owner: ActiveValue::Set(None),
+        lease_expires_at: ActiveValue::Set(None),
+        created_at: ActiveValue::Set(now),
+        started_at: ActiveValue::Set(Some(now)),
+        finished_at: ActiveValue::Set(None),
+    }
+    .insert(&f.app.cairn.db)
+    .await
+    .unwrap();
+    f.drain().await;
+    let reaped = f.backup(&id.to_string()).await;
+    assert_eq!(reaped["status"], "failed", "{reaped}");
+    assert_eq!(reaped["errorCode"], "worker_lost", "{reaped}");
+    let copy = copy_of(&reaped, &s3);
+    assert_eq!(copy["status"], "failed", "{reaped}");
+    assert_eq!(copy["error"]["code"], "worker_lost", "{reaped}");
+}

@@ -259,6 +259,87 @@ pub(crate) async fn append_log(
 /// The objects a backup writes: the archive and its two sidecars.
 pub(crate) use cairn_core::history::objects_of;
 
+/// Removes what a lost attempt left at `path` on target `target_id`:
+/// temporary files, and any object it completed without recording.
+/// Returns how many were removed; an unreachable target gives up after
+/// [`CLEAN_UP_TIMEOUT`] rather than hold up the worker's own work.
+async fn remove_leftovers(cairn: &Cairn, target_id: Uuid, path: &str) -> anyhow::Result<usize> {
+    let outcome = async {
+        let target = backup_target::Entity::find_by_id(target_id)
+            .one(&cairn.db)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the target no longer exists"))?;
+        let storage = storage::open(cairn, &target, Purpose::Transfer)?;
+        let mut removed = 0;
+        for object in objects_of(path) {
+            let key = ObjectKey::parse(&object)?;
+            removed += storage.remove_incomplete(&key).await?;
+            if storage.head(&key).await?.is_some() {
+                storage.delete(&key).await?;
+                removed += 1;
+            }
+        }
+        anyhow::Ok(removed)
+    };
+    match tokio::time::timeout(CLEAN_UP_TIMEOUT, outcome).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(anyhow::anyhow!(
+            "the target did not answer within {} s",
+            CLEAN_UP_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// Fails the copies a lost attempt was writing beside its backup, and
+/// removes what it left on their targets.
+async fn fail_copies(cairn: &Cairn, model: &backup::Model, now: DateTime<Utc>) -> Option<LogLine> {
+    use cairn_entity::backup_copy;
+    use cairn_entity::enums::CopyStatus;
+    let copies = backup_copy::Entity::find()
+        .filter(backup_copy::Column::BackupId.eq(model.id))
+        .filter(backup_copy::Column::Status.eq(CopyStatus::Running))
+        .filter(backup_copy::Column::LeaseOwner.is_null())
+        .all(&cairn.db)
+        .await
+        .ok()?;
+    if copies.is_empty() {
+        return None;
+    }
+    let mut removed = 0;
+    for copy in &copies {
+        if let (Some(target_id), Some(path)) = (copy.target_id, copy.storage_path.as_deref()) {
+            match remove_leftovers(cairn, target_id, path).await {
+                Ok(count) => removed += count,
+                Err(error) => {
+                    tracing::warn!(copy_id = %copy.id, error = format!("{error:#}"), "cleaning up a lost copy failed");
+                }
+            }
+        }
+        let lost = crate::failure::Failure::new(
+            FailureCode::WorkerLost,
+            "the backup's worker died while it wrote this copy",
+        );
+        let _ = backup_copy::Entity::update_many()
+            .set(crate::backup::copies::finished(
+                CopyStatus::Failed,
+                now,
+                None,
+                Some(lost),
+            ))
+            .filter(backup_copy::Column::Id.eq(copy.id))
+            .filter(backup_copy::Column::Status.eq(CopyStatus::Running))
+            .exec(&cairn.db)
+            .await;
+    }
+    Some(line(
+        "info",
+        format!(
+            "{} copy(ies) of the lost attempt failed; {removed} leftover object(s) removed from their targets",
+            copies.len()
+        ),
+    ))
+}
+
 /// Fails every backup whose lease expired before `now` with `worker_lost`,
 /// removes what its worker left on the target (temporary files, and any
 /// object it completed without recording), and closes runs that this
@@ -316,6 +397,7 @@ pub async fn reap(cairn: &Cairn, now: DateTime<Utc>) -> anyhow::Result<usize> {
             format!("{}: {message}", FailureCode::WorkerLost),
         )];
         lines.push(clean_up(cairn, &model).await);
+        lines.extend(fail_copies(cairn, &model, now).await);
         append_log(&cairn.db, model.id, lines).await?;
     }
     close_finished_runs(cairn, now).await?;
@@ -357,32 +439,7 @@ async fn clean_up(cairn: &Cairn, model: &backup::Model) -> LogLine {
     let (Some(path), Some(target_id)) = (&model.storage_path, model.target_id) else {
         return line("info", "nothing was written to the target");
     };
-    let outcome = async {
-        let target = backup_target::Entity::find_by_id(target_id)
-            .one(&cairn.db)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("the target no longer exists"))?;
-        let storage = storage::open(cairn, &target, Purpose::Transfer)?;
-        let mut removed = 0;
-        for object in objects_of(path) {
-            let key = ObjectKey::parse(&object)?;
-            removed += storage.remove_incomplete(&key).await?;
-            if storage.head(&key).await?.is_some() {
-                storage.delete(&key).await?;
-                removed += 1;
-            }
-        }
-        anyhow::Ok(removed)
-    };
-    // An unreachable target must not hold up the worker's own work.
-    let outcome = match tokio::time::timeout(CLEAN_UP_TIMEOUT, outcome).await {
-        Ok(outcome) => outcome,
-        Err(_) => Err(anyhow::anyhow!(
-            "the target did not answer within {} s",
-            CLEAN_UP_TIMEOUT.as_secs()
-        )),
-    };
-    match outcome {
+    match remove_leftovers(cairn, target_id, path).await {
         Ok(removed) => line(
             "info",
             format!("removed {removed} leftover object(s) of the lost attempt from the target"),

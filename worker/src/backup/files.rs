@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use cairn_core::apps::exclude_patterns_of;
 use cairn_core::failure::FailureCode;
 use cairn_core::format::manifest::{ManifestContents, TarManifest};
-use cairn_core::format::tar::{self, Compression, TarOptions};
+use cairn_core::format::tar::{self, Compression, TarOptions, MAX_ZSTD_THREADS};
 use cairn_core::jobs::CompressionSetting;
 use cairn_core::Cairn;
 
@@ -44,7 +44,7 @@ impl Files {
                 CompressionSetting::Zstd => Compression::Zstd {
                     level: 3,
                     threads: std::thread::available_parallelism()
-                        .map(|n| n.get() as u32)
+                        .map(|n| (n.get() as u32).min(MAX_ZSTD_THREADS))
                         .unwrap_or(1),
                 },
                 CompressionSetting::Gzip => Compression::Gzip { level: 6 },

@@ -44,6 +44,7 @@ ensure_packages() {
   command -v age >/dev/null && command -v age-keygen >/dev/null || missing+=(age)
   command -v redis-server >/dev/null && command -v redis-cli >/dev/null || missing+=(redis-server redis-tools)
   command -v openssl >/dev/null || missing+=(openssl)
+  command -v chromium >/dev/null && command -v chromedriver >/dev/null || missing+=(chromium chromium-driver)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]} from Debian packages"
     as_root apt-get update -qq
@@ -185,6 +186,20 @@ CONFIG
   wait_for_port "$port" redis || { cat "$dir/redis.log" >&2; return 1; }
   export TEST_REDIS_URL="redis://:$password@127.0.0.1:$port/0"
   log "redis on 127.0.0.1:$port"
+}
+
+# The browser of the console tests: Debian's chromedriver (it starts a
+# headless Chromium per session) on 127.0.0.1, allowed to take connections
+# from loopback only. Exports TEST_WEBDRIVER_URL.
+start_chromedriver() {
+  local dir="$CAIRN_SERVICES_DIR/chromedriver" port
+  port=$(free_port)
+  mkdir -p "$dir"
+  chromedriver --port="$port" --allowed-ips=127.0.0.1 --log-path="$dir/chromedriver.log" >"$dir/stdout.log" 2>&1 &
+  CAIRN_STARTED_PIDS+=($!)
+  wait_for_port "$port" chromedriver || { cat "$dir/stdout.log" "$dir/chromedriver.log" >&2; return 1; }
+  export TEST_WEBDRIVER_URL="http://127.0.0.1:$port"
+  log "chromedriver $(chromedriver --version | awk '{print $2}') on 127.0.0.1:$port"
 }
 
 # A real SMTP server: aiosmtpd from PyPI (in a virtual environment kept in

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command of the README: installs and starts the real services the
-# tests need on loopback — PostgreSQL, OpenSSH and Redis from Debian's packages, the
+# tests need on loopback — PostgreSQL, OpenSSH, Redis and Chromium (with
+# chromedriver) from Debian's packages, the
 # S3 server s3s-fs from crates.io — runs every test of the workspace against
 # them (and aiosmtpd from PyPI as the SMTP server), stops them, and ends
 # with one summary line. Extra arguments go to
@@ -18,6 +19,7 @@ start_s3
 start_sshd
 start_redis
 start_smtp
+start_chromedriver
 
 output="$CAIRN_SERVICES_DIR/cargo-test.log"
 set +e

@@ -160,7 +160,8 @@ pub fn problem_for_plain_errors<B>(
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with(PROBLEM_JSON));
+        .is_some_and(|value| value.starts_with(PROBLEM_JSON) || value.starts_with("text/html"));
+    // A problem already, or a page of the console that says the problem.
     if is_problem {
         return Ok(ErrorHandlerResponse::Response(
             response.map_into_left_body(),

@@ -10,6 +10,7 @@
 //! thread (`ApplicationOptions::workers`); handlers never block.
 
 pub mod access;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod openapi;
@@ -73,6 +74,7 @@ impl Application {
                 .app_data(web::PathConfig::default().error_handler(extract::path_error))
                 .app_data(web::QueryConfig::default().error_handler(extract::query_error))
                 .configure(routes::configure)
+                .configure(console::configure)
                 .service(
                     SwaggerUi::new("/docs/{_:.*}").url("/api/v1/openapi.json", openapi.clone()),
                 )

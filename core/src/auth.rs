@@ -227,7 +227,17 @@ pub async fn authenticate(
     bearer: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<Principal>> {
-    let presented = hash_token(bearer);
+    authenticate_hashed(db, configured_admin_token, &hash_token(bearer), now).await
+}
+
+/// [`authenticate`] for a token known by its hash (a console session keeps
+/// the hash of the token that signed in, never the token).
+pub async fn authenticate_hashed(
+    db: &impl ConnectionTrait,
+    configured_admin_token: Option<&SecretString>,
+    presented: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Principal>> {
     if let Some(admin) = configured_admin_token {
         let expected = hash_token(admin.expose_secret());
         if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {

@@ -30,6 +30,7 @@ pub mod report;
 pub mod restores;
 pub mod runs;
 pub mod secrets;
+pub mod sessions;
 pub mod storage;
 pub mod targets;
 pub mod validate;

@@ -14,6 +14,7 @@ pub mod backup_job_app;
 pub mod backup_job_copy_target;
 pub mod backup_run;
 pub mod backup_target;
+pub mod console_session;
 pub mod deployment;
 pub mod enums;
 pub mod notification_channel;

@@ -23,6 +23,7 @@ mod m20261204_000011_add_organization_deletion;
 mod m20261206_000012_add_verifications;
 mod m20261206_000013_add_verification_results;
 mod m20261206_000014_add_backup_copies;
+mod m20261206_000015_add_console_sessions;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -45,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000012_add_verifications::Migration),
             Box::new(m20261206_000013_add_verification_results::Migration),
             Box::new(m20261206_000014_add_backup_copies::Migration),
+            Box::new(m20261206_000015_add_console_sessions::Migration),
         ]
     }
 }

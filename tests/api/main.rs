@@ -8,6 +8,7 @@ mod archive;
 mod backups;
 mod binary;
 mod bodies;
+mod console;
 mod copies;
 mod deployments;
 mod extract;

@@ -146,19 +146,26 @@ pub async fn download(
         target_id: query.target_id.clone(),
     }
     .target()?;
-    match history::download(
+    let download = history::download(
         &cairn,
         path.org_id,
         path.backup_id,
         chrono::Utc::now(),
         target,
     )
-    .await?
-    {
-        Download::Presigned(view) if query.redirect => Ok(HttpResponse::Found()
+    .await?;
+    Ok(download_response(download, query.redirect))
+}
+
+/// The answer to a download: the archive streamed, or the pre-signed URL
+/// (as JSON, or as a `302` to it when `redirect`). The console's download
+/// answers the same way, always redirecting.
+pub fn download_response(download: Download, redirect: bool) -> HttpResponse {
+    match download {
+        Download::Presigned(view) if redirect => HttpResponse::Found()
             .insert_header(("Location", view.url))
-            .finish()),
-        Download::Presigned(view) => Ok(HttpResponse::Ok().json(view)),
+            .finish(),
+        Download::Presigned(view) => HttpResponse::Ok().json(view),
         Download::Stream {
             size,
             file_name,
@@ -166,11 +173,11 @@ pub async fn download(
             body,
         } => {
             let disposition = actix_web::http::header::ContentDisposition::attachment(file_name);
-            Ok(HttpResponse::Ok()
+            HttpResponse::Ok()
                 .content_type(content_type)
                 .insert_header(disposition)
                 .no_chunking(size)
-                .streaming(body))
+                .streaming(body)
         }
     }
 }

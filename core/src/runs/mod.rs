@@ -599,3 +599,66 @@ pub async fn list(
         .collect::<Result<Vec<_>>>()?;
     Ok(RunPage { items, next_cursor })
 }
+
+/// How many runs of a job ended in one state on one day (UTC).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DayOutcome {
+    pub job_id: Uuid,
+    /// `YYYY-MM-DD`, the day of the run's slot in UTC.
+    pub day: String,
+    pub status: RunStatus,
+    pub count: i64,
+}
+
+/// The runs of the organization's jobs whose slot is at or after `since`
+/// (safety runs of restores left out), counted per job, day and state by
+/// the database: one row per combination, however many runs.
+pub async fn daily_outcomes(
+    cairn: &Cairn,
+    organization_id: Uuid,
+    since: DateTime<Utc>,
+) -> Result<Vec<DayOutcome>> {
+    use sea_orm::{DbBackend, FromQueryResult, Statement};
+    #[derive(FromQueryResult)]
+    struct Row {
+        job_id: Uuid,
+        day: String,
+        status: RunStatus,
+        count: i64,
+    }
+    let backend = cairn.db.get_database_backend();
+    let day = match backend {
+        DbBackend::Postgres => "to_char(r.scheduled_for AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+        _ => "substr(r.scheduled_for, 1, 10)",
+    };
+    let (org, from, safety) = match backend {
+        DbBackend::Postgres => ("$1", "$2", "$3"),
+        _ => ("?", "?", "?"),
+    };
+    let sql = format!(
+        "SELECT r.job_id AS job_id, {day} AS day, r.status AS status, COUNT(*) AS count \
+         FROM backup_runs r JOIN backup_jobs j ON j.id = r.job_id \
+         WHERE j.organization_id = {org} AND r.scheduled_for >= {from} AND r.trigger <> {safety} \
+         GROUP BY r.job_id, {day}, r.status"
+    );
+    let rows = Row::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [
+            organization_id.into(),
+            since.into(),
+            Trigger::Safety.as_str().into(),
+        ],
+    ))
+    .all(&cairn.db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| DayOutcome {
+            job_id: row.job_id,
+            day: row.day,
+            status: row.status,
+            count: row.count,
+        })
+        .collect())
+}

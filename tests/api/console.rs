@@ -176,6 +176,9 @@ async fn an_operator_finds_a_failure_runs_a_job_and_restores(backend: Backend) {
     let _worker = background_worker(&fixture);
 
     let browser = browser().await;
+    browser.goto(&fixture.app.url("/ui/sign-in")).await.unwrap();
+    assert_accessible_basics(&browser, "sign-in").await;
+    screenshot(&browser, "sign-in").await;
     sign_in(&browser, &fixture, &fixture.org.admin).await;
     // The dashboard: the failing job first, marked.
     let first_row = element(&browser, "#jobs tbody tr:first-child").await;
@@ -233,6 +236,15 @@ async fn an_operator_finds_a_failure_runs_a_job_and_restores(backend: Backend) {
             .unwrap(),
         json!(true),
         "the page was not reloaded"
+    );
+    // Times read in the browser's zone and format, UTC on hover.
+    let time = element(&browser, "#runs time").await;
+    let shown = time.text().await.unwrap();
+    let utc = time.attr("title").await.unwrap().unwrap_or_default();
+    assert!(utc.ends_with(" UTC"), "{utc}");
+    assert!(
+        !shown.contains("UTC") && !shown.is_empty(),
+        "shown as {shown}, UTC {utc}"
     );
     assert_accessible_basics(&browser, "the job").await;
     screenshot(&browser, "job").await;

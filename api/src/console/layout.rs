@@ -142,20 +142,9 @@ pub fn span(seconds: i64) -> String {
     }
 }
 
-/// A size in bytes, in binary units.
+/// A size in bytes, in binary units (as notifications write it).
 pub fn bytes(size: i64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = size as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{size} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+    cairn_core::notifications::render::human_bytes(size.max(0) as u64)
 }
 
 /// A status word with its mark; the class colours it, the word says it

@@ -13,8 +13,8 @@ use cairn_entity::enums::RunStatus;
 use chrono::{Duration, Utc};
 use maud::{html, Markup};
 
-use super::{html, org_name, path_id};
-use crate::console::layout::{self, OrgNav};
+use super::{html, org_page};
+use crate::console::layout;
 use crate::console::session::Session;
 use crate::console::ConsoleError;
 
@@ -133,11 +133,15 @@ pub async fn dashboard(
     session: Session,
     cairn: web::Data<Cairn>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let org_id = path_id(&request, "orgId")?;
-    session
-        .require(&cairn, org_id, Role::Viewer, "view the dashboard")
-        .await?;
-    let name = org_name(&cairn, org_id).await?;
+    let org = org_page(
+        &request,
+        &session,
+        &cairn,
+        Role::Viewer,
+        "view the dashboard",
+    )
+    .await?;
+    let org_id = org.id;
     let now = Utc::now();
     let mut jobs = cairn_core::jobs::list(&cairn, org_id, now).await?;
     jobs.sort_by(|a, b| {
@@ -240,13 +244,5 @@ pub async fn dashboard(
             }
         }
     };
-    Ok(html(layout::page(
-        "Dashboard",
-        &session,
-        Some(OrgNav {
-            id: org_id,
-            name: &name,
-        }),
-        body,
-    )))
+    Ok(org.render("Dashboard", &session, body))
 }

@@ -11,8 +11,8 @@ use chrono::{NaiveDate, Utc};
 use maud::html;
 use serde::Deserialize;
 
-use super::{html, org_name, path_id};
-use crate::console::layout::{self, OrgNav};
+use super::{org_page, path_id};
+use crate::console::layout;
 use crate::console::session::Session;
 use crate::console::ConsoleError;
 
@@ -62,11 +62,8 @@ pub async fn history(
     cairn: web::Data<Cairn>,
     filters: web::Query<Filters>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let org_id = path_id(&request, "orgId")?;
-    session
-        .require(&cairn, org_id, Role::Viewer, "view history")
-        .await?;
-    let name = org_name(&cairn, org_id).await?;
+    let org = org_page(&request, &session, &cairn, Role::Viewer, "view history").await?;
+    let org_id = org.id;
     let query = HistoryQuery {
         job_id: some(&filters.job_id),
         app_id: some(&filters.app_id),
@@ -141,15 +138,7 @@ pub async fn history(
             @if let Some(next) = next { p { a href=(next) { "Next page" } } }
         }
     };
-    Ok(html(layout::page(
-        "History",
-        &session,
-        Some(OrgNav {
-            id: org_id,
-            name: &name,
-        }),
-        body,
-    )))
+    Ok(org.render("History", &session, body))
 }
 
 /// `GET /ui/orgs/{orgId}/backups/{backupId}`.
@@ -158,12 +147,9 @@ pub async fn backup(
     session: Session,
     cairn: web::Data<Cairn>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let org_id = path_id(&request, "orgId")?;
+    let org = org_page(&request, &session, &cairn, Role::Viewer, "view a backup").await?;
+    let org_id = org.id;
     let backup_id = path_id(&request, "backupId")?;
-    session
-        .require(&cairn, org_id, Role::Viewer, "view a backup")
-        .await?;
-    let name = org_name(&cairn, org_id).await?;
     let detail = cairn_core::history::get(&cairn, org_id, backup_id).await?;
     let b = &detail.backup;
     let manifest = detail
@@ -223,15 +209,11 @@ pub async fn backup(
         h2 { "Manifest" }
         @if let Some(manifest) = manifest { pre.manifest { (manifest) } } @else { p { "No manifest recorded." } }
     };
-    Ok(html(layout::page(
+    Ok(org.render(
         &format!("Backup {}", &backup_id.to_string()[..8]),
         &session,
-        Some(OrgNav {
-            id: org_id,
-            name: &name,
-        }),
         body,
-    )))
+    ))
 }
 
 /// A timestamped log (backups, restores).

@@ -14,8 +14,8 @@ use chrono::Utc;
 use maud::{html, Markup};
 use uuid::Uuid;
 
-use super::{html, org_name, path_id};
-use crate::console::layout::{self, OrgNav};
+use super::{html, org_page, path_id};
+use crate::console::layout;
 use crate::console::session::{NoFields, Posted, Session};
 use crate::console::ConsoleError;
 
@@ -158,12 +158,9 @@ pub async fn job(
     session: Session,
     cairn: web::Data<Cairn>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let org_id = path_id(&request, "orgId")?;
+    let org = org_page(&request, &session, &cairn, Role::Viewer, "view a job").await?;
+    let org_id = org.id;
     let job_id = path_id(&request, "jobId")?;
-    session
-        .require(&cairn, org_id, Role::Viewer, "view a job")
-        .await?;
-    let name = org_name(&cairn, org_id).await?;
     let now = Utc::now();
     let job = cairn_core::jobs::get(&cairn, org_id, job_id, now).await?;
     let runs = cairn_core::runs::list(
@@ -225,15 +222,7 @@ pub async fn job(
             }
         }
     };
-    Ok(html(layout::page(
-        &format!("Job {}", job.name),
-        &session,
-        Some(OrgNav {
-            id: org_id,
-            name: &name,
-        }),
-        body,
-    )))
+    Ok(org.render(&format!("Job {}", job.name), &session, body))
 }
 
 async fn runs_page(cairn: &Cairn, org_id: Uuid, job_id: Uuid) -> Result<RunPage, ConsoleError> {

@@ -13,6 +13,10 @@ use actix_web::web;
 use cairn_core::Cairn;
 use uuid::Uuid;
 
+use cairn_core::auth::Role;
+
+use super::layout::{self, OrgNav};
+use super::session::Session;
 use super::ConsoleError;
 
 /// Wires every page under `/ui`.
@@ -84,9 +88,44 @@ fn path_id(request: &actix_web::HttpRequest, name: &str) -> Result<Uuid, Console
         .ok_or(ConsoleError::NotFound)
 }
 
-/// The organization's name, for the navigation.
-async fn org_name(cairn: &Cairn, org_id: Uuid) -> Result<String, ConsoleError> {
-    Ok(cairn_core::orgs::get(&cairn.db, org_id).await?.name)
+/// The organization a page is about (`{orgId}`), once the session may act
+/// on it with `role`, with its name for the navigation.
+struct OrgPage {
+    id: Uuid,
+    name: String,
+}
+
+async fn org_page(
+    request: &actix_web::HttpRequest,
+    session: &Session,
+    cairn: &Cairn,
+    role: Role,
+    action: &str,
+) -> Result<OrgPage, ConsoleError> {
+    let id = path_id(request, "orgId")?;
+    session.require(cairn, id, role, action).await?;
+    let name = cairn_core::orgs::get(&cairn.db, id).await?.name;
+    Ok(OrgPage { id, name })
+}
+
+impl OrgPage {
+    /// A page of this organization.
+    fn render(
+        &self,
+        title: &str,
+        session: &Session,
+        body: maud::Markup,
+    ) -> actix_web::HttpResponse {
+        html(layout::page(
+            title,
+            session,
+            Some(OrgNav {
+                id: self.id,
+                name: &self.name,
+            }),
+            body,
+        ))
+    }
 }
 
 /// An HTML response.

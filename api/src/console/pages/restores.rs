@@ -16,8 +16,8 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::history::log_table;
-use super::{html, org_name, path_id};
-use crate::console::layout::{self, OrgNav};
+use super::{html, org_page, path_id};
+use crate::console::layout;
 use crate::console::session::{Posted, Session};
 use crate::console::ConsoleError;
 
@@ -59,12 +59,16 @@ pub async fn restore_form(
     session: Session,
     cairn: web::Data<Cairn>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let org_id = path_id(&request, "orgId")?;
+    let org = org_page(
+        &request,
+        &session,
+        &cairn,
+        Role::Operator,
+        "restore a backup",
+    )
+    .await?;
+    let org_id = org.id;
     let backup_id = path_id(&request, "backupId")?;
-    session
-        .require(&cairn, org_id, Role::Operator, "restore a backup")
-        .await?;
-    let name = org_name(&cairn, org_id).await?;
     let detail = cairn_core::history::get(&cairn, org_id, backup_id).await?;
     let b = &detail.backup;
     let preview = cairn_core::restores::preview::preview(&cairn, org_id, backup_id, None).await?;
@@ -104,15 +108,7 @@ pub async fn restore_form(
             }
         }
     };
-    Ok(html(layout::page(
-        &format!("Restore {own}"),
-        &session,
-        Some(OrgNav {
-            id: org_id,
-            name: &name,
-        }),
-        body,
-    )))
+    Ok(org.render(&format!("Restore {own}"), &session, body))
 }
 
 fn contents(contents: Option<&Contents>) -> Markup {
@@ -262,26 +258,15 @@ pub async fn restore_page(
     session: Session,
     cairn: web::Data<Cairn>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let org_id = path_id(&request, "orgId")?;
+    let org = org_page(&request, &session, &cairn, Role::Viewer, "view a restore").await?;
+    let org_id = org.id;
     let restore_id = path_id(&request, "restoreId")?;
-    session
-        .require(&cairn, org_id, Role::Viewer, "view a restore")
-        .await?;
-    let name = org_name(&cairn, org_id).await?;
     let detail = cairn_core::restores::get(&cairn, org_id, restore_id).await?;
     let body = html! {
         p { "Of backup " a href=(format!("/ui/orgs/{org_id}/backups/{}", detail.restore.backup_id)) { code { (detail.restore.backup_id) } } }
         (progress_fragment(org_id, &detail))
     };
-    Ok(html(layout::page(
-        "Restore",
-        &session,
-        Some(OrgNav {
-            id: org_id,
-            name: &name,
-        }),
-        body,
-    )))
+    Ok(org.render("Restore", &session, body))
 }
 
 /// `GET /ui/orgs/{orgId}/restores/{restoreId}/progress`: the fragment.
@@ -305,11 +290,8 @@ pub async fn list(
     session: Session,
     cairn: web::Data<Cairn>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let org_id = path_id(&request, "orgId")?;
-    session
-        .require(&cairn, org_id, Role::Viewer, "list restores")
-        .await?;
-    let name = org_name(&cairn, org_id).await?;
+    let org = org_page(&request, &session, &cairn, Role::Viewer, "list restores").await?;
+    let org_id = org.id;
     let page = cairn_core::restores::list(
         &cairn,
         org_id,
@@ -341,13 +323,5 @@ pub async fn list(
             }
         }
     };
-    Ok(html(layout::page(
-        "Restores",
-        &session,
-        Some(OrgNav {
-            id: org_id,
-            name: &name,
-        }),
-        body,
-    )))
+    Ok(org.render("Restores", &session, body))
 }

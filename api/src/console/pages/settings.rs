@@ -14,19 +14,10 @@ use maud::{html, Markup};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{html, org_name, path_id};
-use crate::console::layout::{self, OrgNav};
+use super::{html, org_page, path_id};
+use crate::console::layout;
 use crate::console::session::{NoFields, Posted, Session};
 use crate::console::ConsoleError;
-
-fn page(title: &str, session: &Session, org_id: Uuid, name: &str, body: Markup) -> HttpResponse {
-    html(layout::page(
-        title,
-        session,
-        Some(OrgNav { id: org_id, name }),
-        body,
-    ))
-}
 
 /// `GET /ui/orgs/{orgId}/verifications`.
 pub async fn verifications(
@@ -34,11 +25,15 @@ pub async fn verifications(
     session: Session,
     cairn: web::Data<Cairn>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let org_id = path_id(&request, "orgId")?;
-    session
-        .require(&cairn, org_id, Role::Viewer, "list verifications")
-        .await?;
-    let name = org_name(&cairn, org_id).await?;
+    let org = org_page(
+        &request,
+        &session,
+        &cairn,
+        Role::Viewer,
+        "list verifications",
+    )
+    .await?;
+    let org_id = org.id;
     let page_of = cairn_core::verifications::list(
         &cairn,
         org_id,
@@ -80,7 +75,7 @@ pub async fn verifications(
             }
         }
     };
-    Ok(page("Verifications", &session, org_id, &name, body))
+    Ok(org.render("Verifications", &session, body))
 }
 
 #[derive(Deserialize)]
@@ -130,11 +125,8 @@ pub async fn targets(
     session: Session,
     cairn: web::Data<Cairn>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let org_id = path_id(&request, "orgId")?;
-    session
-        .require(&cairn, org_id, Role::Viewer, "list targets")
-        .await?;
-    let name = org_name(&cairn, org_id).await?;
+    let org = org_page(&request, &session, &cairn, Role::Viewer, "list targets").await?;
+    let org_id = org.id;
     let targets = cairn_core::targets::list(&cairn, Some(org_id)).await?;
     let operator = session.can(org_id, Role::Operator);
     let body = html! {
@@ -167,7 +159,7 @@ pub async fn targets(
             }
         }
     };
-    Ok(page("Targets", &session, org_id, &name, body))
+    Ok(org.render("Targets", &session, body))
 }
 
 /// `POST /ui/orgs/{orgId}/targets/{targetId}/test` (operator): writes,
@@ -197,8 +189,8 @@ pub async fn test_target(
     if request.headers().contains_key("HX-Request") {
         return Ok(html(result));
     }
-    let name = org_name(&cairn, org_id).await?;
-    Ok(page("Connection test", session, org_id, &name, result))
+    let org = org_page(&request, session, &cairn, Role::Operator, "test a target").await?;
+    Ok(org.render("Connection test", session, result))
 }
 
 /// `GET /ui/orgs/{orgId}/notifications`: channels and recent deliveries.
@@ -207,11 +199,15 @@ pub async fn notifications(
     session: Session,
     cairn: web::Data<Cairn>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let org_id = path_id(&request, "orgId")?;
-    session
-        .require(&cairn, org_id, Role::Viewer, "list notification channels")
-        .await?;
-    let name = org_name(&cairn, org_id).await?;
+    let org = org_page(
+        &request,
+        &session,
+        &cairn,
+        Role::Viewer,
+        "list notification channels",
+    )
+    .await?;
+    let org_id = org.id;
     let channels = cairn_core::notifications::channels::list(&cairn, org_id).await?;
     let deliveries = cairn_core::notifications::list_deliveries(
         &cairn,
@@ -261,7 +257,7 @@ pub async fn notifications(
             }
         }
     };
-    Ok(page("Notifications", &session, org_id, &name, body))
+    Ok(org.render("Notifications", &session, body))
 }
 
 fn tokens_body(
@@ -310,14 +306,11 @@ pub async fn tokens(
     session: Session,
     cairn: web::Data<Cairn>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let org_id = path_id(&request, "orgId")?;
-    session
-        .require(&cairn, org_id, Role::Admin, "list tokens")
-        .await?;
-    let name = org_name(&cairn, org_id).await?;
+    let org = org_page(&request, &session, &cairn, Role::Admin, "list tokens").await?;
+    let org_id = org.id;
     let tokens = cairn_core::auth::list_tokens(&cairn.db, org_id).await?;
     let body = tokens_body(&session, org_id, &tokens, None);
-    Ok(page("Tokens", &session, org_id, &name, body))
+    Ok(org.render("Tokens", &session, body))
 }
 
 #[derive(Deserialize)]
@@ -352,8 +345,8 @@ pub async fn create_token(
         Utc::now(),
     )
     .await?;
-    let name = org_name(&cairn, org_id).await?;
+    let org = org_page(&request, session, &cairn, Role::Admin, "create a token").await?;
     let tokens = cairn_core::auth::list_tokens(&cairn.db, org_id).await?;
     let body = tokens_body(session, org_id, &tokens, Some(&created.token));
-    Ok(page("Tokens", session, org_id, &name, body))
+    Ok(org.render("Tokens", session, body))
 }

@@ -142,6 +142,39 @@ pub struct Config {
     /// in the environment.
     #[serde(default)]
     pub copies: CopiesConfig,
+    /// Free-space checks of local targets and the data directory: `disk:`
+    /// in the file, `CAIRN_DISK__…` in the environment.
+    #[serde(default)]
+    pub disk: DiskConfig,
+}
+
+/// The `disk:` section.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    /// Below this many free MiB on a local target (or the data directory),
+    /// a backup's log warns.
+    #[serde(default = "default_warn_free_mb")]
+    pub warn_free_mb: u64,
+}
+
+fn default_warn_free_mb() -> u64 {
+    500
+}
+
+impl Default for DiskConfig {
+    fn default() -> DiskConfig {
+        DiskConfig {
+            warn_free_mb: default_warn_free_mb(),
+        }
+    }
+}
+
+impl DiskConfig {
+    /// The warning threshold in bytes.
+    pub fn warn_free_bytes(&self) -> u64 {
+        self.warn_free_mb.saturating_mul(1024 * 1024)
+    }
 }
 
 /// The `copies:` section.

@@ -110,6 +110,8 @@ failure_codes! {
         "the SSH server's host key is not the pinned one";
     TargetAddressRefused = "target_address_refused", Any, retry: false,
         "the outbound address policy refused the target's address";
+    InsufficientSpace = "insufficient_space", Backups, retry: false,
+        "the local target has less free space than the volume's previous archive took; nothing was written";
     TargetMissing = "target_missing", Backups, retry: false,
         "the job's target was deleted before the backup ran";
     LocalBackupsDisabled = "local_backups_disabled", Backups, retry: false,

@@ -17,6 +17,7 @@ pub mod config;
 pub mod db;
 pub mod deployments;
 pub mod directories;
+pub mod disk;
 pub mod error;
 pub mod failure;
 pub mod format;

@@ -36,6 +36,8 @@ pub struct BackupMetrics {
     /// `cairn_backup_copies_total{status}`: copies on copy targets that
     /// ended (`success`, `failed`), by this process.
     pub copies: IntCounterVec,
+    pub target_free: GaugeVec,
+    pub data_dir_free: Gauge,
 }
 
 /// The process's backup metrics.
@@ -99,6 +101,19 @@ pub fn backup_metrics() -> &'static BackupMetrics {
                 &["status"],
             )
             .expect("valid metric"),
+            target_free: GaugeVec::new(
+                Opts::new(
+                    "cairn_target_free_bytes",
+                    "Free bytes on a local target's file system, measured before each backup to it",
+                ),
+                &["target_id"],
+            )
+            .expect("valid metric"),
+            data_dir_free: Gauge::new(
+                "cairn_data_dir_free_bytes",
+                "Free bytes on the file system of Cairn's data directory, measured before each backup",
+            )
+            .expect("valid metric"),
         }
     })
 }
@@ -114,6 +129,8 @@ pub fn register(registry: &Registry) -> prometheus::Result<()> {
     registry.register(Box::new(metrics.verifications.clone()))?;
     registry.register(Box::new(metrics.last_verified.clone()))?;
     registry.register(Box::new(metrics.copies.clone()))?;
+    registry.register(Box::new(metrics.target_free.clone()))?;
+    registry.register(Box::new(metrics.data_dir_free.clone()))?;
     Ok(())
 }
 

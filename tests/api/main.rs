@@ -11,6 +11,7 @@ mod bodies;
 mod console;
 mod copies;
 mod deployments;
+mod disk;
 mod extract;
 mod history;
 mod jobs;

@@ -163,6 +163,17 @@ impl Drop for TempFile {
 
 #[async_trait::async_trait]
 impl Storage for LocalStorage {
+    async fn free_space(&self) -> StorageResult<Option<u64>> {
+        let root = self.root.clone();
+        let free = tokio::task::spawn_blocking(move || crate::disk::free_bytes(&root))
+            .await
+            .map_err(|e| StorageError::Io(format!("measuring free space: {e}")))?
+            .map_err(|e| {
+                StorageError::io(&format!("the free space of {}", self.root.display()), &e)
+            })?;
+        Ok(Some(free))
+    }
+
     async fn connect(&self) -> StorageResult<()> {
         let root = self.root(true).await?;
         let metadata = tokio::fs::metadata(&root)

@@ -168,6 +168,12 @@ pub trait Storage: Send + Sync {
     fn observed_host_key(&self) -> Option<String> {
         None
     }
+
+    /// Bytes free for this target's archives, for targets that can tell
+    /// (a local directory); `None` for the others.
+    async fn free_space(&self) -> StorageResult<Option<u64>> {
+        Ok(None)
+    }
 }
 
 /// How long a connection test retries, all requests together.

@@ -306,6 +306,10 @@ impl Storage for Replicated {
     fn observed_host_key(&self) -> Option<String> {
         self.primary.observed_host_key()
     }
+
+    async fn free_space(&self) -> StorageResult<Option<u64>> {
+        self.primary.free_space().await
+    }
 }
 
 /// When the primary failed but a copy stored the whole archive: that copy

@@ -11,6 +11,7 @@
 pub(crate) mod copies;
 mod files;
 mod postgres;
+mod space;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -495,6 +496,7 @@ async fn perform(
         return Err(Failure::new(code, message));
     }
     let primary = storage::open(cairn, &context.target, Purpose::Transfer).map_err(internal)?;
+    space::check(cairn, attempt, &context.target, &primary).await?;
     let sinks = copies::prepare(cairn, attempt, &context.target, &path).await?;
     let storage: Arc<dyn Storage> = if sinks.is_empty() {
         primary

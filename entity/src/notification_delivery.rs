@@ -19,6 +19,9 @@ pub struct Model {
     pub verification_id: Option<Uuid>,
     /// The backup copy whose final failure this delivery reports.
     pub copy_id: Option<Uuid>,
+    /// For `target.low_space`: `{targetId}:{YYYY-MM-DD}`, once a day per
+    /// channel.
+    pub low_space_key: Option<String>,
     /// `backup.run.failed`, `backup.run.succeeded`, …
     pub event: String,
     /// The event as it was when it happened (schema version 1).

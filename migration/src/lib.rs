@@ -24,6 +24,7 @@ mod m20261206_000012_add_verifications;
 mod m20261206_000013_add_verification_results;
 mod m20261206_000014_add_backup_copies;
 mod m20261206_000015_add_console_sessions;
+mod m20261206_000016_add_low_space_deliveries;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -47,6 +48,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000013_add_verification_results::Migration),
             Box::new(m20261206_000014_add_backup_copies::Migration),
             Box::new(m20261206_000015_add_console_sessions::Migration),
+            Box::new(m20261206_000016_add_low_space_deliveries::Migration),
         ]
     }
 }

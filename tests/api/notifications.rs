@@ -1141,3 +1141,67 @@ async fn verifications_reach_email_and_webhook() {
     );
     assert!(mail.body.contains("Failed check sha256"), "{}", mail.body);
 }
+
+/// A local target below `disk.warn_free_mb` (a threshold above the free
+/// space: mounting a small file system needs privileges a test cannot count
+/// on) is notified as `target.low_space`, by email and webhook, once a day
+/// however many backups see it.
+#[tokio::test]
+async fn low_space_reaches_email_and_webhook_once_a_day() {
+    let f = fixture_with(Backend::Sqlite, "acme", |config| {
+        config.notifications.smtp = Some(smtp_starttls());
+        config.disk.warn_free_mb = u64::MAX / (2 * 1024 * 1024);
+    })
+    .await;
+    let recipient = format!("{}@ops.example.test", unique("disk"));
+    let webhook = Receiver::start(vec![]).await;
+    let secret = format!("whsec-{}", unique("s"));
+    for body in [
+        json!({ "name": "ops mail", "type": "email", "config": { "recipients": [recipient] } }),
+        json!({ "name": "hook", "type": "webhook", "config": { "url": webhook.url, "secret": secret } }),
+    ] {
+        f.create_channel(body).await;
+    }
+    crate::helpers::restorable_volume(&f.volume_dir("shop", "blue", "data"), 1);
+    let app_id = f.create_shop().await;
+    let job = f
+        .create_job_for(&app_id, json!({ "name": "nightly", "keepLast": 5 }))
+        .await;
+    let first = f.run_to_end(&job).await;
+    let second = f.run_to_end(&job).await;
+    assert_eq!(first["status"], "success", "{first}");
+    assert_eq!(second["status"], "success", "{second}");
+    let target = first["targetId"].as_str().unwrap();
+    let queued = deliveries(&f, "").await;
+    assert_eq!(
+        queued.len(),
+        2,
+        "one per channel, not per backup: {queued:?}"
+    );
+    assert!(queued.iter().all(|d| d["event"] == "target.low_space"));
+    assert_eq!(dispatch(&f, Utc::now()).await.sent, 2);
+    let hooks = webhook.requests();
+    assert_eq!(hooks.len(), 1);
+    verify_signature(&secret, &hooks[0]);
+    let body = hooks[0].json();
+    check_against_schema(&body);
+    assert_eq!(body["event"], "target.low_space");
+    assert_eq!(body["lowSpace"]["targetId"], target);
+    assert_eq!(body["lowSpace"]["targetName"], "System default");
+    assert!(body["lowSpace"]["freeBytes"].as_u64().unwrap() > 0);
+    assert_eq!(body["run"], Value::Null);
+    let mails = wait_for_mails(&recipient, 1).await;
+    let subject = &mails[0].headers["subject"];
+    assert!(
+        subject.starts_with("[Cairn] Low disk space: target 'System default' has"),
+        "{subject}"
+    );
+    assert!(
+        mails[0].body.contains("disk.warn_free_mb"),
+        "{}",
+        mails[0].body
+    );
+    // A third backup the same day adds nothing.
+    f.run_to_end(&job).await;
+    assert_eq!(deliveries(&f, "").await.len(), 2);
+}

@@ -63,6 +63,14 @@ pub enum Subject {
     Verification(Uuid),
     /// A backup's copy that failed for good.
     Copy(Uuid),
+    /// A local target low on space, seen by a backup of the organization:
+    /// sent once a day per target and organization.
+    LowSpace {
+        organization_id: Uuid,
+        target_id: Uuid,
+        free_bytes: u64,
+        warn_free_bytes: u64,
+    },
 }
 
 /// Inserts the deliveries of the event `subject` is in now (a closed or
@@ -75,6 +83,7 @@ pub async fn enqueue(
 ) -> Result<usize> {
     let mut verification_id = None;
     let mut copy_id = None;
+    let mut low_space_key = None;
     let (organization_id, payload, run_id, restore_id) = match subject {
         Subject::Run(run_id) => {
             let run = backup_run::Entity::find_by_id(run_id)
@@ -144,6 +153,36 @@ pub async fn enqueue(
             copy_id = Some(id);
             (copy.organization_id, payload, None, None)
         }
+        Subject::LowSpace {
+            organization_id,
+            target_id,
+            free_bytes,
+            warn_free_bytes,
+        } => {
+            let key = format!("{target_id}:{}", now.format("%Y-%m-%d"));
+            let sent_today = notification_delivery::Entity::find()
+                .filter(notification_delivery::Column::OrganizationId.eq(organization_id))
+                .filter(notification_delivery::Column::LowSpaceKey.eq(key.clone()))
+                .one(db)
+                .await?
+                .is_some();
+            if sent_today {
+                return Ok(0);
+            }
+            let target = cairn_entity::backup_target::Entity::find_by_id(target_id)
+                .one(db)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("target {target_id} vanished while notifying"))?;
+            let low_space = payload::LowSpaceRef {
+                target_id,
+                target_name: target.name,
+                free_bytes,
+                warn_free_bytes,
+            };
+            let payload = payload::low_space_payload(db, organization_id, low_space, now).await?;
+            low_space_key = Some(key);
+            (organization_id, payload, None, None)
+        }
     };
     let channels = notification_channel::Entity::find()
         .filter(notification_channel::Column::OrganizationId.eq(organization_id))
@@ -165,6 +204,7 @@ pub async fn enqueue(
             restore_id: Set(restore_id),
             verification_id: Set(verification_id),
             copy_id: Set(copy_id),
+            low_space_key: Set(low_space_key.clone()),
             event: Set(payload.event.as_str().to_owned()),
             payload: Set(serde_json::to_value(&payload).map_err(anyhow::Error::from)?),
             status: Set(DeliveryStatus::Pending),

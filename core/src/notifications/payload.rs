@@ -61,6 +61,11 @@ pub enum Event {
     /// `notifyOnFailure` is on (always, once the job is deleted).
     #[serde(rename = "backup.copy.failed")]
     CopyFailed,
+    /// A local target (or the data directory) had less free space than
+    /// `disk.warn_free_mb` before a backup; once a day per target and
+    /// organization.
+    #[serde(rename = "target.low_space")]
+    TargetLowSpace,
     /// `POST …/channels/{channelId}/test`.
     #[serde(rename = "notification.test")]
     Test,
@@ -78,6 +83,7 @@ impl Event {
             Event::VerificationFailed => "backup.verification.failed",
             Event::VerificationSucceeded => "backup.verification.succeeded",
             Event::CopyFailed => "backup.copy.failed",
+            Event::TargetLowSpace => "target.low_space",
             Event::Test => "notification.test",
         }
     }
@@ -93,6 +99,7 @@ impl Event {
             Event::VerificationFailed,
             Event::VerificationSucceeded,
             Event::CopyFailed,
+            Event::TargetLowSpace,
             Event::Test,
         ]
         .into_iter()
@@ -143,6 +150,23 @@ pub struct NotificationPayload {
     #[serde(default)]
     #[schema(required = true)]
     pub copy: Option<CopyRef>,
+    /// For `target.low_space`: the target and its free space. (Absent from
+    /// payloads stored before targets notified.)
+    #[serde(default)]
+    #[schema(required = true)]
+    pub low_space: Option<LowSpaceRef>,
+}
+
+/// A target low on space, as `target.low_space` reports it.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LowSpaceRef {
+    pub target_id: Uuid,
+    pub target_name: String,
+    /// Bytes free on the target's file system when it was measured.
+    pub free_bytes: u64,
+    /// `disk.warn_free_mb`, in bytes.
+    pub warn_free_bytes: u64,
 }
 
 /// A backup's copy on a copy target, as its notification reports it.
@@ -182,6 +206,21 @@ pub async fn copy_payload(
             error: error_of(&copy.error_code, &copy.error_message),
         }),
         ..NotificationPayload::of(Event::CopyFailed, organization, job, occurred_at)
+    }
+    .titled())
+}
+
+/// The payload of `target.low_space` (`id` is set per delivery).
+pub async fn low_space_payload(
+    db: &impl ConnectionTrait,
+    organization_id: Uuid,
+    low_space: LowSpaceRef,
+    now: DateTime<Utc>,
+) -> Result<NotificationPayload> {
+    let organization = organization_of(db, organization_id).await?;
+    Ok(NotificationPayload {
+        low_space: Some(low_space),
+        ..NotificationPayload::of(Event::TargetLowSpace, organization, None, now)
     }
     .titled())
 }
@@ -410,6 +449,7 @@ impl NotificationPayload {
             restore: None,
             verification: None,
             copy: None,
+            low_space: None,
         }
     }
 

@@ -112,6 +112,14 @@ pub fn title(payload: &NotificationPayload) -> String {
                 "[Cairn] Copy failed: {series} ({job}, {org}) - not copied to target '{target}'"
             )
         }
+        Event::TargetLowSpace => {
+            let (target, free) = payload
+                .low_space
+                .as_ref()
+                .map(|l| (l.target_name.clone(), human_bytes(l.free_bytes)))
+                .unwrap_or_default();
+            format!("[Cairn] Low disk space: target '{target}' has {free} free ({org})")
+        }
         Event::Test => format!("[Cairn] Test notification for {org}"),
     }
 }
@@ -206,6 +214,17 @@ fn detail_lines(payload: &NotificationPayload) -> Vec<String> {
         if let Some(error) = &copy.error {
             lines.push(format!("Error: {}: {}", error.code, error.message));
         }
+    }
+    if let Some(low) = &payload.low_space {
+        lines.push(format!(
+            "Target '{}' ({}) has {} free, below disk.warn_free_mb ({}). A backup whose \
+             volume's previous archive does not fit fails with insufficient_space; free space \
+             or prune older backups. Sent at most once a day per target.",
+            low.target_name,
+            low.target_id,
+            human_bytes(low.free_bytes),
+            human_bytes(low.warn_free_bytes)
+        ));
     }
     if payload.event == Event::Test {
         lines.push("This is a test message: the channel works.".into());

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use cairn_core::failure::FailureCode;
+use cairn_core::notifications::{self, Subject};
 use cairn_core::storage::Storage;
 use cairn_core::Cairn;
 use cairn_entity::backup;
@@ -113,6 +114,21 @@ pub(super) async fn check(
                 cairn.config.disk.warn_free_mb
             ),
         );
+        // Once a day per target and organization (the delivery's key says
+        // which day); a failure to enqueue never fails the backup.
+        let subject = Subject::LowSpace {
+            organization_id: attempt.model.organization_id,
+            target_id: target.id,
+            free_bytes: free,
+            warn_free_bytes: warn_below,
+        };
+        if let Err(error) = notifications::enqueue(&cairn.db, subject, chrono::Utc::now()).await {
+            tracing::warn!(
+                target_id = %target.id,
+                error = format!("{error:#}"),
+                "notifying target.low_space failed"
+            );
+        }
     }
     Ok(())
 }

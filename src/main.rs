@@ -77,6 +77,77 @@ enum Command {
         #[command(subcommand)]
         command: ArchiveCommand,
     },
+    /// The history against what targets hold.
+    Catalog {
+        #[command(subcommand)]
+        command: CatalogCommand,
+    },
+    /// Cairn's own state: its self-backups' key and restoring its database.
+    System {
+        #[command(subcommand)]
+        command: SystemCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SystemCommand {
+    /// Rebuilds the configured database (`database_url`: a SQLite file or
+    /// a PostgreSQL database) from a self-backup, offline: stop every Cairn
+    /// process first. The next start runs the migrations this binary has
+    /// and the backup had not. Start it with the master key the backup's
+    /// secrets were sealed with.
+    ///
+    /// SOURCE is a local file or `s3://BUCKET/KEY` (downloaded with its
+    /// sidecars; credentials and the endpoint from the environment:
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
+    /// `AWS_ENDPOINT_URL`).
+    Restore {
+        source: PathBuf,
+        /// The system identity file (`cairn system key export`).
+        #[arg(long)]
+        identity: PathBuf,
+        /// The expected SHA-256 (hex), instead of the `.sha256` beside
+        /// SOURCE.
+        #[arg(long)]
+        sha256: Option<String>,
+        /// Replace a database that is not empty (a SQLite file is kept
+        /// beside as `….replaced-{time}`).
+        #[arg(long)]
+        force: bool,
+    },
+    /// The age key pair self-backups are encrypted to.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogCommand {
+    /// Records the archives of a target that the history lacks (after the
+    /// database was lost and its organizations and targets re-created):
+    /// each archive in the `{orgSlug}/{app}/{volume}/` layout that no
+    /// backup names, from its `.sha256` and manifest, for the
+    /// organizations whose slug exists; the others are listed. Prints the
+    /// report as JSON. Running it again adds nothing.
+    Import {
+        /// The target's id.
+        #[arg(long)]
+        target: uuid::Uuid,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Prints the system's age identity (made now when there is none), for
+    /// offline safekeeping: without it no self-backup can be decrypted once
+    /// the database is lost.
+    Export {
+        /// Write it to this file (created, mode 0600; it must not exist)
+        /// instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -395,6 +466,64 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
         }
         // Handled before the configuration is loaded.
         Command::Retention { .. } | Command::Archive { .. } => Ok(()),
+        Command::Catalog {
+            command: CatalogCommand::Import { target },
+        } => {
+            let cairn = Cairn::open(config, StartMode::Replica).await?;
+            let report = cairn_core::catalog::import(&cairn, target, chrono::Utc::now())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::System {
+            command:
+                SystemCommand::Key {
+                    command: KeyCommand::Export { out },
+                },
+        } => {
+            let db = cairn_core::db::connect(&config).await?;
+            if config.run_migrations {
+                cairn_core::db::migrate(&db).await?;
+            }
+            let (master_key, _) =
+                cairn_core::MasterKey::load(config.master_key.as_ref(), &config.data_dir, false)?;
+            let exported = cairn_core::system::key::export(&db, &master_key)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let text = format!(
+                "# Cairn system identity: decrypts Cairn's self-backups\n# public key: {}\n{}\n",
+                exported.recipient, exported.identity
+            );
+            match out {
+                Some(path) => {
+                    use std::io::Write;
+                    use std::os::unix::fs::OpenOptionsExt;
+                    let mut file = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&path)
+                        .with_context(|| format!("creating {}", path.display()))?;
+                    file.write_all(text.as_bytes())?;
+                    file.sync_all()?;
+                    eprintln!("wrote the system identity to {}", path.display());
+                }
+                None => print!("{text}"),
+            }
+            Ok(())
+        }
+        Command::System {
+            command:
+                SystemCommand::Restore {
+                    source,
+                    identity,
+                    sha256,
+                    force,
+                },
+        } => system_restore(&config, &source, &identity, sha256.as_deref(), force)
+            .await
+            .map_err(|e| anyhow::anyhow!(e)),
         Command::Token {
             command: TokenCommand::Create { org, role, name },
         } => {
@@ -426,6 +555,53 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `cairn system restore`.
+async fn system_restore(
+    config: &Config,
+    source: &std::path::Path,
+    identity: &std::path::Path,
+    sha256: Option<&str>,
+    force: bool,
+) -> Result<(), String> {
+    use cairn_core::format::offline;
+    use cairn_core::system::restore::{restore, RestoreOptions};
+    let identity = offline::identity_from(Some(identity))?.ok_or("no identity")?;
+    let download =
+        tempfile::tempdir().map_err(|e| format!("creating a temporary directory: {e}"))?;
+    let fetched = match source.to_str().filter(|s| s.starts_with("s3://")) {
+        Some(location) => Some(offline::fetch_s3(location, download.path()).await?),
+        None => None,
+    };
+    let archive = fetched.as_deref().unwrap_or(source);
+    let database_url = config.database_url();
+    let restored = restore(RestoreOptions {
+        archive,
+        sha256,
+        identity: &identity,
+        database_url: &database_url,
+        force,
+        pg_restore: &config.pg_restore,
+    })
+    .await?;
+    let manifest = &restored.manifest;
+    println!(
+        "restored the {} database backed up at {} by Cairn {} ({} migrations; checksum checked against {})",
+        manifest.engine.as_str(),
+        manifest.created_at.to_rfc3339(),
+        manifest.cairn_version,
+        manifest.migration_count,
+        restored.checked_against,
+    );
+    for kept in &restored.kept {
+        println!("the replaced database file is kept as {}", kept.display());
+    }
+    println!(
+        "start Cairn with the master key it was sealed with (CAIRN_MASTER_KEY or <data_dir>/master.key); \
+         the start applies this binary's newer migrations"
+    );
+    Ok(())
 }
 
 /// `cairn archive …`: reads files only.

@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::{Problem, PROBLEM_JSON};
 use crate::routes::{
-    apps, history, jobs, notifications, ops, orgs, restores, targets, tokens, verifications,
+    apps, history, jobs, notifications, ops, orgs, restores, system, targets, tokens, verifications,
 };
 
 #[derive(OpenApi)]
@@ -42,6 +42,11 @@ use crate::routes::{
         targets::system_update,
         targets::system_remove,
         targets::system_test,
+        system::list,
+        system::run,
+        system::import,
+        system::orphans,
+        system::sweep,
         apps::list,
         apps::create,
         apps::get,
@@ -86,7 +91,7 @@ use crate::routes::{
         (name = "organizations", description = "Tenants"),
         (name = "tokens", description = "API tokens of an organization"),
         (name = "targets", description = "Where an organization's archives are written"),
-        (name = "system", description = "System-level targets (administrators)"),
+        (name = "system", description = "System-level targets and Cairn's self-backups (administrators)"),
         (name = "apps", description = "Apps and the volumes to back up"),
         (name = "jobs", description = "Backup jobs: schedule, target, retention, notifications"),
         (name = "history", description = "Every backup and its log"),

@@ -31,7 +31,7 @@ pub enum LogFormat {
 }
 
 /// Every setting of a Cairn process.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Address the API listens on.
@@ -146,6 +146,129 @@ pub struct Config {
     /// in the file, `CAIRN_DISK__…` in the environment.
     #[serde(default)]
     pub disk: DiskConfig,
+    /// Cairn's own database, backed up: `system_backup:` in the file,
+    /// `CAIRN_SYSTEM_BACKUP__…` in the environment.
+    #[serde(default)]
+    pub system_backup: SystemBackupConfig,
+    /// Sweeps of targets for orphans and missing archives: `orphans:` in
+    /// the file, `CAIRN_ORPHANS__…` in the environment.
+    #[serde(default)]
+    pub orphans: OrphansConfig,
+}
+
+/// The `orphans:` section.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrphansConfig {
+    /// Whether workers sweep targets on `schedule` (a sweep on request,
+    /// `POST …/orphans/sweep`, works either way).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// When every target is swept: a cron expression, in UTC.
+    #[serde(default = "default_orphans_schedule")]
+    pub schedule: String,
+    /// Unset: orphans are only listed. Set: an object that has been an
+    /// orphan for this many days (counted from the first sweep that saw
+    /// it) is deleted.
+    #[serde(default)]
+    pub delete_after_days: Option<u32>,
+}
+
+fn default_orphans_schedule() -> String {
+    "0 4 * * *".into()
+}
+
+impl Default for OrphansConfig {
+    fn default() -> OrphansConfig {
+        OrphansConfig {
+            enabled: true,
+            schedule: default_orphans_schedule(),
+            delete_after_days: None,
+        }
+    }
+}
+
+/// The `system_backup:` section: self-backups of Cairn's database.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemBackupConfig {
+    /// Whether the scheduler fires self-backups (a manual run works
+    /// either way).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// A cron expression, in UTC.
+    #[serde(default = "default_system_backup_schedule")]
+    pub schedule: String,
+    /// The id or name of a system-level target; unset, "System default".
+    #[serde(default)]
+    pub target: Option<String>,
+    /// How many self-backups are kept (GFS, as jobs' `retention`).
+    #[serde(default)]
+    pub retention: SystemRetentionConfig,
+}
+
+fn default_system_backup_schedule() -> String {
+    "30 1 * * *".into()
+}
+
+impl Default for SystemBackupConfig {
+    fn default() -> SystemBackupConfig {
+        SystemBackupConfig {
+            enabled: true,
+            schedule: default_system_backup_schedule(),
+            target: None,
+            retention: SystemRetentionConfig::default(),
+        }
+    }
+}
+
+/// `system_backup.retention`.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemRetentionConfig {
+    #[serde(default)]
+    pub keep_last: u32,
+    #[serde(default = "default_keep_daily")]
+    pub keep_daily: u32,
+    #[serde(default = "default_keep_weekly")]
+    pub keep_weekly: u32,
+    #[serde(default = "default_keep_monthly")]
+    pub keep_monthly: u32,
+}
+
+fn default_keep_daily() -> u32 {
+    7
+}
+
+fn default_keep_weekly() -> u32 {
+    4
+}
+
+fn default_keep_monthly() -> u32 {
+    6
+}
+
+impl Default for SystemRetentionConfig {
+    fn default() -> SystemRetentionConfig {
+        SystemRetentionConfig {
+            keep_last: 0,
+            keep_daily: default_keep_daily(),
+            keep_weekly: default_keep_weekly(),
+            keep_monthly: default_keep_monthly(),
+        }
+    }
+}
+
+impl SystemRetentionConfig {
+    pub fn policy(&self) -> crate::runs::retention::Policy {
+        crate::runs::retention::Policy {
+            last: self.keep_last,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            ..Default::default()
+        }
+    }
 }
 
 /// The `disk:` section.
@@ -568,6 +691,18 @@ impl Config {
         if let Some(Err(reason)) = config.verification.scratch_server() {
             return Err(ConfigError(format!(
                 "key `verification.postgres_url`: {reason}"
+            )));
+        }
+        if let Err(error) =
+            crate::runs::schedule::JobSchedule::parse(&config.orphans.schedule, "UTC")
+        {
+            return Err(ConfigError(format!("key `orphans.schedule`: {error}")));
+        }
+        if let Err(error) =
+            crate::runs::schedule::JobSchedule::parse(&config.system_backup.schedule, "UTC")
+        {
+            return Err(ConfigError(format!(
+                "key `system_backup.schedule`: {error}"
             )));
         }
         if !(0.0..=1.0).contains(&config.suspicious_shrink_fraction) {

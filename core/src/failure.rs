@@ -190,6 +190,9 @@ failure_codes! {
     // Verifications.
     VerificationMismatch = "verification_mismatch", Verifications, retry: false,
         "the archive read back does not hold what its manifest says; the failed check says where";
+    // Self-backups.
+    SnapshotFailed = "snapshot_failed", Backups, retry: true,
+        "the snapshot of Cairn's own database failed (SQLite online backup or pg_dump); nothing was stored";
 }
 
 impl FailureCode {

@@ -70,6 +70,9 @@ column_enum! {
         /// An admin deleted its archive (`DELETE …/history/{backupId}`); the
         /// record stays.
         Deleted = "deleted",
+        /// Recorded as stored, but an orphan sweep found its archive gone;
+        /// `success` again if a later sweep finds it back.
+        Missing = "missing",
     }
 }
 
@@ -99,6 +102,8 @@ column_enum! {
         Schedule = "schedule",
         /// Taken by a restore, of the destination, before it is replaced.
         Safety = "safety",
+        /// Recorded by a catalog import from an archive found on a target.
+        Imported = "imported",
     }
 }
 
@@ -138,6 +143,25 @@ column_enum! {
         Failed = "failed",
         /// Deleted with its backup by retention.
         Pruned = "pruned",
+    }
+}
+
+column_enum! {
+    /// Where a self-backup stands.
+    SystemBackupStatus {
+        Pending = "pending",
+        Running = "running",
+        Success = "success",
+        Failed = "failed",
+        Pruned = "pruned",
+    }
+}
+
+column_enum! {
+    /// The engine of Cairn's own database.
+    DatabaseEngine {
+        Sqlite = "sqlite",
+        Postgresql = "postgresql",
     }
 }
 
@@ -239,6 +263,16 @@ mod tests {
         );
         check(VerifyMode::ALL, VerifyMode::as_str, VerifyMode::parse);
         check(CopyStatus::ALL, CopyStatus::as_str, CopyStatus::parse);
+        check(
+            SystemBackupStatus::ALL,
+            SystemBackupStatus::as_str,
+            SystemBackupStatus::parse,
+        );
+        check(
+            DatabaseEngine::ALL,
+            DatabaseEngine::as_str,
+            DatabaseEngine::parse,
+        );
         assert_eq!(BackupStatus::Success.to_value(), "success");
     }
 }

@@ -25,6 +25,8 @@ mod m20261206_000013_add_verification_results;
 mod m20261206_000014_add_backup_copies;
 mod m20261206_000015_add_console_sessions;
 mod m20261206_000016_add_low_space_deliveries;
+mod m20261206_000017_add_system_backups;
+mod m20261206_000018_add_orphans;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -49,6 +51,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000014_add_backup_copies::Migration),
             Box::new(m20261206_000015_add_console_sessions::Migration),
             Box::new(m20261206_000016_add_low_space_deliveries::Migration),
+            Box::new(m20261206_000017_add_system_backups::Migration),
+            Box::new(m20261206_000018_add_orphans::Migration),
         ]
     }
 }

@@ -35,6 +35,10 @@
 //! `next_verify_at` advanced past `now` conditionally. Verify slots that
 //! passed while no scheduler ran are not made up: the next one verifies the
 //! newest backups anyway.
+//!
+//! Last, the self-backup: the newest slot of `system_backup.schedule`
+//! within the hour, locked as `lock:system-backup:{minute}` and recorded
+//! once (`cairn_core::system::fire`, fenced by the unique `scheduled_for`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -92,6 +96,8 @@ pub struct TickReport {
     pub verify_due: usize,
     /// Verifications recorded for verify slots.
     pub verifications: usize,
+    /// Self-backups recorded for their slot.
+    pub system_backups: usize,
 }
 
 impl TickReport {
@@ -106,6 +112,7 @@ impl TickReport {
         self.lock_service_down |= other.lock_service_down;
         self.verify_due += other.verify_due;
         self.verifications += other.verifications;
+        self.system_backups += other.system_backups;
     }
 }
 
@@ -221,7 +228,40 @@ impl Scheduler {
             }
         }
         self.tick_verifications(now, &mut report).await?;
+        self.tick_system_backup(now, &mut report).await?;
         Ok(report)
+    }
+
+    /// The self-backup slot due at `now`, if any: locked like a job's
+    /// slot, recorded once (the unique `scheduled_for`).
+    async fn tick_system_backup(
+        &self,
+        now: DateTime<Utc>,
+        report: &mut TickReport,
+    ) -> anyhow::Result<()> {
+        let Some(slot) = cairn_core::system::due_slot(&self.cairn, now) else {
+            return Ok(());
+        };
+        let keys = [locks::system_backup_key(slot)];
+        let taken = match self.locks.acquire(&keys, &self.instance, LOCK_TTL).await {
+            Ok(taken) => taken.first().copied().unwrap_or(false),
+            Err(error) => {
+                report.lock_service_down = true;
+                self.log_outage(&error);
+                true
+            }
+        };
+        if !taken {
+            report.locked_elsewhere += 1;
+            return Ok(());
+        }
+        if cairn_core::system::fire(&self.cairn, slot, now)
+            .await?
+            .is_some()
+        {
+            report.system_backups += 1;
+        }
+        Ok(())
     }
 
     /// The verify slots due at `now`, a page at a time: lock, record, and

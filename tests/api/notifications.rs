@@ -97,7 +97,7 @@ async fn wait_for_mails(recipient: &str, count: usize) -> Vec<Mail> {
     mails_to(recipient)
 }
 
-fn verify_signature(secret: &str, received: &Received) {
+pub(crate) fn verify_signature(secret: &str, received: &Received) {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(&received.body);
     let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
@@ -112,7 +112,7 @@ fn verify_signature(secret: &str, received: &Received) {
 /// OpenAPI document, recursively: references resolved, every required
 /// property present, no property the schema does not declare, `null` only
 /// where allowed, types and enumerations respected.
-fn check_against_schema(body: &Value) {
+pub(crate) fn check_against_schema(body: &Value) {
     let document = serde_json::to_value(cairn_api::openapi::document()).unwrap();
     let schemas = document["components"]["schemas"].clone();
     conforms(body, &schemas["NotificationPayload"], &schemas, "$");
@@ -206,7 +206,7 @@ async fn three_channels(
     (f, recipients, slack, webhook, secret)
 }
 
-async fn deliveries(f: &Fixture, query: &str) -> Vec<Value> {
+pub(crate) async fn deliveries(f: &Fixture, query: &str) -> Vec<Value> {
     f.app
         .get(
             &f.org.path(&format!("/notifications/deliveries{query}")),
@@ -219,7 +219,7 @@ async fn deliveries(f: &Fixture, query: &str) -> Vec<Value> {
         .clone()
 }
 
-async fn dispatch(f: &Fixture, at: chrono::DateTime<Utc>) -> DispatchReport {
+pub(crate) async fn dispatch(f: &Fixture, at: chrono::DateTime<Utc>) -> DispatchReport {
     dispatch_due(&f.app.cairn, "test-dispatcher", at)
         .await
         .expect("a dispatch pass")

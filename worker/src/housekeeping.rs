@@ -9,6 +9,8 @@
 //!    `notifications.keep_days` ago are deleted.
 //! 3. Organizations deleted more than `org_deletion_grace_days` ago are
 //!    purged (records and key pair; their slugs retired; archives stay).
+//! 4. Every target is swept for orphans and missing archives once per
+//!    `orphans.schedule` slot (`cairn_core::catalog::sweep_due`).
 
 use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
@@ -26,6 +28,9 @@ pub struct Housekept {
     pub safety_backups_pruned: usize,
     pub deliveries_deleted: u64,
     pub organizations_purged: usize,
+    /// Targets swept for orphans and missing archives (their
+    /// `orphans.schedule` slot was due and no other worker took it).
+    pub targets_swept: usize,
 }
 
 /// One pass (see the module's steps).
@@ -97,5 +102,6 @@ pub async fn housekeeping(cairn: &Cairn, now: DateTime<Utc>) -> anyhow::Result<H
     done.deliveries_deleted = deleted.rows_affected;
     let grace = chrono::Duration::days(i64::from(cairn.config.org_deletion_grace_days));
     done.organizations_purged = cairn_core::orgs::purge(&cairn.db, now - grace).await?;
+    done.targets_swept = cairn_core::catalog::sweep_due(cairn, now).await?;
     Ok(done)
 }

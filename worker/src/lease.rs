@@ -44,6 +44,9 @@ pub trait Leased: EntityTrait + Default {
     }
 }
 
+/// A self-backup reads Cairn's own database, nothing of a tenant's.
+impl Leased for cairn_entity::system_backup::Entity {}
+
 /// A copy is claimed once its next attempt is due, whatever else runs: it
 /// reads the primary, never a volume.
 impl Leased for cairn_entity::backup_copy::Entity {

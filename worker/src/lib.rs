@@ -32,6 +32,7 @@ mod housekeeping;
 pub mod lease;
 mod prune;
 mod restore;
+mod system_backup;
 mod verify;
 mod volumes;
 
@@ -220,6 +221,7 @@ impl Worker {
         restore::reap(&self.cairn, now).await?;
         verify::reap(&self.cairn, now).await?;
         copy::reap(&self.cairn, now).await?;
+        system_backup::reap(&self.cairn, now).await?;
         if *stop.borrow() {
             return Ok(None);
         }
@@ -246,6 +248,19 @@ impl Worker {
         )
         .await?
         else {
+            // Then self-backups: Cairn's own database, small and rare.
+            if let Some(claimed) = lease::claim::<cairn_entity::system_backup::Entity>(
+                &self.cairn.db,
+                &self.options.owner,
+                self.options.lease,
+                claimed_at,
+            )
+            .await?
+            {
+                let id = claimed.id;
+                system_backup::run_system_backup(self, claimed, stop.clone()).await;
+                return Ok(Some(id));
+            }
             // Then copies due for another attempt: they read the primary.
             if let Some(claimed) = lease::claim::<cairn_entity::backup_copy::Entity>(
                 &self.cairn.db,

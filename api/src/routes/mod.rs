@@ -31,6 +31,7 @@ pub mod notifications;
 pub mod ops;
 pub mod orgs;
 pub mod restores;
+pub mod system;
 pub mod targets;
 pub mod tokens;
 pub mod verifications;
@@ -58,6 +59,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     restores::configure(cfg);
     verifications::configure(cfg);
     notifications::configure(cfg);
+    system::configure(cfg);
 }
 
 /// The `(method, path)` of every API route, from the modules' tables.
@@ -73,6 +75,7 @@ pub fn wired() -> Vec<(&'static str, &'static str)> {
         restores::WIRED,
         verifications::WIRED,
         notifications::WIRED,
+        system::WIRED,
     ]
     .concat()
 }

@@ -56,7 +56,7 @@ const BATCH: u64 = 32;
 const PARALLEL: usize = 8;
 
 /// What an event is about.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum Subject {
     Run(Uuid),
     Restore(Uuid),
@@ -70,6 +70,13 @@ pub enum Subject {
         target_id: Uuid,
         free_bytes: u64,
         warn_free_bytes: u64,
+    },
+    /// Backups of one organization whose archive a sweep of a target found
+    /// gone (now `missing`).
+    Missing {
+        organization_id: Uuid,
+        target_id: Uuid,
+        backup_ids: Vec<Uuid>,
     },
 }
 
@@ -183,6 +190,36 @@ pub async fn enqueue(
             low_space_key = Some(key);
             (organization_id, payload, None, None)
         }
+        Subject::Missing {
+            organization_id,
+            target_id,
+            backup_ids,
+        } => {
+            let target = cairn_entity::backup_target::Entity::find_by_id(target_id)
+                .one(db)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("target {target_id} vanished while notifying"))?;
+            let backups = cairn_entity::backup::Entity::find()
+                .filter(cairn_entity::backup::Column::Id.is_in(backup_ids))
+                .order_by_asc(cairn_entity::backup::Column::Id)
+                .all(db)
+                .await?
+                .into_iter()
+                .map(|b| payload::MissingBackup {
+                    backup_id: b.id,
+                    app_name: b.app_name,
+                    volume_name: b.volume_name,
+                    path: b.storage_path.unwrap_or_default(),
+                })
+                .collect();
+            let missing = payload::MissingRef {
+                target_id,
+                target_name: target.name,
+                backups,
+            };
+            let payload = payload::missing_payload(db, organization_id, missing, now).await?;
+            (organization_id, payload, None, None)
+        }
     };
     let channels = notification_channel::Entity::find()
         .filter(notification_channel::Column::OrganizationId.eq(organization_id))
@@ -229,7 +266,7 @@ pub async fn enqueue(
 pub async fn enqueue_guarded(txn: &DatabaseTransaction, subject: Subject, now: DateTime<Utc>) {
     let outcome = async {
         let savepoint = txn.begin().await?;
-        match enqueue(&savepoint, subject, now).await {
+        match enqueue(&savepoint, subject.clone(), now).await {
             Ok(count) => {
                 savepoint.commit().await?;
                 Ok(count)

@@ -66,6 +66,12 @@ pub enum Event {
     /// organization.
     #[serde(rename = "target.low_space")]
     TargetLowSpace,
+    /// An orphan sweep found the archives of recorded backups gone from
+    /// their target (`missing`): they are `missing` now and cannot be
+    /// restored from it. Sent to every enabled channel, once per sweep and
+    /// organization.
+    #[serde(rename = "backup.missing")]
+    BackupMissing,
     /// `POST …/channels/{channelId}/test`.
     #[serde(rename = "notification.test")]
     Test,
@@ -84,6 +90,7 @@ impl Event {
             Event::VerificationSucceeded => "backup.verification.succeeded",
             Event::CopyFailed => "backup.copy.failed",
             Event::TargetLowSpace => "target.low_space",
+            Event::BackupMissing => "backup.missing",
             Event::Test => "notification.test",
         }
     }
@@ -100,6 +107,7 @@ impl Event {
             Event::VerificationSucceeded,
             Event::CopyFailed,
             Event::TargetLowSpace,
+            Event::BackupMissing,
             Event::Test,
         ]
         .into_iter()
@@ -155,6 +163,30 @@ pub struct NotificationPayload {
     #[serde(default)]
     #[schema(required = true)]
     pub low_space: Option<LowSpaceRef>,
+    /// For `backup.missing`: the target and the backups whose archive is
+    /// gone. (Absent from payloads stored before sweeps notified.)
+    #[serde(default)]
+    #[schema(required = true)]
+    pub missing: Option<MissingRef>,
+}
+
+/// Backups whose archive an orphan sweep found gone.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MissingRef {
+    pub target_id: Uuid,
+    pub target_name: String,
+    pub backups: Vec<MissingBackup>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MissingBackup {
+    pub backup_id: Uuid,
+    pub app_name: String,
+    pub volume_name: String,
+    /// Where the archive was.
+    pub path: String,
 }
 
 /// A target low on space, as `target.low_space` reports it.
@@ -206,6 +238,21 @@ pub async fn copy_payload(
             error: error_of(&copy.error_code, &copy.error_message),
         }),
         ..NotificationPayload::of(Event::CopyFailed, organization, job, occurred_at)
+    }
+    .titled())
+}
+
+/// The payload of `backup.missing` (`id` is set per delivery).
+pub async fn missing_payload(
+    db: &impl ConnectionTrait,
+    organization_id: Uuid,
+    missing: MissingRef,
+    now: DateTime<Utc>,
+) -> Result<NotificationPayload> {
+    let organization = organization_of(db, organization_id).await?;
+    Ok(NotificationPayload {
+        missing: Some(missing),
+        ..NotificationPayload::of(Event::BackupMissing, organization, None, now)
     }
     .titled())
 }
@@ -450,6 +497,7 @@ impl NotificationPayload {
             verification: None,
             copy: None,
             low_space: None,
+            missing: None,
         }
     }
 

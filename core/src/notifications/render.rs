@@ -120,6 +120,16 @@ pub fn title(payload: &NotificationPayload) -> String {
                 .unwrap_or_default();
             format!("[Cairn] Low disk space: target '{target}' has {free} free ({org})")
         }
+        Event::BackupMissing => {
+            let (count, target) = payload
+                .missing
+                .as_ref()
+                .map(|m| (m.backups.len(), m.target_name.clone()))
+                .unwrap_or_default();
+            format!(
+                "[Cairn] Backups missing: {count} archive(s) gone from target '{target}' ({org})"
+            )
+        }
         Event::Test => format!("[Cairn] Test notification for {org}"),
     }
 }
@@ -225,6 +235,28 @@ fn detail_lines(payload: &NotificationPayload) -> Vec<String> {
             human_bytes(low.free_bytes),
             human_bytes(low.warn_free_bytes)
         ));
+    }
+    if let Some(missing) = &payload.missing {
+        lines.push(format!(
+            "An orphan sweep of target '{}' ({}) found no archive for {} recorded backup(s); \
+             they are `missing` and cannot be restored from this target. A later sweep that \
+             finds an archive back makes its backup `success` again.",
+            missing.target_name,
+            missing.target_id,
+            missing.backups.len()
+        ));
+        for backup in missing.backups.iter().take(LISTED_VOLUMES) {
+            lines.push(format!(
+                "- {}/{}: backup {} ({})",
+                backup.app_name, backup.volume_name, backup.backup_id, backup.path
+            ));
+        }
+        if missing.backups.len() > LISTED_VOLUMES {
+            lines.push(format!(
+                "- … and {} more",
+                missing.backups.len() - LISTED_VOLUMES
+            ));
+        }
     }
     if payload.event == Event::Test {
         lines.push("This is a test message: the channel works.".into());

@@ -28,6 +28,12 @@ pub fn verify_key(job_id: Uuid, slot: DateTime<Utc>) -> String {
     format!("lock:verify:{job_id}:{minute}")
 }
 
+/// The key of a self-backup slot, minute-keyed like [`key`].
+pub fn system_backup_key(slot: DateTime<Utc>) -> String {
+    let minute = slot.timestamp() - slot.timestamp().rem_euclid(60);
+    format!("lock:system-backup:{minute}")
+}
+
 /// Why the lock service could not answer.
 #[derive(Debug, thiserror::Error)]
 #[error("the lock service is unreachable: {0}")]

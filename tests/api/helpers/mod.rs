@@ -54,7 +54,7 @@ use tempfile::TempDir;
 use uuid::Uuid;
 
 /// The database a test runs against.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
     Postgres,
@@ -86,9 +86,46 @@ pub struct TestApp {
     /// A system administrator token (`CAIRN_ADMIN_TOKEN`).
     pub admin_token: String,
     pub cairn: Cairn,
-    /// Holds the SQLite file and master key; removed when the app is dropped.
-    _data_dir: TempDir,
+    /// Holds the SQLite file and master key; removed when the app is
+    /// dropped (`None` once handed to [`Stopped`]).
+    data_dir: Option<TempDir>,
     handle: actix_web::dev::ServerHandle,
+}
+
+/// A test app that was shut down: its configuration and data directory,
+/// to start it again (on a database a test wiped and restored meanwhile).
+pub struct Stopped {
+    pub config: Config,
+    data_dir: TempDir,
+    admin_token: String,
+}
+
+impl TestApp {
+    /// Stops the server and closes the database pool, keeping the data
+    /// directory.
+    pub async fn shut_down(mut self) -> Stopped {
+        self.handle.stop(true).await;
+        let _ = self.cairn.db.clone().close().await;
+        Stopped {
+            config: (*self.cairn.config).clone(),
+            data_dir: self
+                .data_dir
+                .take()
+                .expect("a running app has its data directory"),
+            admin_token: self.admin_token.clone(),
+        }
+    }
+}
+
+impl Stopped {
+    /// Starts the app again: `Cairn::open` (migrations included) on the
+    /// same configuration.
+    pub async fn start(self) -> TestApp {
+        let cairn = Cairn::open(self.config, StartMode::Embedded)
+            .await
+            .expect("open Cairn again");
+        serve(cairn, self.data_dir, self.admin_token)
+    }
 }
 
 impl Drop for TestApp {
@@ -123,6 +160,37 @@ pub async fn fresh_database(backend: Backend, data_dir: &std::path::Path) -> Str
     }
 }
 
+/// Empties the database the way a lost disk or a dropped database would.
+pub async fn wipe_database(backend: Backend, database_url: &str) {
+    match backend {
+        Backend::Sqlite => {
+            let file = database_url
+                .strip_prefix("sqlite://")
+                .and_then(|rest| rest.split('?').next())
+                .unwrap();
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{file}{suffix}"));
+            }
+        }
+        Backend::Postgres => {
+            let url = url::Url::parse(database_url).unwrap();
+            let name = url.path().trim_start_matches('/').to_owned();
+            let server = sea_orm::Database::connect(std::env::var("TEST_POSTGRES_URL").unwrap())
+                .await
+                .unwrap();
+            server
+                .execute_unprepared(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+                .await
+                .unwrap();
+            server
+                .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                .await
+                .unwrap();
+            server.close().await.ok();
+        }
+    }
+}
+
 /// The configuration of a test app: every default, rooted in `data_dir`.
 pub fn test_config(data_dir: &std::path::Path, database_url: String, admin_token: &str) -> Config {
     let mut config = Config::with_data_dir(data_dir);
@@ -131,6 +199,12 @@ pub fn test_config(data_dir: &std::path::Path, database_url: String, admin_token
     // Targets that tests make unreachable give up after seconds, not the
     // production quarter of an hour.
     config.storage.retry_budget_seconds = 10;
+    // A tick near 01:30 UTC would otherwise queue a self-backup for the
+    // next worker; the tests of self-backups turn them on.
+    config.system_backup.enabled = false;
+    // Likewise a worker's housekeeping near 04:00 UTC would sweep the
+    // targets; the tests of sweeps run them themselves.
+    config.orphans.enabled = false;
     config
 }
 
@@ -160,6 +234,11 @@ pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Config
     let cairn = Cairn::open(config, StartMode::Embedded)
         .await
         .expect("open Cairn");
+    serve(cairn, data_dir, admin_token)
+}
+
+/// Serves `cairn` on a free port.
+fn serve(cairn: Cairn, data_dir: TempDir, admin_token: String) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a port");
     let app = Application::build(
         cairn.clone(),
@@ -182,7 +261,7 @@ pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Config
             .expect("an HTTP client"),
         admin_token,
         cairn,
-        _data_dir: data_dir,
+        data_dir: Some(data_dir),
         handle,
     }
 }

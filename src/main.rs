@@ -114,6 +114,13 @@ enum SystemCommand {
         /// beside as `….replaced-{time}`).
         #[arg(long)]
         force: bool,
+        /// The database to rebuild, instead of the configured
+        /// `database_url`: `sqlite:///path/cairn.db` or
+        /// `postgres://user@host:port/database`. Leave a password out and
+        /// set PGPASSWORD: this command's arguments are visible to other
+        /// users of the machine.
+        #[arg(long)]
+        database_url: Option<String>,
     },
     /// The age key pair self-backups are encrypted to.
     Key {
@@ -520,10 +527,21 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
                     identity,
                     sha256,
                     force,
+                    database_url,
                 },
-        } => system_restore(&config, &source, &identity, sha256.as_deref(), force)
+        } => {
+            let database_url = database_url.unwrap_or_else(|| config.database_url());
+            system_restore(
+                &config,
+                &source,
+                &identity,
+                sha256.as_deref(),
+                force,
+                &database_url,
+            )
             .await
-            .map_err(|e| anyhow::anyhow!(e)),
+            .map_err(|e| anyhow::anyhow!(e))
+        }
         Command::Token {
             command: TokenCommand::Create { org, role, name },
         } => {
@@ -564,6 +582,7 @@ async fn system_restore(
     identity: &std::path::Path,
     sha256: Option<&str>,
     force: bool,
+    database_url: &str,
 ) -> Result<(), String> {
     use cairn_core::format::offline;
     use cairn_core::system::restore::{restore, RestoreOptions};
@@ -575,12 +594,11 @@ async fn system_restore(
         None => None,
     };
     let archive = fetched.as_deref().unwrap_or(source);
-    let database_url = config.database_url();
     let restored = restore(RestoreOptions {
         archive,
         sha256,
         identity: &identity,
-        database_url: &database_url,
+        database_url,
         force,
         pg_restore: &config.pg_restore,
     })

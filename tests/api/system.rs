@@ -327,13 +327,15 @@ async fn a_newer_schema_is_refused() {
     let elsewhere = format!("sqlite://{}?mode=rwc", work.path().join("new.db").display());
     let output = cairn(
         &data_dir,
-        &elsewhere,
+        &database_url,
         &[
             "system",
             "restore",
             &source.display().to_string(),
             "--identity",
             &identity.display().to_string(),
+            "--database-url",
+            &elsewhere,
         ],
     );
     assert!(!output.status.success());

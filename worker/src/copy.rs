@@ -15,7 +15,7 @@ use cairn_core::notifications::{self, Subject};
 use cairn_core::storage::hashing::hashing;
 use cairn_core::storage::{self, Cancellation, ObjectKey, Purpose};
 use cairn_entity::enums::{BackupStatus, CopyStatus};
-use cairn_entity::{backup, backup_copy, backup_target};
+use cairn_entity::{backup, backup_copy};
 
 use crate::backup::copies::{count, finished, pending_again};
 use crate::failure::{download_failure, internal, storage_failure, Failure};
@@ -167,19 +167,9 @@ async fn copy_from_primary(
     let archive = cairn_core::restores::stored_archive(cairn, backup)
         .await
         .map_err(|e| unavailable(e.to_string()))?;
-    let target = match model.target_id {
-        Some(id) => backup_target::Entity::find_by_id(id)
-            .one(&cairn.db)
-            .await
-            .map_err(internal)?,
-        None => None,
-    }
-    .ok_or_else(|| {
-        Failure::new(
-            FailureCode::TargetMissing,
-            "the copy target no longer exists",
-        )
-    })?;
+    let target =
+        lease::target_or_missing(cairn, model.target_id, "the copy target no longer exists")
+            .await?;
     if let Some((code, message)) = storage::refusal(cairn, &target) {
         return Err(Failure::new(code, message));
     }

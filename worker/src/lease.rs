@@ -206,6 +206,23 @@ pub async fn fenced_update<E: Leased>(
     Ok(updated.rows_affected == 1)
 }
 
+/// The target `id` names, or `target_missing` saying `gone` when it was
+/// deleted (or never named).
+pub(crate) async fn target_or_missing(
+    cairn: &Cairn,
+    id: Option<Uuid>,
+    gone: &str,
+) -> Result<backup_target::Model, crate::failure::Failure> {
+    let target = match id {
+        Some(id) => backup_target::Entity::find_by_id(id)
+            .one(&cairn.db)
+            .await
+            .map_err(crate::failure::internal)?,
+        None => None,
+    };
+    target.ok_or_else(|| crate::failure::Failure::new(FailureCode::TargetMissing, gone))
+}
+
 /// A log line at `now`.
 pub(crate) fn line(level: &str, message: impl Into<String>) -> LogLine {
     LogLine {

@@ -129,21 +129,16 @@ async fn perform(
     written: Written,
 ) -> Result<Stored, Failure> {
     let cairn = &worker.cairn;
-    let target = match model.target_id {
-        Some(id) => backup_target::Entity::find_by_id(id)
-            .one(&cairn.db)
-            .await
-            .map_err(internal)?,
-        None => None,
+    let target = lease::target_or_missing(
+        cairn,
+        model.target_id,
+        "the self-backup's target was deleted",
+    )
+    .await?;
+    if let Some((code, message)) = storage::refusal(cairn, &target) {
+        return Err(Failure::new(code, message));
     }
-    .ok_or_else(|| {
-        Failure::new(
-            FailureCode::TargetMissing,
-            "the self-backup's target was deleted",
-        )
-    })?;
-    let storage = storage::open(cairn, &target, Purpose::Transfer)
-        .map_err(|e| Failure::new(FailureCode::TargetMissing, e.to_string()))?;
+    let storage = storage::open(cairn, &target, Purpose::Transfer).map_err(internal)?;
     let recipients = system::key::recipients(&cairn.db, &cairn.master_key)
         .await
         .map_err(internal)?;

@@ -240,6 +240,13 @@ fn install_sqlite(options: &RestoreOptions<'_>, snapshot: &Path) -> Result<Vec<P
 async fn install_postgres(options: &RestoreOptions<'_>, dump: &Path) -> Result<(), String> {
     let (settings, password) =
         crate::format::pg_restore::parse_database_url("--database-url", options.database_url)?;
+    // The password: the URL's, else the operator's PGPASSWORD (the other
+    // PG* variables are not passed on: the URL says where to restore).
+    let password = password.or_else(|| {
+        std::env::var("PGPASSWORD")
+            .ok()
+            .map(secrecy::SecretString::from)
+    });
     let db = sea_orm::Database::connect(options.database_url)
         .await
         .map_err(|_| {

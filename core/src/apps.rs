@@ -50,9 +50,16 @@ pub struct VolumeRequest {
     pub postgres: Option<PostgresRequest>,
     /// Globs relative to the volume root (`cache/**`, `*.tmp`) that are
     /// left out of its archives; each archive's manifest lists what was
-    /// left out. Only for `generic` volumes; at most 100.
+    /// left out. Only for `generic` and `sqlite` volumes; at most 100.
     #[serde(default)]
     pub exclude_patterns: Vec<String>,
+    /// For `sqlite` volumes (required, 1–20): the paths of SQLite database
+    /// files inside the volume (`data/app.db`). Each is taken through
+    /// SQLite's online backup API — a consistent snapshot while the app
+    /// writes — and its live file, `-wal`, `-shm` and `-journal` are left
+    /// out of the archive.
+    #[serde(default)]
+    pub databases: Vec<String>,
 }
 
 fn default_true() -> bool {
@@ -102,6 +109,9 @@ pub struct VolumeView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub postgres: Option<PostgresView>,
     pub exclude_patterns: Vec<String>,
+    /// The SQLite databases of a `sqlite` volume.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<String>,
     /// When a deploy stopped listing the volume: it is kept, with its
     /// history, but no longer backed up. Absent for attached volumes.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -145,6 +155,39 @@ pub(crate) struct VolumeSpec {
     kind: VolumeKind,
     postgres: Option<(PostgresSettings, Option<String>)>,
     exclude_patterns: Vec<String>,
+    databases: Vec<String>,
+}
+
+/// The most SQLite databases a volume lists.
+const MAX_DATABASES: usize = 20;
+
+/// A SQLite database's path inside a volume: relative, without `..`, not
+/// a companion file SQLite writes beside a database.
+fn check_database_path(path: &str) -> Result<(), String> {
+    if path.is_empty() || path.len() > 512 {
+        return Err("must be 1–512 characters".into());
+    }
+    if path.starts_with('/')
+        || path.ends_with('/')
+        || path
+            .split('/')
+            .any(|s| s == ".." || s == "." || s.is_empty())
+    {
+        return Err(
+            "must be a file's path relative to the volume root, without '.', '..' or empty parts"
+                .into(),
+        );
+    }
+    if path.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    if ["-wal", "-shm", "-journal"]
+        .iter()
+        .any(|s| path.ends_with(s))
+    {
+        return Err("names the database, not its -wal, -shm or -journal file".into());
+    }
+    Ok(())
 }
 
 /// The most exclude patterns a volume takes.
@@ -203,15 +246,41 @@ pub(crate) fn validate_volumes(
                 format!("volume '{}' is listed twice", volume.name),
             );
         }
+        match volume.kind {
+            VolumeKind::Sqlite => {
+                if volume.databases.is_empty() || volume.databases.len() > MAX_DATABASES {
+                    v.add(
+                        field("databases"),
+                        format!(
+                            "lists 1–{MAX_DATABASES} database paths for volumes of kind sqlite"
+                        ),
+                    );
+                }
+                let mut listed = HashSet::new();
+                for (j, path) in volume.databases.iter().enumerate() {
+                    v.check_result(
+                        format!("volumes[{i}].databases[{j}]"),
+                        check_database_path(path),
+                    );
+                    if !listed.insert(path.as_str()) {
+                        v.add(format!("volumes[{i}].databases[{j}]"), "is listed twice");
+                    }
+                }
+            }
+            _ if !volume.databases.is_empty() => {
+                v.add(field("databases"), "is only used by volumes of kind sqlite");
+            }
+            _ => {}
+        }
         let postgres = match (volume.kind, &volume.postgres) {
-            (VolumeKind::Generic, Some(_)) => {
+            (VolumeKind::Generic | VolumeKind::Sqlite, Some(_)) => {
                 v.add(
                     field("postgres"),
                     "is only used by volumes of kind postgres",
                 );
                 None
             }
-            (VolumeKind::Generic, None) => None,
+            (VolumeKind::Generic | VolumeKind::Sqlite, None) => None,
             (VolumeKind::Postgres, None) => {
                 v.add(
                     field("postgres"),
@@ -277,7 +346,7 @@ pub(crate) fn validate_volumes(
         if volume.kind == VolumeKind::Postgres && !volume.exclude_patterns.is_empty() {
             v.add(
                 field("excludePatterns"),
-                "is only used by volumes of kind generic",
+                "is only used by volumes of kind generic or sqlite",
             );
         }
         for (j, pattern) in volume.exclude_patterns.iter().enumerate() {
@@ -299,6 +368,7 @@ pub(crate) fn validate_volumes(
             kind: volume.kind,
             postgres,
             exclude_patterns: volume.exclude_patterns.clone(),
+            databases: volume.databases.clone(),
         });
     }
     specs
@@ -337,13 +407,15 @@ fn volume_view(model: volume::Model, directories: Vec<String>) -> Result<VolumeV
         kind,
         postgres,
         exclude_patterns: exclude_patterns_of(&model.exclude_patterns),
+        databases: exclude_patterns_of(&model.sqlite_databases),
         detached_at: model.detached_at,
         directories,
         conflict: model.conflict,
     })
 }
 
-/// The exclude patterns stored with a volume.
+/// The exclude patterns (or SQLite databases) stored with a volume: a
+/// JSON list of strings.
 pub fn exclude_patterns_of(stored: &Option<serde_json::Value>) -> Vec<String> {
     stored
         .as_ref()
@@ -525,6 +597,7 @@ pub(crate) async fn insert_volume(
         postgres_config: Set(config),
         postgres_password_ciphertext: Set(password),
         exclude_patterns: Set(patterns_value(&spec.exclude_patterns)),
+        sqlite_databases: Set(patterns_value(&spec.databases)),
         created_at: Set(now),
         detached_at: Set(None),
         conflict: Set(false),
@@ -665,6 +738,7 @@ pub(crate) async fn apply_volumes(
                 volume.postgres_config = Set(config);
                 volume.postgres_password_ciphertext = Set(password);
                 volume.exclude_patterns = Set(patterns_value(&spec.exclude_patterns));
+                volume.sqlite_databases = Set(patterns_value(&spec.databases));
                 volume.detached_at = Set(None);
                 volume.update(db).await?;
                 directories::claim(db, naming, id, &spec.name, spec.kind, field).await?;

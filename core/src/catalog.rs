@@ -371,6 +371,7 @@ async fn record(
         None => None,
     };
     let kind = match &manifest.contents {
+        ManifestContents::Tar(tar) if !tar.sqlite.is_empty() => VolumeKind::Sqlite,
         ManifestContents::Tar(_) => VolumeKind::Generic,
         ManifestContents::PgDump(_) => VolumeKind::Postgres,
     };

@@ -216,7 +216,7 @@ pub(crate) async fn claim(
         .exec(db)
         .await?;
     let directories = match kind {
-        VolumeKind::Generic => {
+        VolumeKind::Generic | VolumeKind::Sqlite => {
             naming
                 .template
                 .resolve(&naming.org_slug, naming.app_name, volume_name)

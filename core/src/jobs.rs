@@ -666,7 +666,7 @@ async fn check_verify_mode(
         .map(|v| v.kind)
         .collect();
     let archive = |kind: VolumeKind| match kind {
-        VolumeKind::Generic => ArchiveKind::Tar,
+        VolumeKind::Generic | VolumeKind::Sqlite => ArchiveKind::Tar,
         VolumeKind::Postgres => ArchiveKind::PgDump,
     };
     let missing: Vec<String> = kinds

@@ -199,6 +199,9 @@ column_enum! {
         Generic = "generic",
         /// A PostgreSQL database, dumped with `pg_dump`.
         Postgres = "postgres",
+        /// A file volume holding SQLite databases (`databases`), each
+        /// taken through SQLite's online backup API.
+        Sqlite = "sqlite",
     }
 }
 

@@ -18,6 +18,8 @@ pub struct Model {
     pub postgres_password_ciphertext: Option<String>,
     /// Globs relative to the volume root that are left out of archives.
     pub exclude_patterns: Option<Json>,
+    /// For `sqlite` volumes: the databases' paths inside the volume.
+    pub sqlite_databases: Option<Json>,
     pub created_at: DateTimeUtc,
     /// Set when a deploy no longer listed the volume: it is kept (with its
     /// history) but not backed up.

@@ -23,6 +23,7 @@ async fn archive_to(
             compression,
             excludes: excludes.iter().map(|s| s.to_string()).collect(),
             encryption: None,
+            substitutes: Vec::new(),
         },
     );
     let mut file = std::fs::File::create(out).unwrap();
@@ -126,6 +127,7 @@ async fn a_missing_volume_fails_with_its_code() {
             compression: Compression::None,
             excludes: Vec::new(),
             encryption: None,
+            substitutes: Vec::new(),
         },
     );
     let mut saw_error = false;

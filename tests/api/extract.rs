@@ -39,6 +39,7 @@ fn tar_manifest(tar_bytes: u64) -> Vec<u8> {
             exclude_patterns: Vec::new(),
             excluded: Vec::new(),
             excluded_truncated: false,
+            sqlite: Vec::new(),
         }),
     };
     serde_json::to_vec(&manifest.to_value()).unwrap()
@@ -229,6 +230,7 @@ async fn a_cairn_archive_extracts_offline_to_the_same_tree() {
             },
             excludes: Vec::new(),
             encryption: None,
+            substitutes: Vec::new(),
         },
     );
     let archive = dir.path().join("2024-01-15T02-00-00-000Z.tar.zst");

@@ -23,6 +23,7 @@ mod orphans;
 mod restores;
 mod safety;
 mod scheduler;
+mod sqlite_volumes;
 mod startup;
 mod storage;
 mod sweep;

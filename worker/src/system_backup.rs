@@ -207,6 +207,7 @@ async fn perform(
             },
             excludes: Vec::new(),
             encryption: Some(recipients),
+            substitutes: Vec::new(),
         },
     );
     let key = ObjectKey::parse(&path).map_err(internal)?;

@@ -97,6 +97,9 @@ pub struct TarManifest {
     pub excluded: Vec<String>,
     /// More paths were left out than `excluded` lists.
     pub excluded_truncated: bool,
+    /// The SQLite databases archived from snapshots (`sqlite` volumes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sqlite: Vec<crate::format::sqlite::SqliteDatabase>,
 }
 
 /// What a PostgreSQL dump holds.
@@ -269,6 +272,7 @@ pub(crate) mod tests {
                 exclude_patterns: vec!["cache".into()],
                 excluded: vec!["cache".into()],
                 excluded_truncated: false,
+                sqlite: Vec::new(),
             }),
         }
     }

@@ -25,4 +25,5 @@ pub mod pg_dump;
 pub mod pg_restore;
 pub mod pg_tables;
 pub mod read;
+pub mod sqlite;
 pub mod tar;

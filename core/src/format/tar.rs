@@ -79,7 +79,24 @@ pub struct TarOptions {
     pub excludes: Vec<String>,
     /// Encrypt with age to these recipients (after compression).
     pub encryption: Option<Recipients>,
+    /// Files of the volume archived from a snapshot instead of as they are
+    /// (SQLite databases): the snapshot's bytes under the live file's name
+    /// and metadata, and the live file's `-wal`, `-shm` and `-journal` left
+    /// out.
+    pub substitutes: Vec<Substitute>,
 }
+
+/// A file of the volume stored from another file.
+#[derive(Clone, Debug)]
+pub struct Substitute {
+    /// The path relative to the volume root.
+    pub path: PathBuf,
+    /// What is stored under it.
+    pub snapshot: PathBuf,
+}
+
+/// What SQLite keeps beside a database, named after it.
+pub const SQLITE_COMPANIONS: [&str; 3] = ["-wal", "-shm", "-journal"];
 
 /// What an archive holds, known when it is complete.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -443,6 +460,22 @@ fn archive(
     builder.follow_symlinks(false);
     let mut summary = ArchiveSummary::default();
     let mut first_links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let substituted: HashMap<&Path, &Path> = options
+        .substitutes
+        .iter()
+        .map(|s| (s.path.as_path(), s.snapshot.as_path()))
+        .collect();
+    let companions: HashMap<PathBuf, &Path> = options
+        .substitutes
+        .iter()
+        .flat_map(|s| {
+            SQLITE_COMPANIONS.iter().map(move |suffix| {
+                let mut name = s.path.clone().into_os_string();
+                name.push(suffix);
+                (PathBuf::from(name), s.path.as_path())
+            })
+        })
+        .collect();
 
     let mut walker = walkdir::WalkDir::new(root)
         .follow_links(false)
@@ -473,6 +506,30 @@ fn archive(
             .metadata()
             .map_err(|e| unreadable(entry.path(), e.into()))?;
         let file_type = metadata.file_type();
+        if let Some(database) = companions.get(relative) {
+            summary.notes.push(format!(
+                "left out {}: {} is archived from a consistent snapshot",
+                relative.display(),
+                database.display()
+            ));
+            continue;
+        }
+        if let (Some(snapshot), true) = (substituted.get(relative), file_type.is_file()) {
+            let file = std::fs::File::open(snapshot).map_err(|e| unreadable(snapshot, e))?;
+            let size = file.metadata().map_err(|e| unreadable(snapshot, e))?.len();
+            // The live file's mode, owner and times; the snapshot's bytes.
+            let mut header = header_for(&metadata, EntryType::Regular, size);
+            builder
+                .append_data(&mut header, relative, file)
+                .map_err(upload_stopped)?;
+            summary.notes.push(format!(
+                "{} archived from a consistent snapshot (SQLite online backup)",
+                relative.display()
+            ));
+            summary.files += 1;
+            summary.content_bytes += size;
+            continue;
+        }
         if file_type.is_dir() {
             let mut header = header_for(&metadata, EntryType::Directory, 0);
             builder

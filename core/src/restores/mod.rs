@@ -164,6 +164,12 @@ pub fn kinds_of(name: ArchiveName) -> (ArchiveKind, VolumeKind) {
     }
 }
 
+/// Whether a volume of kind `volume` takes an archive that restores into a
+/// `wanted` volume: a `sqlite` volume is a file volume too.
+pub fn restores_into(volume: VolumeKind, wanted: VolumeKind) -> bool {
+    volume == wanted || (volume == VolumeKind::Sqlite && wanted == VolumeKind::Generic)
+}
+
 /// A successful backup's stored archive, ready to read.
 pub struct StoredArchive {
     pub backup: backup::Model,
@@ -520,7 +526,7 @@ async fn named_destination(
                 format!("app {} has no volume with this name", app.name),
             )
         })?;
-    if volume.kind != volume_kind {
+    if !restores_into(volume.kind, volume_kind) {
         return Err(Error::invalid(
             "into.volumeName",
             format!(
@@ -558,7 +564,7 @@ async fn own_destination(
         .one(&cairn.db)
         .await?
         .ok_or_else(gone)?;
-    if volume.kind != volume_kind {
+    if !restores_into(volume.kind, volume_kind) {
         return Err(Error::Conflict {
             field: None,
             message: format!(

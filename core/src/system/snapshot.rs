@@ -4,7 +4,6 @@
 //! password in `PGPASSWORD`, never in argv).
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::Context;
 use cairn_entity::enums::DatabaseEngine;
@@ -43,42 +42,11 @@ pub async fn take(cairn: &Cairn, dir: &Path) -> anyhow::Result<(PathBuf, u64)> {
     Ok((into, size))
 }
 
-/// Copies the database with the online backup API in one step (a read
-/// transaction: every page from one moment), then checks the copy.
+/// Copies the database with the online backup API (one read
+/// transaction), then checks the copy.
 fn sqlite_backup(source: &Path, into: &Path) -> anyhow::Result<()> {
-    use rusqlite::{Connection, OpenFlags};
-    let source = Connection::open_with_flags(
-        source,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .context("opening the database for its backup")?;
-    source.busy_timeout(Duration::from_secs(30))?;
-    let mut copy = Connection::open(into).context("creating the snapshot")?;
-    {
-        use rusqlite::backup::StepResult;
-        let backup = rusqlite::backup::Backup::new(&source, &mut copy)?;
-        // -1: every page in one step, so the copy is of one moment; busy
-        // or locked (a writer holds the file) is waited out.
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            match backup.step(-1).context("the SQLite online backup failed")? {
-                StepResult::Done => break,
-                StepResult::More => continue,
-                _ if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
-                _ => anyhow::bail!("the database stayed locked for a minute"),
-            }
-        }
-    }
-    let check: String = copy.query_row("PRAGMA integrity_check", [], |row| row.get(0))?;
-    anyhow::ensure!(
-        check == "ok",
-        "the snapshot fails SQLite's integrity check: {check}"
-    );
-    // One self-contained file: no -wal beside it.
-    copy.pragma_update(None, "journal_mode", "DELETE")?;
-    Ok(())
+    crate::format::sqlite::backup_to(source, into)
+        .map_err(|e| anyhow::anyhow!("the SQLite online backup of Cairn's database: {e}"))
 }
 
 async fn pg_dump(cairn: &Cairn, url: &str, into: &Path) -> anyhow::Result<()> {

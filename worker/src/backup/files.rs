@@ -1,17 +1,23 @@
 //! The engine of a file volume: the deployed slot's directory, archived
-//! with tar (`cairn_core::format::tar`), compressed as the job says.
+//! with tar (`cairn_core::format::tar`), compressed as the job says. A
+//! `sqlite` volume is one too: each of its databases is first copied
+//! through SQLite's online backup API (`cairn_core::format::sqlite`) into
+//! a private staging directory, and the archive stores that snapshot under
+//! the database's name, leaving out the live file's `-wal`, `-shm` and
+//! `-journal`.
 
 use std::path::PathBuf;
 
 use cairn_core::apps::exclude_patterns_of;
 use cairn_core::failure::FailureCode;
 use cairn_core::format::manifest::{ManifestContents, TarManifest};
-use cairn_core::format::tar::{self, Compression, TarOptions, MAX_ZSTD_THREADS};
+use cairn_core::format::sqlite::{self, SqliteDatabase};
+use cairn_core::format::tar::{self, Compression, Substitute, TarOptions, MAX_ZSTD_THREADS};
 use cairn_core::jobs::CompressionSetting;
 use cairn_core::Cairn;
 
 use super::{Attempt, Context, Upload, Written};
-use crate::failure::{storage_failure, Failure};
+use crate::failure::{internal, storage_failure, Failure};
 use crate::volumes::resolve_volume;
 use cairn_entity::enums::Slot;
 
@@ -25,6 +31,10 @@ pub(super) struct Files {
     setting: CompressionSetting,
     compression: Compression,
     excludes: Vec<String>,
+    /// A `sqlite` volume's databases (paths inside the volume).
+    databases: Vec<String>,
+    /// Where snapshots are staged: `<data_dir>/tmp`.
+    staging_root: PathBuf,
 }
 
 impl Files {
@@ -51,7 +61,64 @@ impl Files {
                 CompressionSetting::None => Compression::None,
             },
             excludes: exclude_patterns_of(&context.volume.exclude_patterns),
+            databases: exclude_patterns_of(&context.volume.sqlite_databases),
+            staging_root: cairn.config.data_dir.join("tmp"),
         })
+    }
+
+    /// Snapshots the volume's SQLite databases into a staging directory
+    /// (removed when the returned handle is dropped).
+    async fn snapshots(
+        &self,
+        attempt: &mut Attempt,
+    ) -> Result<
+        (
+            Option<tempfile::TempDir>,
+            Vec<Substitute>,
+            Vec<SqliteDatabase>,
+        ),
+        Failure,
+    > {
+        if self.databases.is_empty() {
+            return Ok((None, Vec::new(), Vec::new()));
+        }
+        cairn_core::db::create_private_dir(&self.staging_root).map_err(internal)?;
+        let staging = tempfile::Builder::new()
+            .prefix("sqlite-")
+            .tempdir_in(&self.staging_root)
+            .map_err(internal)?;
+        let mut substitutes = Vec::new();
+        let mut recorded = Vec::new();
+        for (i, database) in self.databases.iter().enumerate() {
+            let (root, relative) = (self.directory.clone(), PathBuf::from(database));
+            let into = staging.path().join(format!("{i}.sqlite3"));
+            let snapshot = into.clone();
+            let taken =
+                tokio::task::spawn_blocking(move || sqlite::snapshot(&root, &relative, &snapshot))
+                    .await
+                    .map_err(internal)?;
+            let taken = taken.map_err(|why| {
+                Failure::new(
+                    FailureCode::VolumeUnreadable,
+                    format!("the SQLite database {database}: {why}"),
+                )
+            })?;
+            attempt.note(
+                "info",
+                format!(
+                    "snapshot of the SQLite database {database}: {} bytes, integrity_check ok, {} table(s), {} row(s)",
+                    taken.bytes,
+                    taken.tables.len(),
+                    taken.tables.iter().map(|t| t.rows).sum::<u64>()
+                ),
+            );
+            substitutes.push(Substitute {
+                path: PathBuf::from(database),
+                snapshot: into,
+            });
+            recorded.push(taken);
+        }
+        Ok((Some(staging), substitutes, recorded))
     }
 
     pub(super) fn extension(&self) -> &'static str {
@@ -72,12 +139,14 @@ impl Files {
         attempt: &mut Attempt,
         upload: Upload<'_>,
     ) -> Result<Written, Failure> {
+        let (_staging, substitutes, databases) = self.snapshots(attempt).await?;
         let (stream, summary) = tar::tar_stream(
             self.directory.clone(),
             TarOptions {
                 compression: self.compression,
                 excludes: self.excludes.clone(),
                 encryption: upload.recipients.cloned(),
+                substitutes,
             },
         );
         let put = upload.storage.put(upload.key, stream).await;
@@ -134,6 +203,7 @@ impl Files {
                     .into_iter()
                     .take(MAX_EXCLUDED_LISTED)
                     .collect(),
+                sqlite: databases,
             }),
         })
     }

@@ -3,6 +3,8 @@
 //! whole archive extracted, its hash matched and the safety backup
 //! succeeded.
 
+use cairn_core::format::manifest::ManifestContents;
+use cairn_core::format::sqlite::{self, SqliteDatabase};
 use cairn_entity::enums::Slot;
 
 use super::*;
@@ -24,6 +26,39 @@ impl Place {
     fn discard(&self) {
         discard(&self.staging, &self.holder, self.exists);
     }
+}
+
+/// The SQLite databases a backup's manifest records.
+fn sqlite_databases(backup: &backup::Model) -> Vec<SqliteDatabase> {
+    match backup
+        .manifest
+        .as_ref()
+        .and_then(|m| Manifest::from_value(m).ok())
+        .map(|m| m.contents)
+    {
+        Some(ManifestContents::Tar(tar)) => tar.sqlite,
+        _ => Vec::new(),
+    }
+}
+
+/// Holds each staged SQLite database to `integrity_check` and to the rows
+/// its backup counted, before anything is swapped in.
+fn check_databases(staging: &Path, databases: &[SqliteDatabase]) -> Result<(), Failure> {
+    for database in databases {
+        let damaged = |why: String| {
+            Failure::new(
+                FailureCode::ArchiveDamaged,
+                format!("the SQLite database {} as restored: {why}", database.path),
+            )
+        };
+        let tables = sqlite::check(&staging.join(&database.path)).map_err(damaged)?;
+        if tables != database.tables {
+            return Err(damaged(
+                "its tables or row counts differ from those its backup recorded".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Restore<'_> {
@@ -112,6 +147,29 @@ impl Restore<'_> {
         });
         if dry_run {
             return Ok(summary);
+        }
+        let databases = sqlite_databases(self.source);
+        if !databases.is_empty() {
+            let staging = place.staging.clone();
+            let count = databases.len();
+            let checked =
+                tokio::task::spawn_blocking(move || check_databases(&staging, &databases))
+                    .await
+                    .map_err(internal)
+                    .and_then(|checked| checked);
+            if let Err(failure) = checked {
+                place.discard();
+                return Err(failure);
+            }
+            attempt.note(
+                "info",
+                format!(
+                    "{count} SQLite database(s) pass integrity_check with the rows their backup recorded"
+                ),
+            );
+            if let Some(object) = summary.as_object_mut() {
+                object.insert("sqliteDatabases".into(), json!(count));
+            }
         }
         if attempt.model.safety_backup && place.exists {
             if let Err(failure) = self.safety_backup(attempt).await {

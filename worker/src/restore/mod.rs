@@ -301,7 +301,7 @@ async fn perform(
     }
     let destination = destination(worker, &model).await?;
     let (kind, volume_kind) = kinds_of(archive.name);
-    if destination.volume.kind != volume_kind {
+    if !cairn_core::restores::restores_into(destination.volume.kind, volume_kind) {
         return Err(Failure::new(
             FailureCode::DestinationMismatch,
             format!(

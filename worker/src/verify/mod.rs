@@ -344,6 +344,42 @@ async fn perform(
         (found, _) => found,
     };
     compare(&source.manifest, &found, size, findings);
+    if let (Some(dir), ManifestContents::Tar(tar)) = (&scratch_dir, &source.manifest.contents) {
+        // A `sqlite` volume's databases, as extracted: sound, and holding
+        // the rows their backup counted.
+        let (root, databases) = (dir.path.clone(), tar.sqlite.clone());
+        let checked = tokio::task::spawn_blocking(move || {
+            databases
+                .into_iter()
+                .map(|db| {
+                    let found = cairn_core::format::sqlite::check(&root.join(&db.path));
+                    (db, found)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(internal)?;
+        for (database, found) in checked {
+            let name = format!("sqlite:{}", database.path);
+            match found {
+                Ok(tables) if tables == database.tables => findings.check(
+                    &name,
+                    true,
+                    format!(
+                        "integrity_check ok; {} rows in {} tables, as recorded",
+                        tables.iter().map(|t| t.rows).sum::<u64>(),
+                        tables.len()
+                    ),
+                ),
+                Ok(_) => findings.check(
+                    &name,
+                    false,
+                    "integrity_check ok, but its tables or row counts differ from those recorded",
+                ),
+                Err(why) => findings.check(&name, false, why),
+            }
+        }
+    }
     drop(scratch_dir);
     match findings.checks.iter().find(|check| !check.ok) {
         Some(failed) => Err(Failure::new(

@@ -412,6 +412,7 @@ pub async fn backup_now(
         });
     }
     txn.commit().await?;
+    cairn.work_recorded().await;
     Ok(BackupNowView {
         runs: started,
         auto_job_created,

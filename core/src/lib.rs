@@ -38,6 +38,7 @@ pub mod system;
 pub mod targets;
 pub mod validate;
 pub mod verifications;
+pub mod wake;
 
 use std::sync::Arc;
 
@@ -62,6 +63,8 @@ pub struct Cairn {
     pub download_slots: Arc<tokio::sync::Semaphore>,
     /// The Redis of the schedulers' slot locks, when `redis_url` is set.
     pub redis: Option<Arc<runs::locks::RedisLocks>>,
+    /// Wakes this process's idle worker loops when work is recorded.
+    pub wake: wake::Wake,
 }
 
 /// Streamed downloads that may run at once per process.
@@ -131,6 +134,7 @@ impl Cairn {
             master_key,
             download_slots: Arc::new(tokio::sync::Semaphore::new(DOWNLOAD_SLOTS)),
             redis,
+            wake: wake::Wake::default(),
         };
         if let Some((row_id, ciphertext)) = sealed {
             if cairn.master_key.open(row_id, &ciphertext).is_err() {

@@ -224,6 +224,7 @@ pub async fn request(
     );
     created.source_target_id = Set(body.target_id);
     let created = created.insert(&cairn.db).await?;
+    cairn.work_recorded().await;
     view(&created)
 }
 

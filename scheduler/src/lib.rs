@@ -229,6 +229,15 @@ impl Scheduler {
         }
         self.tick_verifications(now, &mut report).await?;
         self.tick_system_backup(now, &mut report).await?;
+        if report.fired
+            + report.skipped
+            + report.missed
+            + report.verifications
+            + report.system_backups
+            > 0
+        {
+            self.cairn.work_recorded().await;
+        }
         Ok(report)
     }
 

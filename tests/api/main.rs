@@ -33,3 +33,4 @@ mod targets;
 mod tenancy;
 mod tokens;
 mod verifications;
+mod wake;

@@ -140,17 +140,27 @@ impl Worker {
             let stop = stop.clone();
             tokio::spawn(async move { worker.notify(stop).await })
         };
+        let listener = tokio::spawn(cairn_core::wake::listen(self.cairn.clone(), stop.clone()));
         for handle in loops {
             let _ = handle.await;
         }
         let _ = notifier.await;
+        let _ = listener.await;
         tracing::info!(owner = %self.options.owner, "worker stopped");
     }
 
     async fn drive(&self, mut stop: watch::Receiver<bool>) {
+        let mut woken = self.cairn.wake.subscribe();
         while !*stop.borrow() {
+            // Marked seen before looking, so work recorded while this loop
+            // looks wakes it again at once.
+            woken.borrow_and_update();
             match self.process_one(&stop, Utc::now()).await {
-                Ok(Some(_)) => continue,
+                Ok(Some(_)) => {
+                    // What the unit queued (its notifications) goes out now.
+                    self.cairn.wake.now();
+                    continue;
+                }
                 Ok(None) => {}
                 Err(error) => {
                     tracing::error!(error = format!("{error:#}"), "worker tick failed");
@@ -158,17 +168,21 @@ impl Worker {
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.options.poll) => {}
+                _ = woken.changed() => {}
                 _ = stop.changed() => {}
             }
         }
     }
 
     /// Sends due notification deliveries until `stop` turns true: a pass
-    /// right after one that found work, else one per poll interval.
+    /// right after one that found work or a wake-up (`Cairn::wake`), else
+    /// one per poll interval.
     async fn notify(&self, mut stop: watch::Receiver<bool>) {
         // Housekeeping rides on this loop, at most every ten minutes.
         let mut last_housekeeping: Option<std::time::Instant> = None;
+        let mut woken = self.cairn.wake.subscribe();
         while !*stop.borrow() {
+            woken.borrow_and_update();
             if last_housekeeping.is_none_or(|at| at.elapsed() >= HOUSEKEEPING_EVERY) {
                 last_housekeeping = Some(std::time::Instant::now());
                 match housekeeping(&self.cairn, Utc::now()).await {
@@ -196,6 +210,7 @@ impl Worker {
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.options.poll) => {}
+                _ = woken.changed() => {}
                 _ = stop.changed() => {}
             }
         }

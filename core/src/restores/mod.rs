@@ -467,7 +467,10 @@ pub async fn request(
     .insert(&cairn.db)
     .await;
     match created {
-        Ok(model) => view(&model),
+        Ok(model) => {
+            cairn.work_recorded().await;
+            view(&model)
+        }
         Err(error) if is_unique_violation(&error) => Err(Error::Conflict {
             field: None,
             message: format!(

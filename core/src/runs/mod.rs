@@ -366,7 +366,10 @@ pub async fn start_manual(
         .await?
         .ok_or(Error::NotFound("job"))?;
     match start(&cairn.db, &job, Trigger::Manual, now, now).await? {
-        Started::Run(view) => Ok(view),
+        Started::Run(view) => {
+            cairn.work_recorded().await;
+            Ok(view)
+        }
         Started::Skipped { run_id, reason } => Err(Error::Conflict {
             field: None,
             message: format!(

@@ -202,7 +202,10 @@ pub async fn target(cairn: &Cairn) -> Result<backup_target::Model> {
 pub async fn request(cairn: &Cairn, now: DateTime<Utc>) -> Result<SystemBackupView> {
     let target = target(cairn).await?;
     match insert(cairn, &target, Trigger::Manual, None, now).await {
-        Ok(model) => Ok(model.into()),
+        Ok(model) => {
+            cairn.work_recorded().await;
+            Ok(model.into())
+        }
         Err(error) if is_unique_violation(&error) => Err(Error::Conflict {
             field: None,
             message: "a self-backup is already pending or running".into(),

@@ -283,9 +283,10 @@ async fn newest_backup(
         organization_id: None,
         role: cairn_core::auth::Role::Admin,
     };
-    let org = cairn_core::orgs::list(&cairn.db, &admin)
+    let org = cairn_core::orgs::list(&cairn.db, &admin, &cairn_core::pages::Paging::everything())
         .await
         .map_err(failed)?
+        .0
         .into_iter()
         .find(|org| org.slug == "bench")
         .ok_or_else(|| anyhow::anyhow!("no backup to {what}: run `backup files` first"))?;

@@ -497,12 +497,20 @@ fn name_taken(name: &str) -> Error {
     Error::conflict("name", format!("an app named '{name}' already exists"))
 }
 
-pub async fn list(cairn: &Cairn, organization_id: Uuid) -> Result<Vec<AppView>> {
-    let apps = app::Entity::find()
-        .filter(app::Column::OrganizationId.eq(organization_id))
-        .order_by_asc(app::Column::Name)
-        .all(&cairn.db)
-        .await?;
+pub async fn list(
+    cairn: &Cairn,
+    organization_id: Uuid,
+    paging: &crate::pages::Paging,
+) -> Result<(Vec<AppView>, Option<String>)> {
+    let (apps, next) = crate::pages::page(
+        &cairn.db,
+        app::Entity::find().filter(app::Column::OrganizationId.eq(organization_id)),
+        app::Column::Name,
+        paging,
+        |app| app.name.clone(),
+        crate::pages::text,
+    )
+    .await?;
     let ids: Vec<Uuid> = apps.iter().map(|a| a.id).collect();
     let volumes = volumes_of(&cairn.db, &ids).await?;
     let mut directories = directories_of(&cairn.db, &volumes).await?;
@@ -510,12 +518,14 @@ pub async fn list(cairn: &Cairn, organization_id: Uuid) -> Result<Vec<AppView>> 
     for volume in volumes {
         by_app.entry(volume.app_id).or_default().push(volume);
     }
-    apps.into_iter()
+    let views = apps
+        .into_iter()
         .map(|a| {
             let volumes = by_app.remove(&a.id).unwrap_or_default();
             app_view(a, volumes, &mut directories)
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    Ok((views, next))
 }
 
 pub async fn get(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<AppView> {

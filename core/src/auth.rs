@@ -10,9 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
 use rand::RngCore;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -194,13 +192,18 @@ pub async fn create_token(
 pub async fn list_tokens(
     db: &impl ConnectionTrait,
     organization_id: Uuid,
-) -> Result<Vec<TokenView>> {
-    let models = api_token::Entity::find()
-        .filter(api_token::Column::OrganizationId.eq(organization_id))
-        .order_by_asc(api_token::Column::Id)
-        .all(db)
-        .await?;
-    Ok(models.into_iter().map(view).collect())
+    paging: &crate::pages::Paging,
+) -> Result<(Vec<TokenView>, Option<String>)> {
+    let (models, next) = crate::pages::page(
+        db,
+        api_token::Entity::find().filter(api_token::Column::OrganizationId.eq(organization_id)),
+        api_token::Column::Id,
+        paging,
+        |token| token.id.to_string(),
+        crate::pages::uuid,
+    )
+    .await?;
+    Ok((models.into_iter().map(view).collect(), next))
 }
 
 /// Revokes a token of an organization.

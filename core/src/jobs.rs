@@ -862,13 +862,18 @@ fn name_taken(name: &str) -> Error {
 pub async fn list(
     cairn: &Cairn,
     organization_id: Uuid,
+    paging: &crate::pages::Paging,
     now: DateTime<Utc>,
-) -> Result<Vec<JobView>> {
-    let jobs = backup_job::Entity::find()
-        .filter(backup_job::Column::OrganizationId.eq(organization_id))
-        .order_by_asc(backup_job::Column::Name)
-        .all(&cairn.db)
-        .await?;
+) -> Result<(Vec<JobView>, Option<String>)> {
+    let (jobs, next) = crate::pages::page(
+        &cairn.db,
+        backup_job::Entity::find().filter(backup_job::Column::OrganizationId.eq(organization_id)),
+        backup_job::Column::Name,
+        paging,
+        |job| job.name.clone(),
+        crate::pages::text,
+    )
+    .await?;
     let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
     let mut links = links_of(&cairn.db, &ids).await?;
     let mut views = Vec::with_capacity(jobs.len());
@@ -877,7 +882,7 @@ pub async fn list(
         let health = crate::verifications::job_health(&cairn.db, job.id, now).await?;
         views.push(view(job, job_links, health, now));
     }
-    Ok(views)
+    Ok((views, next))
 }
 
 pub async fn get(

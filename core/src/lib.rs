@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod netpolicy;
 pub mod notifications;
 pub mod orgs;
+pub mod pages;
 pub mod report;
 pub mod restores;
 pub mod runs;

@@ -3,8 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
-    TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -110,17 +109,22 @@ pub async fn create(
 pub async fn list(
     db: &impl ConnectionTrait,
     principal: &Principal,
-) -> Result<Vec<OrganizationView>> {
-    let models = match principal.organization_id {
-        None => {
-            organization::Entity::find()
-                .order_by_asc(organization::Column::Slug)
-                .all(db)
-                .await?
-        }
-        Some(own) => organization::Entity::find_by_id(own).all(db).await?,
+    paging: &crate::pages::Paging,
+) -> Result<(Vec<OrganizationView>, Option<String>)> {
+    let select = match principal.organization_id {
+        None => organization::Entity::find(),
+        Some(own) => organization::Entity::find().filter(organization::Column::Id.eq(own)),
     };
-    Ok(models.into_iter().map(Into::into).collect())
+    let (models, next) = crate::pages::page(
+        db,
+        select,
+        organization::Column::Slug,
+        paging,
+        |org| org.slug.clone(),
+        crate::pages::text,
+    )
+    .await?;
+    Ok((models.into_iter().map(Into::into).collect(), next))
 }
 
 pub async fn get(db: &impl ConnectionTrait, id: Uuid) -> Result<OrganizationView> {

@@ -20,6 +20,7 @@ mod notifications;
 mod ops;
 mod orgs;
 mod orphans;
+mod pages;
 mod restores;
 mod safety;
 mod scheduler;

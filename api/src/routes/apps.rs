@@ -6,7 +6,7 @@ use cairn_core::deployments::{self, BackupNowView, DeploymentRequest, Deployment
 use cairn_core::Cairn;
 use chrono::Utc;
 
-use super::{created as created_response, Items, OrgAppPath, OrgPath};
+use super::{created as created_response, OrgAppPath, OrgPath, Page};
 use crate::access::{Admin, Operator, OrgAccess, Viewer};
 use crate::error::ApiError;
 use crate::extract::Body;
@@ -88,14 +88,16 @@ pub async fn backup_now(
 }
 
 /// List the organization's apps with their volumes.
-#[utoipa::path(get, path = "/api/v1/organizations/{orgId}/apps", tag = "apps", params(OrgPath), responses((status = 200, body = Items<AppView>)))]
+#[utoipa::path(get, path = "/api/v1/organizations/{orgId}/apps", tag = "apps", params(OrgPath, cairn_core::pages::PageQuery), responses((status = 200, body = Page<AppView>)))]
 pub async fn list(
     _access: OrgAccess<Viewer>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
+    query: web::Query<cairn_core::pages::PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let items = apps::list(&cairn, path.org_id).await?;
-    Ok(HttpResponse::Ok().json(Items { items }))
+    let paging = cairn_core::pages::Paging::of(&query)?;
+    let page = apps::list(&cairn, path.org_id, &paging).await?;
+    Ok(HttpResponse::Ok().json(Page::of(page)))
 }
 
 /// Register an app and its volumes.

@@ -7,7 +7,7 @@ use cairn_core::runs::{self, RunView};
 use cairn_core::Cairn;
 use chrono::Utc;
 
-use super::{created as created_response, Items, OrgJobPath, OrgPath};
+use super::{created as created_response, OrgJobPath, OrgPath, Page};
 use crate::access::{Admin, Operator, OrgAccess, Viewer};
 use crate::error::ApiError;
 use crate::extract::Body;
@@ -23,14 +23,16 @@ routes! {
 }
 
 /// List the organization's backup jobs.
-#[utoipa::path(get, path = "/api/v1/organizations/{orgId}/backups/jobs", tag = "jobs", params(OrgPath), responses((status = 200, body = Items<JobView>)))]
+#[utoipa::path(get, path = "/api/v1/organizations/{orgId}/backups/jobs", tag = "jobs", params(OrgPath, cairn_core::pages::PageQuery), responses((status = 200, body = Page<JobView>)))]
 pub async fn list(
     _access: OrgAccess<Viewer>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
+    query: web::Query<cairn_core::pages::PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let items = jobs::list(&cairn, path.org_id, Utc::now()).await?;
-    Ok(HttpResponse::Ok().json(Items { items }))
+    let paging = cairn_core::pages::Paging::of(&query)?;
+    let page = jobs::list(&cairn, path.org_id, &paging, Utc::now()).await?;
+    Ok(HttpResponse::Ok().json(Page::of(page)))
 }
 
 /// Create a backup job.

@@ -122,10 +122,20 @@ pub struct SystemTargetPath {
     pub target_id: Uuid,
 }
 
-/// `{ "items": [...] }`
+/// `{ "items": [...], "nextCursor": … }`: one page of a list
+/// (`?limit&cursor`, as history takes them).
 #[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct Items<T> {
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
     pub items: Vec<T>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    pub fn of((items, next_cursor): (Vec<T>, Option<String>)) -> Page<T> {
+        Page { items, next_cursor }
+    }
 }
 
 /// `201 Created` with `Location`: a new resource lives at the collection's

@@ -7,7 +7,7 @@ use cairn_core::notifications::{
 use cairn_core::Cairn;
 use chrono::Utc;
 
-use super::{created as created_response, Items, OrgChannelPath, OrgPath};
+use super::{created as created_response, OrgChannelPath, OrgPath, Page};
 use crate::access::{Admin, Operator, OrgAccess, Viewer};
 use crate::error::ApiError;
 use crate::extract::Body;
@@ -23,14 +23,16 @@ routes! {
 ///
 /// Secrets are never returned: `urlSet` (Slack) and `secretSet` (webhook)
 /// say whether they are stored.
-#[utoipa::path(get, path = "/api/v1/organizations/{orgId}/notifications/channels", tag = "notifications", params(OrgPath), responses((status = 200, body = Items<ChannelView>)))]
+#[utoipa::path(get, path = "/api/v1/organizations/{orgId}/notifications/channels", tag = "notifications", params(OrgPath, cairn_core::pages::PageQuery), responses((status = 200, body = Page<ChannelView>)))]
 pub async fn list(
     _access: OrgAccess<Viewer>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
+    query: web::Query<cairn_core::pages::PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let items = channels::list(&cairn, path.org_id).await?;
-    Ok(HttpResponse::Ok().json(Items { items }))
+    let paging = cairn_core::pages::Paging::of(&query)?;
+    let page = channels::list(&cairn, path.org_id, &paging).await?;
+    Ok(HttpResponse::Ok().json(Page::of(page)))
 }
 
 /// Create a notification channel.

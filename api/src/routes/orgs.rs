@@ -8,7 +8,7 @@ use cairn_core::orgs::{
 use cairn_core::Cairn;
 use chrono::Utc;
 
-use super::{created as created_response, Items, OrgPath};
+use super::{created as created_response, OrgPath, Page};
 use crate::error::ApiError;
 use crate::extract::{Auth, Body};
 
@@ -46,13 +46,15 @@ pub async fn create(
 ///
 /// A system administrator sees every organization; an organization token
 /// sees its own.
-#[utoipa::path(get, path = "/api/v1/organizations", tag = "organizations", responses((status = 200, body = Items<OrganizationView>)))]
+#[utoipa::path(get, path = "/api/v1/organizations", tag = "organizations", params(cairn_core::pages::PageQuery), responses((status = 200, body = Page<OrganizationView>)))]
 pub async fn list(
     Auth(principal): Auth,
     cairn: web::Data<Cairn>,
+    query: web::Query<cairn_core::pages::PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let items = orgs::list(&cairn.db, &principal).await?;
-    Ok(HttpResponse::Ok().json(Items { items }))
+    let paging = cairn_core::pages::Paging::of(&query)?;
+    let page = orgs::list(&cairn.db, &principal, &paging).await?;
+    Ok(HttpResponse::Ok().json(Page::of(page)))
 }
 
 /// Get an organization.

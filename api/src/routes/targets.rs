@@ -7,7 +7,7 @@ use cairn_core::targets::{self, TargetRequest, TargetView};
 use cairn_core::Cairn;
 use chrono::Utc;
 
-use super::{created as created_response, Items, OrgPath, OrgTargetPath, SystemTargetPath};
+use super::{created as created_response, OrgPath, OrgTargetPath, Page, SystemTargetPath};
 use crate::access::{Admin, Operator, OrgAccess, SystemAdmin, Viewer};
 use crate::error::ApiError;
 use crate::extract::Body;
@@ -25,14 +25,16 @@ routes! {
 ///
 /// Secrets are never returned: `secretAccessKeySet` and `privateKeySet` say
 /// whether they are stored.
-#[utoipa::path(get, path = "/api/v1/organizations/{orgId}/backups/targets", tag = "targets", params(OrgPath), responses((status = 200, body = Items<TargetView>)))]
+#[utoipa::path(get, path = "/api/v1/organizations/{orgId}/backups/targets", tag = "targets", params(OrgPath, cairn_core::pages::PageQuery), responses((status = 200, body = Page<TargetView>)))]
 pub async fn list(
     _access: OrgAccess<Viewer>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
+    query: web::Query<cairn_core::pages::PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let items = targets::list(&cairn, Some(path.org_id)).await?;
-    Ok(HttpResponse::Ok().json(Items { items }))
+    let paging = cairn_core::pages::Paging::of(&query)?;
+    let page = targets::list(&cairn, Some(path.org_id), &paging).await?;
+    Ok(HttpResponse::Ok().json(Page::of(page)))
 }
 
 /// Create a storage target.
@@ -128,13 +130,15 @@ pub async fn remove(
 /// List the system-level targets.
 ///
 /// System administrators only.
-#[utoipa::path(get, path = "/api/v1/system/backups/targets", tag = "system", responses((status = 200, body = Items<TargetView>)))]
+#[utoipa::path(get, path = "/api/v1/system/backups/targets", tag = "system", params(cairn_core::pages::PageQuery), responses((status = 200, body = Page<TargetView>)))]
 pub async fn system_list(
     _admin: SystemAdmin,
     cairn: web::Data<Cairn>,
+    query: web::Query<cairn_core::pages::PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let items = targets::list(&cairn, None).await?;
-    Ok(HttpResponse::Ok().json(Items { items }))
+    let paging = cairn_core::pages::Paging::of(&query)?;
+    let page = targets::list(&cairn, None, &paging).await?;
+    Ok(HttpResponse::Ok().json(Page::of(page)))
 }
 
 /// Create a system-level target.

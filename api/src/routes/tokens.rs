@@ -5,7 +5,7 @@ use cairn_core::auth::{self, CreateTokenRequest, CreatedTokenView, TokenView};
 use cairn_core::Cairn;
 use chrono::Utc;
 
-use super::{Items, OrgPath, OrgTokenPath};
+use super::{OrgPath, OrgTokenPath, Page};
 use crate::access::{Admin, OrgAccess};
 use crate::error::ApiError;
 use crate::extract::Body;
@@ -38,14 +38,16 @@ pub async fn create(
 }
 
 /// List the organization's tokens (never the tokens themselves).
-#[utoipa::path(get, path = "/api/v1/organizations/{orgId}/tokens", tag = "tokens", params(OrgPath), responses((status = 200, body = Items<TokenView>)))]
+#[utoipa::path(get, path = "/api/v1/organizations/{orgId}/tokens", tag = "tokens", params(OrgPath, cairn_core::pages::PageQuery), responses((status = 200, body = Page<TokenView>)))]
 pub async fn list(
     _access: OrgAccess<Admin>,
     cairn: web::Data<Cairn>,
     path: web::Path<OrgPath>,
+    query: web::Query<cairn_core::pages::PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let items = auth::list_tokens(&cairn.db, path.org_id).await?;
-    Ok(HttpResponse::Ok().json(Items { items }))
+    let paging = cairn_core::pages::Paging::of(&query)?;
+    let page = auth::list_tokens(&cairn.db, path.org_id, &paging).await?;
+    Ok(HttpResponse::Ok().json(Page::of(page)))
 }
 
 /// Revoke a token.

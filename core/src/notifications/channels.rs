@@ -8,9 +8,7 @@
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -400,15 +398,26 @@ pub(crate) async fn find_model(
 }
 
 /// The organization's channels, by name.
-pub async fn list(cairn: &Cairn, organization_id: Uuid) -> Result<Vec<ChannelView>> {
-    notification_channel::Entity::find()
-        .filter(notification_channel::Column::OrganizationId.eq(organization_id))
-        .order_by_asc(notification_channel::Column::Name)
-        .all(&cairn.db)
-        .await?
+pub async fn list(
+    cairn: &Cairn,
+    organization_id: Uuid,
+    paging: &crate::pages::Paging,
+) -> Result<(Vec<ChannelView>, Option<String>)> {
+    let (models, next) = crate::pages::page(
+        &cairn.db,
+        notification_channel::Entity::find()
+            .filter(notification_channel::Column::OrganizationId.eq(organization_id)),
+        notification_channel::Column::Name,
+        paging,
+        |channel| channel.name.clone(),
+        crate::pages::text,
+    )
+    .await?;
+    let views = models
         .into_iter()
         .map(|model| view(&cairn.master_key, model))
-        .collect()
+        .collect::<Result<_>>()?;
+    Ok((views, next))
 }
 
 pub async fn get(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<ChannelView> {

@@ -297,15 +297,25 @@ fn unique_conflict(error: &sea_orm::DbErr, name: &str) -> Error {
 }
 
 /// The targets of an organization (`None`: the system-level targets), by name.
-pub async fn list(cairn: &Cairn, organization_id: Option<Uuid>) -> Result<Vec<TargetView>> {
-    backup_target::Entity::find()
-        .filter(scoped(organization_id))
-        .order_by_asc(backup_target::Column::Name)
-        .all(&cairn.db)
-        .await?
+pub async fn list(
+    cairn: &Cairn,
+    organization_id: Option<Uuid>,
+    paging: &crate::pages::Paging,
+) -> Result<(Vec<TargetView>, Option<String>)> {
+    let (models, next) = crate::pages::page(
+        &cairn.db,
+        backup_target::Entity::find().filter(scoped(organization_id)),
+        backup_target::Column::Name,
+        paging,
+        |target| target.name.clone(),
+        crate::pages::text,
+    )
+    .await?;
+    let views = models
         .into_iter()
         .map(|model| view(&cairn.master_key, model))
-        .collect()
+        .collect::<Result<_>>()?;
+    Ok((views, next))
 }
 
 pub async fn get(cairn: &Cairn, organization_id: Option<Uuid>, id: Uuid) -> Result<TargetView> {

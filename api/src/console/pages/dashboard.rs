@@ -28,7 +28,12 @@ pub async fn home(session: Session, cairn: web::Data<Cairn>) -> Result<HttpRespo
             .insert_header(("Location", format!("/ui/orgs/{org}")))
             .finish());
     }
-    let orgs = cairn_core::orgs::list(&cairn.db, &session.principal).await?;
+    let (orgs, _) = cairn_core::orgs::list(
+        &cairn.db,
+        &session.principal,
+        &cairn_core::pages::Paging::everything(),
+    )
+    .await?;
     Ok(html(layout::page(
         "Organizations",
         &session,
@@ -143,7 +148,13 @@ pub async fn dashboard(
     .await?;
     let org_id = org.id;
     let now = Utc::now();
-    let mut jobs = cairn_core::jobs::list(&cairn, org_id, now).await?;
+    let (mut jobs, _) = cairn_core::jobs::list(
+        &cairn,
+        org_id,
+        &cairn_core::pages::Paging::everything(),
+        now,
+    )
+    .await?;
     jobs.sort_by(|a, b| {
         health_of(a)
             .cmp(&health_of(b))

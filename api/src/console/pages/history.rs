@@ -74,8 +74,9 @@ pub async fn history(
         cursor: some(&filters.cursor),
     };
     let page = cairn_core::history::list(&cairn, org_id, &query).await?;
-    let jobs = cairn_core::jobs::list(&cairn, org_id, Utc::now()).await?;
-    let apps = cairn_core::apps::list(&cairn, org_id).await?;
+    let everything = cairn_core::pages::Paging::everything();
+    let (jobs, _) = cairn_core::jobs::list(&cairn, org_id, &everything, Utc::now()).await?;
+    let (apps, _) = cairn_core::apps::list(&cairn, org_id, &everything).await?;
     let next = page.next_cursor.as_ref().map(|cursor| {
         let mut pairs = vec![
             ("jobId", filters.job_id.as_str()),

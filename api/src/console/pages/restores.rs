@@ -34,7 +34,8 @@ async fn other_volumes(
     kind: Option<VolumeKind>,
     own: (Option<Uuid>, &str),
 ) -> Result<Vec<(String, String)>, ConsoleError> {
-    let apps = cairn_core::apps::list(cairn, org_id).await?;
+    let (apps, _) =
+        cairn_core::apps::list(cairn, org_id, &cairn_core::pages::Paging::everything()).await?;
     Ok(apps
         .iter()
         .flat_map(|app| {

@@ -127,7 +127,12 @@ pub async fn targets(
 ) -> Result<HttpResponse, ConsoleError> {
     let org = org_page(&request, &session, &cairn, Role::Viewer, "list targets").await?;
     let org_id = org.id;
-    let targets = cairn_core::targets::list(&cairn, Some(org_id)).await?;
+    let (targets, _) = cairn_core::targets::list(
+        &cairn,
+        Some(org_id),
+        &cairn_core::pages::Paging::everything(),
+    )
+    .await?;
     let operator = session.can(org_id, Role::Operator);
     let body = html! {
         @if targets.is_empty() {
@@ -208,7 +213,12 @@ pub async fn notifications(
     )
     .await?;
     let org_id = org.id;
-    let channels = cairn_core::notifications::channels::list(&cairn, org_id).await?;
+    let (channels, _) = cairn_core::notifications::channels::list(
+        &cairn,
+        org_id,
+        &cairn_core::pages::Paging::everything(),
+    )
+    .await?;
     let deliveries = cairn_core::notifications::list_deliveries(
         &cairn,
         org_id,
@@ -308,7 +318,9 @@ pub async fn tokens(
 ) -> Result<HttpResponse, ConsoleError> {
     let org = org_page(&request, &session, &cairn, Role::Admin, "list tokens").await?;
     let org_id = org.id;
-    let tokens = cairn_core::auth::list_tokens(&cairn.db, org_id).await?;
+    let (tokens, _) =
+        cairn_core::auth::list_tokens(&cairn.db, org_id, &cairn_core::pages::Paging::everything())
+            .await?;
     let body = tokens_body(&session, org_id, &tokens, None);
     Ok(org.render("Tokens", &session, body))
 }
@@ -346,7 +358,9 @@ pub async fn create_token(
     )
     .await?;
     let org = org_page(&request, session, &cairn, Role::Admin, "create a token").await?;
-    let tokens = cairn_core::auth::list_tokens(&cairn.db, org_id).await?;
+    let (tokens, _) =
+        cairn_core::auth::list_tokens(&cairn.db, org_id, &cairn_core::pages::Paging::everything())
+            .await?;
     let body = tokens_body(session, org_id, &tokens, Some(&created.token));
     Ok(org.render("Tokens", session, body))
 }

@@ -3,7 +3,8 @@
 
 use actix_web::{web, HttpResponse};
 use cairn_core::catalog::{self, ImportReport, OrphanList, SweepView};
-use cairn_core::system::{self, SystemBackupPage, SystemBackupQuery, SystemBackupView};
+use cairn_core::pages::PageQuery;
+use cairn_core::system::{self, SystemBackupPage, SystemBackupView};
 use cairn_core::Cairn;
 use chrono::Utc;
 
@@ -27,14 +28,14 @@ routes! {
     get,
     path = "/api/v1/system/backups",
     tag = "system",
-    params(SystemBackupQuery),
+    params(PageQuery),
     responses((status = 200, body = SystemBackupPage)))]
 pub async fn list(
     _admin: SystemAdmin,
     cairn: web::Data<Cairn>,
-    query: web::Query<SystemBackupQuery>,
+    query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let page = system::list(&cairn, query.into_inner()).await?;
+    let page = system::list(&cairn, &query).await?;
     Ok(HttpResponse::Ok().json(page))
 }
 

@@ -19,7 +19,7 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
 };
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use cairn_entity::enums::{DatabaseEngine, SystemBackupStatus, Trigger};
@@ -125,17 +125,6 @@ impl From<system_backup::Model> for SystemBackupView {
     }
 }
 
-/// `GET /api/v1/system/backups` query.
-#[derive(Clone, Debug, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct SystemBackupQuery {
-    /// Page size, 1–200 (default 50).
-    #[param(value_type = Option<u64>)]
-    pub limit: Option<String>,
-    /// `nextCursor` of the previous page.
-    pub cursor: Option<String>,
-}
-
 #[derive(Clone, Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SystemBackupPage {
@@ -153,7 +142,7 @@ pub fn engine(cairn: &Cairn) -> DatabaseEngine {
 }
 
 /// Self-backups, newest first.
-pub async fn list(cairn: &Cairn, query: SystemBackupQuery) -> Result<SystemBackupPage> {
+pub async fn list(cairn: &Cairn, query: &crate::pages::PageQuery) -> Result<SystemBackupPage> {
     let mut v = Validator::new();
     let limit = crate::history::page_limit(&mut v, query.limit.as_deref());
     let cursor = crate::history::parse_uuid(&mut v, "cursor", query.cursor.as_deref());

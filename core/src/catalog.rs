@@ -518,11 +518,22 @@ pub async fn orphans(cairn: &Cairn, target_id: Uuid) -> Result<OrphanList> {
     })
 }
 
-/// Whether `key` lies in Cairn's layout `{org}/{app}/{volume}/{file}`,
-/// outside `_cairn/`.
-fn in_layout(key: &str) -> bool {
+/// Whether `key` can be an orphan: an archive Cairn names (or one of its
+/// sidecars) in the layout `{org}/{app}/{volume}/{file}` of an
+/// organization that exists. Anything else on the target — self-backups
+/// (`_cairn/`), another program's files, the archives of a slug no
+/// organization has (purged organizations keep theirs; after a lost
+/// database they wait for an import) — is never an orphan.
+fn may_be_orphan(key: &str, slugs: &HashSet<String>) -> bool {
     let parts: Vec<&str> = key.split('/').collect();
-    parts.len() == 4 && !parts[0].starts_with('_') && parts.iter().all(|p| !p.is_empty())
+    let [organization, app, volume, _] = parts.as_slice() else {
+        return false;
+    };
+    let file = archive_of(key).rsplit('/').next().unwrap_or_default();
+    !app.is_empty()
+        && !volume.is_empty()
+        && slugs.contains(*organization)
+        && ArchiveName::parse(file).is_some()
 }
 
 /// The archive a key belongs to: itself, or the archive a sidecar is
@@ -656,7 +667,15 @@ async fn run_sweep(
     let mut orphan_paths = HashSet::new();
     let mut deleted = 0;
     let keep_days = cairn.config.orphans.delete_after_days;
-    for object in listing.iter().filter(|o| in_layout(&o.key)) {
+    let slugs: HashSet<String> = organization::Entity::find()
+        .select_only()
+        .column(organization::Column::Slug)
+        .into_tuple::<String>()
+        .all(&cairn.db)
+        .await?
+        .into_iter()
+        .collect();
+    for object in listing.iter().filter(|o| may_be_orphan(&o.key, &slugs)) {
         if live.contains(archive_of(&object.key)) {
             continue;
         }

@@ -77,6 +77,17 @@ async fn orphans_both_ways(backend: Backend) {
         )
         .unwrap();
     }
+    // Never orphans: another program's file beside the archives, and an
+    // archive of a slug no organization has (a purged one's, or one
+    // waiting for a catalog import).
+    std::fs::write(first_file.parent().unwrap().join("notes.txt"), b"mine").unwrap();
+    let foreign = f.stored("ghost/app/data");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::copy(
+        &first_file,
+        foreign.join("2020-01-01T00-00-00-000Z.tar.zst"),
+    )
+    .unwrap();
     let found = sweep(&f, &target).await;
     assert_eq!(found["orphans"], 3, "{found}");
     assert_eq!(found["deleted"], 0, "{found}");
@@ -156,6 +167,8 @@ async fn orphans_both_ways(backend: Backend) {
     .await
     .unwrap();
     assert_eq!(late.deleted, 3);
+    assert!(first_file.parent().unwrap().join("notes.txt").exists());
+    assert!(foreign.join("2020-01-01T00-00-00-000Z.tar.zst").exists());
     for suffix in ["", ".sha256", ".manifest.json"] {
         assert!(!with_suffix(&stray, suffix).exists(), "{suffix}");
         assert!(with_suffix(&first_file, suffix).exists(), "{suffix}");

@@ -45,6 +45,8 @@ ensure_packages() {
   command -v redis-server >/dev/null && command -v redis-cli >/dev/null || missing+=(redis-server redis-tools)
   command -v openssl >/dev/null || missing+=(openssl)
   command -v chromium >/dev/null && command -v chromedriver >/dev/null || missing+=(chromium chromium-driver)
+  command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
+  command -v mariadb >/dev/null && command -v mariadb-dump >/dev/null || missing+=(mariadb-client)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]} from Debian packages"
     as_root apt-get update -qq
@@ -162,6 +164,45 @@ CONFIG
   TEST_SSH_HOST_FINGERPRINT=$(ssh-keygen -lf "$dir/host_ed25519.pub" | awk '{print $2}')
   export TEST_SSH_ROOT="$dir/data"
   log "sshd on 127.0.0.1:$port (host key $TEST_SSH_HOST_FINGERPRINT)"
+}
+
+# A throw-away MariaDB server on 127.0.0.1 (Debian's mariadb-server), with
+# a fresh data directory and a password for `root` over TCP. Exports
+# TEST_MYSQL_URL (`mysql://root:…@127.0.0.1:port`).
+start_mariadb() {
+  local dir="$CAIRN_SERVICES_DIR/mariadb" port password server run_as=()
+  server=$(command -v mariadbd || echo /usr/sbin/mariadbd)
+  port=$(free_port)
+  password="mariadb-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+  mkdir -p "$dir/data" "$dir/run"
+  if [ "$(id -u)" = 0 ]; then
+    # mariadbd refuses to run as root.
+    chown -R mysql "$dir"
+    run_as=(--user=mysql)
+  fi
+  mariadb-install-db --no-defaults "${run_as[@]}" --datadir="$dir/data" \
+    --auth-root-authentication-method=socket --skip-test-db >"$dir/install.log" 2>&1 \
+    || { cat "$dir/install.log" >&2; return 1; }
+  "$server" --no-defaults "${run_as[@]}" --datadir="$dir/data" --socket="$dir/run/mysqld.sock" \
+    --pid-file="$dir/run/mysqld.pid" --bind-address=127.0.0.1 --port="$port" \
+    --skip-name-resolve --innodb-buffer-pool-size=64M --innodb-log-file-size=48M \
+    --innodb-flush-log-at-trx-commit=2 --log-error="$dir/server.log" &
+  CAIRN_STARTED_PIDS+=($!)
+  wait_for_port "$port" mariadb || { cat "$dir/server.log" >&2; return 1; }
+  # The socket's `root` (authenticated as the Unix user) sets a password
+  # for TCP logins from loopback.
+  local i
+  for i in $(seq 1 50); do
+    [ -S "$dir/run/mysqld.sock" ] && break
+    sleep 0.1
+  done
+  mariadb --no-defaults --socket="$dir/run/mysqld.sock" -uroot <<SQL \
+    || { cat "$dir/server.log" >&2; return 1; }
+CREATE USER 'root'@'127.0.0.1' IDENTIFIED BY '$password';
+GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
+SQL
+  export TEST_MYSQL_URL="mysql://root:$password@127.0.0.1:$port"
+  log "mariadb on 127.0.0.1:$port"
 }
 
 # A throw-away Redis on 127.0.0.1 (no persistence, a password). Exports

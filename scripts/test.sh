@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command of the README: installs and starts the real services the
-# tests need on loopback — PostgreSQL, OpenSSH, Redis and Chromium (with
-# chromedriver) from Debian's packages, the
+# tests need on loopback — PostgreSQL, MariaDB, OpenSSH, Redis and Chromium
+# (with chromedriver) from Debian's packages, the
 # S3 server s3s-fs from crates.io — runs every test of the workspace against
 # them (and aiosmtpd from PyPI as the SMTP server), stops them, and ends
 # with one summary line. Extra arguments go to
@@ -15,6 +15,7 @@ trap stop_services EXIT
 
 ensure_packages
 start_postgres
+start_mariadb
 start_s3
 start_sshd
 start_redis

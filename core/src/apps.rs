@@ -1,7 +1,8 @@
 //! Apps and their volumes: what Cairn backs up. A volume is a Docker volume
 //! of the app (`{app}-blue_{volume}` / `{app}-green_{volume}`); a `postgres`
-//! volume is dumped with `pg_dump` using the connection settings stored with
-//! it (the password sealed under the master key).
+//! volume is dumped with `pg_dump`, a `mysql` one with `mariadb-dump`, using
+//! the connection settings stored with it (the password sealed under the
+//! master key).
 
 use std::collections::{HashMap, HashSet};
 
@@ -46,8 +47,12 @@ pub struct VolumeRequest {
     pub persistent: bool,
     #[serde(default)]
     pub kind: VolumeKind,
-    /// Required for `postgres` volumes, refused for `generic` ones.
-    pub postgres: Option<PostgresRequest>,
+    /// Required for `postgres` volumes, refused for other kinds.
+    pub postgres: Option<ConnectionRequest>,
+    /// Required for `mysql` volumes (MySQL or MariaDB; port 3306 by
+    /// default), refused for other kinds. The database name is 1–64 of
+    /// `[A-Za-z0-9_$-]`, not starting with `-`.
+    pub mysql: Option<ConnectionRequest>,
     /// Globs relative to the volume root (`cache/**`, `*.tmp`) that are
     /// left out of its archives; each archive's manifest lists what was
     /// left out. Only for `generic` and `sqlite` volumes; at most 100.
@@ -68,9 +73,9 @@ fn default_true() -> bool {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PostgresRequest {
+pub struct ConnectionRequest {
     pub host: String,
-    /// Default 5432.
+    /// Default 5432 (PostgreSQL) or 3306 (MySQL).
     pub port: Option<u16>,
     pub database: String,
     pub username: String,
@@ -80,10 +85,11 @@ pub struct PostgresRequest {
     pub password: Option<SecretString>,
 }
 
-/// Stored (and returned) PostgreSQL settings, without the password.
+/// Stored (and returned) connection settings of a database volume
+/// (PostgreSQL or MySQL), without the password.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct PostgresSettings {
+pub struct ConnectionSettings {
     pub host: String,
     pub port: u16,
     pub database: String,
@@ -92,9 +98,9 @@ pub struct PostgresSettings {
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct PostgresView {
+pub struct ConnectionView {
     #[serde(flatten)]
-    pub settings: PostgresSettings,
+    pub settings: ConnectionSettings,
     /// Whether a password is stored.
     pub password_set: bool,
 }
@@ -107,7 +113,9 @@ pub struct VolumeView {
     pub persistent: bool,
     pub kind: VolumeKind,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub postgres: Option<PostgresView>,
+    pub postgres: Option<ConnectionView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mysql: Option<ConnectionView>,
     pub exclude_patterns: Vec<String>,
     /// The SQLite databases of a `sqlite` volume.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -153,7 +161,8 @@ pub(crate) struct VolumeSpec {
     name: String,
     persistent: bool,
     kind: VolumeKind,
-    postgres: Option<(PostgresSettings, Option<String>)>,
+    /// A database volume's connection settings and password.
+    connection: Option<(ConnectionSettings, Option<String>)>,
     exclude_patterns: Vec<String>,
     databases: Vec<String>,
 }
@@ -210,7 +219,7 @@ fn check_exclude_pattern(pattern: &str) -> Result<(), String> {
 
 fn validate(
     request: &AppRequest,
-    stored_passwords: &HashMap<String, StoredPostgres>,
+    stored_passwords: &HashMap<String, StoredConnection>,
     max_volumes: usize,
 ) -> Result<Vec<VolumeSpec>> {
     let mut v = Validator::new();
@@ -225,7 +234,7 @@ fn validate(
 pub(crate) fn validate_volumes(
     v: &mut Validator,
     volumes: &[VolumeRequest],
-    stored_passwords: &HashMap<String, StoredPostgres>,
+    stored_passwords: &HashMap<String, StoredConnection>,
     max_volumes: usize,
 ) -> Vec<VolumeSpec> {
     // One request may not make a tenant's app claim the volume root wholesale.
@@ -272,78 +281,16 @@ pub(crate) fn validate_volumes(
             }
             _ => {}
         }
-        let postgres = match (volume.kind, &volume.postgres) {
-            (VolumeKind::Generic | VolumeKind::Sqlite, Some(_)) => {
-                v.add(
-                    field("postgres"),
-                    "is only used by volumes of kind postgres",
-                );
-                None
-            }
-            (VolumeKind::Generic | VolumeKind::Sqlite, None) => None,
-            (VolumeKind::Postgres, None) => {
-                v.add(
-                    field("postgres"),
-                    "is required for volumes of kind postgres",
-                );
-                None
-            }
-            (VolumeKind::Postgres, Some(pg)) => {
-                v.check_result(field("postgres.host"), check_host(&pg.host));
-                v.check_result(field("postgres.username"), check_username(&pg.username));
-                let database_ok = !pg.database.is_empty()
-                    && pg.database.len() <= 63
-                    && !pg.database.starts_with('-')
-                    && !pg.database.contains('=')
-                    && !pg.database.chars().any(char::is_control);
-                v.check(
-                    database_ok,
-                    field("postgres.database"),
-                    "must be 1–63 characters, not start with '-' and not contain '=' or control characters",
-                );
-                v.check(
-                    pg.port != Some(0),
-                    field("postgres.port"),
-                    "must be between 1 and 65535",
-                );
-                let settings = PostgresSettings {
-                    host: pg.host.clone(),
-                    port: pg.port.unwrap_or(5432),
-                    database: pg.database.clone(),
-                    username: pg.username.clone(),
-                };
-                // A stored password is kept only for the server and login
-                // it was given for: whoever points the volume elsewhere
-                // must know the password, or it would be sent to them.
-                let password = match &pg.password {
-                    Some(password) => Some(password.expose_secret().to_owned()),
-                    None => match stored_passwords.get(&volume.name) {
-                        Some(stored) if stored.settings == settings => {
-                            Some(stored.password.clone())
-                        }
-                        Some(_) => {
-                            v.add(
-                                field("postgres.password"),
-                                "is required when the host, port, database or username change",
-                            );
-                            None
-                        }
-                        None => {
-                            v.add(field("postgres.password"), "is required");
-                            None
-                        }
-                    },
-                };
-                Some((settings, password))
-            }
-        };
+        let connection = check_connection(v, i, volume, stored_passwords);
         if volume.exclude_patterns.len() > MAX_EXCLUDES {
             v.add(
                 field("excludePatterns"),
                 format!("takes at most {MAX_EXCLUDES} patterns"),
             );
         }
-        if volume.kind == VolumeKind::Postgres && !volume.exclude_patterns.is_empty() {
+        if matches!(volume.kind, VolumeKind::Postgres | VolumeKind::Mysql)
+            && !volume.exclude_patterns.is_empty()
+        {
             v.add(
                 field("excludePatterns"),
                 "is only used by volumes of kind generic or sqlite",
@@ -366,7 +313,7 @@ pub(crate) fn validate_volumes(
             name: volume.name.clone(),
             persistent: volume.persistent,
             kind: volume.kind,
-            postgres,
+            connection,
             exclude_patterns: volume.exclude_patterns.clone(),
             databases: volume.databases.clone(),
         });
@@ -374,17 +321,125 @@ pub(crate) fn validate_volumes(
     specs
 }
 
-/// Refuses (`422 volumes[i].postgres.host`) PostgreSQL hosts that the
+/// The field a database volume's connection settings are given in
+/// (`postgres`, `mysql`), by its kind; `None` for file volumes.
+fn connection_field(kind: VolumeKind) -> Option<&'static str> {
+    match kind {
+        VolumeKind::Postgres => Some("postgres"),
+        VolumeKind::Mysql => Some("mysql"),
+        VolumeKind::Generic | VolumeKind::Sqlite => None,
+    }
+}
+
+/// Checks a volume's connection settings: given (in the field of its kind)
+/// for a database volume, absent otherwise. A stored password is kept only
+/// for the server and login it was given for.
+fn check_connection(
+    v: &mut Validator,
+    i: usize,
+    volume: &VolumeRequest,
+    stored_passwords: &HashMap<String, StoredConnection>,
+) -> Option<(ConnectionSettings, Option<String>)> {
+    let field = |name: &str| format!("volumes[{i}].{name}");
+    let wanted = connection_field(volume.kind);
+    for (name, given) in [
+        ("postgres", volume.postgres.is_some()),
+        ("mysql", volume.mysql.is_some()),
+    ] {
+        if given && wanted != Some(name) {
+            v.add(
+                field(name),
+                format!("is only used by volumes of kind {name}"),
+            );
+        }
+    }
+    let name = wanted?;
+    let request = match volume.kind {
+        VolumeKind::Mysql => volume.mysql.as_ref(),
+        _ => volume.postgres.as_ref(),
+    };
+    let Some(request) = request else {
+        v.add(
+            field(name),
+            format!("is required for volumes of kind {name}"),
+        );
+        return None;
+    };
+    v.check_result(field(&format!("{name}.host")), check_host(&request.host));
+    v.check_result(
+        field(&format!("{name}.username")),
+        check_username(&request.username),
+    );
+    let database = field(&format!("{name}.database"));
+    if volume.kind == VolumeKind::Mysql {
+        v.check_result(
+            database,
+            crate::format::mysql::check_database_name(&request.database),
+        );
+    } else {
+        let database_ok = !request.database.is_empty()
+            && request.database.len() <= 63
+            && !request.database.starts_with('-')
+            && !request.database.contains('=')
+            && !request.database.chars().any(char::is_control);
+        v.check(
+            database_ok,
+            database,
+            "must be 1–63 characters, not start with '-' and not contain '=' or control characters",
+        );
+    }
+    v.check(
+        request.port != Some(0),
+        field(&format!("{name}.port")),
+        "must be between 1 and 65535",
+    );
+    let settings = ConnectionSettings {
+        host: request.host.clone(),
+        port: request.port.unwrap_or(if volume.kind == VolumeKind::Mysql {
+            crate::format::mysql::DEFAULT_PORT
+        } else {
+            5432
+        }),
+        database: request.database.clone(),
+        username: request.username.clone(),
+    };
+    // Whoever points the volume elsewhere must know the password, or the
+    // stored one would be sent to them.
+    let password_field = field(&format!("{name}.password"));
+    let password = match &request.password {
+        Some(password) => Some(password.expose_secret().to_owned()),
+        None => match stored_passwords.get(&volume.name) {
+            Some(stored) if stored.settings == settings && stored.kind == volume.kind => {
+                Some(stored.password.clone())
+            }
+            Some(_) => {
+                v.add(
+                    password_field,
+                    "is required when the kind, host, port, database or username change",
+                );
+                None
+            }
+            None => {
+                v.add(password_field, "is required");
+                None
+            }
+        },
+    };
+    Some((settings, password))
+}
+
+/// Refuses (`422 volumes[i].postgres.host`, `….mysql.host`) database hosts that the
 /// outbound address policy refuses, as targets' endpoints are refused: a
 /// literal address must pass, a name must not resolve to a refused one.
 /// Workers check again, on the address they connect to.
-pub(crate) async fn check_postgres_hosts(cairn: &Cairn, specs: &[VolumeSpec]) -> Result<()> {
+pub(crate) async fn check_database_hosts(cairn: &Cairn, specs: &[VolumeSpec]) -> Result<()> {
     let policy = crate::storage::address_policy(cairn);
     let mut v = Validator::new();
     for spec in specs {
-        if let Some((settings, _)) = &spec.postgres {
+        if let (Some((settings, _)), Some(field)) = (&spec.connection, connection_field(spec.kind))
+        {
             if let Err(reason) = policy.check_host_on_save(&settings.host).await {
-                v.add(format!("volumes[{}].postgres.host", spec.index), reason);
+                v.add(format!("volumes[{}].{field}.host", spec.index), reason);
             }
         }
     }
@@ -393,12 +448,16 @@ pub(crate) async fn check_postgres_hosts(cairn: &Cairn, specs: &[VolumeSpec]) ->
 
 fn volume_view(model: volume::Model, directories: Vec<String>) -> Result<VolumeView> {
     let kind = model.kind;
-    let postgres = match model.postgres_config {
-        Some(config) => Some(PostgresView {
+    let connection = match model.connection_config {
+        Some(config) => Some(ConnectionView {
             settings: serde_json::from_value(config).map_err(anyhow::Error::from)?,
-            password_set: model.postgres_password_ciphertext.is_some(),
+            password_set: model.connection_password_ciphertext.is_some(),
         }),
         None => None,
+    };
+    let (postgres, mysql) = match kind {
+        VolumeKind::Mysql => (None, connection),
+        _ => (connection, None),
     };
     Ok(VolumeView {
         id: model.id,
@@ -406,6 +465,7 @@ fn volume_view(model: volume::Model, directories: Vec<String>) -> Result<VolumeV
         persistent: model.persistent,
         kind,
         postgres,
+        mysql,
         exclude_patterns: exclude_patterns_of(&model.exclude_patterns),
         databases: exclude_patterns_of(&model.sqlite_databases),
         detached_at: model.detached_at,
@@ -542,7 +602,7 @@ pub async fn create(
     now: DateTime<Utc>,
 ) -> Result<AppView> {
     let specs = validate(&request, &HashMap::new(), cairn.config.max_volumes_per_app)?;
-    check_postgres_hosts(cairn, &specs).await?;
+    check_database_hosts(cairn, &specs).await?;
     let txn = cairn.db.begin().await?;
     let id = Uuid::now_v7();
     let naming = Naming::of(
@@ -597,15 +657,15 @@ pub(crate) async fn insert_volume(
 ) -> Result<()> {
     let id = Uuid::now_v7();
     let field = spec.field_name();
-    let (config, password) = split_postgres(key, id, spec.postgres)?;
+    let (config, password) = split_connection(key, id, spec.connection)?;
     volume::ActiveModel {
         id: Set(id),
         app_id: Set(naming.app_id),
         name: Set(spec.name.clone()),
         persistent: Set(spec.persistent),
         kind: Set(spec.kind),
-        postgres_config: Set(config),
-        postgres_password_ciphertext: Set(password),
+        connection_config: Set(config),
+        connection_password_ciphertext: Set(password),
         exclude_patterns: Set(patterns_value(&spec.exclude_patterns)),
         sqlite_databases: Set(patterns_value(&spec.databases)),
         created_at: Set(now),
@@ -623,14 +683,14 @@ impl VolumeSpec {
     }
 }
 
-type SealedPostgres = (Option<serde_json::Value>, Option<String>);
+type SealedConnection = (Option<serde_json::Value>, Option<String>);
 
-fn split_postgres(
+fn split_connection(
     key: &MasterKey,
     volume_id: Uuid,
-    postgres: Option<(PostgresSettings, Option<String>)>,
-) -> Result<SealedPostgres> {
-    Ok(match postgres {
+    connection: Option<(ConnectionSettings, Option<String>)>,
+) -> Result<SealedConnection> {
+    Ok(match connection {
         None => (None, None),
         Some((settings, password)) => (
             Some(serde_json::to_value(settings).map_err(anyhow::Error::from)?),
@@ -655,7 +715,7 @@ pub async fn update(
         &stored_passwords,
         cairn.config.max_volumes_per_app,
     )?;
-    check_postgres_hosts(cairn, &specs).await?;
+    check_database_hosts(cairn, &specs).await?;
 
     let naming = Naming::of(
         &txn,
@@ -687,28 +747,36 @@ pub async fn update(
     get(cairn, organization_id, id).await
 }
 
-/// A `postgres` volume's stored settings and password.
-pub(crate) struct StoredPostgres {
-    settings: PostgresSettings,
+/// A database volume's stored kind, settings and password.
+pub(crate) struct StoredConnection {
+    kind: VolumeKind,
+    settings: ConnectionSettings,
     password: String,
 }
 
-/// The stored PostgreSQL settings and passwords of `volumes`, by volume
+/// The stored connection settings and passwords of `volumes`, by volume
 /// name.
 pub(crate) fn stored_passwords(
     key: &MasterKey,
     volumes: &[volume::Model],
-) -> Result<HashMap<String, StoredPostgres>> {
+) -> Result<HashMap<String, StoredConnection>> {
     let mut passwords = HashMap::new();
     for volume in volumes {
         if let (Some(sealed), Some(config)) = (
-            &volume.postgres_password_ciphertext,
-            &volume.postgres_config,
+            &volume.connection_password_ciphertext,
+            &volume.connection_config,
         ) {
             let password = key.open(volume.id, sealed)?;
             let password = String::from_utf8(password).map_err(anyhow::Error::from)?;
             let settings = serde_json::from_value(config.clone()).map_err(anyhow::Error::from)?;
-            passwords.insert(volume.name.clone(), StoredPostgres { settings, password });
+            passwords.insert(
+                volume.name.clone(),
+                StoredConnection {
+                    kind: volume.kind,
+                    settings,
+                    password,
+                },
+            );
         }
     }
     Ok(passwords)
@@ -741,12 +809,12 @@ pub(crate) async fn apply_volumes(
         match stored_by_name.remove(&spec.name) {
             Some(current) => {
                 let (id, field) = (current.id, spec.field_name());
-                let (config, password) = split_postgres(key, current.id, spec.postgres)?;
+                let (config, password) = split_connection(key, current.id, spec.connection)?;
                 let mut volume: volume::ActiveModel = current.into();
                 volume.persistent = Set(spec.persistent);
                 volume.kind = Set(spec.kind);
-                volume.postgres_config = Set(config);
-                volume.postgres_password_ciphertext = Set(password);
+                volume.connection_config = Set(config);
+                volume.connection_password_ciphertext = Set(password);
                 volume.exclude_patterns = Set(patterns_value(&spec.exclude_patterns));
                 volume.sqlite_databases = Set(patterns_value(&spec.databases));
                 volume.detached_at = Set(None);

@@ -374,6 +374,7 @@ async fn record(
         ManifestContents::Tar(tar) if !tar.sqlite.is_empty() => VolumeKind::Sqlite,
         ManifestContents::Tar(_) => VolumeKind::Generic,
         ManifestContents::PgDump(_) => VolumeKind::Postgres,
+        ManifestContents::MysqlDump(_) => VolumeKind::Mysql,
     };
     let id = id_at(manifest.started_at);
     let log = serde_json::to_value(vec![crate::history::log_line(

@@ -122,6 +122,14 @@ pub struct Config {
     /// previews; it must be at least as new as the `pg_dump` that wrote them.
     #[serde(default = "default_pg_restore")]
     pub pg_restore: PathBuf,
+    /// The dump client of `mysql` volumes (`mariadb-dump` or `mysqldump`,
+    /// a name looked up in `PATH` or a path); it must be at least as new as
+    /// the servers of its family.
+    #[serde(default = "default_mysqldump")]
+    pub mysqldump: PathBuf,
+    /// The client that loads MySQL dumps back (`mariadb` or `mysql`).
+    #[serde(default = "default_mysql")]
+    pub mysql: PathBuf,
     /// The worker role: `worker:` in the file, `CAIRN_WORKER__…` in the
     /// environment.
     #[serde(default)]
@@ -362,18 +370,34 @@ pub struct VerificationConfig {
     /// Unset: database backups verify in `read` mode only.
     #[serde(default)]
     pub postgres_url: Option<SecretString>,
+    /// A MySQL or MariaDB server for `restore`-mode verifications of
+    /// `mysql` backups, as `mysql://user:password@host:port` (the user
+    /// needs to create and drop databases). Each verification loads the
+    /// dump into a database `cairn_verify_{id}` of its own, counts its
+    /// rows and drops it. Unset: MySQL backups verify in `read` mode only.
+    #[serde(default)]
+    pub mysql_url: Option<SecretString>,
 }
 
 impl VerificationConfig {
     /// The scratch database server's connection settings and password.
     pub fn scratch_server(
         &self,
-    ) -> Option<Result<(crate::apps::PostgresSettings, Option<SecretString>), String>> {
+    ) -> Option<Result<(crate::apps::ConnectionSettings, Option<SecretString>), String>> {
         self.postgres_url.as_ref().map(|url| {
             crate::format::pg_restore::parse_database_url(
                 "verification.postgres_url",
                 url.expose_secret(),
             )
+        })
+    }
+
+    /// The MySQL scratch server's connection settings and password.
+    pub fn mysql_scratch_server(
+        &self,
+    ) -> Option<Result<(crate::apps::ConnectionSettings, Option<SecretString>), String>> {
+        self.mysql_url.as_ref().map(|url| {
+            crate::format::mysql::parse_server_url("verification.mysql_url", url.expose_secret())
         })
     }
 }
@@ -557,6 +581,14 @@ fn default_pg_restore() -> PathBuf {
     PathBuf::from("pg_restore")
 }
 
+fn default_mysqldump() -> PathBuf {
+    PathBuf::from("mariadb-dump")
+}
+
+fn default_mysql() -> PathBuf {
+    PathBuf::from("mariadb")
+}
+
 fn default_concurrency() -> usize {
     2
 }
@@ -691,6 +723,11 @@ impl Config {
         if let Some(Err(reason)) = config.verification.scratch_server() {
             return Err(ConfigError(format!(
                 "key `verification.postgres_url`: {reason}"
+            )));
+        }
+        if let Some(Err(reason)) = config.verification.mysql_scratch_server() {
+            return Err(ConfigError(format!(
+                "key `verification.mysql_url`: {reason}"
             )));
         }
         if let Err(error) =

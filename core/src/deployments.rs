@@ -154,7 +154,7 @@ pub async fn deploy(
         cairn.config.max_volumes_per_app,
     );
     v.finish()?;
-    apps::check_postgres_hosts(cairn, &specs).await?;
+    apps::check_database_hosts(cairn, &specs).await?;
     let naming = crate::directories::Naming::of(
         &txn,
         &cairn.config.volume_name_template,

@@ -221,7 +221,7 @@ pub(crate) async fn claim(
                 .template
                 .resolve(&naming.org_slug, naming.app_name, volume_name)
         }
-        VolumeKind::Postgres => Vec::new(),
+        VolumeKind::Postgres | VolumeKind::Mysql => Vec::new(),
     };
     for directory in directories {
         let inserted = volume_directory::ActiveModel {

@@ -193,6 +193,21 @@ failure_codes! {
     // Self-backups.
     SnapshotFailed = "snapshot_failed", Backups, retry: true,
         "the snapshot of Cairn's own database failed (SQLite online backup or pg_dump); nothing was stored";
+    // MySQL and MariaDB.
+    MysqlAddressRefused = "mysql_address_refused", Both, retry: false,
+        "the outbound address policy refused the MySQL host";
+    MysqlConnectionFailed = "mysql_connection_failed", Both, retry: true,
+        "the MySQL server could not be resolved or reached";
+    MysqlAccessDenied = "mysql_access_denied", Both, retry: false,
+        "the MySQL server refused the volume's username and password (or the database)";
+    MysqldumpMissing = "mysqldump_missing", Backups, retry: false,
+        "the worker cannot run mariadb-dump (or mysqldump)";
+    MysqldumpFailed = "mysqldump_failed", Backups, retry: true,
+        "mariadb-dump failed; the message has its last words";
+    MysqldumpTooOld = "mysqldump_too_old", Backups, retry: false,
+        "the worker's mariadb-dump is older than the server";
+    MysqlRestoreFailed = "mysql_restore_failed", ReadBack, retry: true,
+        "the mariadb client failed loading the dump; MySQL cannot roll back a dump's DDL, so the database may be partly restored and its safety backup holds it as it was";
 }
 
 impl FailureCode {

@@ -652,7 +652,7 @@ async fn check_verify_mode(
     config: &crate::Config,
     request: &JobRequest,
 ) -> Result<()> {
-    use cairn_entity::enums::{ArchiveKind, VolumeKind};
+    use cairn_entity::enums::VolumeKind;
     use cairn_entity::volume;
     if request.verify_mode != VerifyMode::Restore {
         return Ok(());
@@ -665,13 +665,11 @@ async fn check_verify_mode(
         .into_iter()
         .map(|v| v.kind)
         .collect();
-    let archive = |kind: VolumeKind| match kind {
-        VolumeKind::Generic | VolumeKind::Sqlite => ArchiveKind::Tar,
-        VolumeKind::Postgres => ArchiveKind::PgDump,
-    };
     let missing: Vec<String> = kinds
         .iter()
-        .filter_map(|kind| crate::verifications::scratch_missing(config, archive(*kind)))
+        .filter_map(|kind| {
+            crate::verifications::scratch_missing(config, crate::restores::archive_kind(*kind))
+        })
         .collect();
     let none_at_all =
         config.verification.scratch_dir.is_none() && config.verification.postgres_url.is_none();

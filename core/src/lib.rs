@@ -203,11 +203,13 @@ async fn one_sealed_secret(
         return Ok(target.secrets_ciphertext.map(|c| (target.id, c)));
     }
     let volume = volume::Entity::find()
-        .filter(volume::Column::PostgresPasswordCiphertext.is_not_null())
+        .filter(volume::Column::ConnectionPasswordCiphertext.is_not_null())
         .one(db)
         .await?;
     if let Some(volume) = volume {
-        return Ok(volume.postgres_password_ciphertext.map(|c| (volume.id, c)));
+        return Ok(volume
+            .connection_password_ciphertext
+            .map(|c| (volume.id, c)));
     }
     let channel = notification_channel::Entity::find()
         .filter(notification_channel::Column::SecretsCiphertext.is_not_null())

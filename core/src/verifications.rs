@@ -251,6 +251,11 @@ pub fn scratch_missing(config: &crate::Config, kind: ArchiveKind) -> Option<Stri
              has none (verification.postgres_url); use read (pg_restore --list)"
                 .to_owned()
         }),
+        ArchiveKind::MysqlDump => config.verification.mysql_url.is_none().then(|| {
+            "restore of a MySQL backup needs a scratch database server, and this server has \
+             none (verification.mysql_url); use read (the dump read through, its rows counted)"
+                .to_owned()
+        }),
     }
 }
 

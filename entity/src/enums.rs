@@ -202,6 +202,8 @@ column_enum! {
         /// A file volume holding SQLite databases (`databases`), each
         /// taken through SQLite's online backup API.
         Sqlite = "sqlite",
+        /// A MySQL or MariaDB database, dumped with `mariadb-dump`.
+        Mysql = "mysql",
     }
 }
 
@@ -212,6 +214,8 @@ column_enum! {
         Tar = "tar",
         /// A `pg_dump --format=custom` of a PostgreSQL volume.
         PgDump = "pg_dump",
+        /// A `mariadb-dump` (SQL) of a MySQL or MariaDB volume.
+        MysqlDump = "mysql_dump",
     }
 }
 

@@ -10,12 +10,13 @@ pub struct Model {
     pub app_id: Uuid,
     pub name: String,
     pub persistent: bool,
-    /// `generic` or `postgres`.
+    /// `generic`, `sqlite`, `postgres` or `mysql`.
     pub kind: VolumeKind,
-    /// Connection settings of a `postgres` volume, without the password.
-    pub postgres_config: Option<Json>,
-    /// The PostgreSQL password, sealed with AES-256-GCM under the master key.
-    pub postgres_password_ciphertext: Option<String>,
+    /// Connection settings of a `postgres` or `mysql` volume, without the
+    /// password.
+    pub connection_config: Option<Json>,
+    /// The database's password, sealed with AES-256-GCM under the master key.
+    pub connection_password_ciphertext: Option<String>,
     /// Globs relative to the volume root that are left out of archives.
     pub exclude_patterns: Option<Json>,
     /// For `sqlite` volumes: the databases' paths inside the volume.

@@ -53,7 +53,7 @@ async fn apps_and_volumes_round_trip_without_revealing_passwords(backend: Backen
         .await
         .unwrap();
     assert!(!format!("{rows:?}").contains(PASSWORD));
-    let sealed = rows[0].postgres_password_ciphertext.as_ref().unwrap();
+    let sealed = rows[0].connection_password_ciphertext.as_ref().unwrap();
     assert_eq!(
         app.cairn.master_key.open(rows[0].id, sealed).unwrap(),
         PASSWORD.as_bytes()
@@ -103,7 +103,7 @@ async fn apps_and_volumes_round_trip_without_revealing_passwords(backend: Backen
         .await
         .unwrap()
         .unwrap();
-    let sealed = row.postgres_password_ciphertext.as_ref().unwrap();
+    let sealed = row.connection_password_ciphertext.as_ref().unwrap();
     assert_eq!(
         app.cairn.master_key.open(row.id, sealed).unwrap(),
         PASSWORD.as_bytes()

@@ -16,6 +16,7 @@ mod disk;
 mod extract;
 mod history;
 mod jobs;
+mod mysql_volumes;
 mod notifications;
 mod ops;
 mod orgs;

@@ -625,11 +625,11 @@ async fn postgres_hosts_pass_the_address_policy(backend: Backend) {
             .await
             .unwrap()
             .unwrap();
-        let mut config = stored.postgres_config.clone().unwrap();
+        let mut config = stored.connection_config.clone().unwrap();
         config["host"] = json!(host);
         volume::Entity::update(volume::ActiveModel {
             id: ActiveValue::Unchanged(stored.id),
-            postgres_config: ActiveValue::Set(Some(config)),
+            connection_config: ActiveValue::Set(Some(config)),
             ..Default::default()
         })
         .exec(&f.app.cairn.db)

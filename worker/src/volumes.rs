@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use secrecy::SecretString;
 
-use cairn_core::apps::PostgresSettings;
+use cairn_core::apps::ConnectionSettings;
 use cairn_core::directories::{self, Directory};
 use cairn_core::failure::FailureCode;
 use cairn_core::Cairn;
@@ -37,23 +37,23 @@ pub fn resolve_volume(
     }
 }
 
-/// A PostgreSQL volume's connection settings and its password (opened
-/// from the sealed column; `None` when none is stored).
-pub(crate) fn postgres_connection(
+/// A database volume's (`postgres`, `mysql`) connection settings and its
+/// password (opened from the sealed column; `None` when none is stored).
+pub(crate) fn database_connection(
     cairn: &Cairn,
     volume: &volume::Model,
-) -> Result<(PostgresSettings, Option<SecretString>), Failure> {
-    let settings: PostgresSettings = volume
-        .postgres_config
+) -> Result<(ConnectionSettings, Option<SecretString>), Failure> {
+    let settings: ConnectionSettings = volume
+        .connection_config
         .clone()
         .and_then(|c| serde_json::from_value(c).ok())
         .ok_or_else(|| {
             Failure::new(
                 FailureCode::VolumeMisconfigured,
-                "the postgres volume has no connection settings",
+                format!("the {} volume has no connection settings", volume.kind),
             )
         })?;
-    let password = match &volume.postgres_password_ciphertext {
+    let password = match &volume.connection_password_ciphertext {
         Some(sealed) => {
             let password = cairn.master_key.open(volume.id, sealed).map_err(internal)?;
             Some(SecretString::from(
@@ -72,7 +72,7 @@ pub(crate) async fn volume_directories(
     db: &sea_orm::DatabaseConnection,
     volume: &volume::Model,
 ) -> Result<Vec<Directory>, Failure> {
-    if volume.kind == VolumeKind::Postgres {
+    if matches!(volume.kind, VolumeKind::Postgres | VolumeKind::Mysql) {
         return Ok(Vec::new());
     }
     if volume.conflict {

@@ -47,7 +47,8 @@ pub struct Manifest {
     pub stored_bytes: u64,
     /// SHA-256 (hex) of the stored object.
     pub sha256: String,
-    /// What the archive holds, by kind (`"kind": "tar" | "pg_dump"`).
+    /// What the archive holds, by kind (`"kind": "tar" | "pg_dump" |
+    /// "mysql_dump"`).
     #[serde(flatten)]
     pub contents: ManifestContents,
 }
@@ -72,6 +73,9 @@ pub enum ManifestContents {
     /// A `pg_dump --format=custom` of a PostgreSQL volume.
     #[serde(rename = "pg_dump")]
     PgDump(DumpManifest),
+    /// A `mariadb-dump` (SQL) of a MySQL or MariaDB volume.
+    #[serde(rename = "mysql_dump")]
+    MysqlDump(MysqlManifest),
 }
 
 /// What a tar archive holds.
@@ -124,6 +128,25 @@ pub struct DumpManifest {
     pub tables: Option<Vec<crate::format::pg_tables::TableRows>>,
 }
 
+/// What a MySQL dump holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MysqlManifest {
+    /// The database dumped (never its password).
+    pub source: DumpSource,
+    /// The job's compression of the SQL text.
+    pub compression: CompressionSetting,
+    /// Bytes of SQL the client wrote.
+    pub uncompressed_bytes: u64,
+    /// The server's `VERSION()`.
+    pub server_version: String,
+    /// `--version` of the dump client that wrote it.
+    pub client_version: String,
+    /// Every table the dump creates, with the rows its INSERTs hold
+    /// (counted from the dump as it was written: one consistent snapshot).
+    pub tables: Vec<crate::format::pg_tables::TableRows>,
+}
+
 /// Where a dump came from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DumpSource {
@@ -170,7 +193,7 @@ impl Manifest {
     pub fn file_count(&self) -> Option<u64> {
         match &self.contents {
             ManifestContents::Tar(tar) => Some(tar.file_count),
-            ManifestContents::PgDump(_) => None,
+            ManifestContents::PgDump(_) | ManifestContents::MysqlDump(_) => None,
         }
     }
 
@@ -179,6 +202,7 @@ impl Manifest {
         match &self.contents {
             ManifestContents::Tar(tar) => tar.content_bytes,
             ManifestContents::PgDump(dump) => dump.uncompressed_bytes,
+            ManifestContents::MysqlDump(dump) => dump.uncompressed_bytes,
         }
     }
 
@@ -188,6 +212,7 @@ impl Manifest {
         let uncompressed = match &self.contents {
             ManifestContents::Tar(tar) => tar.uncompressed_bytes,
             ManifestContents::PgDump(dump) => dump.uncompressed_bytes,
+            ManifestContents::MysqlDump(dump) => dump.uncompressed_bytes,
         };
         uncompressed + CAP_SLACK
     }

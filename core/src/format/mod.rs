@@ -17,8 +17,10 @@
 //! of the archive.
 
 pub mod age;
+pub mod child;
 pub mod extract;
 pub mod manifest;
+pub mod mysql;
 pub mod names;
 pub mod offline;
 pub mod pg_dump;

@@ -16,6 +16,17 @@ pub enum Format {
     Tar,
     /// `pg_dump --format=custom`.
     Dump,
+    /// A MySQL dump (SQL), zstd-compressed.
+    SqlZstd,
+    SqlGzip,
+    Sql,
+}
+
+impl Format {
+    /// A MySQL dump (SQL), however compressed.
+    pub fn is_sql(self) -> bool {
+        matches!(self, Format::SqlZstd | Format::SqlGzip | Format::Sql)
+    }
 }
 
 /// What an archive's name says about it.
@@ -27,7 +38,8 @@ pub struct ArchiveName {
 }
 
 impl ArchiveName {
-    /// Reads `….tar.zst`, `….tar.gz`, `….tar`, `….dump`, each optionally
+    /// Reads `….tar.zst`, `….tar.gz`, `….tar`, `….dump`, `….sql.zst`,
+    /// `….sql.gz`, `….sql`, each optionally
     /// followed by `.age`.
     pub fn parse(file_name: &str) -> Option<ArchiveName> {
         let (base, encrypted) = match file_name.strip_suffix(".age") {
@@ -42,6 +54,12 @@ impl ArchiveName {
             Format::Tar
         } else if base.ends_with(".dump") {
             Format::Dump
+        } else if base.ends_with(".sql.zst") {
+            Format::SqlZstd
+        } else if base.ends_with(".sql.gz") {
+            Format::SqlGzip
+        } else if base.ends_with(".sql") {
+            Format::Sql
         } else {
             return None;
         };
@@ -142,6 +160,10 @@ mod tests {
             })
         );
         assert_eq!(name("x.dump").unwrap().format, Format::Dump);
+        assert_eq!(name("x.sql.zst.age").unwrap().format, Format::SqlZstd);
+        assert!(name("x.sql.zst.age").unwrap().encrypted);
+        assert_eq!(name("x.sql.gz").unwrap().format, Format::SqlGzip);
+        assert_eq!(name("x.sql").unwrap().format, Format::Sql);
         assert_eq!(name("x.tar").unwrap().format, Format::Tar);
         assert_eq!(name("x.zip"), None);
         assert_eq!(name("x.age"), None);

@@ -103,6 +103,11 @@ pub fn extract_file(
             "{file_name} is a PostgreSQL dump: restore it with pg_restore (decrypt it first with age when it ends in .age)"
         ));
     }
+    if name.format.is_sql() {
+        return Err(format!(
+            "{file_name} is a MySQL dump: decrypt it with age (when it ends in .age), decompress it with zstd or gzip, and load it with `mariadb DATABASE < file.sql`"
+        ));
+    }
     let cap = match max_bytes {
         Some(cap) => Some(cap),
         None => read_manifest(path)?.map(|manifest| manifest.expansion_cap()),
@@ -149,6 +154,11 @@ pub fn pg_restore_file(
     program: &Path,
 ) -> Result<u64, String> {
     let (file_name, name) = archive_name_of(path)?;
+    if name.format.is_sql() {
+        return Err(format!(
+            "{file_name} is a MySQL dump, not a PostgreSQL one: load it with `mariadb DATABASE < file.sql` after decrypting and decompressing it"
+        ));
+    }
     if name.format != Format::Dump {
         return Err(format!(
             "{file_name} is a tar archive: use `cairn archive extract`"

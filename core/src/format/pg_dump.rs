@@ -8,66 +8,33 @@
 //! The password goes through `PGPASSWORD`, never argv, and the worker's own
 //! `PG*` variables are removed so they cannot redirect the dump. The dump is
 //! compressed by `pg_dump` itself (custom format), so no second compressor
-//! runs. A blocking thread reads `pg_dump`'s output into 1 MiB chunks on a
-//! bounded queue: memory stays bounded and nothing is written to disk.
+//! runs; `child` streams its output to the target.
 
-use std::io::{self, Read};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use bytes::Bytes;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use crate::apps::PostgresSettings;
+use crate::apps::ConnectionSettings;
 use crate::failure::FailureCode;
 use crate::format::age::Recipients;
-use crate::format::tar::{ArchiveError, ChunkSink, FailUnlessDone, Sealed};
+use crate::format::child::{self, Program};
+use crate::format::tar::{ArchiveError, Compression};
 use crate::netpolicy::AddressPolicy;
-use crate::storage::{received, ByteStream};
+use crate::storage::ByteStream;
 
-/// How much of `pg_dump`'s stderr a failure message keeps.
-const STDERR_KEPT: usize = 4 * 1024;
 /// How long pg_dump waits for a table lock before it fails, rather than
 /// hanging behind a long transaction (milliseconds).
 const LOCK_WAIT_TIMEOUT_MS: u32 = 300_000;
-
-/// The running `pg_dump`, so that dropping its stream kills it.
-#[derive(Default)]
-struct Process {
-    pid: Option<u32>,
-    /// Set (under the lock) before the child is reaped, so that a kill
-    /// never reaches a reused pid.
-    finished: bool,
-}
-
-/// Kills `pg_dump` when the stream is dropped before the dump ended (the
-/// upload was cancelled); otherwise it would run until its next write.
-struct KillOnDrop(std::sync::Arc<std::sync::Mutex<Process>>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Ok(process) = self.0.lock() {
-            if let (Some(pid), false) = (process.pid, process.finished) {
-                // SAFETY: kill(2) with a pid of our own child that has not
-                // been reaped (`finished` is set before it is) and a valid
-                // signal number; it touches no memory.
-                unsafe {
-                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
-                }
-            }
-        }
-    }
-}
 
 /// Settings of one dump.
 #[derive(Clone, Debug)]
 pub struct DumpOptions {
     /// The `pg_dump` program.
     pub program: PathBuf,
-    pub settings: PostgresSettings,
+    pub settings: ConnectionSettings,
     /// The server's address, resolved once and checked by the address
     /// policy ([`resolve_host`]): libpq's `hostaddr`, so DNS cannot change
     /// between the check and the connection.
@@ -79,17 +46,7 @@ pub struct DumpOptions {
     pub snapshot: Option<String>,
 }
 
-/// What a dump holds, known when it is complete.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DumpSummary {
-    /// Bytes `pg_dump` wrote.
-    pub dump_bytes: u64,
-    /// Bytes of the archive as stored.
-    pub stored_bytes: u64,
-    /// SHA-256 of the archive as stored, hex.
-    pub sha256: String,
-}
+pub use crate::format::child::DumpSummary;
 
 /// Quotes a value for a libpq connection string.
 fn conninfo_value(value: &str) -> String {
@@ -110,7 +67,7 @@ pub fn libpq_variables() -> Vec<std::ffi::OsString> {
 /// the environment). With `hostaddr`, libpq connects to that address and
 /// uses `host` only for names (TLS, `.pgpass`), so no second DNS lookup
 /// happens.
-pub fn conninfo(settings: &PostgresSettings, hostaddr: Option<IpAddr>) -> String {
+pub fn conninfo(settings: &ConnectionSettings, hostaddr: Option<IpAddr>) -> String {
     let mut conninfo = format!(
         "host={} port={} user={} dbname={} connect_timeout=15 application_name=cairn",
         conninfo_value(&settings.host),
@@ -133,31 +90,42 @@ pub fn conninfo(settings: &PostgresSettings, hostaddr: Option<IpAddr>) -> String
 /// never tells whether something listens there.
 pub async fn resolve_host(
     policy: &AddressPolicy,
-    settings: &PostgresSettings,
+    settings: &ConnectionSettings,
 ) -> Result<IpAddr, ArchiveError> {
-    let refused = |reason: String| {
-        ArchiveError::new(
-            FailureCode::PostgresAddressRefused,
-            format!("the PostgreSQL host is refused: {reason}"),
-        )
+    resolve_database_host(
+        policy,
+        settings,
+        "PostgreSQL",
+        FailureCode::PostgresAddressRefused,
+        FailureCode::PostgresConnectionFailed,
+    )
+    .await
+}
+
+/// Resolves a database volume's host once and checks it with the address
+/// policy: `refused` when the policy refuses it, `failed` when it does not
+/// resolve. `engine` names the server in messages.
+pub async fn resolve_database_host(
+    policy: &AddressPolicy,
+    settings: &ConnectionSettings,
+    engine: &str,
+    refused: FailureCode,
+    failed: FailureCode,
+) -> Result<IpAddr, ArchiveError> {
+    let refuse = |reason: String| {
+        ArchiveError::new(refused, format!("the {engine} host is refused: {reason}"))
     };
     let bare = settings.host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = bare.parse::<IpAddr>() {
-        policy.check(ip).map_err(refused)?;
+        policy.check(ip).map_err(refuse)?;
         return Ok(ip);
     }
     match policy.resolve(bare, settings.port).await {
         Ok(addresses) => addresses.first().map(|a| a.ip()).ok_or_else(|| {
-            ArchiveError::new(
-                FailureCode::PostgresConnectionFailed,
-                format!("{bare} does not resolve to any address"),
-            )
+            ArchiveError::new(failed, format!("{bare} does not resolve to any address"))
         }),
-        Err(reason) if reason.contains(" resolves to ") => Err(refused(reason)),
-        Err(reason) => Err(ArchiveError::new(
-            FailureCode::PostgresConnectionFailed,
-            reason,
-        )),
+        Err(reason) if reason.contains(" resolves to ") => Err(refuse(reason)),
+        Err(reason) => Err(ArchiveError::new(failed, reason)),
     }
 }
 
@@ -195,7 +163,7 @@ pub async fn pg_dump_version(program: &PathBuf) -> Result<(String, u32), Archive
 /// server's version (`server_version`, and the major version from
 /// `server_version_num`).
 pub async fn server_version(
-    settings: &PostgresSettings,
+    settings: &ConnectionSettings,
     hostaddr: IpAddr,
     password: &SecretString,
 ) -> Result<(sea_orm::sqlx::PgConnection, String, u32), ArchiveError> {
@@ -229,49 +197,7 @@ pub async fn server_version(
 
 /// Runs `pg_dump`. The stream yields the stored bytes; the receiver gets
 /// the summary (or the failure) once the stream has ended.
-pub fn dump_stream(
-    options: DumpOptions,
-) -> (
-    ByteStream,
-    oneshot::Receiver<Result<DumpSummary, ArchiveError>>,
-) {
-    let (sender, receiver) = mpsc::channel::<io::Result<Bytes>>(crate::format::tar::QUEUE);
-    let (summary_sender, summary_receiver) = oneshot::channel();
-    let process = std::sync::Arc::new(std::sync::Mutex::new(Process::default()));
-    let kill_on_drop = KillOnDrop(process.clone());
-    tokio::task::spawn_blocking(move || {
-        let mut guard = FailUnlessDone::new(sender.clone());
-        let outcome = dump(&options, ChunkSink::new(sender), &process);
-        if let (Err(error), Some(sender)) = (&outcome, guard.disarm()) {
-            let _ = sender.blocking_send(Err(io::Error::other(error.message.clone())));
-        }
-        let _ = summary_sender.send(outcome);
-    });
-    let stream: ByteStream = Box::pin(futures::StreamExt::map(received(receiver), move |chunk| {
-        let _held = &kill_on_drop;
-        chunk
-    }));
-    (stream, summary_receiver)
-}
-
-/// Marks the child as about to be reaped.
-fn finishing(process: &std::sync::Mutex<Process>) {
-    if let Ok(mut process) = process.lock() {
-        process.finished = true;
-    }
-}
-
-fn dump(
-    options: &DumpOptions,
-    sink: ChunkSink,
-    process: &std::sync::Mutex<Process>,
-) -> Result<DumpSummary, ArchiveError> {
-    let upload_stopped = |error: io::Error| {
-        ArchiveError::new(
-            FailureCode::UploadFailed,
-            format!("the upload stopped: {error}"),
-        )
-    };
+pub fn dump_stream(options: DumpOptions) -> (ByteStream, oneshot::Receiver<child::Outcome<()>>) {
     let mut command = Command::new(&options.program);
     command
         .arg("--format=custom")
@@ -286,107 +212,22 @@ fn dump(
         .arg(format!(
             "--dbname={}",
             conninfo(&options.settings, Some(options.hostaddr))
-        ))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        ));
     for name in libpq_variables() {
         command.env_remove(name);
     }
     command.env("PGPASSWORD", options.password.expose_secret());
-    let mut child = command.spawn().map_err(|e| {
-        ArchiveError::new(
-            FailureCode::PgDumpMissing,
-            format!("pg_dump ({}) cannot be run: {e}", options.program.display()),
-        )
-    })?;
-    if let Ok(mut process) = process.lock() {
-        process.pid = Some(child.id());
-    }
-    let mut stdout = child.stdout.take().ok_or_else(|| {
-        ArchiveError::new(
-            FailureCode::PgDumpFailed,
-            "pg_dump's output is not readable",
-        )
-    })?;
-    let mut stderr = child.stderr.take().ok_or_else(|| {
-        ArchiveError::new(
-            FailureCode::PgDumpFailed,
-            "pg_dump's errors are not readable",
-        )
-    })?;
-    // stderr is drained on its own thread so that a chatty pg_dump never
-    // blocks on a full pipe while stdout is read.
-    let errors = std::thread::spawn(move || {
-        let mut kept = Vec::new();
-        let mut buffer = [0u8; 4096];
-        while let Ok(n) = stderr.read(&mut buffer) {
-            if n == 0 {
-                break;
-            }
-            kept.extend_from_slice(&buffer[..n]);
-            if kept.len() > STDERR_KEPT {
-                kept.drain(..kept.len() - STDERR_KEPT);
-            }
-        }
-        String::from_utf8_lossy(&kept).trim().to_owned()
-    });
-
-    let mut sealed = match Sealed::new(options.encryption.as_ref(), sink) {
-        Ok(sealed) => sealed,
-        Err(error) => {
-            finishing(process);
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(upload_stopped(error));
-        }
-    };
-    let mut dump_bytes = 0u64;
-    let mut buffer = vec![0u8; 256 * 1024];
-    let copied: io::Result<()> = loop {
-        match stdout.read(&mut buffer) {
-            Ok(0) => break Ok(()),
-            Ok(n) => {
-                dump_bytes += n as u64;
-                if let Err(error) = io::Write::write_all(&mut sealed, &buffer[..n]) {
-                    break Err(error);
-                }
-            }
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => break Err(error),
-        }
-    };
-    finishing(process);
-    if let Err(error) = copied {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(upload_stopped(error));
-    }
-    let status = child.wait().map_err(|e| {
-        ArchiveError::new(
-            FailureCode::PgDumpFailed,
-            format!("waiting for pg_dump: {e}"),
-        )
-    })?;
-    let stderr_text = errors.join().unwrap_or_default();
-    if !status.success() {
-        let detail = if stderr_text.is_empty() {
-            "no message".to_owned()
-        } else {
-            stderr_text
-        };
-        return Err(ArchiveError::new(
-            FailureCode::PgDumpFailed,
-            format!("pg_dump failed ({status}): {detail}"),
-        ));
-    }
-    let sink = sealed.finish().map_err(upload_stopped)?;
-    let (stored_bytes, sha256) = sink.close().map_err(upload_stopped)?;
-    Ok(DumpSummary {
-        dump_bytes,
-        stored_bytes,
-        sha256,
-    })
+    child::stream(
+        Program {
+            command,
+            name: "pg_dump",
+            missing: FailureCode::PgDumpMissing,
+            failed: FailureCode::PgDumpFailed,
+        },
+        Compression::None,
+        options.encryption,
+        (),
+    )
 }
 
 #[cfg(test)]
@@ -395,7 +236,7 @@ mod tests {
 
     #[test]
     fn connection_strings_quote_every_value() {
-        let settings = PostgresSettings {
+        let settings = ConnectionSettings {
             host: "db.internal".into(),
             port: 5433,
             database: "-x dbname=evil host='other'".into(),
@@ -421,7 +262,7 @@ mod tests {
             "127.0.0.1",
             "localhost",
         ] {
-            let settings = PostgresSettings {
+            let settings = ConnectionSettings {
                 host: host.into(),
                 port: 5432,
                 database: "d".into(),

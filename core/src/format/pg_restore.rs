@@ -11,7 +11,13 @@ use std::path::Path;
 pub fn parse_database_url(
     what: &str,
     text: &str,
-) -> Result<(crate::apps::PostgresSettings, Option<secrecy::SecretString>), String> {
+) -> Result<
+    (
+        crate::apps::ConnectionSettings,
+        Option<secrecy::SecretString>,
+    ),
+    String,
+> {
     let url = url::Url::parse(text).map_err(|_| format!("{what} is not a URL"))?;
     if url.scheme() != "postgres" && url.scheme() != "postgresql" {
         return Err(format!("{what} must be a postgres:// URL"));
@@ -37,7 +43,7 @@ pub fn parse_database_url(
         .transpose()?
         .map(secrecy::SecretString::from);
     Ok((
-        crate::apps::PostgresSettings {
+        crate::apps::ConnectionSettings {
             host,
             port: url.port().unwrap_or(5432),
             database,
@@ -57,7 +63,7 @@ pub enum PgRestore<'a> {
     /// database (restored whole or left unchanged), the connection given as
     /// one quoted string and the password through `PGPASSWORD` (never argv).
     Into {
-        settings: &'a crate::apps::PostgresSettings,
+        settings: &'a crate::apps::ConnectionSettings,
         /// The checked address to connect to (`hostaddr`); `None` for the
         /// operator's offline tool, which connects where it is told.
         hostaddr: Option<std::net::IpAddr>,
@@ -68,7 +74,7 @@ pub enum PgRestore<'a> {
     /// --no-subscriptions --single-transaction`, so nothing of the source
     /// server (its roles, tablespaces, replication) is needed or reached.
     Scratch {
-        settings: &'a crate::apps::PostgresSettings,
+        settings: &'a crate::apps::ConnectionSettings,
         password: Option<&'a secrecy::SecretString>,
     },
     /// `--list`: the table of contents, printed; nothing is connected to.

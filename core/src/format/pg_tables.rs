@@ -22,7 +22,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::apps::PostgresSettings;
+use crate::apps::ConnectionSettings;
 use crate::failure::FailureCode;
 use crate::format::tar::ArchiveError;
 
@@ -58,7 +58,7 @@ pub struct TableRows {
 /// policy allowed, connected to as it is). Fails with `code` and a message
 /// naming the server, never the password.
 pub async fn connect(
-    settings: &PostgresSettings,
+    settings: &ConnectionSettings,
     hostaddr: Option<IpAddr>,
     password: Option<&SecretString>,
     code: FailureCode,

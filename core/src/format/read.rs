@@ -136,12 +136,12 @@ pub fn open<'a>(
         Box::new(reader)
     };
     Ok(match name.format {
-        Format::TarZstd => Box::new(
+        Format::TarZstd | Format::SqlZstd => Box::new(
             zstd::stream::read::Decoder::new(reader)
                 .map_err(|e| ReadError::Damaged(e.to_string()))?,
         ),
-        Format::TarGzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-        Format::Tar | Format::Dump => reader,
+        Format::TarGzip | Format::SqlGzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+        Format::Tar | Format::Dump | Format::Sql => reader,
     })
 }
 
@@ -172,6 +172,11 @@ pub fn read_through(mut plain: impl Read, format: Format) -> Result<ReadSummary,
             ));
         }
         summary.bytes = 5 + io::copy(&mut plain, &mut io::sink()).map_err(damaged)?;
+        return Ok(summary);
+    }
+    if format.is_sql() {
+        let (bytes, _) = crate::format::mysql::scan(plain).map_err(ReadError::Damaged)?;
+        summary.bytes = bytes;
         return Ok(summary);
     }
     let mut archive = tar::Archive::new(plain);

@@ -69,6 +69,31 @@ impl Compression {
             Compression::None => "tar",
         }
     }
+
+    /// The compression of a job's setting: zstd level 3 on up to
+    /// [`MAX_ZSTD_THREADS`] threads, gzip level 6, or none.
+    pub fn of_job(setting: crate::jobs::CompressionSetting) -> Compression {
+        use crate::jobs::CompressionSetting;
+        match setting {
+            CompressionSetting::Zstd => Compression::Zstd {
+                level: 3,
+                threads: std::thread::available_parallelism()
+                    .map(|n| (n.get() as u32).min(MAX_ZSTD_THREADS))
+                    .unwrap_or(1),
+            },
+            CompressionSetting::Gzip => Compression::Gzip { level: 6 },
+            CompressionSetting::None => Compression::None,
+        }
+    }
+
+    /// A SQL dump's file name extension.
+    pub fn sql_extension(self) -> &'static str {
+        match self {
+            Compression::Zstd { .. } => "sql.zst",
+            Compression::Gzip { .. } => "sql.gz",
+            Compression::None => "sql",
+        }
+    }
 }
 
 /// Settings of one archive.
@@ -287,14 +312,14 @@ impl Write for Sealed {
 }
 
 /// The compressor in front of the (optionally encrypted) sink.
-enum Compressor {
+pub(crate) enum Compressor {
     Zstd(zstd::stream::write::Encoder<'static, Sealed>),
     Gzip(flate2::write::GzEncoder<Sealed>),
     Plain(Sealed),
 }
 
 impl Compressor {
-    fn new(compression: Compression, sink: Sealed) -> io::Result<Compressor> {
+    pub(crate) fn new(compression: Compression, sink: Sealed) -> io::Result<Compressor> {
         Ok(match compression {
             Compression::Zstd { level, threads } => {
                 let mut encoder = zstd::stream::write::Encoder::new(sink, level)?;
@@ -312,7 +337,7 @@ impl Compressor {
         })
     }
 
-    fn finish(self) -> io::Result<ChunkSink> {
+    pub(crate) fn finish(self) -> io::Result<ChunkSink> {
         match self {
             Compressor::Zstd(encoder) => encoder.finish()?.finish(),
             Compressor::Gzip(encoder) => encoder.finish()?.finish(),

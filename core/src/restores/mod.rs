@@ -155,12 +155,24 @@ pub fn view(model: &restore::Model) -> Result<RestoreView> {
     })
 }
 
-/// The kind of archive (`tar` or `pg_dump`) and the kind of volume it
-/// restores into (`generic` or `postgres`).
+/// The kind of archive (`tar`, `pg_dump`, `mysql_dump`) and the kind of
+/// volume it restores into (`generic`, `postgres`, `mysql`).
 pub fn kinds_of(name: ArchiveName) -> (ArchiveKind, VolumeKind) {
     match name.format {
         Format::Dump => (ArchiveKind::PgDump, VolumeKind::Postgres),
-        _ => (ArchiveKind::Tar, VolumeKind::Generic),
+        Format::SqlZstd | Format::SqlGzip | Format::Sql => {
+            (ArchiveKind::MysqlDump, VolumeKind::Mysql)
+        }
+        Format::TarZstd | Format::TarGzip | Format::Tar => (ArchiveKind::Tar, VolumeKind::Generic),
+    }
+}
+
+/// The kind of archive a volume of `kind` is stored as.
+pub fn archive_kind(kind: VolumeKind) -> ArchiveKind {
+    match kind {
+        VolumeKind::Generic | VolumeKind::Sqlite => ArchiveKind::Tar,
+        VolumeKind::Postgres => ArchiveKind::PgDump,
+        VolumeKind::Mysql => ArchiveKind::MysqlDump,
     }
 }
 

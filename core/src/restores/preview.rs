@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use cairn_entity::backup;
-use cairn_entity::enums::{ArchiveKind, VolumeKind};
+use cairn_entity::enums::ArchiveKind;
 
 use crate::error::{Error, Result};
 use crate::format::manifest::{Manifest, ManifestContents, ManifestHeader};
@@ -63,6 +63,17 @@ pub struct PreviewView {
 pub enum Contents {
     Tar(TarContents),
     PgDump(DumpContents),
+    MysqlDump(MysqlContents),
+}
+
+/// What a MySQL dump holds: every table it creates, with the rows its
+/// INSERTs hold (the dump read through).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MysqlContents {
+    pub tables: Vec<crate::format::pg_tables::TableRows>,
+    /// Bytes of SQL.
+    pub bytes: u64,
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -134,10 +145,7 @@ pub async fn preview(
         backup_id: model.id,
         app_name: model.app_name.clone(),
         volume_name: model.volume_name.clone(),
-        kind: match model.kind {
-            Some(VolumeKind::Postgres) => ArchiveKind::PgDump,
-            _ => ArchiveKind::Tar,
-        },
+        kind: super::archive_kind(model.kind.unwrap_or_default()),
         size: model.archive_size,
         created_at: model.created_at,
         finished_at: model.finished_at,
@@ -175,7 +183,9 @@ pub async fn preview(
         let plain = read::open(reader, name, identity.as_ref()).map_err(|e| e.to_string())?;
         match name.format {
             Format::Dump => list_dump(plain, &pg_restore),
-            _ => list_tar(plain, totals),
+            Format::SqlZstd | Format::SqlGzip | Format::Sql => crate::format::mysql::scan(plain)
+                .map(|(bytes, tables)| Contents::MysqlDump(MysqlContents { tables, bytes })),
+            Format::TarZstd | Format::TarGzip | Format::Tar => list_tar(plain, totals),
         }
     })
     .await

@@ -34,8 +34,8 @@ pub use process::{cairn_process, run_ok};
 pub use receiver::{Received, Receiver};
 pub use records::{seed, Seed};
 pub use services::{
-    create_orders, env, postgres_volume, psql, s3_objects, s3_target_from_env, ssh_target_from_env,
-    unique, FaultProxy,
+    create_orders, env, mariadb, mariadb_as, mysql_server, mysql_volume, postgres_volume, psql,
+    s3_objects, s3_target_from_env, ssh_target_from_env, unique, FaultProxy,
 };
 pub use tenant::{snapshot, tenant, Tenant};
 pub use trees::{

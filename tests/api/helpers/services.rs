@@ -91,6 +91,50 @@ pub fn psql(database: &str, sql: &str) -> String {
     .unwrap()
 }
 
+/// The test MariaDB server's port and `root` password (`TEST_MYSQL_URL`).
+pub fn mysql_server() -> (u16, String) {
+    let url = url::Url::parse(&env("TEST_MYSQL_URL")).unwrap();
+    (
+        url.port().unwrap(),
+        url.password().unwrap_or_default().to_owned(),
+    )
+}
+
+/// A `mysql` volume request `name` for `database` on the test server,
+/// logging in as `username` with `password`.
+pub fn mysql_volume(name: &str, database: &str, username: &str, password: &str) -> Value {
+    json!({ "name": name, "kind": "mysql", "mysql": {
+        "host": "127.0.0.1", "port": mysql_server().0, "database": database,
+        "username": username, "password": password } })
+}
+
+/// Runs `sql` with the `mariadb` client as the test server's `root` (in
+/// `database`, when given); returns its tab-separated output without
+/// column names.
+pub fn mariadb(database: Option<&str>, sql: &str) -> String {
+    let (_, password) = mysql_server();
+    mariadb_as("root", &password, database, sql)
+}
+
+/// Runs `sql` with the `mariadb` client as `user` (see [`mariadb`]).
+pub fn mariadb_as(user: &str, password: &str, database: Option<&str>, sql: &str) -> String {
+    let (port, _) = mysql_server();
+    let mut command = Command::new("mariadb");
+    command
+        .arg("--no-defaults")
+        .arg("--protocol=TCP")
+        .arg("-h127.0.0.1")
+        .arg(format!("-P{port}"))
+        .arg(format!("--user={user}"))
+        .arg("--batch")
+        .arg("--skip-column-names")
+        .env("MYSQL_PWD", password);
+    if let Some(database) = database {
+        command.arg(format!("--database={database}"));
+    }
+    String::from_utf8(run_ok(command.arg("-e").arg(sql))).unwrap()
+}
+
 /// A TCP proxy in front of the test S3 server that answers its first
 /// `failures` connections with `503 Service Unavailable` (one request each:
 /// the answer closes the connection) and forwards the later ones. It counts

@@ -12,7 +12,7 @@ use cairn_core::apps::exclude_patterns_of;
 use cairn_core::failure::FailureCode;
 use cairn_core::format::manifest::{ManifestContents, TarManifest};
 use cairn_core::format::sqlite::{self, SqliteDatabase};
-use cairn_core::format::tar::{self, Compression, Substitute, TarOptions, MAX_ZSTD_THREADS};
+use cairn_core::format::tar::{self, Compression, Substitute, TarOptions};
 use cairn_core::jobs::CompressionSetting;
 use cairn_core::Cairn;
 
@@ -50,16 +50,7 @@ impl Files {
             directory,
             slot,
             setting,
-            compression: match setting {
-                CompressionSetting::Zstd => Compression::Zstd {
-                    level: 3,
-                    threads: std::thread::available_parallelism()
-                        .map(|n| (n.get() as u32).min(MAX_ZSTD_THREADS))
-                        .unwrap_or(1),
-                },
-                CompressionSetting::Gzip => Compression::Gzip { level: 6 },
-                CompressionSetting::None => Compression::None,
-            },
+            compression: Compression::of_job(setting),
             excludes: exclude_patterns_of(&context.volume.exclude_patterns),
             databases: exclude_patterns_of(&context.volume.sqlite_databases),
             staging_root: cairn.config.data_dir.join("tmp"),

@@ -10,6 +10,7 @@
 
 pub(crate) mod copies;
 mod files;
+mod mysql;
 mod postgres;
 mod space;
 
@@ -413,14 +414,23 @@ async fn context(worker: &Worker, model: &backup::Model) -> Result<Context, Fail
 enum Engine {
     Files(files::Files),
     Postgres(postgres::Postgres),
+    Mysql(mysql::Mysql),
 }
 
 impl Engine {
     fn of(cairn: &Cairn, context: &Context) -> Result<Engine, Failure> {
-        Ok(if context.volume.kind == VolumeKind::Postgres {
-            Engine::Postgres(postgres::Postgres::prepare(cairn, &context.volume)?)
-        } else {
-            Engine::Files(files::Files::prepare(cairn, context)?)
+        Ok(match context.volume.kind {
+            VolumeKind::Postgres => {
+                Engine::Postgres(postgres::Postgres::prepare(cairn, &context.volume)?)
+            }
+            VolumeKind::Mysql => Engine::Mysql(mysql::Mysql::prepare(
+                cairn,
+                &context.volume,
+                context.settings.compression,
+            )?),
+            VolumeKind::Generic | VolumeKind::Sqlite => {
+                Engine::Files(files::Files::prepare(cairn, context)?)
+            }
         })
     }
 
@@ -429,6 +439,7 @@ impl Engine {
         match self {
             Engine::Files(files) => files.extension(),
             Engine::Postgres(_) => "dump",
+            Engine::Mysql(mysql) => mysql.extension(),
         }
     }
 
@@ -437,6 +448,7 @@ impl Engine {
         match self {
             Engine::Files(files) => files.describe(),
             Engine::Postgres(postgres) => postgres.describe(),
+            Engine::Mysql(mysql) => mysql.describe(),
         }
     }
 
@@ -449,6 +461,7 @@ impl Engine {
         match self {
             Engine::Files(files) => files.store(attempt, upload).await,
             Engine::Postgres(postgres) => postgres.store(cairn, attempt, upload).await,
+            Engine::Mysql(mysql) => mysql.store(cairn, attempt, upload).await,
         }
     }
 }

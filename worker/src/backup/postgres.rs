@@ -5,7 +5,7 @@
 
 use secrecy::SecretString;
 
-use cairn_core::apps::PostgresSettings;
+use cairn_core::apps::ConnectionSettings;
 use cairn_core::failure::FailureCode;
 use cairn_core::format::manifest::{DumpManifest, DumpSource, ManifestContents};
 use cairn_core::format::pg_dump::{self, DumpOptions};
@@ -16,18 +16,18 @@ use cairn_entity::volume;
 
 use super::{Attempt, Upload, Written};
 use crate::failure::{storage_failure, Failure};
-use crate::volumes::postgres_connection;
+use crate::volumes::database_connection;
 
 /// A database about to be dumped.
 pub(super) struct Postgres {
-    settings: PostgresSettings,
+    settings: ConnectionSettings,
     password: SecretString,
 }
 
 impl Postgres {
     /// Reads the volume's connection settings and opens its password.
     pub(super) fn prepare(cairn: &Cairn, volume: &volume::Model) -> Result<Postgres, Failure> {
-        let (settings, password) = postgres_connection(cairn, volume)?;
+        let (settings, password) = database_connection(cairn, volume)?;
         let password = password.ok_or_else(|| {
             Failure::new(
                 FailureCode::VolumeMisconfigured,
@@ -163,7 +163,7 @@ impl Postgres {
             )
         })?;
         let summary = match (put, summary) {
-            (Ok(_), Ok(summary)) => summary,
+            (Ok(_), Ok((summary, ()))) => summary,
             // pg_dump's own failure says more than the upload it cut short.
             (_, Err(error)) if error.code != FailureCode::UploadFailed => return Err(error.into()),
             (Err(error), _) => return Err(storage_failure("uploading the dump", &error)),

@@ -3,7 +3,7 @@
 //! --if-exists --no-owner --single-transaction`, so the database ends up
 //! restored or unchanged.
 
-use crate::volumes::postgres_connection;
+use crate::volumes::database_connection;
 
 use super::*;
 
@@ -25,7 +25,7 @@ impl Restore<'_> {
     ) -> Result<Value, Failure> {
         let cairn = &self.worker.cairn;
         let dry_run = attempt.model.dry_run;
-        let (settings, password) = postgres_connection(cairn, &self.destination.volume)?;
+        let (settings, password) = database_connection(cairn, &self.destination.volume)?;
         let (name, identity, expected, cancel) = (
             input.name,
             input.identity.clone(),
@@ -137,7 +137,7 @@ impl Restore<'_> {
 enum Action {
     List,
     Into {
-        settings: PostgresSettings,
+        settings: ConnectionSettings,
         /// The address the policy allowed, connected to as it is.
         hostaddr: std::net::IpAddr,
         password: Option<SecretString>,
@@ -146,7 +146,7 @@ enum Action {
 
 /// Spools the download to an unnamed temporary file while hashing it;
 /// returns the file, rewound, once the hash equals the record's.
-async fn spool(
+pub(super) async fn spool(
     reader: Box<dyn Read + Send>,
     expected: &str,
     cancel: &Cancellation,

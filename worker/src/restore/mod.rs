@@ -34,7 +34,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use cairn_core::apps::PostgresSettings;
+use cairn_core::apps::ConnectionSettings;
 use cairn_core::directories;
 use cairn_core::failure::FailureCode;
 use cairn_core::format::extract::{self, ExtractError};
@@ -56,6 +56,7 @@ use crate::Worker;
 
 mod database;
 mod files;
+mod mysql;
 mod recovery;
 mod safety;
 mod swap;
@@ -357,16 +358,18 @@ async fn perform(
         reading: archive.target.name.clone(),
         alternates: &alternates,
     };
-    let mut summary = if kind == ArchiveKind::PgDump {
-        restore.database(attempt, input).await?
-    } else {
-        let cap = archive
-            .backup
-            .manifest
-            .as_ref()
-            .and_then(|m| Manifest::from_value(m).ok())
-            .map(|m| m.expansion_cap());
-        restore.files(attempt, input, cap).await?
+    let mut summary = match kind {
+        ArchiveKind::PgDump => restore.database(attempt, input).await?,
+        ArchiveKind::MysqlDump => restore.mysql(attempt, input).await?,
+        ArchiveKind::Tar => {
+            let cap = archive
+                .backup
+                .manifest
+                .as_ref()
+                .and_then(|m| Manifest::from_value(m).ok())
+                .map(|m| m.expansion_cap());
+            restore.files(attempt, input, cap).await?
+        }
     };
     if let Some(object) = summary.as_object_mut() {
         object.insert("kind".into(), json!(kind));

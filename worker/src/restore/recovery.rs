@@ -157,6 +157,9 @@ pub(crate) async fn reap(
                 .unwrap_or_default(),
             if model.kind == Some(ArchiveKind::PgDump) {
                 "pg_restore runs in one transaction, so the database is unchanged"
+            } else if model.kind == Some(ArchiveKind::MysqlDump) {
+                "MySQL cannot roll back a dump's DDL: if the load had begun, the database may be \
+                 partly restored"
             } else {
                 "A volume's entries are swapped only as the last step, journalled: a swap that had \
                  begun is completed or rolled back from its journal, and this record then says which"

@@ -11,7 +11,7 @@
 use sea_orm::sqlx::{self, Connection, PgConnection};
 use secrecy::SecretString;
 
-use cairn_core::apps::PostgresSettings;
+use cairn_core::apps::ConnectionSettings;
 use cairn_core::failure::FailureCode;
 use cairn_core::format::pg_tables::{connect, count_tables, describe, TableRows};
 
@@ -19,7 +19,7 @@ use crate::failure::Failure;
 
 /// The configured scratch database server.
 pub(crate) struct ScratchServer {
-    settings: PostgresSettings,
+    settings: ConnectionSettings,
     password: Option<SecretString>,
 }
 
@@ -61,8 +61,8 @@ impl ScratchServer {
     }
 
     /// The connection settings of `database` on this server.
-    pub(crate) fn settings_of(&self, database: &str) -> PostgresSettings {
-        PostgresSettings {
+    pub(crate) fn settings_of(&self, database: &str) -> ConnectionSettings {
+        ConnectionSettings {
             database: database.to_owned(),
             ..self.settings.clone()
         }

@@ -2,7 +2,9 @@
 //! hashed, decrypted and decompressed, then read back — every tar entry
 //! checked by the extraction rules, or `pg_restore --list` — or, in
 //! `restore` mode, extracted into a scratch directory of its own, or
-//! restored into a scratch database of its own (`database`); what came
+//! restored into a scratch database of its own (`database` for PostgreSQL,
+//! `mysql` for MySQL; a MySQL dump in `read` mode is read through and its
+//! rows counted); what came
 //! back is compared with the manifest, check by check, table by table.
 //! Nothing of the organization's is written, and the scratch space is
 //! removed however the verification ends (a worker that died leaves it to
@@ -10,6 +12,7 @@
 //! the same machine, the database always).
 
 mod database;
+mod mysql;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -38,6 +41,7 @@ use crate::lease::{self, line, max_duration};
 use crate::restore::{extract_failure, read_failure, readable, verdict, Readable};
 use crate::Worker;
 use database::{database_name, ScratchServer};
+use mysql::MysqlScratch;
 
 type Attempt = lease::Attempt<verification::Model>;
 
@@ -51,7 +55,16 @@ struct Findings {
     restore_ms: Option<i64>,
     /// Set before the database is created, so it is dropped even when
     /// the verification was abandoned halfway.
-    scratch_database: Option<String>,
+    scratch_database: Option<(Engine, String)>,
+}
+
+/// The server a scratch database is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Engine {
+    /// `verification.postgres_url`.
+    Postgres,
+    /// `verification.mysql_url`.
+    Mysql,
 }
 
 impl Findings {
@@ -88,8 +101,8 @@ pub(crate) async fn run_verification(
     );
     let mut findings = Findings::default();
     let outcome = perform_within_limits(worker, &mut attempt, &mut findings, stop).await;
-    if let Some(name) = findings.scratch_database.take() {
-        drop_scratch_database(worker, &mut attempt, &name).await;
+    if let Some((engine, name)) = findings.scratch_database.take() {
+        drop_scratch_database(worker, &mut attempt, engine, &name).await;
     }
     let total_ms = started.elapsed().as_millis() as i64;
     let mut changes = verification::ActiveModel {
@@ -161,14 +174,25 @@ fn count(mode: VerifyMode, status: VerificationStatus) {
 }
 
 /// Drops a verification's scratch database, noting the outcome.
-async fn drop_scratch_database(worker: &Worker, attempt: &mut Attempt, name: &str) {
-    let dropped = match ScratchServer::configured(&worker.cairn.config) {
-        Some(Ok(server)) => server.drop_database(name).await,
-        Some(Err(failure)) => Err(failure),
-        None => Err(Failure::new(
+async fn drop_scratch_database(worker: &Worker, attempt: &mut Attempt, engine: Engine, name: &str) {
+    let config = &worker.cairn.config;
+    let gone = |key: &str| {
+        Err(Failure::new(
             FailureCode::RestoreFailed,
-            "verification.postgres_url is no longer set",
-        )),
+            format!("{key} is no longer set"),
+        ))
+    };
+    let dropped = match engine {
+        Engine::Postgres => match ScratchServer::configured(config) {
+            Some(Ok(server)) => server.drop_database(name).await,
+            Some(Err(failure)) => Err(failure),
+            None => gone("verification.postgres_url"),
+        },
+        Engine::Mysql => match MysqlScratch::configured(config) {
+            Some(Ok(server)) => server.drop_database(name).await,
+            Some(Err(failure)) => Err(failure),
+            None => gone("verification.mysql_url"),
+        },
     };
     match dropped {
         Ok(()) => attempt.note("info", format!("dropped the scratch database {name}")),
@@ -235,12 +259,13 @@ async fn perform(
     }
     let mut scratch_dir = None;
     let mut scratch_db = None;
+    let mut mysql_scratch = None;
     let into = match (mode, source.archive.name.format) {
         (VerifyMode::Read, _) => Scratchpad::Nothing,
         (VerifyMode::Restore, Format::Dump) => {
             let server = ScratchServer::required(&cairn.config)?;
             let name = database_name(attempt.model.id);
-            findings.scratch_database = Some(name.clone());
+            findings.scratch_database = Some((Engine::Postgres, name.clone()));
             server.create(&name).await?;
             attempt.note(
                 "info",
@@ -254,6 +279,25 @@ async fn perform(
                 password: server.password().cloned(),
             };
             scratch_db = Some((server, name));
+            into
+        }
+        (VerifyMode::Restore, format) if format.is_sql() => {
+            let server = MysqlScratch::required(&cairn.config)?;
+            let name = database_name(attempt.model.id);
+            findings.scratch_database = Some((Engine::Mysql, name.clone()));
+            server.create(&name).await?;
+            attempt.note(
+                "info",
+                format!(
+                    "created the scratch database {name} on {}",
+                    server.describe()
+                ),
+            );
+            let into = Scratchpad::Mysql {
+                settings: server.settings_of(&name),
+                password: server.password().cloned(),
+            };
+            mysql_scratch = Some((server, name));
             into
         }
         (VerifyMode::Restore, _) => {
@@ -282,7 +326,7 @@ async fn perform(
             match &into {
                 Scratchpad::Nothing => String::new(),
                 Scratchpad::Directory(path) => format!(" into {}", path.display()),
-                Scratchpad::Database { settings, .. } =>
+                Scratchpad::Database { settings, .. } | Scratchpad::Mysql { settings, .. } =>
                     format!(" into the scratch database {}", settings.database),
             }
         ),
@@ -297,7 +341,10 @@ async fn perform(
         Box::new(blocking_reader(stream)),
         &source,
         into,
-        cairn.config.pg_restore.clone(),
+        Programs {
+            pg_restore: cairn.config.pg_restore.clone(),
+            mysql: cairn.config.mysql.clone(),
+        },
         cancel.clone(),
     )
     .await?;
@@ -320,8 +367,25 @@ async fn perform(
         );
     }
     let (found, size) = verdict(read, digest, &source.expected, &cancel)?;
-    let found = match (found, &scratch_db) {
-        (ReadBack::Restored { bytes }, Some((server, name))) => {
+    let found = match (found, &scratch_db, &mysql_scratch) {
+        (ReadBack::Restored { bytes }, _, Some((server, name))) => {
+            findings.check(
+                "restore",
+                true,
+                format!("the mariadb client loaded {bytes} bytes of SQL into {name}"),
+            );
+            let tables = server.count(name).await?;
+            attempt.note(
+                "info",
+                format!(
+                    "counted {} rows in {} tables loaded",
+                    tables.iter().map(|t| t.rows).sum::<u64>(),
+                    tables.len()
+                ),
+            );
+            ReadBack::Counted(Some(tables))
+        }
+        (ReadBack::Restored { bytes }, Some((server, name)), _) => {
             findings.check(
                 "restore",
                 true,
@@ -341,7 +405,7 @@ async fn perform(
             );
             ReadBack::Counted(tables)
         }
-        (found, _) => found,
+        (found, _, _) => found,
     };
     compare(&source.manifest, &found, size, findings);
     if let (Some(dir), ManifestContents::Tar(tar)) = (&scratch_dir, &source.manifest.contents) {
@@ -441,9 +505,20 @@ enum Scratchpad {
     Directory(PathBuf),
     /// A scratch database (a dump in `restore` mode).
     Database {
-        settings: cairn_core::apps::PostgresSettings,
+        settings: cairn_core::apps::ConnectionSettings,
         password: Option<secrecy::SecretString>,
     },
+    /// A MySQL scratch database (a MySQL dump in `restore` mode).
+    Mysql {
+        settings: cairn_core::apps::ConnectionSettings,
+        password: Option<secrecy::SecretString>,
+    },
+}
+
+/// The clients that read dumps back.
+struct Programs {
+    pg_restore: PathBuf,
+    mysql: PathBuf,
 }
 
 /// Reads the download back on a blocking thread — a dump listed by
@@ -454,7 +529,7 @@ async fn read_back(
     reader: Box<dyn std::io::Read + Send>,
     source: &Source,
     into: Scratchpad,
-    program: PathBuf,
+    programs: Programs,
     cancel: Cancellation,
 ) -> Result<(Result<ReadBack, Failure>, std::io::Result<(String, u64)>), Failure> {
     let name = source.archive.name;
@@ -465,19 +540,35 @@ async fn read_back(
         let outcome = (|| {
             let mut plain =
                 read::open(&mut checked, name, identity.as_ref()).map_err(read_failure)?;
+            let program = &programs.pg_restore;
             match (name.format, into) {
+                (format, Scratchpad::Mysql { settings, password }) if format.is_sql() => {
+                    cairn_core::format::mysql::load(
+                        &mut plain,
+                        &programs.mysql,
+                        &settings,
+                        None,
+                        password.as_ref(),
+                        &cancel,
+                    )
+                    .map(|bytes| ReadBack::Restored { bytes })
+                    .map_err(|message| Failure::new(FailureCode::MysqlRestoreFailed, message))
+                }
+                (format, _) if format.is_sql() => cairn_core::format::mysql::scan(plain)
+                    .map(|(_, tables)| ReadBack::Counted(Some(tables)))
+                    .map_err(|reason| Failure::new(FailureCode::ArchiveDamaged, reason)),
                 (Format::Dump, Scratchpad::Database { settings, password }) => {
                     let action = PgRestore::Scratch {
                         settings: &settings,
                         password: password.as_ref(),
                     };
-                    pg_restore_with_output(&mut plain, action, &program, &cancel)
+                    pg_restore_with_output(&mut plain, action, program, &cancel)
                         .map(|(bytes, _)| ReadBack::Restored { bytes })
                         .map_err(|message| Failure::new(FailureCode::PgRestoreFailed, message))
                 }
                 (Format::Dump, _) => {
                     let (_, listing) =
-                        pg_restore_with_output(&mut plain, PgRestore::List, &program, &cancel)
+                        pg_restore_with_output(&mut plain, PgRestore::List, program, &cancel)
                             .map_err(|message| {
                                 Failure::new(FailureCode::PgRestoreFailed, message)
                             })?;
@@ -548,6 +639,9 @@ fn compare(manifest: &Manifest, read_back: &ReadBack, size: u64, findings: &mut 
         }
         (ManifestContents::PgDump(dump), ReadBack::Counted(restored)) => {
             compare_tables(dump.tables.as_deref(), restored.as_deref(), findings);
+        }
+        (ManifestContents::MysqlDump(dump), ReadBack::Counted(found)) => {
+            compare_tables(Some(&dump.tables), found.as_deref(), findings);
         }
         _ => findings.check(
             "kind",
@@ -780,8 +874,13 @@ pub(crate) async fn reap(
         if let Some(root) = &cairn.config.verification.scratch_dir {
             remove_scratch(&scratch_path(root, model.id));
         }
+        let name = database_name(model.id);
         if let Some(Ok(server)) = ScratchServer::configured(&cairn.config) {
-            let name = database_name(model.id);
+            if let Err(failure) = server.drop_database(&name).await {
+                tracing::warn!(verification_id = %model.id, "{}", failure.message);
+            }
+        }
+        if let Some(Ok(server)) = MysqlScratch::configured(&cairn.config) {
             if let Err(failure) = server.drop_database(&name).await {
                 tracing::warn!(verification_id = %model.id, "{}", failure.message);
             }

@@ -136,6 +136,20 @@ fn contents(contents: Option<&Contents>) -> Markup {
             p { (dump.tables.len()) " tables" }
             ul #preview { @for table in &dump.tables { li { code { (table) } } } }
         },
+        Some(Contents::MysqlDump(dump)) => html! {
+            p { (dump.tables.len()) " tables, " (dump.tables.iter().map(|t| t.rows).sum::<u64>()) " rows, " (layout::bytes(dump.bytes as i64)) " of SQL" }
+            div.table-wrap {
+                table #preview {
+                    thead { tr { th scope="col" { "Table" } th scope="col" { "Rows" } } }
+                    tbody {
+                        @for table in dump.tables.iter().take(PREVIEW_ROWS) {
+                            tr { td { code { (table.name) } } td.num { (table.rows) } }
+                        }
+                    }
+                }
+            }
+            @if dump.tables.len() > PREVIEW_ROWS { p.help { "Only the first tables are shown." } }
+        },
     }
 }
 

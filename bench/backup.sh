@@ -9,16 +9,21 @@
 #      plus a copy on an S3 target (s3s-fs on loopback) in the same run;
 #   3. the same as 1 for a ~4 GiB volume (memory must not grow with size);
 #   4. a PostgreSQL database (pgbench tables) backed up by Cairn, next to
-#      `pg_dump -Fc > file`.
+#      `pg_dump -Fc > file`;
+#   5. a MariaDB database (~1 GiB of rows: text, numbers, dates) backed up
+#      by Cairn, next to `mariadb-dump --single-transaction | zstd -T0 -3 >
+#      file`.
 # Prints wall times, their ratio and Cairn's peak RSS.
 #
 #   bench/backup.sh
 #   BENCH_SMALL=268435456 BENCH_LARGE=1073741824 BENCH_PGBENCH_SCALE=5 bench/backup.sh
-#   BENCH_CASES=copies bench/backup.sh      # only some cases: small copies large postgres
+#   BENCH_CASES=copies bench/backup.sh      # only some cases: small copies large postgres mysql
+#   BENCH_MYSQL_ROWS=500000 BENCH_CASES=mysql bench/backup.sh
 #
 # Targets (bench/README.md): wall <= 1.15x tar|zstd; peak RSS <= 128 MiB at
 # both sizes; PostgreSQL <= 1.10x pg_dump; with an S3 copy <= 1.25x the
-# local-only backup and peak RSS <= 128 MiB.
+# local-only backup and peak RSS <= 128 MiB; MariaDB <= 1.10x
+# mariadb-dump | zstd and peak RSS <= 128 MiB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,11 +31,12 @@ SMALL=${BENCH_SMALL:-1073741824}
 LARGE=${BENCH_LARGE:-4294967296}
 RUNS=${BENCH_RUNS:-3}
 SCALE=${BENCH_PGBENCH_SCALE:-40}
-CASES=${BENCH_CASES:-small copies large postgres}
+MYSQL_ROWS=${BENCH_MYSQL_ROWS:-4000000}
+CASES=${BENCH_CASES:-small copies large postgres mysql}
 for case in $CASES; do
   case $case in
-    small | copies | large | postgres) ;;
-    *) echo "unknown case '$case' in BENCH_CASES: small, copies, large, postgres" >&2; exit 2 ;;
+    small | copies | large | postgres | mysql) ;;
+    *) echo "unknown case '$case' in BENCH_CASES: small, copies, large, postgres, mysql" >&2; exit 2 ;;
   esac
 done
 selected() { [[ " $CASES " == *" $1 "* ]]; }
@@ -40,6 +46,7 @@ source scripts/services.sh
 trap stop_services EXIT
 ensure_packages
 if selected postgres; then start_postgres; fi
+if selected mysql; then start_mariadb; fi
 
 echo "[bench] building cairn-bench (release)" >&2
 cargo build --quiet --release -p cairn-bench
@@ -206,8 +213,49 @@ postgres_case() {
     "$(awk -v a="$ours_m" -v b="$theirs_m" 'BEGIN { print a / b }')" "$rss_max"
 }
 
+mysql_case() {
+  local db="bench_$$" rest password port
+  rest=${TEST_MYSQL_URL#mysql://root:}
+  password=${rest%@*}
+  port=${TEST_MYSQL_URL##*:}
+  my() { MYSQL_PWD="$password" mariadb --no-defaults --protocol=TCP -h127.0.0.1 -P"$port" -uroot "$@"; }
+  echo "[bench] a MariaDB database of $MYSQL_ROWS orders" >&2
+  my -e "CREATE DATABASE $db"
+  my "$db" -e "CREATE TABLE orders (id BIGINT PRIMARY KEY, customer VARCHAR(64) NOT NULL,
+      note TEXT NOT NULL, amount DECIMAL(12,2) NOT NULL, created DATETIME NOT NULL) ENGINE=InnoDB;
+    INSERT INTO orders SELECT seq, CONCAT('customer-', seq MOD 9973),
+      CONCAT(MD5(seq), ' order note ', REPEAT(SHA1(seq), 3), ' it''s "quoted"; (x)'),
+      (seq MOD 100000) / 100, '2026-01-01' + INTERVAL (seq MOD 31536000) SECOND
+      FROM seq_1_to_$MYSQL_ROWS;"
+  local size
+  size=$(my -N -e "SELECT SUM(DATA_LENGTH + INDEX_LENGTH) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '$db'")
+  local ours=() theirs=() rss=()
+  for _ in $(seq "$RUNS"); do
+    read -r seconds peak < <(MYSQL_PWD="$password" cairn_backup mysql 127.0.0.1 "$port" "$db" root)
+    ours+=("$seconds"); rss+=("$peak")
+    rm -f "$work/plain.sql.zst"; drop_caches
+    local start end
+    start=$(now)
+    MYSQL_PWD="$password" mariadb-dump --no-defaults --protocol=TCP -h127.0.0.1 -P"$port" -uroot \
+      --single-transaction --routines --triggers --events --hex-blob --quick "$db" \
+      | zstd -T0 -3 -q -o "$work/plain.sql.zst"
+    sync "$work/plain.sql.zst"
+    end=$(now)
+    theirs+=("$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3f", e - s }')")
+  done
+  local ours_m theirs_m rss_max
+  ours_m=$(printf '%s\n' "${ours[@]}" | median)
+  theirs_m=$(printf '%s\n' "${theirs[@]}" | median)
+  rss_max=$(printf '%s\n' "${rss[@]}" | sort -n | tail -n 1)
+  printf '%-9s database %5.2f GiB  cairn %7.2f s  mariadb-dump|zstd %7.2f s  ratio %.2f (target <= 1.10)  cairn peak RSS %6.1f MiB (target <= 128)\n' \
+    "mysql" "$(awk -v b="$size" 'BEGIN { print b / 1073741824 }')" "$ours_m" "$theirs_m" \
+    "$(awk -v a="$ours_m" -v b="$theirs_m" 'BEGIN { print a / b }')" "$rss_max"
+  my -e "DROP DATABASE $db"
+}
+
 echo "[bench] $(nproc) cores, median of $RUNS runs each; cases: $CASES" >&2
 if selected small; then files_case 1GiB "$SMALL"; fi
 if selected copies; then copies_case "$SMALL"; fi
 if selected large; then files_case 4GiB "$LARGE"; fi
 if selected postgres; then postgres_case; fi
+if selected mysql; then mysql_case; fi

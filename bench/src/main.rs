@@ -7,6 +7,7 @@
 //! cairn-bench volume DIR BYTES                    # a generated file volume
 //! cairn-bench backup files VOLUME_ROOT [--s3-copy] # volume bench-blue_data
 //! cairn-bench backup postgres HOST PORT DB USER  # password in PGPASSWORD
+//! cairn-bench backup mysql HOST PORT DB USER     # password in MYSQL_PWD
 //! cairn-bench restore files VOLUME_ROOT          # the newest backup, into its volume
 //! cairn-bench verify files SCRATCH_DIR           # the newest backup, restore mode
 //! cairn-bench scheduler JOBS DUE                 # see scheduler.rs
@@ -607,7 +608,20 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
         }
-        _ => bail!("usage: cairn-bench generate FILE BYTES | cairn-bench storage local|s3|ssh write|read BYTES | cairn-bench backup files VOLUME_ROOT [--s3-copy] | cairn-bench backup postgres HOST PORT DB USER | cairn-bench restore files VOLUME_ROOT | cairn-bench verify files SCRATCH_DIR | cairn-bench scheduler JOBS DUE"),
+        ["backup", "mysql", host, port, database, username] => {
+            // (Cairn's clients never inherit MYSQL_PWD: it removes every
+            // MYSQL* variable from their environment.)
+            let password = env("MYSQL_PWD")?;
+            backup(
+                PathBuf::from("/nonexistent"),
+                serde_json::json!({ "name": "db", "kind": "mysql", "mysql": {
+                    "host": host, "port": port.parse::<u16>()?, "database": database,
+                    "username": username, "password": password } }),
+                false,
+            )
+            .await?;
+        }
+        _ => bail!("usage: cairn-bench generate FILE BYTES | cairn-bench storage local|s3|ssh write|read BYTES | cairn-bench backup files VOLUME_ROOT [--s3-copy] | cairn-bench backup postgres HOST PORT DB USER | cairn-bench backup mysql HOST PORT DB USER | cairn-bench restore files VOLUME_ROOT | cairn-bench verify files SCRATCH_DIR | cairn-bench scheduler JOBS DUE"),
     }
     Ok(())
 }

@@ -874,11 +874,12 @@ pub async fn list(
     .await?;
     let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
     let mut links = links_of(&cairn.db, &ids).await?;
+    let mut health = crate::verifications::jobs_health(&cairn.db, &ids, now).await?;
     let mut views = Vec::with_capacity(jobs.len());
     for job in jobs {
         let job_links = links.remove(&job.id).unwrap_or_default();
-        let health = crate::verifications::job_health(&cairn.db, job.id, now).await?;
-        views.push(view(job, job_links, health, now));
+        let job_health = health.remove(&job.id).unwrap_or_default();
+        views.push(view(job, job_links, job_health, now));
     }
     Ok((views, next))
 }

@@ -66,6 +66,9 @@ pub struct Cairn {
     pub redis: Option<Arc<runs::locks::RedisLocks>>,
     /// Wakes this process's idle worker loops when work is recorded.
     pub wake: wake::Wake,
+    /// The SQL statements this process has run on `db` (the tests hold a
+    /// request's count to a bound).
+    pub statements: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Streamed downloads that may run at once per process.
@@ -100,7 +103,12 @@ impl Cairn {
             "outbound address policy: loopback and private addresses are {} (allow_private_endpoints)",
             if allow_private { "allowed" } else { "refused" }
         );
-        let db = db::connect(&config).await?;
+        let mut db = db::connect(&config).await?;
+        let statements = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = statements.clone();
+        db.set_metric_callback(move |_| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
         if config.run_migrations {
             db::migrate(&db).await?;
         }
@@ -136,6 +144,7 @@ impl Cairn {
             download_slots: Arc::new(tokio::sync::Semaphore::new(DOWNLOAD_SLOTS)),
             redis,
             wake: wake::Wake::default(),
+            statements,
         };
         if let Some((row_id, ciphertext)) = sealed {
             if cairn.master_key.open(row_id, &ciphertext).is_err() {

@@ -284,65 +284,133 @@ pub struct JobHealth {
     pub last_verification: Option<LastVerificationView>,
 }
 
-/// The verification health of `job_id` at `now`: its latest finished
-/// verification, its latest success, and the age of its newest backup
-/// that passed one (still stored: a pruned backup restores nothing).
+/// The verification health of `job_id` at `now` (see [`jobs_health`]).
 pub async fn job_health(
     db: &impl sea_orm::ConnectionTrait,
     job_id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<JobHealth> {
-    let finished = || {
-        verification::Entity::find()
-            .filter(verification::Column::JobId.eq(job_id))
-            .filter(
-                verification::Column::Status
-                    .is_in([VerificationStatus::Success, VerificationStatus::Failed]),
-            )
-            .order_by_desc(verification::Column::FinishedAt)
-            .order_by_desc(verification::Column::Id)
-    };
-    let last = finished().one(db).await?;
-    let last_success = finished()
-        .filter(verification::Column::Status.eq(VerificationStatus::Success))
-        .one(db)
-        .await?;
-    let last_restore = finished()
-        .filter(verification::Column::Status.eq(VerificationStatus::Success))
-        .filter(verification::Column::Mode.eq(VerifyMode::Restore))
-        .one(db)
-        .await?;
-    let good: Vec<Uuid> = verified_good(db, job_id).await?.into_iter().collect();
-    let recovery_point = if good.is_empty() {
-        None
-    } else {
-        backup::Entity::find()
-            .select_only()
-            .column(backup::Column::FinishedAt)
-            .filter(backup::Column::JobId.eq(job_id))
-            .filter(backup::Column::Status.eq(BackupStatus::Success))
-            .filter(backup::Column::Id.is_in(good))
-            .order_by_desc(backup::Column::FinishedAt)
-            .into_tuple::<Option<DateTime<Utc>>>()
-            .one(db)
-            .await?
-            .flatten()
-    };
-    Ok(JobHealth {
-        rpo_seconds: recovery_point.map(|at| (now - at).num_seconds().max(0)),
-        rto_seconds: last_restore.and_then(|v| v.total_ms).map(seconds),
-        last_verified_at: last_success.and_then(|v| v.finished_at),
-        last_verification: last.map(|v| LastVerificationView {
-            id: v.id,
-            status: v.status,
-            backup_id: v.backup_id,
-            mode: v.mode,
-            rto_seconds: (v.mode == VerifyMode::Restore)
-                .then_some(v.total_ms)
-                .flatten()
-                .map(seconds),
-        }),
-    })
+    Ok(jobs_health(db, &[job_id], now)
+        .await?
+        .remove(&job_id)
+        .unwrap_or_default())
+}
+
+/// `count` placeholders for the bound values `first`, `first + 1`, … of a
+/// raw statement on `backend` (`$n` on PostgreSQL, `?` on SQLite).
+fn placeholders(backend: sea_orm::DbBackend, first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| match backend {
+            sea_orm::DbBackend::Postgres => format!("${n}"),
+            _ => "?".to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The verification health of each of `job_ids` at `now`: its latest
+/// finished verification, its latest success (and latest successful
+/// `restore`), and the age of its newest backup that passed one (still
+/// stored: a pruned backup restores nothing). Two statements whatever the
+/// number of jobs, driven by the jobs' verifications (their `job_id`
+/// index) and the backups they name (by primary key): backup history is
+/// never scanned.
+pub async fn jobs_health(
+    db: &impl sea_orm::ConnectionTrait,
+    job_ids: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<std::collections::HashMap<Uuid, JobHealth>> {
+    use sea_orm::{Statement, Value};
+    let mut health: std::collections::HashMap<Uuid, JobHealth> = job_ids
+        .iter()
+        .map(|id| (*id, JobHealth::default()))
+        .collect();
+    if job_ids.is_empty() {
+        return Ok(health);
+    }
+    let backend = db.get_database_backend();
+    let ids = || job_ids.iter().map(|id| Value::from(*id));
+    let (success, failed, restore) = (
+        VerificationStatus::Success.as_str(),
+        VerificationStatus::Failed.as_str(),
+        VerifyMode::Restore.as_str(),
+    );
+    // Per job: the latest finished verification, the latest success and
+    // the latest successful restore (at most three rows).
+    let latest = Statement::from_sql_and_values(
+        backend,
+        format!(
+            "SELECT id, job_id, status, backup_id, mode, total_ms, finished_at, n_all, n_status, n_mode \
+             FROM (SELECT id, job_id, status, backup_id, mode, total_ms, finished_at, \
+               ROW_NUMBER() OVER (PARTITION BY job_id ORDER BY finished_at DESC, id DESC) AS n_all, \
+               ROW_NUMBER() OVER (PARTITION BY job_id, status ORDER BY finished_at DESC, id DESC) AS n_status, \
+               ROW_NUMBER() OVER (PARTITION BY job_id, status, mode ORDER BY finished_at DESC, id DESC) AS n_mode \
+               FROM verifications WHERE job_id IN ({}) AND status IN ('{success}', '{failed}')) latest \
+             WHERE n_all = 1 OR (status = '{success}' AND (n_status = 1 OR (mode = '{restore}' AND n_mode = 1)))",
+            placeholders(backend, 1, job_ids.len())
+        ),
+        ids(),
+    );
+    for row in db.query_all(latest).await? {
+        let job_id: Uuid = row.try_get("", "job_id")?;
+        let Some(entry) = health.get_mut(&job_id) else {
+            continue;
+        };
+        let status = VerificationStatus::parse(&row.try_get::<String>("", "status")?)
+            .unwrap_or(VerificationStatus::Failed);
+        let mode =
+            VerifyMode::parse(&row.try_get::<String>("", "mode")?).unwrap_or(VerifyMode::Read);
+        let total_ms: Option<i64> = row.try_get("", "total_ms")?;
+        let finished_at: Option<DateTime<Utc>> = row.try_get("", "finished_at")?;
+        let (n_all, n_status, n_mode): (i64, i64, i64) = (
+            row.try_get("", "n_all")?,
+            row.try_get("", "n_status")?,
+            row.try_get("", "n_mode")?,
+        );
+        if n_all == 1 {
+            entry.last_verification = Some(LastVerificationView {
+                id: row.try_get("", "id")?,
+                status,
+                backup_id: row.try_get("", "backup_id")?,
+                mode,
+                rto_seconds: (mode == VerifyMode::Restore)
+                    .then_some(total_ms)
+                    .flatten()
+                    .map(seconds),
+            });
+        }
+        if status == VerificationStatus::Success && n_status == 1 {
+            entry.last_verified_at = finished_at;
+        }
+        if status == VerificationStatus::Success && mode == VerifyMode::Restore && n_mode == 1 {
+            entry.rto_seconds = total_ms.map(seconds);
+        }
+    }
+    // Per job: the newest stored backup whose latest finished verification
+    // succeeded.
+    let recovery = Statement::from_sql_and_values(
+        backend,
+        format!(
+            "SELECT b.job_id AS job_id, b.finished_at AS finished_at \
+             FROM verifications v JOIN backups b ON b.id = v.backup_id \
+             WHERE v.job_id IN ({}) AND v.status = '{success}' AND b.status = '{}' \
+               AND b.finished_at IS NOT NULL \
+               AND NOT EXISTS (SELECT 1 FROM verifications w WHERE w.backup_id = v.backup_id \
+                 AND w.status IN ('{success}', '{failed}') AND w.id > v.id)",
+            placeholders(backend, 1, job_ids.len()),
+            BackupStatus::Success.as_str(),
+        ),
+        ids(),
+    );
+    for row in db.query_all(recovery).await? {
+        let job_id: Uuid = row.try_get("", "job_id")?;
+        let finished_at: DateTime<Utc> = row.try_get("", "finished_at")?;
+        if let Some(entry) = health.get_mut(&job_id) {
+            let age = (now - finished_at).num_seconds().max(0);
+            entry.rpo_seconds = Some(entry.rpo_seconds.map_or(age, |rpo| rpo.min(age)));
+        }
+    }
+    Ok(health)
 }
 
 /// Milliseconds as seconds.

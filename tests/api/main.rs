@@ -24,6 +24,7 @@ mod orphans;
 mod pages;
 mod restores;
 mod safety;
+mod scale;
 mod scheduler;
 mod sqlite_volumes;
 mod startup;

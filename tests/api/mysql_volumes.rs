@@ -109,6 +109,45 @@ fn slow_dump_client(dir: &std::path::Path) -> std::path::PathBuf {
     script
 }
 
+/// A console page as `token` sees it, signed in over plain HTTP (the
+/// sign-in form's nonce, then the session cookie).
+async fn console_page(f: &Fixture, token: &str, path: &str) -> String {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let cookie = |reply: &reqwest::Response, name: &str| {
+        reply
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| v.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.split(';').next())
+            .unwrap_or_else(|| panic!("{name} is set"))
+            .to_owned()
+    };
+    let form = client.get(f.app.url("/ui/sign-in")).send().await.unwrap();
+    let nonce = cookie(&form, "cairn_sign_in");
+    let signed = client
+        .post(f.app.url("/ui/sign-in"))
+        .header("cookie", format!("cairn_sign_in={nonce}"))
+        .form(&[("token", token), ("_csrf", nonce.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 303);
+    let session = cookie(&signed, "cairn_session");
+    let page = client
+        .get(f.app.url(path))
+        .header("cookie", format!("cairn_session={session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    page.text().await.unwrap()
+}
+
 async fn verify(f: &Fixture, backup: &str, mode: &str) -> serde_json::Value {
     let id = f
         .app
@@ -291,6 +330,20 @@ async fn mysql_volumes_back_up_restore_and_verify() {
         preview["contents"]["tables"], manifest["tables"],
         "{preview}"
     );
+    // The console's restore page shows the same tables and rows.
+    let page = console_page(
+        &f,
+        &f.org.operator,
+        &format!("/ui/orgs/{}/backups/{backup}/restore", f.org.id),
+    )
+    .await;
+    for expected in [
+        "3 tables, 2000 rows",
+        "<code>orders</code></td><td class=\"num\">1000",
+        "<code>empty_table</code></td><td class=\"num\">0",
+    ] {
+        assert!(page.contains(expected), "{expected} in {page}");
+    }
 
     // The database changes; a dry run reads the dump and changes nothing.
     mariadb(

@@ -11,6 +11,8 @@
 //! cairn-bench restore files VOLUME_ROOT          # the newest backup, into its volume
 //! cairn-bench verify files SCRATCH_DIR           # the newest backup, restore mode
 //! cairn-bench scheduler JOBS DUE                 # see scheduler.rs
+//! cairn-bench api seed                           # see api.rs
+//! cairn-bench api load BASE_URL TOKEN ORG JOB CURSOR
 //! ```
 //!
 //! `backup` runs the real thing in-process: a Cairn on a fresh SQLite
@@ -28,6 +30,7 @@
 //! exports. One process does one transfer, so its peak resident memory
 //! (VmHWM) is that transfer's.
 
+mod api;
 mod scheduler;
 
 use std::io::Write;
@@ -597,6 +600,10 @@ async fn main() -> anyhow::Result<()> {
         ["restore", "files", volume_root] => restore(PathBuf::from(volume_root)).await?,
         ["verify", "files", scratch_dir] => verify(PathBuf::from(scratch_dir)).await?,
         ["scheduler", jobs, due] => scheduler::run(jobs.parse()?, due.parse()?).await?,
+        ["api", "seed"] => api::seed().await?,
+        ["api", "load", base, token, org, job, cursor] => {
+            api::load(base, token, org, job, cursor).await?
+        }
         ["backup", "postgres", host, port, database, username] => {
             let password = env("PGPASSWORD")?;
             backup(
@@ -621,7 +628,7 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
         }
-        _ => bail!("usage: cairn-bench generate FILE BYTES | cairn-bench storage local|s3|ssh write|read BYTES | cairn-bench backup files VOLUME_ROOT [--s3-copy] | cairn-bench backup postgres HOST PORT DB USER | cairn-bench backup mysql HOST PORT DB USER | cairn-bench restore files VOLUME_ROOT | cairn-bench verify files SCRATCH_DIR | cairn-bench scheduler JOBS DUE"),
+        _ => bail!("usage: cairn-bench generate FILE BYTES | cairn-bench storage local|s3|ssh write|read BYTES | cairn-bench backup files VOLUME_ROOT [--s3-copy] | cairn-bench backup postgres HOST PORT DB USER | cairn-bench backup mysql HOST PORT DB USER | cairn-bench restore files VOLUME_ROOT | cairn-bench verify files SCRATCH_DIR | cairn-bench scheduler JOBS DUE | cairn-bench api seed | cairn-bench api load BASE_URL TOKEN ORG JOB CURSOR"),
     }
     Ok(())
 }

@@ -30,7 +30,7 @@ async fn open(data_dir: &std::path::Path, migrate: bool) -> anyhow::Result<Cairn
 
 /// Inserts `jobs` jobs covering `app_id`; the first `due` are due at `slot`,
 /// the others a day later.
-async fn create_jobs(
+pub(crate) async fn create_jobs(
     cairn: &Cairn,
     organization_id: Uuid,
     app_id: Uuid,
@@ -89,7 +89,7 @@ async fn create_jobs(
             job_id: Set(id),
             app_id: Set(app_id),
         });
-        if batch.len() == 1000 {
+        if batch.len() == 500 {
             backup_job::Entity::insert_many(std::mem::take(&mut batch))
                 .exec(&cairn.db)
                 .await?;

@@ -335,18 +335,32 @@ pub async fn jobs_health(
         VerificationStatus::Failed.as_str(),
         VerifyMode::Restore.as_str(),
     );
-    // Per job: the latest finished verification, the latest success and
-    // the latest successful restore (at most three rows).
+    // Per job, three correlated `LIMIT 1` lookups on the
+    // `(job_id, finished_at, id)` index, each walking back from the job's
+    // newest verification to the first that matches: its latest finished
+    // one, latest success and latest successful restore. The status is
+    // tested through an expression (`CASE … END = 1`) that no index serves,
+    // so that planners never take the status index (every verification of
+    // that status) instead.
+    let latest_of = |condition: &str| {
+        format!(
+            "(SELECT x.id FROM verifications x WHERE x.job_id = j.id \
+               AND CASE WHEN {condition} THEN 1 ELSE 0 END = 1 \
+               ORDER BY x.finished_at DESC, x.id DESC LIMIT 1)"
+        )
+    };
     let latest = Statement::from_sql_and_values(
         backend,
         format!(
-            "SELECT id, job_id, status, backup_id, mode, total_ms, finished_at, n_all, n_status, n_mode \
-             FROM (SELECT id, job_id, status, backup_id, mode, total_ms, finished_at, \
-               ROW_NUMBER() OVER (PARTITION BY job_id ORDER BY finished_at DESC, id DESC) AS n_all, \
-               ROW_NUMBER() OVER (PARTITION BY job_id, status ORDER BY finished_at DESC, id DESC) AS n_status, \
-               ROW_NUMBER() OVER (PARTITION BY job_id, status, mode ORDER BY finished_at DESC, id DESC) AS n_mode \
-               FROM verifications WHERE job_id IN ({}) AND status IN ('{success}', '{failed}')) latest \
-             WHERE n_all = 1 OR (status = '{success}' AND (n_status = 1 OR (mode = '{restore}' AND n_mode = 1)))",
+            "SELECT v.id AS id, l.job_id AS job_id, v.status AS status, v.backup_id AS backup_id, \
+               v.mode AS mode, v.total_ms AS total_ms, v.finished_at AS finished_at, \
+               l.last_id AS last_id, l.success_id AS success_id, l.restore_id AS restore_id \
+             FROM (SELECT j.id AS job_id, {} AS last_id, {} AS success_id, {} AS restore_id \
+                   FROM backup_jobs j WHERE j.id IN ({})) l \
+             JOIN verifications v ON v.id IN (l.last_id, l.success_id, l.restore_id)",
+            latest_of(&format!("x.status IN ('{success}', '{failed}')")),
+            latest_of(&format!("x.status = '{success}'")),
+            latest_of(&format!("x.status = '{success}' AND x.mode = '{restore}'")),
             placeholders(backend, 1, job_ids.len())
         ),
         ids(),
@@ -356,20 +370,19 @@ pub async fn jobs_health(
         let Some(entry) = health.get_mut(&job_id) else {
             continue;
         };
+        let id: Uuid = row.try_get("", "id")?;
+        let is = |column: &str| -> Result<bool> {
+            Ok(row.try_get::<Option<Uuid>>("", column)? == Some(id))
+        };
         let status = VerificationStatus::parse(&row.try_get::<String>("", "status")?)
             .unwrap_or(VerificationStatus::Failed);
         let mode =
             VerifyMode::parse(&row.try_get::<String>("", "mode")?).unwrap_or(VerifyMode::Read);
         let total_ms: Option<i64> = row.try_get("", "total_ms")?;
         let finished_at: Option<DateTime<Utc>> = row.try_get("", "finished_at")?;
-        let (n_all, n_status, n_mode): (i64, i64, i64) = (
-            row.try_get("", "n_all")?,
-            row.try_get("", "n_status")?,
-            row.try_get("", "n_mode")?,
-        );
-        if n_all == 1 {
+        if is("last_id")? {
             entry.last_verification = Some(LastVerificationView {
-                id: row.try_get("", "id")?,
+                id,
                 status,
                 backup_id: row.try_get("", "backup_id")?,
                 mode,
@@ -379,10 +392,10 @@ pub async fn jobs_health(
                     .map(seconds),
             });
         }
-        if status == VerificationStatus::Success && n_status == 1 {
+        if is("success_id")? {
             entry.last_verified_at = finished_at;
         }
-        if status == VerificationStatus::Success && mode == VerifyMode::Restore && n_mode == 1 {
+        if is("restore_id")? {
             entry.rto_seconds = total_ms.map(seconds);
         }
     }
@@ -393,7 +406,8 @@ pub async fn jobs_health(
         format!(
             "SELECT b.job_id AS job_id, b.finished_at AS finished_at \
              FROM verifications v JOIN backups b ON b.id = v.backup_id \
-             WHERE v.job_id IN ({}) AND v.status = '{success}' AND b.status = '{}' \
+             WHERE v.job_id IN ({}) AND CASE WHEN v.status = '{success}' THEN 1 ELSE 0 END = 1 \
+               AND b.status = '{}' \
                AND b.finished_at IS NOT NULL \
                AND NOT EXISTS (SELECT 1 FROM verifications w WHERE w.backup_id = v.backup_id \
                  AND w.status IN ('{success}', '{failed}') AND w.id > v.id)",

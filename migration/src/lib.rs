@@ -29,6 +29,7 @@ mod m20261206_000017_add_system_backups;
 mod m20261206_000018_add_orphans;
 mod m20261206_000019_add_sqlite_volumes;
 mod m20261206_000020_add_mysql_volumes;
+mod m20261206_000021_add_history_indexes;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -57,6 +58,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000018_add_orphans::Migration),
             Box::new(m20261206_000019_add_sqlite_volumes::Migration),
             Box::new(m20261206_000020_add_mysql_volumes::Migration),
+            Box::new(m20261206_000021_add_history_indexes::Migration),
         ]
     }
 }

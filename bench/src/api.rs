@@ -6,7 +6,8 @@
 //!   records (100 000) spread over them and over the past year, one run
 //!   each, one in ten of them verified (one in a hundred of those failed),
 //!   3% of the backups failed. Written as a worker writes them (through
-//!   the entities, in batches). Prints `org=… token=… job=… cursor=…` (a
+//!   the entities, in batches), then `ANALYZE` (the statistics a database
+//!   in use has). Prints `org=… token=… job=… cursor=…` (a
 //!   job, and a backup half-way down the history for a deep cursor).
 //! - `cairn-bench api load BASE_URL TOKEN ORG JOB CURSOR`: for each
 //!   endpoint, `BENCH_CLIENTS` (50) concurrent clients send `BENCH_REQUESTS`
@@ -224,6 +225,9 @@ pub async fn seed() -> anyhow::Result<()> {
             txn.commit().await?;
         }
     }
+    // The planner statistics a server in use has (PostgreSQL's autovacuum
+    // gathers them on its own, later).
+    sea_orm::ConnectionTrait::execute_unprepared(&cairn.db, "ANALYZE").await?;
     eprintln!(
         "[bench] seeded {jobs} jobs and {backups} backups in {:.1} s",
         started.elapsed().as_secs_f64()

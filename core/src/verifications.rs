@@ -311,8 +311,8 @@ fn placeholders(backend: sea_orm::DbBackend, first: usize, count: usize) -> Stri
 /// The verification health of each of `job_ids` at `now`: its latest
 /// finished verification, its latest success (and latest successful
 /// `restore`), and the age of its newest backup that passed one (still
-/// stored: a pruned backup restores nothing). Two statements whatever the
-/// number of jobs, driven by the jobs' verifications (their `job_id`
+/// stored: a pruned backup restores nothing). Three statements whatever
+/// the number of jobs, driven by the jobs' verifications (their `job_id`
 /// index) and the backups they name (by primary key): backup history is
 /// never scanned.
 pub async fn jobs_health(
@@ -352,12 +352,8 @@ pub async fn jobs_health(
     let latest = Statement::from_sql_and_values(
         backend,
         format!(
-            "SELECT v.id AS id, l.job_id AS job_id, v.status AS status, v.backup_id AS backup_id, \
-               v.mode AS mode, v.total_ms AS total_ms, v.finished_at AS finished_at, \
-               l.last_id AS last_id, l.success_id AS success_id, l.restore_id AS restore_id \
-             FROM (SELECT j.id AS job_id, {} AS last_id, {} AS success_id, {} AS restore_id \
-                   FROM backup_jobs j WHERE j.id IN ({})) l \
-             JOIN verifications v ON v.id IN (l.last_id, l.success_id, l.restore_id)",
+            "SELECT j.id AS job_id, {} AS last_id, {} AS success_id, {} AS restore_id \
+             FROM backup_jobs j WHERE j.id IN ({})",
             latest_of(&format!("x.status IN ('{success}', '{failed}')")),
             latest_of(&format!("x.status = '{success}'")),
             latest_of(&format!("x.status = '{success}' AND x.mode = '{restore}'")),
@@ -365,49 +361,67 @@ pub async fn jobs_health(
         ),
         ids(),
     );
+    // (job, [latest, latest success, latest successful restore])
+    let mut picked: Vec<(Uuid, [Option<Uuid>; 3])> = Vec::new();
     for row in db.query_all(latest).await? {
-        let job_id: Uuid = row.try_get("", "job_id")?;
+        picked.push((
+            row.try_get("", "job_id")?,
+            [
+                row.try_get("", "last_id")?,
+                row.try_get("", "success_id")?,
+                row.try_get("", "restore_id")?,
+            ],
+        ));
+    }
+    // The picked verifications themselves, by primary key (a second
+    // statement rather than a join, which planners may turn inside out).
+    let wanted: std::collections::HashSet<Uuid> = picked
+        .iter()
+        .flat_map(|(_, ids)| *ids)
+        .flatten()
+        .collect();
+    let rows: std::collections::HashMap<Uuid, verification::Model> = if wanted.is_empty() {
+        Default::default()
+    } else {
+        verification::Entity::find()
+            .filter(verification::Column::Id.is_in(wanted))
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|v| (v.id, v))
+            .collect()
+    };
+    for (job_id, [last_id, success_id, restore_id]) in picked {
         let Some(entry) = health.get_mut(&job_id) else {
             continue;
         };
-        let id: Uuid = row.try_get("", "id")?;
-        let is = |column: &str| -> Result<bool> {
-            Ok(row.try_get::<Option<Uuid>>("", column)? == Some(id))
-        };
-        let status = VerificationStatus::parse(&row.try_get::<String>("", "status")?)
-            .unwrap_or(VerificationStatus::Failed);
-        let mode =
-            VerifyMode::parse(&row.try_get::<String>("", "mode")?).unwrap_or(VerifyMode::Read);
-        let total_ms: Option<i64> = row.try_get("", "total_ms")?;
-        let finished_at: Option<DateTime<Utc>> = row.try_get("", "finished_at")?;
-        if is("last_id")? {
+        let row = |id: Option<Uuid>| id.and_then(|id| rows.get(&id));
+        if let Some(v) = row(last_id) {
             entry.last_verification = Some(LastVerificationView {
-                id,
-                status,
-                backup_id: row.try_get("", "backup_id")?,
-                mode,
-                rto_seconds: (mode == VerifyMode::Restore)
-                    .then_some(total_ms)
+                id: v.id,
+                status: v.status,
+                backup_id: v.backup_id,
+                mode: v.mode,
+                rto_seconds: (v.mode == VerifyMode::Restore)
+                    .then_some(v.total_ms)
                     .flatten()
                     .map(seconds),
             });
         }
-        if is("success_id")? {
-            entry.last_verified_at = finished_at;
-        }
-        if is("restore_id")? {
-            entry.rto_seconds = total_ms.map(seconds);
-        }
+        entry.last_verified_at = row(success_id).and_then(|v| v.finished_at);
+        entry.rto_seconds = row(restore_id).and_then(|v| v.total_ms).map(seconds);
     }
     // Per job: the newest stored backup whose latest finished verification
-    // succeeded.
+    // succeeded, driven from the jobs' successful verifications (statuses
+    // again behind `CASE`, so that no planner starts from every successful
+    // backup of the organization).
     let recovery = Statement::from_sql_and_values(
         backend,
         format!(
             "SELECT b.job_id AS job_id, b.finished_at AS finished_at \
              FROM verifications v JOIN backups b ON b.id = v.backup_id \
              WHERE v.job_id IN ({}) AND CASE WHEN v.status = '{success}' THEN 1 ELSE 0 END = 1 \
-               AND b.status = '{}' \
+               AND CASE WHEN b.status = '{}' THEN 1 ELSE 0 END = 1 \
                AND b.finished_at IS NOT NULL \
                AND NOT EXISTS (SELECT 1 FROM verifications w WHERE w.backup_id = v.backup_id \
                  AND w.status IN ('{success}', '{failed}') AND w.id > v.id)",

@@ -96,6 +96,48 @@ pub struct ConnectionSettings {
     pub username: String,
 }
 
+impl ConnectionSettings {
+    /// Splits a `scheme://user:password@host:port/database` URL (one of
+    /// `schemes`) into settings and the password, percent-decoded; the
+    /// database and user may come back empty. Messages name the URL `what`
+    /// (`--dbname`, a key of the configuration), never its text.
+    pub fn from_url(
+        what: &str,
+        text: &str,
+        schemes: &[&str],
+        default_port: u16,
+    ) -> std::result::Result<(ConnectionSettings, Option<SecretString>), String> {
+        let url = url::Url::parse(text).map_err(|_| format!("{what} is not a URL"))?;
+        if !schemes.contains(&url.scheme()) {
+            return Err(format!("{what} must be a {}:// URL", schemes[0]));
+        }
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|s| s.into_owned())
+                .map_err(|_| format!("{what} holds invalid percent-encoding"))
+        };
+        let host = url
+            .host_str()
+            .ok_or_else(|| format!("{what} names no host"))?
+            .to_owned();
+        let password = url
+            .password()
+            .map(decode)
+            .transpose()?
+            .map(SecretString::from);
+        Ok((
+            ConnectionSettings {
+                host,
+                port: url.port().unwrap_or(default_port),
+                database: decode(url.path().trim_start_matches('/'))?,
+                username: decode(url.username())?,
+            },
+            password,
+        ))
+    }
+}
+
 #[derive(Clone, Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionView {

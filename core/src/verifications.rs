@@ -375,11 +375,8 @@ pub async fn jobs_health(
     }
     // The picked verifications themselves, by primary key (a second
     // statement rather than a join, which planners may turn inside out).
-    let wanted: std::collections::HashSet<Uuid> = picked
-        .iter()
-        .flat_map(|(_, ids)| *ids)
-        .flatten()
-        .collect();
+    let wanted: std::collections::HashSet<Uuid> =
+        picked.iter().flat_map(|(_, ids)| *ids).flatten().collect();
     let rows: std::collections::HashMap<Uuid, verification::Model> = if wanted.is_empty() {
         Default::default()
     } else {

@@ -138,6 +138,27 @@ fn finishing(process: &Mutex<Process>) {
     }
 }
 
+/// `program --version`'s first line (trimmed), or `missing` when it
+/// cannot be run; `name` names it in the message.
+pub async fn version_line(
+    program: &std::path::Path,
+    name: &str,
+    missing: FailureCode,
+) -> Result<String, ArchiveError> {
+    let output = tokio::process::Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| {
+            ArchiveError::new(
+                missing,
+                format!("{name} ({}) cannot be run: {e}", program.display()),
+            )
+        })?;
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
 /// Drains a child's stderr, keeping its last [`STDERR_KEPT`] bytes.
 pub(crate) fn drain_stderr(
     mut stderr: impl Read + Send + 'static,

@@ -159,18 +159,8 @@ pub fn client_fits(client: &Version, server: &Version) -> Result<Option<String>,
 
 /// `mariadb-dump --version`: its line and version.
 pub async fn client_version(program: &Path) -> Result<(String, Version), ArchiveError> {
-    let output = tokio::process::Command::new(program)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|e| {
-            ArchiveError::new(
-                FailureCode::MysqldumpMissing,
-                format!("the dump client ({}) cannot be run: {e}", program.display()),
-            )
-        })?;
-    let line = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let line =
+        child::version_line(program, "the dump client", FailureCode::MysqldumpMissing).await?;
     let version = Version::of_client(&line).ok_or_else(|| {
         ArchiveError::new(
             FailureCode::MysqldumpMissing,
@@ -849,40 +839,13 @@ pub fn parse_server_url(
     what: &str,
     text: &str,
 ) -> Result<(ConnectionSettings, Option<SecretString>), String> {
-    let url = url::Url::parse(text).map_err(|_| format!("{what} is not a URL"))?;
-    if url.scheme() != "mysql" && url.scheme() != "mariadb" {
-        return Err(format!("{what} must be a mysql:// URL"));
-    }
-    let decode = |s: &str| {
-        percent_encoding::percent_decode_str(s)
-            .decode_utf8()
-            .map(|s| s.into_owned())
-            .map_err(|_| format!("{what} holds invalid percent-encoding"))
-    };
-    let host = url
-        .host_str()
-        .ok_or_else(|| format!("{what} names no host"))?
-        .to_owned();
-    let username = decode(url.username())?;
-    if username.is_empty() {
+    let (settings, password) =
+        ConnectionSettings::from_url(what, text, &["mysql", "mariadb"], DEFAULT_PORT)?;
+    if settings.username.is_empty() {
         return Err(format!("{what} names no user"));
     }
-    let database = decode(url.path().trim_start_matches('/'))?;
-    let password = url
-        .password()
-        .map(decode)
-        .transpose()?
-        .map(SecretString::from);
-    Ok((
-        ConnectionSettings {
-            host,
-            port: url.port().unwrap_or(DEFAULT_PORT),
-            // Empty: connect without a default database.
-            database,
-            username,
-        },
-        password,
-    ))
+    // An empty database: connect without a default one.
+    Ok((settings, password))
 }
 
 #[cfg(test)]

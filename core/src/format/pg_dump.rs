@@ -12,7 +12,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::oneshot;
@@ -137,19 +137,8 @@ pub fn pg_dump_major(version_line: &str) -> Option<u32> {
 }
 
 /// `pg_dump --version`: its full line and major version.
-pub async fn pg_dump_version(program: &PathBuf) -> Result<(String, u32), ArchiveError> {
-    let output = tokio::process::Command::new(program)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|e| {
-            ArchiveError::new(
-                FailureCode::PgDumpMissing,
-                format!("pg_dump ({}) cannot be run: {e}", program.display()),
-            )
-        })?;
-    let line = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+pub async fn pg_dump_version(program: &std::path::Path) -> Result<(String, u32), ArchiveError> {
+    let line = child::version_line(program, "pg_dump", FailureCode::PgDumpMissing).await?;
     let major = pg_dump_major(&line).ok_or_else(|| {
         ArchiveError::new(
             FailureCode::PgDumpMissing,

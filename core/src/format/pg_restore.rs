@@ -18,43 +18,15 @@ pub fn parse_database_url(
     ),
     String,
 > {
-    let url = url::Url::parse(text).map_err(|_| format!("{what} is not a URL"))?;
-    if url.scheme() != "postgres" && url.scheme() != "postgresql" {
-        return Err(format!("{what} must be a postgres:// URL"));
-    }
-    let decode = |s: &str| {
-        percent_encoding::percent_decode_str(s)
-            .decode_utf8()
-            .map(|s| s.into_owned())
-            .map_err(|_| format!("{what} holds invalid percent-encoding"))
-    };
-    let host = url
-        .host_str()
-        .ok_or_else(|| format!("{what} names no host"))?
-        .to_owned();
-    let database = decode(url.path().trim_start_matches('/'))?;
-    if database.is_empty() {
+    let (mut settings, password) =
+        crate::apps::ConnectionSettings::from_url(what, text, &["postgres", "postgresql"], 5432)?;
+    if settings.database.is_empty() {
         return Err(format!("{what} names no database"));
     }
-    let username = decode(url.username())?;
-    let password = url
-        .password()
-        .map(decode)
-        .transpose()?
-        .map(secrecy::SecretString::from);
-    Ok((
-        crate::apps::ConnectionSettings {
-            host,
-            port: url.port().unwrap_or(5432),
-            database,
-            username: if username.is_empty() {
-                "postgres".into()
-            } else {
-                username
-            },
-        },
-        password,
-    ))
+    if settings.username.is_empty() {
+        settings.username = "postgres".into();
+    }
+    Ok((settings, password))
 }
 
 /// What `pg_restore` does with a dump.

@@ -154,8 +154,12 @@ async fn invalid_apps_are_refused_with_the_field(backend: Backend) {
             "volumes[0].postgres",
         ),
         (
-            json!({ "name": "ok", "volumes": [{ "name": "v", "kind": "mysql" }] }),
+            json!({ "name": "ok", "volumes": [{ "name": "v", "kind": "mongodb" }] }),
             "volumes[0].kind",
+        ),
+        (
+            json!({ "name": "ok", "volumes": [{ "name": "v", "kind": "mysql" }] }),
+            "volumes[0].mysql",
         ),
         (
             json!({ "name": "ok", "volumes": [{ "name": "v", "postgres": { "host": "h", "database": "d", "username": "u", "password": "p" } }] }),

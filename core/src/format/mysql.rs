@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 use crate::apps::ConnectionSettings;
 use crate::failure::FailureCode;
 use crate::format::age::Recipients;
-use crate::format::child::{self, DumpSummary, Observer, Program};
+use crate::format::child::{self, Observer, Program};
 use crate::format::pg_tables::TableRows;
 use crate::format::tar::{ArchiveError, Compression};
 use crate::netpolicy::AddressPolicy;
@@ -402,7 +402,7 @@ pub struct DumpOptions {
 }
 
 /// What a dump found as it passed: its tables and their rows.
-pub type Dumped = Result<(DumpSummary, Vec<TableRows>), ArchiveError>;
+pub type Dumped = child::Outcome<Vec<TableRows>>;
 
 /// Runs the dump: `--single-transaction` (one consistent snapshot of
 /// InnoDB tables, no table locks), with routines, triggers and events,
@@ -450,18 +450,7 @@ pub fn dump_stream(
             _file: file,
         },
     );
-    let (sender, receiver) = oneshot::channel();
-    tokio::spawn(async move {
-        let outcome = match outcome.await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(ArchiveError::new(
-                FailureCode::Internal,
-                "the dump's reader stopped without a summary",
-            )),
-        };
-        let _ = sender.send(outcome);
-    });
-    Ok((stream, receiver))
+    Ok((stream, outcome))
 }
 
 /// The row counter of a running dump; it holds the option file until the

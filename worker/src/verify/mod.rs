@@ -173,6 +173,78 @@ fn count(mode: VerifyMode, status: VerificationStatus) {
         .inc();
 }
 
+/// A scratch database server (`database.rs`, `mysql.rs`), as a
+/// verification sets it up.
+trait ScratchDatabases {
+    fn describe(&self) -> String;
+    async fn create(&self, name: &str) -> Result<(), Failure>;
+    fn settings_of(&self, name: &str) -> cairn_core::apps::ConnectionSettings;
+    fn password(&self) -> Option<&secrecy::SecretString>;
+}
+
+impl ScratchDatabases for ScratchServer {
+    fn describe(&self) -> String {
+        ScratchServer::describe(self)
+    }
+    async fn create(&self, name: &str) -> Result<(), Failure> {
+        ScratchServer::create(self, name).await
+    }
+    fn settings_of(&self, name: &str) -> cairn_core::apps::ConnectionSettings {
+        ScratchServer::settings_of(self, name)
+    }
+    fn password(&self) -> Option<&secrecy::SecretString> {
+        ScratchServer::password(self)
+    }
+}
+
+impl ScratchDatabases for MysqlScratch {
+    fn describe(&self) -> String {
+        MysqlScratch::describe(self)
+    }
+    async fn create(&self, name: &str) -> Result<(), Failure> {
+        MysqlScratch::create(self, name).await
+    }
+    fn settings_of(&self, name: &str) -> cairn_core::apps::ConnectionSettings {
+        MysqlScratch::settings_of(self, name)
+    }
+    fn password(&self) -> Option<&secrecy::SecretString> {
+        MysqlScratch::password(self)
+    }
+}
+
+/// Creates the verification's scratch database on `server`, its name
+/// recorded first (so it is dropped however the verification ends);
+/// returns the name and how to connect to it.
+async fn scratch_database(
+    server: &impl ScratchDatabases,
+    engine: Engine,
+    attempt: &mut Attempt,
+    findings: &mut Findings,
+) -> Result<
+    (
+        String,
+        cairn_core::apps::ConnectionSettings,
+        Option<secrecy::SecretString>,
+    ),
+    Failure,
+> {
+    let name = database_name(attempt.model.id);
+    findings.scratch_database = Some((engine, name.clone()));
+    server.create(&name).await?;
+    attempt.note(
+        "info",
+        format!(
+            "created the scratch database {name} on {}",
+            server.describe()
+        ),
+    );
+    Ok((
+        name.clone(),
+        server.settings_of(&name),
+        server.password().cloned(),
+    ))
+}
+
 /// Drops a verification's scratch database, noting the outcome.
 async fn drop_scratch_database(worker: &Worker, attempt: &mut Attempt, engine: Engine, name: &str) {
     let config = &worker.cairn.config;
@@ -264,41 +336,17 @@ async fn perform(
         (VerifyMode::Read, _) => Scratchpad::Nothing,
         (VerifyMode::Restore, Format::Dump) => {
             let server = ScratchServer::required(&cairn.config)?;
-            let name = database_name(attempt.model.id);
-            findings.scratch_database = Some((Engine::Postgres, name.clone()));
-            server.create(&name).await?;
-            attempt.note(
-                "info",
-                format!(
-                    "created the scratch database {name} on {}",
-                    server.describe()
-                ),
-            );
-            let into = Scratchpad::Database {
-                settings: server.settings_of(&name),
-                password: server.password().cloned(),
-            };
+            let (name, settings, password) =
+                scratch_database(&server, Engine::Postgres, attempt, findings).await?;
             scratch_db = Some((server, name));
-            into
+            Scratchpad::Database { settings, password }
         }
         (VerifyMode::Restore, format) if format.is_sql() => {
             let server = MysqlScratch::required(&cairn.config)?;
-            let name = database_name(attempt.model.id);
-            findings.scratch_database = Some((Engine::Mysql, name.clone()));
-            server.create(&name).await?;
-            attempt.note(
-                "info",
-                format!(
-                    "created the scratch database {name} on {}",
-                    server.describe()
-                ),
-            );
-            let into = Scratchpad::Mysql {
-                settings: server.settings_of(&name),
-                password: server.password().cloned(),
-            };
+            let (name, settings, password) =
+                scratch_database(&server, Engine::Mysql, attempt, findings).await?;
             mysql_scratch = Some((server, name));
-            into
+            Scratchpad::Mysql { settings, password }
         }
         (VerifyMode::Restore, _) => {
             let dir = Scratch::create(

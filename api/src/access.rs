@@ -50,14 +50,21 @@ pub struct OrgAccess<R> {
 
 /// What a refusal names: the method and the route's pattern
 /// (`POST /api/v1/organizations/{orgId}/backups/targets`), never the ids.
-fn action_of(request: &HttpRequest) -> String {
-    format!(
-        "{} {}",
-        request.method(),
-        request
-            .match_pattern()
-            .unwrap_or_else(|| "this route".into())
-    )
+/// Formatted only when a refusal is written: finding the pattern matches
+/// the path against the routes again.
+struct Action(HttpRequest);
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}",
+            self.0.method(),
+            self.0
+                .match_pattern()
+                .unwrap_or_else(|| "this route".into())
+        )
+    }
 }
 
 impl<R: Required + 'static> FromRequest for OrgAccess<R> {
@@ -69,7 +76,7 @@ impl<R: Required + 'static> FromRequest for OrgAccess<R> {
         let cairn = request.app_data::<web::Data<Cairn>>().cloned();
         let org_id = request.match_info().get("orgId").map(Uuid::parse_str);
         let bad_ids = crate::extract::bad_ids(request);
-        let action = action_of(request);
+        let action = Action(request.clone());
         Box::pin(async move {
             let Auth(principal) = auth.await?;
             let org_id = match org_id {
@@ -89,7 +96,7 @@ impl<R: Required + 'static> FromRequest for OrgAccess<R> {
             principal.require(org_id, R::ROLE, &action)?;
             // A deleted organization's resources are out of reach for
             // everyone until it is undeleted.
-            cairn_core::orgs::require_active(&cairn.db, org_id).await?;
+            cairn_core::orgs::require_active(&cairn.read, org_id).await?;
             Ok(OrgAccess {
                 principal,
                 org_id,
@@ -108,7 +115,7 @@ impl FromRequest for SystemAdmin {
 
     fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let auth = Auth::from_request(request, payload);
-        let action = action_of(request);
+        let action = Action(request.clone());
         Box::pin(async move {
             let Auth(principal) = auth.await?;
             principal.require_system_admin(&action)?;

@@ -46,13 +46,8 @@ impl FromRequest for Auth {
             let bearer = bearer
                 .filter(|token| !token.is_empty())
                 .ok_or(ApiError::Unauthorized("send Authorization: Bearer <token>"))?;
-            let principal = auth::authenticate(
-                &cairn.db,
-                cairn.config.admin_token.as_ref(),
-                &bearer,
-                Utc::now(),
-            )
-            .await?
+            let principal = auth::authenticate(&cairn, &bearer, Utc::now())
+                .await?
             .ok_or(ApiError::Unauthorized("the bearer token is not valid"))?;
             Ok(Auth(principal))
         })

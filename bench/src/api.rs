@@ -316,6 +316,12 @@ pub async fn load(
             format!("{base}/api/v1/organizations/{org}/backups/jobs/{job}/runs"),
         ),
     ];
+    // BENCH_ONLY=history,jobs measures those endpoints alone.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let endpoints: Vec<_> = endpoints
+        .into_iter()
+        .filter(|(name, _)| only.is_empty() || only.split(',').any(|o| o == *name))
+        .collect();
     // One warm-up pass over each, so that the first measured requests do
     // not pay for cold caches and connections.
     for (_, url) in &endpoints {

@@ -11,7 +11,7 @@ use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
 use rand::RngCore;
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -75,7 +75,13 @@ impl Principal {
     /// Allows the call when the caller administers the system, or belongs
     /// to `organization_id` with at least `role`. Another organization's id
     /// answers "organization not found", exactly as a missing one does.
-    pub fn require(&self, organization_id: Uuid, role: Role, action: &str) -> Result<()> {
+    /// `action` is formatted only for a refusal.
+    pub fn require(
+        &self,
+        organization_id: Uuid,
+        role: Role,
+        action: impl std::fmt::Display,
+    ) -> Result<()> {
         match self.organization_id {
             None => Ok(()),
             Some(own) if own != organization_id => Err(Error::NotFound("organization")),
@@ -89,7 +95,7 @@ impl Principal {
     }
 
     /// Allows the call only for a system administrator.
-    pub fn require_system_admin(&self, action: &str) -> Result<()> {
+    pub fn require_system_admin(&self, action: impl std::fmt::Display) -> Result<()> {
         if self.is_system_admin() {
             Ok(())
         } else {
@@ -225,23 +231,21 @@ pub async fn delete_token(
 
 /// Resolves a bearer token to its principal; `None` when it is unknown.
 pub async fn authenticate(
-    db: &impl ConnectionTrait,
-    configured_admin_token: Option<&SecretString>,
+    cairn: &crate::Cairn,
     bearer: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<Principal>> {
-    authenticate_hashed(db, configured_admin_token, &hash_token(bearer), now).await
+    authenticate_hashed(cairn, &hash_token(bearer), now).await
 }
 
 /// [`authenticate`] for a token known by its hash (a console session keeps
 /// the hash of the token that signed in, never the token).
 pub async fn authenticate_hashed(
-    db: &impl ConnectionTrait,
-    configured_admin_token: Option<&SecretString>,
+    cairn: &crate::Cairn,
     presented: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<Principal>> {
-    if let Some(admin) = configured_admin_token {
+    if let Some(admin) = &cairn.config.admin_token {
         let expected = hash_token(admin.expose_secret());
         if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
             return Ok(Some(Principal {
@@ -253,7 +257,7 @@ pub async fn authenticate_hashed(
     }
     let Some(model) = api_token::Entity::find()
         .filter(api_token::Column::TokenHash.eq(presented))
-        .one(db)
+        .one(&cairn.read)
         .await?
     else {
         return Ok(None);
@@ -270,7 +274,7 @@ pub async fn authenticate_hashed(
                 sea_orm::sea_query::Expr::value(now),
             )
             .filter(api_token::Column::Id.eq(model.id))
-            .exec(db)
+            .exec(&cairn.db)
             .await?;
     }
     Ok(Some(Principal {

@@ -87,6 +87,48 @@ pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
     Ok(db)
 }
 
+/// Read-only SQLite connections that run beside the writer.
+pub const SQLITE_READERS: u32 = 4;
+
+/// The pool for reads that need no transaction (the API's lists and
+/// pages). On SQLite, [`SQLITE_READERS`] read-only connections: in WAL
+/// mode they read while the single writer writes, each statement seeing
+/// the last commit, and they cannot take a write lock, so they never meet
+/// "database is locked" with the writer. On PostgreSQL, `writer` itself.
+pub async fn connect_reader(
+    config: &Config,
+    writer: &DatabaseConnection,
+) -> anyhow::Result<DatabaseConnection> {
+    if writer.get_database_backend() != DbBackend::Sqlite {
+        return Ok(writer.clone());
+    }
+    let url = config.database_url();
+    let parsed = url::Url::parse(&url)?;
+    let mut options = ConnectOptions::new(url.clone());
+    options
+        .max_connections(SQLITE_READERS)
+        .min_connections(1)
+        .connect_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(30))
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|sqlite| {
+            sqlite
+                .read_only(true)
+                .create_if_missing(false)
+                .busy_timeout(Duration::from_secs(10))
+                // Pages come from the mapped file rather than a read()
+                // each, and each connection keeps 16 MiB of them.
+                .pragma("mmap_size", "268435456")
+                .pragma("cache_size", "-16384")
+        });
+    Database::connect(options).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open read connections to the database: {}",
+            redact(&e.to_string(), &url, &parsed)
+        )
+    })
+}
+
 /// Removes the password (and the whole URL) from a message about the
 /// database, whatever the driver chose to put in it.
 fn redact(message: &str, original: &str, url: &url::Url) -> String {

@@ -188,33 +188,61 @@ pub struct HistoryPage {
     pub next_cursor: Option<String>,
 }
 
-fn view(model: &backup::Model, copies: Vec<CopyView>) -> Result<BackupView> {
-    let status = model.status;
-    Ok(BackupView {
-        id: model.id,
-        organization_id: model.organization_id,
-        run_id: model.run_id,
-        job_id: model.job_id,
-        app_id: model.app_id,
-        target_id: model.target_id,
-        app_name: model.app_name.clone(),
-        volume_name: model.volume_name.clone(),
-        status,
-        trigger: model.trigger,
-        kind: model.kind,
-        archive_size: model.archive_size,
-        storage_path: model.storage_path.clone(),
-        sha256: model.sha256.clone(),
-        error_code: model.error_code.as_deref().map(FailureCode::from_stored),
-        error_message: model.error_message.clone(),
-        created_at: model.created_at,
-        started_at: model.started_at,
-        finished_at: model.finished_at,
-        suspicious: model.suspicious,
-        suspicious_reason: model.suspicious_reason.clone(),
-        accepted_at: model.accepted_at,
+/// The columns of a backup that its view shows: a page of history reads
+/// these, never the log, the manifest or the lease.
+#[derive(Clone, Debug, sea_orm::DerivePartialModel, sea_orm::FromQueryResult)]
+#[sea_orm(entity = "backup::Entity")]
+struct BackupRow {
+    id: Uuid,
+    organization_id: Uuid,
+    run_id: Option<Uuid>,
+    job_id: Option<Uuid>,
+    app_id: Option<Uuid>,
+    target_id: Option<Uuid>,
+    app_name: String,
+    volume_name: String,
+    status: BackupStatus,
+    trigger: cairn_entity::enums::Trigger,
+    kind: Option<cairn_entity::enums::VolumeKind>,
+    archive_size: Option<i64>,
+    storage_path: Option<String>,
+    sha256: Option<String>,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    suspicious: bool,
+    suspicious_reason: Option<String>,
+    accepted_at: Option<DateTime<Utc>>,
+}
+
+fn view(row: BackupRow, copies: Vec<CopyView>) -> BackupView {
+    BackupView {
+        id: row.id,
+        organization_id: row.organization_id,
+        run_id: row.run_id,
+        job_id: row.job_id,
+        app_id: row.app_id,
+        target_id: row.target_id,
+        app_name: row.app_name,
+        volume_name: row.volume_name,
+        status: row.status,
+        trigger: row.trigger,
+        kind: row.kind,
+        archive_size: row.archive_size,
+        storage_path: row.storage_path,
+        sha256: row.sha256,
+        error_code: row.error_code.as_deref().map(FailureCode::from_stored),
+        error_message: row.error_message,
+        created_at: row.created_at,
+        started_at: row.started_at,
+        finished_at: row.finished_at,
+        suspicious: row.suspicious,
+        suspicious_reason: row.suspicious_reason,
+        accepted_at: row.accepted_at,
         copies,
-    })
+    }
 }
 
 /// What a backup's manifest says it holds: files (tar archives only) and
@@ -612,18 +640,38 @@ pub(crate) async fn newest_page<E: sea_orm::EntityTrait>(
     limit: u64,
     id_of: impl Fn(&E::Model) -> Uuid,
 ) -> Result<(Vec<E::Model>, Option<String>)> {
+    let rows = page_select(select, id, cursor, limit).all(db).await?;
+    Ok(cut_page(rows, limit, id_of))
+}
+
+/// The query of [`newest_page`], for a caller that reads only some columns.
+pub(crate) fn page_select<E: sea_orm::EntityTrait>(
+    select: sea_orm::Select<E>,
+    id: E::Column,
+    cursor: Option<Uuid>,
+    limit: u64,
+) -> sea_orm::Select<E> {
     let select = match cursor {
         Some(cursor) => select.filter(id.lt(cursor)),
         None => select,
     };
-    let mut rows = select.order_by_desc(id).limit(limit + 1).all(db).await?;
+    // One row more than the page tells whether another page follows.
+    select.order_by_desc(id).limit(limit + 1)
+}
+
+/// The rows of [`page_select`] cut to the page, with the next page's cursor.
+pub(crate) fn cut_page<M>(
+    mut rows: Vec<M>,
+    limit: u64,
+    id_of: impl Fn(&M) -> Uuid,
+) -> (Vec<M>, Option<String>) {
     let next_cursor = if rows.len() as u64 > limit {
         rows.truncate(limit as usize);
         rows.last().map(|last| id_of(last).to_string())
     } else {
         None
     };
-    Ok((rows, next_cursor))
+    (rows, next_cursor)
 }
 
 pub(crate) fn parse_uuid(v: &mut Validator, field: &str, value: Option<&str>) -> Option<Uuid> {
@@ -695,40 +743,60 @@ pub async fn list(
     if let Some(to) = to {
         select = select.filter(backup::Column::CreatedAt.lt(to));
     }
-    let (rows, next_cursor) = newest_page(
-        &cairn.db,
-        select,
-        backup::Column::Id,
-        cursor,
-        limit,
-        |row| row.id,
-    )
-    .await?;
+    let rows = page_select(select, backup::Column::Id, cursor, limit)
+        .into_partial_model::<BackupRow>()
+        .all(&cairn.read)
+        .await?;
+    let (rows, next_cursor) = cut_page(rows, limit, |row| row.id);
     let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
-    let mut copies = copies_of(&cairn.db, &ids).await?;
+    let mut copies = copies_of(&cairn.read, &ids).await?;
     Ok(HistoryPage {
         items: rows
-            .iter()
-            .map(|row| view(row, copies.remove(&row.id).unwrap_or_default()))
-            .collect::<Result<_>>()?,
+            .into_iter()
+            .map(|row| {
+                let copies = copies.remove(&row.id).unwrap_or_default();
+                view(row, copies)
+            })
+            .collect(),
         next_cursor,
     })
 }
 
 pub async fn get(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<BackupDetailView> {
-    let model = find_model(&cairn.db, organization_id, id).await?;
-    let log: Vec<LogLine> =
-        serde_json::from_value(model.log.clone()).map_err(anyhow::Error::from)?;
+    let model = find_model(&cairn.read, organization_id, id).await?;
+    let log: Vec<LogLine> = serde_json::from_value(model.log).map_err(anyhow::Error::from)?;
+    let copies = copies_of(&cairn.read, &[model.id])
+        .await?
+        .remove(&model.id)
+        .unwrap_or_default();
+    let row = BackupRow {
+        id: model.id,
+        organization_id: model.organization_id,
+        run_id: model.run_id,
+        job_id: model.job_id,
+        app_id: model.app_id,
+        target_id: model.target_id,
+        app_name: model.app_name,
+        volume_name: model.volume_name,
+        status: model.status,
+        trigger: model.trigger,
+        kind: model.kind,
+        archive_size: model.archive_size,
+        storage_path: model.storage_path,
+        sha256: model.sha256,
+        error_code: model.error_code,
+        error_message: model.error_message,
+        created_at: model.created_at,
+        started_at: model.started_at,
+        finished_at: model.finished_at,
+        suspicious: model.suspicious,
+        suspicious_reason: model.suspicious_reason,
+        accepted_at: model.accepted_at,
+    };
     Ok(BackupDetailView {
-        backup: view(
-            &model,
-            copies_of(&cairn.db, &[model.id])
-                .await?
-                .remove(&model.id)
-                .unwrap_or_default(),
-        )?,
+        backup: view(row, copies),
         log,
-        manifest: model.manifest.clone(),
+        manifest: model.manifest,
     })
 }
 

@@ -864,7 +864,7 @@ pub async fn list(
     now: DateTime<Utc>,
 ) -> Result<(Vec<JobView>, Option<String>)> {
     let (jobs, next) = crate::pages::page(
-        &cairn.db,
+        &cairn.read,
         backup_job::Entity::find().filter(backup_job::Column::OrganizationId.eq(organization_id)),
         backup_job::Column::Name,
         paging,
@@ -873,8 +873,8 @@ pub async fn list(
     )
     .await?;
     let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
-    let mut links = links_of(&cairn.db, &ids).await?;
-    let mut health = crate::verifications::jobs_health(&cairn.db, &ids, now).await?;
+    let mut links = links_of(&cairn.read, &ids).await?;
+    let mut health = crate::verifications::jobs_health(&cairn.read, &ids, now).await?;
     let mut views = Vec::with_capacity(jobs.len());
     for job in jobs {
         let job_links = links.remove(&job.id).unwrap_or_default();
@@ -890,12 +890,12 @@ pub async fn get(
     id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<JobView> {
-    let job = find_model(&cairn.db, organization_id, id).await?;
-    let links = links_of(&cairn.db, &[id])
+    let job = find_model(&cairn.read, organization_id, id).await?;
+    let links = links_of(&cairn.read, &[id])
         .await?
         .remove(&id)
         .unwrap_or_default();
-    let health = crate::verifications::job_health(&cairn.db, id, now).await?;
+    let health = crate::verifications::job_health(&cairn.read, id, now).await?;
     Ok(view(job, links, health, now))
 }
 

@@ -57,6 +57,10 @@ pub use secrets::{KeySource, MasterKey};
 #[derive(Clone, Debug)]
 pub struct Cairn {
     pub db: DatabaseConnection,
+    /// Reads that need no transaction (the API's lists and pages): on
+    /// SQLite, read-only connections beside the single writer `db`; on
+    /// PostgreSQL, the same pool as `db`.
+    pub read: DatabaseConnection,
     pub config: Arc<Config>,
     pub master_key: MasterKey,
     /// Streamed downloads that may run at once (each holds a blocking
@@ -104,13 +108,18 @@ impl Cairn {
             if allow_private { "allowed" } else { "refused" }
         );
         let mut db = db::connect(&config).await?;
-        let statements = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counter = statements.clone();
-        db.set_metric_callback(move |_| {
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        });
         if config.run_migrations {
             db::migrate(&db).await?;
+        }
+        // Opened after the migrations: a read-only connection cannot
+        // create the file, nor switch it to WAL.
+        let mut read = db::connect_reader(&config, &db).await?;
+        let statements = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        for pool in [&mut db, &mut read] {
+            let counter = statements.clone();
+            pool.set_metric_callback(move |_| {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            });
         }
         let sealed = one_sealed_secret(&db).await?;
         // A new key next to existing secrets would only hide the real
@@ -139,6 +148,7 @@ impl Cairn {
         };
         let cairn = Cairn {
             db,
+            read,
             config: Arc::new(config),
             master_key,
             download_slots: Arc::new(tokio::sync::Semaphore::new(DOWNLOAD_SLOTS)),

@@ -45,8 +45,7 @@ pub struct SignedIn {
 pub async fn sign_in(cairn: &Cairn, token: &str, now: DateTime<Utc>) -> Result<Option<SignedIn>> {
     let token_hash = hash_token(token.trim());
     let Some(principal) = auth::authenticate_hashed(
-        &cairn.db,
-        cairn.config.admin_token.as_ref(),
+        cairn,
         &token_hash,
         now,
     )
@@ -88,14 +87,13 @@ pub async fn principal(
     let Some(row) = console_session::Entity::find()
         .filter(console_session::Column::SessionHash.eq(hash_token(session)))
         .filter(console_session::Column::ExpiresAt.gt(now))
-        .one(&cairn.db)
+        .one(&cairn.read)
         .await?
     else {
         return Ok(None);
     };
     auth::authenticate_hashed(
-        &cairn.db,
-        cairn.config.admin_token.as_ref(),
+        cairn,
         &row.token_hash,
         now,
     )

@@ -377,11 +377,23 @@ pub async fn jobs_health(
     // statement rather than a join, which planners may turn inside out).
     let wanted: std::collections::HashSet<Uuid> =
         picked.iter().flat_map(|(_, ids)| *ids).flatten().collect();
-    let rows: std::collections::HashMap<Uuid, verification::Model> = if wanted.is_empty() {
+    /// What health shows of a verification (not its checks, tables or log).
+    #[derive(sea_orm::DerivePartialModel, sea_orm::FromQueryResult)]
+    #[sea_orm(entity = "verification::Entity")]
+    struct Picked {
+        id: Uuid,
+        backup_id: Uuid,
+        mode: VerifyMode,
+        status: VerificationStatus,
+        total_ms: Option<i64>,
+        finished_at: Option<DateTime<Utc>>,
+    }
+    let rows: std::collections::HashMap<Uuid, Picked> = if wanted.is_empty() {
         Default::default()
     } else {
         verification::Entity::find()
             .filter(verification::Column::Id.is_in(wanted))
+            .into_partial_model::<Picked>()
             .all(db)
             .await?
             .into_iter()
@@ -411,17 +423,18 @@ pub async fn jobs_health(
     // Per job: the newest stored backup whose latest finished verification
     // succeeded, driven from the jobs' successful verifications (statuses
     // again behind `CASE`, so that no planner starts from every successful
-    // backup of the organization).
+    // backup of the organization); one row per job.
     let recovery = Statement::from_sql_and_values(
         backend,
         format!(
-            "SELECT b.job_id AS job_id, b.finished_at AS finished_at \
+            "SELECT b.job_id AS job_id, MAX(b.finished_at) AS finished_at \
              FROM verifications v JOIN backups b ON b.id = v.backup_id \
              WHERE v.job_id IN ({}) AND CASE WHEN v.status = '{success}' THEN 1 ELSE 0 END = 1 \
                AND CASE WHEN b.status = '{}' THEN 1 ELSE 0 END = 1 \
                AND b.finished_at IS NOT NULL \
                AND NOT EXISTS (SELECT 1 FROM verifications w WHERE w.backup_id = v.backup_id \
-                 AND w.status IN ('{success}', '{failed}') AND w.id > v.id)",
+                 AND w.status IN ('{success}', '{failed}') AND w.id > v.id) \
+             GROUP BY b.job_id",
             placeholders(backend, 1, job_ids.len()),
             BackupStatus::Success.as_str(),
         ),

@@ -125,7 +125,7 @@ async fn bootstrap_token_is_created_once(backend: Backend) {
         .await
         .unwrap()
         .expect("a first token");
-    let principal = cairn_core::auth::authenticate(&cairn.db, None, &token, chrono::Utc::now())
+    let principal = cairn_core::auth::authenticate(&cairn, &token, chrono::Utc::now())
         .await
         .unwrap()
         .expect("the token is valid");
@@ -140,8 +140,7 @@ async fn bootstrap_token_is_created_once(backend: Backend) {
     let cairn = Cairn::open(config, StartMode::Embedded).await.unwrap();
     assert_eq!(cairn.bootstrap_admin_token().await.unwrap(), None);
     assert!(cairn_core::auth::authenticate(
-        &cairn.db,
-        cairn.config.admin_token.as_ref(),
+        &cairn,
         "configured-admin",
         chrono::Utc::now()
     )

@@ -54,7 +54,7 @@ impl Session {
         action: &str,
     ) -> Result<(), ConsoleError> {
         self.principal.require(organization_id, role, action)?;
-        cairn_core::orgs::require_active(&cairn.db, organization_id).await?;
+        cairn_core::orgs::require_active(&cairn.read, organization_id).await?;
         Ok(())
     }
 

@@ -552,12 +552,12 @@ pub async fn list(
     v.finish()?;
     backup_job::Entity::find_by_id(job_id)
         .filter(backup_job::Column::OrganizationId.eq(organization_id))
-        .one(&cairn.db)
+        .one(&cairn.read)
         .await?
         .ok_or(Error::NotFound("job"))?;
     let select = backup_run::Entity::find().filter(backup_run::Column::JobId.eq(job_id));
     let (rows, next_cursor) = newest_page(
-        &cairn.db,
+        &cairn.read,
         select,
         backup_run::Column::Id,
         cursor,
@@ -565,10 +565,21 @@ pub async fn list(
         |row| row.id,
     )
     .await?;
+    /// What a run's record shows of each of its backups.
+    #[derive(sea_orm::DerivePartialModel, sea_orm::FromQueryResult)]
+    #[sea_orm(entity = "backup::Entity")]
+    struct RunBackupRow {
+        id: Uuid,
+        run_id: Option<Uuid>,
+        app_name: String,
+        volume_name: String,
+        status: cairn_entity::enums::BackupStatus,
+    }
     let backups = backup::Entity::find()
         .filter(backup::Column::RunId.is_in(rows.iter().map(|r| r.id)))
         .order_by_asc(backup::Column::Id)
-        .all(&cairn.db)
+        .into_partial_model::<RunBackupRow>()
+        .all(&cairn.read)
         .await?;
     let items = rows
         .into_iter()

@@ -107,3 +107,55 @@ async fn statements_do_not_grow_with_the_page_sqlite() {
 async fn statements_do_not_grow_with_the_page_postgres() {
     statements_do_not_grow_with_the_page(Backend::Postgres).await;
 }
+
+/// On SQLite, the API's lists read on their own read-only connections:
+/// they answer while the single writer is held by a transaction that has
+/// written (a long write no longer stalls every page), and a page sees
+/// what the writer committed just before.
+#[tokio::test]
+async fn lists_read_beside_a_busy_writer() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let f = fixture(Backend::Sqlite, "busy").await;
+    let history = f.org.path("/backups/history");
+    // The token's first use records its time (a write); later ones read.
+    f.app.get(&history, &f.org.viewer).await.expect(200);
+    f.app.get(&f.org.path("/backups/jobs"), &f.org.viewer).await.expect(200);
+
+    let held = f.app.cairn.db.begin().await.unwrap();
+    held.execute_unprepared("UPDATE organizations SET name = name || ''")
+        .await
+        .unwrap();
+    for path in [history.clone(), f.org.path("/backups/jobs")] {
+        let reply = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            f.app.get(&path, &f.org.viewer),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{path} waited for the writer"));
+        reply.expect(200);
+    }
+    held.rollback().await.unwrap();
+
+    // A job created (and committed) through the writer is in the next page.
+    std::fs::write(f.volume_dir("seen", "blue", "data").join("f.txt"), "x").unwrap();
+    let app = f
+        .create_app(json!({ "name": "seen", "volumes": [{ "name": "data" }] }))
+        .await;
+    let job = f
+        .create_job_for(&app, json!({ "name": "seen now", "keepLast": 3 }))
+        .await;
+    let page = f
+        .app
+        .get(&f.org.path("/backups/jobs"), &f.org.viewer)
+        .await
+        .expect(200)
+        .clone();
+    assert!(
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|item| item["id"] == job.as_str()),
+        "{page}"
+    );
+}

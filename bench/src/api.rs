@@ -176,6 +176,7 @@ pub async fn seed() -> anyhow::Result<()> {
                 id: Set(id_at(done)),
                 organization_id: Set(org.id),
                 backup_id: Set(backup_id),
+                backup_finished_at: Set(Some(at + chrono::Duration::seconds(30))),
                 source_target_id: Set(None),
                 job_id: Set(Some(job_id)),
                 app_id: Set(Some(app_id)),

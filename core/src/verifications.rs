@@ -311,10 +311,10 @@ fn placeholders(backend: sea_orm::DbBackend, first: usize, count: usize) -> Stri
 /// The verification health of each of `job_ids` at `now`: its latest
 /// finished verification, its latest success (and latest successful
 /// `restore`), and the age of its newest backup that passed one (still
-/// stored: a pruned backup restores nothing). Three statements whatever
-/// the number of jobs, driven by the jobs' verifications (their `job_id`
-/// index) and the backups they name (by primary key): backup history is
-/// never scanned.
+/// stored: a pruned backup restores nothing). Two statements whatever the
+/// number of jobs: bounded `LIMIT 1` walks on the jobs' verification
+/// indexes, then the picked verifications by primary key; backup history
+/// is never scanned, and a job's older verifications are not read.
 pub async fn jobs_health(
     db: &impl sea_orm::ConnectionTrait,
     job_ids: &[Uuid],
@@ -349,10 +349,26 @@ pub async fn jobs_health(
                ORDER BY x.finished_at DESC, x.id DESC LIMIT 1)"
         )
     };
+    // Per job, too: its recovery point, the newest stored backup whose
+    // latest finished verification succeeded, walked back on the
+    // `(job_id, backup_finished_at)` index from the newest verified backup
+    // until one qualifies (usually the first).
+    let recovery = format!(
+        "(SELECT v.backup_finished_at FROM verifications v WHERE v.job_id = j.id \
+           AND CASE WHEN v.status = '{success}' THEN 1 ELSE 0 END = 1 \
+           AND v.backup_finished_at IS NOT NULL \
+           AND NOT EXISTS (SELECT 1 FROM verifications w WHERE w.backup_id = v.backup_id \
+             AND w.status IN ('{success}', '{failed}') AND w.id > v.id) \
+           AND EXISTS (SELECT 1 FROM backups b WHERE b.id = v.backup_id \
+             AND CASE WHEN b.status = '{}' THEN 1 ELSE 0 END = 1) \
+           ORDER BY v.backup_finished_at DESC LIMIT 1)",
+        BackupStatus::Success.as_str(),
+    );
     let latest = Statement::from_sql_and_values(
         backend,
         format!(
-            "SELECT j.id AS job_id, {} AS last_id, {} AS success_id, {} AS restore_id \
+            "SELECT j.id AS job_id, {} AS last_id, {} AS success_id, {} AS restore_id, \
+               {recovery} AS recovery_at \
              FROM backup_jobs j WHERE j.id IN ({})",
             latest_of(&format!("x.status IN ('{success}', '{failed}')")),
             latest_of(&format!("x.status = '{success}'")),
@@ -364,8 +380,13 @@ pub async fn jobs_health(
     // (job, [latest, latest success, latest successful restore])
     let mut picked: Vec<(Uuid, [Option<Uuid>; 3])> = Vec::new();
     for row in db.query_all(latest).await? {
+        let job_id: Uuid = row.try_get("", "job_id")?;
+        let recovery_at: Option<DateTime<Utc>> = row.try_get("", "recovery_at")?;
+        if let (Some(entry), Some(at)) = (health.get_mut(&job_id), recovery_at) {
+            entry.rpo_seconds = Some((now - at).num_seconds().max(0));
+        }
         picked.push((
-            row.try_get("", "job_id")?,
+            job_id,
             [
                 row.try_get("", "last_id")?,
                 row.try_get("", "success_id")?,
@@ -420,34 +441,6 @@ pub async fn jobs_health(
         entry.last_verified_at = row(success_id).and_then(|v| v.finished_at);
         entry.rto_seconds = row(restore_id).and_then(|v| v.total_ms).map(seconds);
     }
-    // Per job: the newest stored backup whose latest finished verification
-    // succeeded, driven from the jobs' successful verifications (statuses
-    // again behind `CASE`, so that no planner starts from every successful
-    // backup of the organization); one row per job.
-    let recovery = Statement::from_sql_and_values(
-        backend,
-        format!(
-            "SELECT b.job_id AS job_id, MAX(b.finished_at) AS finished_at \
-             FROM verifications v JOIN backups b ON b.id = v.backup_id \
-             WHERE v.job_id IN ({}) AND CASE WHEN v.status = '{success}' THEN 1 ELSE 0 END = 1 \
-               AND CASE WHEN b.status = '{}' THEN 1 ELSE 0 END = 1 \
-               AND b.finished_at IS NOT NULL \
-               AND NOT EXISTS (SELECT 1 FROM verifications w WHERE w.backup_id = v.backup_id \
-                 AND w.status IN ('{success}', '{failed}') AND w.id > v.id) \
-             GROUP BY b.job_id",
-            placeholders(backend, 1, job_ids.len()),
-            BackupStatus::Success.as_str(),
-        ),
-        ids(),
-    );
-    for row in db.query_all(recovery).await? {
-        let job_id: Uuid = row.try_get("", "job_id")?;
-        let finished_at: DateTime<Utc> = row.try_get("", "finished_at")?;
-        if let Some(entry) = health.get_mut(&job_id) {
-            let age = (now - finished_at).num_seconds().max(0);
-            entry.rpo_seconds = Some(entry.rpo_seconds.map_or(age, |rpo| rpo.min(age)));
-        }
-    }
     Ok(health)
 }
 
@@ -500,6 +493,7 @@ fn pending(
         id: Set(Uuid::now_v7()),
         organization_id: Set(backup.organization_id),
         backup_id: Set(backup.id),
+        backup_finished_at: Set(backup.finished_at),
         job_id: Set(job_id),
         app_id: Set(backup.app_id),
         app_name: Set(backup.app_name.clone()),

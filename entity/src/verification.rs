@@ -9,6 +9,8 @@ pub struct Model {
     pub id: Uuid,
     pub organization_id: Uuid,
     pub backup_id: Uuid,
+    /// When the verified backup finished (copied in: it never changes).
+    pub backup_finished_at: Option<DateTimeUtc>,
     /// The target to read the archive from, when the request named one;
     /// `None`: the primary, then its copies.
     pub source_target_id: Option<Uuid>,

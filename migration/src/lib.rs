@@ -30,6 +30,7 @@ mod m20261206_000018_add_orphans;
 mod m20261206_000019_add_sqlite_volumes;
 mod m20261206_000020_add_mysql_volumes;
 mod m20261206_000021_add_history_indexes;
+mod m20261206_000022_add_verification_backup_finished;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -59,6 +60,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000019_add_sqlite_volumes::Migration),
             Box::new(m20261206_000020_add_mysql_volumes::Migration),
             Box::new(m20261206_000021_add_history_indexes::Migration),
+            Box::new(m20261206_000022_add_verification_backup_finished::Migration),
         ]
     }
 }

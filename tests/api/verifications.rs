@@ -1000,6 +1000,20 @@ async fn the_report_holds_rpo_and_rto_per_job_and_series(backend: Backend) {
     assert_eq!(data_series["rpoSeconds"], Value::Null);
     assert_eq!(data_series["rpoMet"], false);
     assert_eq!(damaged["jobs"][0]["series"][1]["rpoMet"], true);
+    // The job's recovery point is now the backup still proven (the logs'),
+    // in its view and in the job list alike.
+    let view = job_view(&f, &f.org.path(&format!("/backups/jobs/{job}"))).await;
+    let rpo = view["rpoSeconds"].as_i64().unwrap();
+    assert!((age_of(logs) - 5..=age_of(logs)).contains(&rpo), "{view}");
+    let listed = f
+        .app
+        .get(&f.org.path("/backups/jobs"), &f.org.viewer)
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(listed["items"][0]["id"], view["id"], "{listed}");
+    let listed_rpo = listed["items"][0]["rpoSeconds"].as_i64().unwrap();
+    assert!((listed_rpo - rpo).abs() <= 2, "list {listed_rpo}, view {rpo}");
 }
 both_backends!(the_report_holds_rpo_and_rto_per_job_and_series);
 

@@ -60,6 +60,6 @@ for backend in $BACKENDS; do
     CAIRN_LOG=warn "$TARGET/cairn" serve >"$work/serve-$backend.log" 2>&1 &
   SERVE_PID=$!
   wait_for_port "$port" cairn || { cat "$work/serve-$backend.log" >&2; exit 1; }
-  BENCH_LABEL=$backend "$TARGET/cairn-bench" api load "http://127.0.0.1:$port" "$token" "$org" "$job" "$cursor"
+  BENCH_LABEL=$backend BENCH_SERVER_PID=$SERVE_PID "$TARGET/cairn-bench" api load "http://127.0.0.1:$port" "$token" "$org" "$job" "$cursor"
   stop_serve
 done

@@ -48,7 +48,7 @@ impl FromRequest for Auth {
                 .ok_or(ApiError::Unauthorized("send Authorization: Bearer <token>"))?;
             let principal = auth::authenticate(&cairn, &bearer, Utc::now())
                 .await?
-            .ok_or(ApiError::Unauthorized("the bearer token is not valid"))?;
+                .ok_or(ApiError::Unauthorized("the bearer token is not valid"))?;
             Ok(Auth(principal))
         })
     }

@@ -328,8 +328,19 @@ pub async fn load(
     for (_, url) in &endpoints {
         drive(&client, url, token, clients, clients).await?;
     }
+    // BENCH_SERVER_PID: the server's CPU time per request is printed too
+    // (user + system, from /proc), the figure that bounds the throughput.
+    let server = std::env::var("BENCH_SERVER_PID").ok();
     for (name, url) in &endpoints {
+        let cpu_before = server.as_deref().map(cpu_seconds).transpose()?;
         let (mut latencies, elapsed) = drive(&client, url, token, clients, requests).await?;
+        let cpu = match (cpu_before, server.as_deref()) {
+            (Some(before), Some(pid)) => format!(
+                "  server CPU {:>5.2} ms/request",
+                (cpu_seconds(pid)? - before) * 1000.0 / latencies.len() as f64
+            ),
+            _ => String::new(),
+        };
         latencies.sort();
         let at = |q: f64| {
             latencies[((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1)]
@@ -337,11 +348,31 @@ pub async fn load(
                 * 1000.0
         };
         println!(
-            "{label:<10} {name:<22} {:>8.0} req/s  p50 {:>6.1} ms (target <= 10)  p99 {:>6.1} ms (target <= 50)",
+            "{label:<10} {name:<22} {:>8.0} req/s  p50 {:>6.1} ms (target <= 10)  p99 {:>6.1} ms (target <= 50){cpu}",
             latencies.len() as f64 / elapsed.as_secs_f64(),
             at(0.50),
             at(0.99)
         );
     }
     Ok(())
+}
+
+/// The user + system CPU seconds process `pid` has used (`/proc/PID/stat`,
+/// fields 14 and 15, in clock ticks of 1/100 s).
+fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces: count from its ')'.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| anyhow::anyhow!("/proc/{pid}/stat: no command name"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields
+            .get(i)
+            .ok_or_else(|| anyhow::anyhow!("/proc/{pid}/stat: field missing"))?
+            .parse::<f64>()?)
+    };
+    // After ')': state is field 3, so utime (14) and stime (15) are at 11, 12.
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
 }

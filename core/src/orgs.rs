@@ -3,7 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Set,
+    TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -138,8 +139,16 @@ pub async fn get(db: &impl ConnectionTrait, id: Uuid) -> Result<OrganizationView
 /// Refuses (404, as if it did not exist) an organization that was
 /// deleted: its resources are out of reach until it is undeleted.
 pub async fn require_active(db: &impl ConnectionTrait, id: Uuid) -> Result<()> {
-    match organization::Entity::find_by_id(id).one(db).await? {
-        Some(model) if model.deleted_at.is_none() => Ok(()),
+    // Every request to an organization asks: only the one column (the row
+    // also holds the organization's sealed key).
+    let deleted_at: Option<Option<DateTime<Utc>>> = organization::Entity::find_by_id(id)
+        .select_only()
+        .column(organization::Column::DeletedAt)
+        .into_tuple()
+        .one(db)
+        .await?;
+    match deleted_at {
+        Some(None) => Ok(()),
         _ => Err(Error::NotFound("organization")),
     }
 }

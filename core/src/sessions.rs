@@ -44,13 +44,7 @@ pub struct SignedIn {
 /// sessions are removed on the way.
 pub async fn sign_in(cairn: &Cairn, token: &str, now: DateTime<Utc>) -> Result<Option<SignedIn>> {
     let token_hash = hash_token(token.trim());
-    let Some(principal) = auth::authenticate_hashed(
-        cairn,
-        &token_hash,
-        now,
-    )
-    .await?
-    else {
+    let Some(principal) = auth::authenticate_hashed(cairn, &token_hash, now).await? else {
         return Ok(None);
     };
     console_session::Entity::delete_many()
@@ -92,12 +86,7 @@ pub async fn principal(
     else {
         return Ok(None);
     };
-    auth::authenticate_hashed(
-        cairn,
-        &row.token_hash,
-        now,
-    )
-    .await
+    auth::authenticate_hashed(cairn, &row.token_hash, now).await
 }
 
 /// Ends a session (nothing happens for an unknown one).

@@ -119,7 +119,10 @@ async fn lists_read_beside_a_busy_writer() {
     let history = f.org.path("/backups/history");
     // The token's first use records its time (a write); later ones read.
     f.app.get(&history, &f.org.viewer).await.expect(200);
-    f.app.get(&f.org.path("/backups/jobs"), &f.org.viewer).await.expect(200);
+    f.app
+        .get(&f.org.path("/backups/jobs"), &f.org.viewer)
+        .await
+        .expect(200);
 
     let held = f.app.cairn.db.begin().await.unwrap();
     held.execute_unprepared("UPDATE organizations SET name = name || ''")

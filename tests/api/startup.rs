@@ -139,14 +139,12 @@ async fn bootstrap_token_is_created_once(backend: Backend) {
     config.admin_token = Some(SecretString::from("configured-admin".to_owned()));
     let cairn = Cairn::open(config, StartMode::Embedded).await.unwrap();
     assert_eq!(cairn.bootstrap_admin_token().await.unwrap(), None);
-    assert!(cairn_core::auth::authenticate(
-        &cairn,
-        "configured-admin",
-        chrono::Utc::now()
-    )
-    .await
-    .unwrap()
-    .is_some());
+    assert!(
+        cairn_core::auth::authenticate(&cairn, "configured-admin", chrono::Utc::now())
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 #[tokio::test]

@@ -1013,7 +1013,10 @@ async fn the_report_holds_rpo_and_rto_per_job_and_series(backend: Backend) {
         .clone();
     assert_eq!(listed["items"][0]["id"], view["id"], "{listed}");
     let listed_rpo = listed["items"][0]["rpoSeconds"].as_i64().unwrap();
-    assert!((listed_rpo - rpo).abs() <= 2, "list {listed_rpo}, view {rpo}");
+    assert!(
+        (listed_rpo - rpo).abs() <= 2,
+        "list {listed_rpo}, view {rpo}"
+    );
 }
 both_backends!(the_report_holds_rpo_and_rto_per_job_and_series);
 

@@ -330,7 +330,9 @@ pub async fn load(
     }
     // BENCH_SERVER_PID: the server's CPU time per request is printed too
     // (user + system, from /proc), the figure that bounds the throughput.
-    let server = std::env::var("BENCH_SERVER_PID").ok();
+    let server = std::env::var("BENCH_SERVER_PID")
+        .ok()
+        .filter(|pid| !pid.is_empty());
     for (name, url) in &endpoints {
         let cpu_before = server.as_deref().map(cpu_seconds).transpose()?;
         let (mut latencies, elapsed) = drive(&client, url, token, clients, requests).await?;

@@ -120,6 +120,9 @@ pub async fn connect_reader(
                 // each, and each connection keeps 16 MiB of them.
                 .pragma("mmap_size", "268435456")
                 .pragma("cache_size", "-16384")
+                // A page (limit + 1 rows) passes to the request without
+                // the connection's thread waiting for it to be read.
+                .row_buffer_size(512)
         });
     Database::connect(options).await.map_err(|e| {
         anyhow::anyhow!(

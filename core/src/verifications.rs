@@ -350,18 +350,29 @@ pub async fn jobs_health(
         )
     };
     // Per job, too: its recovery point, the newest stored backup whose
-    // latest finished verification succeeded, walked back on the
-    // `(job_id, backup_finished_at)` index from the newest verified backup
-    // until one qualifies (usually the first).
+    // latest finished verification succeeded: the job's successful
+    // verifications in order of their backup's finish time (the
+    // `(job_id, backup_finished_at)` index), tested one by one from the
+    // newest until one qualifies, usually the first. On PostgreSQL the
+    // inner query is kept apart (`OFFSET 0`) so that the tests run after
+    // the ordering and stop at the first match, rather than on every
+    // verification of the job first (SQLite walks the index in order
+    // either way, and takes no `OFFSET` without `LIMIT`).
+    let fence = match backend {
+        sea_orm::DbBackend::Postgres => " OFFSET 0",
+        _ => "",
+    };
     let recovery = format!(
-        "(SELECT v.backup_finished_at FROM verifications v WHERE v.job_id = j.id \
-           AND CASE WHEN v.status = '{success}' THEN 1 ELSE 0 END = 1 \
-           AND v.backup_finished_at IS NOT NULL \
-           AND NOT EXISTS (SELECT 1 FROM verifications w WHERE w.backup_id = v.backup_id \
-             AND w.status IN ('{success}', '{failed}') AND w.id > v.id) \
-           AND EXISTS (SELECT 1 FROM backups b WHERE b.id = v.backup_id \
+        "(SELECT c.backup_finished_at FROM \
+           (SELECT v.id, v.backup_id, v.backup_finished_at FROM verifications v \
+             WHERE v.job_id = j.id AND CASE WHEN v.status = '{success}' THEN 1 ELSE 0 END = 1 \
+               AND v.backup_finished_at IS NOT NULL \
+             ORDER BY v.backup_finished_at DESC{fence}) c \
+         WHERE NOT EXISTS (SELECT 1 FROM verifications w WHERE w.backup_id = c.backup_id \
+             AND w.status IN ('{success}', '{failed}') AND w.id > c.id) \
+           AND EXISTS (SELECT 1 FROM backups b WHERE b.id = c.backup_id \
              AND CASE WHEN b.status = '{}' THEN 1 ELSE 0 END = 1) \
-           ORDER BY v.backup_finished_at DESC LIMIT 1)",
+         ORDER BY c.backup_finished_at DESC LIMIT 1)",
         BackupStatus::Success.as_str(),
     );
     let latest = Statement::from_sql_and_values(

@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
-use cairn_core::auth::{Principal, Role};
+use cairn_core::auth::{self, Principal, Role};
 use cairn_core::Cairn;
 use uuid::Uuid;
 
@@ -71,14 +71,25 @@ impl<R: Required + 'static> FromRequest for OrgAccess<R> {
     type Error = ApiError;
     type Future = LocalFuture<Result<OrgAccess<R>, ApiError>>;
 
-    fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let auth = Auth::from_request(request, payload);
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let bearer = crate::extract::bearer_of(request);
         let cairn = request.app_data::<web::Data<Cairn>>().cloned();
         let org_id = request.match_info().get("orgId").map(Uuid::parse_str);
         let bad_ids = crate::extract::bad_ids(request);
         let action = Action(request.clone());
         Box::pin(async move {
-            let Auth(principal) = auth.await?;
+            let cairn = cairn.ok_or_else(crate::extract::state_missing)?;
+            let bearer = bearer?;
+            let now = chrono::Utc::now();
+            // The token and the organization's state in one statement when
+            // the path names a valid id.
+            let (principal, active) = match &org_id {
+                Some(Ok(id)) => auth::authenticate_in(&cairn, &bearer, *id, now).await?,
+                _ => auth::authenticate(&cairn, &bearer, now)
+                    .await?
+                    .map(|principal| (principal, None)),
+            }
+            .ok_or(crate::extract::INVALID_TOKEN)?;
             let org_id = match org_id {
                 Some(Ok(id)) => id,
                 Some(Err(_)) => return Err(ApiError::BadPathId(bad_ids)),
@@ -88,15 +99,14 @@ impl<R: Required + 'static> FromRequest for OrgAccess<R> {
                     )))
                 }
             };
-            let cairn = cairn.ok_or_else(|| {
-                ApiError::Core(cairn_core::Error::Unexpected(anyhow::anyhow!(
-                    "the application state is missing"
-                )))
-            })?;
             principal.require(org_id, R::ROLE, &action)?;
             // A deleted organization's resources are out of reach for
             // everyone until it is undeleted.
-            cairn_core::orgs::require_active(&cairn.read, org_id).await?;
+            match active {
+                Some(true) => {}
+                Some(false) => return Err(cairn_core::Error::NotFound("organization").into()),
+                None => cairn_core::orgs::require_active(&cairn.read, org_id).await?,
+            }
             Ok(OrgAccess {
                 principal,
                 org_id,

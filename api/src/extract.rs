@@ -27,31 +27,42 @@ impl FromRequest for Auth {
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         let cairn = request.app_data::<web::Data<Cairn>>().cloned();
-        let bearer = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| {
-                let (scheme, token) = value.split_once(' ')?;
-                scheme
-                    .eq_ignore_ascii_case("bearer")
-                    .then(|| token.trim().to_owned())
-            });
+        let bearer = bearer_of(request);
         Box::pin(async move {
-            let cairn = cairn.ok_or_else(|| {
-                ApiError::Core(Error::Unexpected(anyhow::anyhow!(
-                    "the application state is missing"
-                )))
-            })?;
-            let bearer = bearer
-                .filter(|token| !token.is_empty())
-                .ok_or(ApiError::Unauthorized("send Authorization: Bearer <token>"))?;
-            let principal = auth::authenticate(&cairn, &bearer, Utc::now())
+            let cairn = cairn.ok_or_else(state_missing)?;
+            let principal = auth::authenticate(&cairn, &bearer?, Utc::now())
                 .await?
-                .ok_or(ApiError::Unauthorized("the bearer token is not valid"))?;
+                .ok_or(INVALID_TOKEN)?;
             Ok(Auth(principal))
         })
     }
+}
+
+/// The refusal of a token that signs no one in.
+pub(crate) const INVALID_TOKEN: ApiError = ApiError::Unauthorized("the bearer token is not valid");
+
+/// The token of `Authorization: Bearer <token>`, or the refusal of a
+/// request without one.
+pub(crate) fn bearer_of(request: &HttpRequest) -> Result<String, ApiError> {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            let (scheme, token) = value.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim().to_owned())
+        })
+        .filter(|token| !token.is_empty())
+        .ok_or(ApiError::Unauthorized("send Authorization: Bearer <token>"))
+}
+
+/// The error of a request whose application state is missing.
+pub(crate) fn state_missing() -> ApiError {
+    ApiError::Core(Error::Unexpected(anyhow::anyhow!(
+        "the application state is missing"
+    )))
 }
 
 /// A JSON body, deserialized with the path of the offending field in every

@@ -245,15 +245,8 @@ pub async fn authenticate_hashed(
     presented: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<Principal>> {
-    if let Some(admin) = &cairn.config.admin_token {
-        let expected = hash_token(admin.expose_secret());
-        if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
-            return Ok(Some(Principal {
-                token_id: None,
-                organization_id: None,
-                role: Role::Admin,
-            }));
-        }
+    if let Some(admin) = configured_admin(cairn, presented) {
+        return Ok(Some(admin));
     }
     let Some(model) = api_token::Entity::find()
         .filter(api_token::Column::TokenHash.eq(presented))
@@ -262,26 +255,114 @@ pub async fn authenticate_hashed(
     else {
         return Ok(None);
     };
-    // Record use at most once a minute, so reads do not turn into a write
-    // per request.
-    if model
-        .last_used_at
-        .is_none_or(|last| now - last > Duration::minutes(1))
-    {
+    Ok(Some(
+        principal_of(
+            cairn,
+            model.id,
+            model.organization_id,
+            &model.role,
+            model.last_used_at,
+            now,
+        )
+        .await?,
+    ))
+}
+
+/// [`authenticate`] for a request to `organization_id`, with whether that
+/// organization exists and is not deleted, read in the same statement as
+/// the token: `Some(true)` active, `Some(false)` deleted, `None` unknown
+/// (no such organization, or the configured admin token, which has no row;
+/// the caller asks [`crate::orgs::require_active`] then).
+pub async fn authenticate_in(
+    cairn: &crate::Cairn,
+    bearer: &str,
+    organization_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Option<(Principal, Option<bool>)>> {
+    use sea_orm::{FromQueryResult, Statement};
+    let presented = hash_token(bearer);
+    if let Some(admin) = configured_admin(cairn, &presented) {
+        return Ok(Some((admin, None)));
+    }
+    #[derive(FromQueryResult)]
+    struct TokenRow {
+        id: Uuid,
+        organization_id: Option<Uuid>,
+        role: String,
+        last_used_at: Option<DateTime<Utc>>,
+        organization_active: Option<i32>,
+    }
+    let backend = cairn.read.get_database_backend();
+    // SQLite binds `?` in the order they appear: the organization first.
+    let (organization, token) = match backend {
+        sea_orm::DbBackend::Postgres => ("$1", "$2"),
+        _ => ("?", "?"),
+    };
+    let statement = Statement::from_sql_and_values(
+        backend,
+        format!(
+            "SELECT t.id, t.organization_id, t.role, t.last_used_at, \
+               (SELECT CASE WHEN o.deleted_at IS NULL THEN 1 ELSE 0 END \
+                  FROM organizations o WHERE o.id = {organization}) AS organization_active \
+             FROM api_tokens t WHERE t.token_hash = {token}"
+        ),
+        [organization_id.into(), presented.into()],
+    );
+    let Some(row) = TokenRow::find_by_statement(statement)
+        .one(&cairn.read)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let principal = principal_of(
+        cairn,
+        row.id,
+        row.organization_id,
+        &row.role,
+        row.last_used_at,
+        now,
+    )
+    .await?;
+    Ok(Some((principal, row.organization_active.map(|a| a == 1))))
+}
+
+/// The system administrator, when `presented` is the hash of the
+/// configured admin token (compared in constant time).
+fn configured_admin(cairn: &crate::Cairn, presented: &str) -> Option<Principal> {
+    let admin = cairn.config.admin_token.as_ref()?;
+    let expected = hash_token(admin.expose_secret());
+    bool::from(presented.as_bytes().ct_eq(expected.as_bytes())).then_some(Principal {
+        token_id: None,
+        organization_id: None,
+        role: Role::Admin,
+    })
+}
+
+/// The principal of a stored token, recording its use at most once a
+/// minute, so reads do not turn into a write per request.
+async fn principal_of(
+    cairn: &crate::Cairn,
+    token_id: Uuid,
+    organization_id: Option<Uuid>,
+    role: &str,
+    last_used_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<Principal> {
+    if last_used_at.is_none_or(|last| now - last > Duration::minutes(1)) {
         api_token::Entity::update_many()
             .col_expr(
                 api_token::Column::LastUsedAt,
                 sea_orm::sea_query::Expr::value(now),
             )
-            .filter(api_token::Column::Id.eq(model.id))
+            .filter(api_token::Column::Id.eq(token_id))
             .exec(&cairn.db)
             .await?;
     }
-    Ok(Some(Principal {
-        token_id: Some(model.id),
-        organization_id: model.organization_id,
-        role: Role::parse(&model.role).unwrap_or(Role::Viewer),
-    }))
+    Ok(Principal {
+        token_id: Some(token_id),
+        organization_id,
+        role: Role::parse(role).unwrap_or(Role::Viewer),
+    })
 }
 
 /// Whether any system administrator token is stored.

@@ -763,40 +763,32 @@ pub async fn list(
 }
 
 pub async fn get(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<BackupDetailView> {
-    let model = find_model(&cairn.read, organization_id, id).await?;
-    let log: Vec<LogLine> = serde_json::from_value(model.log).map_err(anyhow::Error::from)?;
-    let copies = copies_of(&cairn.read, &[model.id])
+    /// A backup's view with its log and manifest (not its lease).
+    // `from_query_result`: the nested row is read back under the prefix
+    // its columns were selected with (`backup_…`).
+    #[derive(sea_orm::DerivePartialModel)]
+    #[sea_orm(entity = "backup::Entity", from_query_result)]
+    struct DetailRow {
+        #[sea_orm(nested)]
+        backup: BackupRow,
+        log: serde_json::Value,
+        manifest: Option<serde_json::Value>,
+    }
+    let row = backup::Entity::find_by_id(id)
+        .filter(backup::Column::OrganizationId.eq(organization_id))
+        .into_partial_model::<DetailRow>()
+        .one(&cairn.read)
         .await?
-        .remove(&model.id)
+        .ok_or(Error::NotFound("backup"))?;
+    let log: Vec<LogLine> = serde_json::from_value(row.log).map_err(anyhow::Error::from)?;
+    let copies = copies_of(&cairn.read, &[id])
+        .await?
+        .remove(&id)
         .unwrap_or_default();
-    let row = BackupRow {
-        id: model.id,
-        organization_id: model.organization_id,
-        run_id: model.run_id,
-        job_id: model.job_id,
-        app_id: model.app_id,
-        target_id: model.target_id,
-        app_name: model.app_name,
-        volume_name: model.volume_name,
-        status: model.status,
-        trigger: model.trigger,
-        kind: model.kind,
-        archive_size: model.archive_size,
-        storage_path: model.storage_path,
-        sha256: model.sha256,
-        error_code: model.error_code,
-        error_message: model.error_message,
-        created_at: model.created_at,
-        started_at: model.started_at,
-        finished_at: model.finished_at,
-        suspicious: model.suspicious,
-        suspicious_reason: model.suspicious_reason,
-        accepted_at: model.accepted_at,
-    };
     Ok(BackupDetailView {
-        backup: view(row, copies),
+        backup: view(row.backup, copies),
         log,
-        manifest: model.manifest,
+        manifest: row.manifest,
     })
 }
 

@@ -245,27 +245,9 @@ pub async fn authenticate_hashed(
     presented: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<Principal>> {
-    if let Some(admin) = configured_admin(cairn, presented) {
-        return Ok(Some(admin));
-    }
-    let Some(model) = api_token::Entity::find()
-        .filter(api_token::Column::TokenHash.eq(presented))
-        .one(&cairn.read)
+    Ok(lookup(cairn, presented, None, now)
         .await?
-    else {
-        return Ok(None);
-    };
-    Ok(Some(
-        principal_of(
-            cairn,
-            model.id,
-            model.organization_id,
-            &model.role,
-            model.last_used_at,
-            now,
-        )
-        .await?,
-    ))
+        .map(|(principal, _)| principal))
 }
 
 /// [`authenticate`] for a request to `organization_id`, with whether that
@@ -279,9 +261,19 @@ pub async fn authenticate_in(
     organization_id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<Option<(Principal, Option<bool>)>> {
+    lookup(cairn, &hash_token(bearer), Some(organization_id), now).await
+}
+
+/// The principal of the token hashed `presented`, and, when asked, the
+/// state of `organization_id` read in the same statement.
+async fn lookup(
+    cairn: &crate::Cairn,
+    presented: &str,
+    organization_id: Option<Uuid>,
+    now: DateTime<Utc>,
+) -> Result<Option<(Principal, Option<bool>)>> {
     use sea_orm::{FromQueryResult, Statement};
-    let presented = hash_token(bearer);
-    if let Some(admin) = configured_admin(cairn, &presented) {
+    if let Some(admin) = configured_admin(cairn, presented) {
         return Ok(Some((admin, None)));
     }
     #[derive(FromQueryResult)]
@@ -293,20 +285,32 @@ pub async fn authenticate_in(
         organization_active: Option<i32>,
     }
     let backend = cairn.read.get_database_backend();
-    // SQLite binds `?` in the order they appear: the organization first.
-    let (organization, token) = match backend {
-        sea_orm::DbBackend::Postgres => ("$1", "$2"),
-        _ => ("?", "?"),
+    // Values in the order their placeholders appear (SQLite's `?` binds so).
+    let mut values: Vec<sea_orm::Value> = Vec::new();
+    let mut bind = |value: sea_orm::Value| {
+        values.push(value);
+        match backend {
+            sea_orm::DbBackend::Postgres => format!("${}", values.len()),
+            _ => "?".to_owned(),
+        }
     };
+    let organization_active = match organization_id {
+        Some(id) => format!(
+            "(SELECT CASE WHEN o.deleted_at IS NULL THEN 1 ELSE 0 END \
+               FROM organizations o WHERE o.id = {})",
+            bind(id.into())
+        ),
+        None => "CAST(NULL AS INTEGER)".to_owned(),
+    };
+    let token = bind(presented.into());
     let statement = Statement::from_sql_and_values(
         backend,
         format!(
             "SELECT t.id, t.organization_id, t.role, t.last_used_at, \
-               (SELECT CASE WHEN o.deleted_at IS NULL THEN 1 ELSE 0 END \
-                  FROM organizations o WHERE o.id = {organization}) AS organization_active \
+               {organization_active} AS organization_active \
              FROM api_tokens t WHERE t.token_hash = {token}"
         ),
-        [organization_id.into(), presented.into()],
+        values,
     );
     let Some(row) = TokenRow::find_by_statement(statement)
         .one(&cairn.read)

@@ -65,21 +65,10 @@ pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
         // -wal and -shm files the same mode).
         create_private_file(path).with_context(|| format!("creating {}", path.display()))?;
     }
-    let mut options = ConnectOptions::new(url.clone());
-    options
-        .max_connections(if is_sqlite { 1 } else { 10 })
-        .connect_timeout(Duration::from_secs(10))
-        .acquire_timeout(Duration::from_secs(30))
-        // Statement logging would print bound values; keep it off.
-        .sqlx_logging(false)
-        // A new SQLite file is created, whether or not the URL says `mode=rwc`.
-        .map_sqlx_sqlite_opts(|sqlite| sqlite.create_if_missing(true));
-    let db = Database::connect(options).await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot connect to the database: {}",
-            redact(&e.to_string(), &url, &parsed)
-        )
-    })?;
+    let mut options = pool_options(&url, if is_sqlite { 1 } else { 10 });
+    // A new SQLite file is created, whether or not the URL says `mode=rwc`.
+    options.map_sqlx_sqlite_opts(|sqlite| sqlite.create_if_missing(true));
+    let db = open(options, "connect to the database", &url, &parsed).await?;
     if db.get_database_backend() == DbBackend::Sqlite {
         db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000;")
             .await?;
@@ -104,32 +93,51 @@ pub async fn connect_reader(
     }
     let url = config.database_url();
     let parsed = url::Url::parse(&url)?;
-    let mut options = ConnectOptions::new(url.clone());
+    let mut options = pool_options(&url, SQLITE_READERS);
+    options.map_sqlx_sqlite_opts(|sqlite| {
+        sqlite
+            .read_only(true)
+            .create_if_missing(false)
+            .busy_timeout(Duration::from_secs(10))
+            // Pages come from the mapped file rather than a read()
+            // each, and each connection keeps 16 MiB of them.
+            .pragma("mmap_size", "268435456")
+            .pragma("cache_size", "-16384")
+            // A page (limit + 1 rows) passes to the request without
+            // the connection's thread waiting for it to be read.
+            .row_buffer_size(512)
+    });
+    open(
+        options,
+        "open read connections to the database",
+        &url,
+        &parsed,
+    )
+    .await
+}
+
+/// The settings both pools share: `max` connections, bounded waits, and no
+/// statement logging (it would print bound values).
+fn pool_options(url: &str, max: u32) -> ConnectOptions {
+    let mut options = ConnectOptions::new(url.to_owned());
     options
-        .max_connections(SQLITE_READERS)
-        .min_connections(1)
+        .max_connections(max)
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(30))
-        .sqlx_logging(false)
-        .map_sqlx_sqlite_opts(|sqlite| {
-            sqlite
-                .read_only(true)
-                .create_if_missing(false)
-                .busy_timeout(Duration::from_secs(10))
-                // Pages come from the mapped file rather than a read()
-                // each, and each connection keeps 16 MiB of them.
-                .pragma("mmap_size", "268435456")
-                .pragma("cache_size", "-16384")
-                // A page (limit + 1 rows) passes to the request without
-                // the connection's thread waiting for it to be read.
-                .row_buffer_size(512)
-        });
-    Database::connect(options).await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot open read connections to the database: {}",
-            redact(&e.to_string(), &url, &parsed)
-        )
-    })
+        .sqlx_logging(false);
+    options
+}
+
+/// Opens a pool; the error says what failed without the URL or password.
+async fn open(
+    options: ConnectOptions,
+    what: &str,
+    url: &str,
+    parsed: &url::Url,
+) -> anyhow::Result<DatabaseConnection> {
+    Database::connect(options)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot {what}: {}", redact(&e.to_string(), url, parsed)))
 }
 
 /// Removes the password (and the whole URL) from a message about the

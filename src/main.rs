@@ -15,6 +15,9 @@ use cairn_worker::{Worker, WorkerOptions};
 use clap::{Parser, Subcommand, ValueEnum};
 use uuid::Uuid;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Cairn: a multi-tenant backup service.
 #[derive(Parser)]
 #[command(version, about)]

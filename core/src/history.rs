@@ -3,7 +3,9 @@
 //! ids are UUID v7, so id order is creation order).
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -743,7 +745,20 @@ pub async fn list(
     if let Some(to) = to {
         select = select.filter(backup::Column::CreatedAt.lt(to));
     }
-    let rows = page_select(select, backup::Column::Id, cursor, limit)
+    let page = page_select(select, backup::Column::Id, cursor, limit);
+    // A date range is walked in `created_at` order and its ids sorted: the
+    // page's ids are picked from the index alone (`(organization_id,
+    // created_at, id)`), then only their rows are read. The other filters'
+    // indexes are in id order already.
+    let page = if from.is_some() || to.is_some() {
+        let ids = page.select_only().column(backup::Column::Id).into_query();
+        backup::Entity::find()
+            .filter(backup::Column::Id.in_subquery(ids))
+            .order_by_desc(backup::Column::Id)
+    } else {
+        page
+    };
+    let rows = page
         .into_partial_model::<BackupRow>()
         .all(&cairn.read)
         .await?;

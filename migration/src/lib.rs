@@ -31,6 +31,7 @@ mod m20261206_000019_add_sqlite_volumes;
 mod m20261206_000020_add_mysql_volumes;
 mod m20261206_000021_add_history_indexes;
 mod m20261206_000022_add_verification_backup_finished;
+mod m20261207_000023_cover_history_by_date;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -61,6 +62,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000020_add_mysql_volumes::Migration),
             Box::new(m20261206_000021_add_history_indexes::Migration),
             Box::new(m20261206_000022_add_verification_backup_finished::Migration),
+            Box::new(m20261207_000023_cover_history_by_date::Migration),
         ]
     }
 }

@@ -118,6 +118,27 @@ async fn history_pages_filters_and_details(backend: Backend) {
         ids(page.expect(200)),
         [newest_first[2].clone(), newest_first[3].clone()]
     );
+    // A date range's pages (its ids are picked apart from its rows): one
+    // at a time, linked by the cursor, then the end.
+    let range = "from=2024-01-11T00:00:00Z&to=2024-01-13T00:00:00Z&limit=1";
+    let page = app.get(&query(range), &org.viewer).await;
+    let body = page.expect(200);
+    assert_eq!(ids(body), [newest_first[2].clone()]);
+    let cursor = body["nextCursor"].as_str().expect("a next page").to_owned();
+    let page = app
+        .get(&query(&format!("{range}&cursor={cursor}")), &org.viewer)
+        .await;
+    let body = page.expect(200);
+    assert_eq!(ids(body), [newest_first[3].clone()]);
+    assert!(body["nextCursor"].is_null());
+    // With another filter too.
+    let page = app
+        .get(
+            &query("from=2024-01-11T00:00:00Z&to=2024-01-13T00:00:00Z&status=failed"),
+            &org.viewer,
+        )
+        .await;
+    assert_eq!(ids(page.expect(200)), [newest_first[3].clone()]);
     let page = app.get(&query("status=pruned"), &org.viewer).await;
     assert!(ids(page.expect(200)).is_empty());
     assert!(page.body["nextCursor"].is_null());

@@ -605,7 +605,7 @@ pub async fn list(
     paging: &crate::pages::Paging,
 ) -> Result<(Vec<AppView>, Option<String>)> {
     let (apps, next) = crate::pages::page(
-        &cairn.db,
+        &cairn.read,
         app::Entity::find().filter(app::Column::OrganizationId.eq(organization_id)),
         app::Column::Name,
         paging,
@@ -614,8 +614,8 @@ pub async fn list(
     )
     .await?;
     let ids: Vec<Uuid> = apps.iter().map(|a| a.id).collect();
-    let volumes = volumes_of(&cairn.db, &ids).await?;
-    let mut directories = directories_of(&cairn.db, &volumes).await?;
+    let volumes = volumes_of(&cairn.read, &ids).await?;
+    let mut directories = directories_of(&cairn.read, &volumes).await?;
     let mut by_app: HashMap<Uuid, Vec<volume::Model>> = HashMap::new();
     for volume in volumes {
         by_app.entry(volume.app_id).or_default().push(volume);
@@ -631,9 +631,9 @@ pub async fn list(
 }
 
 pub async fn get(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<AppView> {
-    let model = find_model(&cairn.db, organization_id, id).await?;
-    let volumes = volumes_of(&cairn.db, &[id]).await?;
-    let mut directories = directories_of(&cairn.db, &volumes).await?;
+    let model = find_model(&cairn.read, organization_id, id).await?;
+    let volumes = volumes_of(&cairn.read, &[id]).await?;
+    let mut directories = directories_of(&cairn.read, &volumes).await?;
     app_view(model, volumes, &mut directories)
 }
 

@@ -632,7 +632,7 @@ pub async fn list(
         select = select.filter(verification::Column::Status.eq(status));
     }
     let (rows, next_cursor) = newest_page(
-        &cairn.db,
+        &cairn.read,
         select,
         verification::Column::Id,
         cursor,

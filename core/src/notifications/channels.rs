@@ -404,7 +404,7 @@ pub async fn list(
     paging: &crate::pages::Paging,
 ) -> Result<(Vec<ChannelView>, Option<String>)> {
     let (models, next) = crate::pages::page(
-        &cairn.db,
+        &cairn.read,
         notification_channel::Entity::find()
             .filter(notification_channel::Column::OrganizationId.eq(organization_id)),
         notification_channel::Column::Name,
@@ -423,7 +423,7 @@ pub async fn list(
 pub async fn get(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<ChannelView> {
     view(
         &cairn.master_key,
-        find_model(&cairn.db, organization_id, id).await?,
+        find_model(&cairn.read, organization_id, id).await?,
     )
 }
 

@@ -683,7 +683,7 @@ pub async fn list_deliveries(
         select = select.filter(D::VerificationId.eq(id));
     }
     let (rows, next_cursor) =
-        newest_page(&cairn.db, select, D::Id, cursor, limit, |row| row.id).await?;
+        newest_page(&cairn.read, select, D::Id, cursor, limit, |row| row.id).await?;
     let items = rows
         .into_iter()
         .map(delivery_view)

@@ -609,7 +609,7 @@ pub async fn list(
         select = select.filter(restore::Column::BackupId.eq(backup_id));
     }
     let (rows, next_cursor) = newest_page(
-        &cairn.db,
+        &cairn.read,
         select,
         restore::Column::Id,
         cursor,
@@ -626,7 +626,7 @@ pub async fn list(
 pub async fn get(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<RestoreDetailView> {
     let model = restore::Entity::find_by_id(id)
         .filter(restore::Column::OrganizationId.eq(organization_id))
-        .one(&cairn.db)
+        .one(&cairn.read)
         .await?
         .ok_or(Error::NotFound("restore"))?;
     let log: Vec<LogLine> =

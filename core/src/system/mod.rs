@@ -148,7 +148,7 @@ pub async fn list(cairn: &Cairn, query: &crate::pages::PageQuery) -> Result<Syst
     let cursor = crate::history::parse_uuid(&mut v, "cursor", query.cursor.as_deref());
     v.finish()?;
     let (rows, next_cursor) = crate::history::newest_page(
-        &cairn.db,
+        &cairn.read,
         system_backup::Entity::find(),
         system_backup::Column::Id,
         cursor,

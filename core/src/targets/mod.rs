@@ -303,7 +303,7 @@ pub async fn list(
     paging: &crate::pages::Paging,
 ) -> Result<(Vec<TargetView>, Option<String>)> {
     let (models, next) = crate::pages::page(
-        &cairn.db,
+        &cairn.read,
         backup_target::Entity::find().filter(scoped(organization_id)),
         backup_target::Column::Name,
         paging,
@@ -321,7 +321,7 @@ pub async fn list(
 pub async fn get(cairn: &Cairn, organization_id: Option<Uuid>, id: Uuid) -> Result<TargetView> {
     view(
         &cairn.master_key,
-        find_model(&cairn.db, organization_id, id).await?,
+        find_model(&cairn.read, organization_id, id).await?,
     )
 }
 

@@ -650,7 +650,7 @@ pub async fn list(
 pub async fn get(cairn: &Cairn, organization_id: Uuid, id: Uuid) -> Result<VerificationDetailView> {
     let model = verification::Entity::find_by_id(id)
         .filter(verification::Column::OrganizationId.eq(organization_id))
-        .one(&cairn.db)
+        .one(&cairn.read)
         .await?
         .ok_or(Error::NotFound("verification"))?;
     let log: Vec<LogLine> =

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::both_backends;
 use crate::helpers::{job, seed, spawn_app, Backend, Seed};
+use crate::pages::walk;
 
 both_backends!(
     history_pages_filters_and_details,
@@ -17,10 +18,12 @@ both_backends!(
 );
 
 fn ids(page: &Value) -> Vec<String> {
-    page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
+    ids_of(page["items"].as_array().unwrap())
+}
+
+fn ids_of<'a>(items: impl IntoIterator<Item = &'a Value>) -> Vec<String> {
+    items
+        .into_iter()
         .map(|b| b["id"].as_str().unwrap().to_owned())
         .collect()
 }
@@ -62,26 +65,11 @@ async fn history_pages_filters_and_details(backend: Backend) {
     let newest_first: Vec<String> = seeded.iter().rev().map(Uuid::to_string).collect();
 
     // Every record exactly once, newest first, across pages of two.
-    let mut collected = Vec::new();
-    let mut cursor: Option<String> = None;
-    let mut pages = 0;
-    loop {
-        let mut path = org.path("/backups/history?limit=2");
-        if let Some(cursor) = &cursor {
-            path.push_str(&format!("&cursor={cursor}"));
-        }
-        let reply = app.get(&path, &org.viewer).await;
-        let page = reply.expect(200).clone();
-        pages += 1;
-        assert!(page["items"].as_array().unwrap().len() <= 2);
-        collected.extend(ids(&page));
-        match page["nextCursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => break,
-        }
-    }
-    assert_eq!(pages, 3);
-    assert_eq!(collected, newest_first);
+    let history = org.path("/backups/history");
+    assert_eq!(
+        ids_of(&walk(&app, &history, &org.viewer, 2).await),
+        newest_first
+    );
 
     let query = |q: &str| org.path(&format!("/backups/history?{q}"));
     let page = app.get(&query("status=success"), &org.viewer).await;
@@ -121,26 +109,11 @@ async fn history_pages_filters_and_details(backend: Backend) {
     // A date range's pages (its page's ids are picked in a subquery, apart
     // from its rows): every record of the range once, newest first, two
     // at a time, linked by the cursor.
-    let range = "from=2024-01-10T00:00:00Z&to=2024-01-15T00:00:00Z&limit=2";
-    let mut collected = Vec::new();
-    let mut cursor: Option<String> = None;
-    let mut pages = 0;
-    loop {
-        let mut q = range.to_owned();
-        if let Some(cursor) = &cursor {
-            q.push_str(&format!("&cursor={cursor}"));
-        }
-        let page = app.get(&query(&q), &org.viewer).await.expect(200).clone();
-        pages += 1;
-        assert!(page["items"].as_array().unwrap().len() <= 2);
-        collected.extend(ids(&page));
-        match page["nextCursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => break,
-        }
-    }
-    assert_eq!(pages, 3);
-    assert_eq!(collected, newest_first);
+    let range = query("from=2024-01-10T00:00:00Z&to=2024-01-15T00:00:00Z");
+    assert_eq!(
+        ids_of(&walk(&app, &range, &org.viewer, 2).await),
+        newest_first
+    );
     // With another filter too.
     let page = app
         .get(

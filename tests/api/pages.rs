@@ -4,11 +4,11 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{fixture, Backend, Fixture};
+use crate::helpers::{fixture, Backend, TestApp};
 
 /// Every item of `path`, a page of `limit` at a time; checks each page's
 /// size and that only the last one ends without a cursor.
-async fn walk(f: &Fixture, path: &str, token: &str, limit: usize) -> Vec<Value> {
+pub(crate) async fn walk(app: &TestApp, path: &str, token: &str, limit: usize) -> Vec<Value> {
     let mut items = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -17,7 +17,7 @@ async fn walk(f: &Fixture, path: &str, token: &str, limit: usize) -> Vec<Value> 
         if let Some(cursor) = &cursor {
             url.push_str(&format!("&cursor={}", urlencode(cursor)));
         }
-        let page = f.app.get(&url, token).await.expect(200).clone();
+        let page = app.get(&url, token).await.expect(200).clone();
         let got = page["items"].as_array().unwrap();
         assert!(got.len() <= limit, "{url}: {page}");
         items.extend(got.iter().cloned());
@@ -80,7 +80,7 @@ async fn every_list_pages(backend: Backend) {
         assert!(whole.len() >= at_least, "{path}: {whole:?}");
         for limit in [1, 2] {
             assert_eq!(
-                walk(&f, &path, &token, limit).await,
+                walk(&f.app, &path, &token, limit).await,
                 whole,
                 "{path} by {limit}"
             );

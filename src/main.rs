@@ -278,6 +278,7 @@ impl From<RoleArg> for Role {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    cairn_core::db::configure_sqlite();
     let cli = Cli::parse();
     // Offline tools need no configuration.
     if let Command::Retention {

@@ -65,15 +65,92 @@ pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
         // -wal and -shm files the same mode).
         create_private_file(path).with_context(|| format!("creating {}", path.display()))?;
     }
-    let mut options = pool_options(&url, if is_sqlite { 1 } else { 10 });
+    if !is_sqlite {
+        return open_postgres(&url, &parsed, 10).await;
+    }
+    let mut options = pool_options(&url, 1);
     // A new SQLite file is created, whether or not the URL says `mode=rwc`.
     options.map_sqlx_sqlite_opts(|sqlite| sqlite.create_if_missing(true));
     let db = open(options, "connect to the database", &url, &parsed).await?;
-    if db.get_database_backend() == DbBackend::Sqlite {
-        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000;")
-            .await?;
-    }
+    db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000;")
+        .await?;
     Ok(db)
+}
+
+/// A pooled PostgreSQL connection idle for longer than this is tested
+/// (a round trip) before a statement uses it: a server restart, a proxy
+/// or a firewall may have dropped it meanwhile. One in steady use is not:
+/// the pool tests every connection as it comes back after each use
+/// already, and testing it again on the way out would cost every
+/// statement a second round trip.
+pub const POSTGRES_IDLE_TEST_AFTER: Duration = Duration::from_secs(1);
+
+/// The PostgreSQL pool: `max` connections, bounded waits, no statement
+/// logging (it would print bound values), and connections tested before
+/// use only after [`POSTGRES_IDLE_TEST_AFTER`] idle.
+async fn open_postgres(
+    url: &str,
+    parsed: &url::Url,
+    max: u32,
+) -> anyhow::Result<DatabaseConnection> {
+    use sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+    use sea_orm::sqlx::{ConnectOptions as _, Connection as _};
+    let refused = |e: sea_orm::sqlx::Error| {
+        anyhow::anyhow!(
+            "cannot connect to the database: {}",
+            redact(&e.to_string(), url, parsed)
+        )
+    };
+    let options = url
+        .parse::<PgConnectOptions>()
+        .map_err(refused)?
+        .disable_statement_logging();
+    let pool = PgPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(30))
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                // A failed test drops the connection; the pool opens
+                // another for the statement.
+                if meta.idle_for >= POSTGRES_IDLE_TEST_AFTER {
+                    connection.ping().await?;
+                }
+                Ok(true)
+            })
+        })
+        .connect_with(options)
+        .await
+        .map_err(refused)?;
+    Ok(sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(
+        pool,
+    ))
+}
+
+/// Process-wide SQLite settings, for the binary to apply before the
+/// first connection opens (SQLite accepts them only before it
+/// initializes; later calls change nothing). Memory statistics are
+/// turned off: kept, they make every allocation of every connection take
+/// one global mutex, which the readers' threads then queue on.
+pub fn configure_sqlite() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: `sqlite3_config` must not run beside any other SQLite
+        // call; `Once` runs it once, and the binary calls it first thing,
+        // before any connection exists. The option takes one int.
+        let rc = unsafe {
+            rusqlite::ffi::sqlite3_config(
+                rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS,
+                0 as std::os::raw::c_int,
+            )
+        };
+        if rc != rusqlite::ffi::SQLITE_OK {
+            tracing::debug!(
+                rc,
+                "SQLite was initialized already: memory statistics stay on"
+            );
+        }
+    });
 }
 
 /// Read-only SQLite connections that run beside the writer.
@@ -116,14 +193,17 @@ pub async fn connect_reader(
     .await
 }
 
-/// The settings both pools share: `max` connections, bounded waits, and no
-/// statement logging (it would print bound values).
+/// The settings both SQLite pools share: `max` connections, bounded
+/// waits, no statement logging (it would print bound values), and no test
+/// of a connection before each use (a connection to a local file does not
+/// go stale; the test is a round trip to the connection's thread).
 fn pool_options(url: &str, max: u32) -> ConnectOptions {
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .max_connections(max)
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(30))
+        .test_before_acquire(false)
         .sqlx_logging(false);
     options
 }

@@ -181,3 +181,43 @@ async fn openapi_document_is_served_complete_with_swagger_ui() {
         "{initializer}"
     );
 }
+
+/// PostgreSQL connections the server dropped while they sat idle in the
+/// pool (a restart, a proxy's or firewall's timeout) are tested before
+/// use and replaced: no request fails on them.
+#[tokio::test]
+async fn postgres_connections_dropped_while_idle_are_replaced() {
+    use sea_orm::{ConnectionTrait, Statement};
+    let app = spawn_app(Backend::Postgres).await;
+    let org = app.org("idle").await;
+    let jobs = org.path("/backups/jobs");
+    // Several at once, so that the pool holds several connections.
+    let lists: Vec<_> = (0..6).map(|_| app.get(&jobs, &org.viewer)).collect();
+    for reply in futures::future::join_all(lists).await {
+        reply.expect(200);
+    }
+    let admin = sea_orm::Database::connect(crate::helpers::database_url_of(&app))
+        .await
+        .unwrap();
+    let ended = admin
+        .query_one(Statement::from_string(
+            admin.get_database_backend(),
+            "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "n")
+        .unwrap();
+    admin.close().await.ok();
+    assert!(ended >= 2, "{ended} of the app's connections ended");
+    tokio::time::sleep(
+        cairn_core::db::POSTGRES_IDLE_TEST_AFTER + std::time::Duration::from_millis(500),
+    )
+    .await;
+    let lists: Vec<_> = (0..6).map(|_| app.get(&jobs, &org.viewer)).collect();
+    for reply in futures::future::join_all(lists).await {
+        reply.expect(200);
+    }
+}

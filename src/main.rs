@@ -278,7 +278,9 @@ impl From<RoleArg> for Role {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    cairn_core::db::configure_sqlite();
+    // SAFETY: nothing has opened a database yet, and no other thread runs
+    // Cairn code.
+    unsafe { cairn_core::db::configure_sqlite() };
     let cli = Cli::parse();
     // Offline tools need no configuration.
     if let Command::Retention {

@@ -77,13 +77,19 @@ pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
     Ok(db)
 }
 
-/// A pooled PostgreSQL connection idle for longer than this is tested
+/// A pooled PostgreSQL connection idle for this long or longer is tested
 /// (a round trip) before a statement uses it: a server restart, a proxy
 /// or a firewall may have dropped it meanwhile. One in steady use is not:
 /// the pool tests every connection as it comes back after each use
 /// already, and testing it again on the way out would cost every
-/// statement a second round trip.
+/// statement a second round trip. The price: when the server restarts
+/// under load, statements on connections used within the last second
+/// fail once (each such connection is then dropped), as the statements
+/// in flight at that moment do anyway.
 pub const POSTGRES_IDLE_TEST_AFTER: Duration = Duration::from_secs(1);
+
+/// How long that test waits for the server's answer.
+const POSTGRES_IDLE_TEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The PostgreSQL pool: `max` connections, bounded waits, no statement
 /// logging (it would print bound values), and connections tested before
@@ -111,12 +117,15 @@ async fn open_postgres(
         .test_before_acquire(false)
         .before_acquire(|connection, meta| {
             Box::pin(async move {
-                // A failed test drops the connection; the pool opens
-                // another for the statement.
-                if meta.idle_for >= POSTGRES_IDLE_TEST_AFTER {
-                    connection.ping().await?;
+                // A connection that fails the test, or does not answer
+                // within the bound (a firewall may drop packets without a
+                // word), is closed; the pool opens another for the
+                // statement.
+                if meta.idle_for < POSTGRES_IDLE_TEST_AFTER {
+                    return Ok(true);
                 }
-                Ok(true)
+                let test = tokio::time::timeout(POSTGRES_IDLE_TEST_TIMEOUT, connection.ping());
+                Ok(matches!(test.await, Ok(Ok(()))))
             })
         })
         .connect_with(options)
@@ -129,28 +138,23 @@ async fn open_postgres(
 
 /// Process-wide SQLite settings, for the binary to apply before the
 /// first connection opens (SQLite accepts them only before it
-/// initializes; later calls change nothing). Memory statistics are
+/// initializes; a later call changes nothing). Memory statistics are
 /// turned off: kept, they make every allocation of every connection take
 /// one global mutex, which the readers' threads then queue on.
-pub fn configure_sqlite() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: `sqlite3_config` must not run beside any other SQLite
-        // call; `Once` runs it once, and the binary calls it first thing,
-        // before any connection exists. The option takes one int.
-        let rc = unsafe {
-            rusqlite::ffi::sqlite3_config(
-                rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS,
-                0 as std::os::raw::c_int,
-            )
-        };
-        if rc != rusqlite::ffi::SQLITE_OK {
-            tracing::debug!(
-                rc,
-                "SQLite was initialized already: memory statistics stay on"
-            );
-        }
-    });
+///
+/// # Safety
+///
+/// No other thread may call into SQLite while this runs: call it first
+/// thing in `main`, before anything opens a database.
+pub unsafe fn configure_sqlite() {
+    // SAFETY: the caller guarantees no concurrent SQLite call; the
+    // option takes one int.
+    unsafe {
+        rusqlite::ffi::sqlite3_config(
+            rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS,
+            0 as std::os::raw::c_int,
+        );
+    }
 }
 
 /// Read-only SQLite connections that run beside the writer.

@@ -6,8 +6,8 @@
 //!   records (100 000) spread over them and over the past year, one run
 //!   each, one in ten of them verified (one in a hundred of those failed),
 //!   3% of the backups failed. Written as a worker writes them (through
-//!   the entities, in batches), then `ANALYZE` (the statistics a database
-//!   in use has). Prints `org=… token=… job=… cursor=…` (a
+//!   the entities, in batches), then on PostgreSQL `ANALYZE` (the
+//!   statistics autovacuum keeps; Cairn never analyzes SQLite). Prints `org=… token=… job=… cursor=…` (a
 //!   job, and a backup half-way down the history for a deep cursor).
 //! - `cairn-bench api load BASE_URL TOKEN ORG JOB CURSOR`: for each
 //!   endpoint, `BENCH_CLIENTS` (50) concurrent clients send `BENCH_REQUESTS`
@@ -22,7 +22,7 @@ use cairn_entity::enums::{
 };
 use cairn_entity::{app, backup, backup_run, verification};
 use chrono::{DateTime, Utc};
-use sea_orm::{EntityTrait, Set, TransactionTrait};
+use sea_orm::{ConnectionTrait, EntityTrait, Set, TransactionTrait};
 use secrecy::SecretString;
 use uuid::Uuid;
 
@@ -226,9 +226,14 @@ pub async fn seed() -> anyhow::Result<()> {
             txn.commit().await?;
         }
     }
-    // The planner statistics a server in use has (PostgreSQL's autovacuum
-    // gathers them on its own, later).
-    sea_orm::ConnectionTrait::execute_unprepared(&cairn.db, "ANALYZE").await?;
+    // The planner statistics a database in use has: PostgreSQL's
+    // autovacuum gathers them on its own, later; Cairn never runs
+    // `ANALYZE` on SQLite, whose statistics (with the STAT4 this build
+    // compiles in) would make it re-prepare a statement each time its
+    // bound values change: 10-30% more CPU per request (bench/README.md).
+    if cairn.db.get_database_backend() == sea_orm::DbBackend::Postgres {
+        cairn.db.execute_unprepared("ANALYZE").await?;
+    }
     eprintln!(
         "[bench] seeded {jobs} jobs and {backups} backups in {:.1} s",
         started.elapsed().as_secs_f64()

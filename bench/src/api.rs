@@ -7,8 +7,9 @@
 //!   each, one in ten of them verified (one in a hundred of those failed),
 //!   3% of the backups failed. Written as a worker writes them (through
 //!   the entities, in batches), then on PostgreSQL `ANALYZE` (the
-//!   statistics autovacuum keeps; Cairn never analyzes SQLite). Prints `org=… token=… job=… cursor=…` (a
-//!   job, and a backup half-way down the history for a deep cursor).
+//!   statistics autovacuum keeps; Cairn never analyzes SQLite). Prints
+//!   `org=… token=… job=… cursor=…` (a job, and a backup half-way down
+//!   the history for a deep cursor).
 //! - `cairn-bench api load BASE_URL TOKEN ORG JOB CURSOR`: for each
 //!   endpoint, `BENCH_CLIENTS` (50) concurrent clients send `BENCH_REQUESTS`
 //!   (2 000) requests in all; prints requests per second, p50 and p99.
